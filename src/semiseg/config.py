@@ -1,0 +1,269 @@
+"""Load, validate and resolve the workflow configuration.
+
+The workflow's `config/config.yaml` says what to build; catalogues of datasets, methods, tables
+and schedules say what those names mean. Everything is validated against the JSON schemas in
+`workflow/schemas/` when the workflow (or a CLI command) loads it, so a wrong field fails before
+any job starts, with a message naming the file, the field and what is allowed.
+
+The one place a training job's settings are assembled is :func:`run_spec`: the workflow passes
+its result to `semiseg train`, and fingerprints it, so the job sees exactly what Snakemake
+compares between runs.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+from jsonschema import Draft202012Validator, validators
+
+__all__ = [
+    "ConfigError",
+    "load_config",
+    "run_spec",
+    "table_runs",
+    "spec_hash",
+    "schedule_name",
+    "find_root",
+]
+
+
+class ConfigError(ValueError):
+    """A configuration file or field is wrong; the message names the file and the field."""
+
+
+def find_root(start: Path | None = None) -> Path:
+    """The workflow root: the nearest parent of `start` (default: cwd) holding `workflow/schemas`."""
+    here = (start or Path.cwd()).resolve()
+    for p in (here, *here.parents):
+        if (p / "workflow" / "schemas").is_dir():
+            return p
+    raise ConfigError(f"{here}: no workflow/schemas directory here or above; run from the semiseg checkout")
+
+
+def _with_defaults(cls):
+    """A validator class that also fills in `default` values (jsonschema's documented recipe)."""
+    validate_properties = cls.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for name, sub in properties.items():
+                if isinstance(sub, dict) and "default" in sub and name not in instance:
+                    instance[name] = copy.deepcopy(sub["default"])
+        yield from validate_properties(validator, properties, instance, schema)
+
+    return validators.extend(cls, {"properties": set_defaults})
+
+
+_Validator = _with_defaults(Draft202012Validator)
+
+
+def _field(path) -> str:
+    parts = [str(p) for p in path]
+    return ".".join(parts) if parts else "(top level)"
+
+
+def _describe(error) -> str:
+    """Turn a jsonschema error into 'field: problem; allowed: ...'."""
+    if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+        allowed = sorted(error.schema.get("properties", {}))
+        extra = sorted(set(error.instance) - set(allowed))
+        where = _field(error.absolute_path)
+        field = ".".join([where, extra[0]]) if where != "(top level)" and extra else (extra[0] if extra else where)
+        return f"{field}: unknown field; allowed: {', '.join(allowed) or '(none)'}"
+    if error.validator == "enum":
+        return f"{_field(error.absolute_path)}: {error.instance!r} is not allowed; allowed: {', '.join(map(repr, error.validator_value))}"
+    if error.validator == "propertyNames":
+        return f"{_field(error.absolute_path)}: name {error.instance!r} must be lowercase letters, digits and _"
+    return f"{_field(error.absolute_path)}: {error.message}"
+
+
+def _validate(instance: Any, schema: dict, source: str) -> None:
+    errors = sorted(_Validator(schema).iter_errors(instance), key=lambda e: list(e.absolute_path))
+    if errors:
+        lines = "\n  ".join(_describe(e) for e in errors[:10])
+        raise ConfigError(f"{source}: invalid configuration\n  {lines}")
+
+
+def _read_yaml(path: Path) -> Any:
+    try:
+        with open(path) as fh:
+            data = yaml.safe_load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    return {} if data is None else data
+
+
+def _schema(root: Path, name: str) -> dict:
+    return _read_yaml(root / "workflow" / "schemas" / f"{name}.schema.yaml")
+
+
+def _load_catalogue(root: Path, location: str, kind: str) -> tuple[dict, dict[str, Path]]:
+    """Merge every YAML file of a catalogue directory (or one file); remember where each entry came from."""
+    path = root / location
+    files = sorted(path.glob("*.yaml")) if path.is_dir() else [path]
+    if not files or not files[0].exists():
+        raise ConfigError(f"{path}: no {kind} catalogue found")
+    merged: dict = {}
+    origin: dict[str, Path] = {}
+    schema = _schema(root, kind)
+    for f in files:
+        data = _read_yaml(f)
+        if not isinstance(data, dict):
+            raise ConfigError(f"{f}: a {kind} catalogue must be a mapping of names to entries")
+        _validate(data, schema, str(f))
+        for name, entry in data.items():
+            if name in merged:
+                raise ConfigError(f"{f}: {kind} entry {name!r} is also defined in {origin[name]}")
+            merged[name] = entry
+            origin[name] = f
+    return merged, origin
+
+
+def load_config(config: dict | None = None, root: Path | str | None = None) -> dict:
+    """Validate `config` (the contents of config/config.yaml plus overrides) and load the catalogues.
+
+    Returns a resolved dict: ``settings`` (the validated top-level config with defaults filled
+    in), ``datasets``, ``methods``, ``tables``, ``schedules`` and ``root``. Raises
+    :class:`ConfigError` naming the file and field of the first problems found.
+    """
+    root = Path(root) if root is not None else find_root()
+    if config is None:
+        config = _read_yaml(root / "config" / "config.yaml")
+    settings = copy.deepcopy(dict(config))
+    _validate(settings, _schema(root, "config"), "config (config/config.yaml + --config overrides)")
+    cats = settings["catalogues"]
+    for key, default in (("datasets", "config/datasets"), ("methods", "config/methods"),
+                         ("tables", "config/tables"), ("schedules", "config/schedules.yaml")):
+        cats.setdefault(key, default)
+    datasets, ds_origin = _load_catalogue(root, cats["datasets"], "datasets")
+    methods, m_origin = _load_catalogue(root, cats["methods"], "methods")
+    tables, t_origin = _load_catalogue(root, cats["tables"], "tables")
+    schedules, _ = _load_catalogue(root, cats["schedules"], "schedules")
+    sched_file = root / cats["schedules"]
+
+    method_schema = _schema(root, "methods")
+    algos = method_schema.get("$defs", {})
+    for name, entry in methods.items():
+        where = f"{m_origin[name]}: {name}"
+        if entry["algorithm"] not in algos:
+            raise ConfigError(f"{where}.algorithm: unknown algorithm {entry['algorithm']!r}; allowed: {', '.join(sorted(algos))}")
+        params = entry.setdefault("params", {})
+        _validate(params, algos[entry["algorithm"]], f"{where}.params")
+        for sched, overrides in entry.get("schedule", {}).items():
+            if sched not in schedules:
+                raise ConfigError(f"{where}.schedule.{sched}: unknown schedule; allowed: {', '.join(sorted(schedules))}")
+            _validate(overrides, schedules_fields_schema(root), f"{where}.schedule.{sched}")
+
+    for name, ds in datasets.items():
+        where = f"{ds_origin[name]}: {name}"
+        labels = ds["labels"]
+        if sorted(labels.values()) != list(range(len(labels))) or min(labels.values()) != 0:
+            raise ConfigError(f"{where}.labels: labels must be 0..{len(labels) - 1}, each once, background 0; got {labels}")
+        if len(ds["patch_size"]) != ds["dims"]:
+            raise ConfigError(f"{where}.patch_size: needs {ds['dims']} numbers for a {ds['dims']}D dataset")
+        if ds["dims"] == 3 and len(ds.get("stride", [])) != 3:
+            raise ConfigError(f"{where}.stride: a 3D dataset needs a 3-number sliding-window stride")
+        for key in ("schedule", "default_schedule"):
+            if key in ds and ds[key] not in schedules:
+                raise ConfigError(f"{where}.{key}: unknown schedule {ds[key]!r}; allowed: {', '.join(sorted(schedules))}")
+
+    if settings["schedule"] is not None and settings["schedule"] not in schedules:
+        raise ConfigError(f"config: schedule: unknown schedule {settings['schedule']!r}; allowed: {', '.join(sorted(schedules))}")
+    for ds_name in settings["sources"]:
+        if ds_name not in datasets:
+            raise ConfigError(f"config: sources.{ds_name}: unknown dataset; allowed: {', '.join(sorted(datasets))}")
+    for name in settings["tables"]:
+        if name not in tables:
+            raise ConfigError(f"config: tables: unknown table {name!r}; allowed: {', '.join(sorted(tables))}")
+    for name, table in tables.items():
+        where = f"{t_origin[name]}: {name}"
+        if table["dataset"] not in datasets:
+            raise ConfigError(f"{where}.dataset: unknown dataset {table['dataset']!r}; allowed: {', '.join(sorted(datasets))}")
+        ratios = datasets[table["dataset"]]["ratios"]
+        for i, row in enumerate(table["rows"]):
+            if row["method"] not in methods:
+                raise ConfigError(f"{where}.rows.{i}.method: unknown method {row['method']!r}; allowed: {', '.join(sorted(methods))}")
+            for r in row["ratios"]:
+                if str(r) not in ratios:
+                    raise ConfigError(f"{where}.rows.{i}.ratios: ratio {r} is not defined for dataset "
+                                      f"{table['dataset']!r}; allowed: {', '.join(sorted(ratios, key=int))}")
+        for m in table.get("reference", {}).get("values", {}):
+            if m not in methods:
+                raise ConfigError(f"{where}.reference.values.{m}: unknown method; allowed: {', '.join(sorted(methods))}")
+    return {"root": str(root), "settings": settings, "datasets": datasets, "methods": methods,
+            "tables": tables, "schedules": schedules, "schedules_file": str(sched_file)}
+
+
+def schedules_fields_schema(root: Path) -> dict:
+    """The schema of one set of schedule fields (used for a method's per-schedule overrides)."""
+    s = _schema(root, "schedules")
+    fields = copy.deepcopy(s["$defs"]["fields"])
+    return fields
+
+
+def schedule_name(cfg: dict, dataset: str) -> str:
+    """The schedule a dataset's runs use: the dataset's pin, else config.schedule, else its default."""
+    ds = cfg["datasets"][dataset]
+    if "schedule" in ds:
+        return ds["schedule"]
+    return cfg["settings"]["schedule"] or ds.get("default_schedule", "paper")
+
+
+def run_spec(cfg: dict, dataset: str, method: str, ratio: int | str, seed: int | str) -> dict:
+    """Everything one training job depends on, resolved: the job's input and its fingerprint."""
+    ds = cfg["datasets"][dataset]
+    entry = cfg["methods"][method]
+    sname = schedule_name(cfg, dataset)
+    sched = cfg["schedules"][sname]
+    resolved = dict(sched["defaults"])
+    resolved.update(sched.get("datasets", {}).get(dataset, {}))
+    resolved.update(entry.get("schedule", {}).get(sname, {}))
+    if str(ratio) not in ds["ratios"]:
+        raise ConfigError(f"dataset {dataset!r} has no ratio {ratio}; allowed: {', '.join(sorted(ds['ratios'], key=int))}")
+    return {
+        "dataset": {
+            "name": dataset,
+            "dims": ds["dims"],
+            "labels": ds["labels"],
+            "num_classes": len(ds["labels"]),
+            "patch_size": ds["patch_size"],
+            "stride": ds.get("stride"),
+        },
+        "method": {
+            "name": method,
+            "algorithm": entry["algorithm"],
+            "network": entry.get("network", ds.get("network", "unet")),
+            "params": entry["params"],
+        },
+        "schedule": {"name": sname, **resolved},
+        "ratio": int(ratio),
+        "labeled_patients": ds["ratios"][str(ratio)],
+        "seed": int(seed),
+        "device": cfg["settings"]["device"],
+    }
+
+
+def table_runs(cfg: dict, table: str) -> list[tuple[str, str, int, int]]:
+    """(dataset, method, ratio, seed) of every run a table needs, in row order."""
+    t = cfg["tables"][table]
+    out = []
+    for row in t["rows"]:
+        if not row.get("run", True):
+            continue
+        for ratio in row["ratios"]:
+            for seed in t["seeds"]:
+                out.append((t["dataset"], row["method"], int(ratio), int(seed)))
+    return out
+
+
+def spec_hash(obj: Any) -> str:
+    """A short stable hash of a JSON-serialisable object (sorted keys)."""
+    blob = json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
