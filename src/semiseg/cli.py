@@ -1,0 +1,195 @@
+"""`semiseg <stage> ...`: the one entry point every workflow rule calls.
+
+Each subcommand is a thin shell over a function of the package; it reads the inputs the rule
+declares, writes the outputs the rule declares (atomically), and exits non-zero with a message
+naming the file and the problem when something is wrong.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+__all__ = ["main"]
+
+log = logging.getLogger("semiseg")
+
+
+def _json_arg(text: str):
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not valid JSON: {exc}") from None
+
+
+def _write_json(obj, path: Path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w") as fh:
+        json.dump(obj, fh, indent=1)
+    os.replace(tmp, path)
+
+
+# ----------------------------------------------------------------------------- stages
+def cmd_check_config(args) -> None:
+    from semiseg.config import load_config
+
+    cfg = load_config(root=args.root)
+    print(f"config OK: {len(cfg['datasets'])} datasets, {len(cfg['methods'])} methods, "
+          f"{len(cfg['tables'])} tables, schedules {', '.join(cfg['schedules'])}")
+
+
+def cmd_fetch(args) -> None:
+    from semiseg.data.fetch import fetch
+
+    rec = fetch(args.dataset, args.source, args.out, how_to_get=args.source.get("how_to_get", ""))
+    log.info("fetched %s: %d files in %.1f s", args.dataset, len(rec["files"]), rec["seconds"])
+
+
+def cmd_preprocess(args) -> None:
+    from semiseg.data.preprocess import preprocess
+
+    desc = preprocess(args.dataset, args.layout, Path(args.raw), labels=args.labels, dims=args.dims,
+                      store_path=Path(args.store))
+    _write_json(desc, args.descriptor)
+    log.info("preprocessed %s: %d cases", args.dataset, len(desc["cases"]))
+
+
+def cmd_split(args) -> None:
+    from semiseg.data.splits import make_split
+
+    with open(args.descriptor) as fh:
+        desc = json.load(fh)
+    _write_json(make_split(desc, args.ratio, args.labeled_patients), args.out)
+
+
+def cmd_train(args) -> None:
+    from semiseg.engine.loop import train
+
+    summary = train(args.spec, Path(args.store), Path(args.split), Path(args.out_dir),
+                    code_fingerprint=args.code_fingerprint, progress=not args.no_progress)
+    log.info("trained: %s", json.dumps(summary))
+
+
+def cmd_infer(args) -> None:
+    from semiseg.inference.run import infer
+
+    n = infer(Path(args.run_dir), Path(args.store), Path(args.split), Path(args.out), device=args.device)
+    log.info("predicted %d cases into %s", n, args.out)
+
+
+def cmd_evaluate(args) -> None:
+    from semiseg.metrics.evaluate import evaluate
+
+    n = evaluate(Path(args.predictions), Path(args.store), Path(args.out))
+    log.info("evaluated %d cases into %s", n, args.out)
+
+
+def cmd_table(args) -> None:
+    from semiseg.reporting.build import table_from_runs
+
+    table_from_runs(args.spec, descriptor=Path(args.descriptor), metrics=[Path(m) for m in args.metrics],
+                    out=Path(args.out))
+    log.info("wrote %s", args.out)
+
+
+# ----------------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="semiseg", description=__doc__.splitlines()[0])
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True, metavar="<stage>")
+
+    s = sub.add_parser("check-config", help="validate config/ against workflow/schemas/")
+    s.add_argument("--root", type=Path, default=None, help="workflow root (default: found from cwd)")
+    s.set_defaults(func=cmd_check_config)
+
+    s = sub.add_parser("fetch", help="bring a dataset's source into results/raw/<dataset>")
+    s.add_argument("--dataset", required=True)
+    s.add_argument("--source", type=_json_arg, required=True, help="the catalogue's source entry, as JSON")
+    s.add_argument("--out", type=Path, required=True)
+    s.set_defaults(func=cmd_fetch)
+
+    s = sub.add_parser("preprocess", help="import a fetched layout into one h5 store + dataset.json")
+    s.add_argument("--dataset", required=True)
+    s.add_argument("--layout", required=True)
+    s.add_argument("--raw", required=True)
+    s.add_argument("--labels", type=_json_arg, required=True)
+    s.add_argument("--dims", type=int, required=True, choices=(2, 3))
+    s.add_argument("--store", required=True)
+    s.add_argument("--descriptor", required=True)
+    s.set_defaults(func=cmd_preprocess)
+
+    s = sub.add_parser("split", help="write the labeled/unlabeled/val/test patients of one ratio")
+    s.add_argument("--descriptor", required=True)
+    s.add_argument("--ratio", type=int, required=True)
+    s.add_argument("--labeled-patients", type=int, required=True)
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=cmd_split)
+
+    s = sub.add_parser("train", help="train one run (method × dataset × ratio × seed)")
+    s.add_argument("--spec", type=_json_arg, required=True, help="the resolved run spec, as JSON")
+    s.add_argument("--store", required=True)
+    s.add_argument("--split", required=True)
+    s.add_argument("--out-dir", required=True)
+    s.add_argument("--code-fingerprint", default="", help="hash of the code the run depends on")
+    s.add_argument("--no-progress", action="store_true")
+    s.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    s.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("infer", help="predict the test cases of a trained run")
+    s.add_argument("--run-dir", required=True, help="holds model.pt and config.json")
+    s.add_argument("--store", required=True)
+    s.add_argument("--split", required=True)
+    s.add_argument("--out", required=True, help="predictions directory")
+    s.add_argument("--device", default=None, help="override the spec's device")
+    s.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    s.set_defaults(func=cmd_infer)
+
+    s = sub.add_parser("evaluate", help="score predictions against the store's labels")
+    s.add_argument("--predictions", required=True)
+    s.add_argument("--store", required=True)
+    s.add_argument("--out", required=True, help="metrics.csv")
+    s.set_defaults(func=cmd_evaluate)
+
+    s = sub.add_parser("table", help="aggregate runs' metrics into a markdown table")
+    s.add_argument("--spec", type=_json_arg, required=True, help="table spec + context, as JSON")
+    s.add_argument("--descriptor", required=True, help="the dataset's dataset.json")
+    s.add_argument("--metrics", nargs="+", required=True, help="runs/<dataset>/<method>/<ratio>/seed<seed>/metrics.csv")
+    s.add_argument("--out", required=True)
+    s.set_defaults(func=cmd_table)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(name)s %(levelname)s: %(message)s", stream=sys.stderr)
+    from semiseg.config import ConfigError
+    from semiseg.data.errors import DataError
+
+    if getattr(args, "threads", None):
+        import torch
+
+        torch.set_num_threads(args.threads)
+    try:
+        args.func(args)
+    except (ConfigError, DataError, ValueError, FileNotFoundError) as exc:
+        print(f"semiseg {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # noqa: BLE001 - named errors from the engine
+        from semiseg.engine.loop import TrainingError
+
+        if isinstance(exc, TrainingError):
+            print(f"semiseg {args.command}: error: {exc}", file=sys.stderr)
+            return 3
+        raise
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,29 @@
+"""The preprocess stage: a fetched source layout → one h5 store + its ``dataset.json``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from semiseg.data.errors import DataError
+from semiseg.data.layouts import read_la_layout, read_slices_layout
+from semiseg.data.store import describe, write_store
+
+__all__ = ["preprocess", "READERS"]
+
+# layout name (catalogue `source.layout`) -> reader of the fetched directory
+READERS = {
+    "synthetic2d": read_slices_layout,
+    "slices": read_slices_layout,
+    "synthetic3d": read_la_layout,
+    "la": read_la_layout,
+}
+
+
+def preprocess(dataset: str, layout: str, raw_dir: Path, *, labels: dict[str, int], dims: int,
+               store_path: Path) -> dict:
+    """Import `raw_dir` (in `layout`) into a store at `store_path`; return the descriptor."""
+    if layout not in READERS:
+        raise DataError(raw_dir, f"no importer for layout {layout!r}; known: {', '.join(sorted(READERS))}")
+    cases, patients = READERS[layout](raw_dir, dataset)
+    write_store(store_path, name=dataset, dims=dims, labels=labels, cases=cases)
+    return describe(store_path, patients=patients)

@@ -1,0 +1,473 @@
+"""The case store: one HDF5 file of whole volumes per dataset.
+
+Layout (see ``docs/architecture.md``)::
+
+    store.h5
+      attrs: name (str), dims (2 | 3), num_classes (int), labels (JSON {"background": 0, ...}),
+             format_version (int)
+      cases/<case_id>/image   float32 (Z, Y, X)
+      cases/<case_id>/label   uint8   (Z, Y, X)
+      cases/<case_id>  attrs: patient (str), spacing (3 floats, z/y/x)
+
+Whatever the dataset's dimensionality, the store holds whole volumes: a 2D dataset (ACDC) is
+trained on its ``(Y, X)`` slices and evaluated on whole volumes slice by slice.
+
+Cases are written in the order they are given and read back in that order (the ``cases`` group
+tracks creation order), so a store built twice from the same input is byte-identical and its
+``store_sha256`` is stable across re-runs.
+
+Compression is LZF (with byte shuffling for the float image): it decompresses several times faster
+than gzip, and training reads the store far more often than it is written. 2D stores are chunked
+one slice per chunk so that reading a single slice touches a single chunk.
+
+A :class:`Store` keeps an open HDF5 handle; do not share one across forked processes (data-loader
+workers), open one per worker instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import h5py
+import numpy as np
+
+from semiseg.data.errors import DataError
+
+__all__ = [
+    "FORMAT_VERSION",
+    "ROLES",
+    "Case",
+    "Store",
+    "describe",
+    "sha256_file",
+    "write_store",
+]
+
+#: Bumped when the on-disk layout of the store changes incompatibly.
+FORMAT_VERSION = 1
+
+#: The patient lists a descriptor carries, in this order.
+ROLES = ("train", "val", "test")
+
+_CASES = "cases"
+_CHUNK_BYTES = 1 << 20
+
+
+@dataclass(frozen=True, eq=False)
+class Case:
+    """One volume and its label map, as an importer hands it to :func:`write_store`.
+
+    Attributes:
+        case_id: unique id within the dataset (``patient003_frame01``); becomes an HDF5 name, so
+            it may not contain ``/``.
+        patient: the patient the case belongs to; splits are made by patient.
+        image: ``(Z, Y, X)`` intensities; converted to float32 when written.
+        label: ``(Z, Y, X)`` integer class map, values in ``range(num_classes)``; stored as uint8.
+        spacing: voxel size along z, y, x (mm, or 1.0 for voxel units).
+        source: the file(s) the case was read from, named in any :class:`DataError` about it.
+    """
+
+    case_id: str
+    patient: str
+    image: np.ndarray
+    label: np.ndarray
+    spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    source: str = ""
+
+
+def sha256_file(path: str | os.PathLike[str], chunk_size: int = _CHUNK_BYTES) -> str:
+    """Return the hex sha256 of a file, read in ``chunk_size`` pieces (constant memory)."""
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as handle:
+            while chunk := handle.read(chunk_size):
+                digest.update(chunk)
+    except FileNotFoundError:
+        raise DataError(path, "file does not exist") from None
+    return digest.hexdigest()
+
+
+def _check_labels(labels: Mapping[str, int]) -> dict[str, int]:
+    """Validate a ``{name: index}`` map: string names, indices exactly ``0..n-1``."""
+    if not isinstance(labels, Mapping) or not labels:
+        raise ValueError(f"labels must be a non-empty {{name: index}} mapping, got {labels!r}")
+    out: dict[str, int] = {}
+    for key, value in labels.items():
+        if not isinstance(key, str) or not key:
+            raise ValueError(f"label names must be non-empty strings, got {key!r}")
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise ValueError(f"label {key!r} has non-integer index {value!r}")
+        out[key] = int(value)
+    if sorted(out.values()) != list(range(len(out))):
+        raise ValueError(f"label indices must be exactly 0..{len(out) - 1}, got {out}")
+    return out
+
+
+def _check_case(case: Case, num_classes: int, where: str | os.PathLike[str]) -> Case:
+    """Return ``case`` with a float32 image and uint8 label, or raise :class:`DataError`.
+
+    ``where`` is named in the error when the case does not say where it came from.
+    """
+    source = case.source or os.fspath(where)
+    name = f"case {case.case_id!r}"
+    if not isinstance(case.case_id, str) or not case.case_id or "/" in case.case_id:
+        raise DataError(source, f"invalid case id {case.case_id!r} (non-empty, no '/')")
+    if case.case_id in (".", ".."):
+        raise DataError(source, f"invalid case id {case.case_id!r}")
+    if not isinstance(case.patient, str) or not case.patient:
+        raise DataError(source, f"{name}: invalid patient id {case.patient!r}")
+
+    image = np.asarray(case.image)
+    label = np.asarray(case.label)
+    if image.ndim != 3:
+        raise DataError(source, f"{name}: image must be 3-D (Z, Y, X), got shape {image.shape}")
+    if image.size == 0:
+        raise DataError(source, f"{name}: image is empty (shape {image.shape})")
+    if image.shape != label.shape:
+        raise DataError(
+            source, f"{name}: image shape {image.shape} differs from label shape {label.shape}"
+        )
+    if not (np.issubdtype(image.dtype, np.floating) or np.issubdtype(image.dtype, np.integer)):
+        raise DataError(source, f"{name}: image has non-numeric dtype {image.dtype}")
+    image = image.astype(np.float32, copy=False)
+    if not np.isfinite(image).all():
+        bad = int(np.size(image) - np.count_nonzero(np.isfinite(image)))
+        raise DataError(source, f"{name}: image has {bad} non-finite (NaN/inf) voxels")
+    if not (np.issubdtype(label.dtype, np.integer) or label.dtype == np.bool_):
+        raise DataError(source, f"{name}: label dtype {label.dtype} is not an integer type")
+    low, high = int(label.min()), int(label.max())
+    if low < 0 or high >= num_classes:
+        raise DataError(
+            source,
+            f"{name}: label values span {low}..{high}, outside 0..{num_classes - 1}",
+        )
+    spacing = tuple(float(s) for s in np.asarray(case.spacing, dtype=np.float64).ravel())
+    if len(spacing) != 3 or not all(math.isfinite(s) and s > 0 for s in spacing):
+        raise DataError(source, f"{name}: spacing must be 3 positive numbers, got {case.spacing!r}")
+    return Case(
+        case_id=case.case_id,
+        patient=case.patient,
+        image=image,
+        label=label.astype(np.uint8, copy=False),
+        spacing=spacing,  # type: ignore[arg-type]
+        source=source,
+    )
+
+
+def write_store(
+    path: str | os.PathLike[str],
+    *,
+    name: str,
+    dims: int,
+    labels: Mapping[str, int],
+    cases: Iterable[Case],
+) -> Path:
+    """Validate ``cases`` and write them to a new store at ``path``; return the path.
+
+    The store is written to a temporary file beside ``path`` and moved into place only once every
+    case has been validated and written, so a failure never leaves a store that looks valid. An
+    existing file at ``path`` is removed first: after a failed rebuild there is no store at all
+    rather than a stale one that looks current.
+
+    Args:
+        path: the store file to create (its directory is created if needed).
+        name: the dataset's name (``"acdc"``).
+        dims: 2 or 3, how the networks see the data.
+        labels: class names to indices, indices exactly ``0..n-1``.
+        cases: the cases, in the order the store should list them; consumed lazily, so an importer
+            may read one volume at a time.
+
+    Raises:
+        ValueError: ``name``, ``dims`` or ``labels`` are invalid.
+        DataError: a case is invalid (names the case and its source file), two cases share an
+            id, or there are no cases.
+    """
+    path = Path(path)
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"store name must be a non-empty string, got {name!r}")
+    if dims not in (2, 3):
+        raise ValueError(f"dims must be 2 or 3, got {dims!r}")
+    labels = _check_labels(labels)
+    num_classes = len(labels)
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.unlink(missing_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        with h5py.File(tmp, "w") as h5:
+            h5.attrs["format_version"] = FORMAT_VERSION
+            h5.attrs["name"] = name
+            h5.attrs["dims"] = int(dims)
+            h5.attrs["num_classes"] = num_classes
+            h5.attrs["labels"] = json.dumps(labels)
+            group = h5.create_group(_CASES, track_order=True)
+            seen: dict[str, str] = {}
+            for raw in cases:
+                case = _check_case(raw, num_classes, path)
+                if case.case_id in seen:
+                    raise DataError(
+                        case.source,
+                        f"case {case.case_id!r} appears twice (first from {seen[case.case_id]})",
+                    )
+                seen[case.case_id] = case.source
+                _write_case(group, case, dims)
+            if not seen:
+                raise DataError(path, "no cases to write")
+        with open(tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _write_case(group: h5py.Group, case: Case, dims: int) -> None:
+    z, y, x = case.image.shape
+    chunks: tuple[int, int, int] | bool = (1, y, x) if dims == 2 else True
+    entry = group.create_group(case.case_id)
+    entry.attrs["patient"] = case.patient
+    entry.attrs["spacing"] = np.asarray(case.spacing, dtype=np.float64)
+    entry.create_dataset(
+        "image", data=case.image, chunks=chunks, compression="lzf", shuffle=True
+    )
+    entry.create_dataset("label", data=case.label, chunks=chunks, compression="lzf")
+
+
+class Store:
+    """Read-only view of a store written by :func:`write_store`.
+
+    Opening validates the root attributes and every case's metadata (keys, shapes, dtypes,
+    attributes) without reading voxel data; a malformed store raises :class:`DataError` naming
+    the file and the problem. Use as a context manager, or call :meth:`close`.
+
+    Example::
+
+        with Store("results/preprocessed/acdc/store.h5") as store:
+            image, label = store.read(store.case_ids[0])
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise DataError(self.path, "store does not exist")
+        try:
+            self._h5 = h5py.File(self.path, "r")
+        except OSError as exc:
+            raise DataError(self.path, f"not a readable HDF5 file ({exc})") from None
+        try:
+            self._load_metadata()
+        except BaseException:
+            self._h5.close()
+            raise
+
+    def _fail(self, problem: str) -> DataError:
+        return DataError(self.path, problem)
+
+    def _load_metadata(self) -> None:
+        attrs = self._h5.attrs
+        for key in ("name", "dims", "num_classes", "labels"):
+            if key not in attrs:
+                raise self._fail(f"missing root attribute {key!r} (not a semiseg store?)")
+        version = int(attrs.get("format_version", FORMAT_VERSION))
+        if version != FORMAT_VERSION:
+            raise self._fail(f"store format version {version}, this code reads {FORMAT_VERSION}")
+        self.name: str = _as_str(attrs["name"])
+        self.dims: int = int(attrs["dims"])
+        if self.dims not in (2, 3):
+            raise self._fail(f"root attribute dims is {self.dims}, expected 2 or 3")
+        try:
+            labels = _check_labels(json.loads(_as_str(attrs["labels"])))
+        except (ValueError, TypeError) as exc:
+            raise self._fail(f"invalid labels attribute: {exc}") from None
+        self._labels = labels
+        self.num_classes: int = int(attrs["num_classes"])
+        if self.num_classes != len(labels):
+            raise self._fail(
+                f"num_classes is {self.num_classes} but labels name {len(labels)} classes"
+            )
+        if _CASES not in self._h5 or not isinstance(self._h5[_CASES], h5py.Group):
+            raise self._fail(f"missing group {_CASES!r}")
+        self._meta: dict[str, tuple[str, tuple[float, float, float], tuple[int, int, int]]] = {}
+        for case_id, entry in self._h5[_CASES].items():
+            self._meta[case_id] = self._case_metadata(case_id, entry)
+        if not self._meta:
+            raise self._fail("store holds no cases")
+
+    def _case_metadata(
+        self, case_id: str, entry: Any
+    ) -> tuple[str, tuple[float, float, float], tuple[int, int, int]]:
+        where = f"{_CASES}/{case_id}"
+        if not isinstance(entry, h5py.Group):
+            raise self._fail(f"{where} is not a group")
+        for key in ("image", "label"):
+            if key not in entry or not isinstance(entry[key], h5py.Dataset):
+                raise self._fail(f"{where} has no dataset {key!r}")
+        image, label = entry["image"], entry["label"]
+        if image.ndim != 3:
+            raise self._fail(f"{where}/image must be 3-D (Z, Y, X), got shape {image.shape}")
+        if image.shape != label.shape:
+            raise self._fail(
+                f"{where}: image shape {image.shape} differs from label shape {label.shape}"
+            )
+        if image.dtype != np.float32 or label.dtype != np.uint8:
+            raise self._fail(
+                f"{where}: expected float32 image and uint8 label, got {image.dtype} and "
+                f"{label.dtype}"
+            )
+        if "patient" not in entry.attrs or "spacing" not in entry.attrs:
+            raise self._fail(f"{where} lacks the 'patient' or 'spacing' attribute")
+        spacing = tuple(float(s) for s in np.asarray(entry.attrs["spacing"]).ravel())
+        if len(spacing) != 3:
+            raise self._fail(f"{where}: spacing must hold 3 numbers, got {spacing}")
+        return _as_str(entry.attrs["patient"]), spacing, tuple(image.shape)  # type: ignore[return-value]
+
+    # -- context management --------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the underlying HDF5 file (idempotent)."""
+        self._h5.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Store({os.fspath(self.path)!r}, name={self.name!r}, cases={len(self._meta)})"
+
+    # -- metadata ------------------------------------------------------------------------------
+
+    @property
+    def labels(self) -> dict[str, int]:
+        """Class names to indices (a copy)."""
+        return dict(self._labels)
+
+    @property
+    def case_ids(self) -> tuple[str, ...]:
+        """Every case id, in the order the cases were written."""
+        return tuple(self._meta)
+
+    def __len__(self) -> int:
+        return len(self._meta)
+
+    def __contains__(self, case_id: object) -> bool:
+        return case_id in self._meta
+
+    def _entry(self, case_id: str) -> tuple[str, tuple[float, float, float], tuple[int, int, int]]:
+        try:
+            return self._meta[case_id]
+        except KeyError:
+            raise self._fail(f"no case {case_id!r} in store {self.name!r}") from None
+
+    def patient(self, case_id: str) -> str:
+        """The patient id of ``case_id``."""
+        return self._entry(case_id)[0]
+
+    def spacing(self, case_id: str) -> tuple[float, float, float]:
+        """Voxel spacing (z, y, x) of ``case_id``."""
+        return self._entry(case_id)[1]
+
+    def shape(self, case_id: str) -> tuple[int, int, int]:
+        """Volume shape (Z, Y, X) of ``case_id``, without reading it."""
+        return self._entry(case_id)[2]
+
+    # -- data ----------------------------------------------------------------------------------
+
+    def read_image(self, case_id: str) -> np.ndarray:
+        """The float32 ``(Z, Y, X)`` image of ``case_id``."""
+        self._entry(case_id)
+        return self._h5[_CASES][case_id]["image"][()]
+
+    def read(self, case_id: str) -> tuple[np.ndarray, np.ndarray]:
+        """The float32 image and uint8 label of ``case_id``, both ``(Z, Y, X)``."""
+        self._entry(case_id)
+        entry = self._h5[_CASES][case_id]
+        return entry["image"][()], entry["label"][()]
+
+
+def _as_str(value: Any) -> str:
+    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+
+def describe(
+    store_path: str | os.PathLike[str], *, patients: Mapping[str, Sequence[str]]
+) -> dict[str, Any]:
+    """Build the ``dataset.json`` descriptor of a store.
+
+    Args:
+        store_path: a store written by :func:`write_store`.
+        patients: ``{"train": [...], "val": [...], "test": [...]}``, patient ids in the source's
+            list order (as the importers return them). ``val`` may be empty.
+
+    Returns:
+        ``{"name", "dims", "num_classes", "labels", "patients", "cases", "store_sha256"}`` where
+        ``cases`` maps each case id (in store order) to ``{"patient", "shape", "spacing"}``.
+
+    Raises:
+        ValueError: ``patients`` does not have exactly the keys train/val/test.
+        DataError: the patient lists and the store disagree: a patient listed twice, a listed
+            patient without cases, or a stored case whose patient is in no list.
+    """
+    store_path = Path(store_path)
+    if set(patients) != set(ROLES):
+        raise ValueError(f"patients must have exactly the keys {list(ROLES)}, got {list(patients)}")
+    for role in ROLES:
+        if isinstance(patients[role], str):
+            raise ValueError(f"patients[{role!r}] must be a list of ids, not the string {patients[role]!r}")
+    role_of: dict[str, str] = {}
+    for role in ROLES:
+        for patient in patients[role]:
+            if patient in role_of:
+                raise DataError(
+                    store_path,
+                    f"patient {patient!r} is listed in both {role_of[patient]!r} and {role!r}",
+                )
+            role_of[patient] = role
+
+    with Store(store_path) as store:
+        cases: dict[str, dict[str, Any]] = {}
+        with_cases: set[str] = set()
+        for case_id in store.case_ids:
+            patient = store.patient(case_id)
+            if patient not in role_of:
+                raise DataError(
+                    store_path,
+                    f"case {case_id!r} belongs to patient {patient!r}, who is in no patient list",
+                )
+            with_cases.add(patient)
+            cases[case_id] = {
+                "patient": patient,
+                "shape": list(store.shape(case_id)),
+                "spacing": list(store.spacing(case_id)),
+            }
+        missing = [p for p in role_of if p not in with_cases]
+        if missing:
+            raise DataError(store_path, f"listed patients have no cases in the store: {missing}")
+        descriptor = {
+            "name": store.name,
+            "dims": store.dims,
+            "num_classes": store.num_classes,
+            "labels": store.labels,
+            "patients": {role: list(patients[role]) for role in ROLES},
+            "cases": cases,
+        }
+    descriptor["store_sha256"] = sha256_file(store_path)
+    return descriptor

@@ -1,0 +1,1 @@
+"""The one training engine: resident data, batched augmentation, the loop, checkpoints."""

@@ -1,0 +1,302 @@
+"""The one training loop every method runs in.
+
+``train(spec, store, split, out_dir)`` does, for any method and for 2D and 3D alike:
+
+- seeds every RNG from ``spec['seed']``, picks the device, loads the labeled and unlabeled
+  streams resident on it (``semiseg.engine.data``);
+- per iteration: a two-stream batch with batched on-device augmentation, the method's
+  ``training_step`` (under bf16 autocast on CUDA when the schedule says ``amp``), a NaN/inf
+  check of every named term, SGD with poly or constant decay, the method's post-step hook;
+- every ``val_interval`` iterations: validation on the val split with the inference protocol of
+  the test split, keeping the best network (mean foreground Dice);
+- every ``checkpoint_interval`` iterations, and on SIGTERM: the whole resumable state (models,
+  EMA teachers, optimiser, iteration, RNG states, best score, log) to ``checkpoint_dir``,
+  outside the rule's declared outputs. A job started again resumes from it; on CPU with a fixed
+  seed an interrupted-and-resumed run ends with the same weights as an uninterrupted one;
+- at the end, and only then, the declared outputs: ``model.pt`` (best weights of the evaluated
+  network), ``train.csv`` (every loss term per logged iteration) and ``config.json``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import random
+import shutil
+import signal
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from semiseg.config import spec_hash
+from semiseg.data.store import Store
+from semiseg.engine.data import StreamSampler, load_resident
+from semiseg.inference.predict import predict_volume
+from semiseg.methods import Step, build_method
+from semiseg.nets import build_network
+
+__all__ = ["TrainingError", "Preempted", "train", "select_device", "mean_dice", "atomic_save"]
+
+log = logging.getLogger("semiseg.train")
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (a NaN loss, memory exhausted); the message says why and where."""
+
+
+class Preempted(SystemExit):
+    """Raised after SIGTERM once the checkpoint is written; exits with status 143 (128 + 15)."""
+
+    def __init__(self):
+        super().__init__(143)
+
+
+def select_device(name: str) -> torch.device:
+    if name == "cpu" or (name == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise TrainingError("device 'cuda' was asked for but torch sees no CUDA device")
+    return torch.device("cuda")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def atomic_save(obj, path: Path) -> None:
+    """torch.save to a temporary file beside `path`, then rename: never a half-written file."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def mean_dice(pred: np.ndarray, gt: np.ndarray, num_classes: int) -> float:
+    """Mean foreground Dice over classes (both empty counts as 1), for checkpoint selection."""
+    scores = []
+    for c in range(1, num_classes):
+        p, g = pred == c, gt == c
+        denom = p.sum() + g.sum()
+        scores.append(1.0 if denom == 0 else 2.0 * np.logical_and(p, g).sum() / denom)
+    return float(np.mean(scores))
+
+
+def _rng_state(device: torch.device) -> dict:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _set_rng_state(state: dict, device: torch.device) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+class _SigtermFlag:
+    """Turns SIGTERM (SLURM's warning before a time limit or preemption) into a flag the loop checks."""
+
+    def __init__(self):
+        self.raised = False
+        self._previous = None
+
+    def __enter__(self):
+        try:
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        except ValueError:  # not the main thread: leave signals alone
+            self._previous = None
+        return self
+
+    def _handle(self, signum, frame):
+        self.raised = True
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
+
+
+def _validate(net, store: Store, cases: list[str], dataset: dict, device) -> float:
+    scores = []
+    for cid in cases:
+        image, label = store.read(cid)
+        pred = predict_volume(net, image, dataset, device)
+        scores.append(mean_dice(pred, label, dataset["num_classes"]))
+    return float(np.mean(scores))
+
+
+def train(spec: dict, store_path: Path, split_path: Path, out_dir: Path, *,
+          checkpoint_dir: Path | None = None, code_fingerprint: str = "", progress: bool = True,
+          stop_after: int | None = None) -> dict:
+    """Train one run; returns a summary dict (also written into ``config.json``).
+
+    A saved state is resumed only if it was written for the same spec and `code_fingerprint`
+    (the hash of the code the run depends on); otherwise training starts over. `stop_after`
+    ends the loop after that many iterations *without* writing the final outputs (the
+    resumable state is written): tests use it to interrupt a run deterministically.
+    """
+    t_start = time.time()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_dir = Path(checkpoint_dir) if checkpoint_dir else out_dir / "checkpoints"
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    state_path = ckpt_dir / "state.pt"
+    best_path = ckpt_dir / "best.pt"
+    log_path = ckpt_dir / "train.csv.partial"
+    fingerprint = spec_hash({"spec": spec, "code": code_fingerprint})
+
+    sched = spec["schedule"]
+    dataset = spec["dataset"]
+    device = select_device(spec["device"])
+    seed = int(spec["seed"])
+    seed_everything(seed)
+    if device.type == "cpu":
+        torch.use_deterministic_algorithms(True, warn_only=True)
+
+    with open(split_path) as fh:
+        split = json.load(fh)
+    net_factory = lambda: build_network(spec["method"]["network"], in_channels=1,  # noqa: E731
+                                        num_classes=dataset["num_classes"], dims=dataset["dims"])
+    method = build_method(spec, net_factory).to(device)
+    params = [p for p in method.models.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(params, lr=sched["lr"], momentum=sched["momentum"],
+                                weight_decay=sched["weight_decay"])
+
+    with Store(store_path) as store:
+        labeled = load_resident(store, split["cases"]["labeled"], dataset["dims"], dataset["patch_size"],
+                                device, with_label=True)
+        unlabeled = None
+        if method.uses_unlabeled:
+            if not split["cases"]["unlabeled"]:
+                raise TrainingError(f"{split_path}: method {spec['method']['name']!r} needs unlabeled data "
+                                    "but the split has none (a 100 % ratio); use a supervised method there")
+            unlabeled = load_resident(store, split["cases"]["unlabeled"], dataset["dims"],
+                                      dataset["patch_size"], device, with_label=False)
+        val_cases = split["cases"]["val"][: sched.get("max_val_cases") or None]
+        lab_sampler = StreamSampler(len(labeled), sched["labeled_batch_size"], seed, stream=0)
+        unl_sampler = (StreamSampler(len(unlabeled), sched["unlabeled_batch_size"], seed, stream=1)
+                       if unlabeled is not None and sched["unlabeled_batch_size"] > 0 else None)
+
+        start_it, best, best_it = 0, -1.0, -1
+        if state_path.exists():
+            state = torch.load(state_path, map_location=device, weights_only=False)
+            if state["fingerprint"] != fingerprint:
+                log.warning("%s was written for another spec (%s != %s); starting over",
+                            state_path, state["fingerprint"], fingerprint)
+            else:
+                method.load_state_dict(state["method"])
+                optimizer.load_state_dict(state["optimizer"])
+                _set_rng_state(state["rng"], device)
+                start_it, best, best_it = state["iteration"], state["best"], state["best_iteration"]
+                log.info("resuming from %s at iteration %d", state_path, start_it)
+        term_names: list[str] | None = None
+        rows: list[dict] = []
+        if start_it and log_path.exists():
+            with open(log_path) as fh:
+                rows = [r for r in csv.DictReader(fh) if int(r["iteration"]) < start_it]
+
+        def save_state(iteration: int) -> None:
+            atomic_save({"fingerprint": fingerprint, "iteration": iteration, "method": method.state_dict(),
+                         "optimizer": optimizer.state_dict(), "rng": _rng_state(device), "best": best,
+                         "best_iteration": best_it}, state_path)
+            _write_csv(rows, log_path)
+
+        total = int(sched["iterations"])
+        amp = bool(sched.get("amp")) and device.type == "cuda"
+        method.train()
+        bar = tqdm(total=total, initial=start_it, disable=not progress, desc=f"train {spec['method']['name']}",
+                   file=sys.stderr, mininterval=2.0, dynamic_ncols=True)
+        with _SigtermFlag() as sigterm:
+            for it in range(start_it, total):
+                step = Step(iteration=it, total=total)
+                g = torch.Generator().manual_seed(seed * 1_000_003 + it)
+                xl, yl = labeled.batch(lab_sampler.indices(it), g, with_label=True)
+                batch = {"labeled_image": xl, "labeled_label": yl}
+                if unl_sampler is not None:
+                    batch["unlabeled_image"], _ = unlabeled.batch(unl_sampler.indices(it), g, with_label=False)
+                lr = sched["lr"] * ((1.0 - it / total) ** 0.9 if sched["lr_policy"] == "poly" else 1.0)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                try:
+                    with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
+                        losses = method.training_step(batch, step)
+                    for name, value in {"total": losses.total, **losses.terms}.items():
+                        if not torch.isfinite(value).all():
+                            raise TrainingError(f"iteration {it}: loss term {name!r} is {value.item()} "
+                                                f"(method {spec['method']['name']}); stopping. Lower the lr or check the data.")
+                    optimizer.zero_grad(set_to_none=True)
+                    losses.total.backward()
+                    optimizer.step()
+                except torch.OutOfMemoryError as exc:
+                    raise TrainingError(
+                        f"out of {device.type} memory at iteration {it} with labeled/unlabeled batch "
+                        f"{sched['labeled_batch_size']}/{sched['unlabeled_batch_size']} and patch "
+                        f"{dataset['patch_size']}: lower labeled_batch_size/unlabeled_batch_size in the "
+                        f"schedule (config/schedules.yaml or the method's `schedule:` overrides), turn on "
+                        f"`amp`, or use a GPU with more memory") from exc
+                method.after_optimizer_step(step)
+
+                term_names = term_names or list(losses.terms)
+                row = {"iteration": it, "lr": lr, "total": float(losses.total.detach())}
+                row.update({k: float(v.detach()) for k, v in losses.terms.items()})
+                row.update({k: float(v) for k, v in losses.stats.items()})
+                done = it + 1
+                if val_cases and (done % sched["val_interval"] == 0 or done == total):
+                    score = _validate(method.eval_network(), store, val_cases, dataset, device)
+                    row["val_dice"] = score
+                    if score > best:
+                        best, best_it = score, done
+                        atomic_save(method.eval_network().state_dict(), best_path)
+                rows.append(row)
+                bar.update(1)
+                bar.set_postfix(loss=f"{row['total']:.3f}", best=f"{best:.3f}" if best >= 0 else "-")
+                if done % sched["checkpoint_interval"] == 0 or sigterm.raised or done == stop_after:
+                    save_state(done)
+                if sigterm.raised:
+                    bar.close()
+                    log.warning("SIGTERM: checkpoint written at iteration %d; exiting to be resumed", done)
+                    raise Preempted()
+                if done == stop_after:
+                    bar.close()
+                    return {"stopped_at": done}
+        bar.close()
+
+    if not val_cases:  # no val split: the last weights are the result
+        atomic_save(method.eval_network().state_dict(), best_path)
+        best_it = total
+    summary = {"iterations": total, "best_val_dice": best if best >= 0 else None, "best_iteration": best_it,
+               "resumed_from": start_it or None, "wall_seconds": round(time.time() - t_start, 2),
+               "device": str(device), "spec_hash": fingerprint}
+    _write_csv(rows, out_dir / "train.csv")
+    with open(out_dir / ".config.json.tmp", "w") as fh:
+        json.dump({"spec": spec, "summary": summary}, fh, indent=2)
+    os.replace(out_dir / ".config.json.tmp", out_dir / "config.json")
+    os.replace(best_path, out_dir / "model.pt")  # last: its presence means the run is complete
+    shutil.rmtree(ckpt_dir, ignore_errors=True)
+    return summary
+
+
+def _write_csv(rows: list[dict], path: Path) -> None:
+    if not rows:
+        return
+    fields: list[str] = []
+    for r in rows:
+        fields += [k for k in r if k not in fields]
+    tmp = Path(path).with_name(f".{Path(path).name}.tmp")
+    with open(tmp, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=fields)
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in fields})
+    os.replace(tmp, path)
+

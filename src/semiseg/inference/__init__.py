@@ -1,0 +1,1 @@
+"""Inference protocols (2D slice-wise, 3D sliding window) and the `infer` stage."""

@@ -1,0 +1,61 @@
+"""The infer stage: a trained run's test-split predictions as NIfTI label maps."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+from tqdm import tqdm
+
+from semiseg.data.store import Store
+from semiseg.engine.loop import select_device
+from semiseg.inference.predict import predict_volume
+from semiseg.nets import build_network
+
+__all__ = ["infer", "load_run_network", "write_label_nifti", "test_cases"]
+
+
+def load_run_network(run_dir: Path, device) -> tuple[torch.nn.Module, dict]:
+    """The evaluated network of a finished run (``model.pt`` + ``config.json``), in eval mode."""
+    with open(run_dir / "config.json") as fh:
+        spec = json.load(fh)["spec"]
+    ds = spec["dataset"]
+    net = build_network(spec["method"]["network"], in_channels=1, num_classes=ds["num_classes"], dims=ds["dims"])
+    net.load_state_dict(torch.load(run_dir / "model.pt", map_location=device, weights_only=True))
+    return net.to(device).eval(), spec
+
+
+def write_label_nifti(label: np.ndarray, spacing, path: Path) -> None:
+    """Write a (Z, Y, X) label map; SimpleITK's spacing is (x, y, z)."""
+    img = sitk.GetImageFromArray(label.astype(np.uint8))
+    img.SetSpacing(tuple(float(s) for s in reversed(spacing)))
+    sitk.WriteImage(img, str(path), useCompression=True)
+
+
+def test_cases(split: dict, spec: dict) -> list[str]:
+    """The test cases a run is scored on (a smoke schedule may cap how many)."""
+    return split["cases"]["test"][: spec["schedule"].get("max_test_cases") or None]
+
+
+def infer(run_dir: Path, store_path: Path, split_path: Path, out_dir: Path, *, device: str | None = None) -> int:
+    """Predict every test case into `out_dir`/<case>.nii.gz; returns the number of cases."""
+    with open(split_path) as fh:
+        split = json.load(fh)
+    dev = select_device(device or "auto")
+    net, spec = load_run_network(Path(run_dir), dev)
+    cases = test_cases(split, spec)
+    tmp = out_dir.with_name(f".{out_dir.name}.partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    with Store(store_path) as store:
+        for cid in tqdm(cases, desc="infer", mininterval=2.0):
+            pred = predict_volume(net, store.read_image(cid), spec["dataset"], dev)
+            write_label_nifti(pred, store.spacing(cid), tmp / f"{cid}.nii.gz")
+    shutil.rmtree(out_dir, ignore_errors=True)
+    os.replace(tmp, out_dir)
+    return len(cases)

@@ -1,0 +1,164 @@
+"""Loss terms shared by the methods: soft Dice, Dice + CE, masked means, softmax MSE.
+
+The supervised term of the medical semi-supervised literature is ``0.5 * (CE + Dice)`` on the
+labeled images (SSL4MIS, UA-MT, MC-Net, BCP...), with SSL4MIS's ``DiceLoss``:
+
+- per class ``c``: ``1 - (2 sum(p_c t_c) + s) / (sum(p_c^2) + sum(t_c^2) + s)``, with the *squared*
+  denominator of V-Net (Milletari et al., 3DV 2016, arXiv:1606.04797) and ``s = 1e-5``;
+- the sums run over the **whole batch** and all positions together (one Dice per class per
+  batch, not per sample);
+- the classes' losses are averaged with equal weight, **background included**.
+
+UA-MT's LA script takes the Dice of the foreground channel only; that is
+``include_background=False`` with two classes. BCP multiplies every sum by a mask to restrict
+the loss to the pasted or the surrounding region; that is ``mask=``.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = [
+    "DiceCE",
+    "dice_ce_loss",
+    "masked_mean",
+    "masked_mse",
+    "one_hot",
+    "soft_dice_loss",
+    "softmax_mse",
+]
+
+
+def one_hot(target: Tensor, num_classes: int) -> Tensor:
+    """``(B, *spatial)`` integer labels -> ``(B, num_classes, *spatial)`` float one-hot.
+
+    Built by comparison, so it does not synchronise with the device; labels outside
+    ``[0, num_classes)`` give an all-zero column rather than an error.
+    """
+    classes = torch.arange(num_classes, device=target.device)
+    classes = classes.view(1, num_classes, *([1] * (target.dim() - 1)))
+    return (target.unsqueeze(1) == classes).float()
+
+
+def _channel_mask(mask: Tensor, like: Tensor) -> Tensor:
+    """A ``(B, *spatial)`` or ``(B, 1, *spatial)`` mask as ``(B, 1, *spatial)`` float."""
+    if mask.dim() == like.dim() - 1:
+        mask = mask.unsqueeze(1)
+    if mask.dim() != like.dim() or mask.shape[1] != 1:
+        raise ValueError(
+            f"mask must be (B, *spatial) or (B, 1, *spatial) for input {tuple(like.shape)}, "
+            f"got {tuple(mask.shape)}"
+        )
+    return mask.to(like.dtype)
+
+
+def soft_dice_loss(probs: Tensor, target_onehot: Tensor, smooth: float = 1e-5, *,
+                   mask: Tensor | None = None, include_background: bool = True) -> Tensor:
+    """SSL4MIS's multi-class soft Dice loss (see the module docstring).
+
+    Args:
+        probs: class probabilities ``(B, C, *spatial)`` (softmax output).
+        target_onehot: one-hot (or soft) target of the same shape.
+        smooth: ``s`` added to numerator and denominator (1e-5 as in SSL4MIS).
+        mask: optional ``(B, *spatial)`` / ``(B, 1, *spatial)`` weights multiplying every sum
+            (BCP's masked Dice).
+        include_background: average over all ``C`` classes (SSL4MIS) or over classes
+            ``1..C-1`` only (UA-MT's foreground Dice for LA).
+
+    Returns:
+        Scalar loss. Worked example: ``p = [0.8, 0.6]``, ``t = [1, 0]`` for one class gives
+        ``1 - (2 * 0.8 + s) / (0.64 + 0.36 + 1 + s) = 0.2`` (up to ``s``).
+    """
+    if probs.shape != target_onehot.shape:
+        raise ValueError(f"probs {tuple(probs.shape)} and target {tuple(target_onehot.shape)} "
+                         "must have the same shape")
+    target = target_onehot.to(probs.dtype)
+    dims = [0, *range(2, probs.dim())]
+    weight = _channel_mask(mask, probs) if mask is not None else None
+    prod, p2, t2 = probs * target, probs * probs, target * target
+    if weight is not None:
+        prod, p2, t2 = prod * weight, p2 * weight, t2 * weight
+    intersect = prod.sum(dim=dims)
+    denominator = p2.sum(dim=dims) + t2.sum(dim=dims)
+    per_class = 1.0 - (2.0 * intersect + smooth) / (denominator + smooth)
+    if not include_background:
+        if per_class.numel() < 2:
+            raise ValueError("include_background=False needs at least two classes")
+        per_class = per_class[1:]
+    return per_class.mean()
+
+
+class DiceCE(NamedTuple):
+    """The two supervised terms; unpacks as ``ce, dice``. ``total`` is their mean."""
+
+    ce: Tensor
+    dice: Tensor
+
+    @property
+    def total(self) -> Tensor:
+        """``0.5 * (CE + Dice)``, the supervised loss of the common code."""
+        return 0.5 * (self.ce + self.dice)
+
+
+def dice_ce_loss(logits: Tensor, target: Tensor, *, mask: Tensor | None = None,
+                 include_background: bool = True, smooth: float = 1e-5) -> DiceCE:
+    """Cross-entropy and soft Dice of ``logits`` ``(B, C, *spatial)`` against labels ``(B, *spatial)``.
+
+    CE is the mean over all positions (``nn.CrossEntropyLoss()``) or, with ``mask``, the masked
+    mean ``sum(ce * m) / (sum(m) + 1e-16)`` (BCP's ``mix_loss``); Dice is
+    :func:`soft_dice_loss` of the softmax. The papers' supervised loss is ``result.total`` =
+    ``0.5 * (ce + dice)``.
+    """
+    if target.dim() != logits.dim() - 1:
+        raise ValueError(f"target must be (B, *spatial) integer labels for logits "
+                         f"{tuple(logits.shape)}, got {tuple(target.shape)}")
+    target = target.long()
+    if mask is None:
+        ce = F.cross_entropy(logits, target)
+    else:
+        ce_map = F.cross_entropy(logits, target, reduction="none")
+        ce = masked_mean(ce_map, mask.reshape(ce_map.shape))
+    probs = torch.softmax(logits, dim=1)
+    dice = soft_dice_loss(probs, one_hot(target, logits.shape[1]), smooth, mask=mask,
+                          include_background=include_background)
+    return DiceCE(ce, dice)
+
+
+def masked_mean(x: Tensor, mask: Tensor, eps: float = 1e-16) -> Tensor:
+    """``sum(x * m) / (count(m) + eps)`` with ``m = mask`` broadcast to ``x``'s shape.
+
+    The count is that of the *broadcast* mask: a per-pixel mask ``(B, 1, *spatial)`` applied to
+    ``(B, C, *spatial)`` counts each kept pixel ``C`` times, so the result is the mean over the
+    kept elements. UA-MT's ``sum(mask * d) / (2 * sum(mask) + 1e-16)`` for its two LA channels
+    is this. ``mask`` may be boolean or weights in ``[0, 1]``; an empty mask gives 0.
+    """
+    m = torch.broadcast_to(mask.to(x.dtype), x.shape)
+    return (x * m).sum() / (m.sum() + eps)
+
+
+def masked_mse(a: Tensor, b: Tensor, mask: Tensor, eps: float = 1e-16) -> Tensor:
+    """Mean squared difference over the masked elements: ``masked_mean((a - b)^2, mask, eps)``."""
+    return masked_mean((a - b) ** 2, mask, eps)
+
+
+def softmax_mse(logits_a: Tensor, logits_b: Tensor, *, reduction: str = "mean") -> Tensor:
+    """``(softmax(a) - softmax(b))^2`` over the class dimension 1, reduced by ``reduction``.
+
+    ``reduction`` is ``"mean"`` (Mean Teacher's consistency), ``"sum"`` or ``"none"`` (the
+    element-wise map, for UA-MT's uncertainty mask). Neither side is detached: pass a teacher's
+    logits computed under ``no_grad`` (or ``.detach()`` them) so that only the student learns.
+    """
+    if logits_a.shape != logits_b.shape:
+        raise ValueError(f"shapes differ: {tuple(logits_a.shape)} vs {tuple(logits_b.shape)}")
+    d = (torch.softmax(logits_a, dim=1) - torch.softmax(logits_b, dim=1)) ** 2
+    if reduction == "mean":
+        return d.mean()
+    if reduction == "sum":
+        return d.sum()
+    if reduction == "none":
+        return d
+    raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")

@@ -1,0 +1,34 @@
+"""The evaluate stage: NIfTI predictions vs the store's labels → one metrics.csv row per case × class."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import SimpleITK as sitk
+
+from semiseg.data.errors import DataError
+from semiseg.data.store import Store
+from semiseg.metrics.segmentation import case_metrics, write_metrics_csv
+
+__all__ = ["evaluate"]
+
+
+def evaluate(pred_dir: Path, store_path: Path, out_csv: Path) -> int:
+    """Score every ``<case>.nii.gz`` of `pred_dir`; distances use the store's spacing."""
+    files = sorted(Path(pred_dir).glob("*.nii.gz"))
+    if not files:
+        raise DataError(pred_dir, "no predictions (*.nii.gz) to evaluate")
+    rows = []
+    with Store(store_path) as store:
+        names = {v: k for k, v in store.labels.items()}
+        for f in files:
+            cid = f.name[: -len(".nii.gz")]
+            if cid not in store:
+                raise DataError(f, f"case {cid!r} is not in the store {store_path}")
+            _, gt = store.read(cid)
+            pred = sitk.GetArrayFromImage(sitk.ReadImage(str(f)))
+            if pred.shape != gt.shape:
+                raise DataError(f, f"prediction shape {pred.shape} differs from the label's {gt.shape}")
+            rows += case_metrics(pred, gt, names, store.spacing(cid), case=cid)
+    write_metrics_csv(rows, out_csv)
+    return len(files)

@@ -1,0 +1,120 @@
+"""The config is validated before any job runs, with messages naming the file and field."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from conftest import REPO, make_workflow, tiny_table, write_yaml
+from semiseg.config import ConfigError, load_config, run_spec, schedule_name, table_runs
+
+
+def load(root):
+    return load_config(yaml.safe_load((root / "config" / "config.yaml").read_text()), root=root)
+
+
+def test_repository_config_is_valid():
+    cfg = load_config(root=REPO)
+    assert {"supervised", "mean_teacher"} <= set(cfg["methods"])
+    assert "demo" in cfg["tables"] and cfg["settings"]["tables"] == ["demo"]
+
+
+def test_defaults_are_filled_in_from_the_schemas():
+    cfg = load_config({"tables": ["demo"]}, root=REPO)
+    assert cfg["settings"]["device"] == "auto" and cfg["settings"]["results"] == "results"
+    assert cfg["methods"]["mean_teacher"]["params"]["noise_std"] == 0.1  # default from $defs
+
+
+def test_run_spec_resolves_schedule_layers():
+    cfg = load_config(root=REPO)
+    spec = run_spec(cfg, "synthetic2d", "mean_teacher", 10, 1)
+    assert spec["schedule"]["name"] == "smoke"
+    # datasets.synthetic2d overrides the smoke defaults
+    assert spec["schedule"]["iterations"] == cfg["schedules"]["smoke"]["datasets"]["synthetic2d"]["iterations"]
+    assert spec["labeled_patients"] == 1 and spec["seed"] == 1
+    assert spec["method"]["params"]["ema_decay"] == 0.99
+
+
+def test_synthetic_datasets_pin_smoke_whatever_the_command_line_says():
+    cfg = load_config({"tables": ["demo"], "schedule": "paper"}, root=REPO)
+    assert schedule_name(cfg, "synthetic2d") == "smoke"
+
+
+def test_table_runs_cover_rows_ratios_and_seeds():
+    cfg = load_config(root=REPO)
+    runs = table_runs(cfg, "demo")
+    assert len(runs) == 2 * 2 * 2 and runs[0] == ("synthetic2d", "supervised", 10, 0)
+
+
+@pytest.mark.parametrize(
+    "mutate, fragment",
+    [
+        (lambda c: c.update(tables=["nope"]), "tables: unknown table 'nope'; allowed: tiny"),
+        (lambda c: c.update(device="tpu"), "device: 'tpu' is not allowed; allowed: 'auto', 'cpu', 'cuda'"),
+        (lambda c: c.update(colour="red"), "colour: unknown field"),
+        (lambda c: c.update(schedule="fast"), "schedule: unknown schedule 'fast'"),
+    ],
+)
+def test_bad_top_level_config_names_the_field(tmp_path, mutate, fragment):
+    root = make_workflow(tmp_path)
+    c = yaml.safe_load((root / "config" / "config.yaml").read_text())
+    mutate(c)
+    with pytest.raises(ConfigError) as exc:
+        load_config(c, root=root)
+    assert fragment in str(exc.value)
+
+
+def test_unknown_method_param_is_rejected_with_allowed_names(tmp_path):
+    root = make_workflow(tmp_path, methods_extra={"mt_bad": {"algorithm": "mean_teacher", "description": "x",
+                                                              "params": {"ema_decy": 0.9}}})
+    with pytest.raises(ConfigError) as exc:
+        load(root)
+    msg = str(exc.value)
+    assert "extra.yaml: mt_bad.params" in msg and "ema_decy: unknown field" in msg and "ema_decay" in msg
+
+
+def test_negative_and_non_numeric_hyperparameters_are_rejected(tmp_path):
+    for value, fragment in ((-0.5, "less than the minimum of 0"), ("high", "is not of type 'number'")):
+        root = make_workflow(tmp_path / str(value), methods_extra={
+            "mt_bad": {"algorithm": "mean_teacher", "description": "x", "params": {"consistency": value}}})
+        with pytest.raises(ConfigError) as exc:
+            load(root)
+        assert "consistency" in str(exc.value) and fragment in str(exc.value)
+
+
+def test_unknown_algorithm_is_rejected(tmp_path):
+    root = make_workflow(tmp_path, methods_extra={"x": {"algorithm": "magic", "description": "x"}})
+    with pytest.raises(ConfigError, match=r"x\.algorithm: unknown algorithm 'magic'; allowed: .*mean_teacher"):
+        load(root)
+
+
+def test_table_row_with_unknown_method_or_ratio_is_rejected(tmp_path):
+    root = make_workflow(tmp_path / "a", tables=tiny_table(methods=("supervised", "fixmatch")))
+    with pytest.raises(ConfigError, match=r"tiny\.rows\.1\.method: unknown method 'fixmatch'"):
+        load(root)
+    root = make_workflow(tmp_path / "b", tables=tiny_table(ratios=(25, 90)))
+    with pytest.raises(ConfigError, match=r"ratio 90 is not defined for dataset 'tiny2d'; allowed: 25, 50"):
+        load(root)
+
+
+def test_bad_dataset_entry_is_rejected(tmp_path):
+    root = make_workflow(tmp_path)
+    ds = yaml.safe_load((root / "config" / "datasets" / "tiny.yaml").read_text())
+    ds["tiny2d"]["labels"] = {"background": 0, "RV": 2}
+    write_yaml(root / "config" / "datasets" / "tiny.yaml", ds)
+    with pytest.raises(ConfigError, match=r"tiny2d\.labels: labels must be 0\.\.1"):
+        load(root)
+
+
+def test_invalid_yaml_names_the_file(tmp_path):
+    root = make_workflow(tmp_path)
+    (root / "config" / "tables" / "tiny.yaml").write_text("tiny: [unclosed\n")
+    with pytest.raises(ConfigError, match=r"tiny\.yaml: not valid YAML"):
+        load(root)
+
+
+def test_every_registered_algorithm_has_a_schema_and_vice_versa():
+    from semiseg.methods import METHODS
+
+    schema = yaml.safe_load((REPO / "workflow" / "schemas" / "methods.schema.yaml").read_text())
+    assert set(schema["$defs"]) == set(METHODS)

@@ -1,0 +1,106 @@
+# Paths, catalogues and input functions shared by the rules. No rule lives here.
+import json
+from pathlib import Path
+
+from semiseg.config import load_config, run_spec, schedule_name, spec_hash, table_runs
+from semiseg.fingerprint import code_fingerprint
+
+# Validates config/config.yaml (+ --config overrides) and every catalogue against
+# workflow/schemas/ before any job is scheduled.
+CFG = load_config(config, root=Path(workflow.basedir))
+RESULTS = CFG["settings"]["results"]
+RUN = RESULTS + "/runs/{dataset}/{method}/{ratio}/seed{seed}"
+
+
+wildcard_constraints:
+    dataset="|".join(sorted(CFG["datasets"])),
+    method="|".join(sorted(CFG["methods"])),
+    table="|".join(sorted(CFG["tables"])),
+    ratio=r"\d+",
+    seed=r"\d+",
+
+
+def default_targets():
+    return [f"{RESULTS}/tables/{t}.md" for t in CFG["settings"]["tables"]]
+
+
+def dataset_source(wildcards):
+    """The catalogue's source, with config.sources' override, as JSON for `semiseg fetch`."""
+    ds = CFG["datasets"][wildcards.dataset]
+    source = {**ds["source"], **CFG["settings"]["sources"].get(wildcards.dataset, {})}
+    return json.dumps(source, sort_keys=True)
+
+
+def dataset_field(field):
+    return lambda wildcards: CFG["datasets"][wildcards.dataset][field]
+
+
+def dataset_labels(wildcards):
+    return json.dumps(CFG["datasets"][wildcards.dataset]["labels"], sort_keys=True)
+
+
+def labeled_patients(wildcards):
+    return CFG["datasets"][wildcards.dataset]["ratios"][wildcards.ratio]
+
+
+def train_spec(wildcards):
+    spec = run_spec(CFG, wildcards.dataset, wildcards.method, wildcards.ratio, wildcards.seed)
+    return json.dumps(spec, sort_keys=True, separators=(",", ":"))
+
+
+def train_code(wildcards):
+    return code_fingerprint("train", CFG["methods"][wildcards.method]["algorithm"])
+
+
+def schedule_field(field):
+    def get(wildcards, attempt=1):
+        spec = run_spec(CFG, wildcards.dataset, wildcards.method, wildcards.ratio, wildcards.seed)
+        return spec["schedule"][field]
+
+    return get
+
+
+def table_metrics(wildcards):
+    return [
+        f"{RESULTS}/runs/{d}/{m}/{r}/seed{s}/metrics.csv"
+        for d, m, r, s in table_runs(CFG, wildcards.table)
+    ]
+
+
+def table_descriptor(wildcards):
+    dataset = CFG["tables"][wildcards.table]["dataset"]
+    return f"{RESULTS}/preprocessed/{dataset}/dataset.json"
+
+
+def table_spec(wildcards):
+    table = CFG["tables"][wildcards.table]
+    runs = table_runs(CFG, wildcards.table)
+    fingerprint = spec_hash(
+        {
+            "runs": [train_spec_of(*r) for r in runs],
+            "train_code": sorted({train_code_of(m) for _, m, _, _ in runs}),
+            "table_code": code_fingerprint("table"),
+        }
+    )
+    return json.dumps(
+        {
+            "name": wildcards.table,
+            "table": table,
+            "ratios": CFG["datasets"][table["dataset"]]["ratios"],
+            "schedule": schedule_name(CFG, table["dataset"]),
+            "supervised_methods": sorted(
+                m for m, e in CFG["methods"].items() if e["algorithm"] == "supervised"
+            ),
+            "fingerprint": fingerprint,
+        },
+        sort_keys=True,
+        separators=(",", ":"),
+    )
+
+
+def train_spec_of(dataset, method, ratio, seed):
+    return run_spec(CFG, dataset, method, ratio, seed)
+
+
+def train_code_of(method):
+    return code_fingerprint("train", CFG["methods"][method]["algorithm"])

@@ -1,0 +1,16 @@
+# table: the paper-style comparison, mean +- std over seeds, paper values beside ours
+
+
+rule table:
+    input:
+        descriptor=table_descriptor,
+        metrics=table_metrics,
+    output:
+        RESULTS + "/tables/{table}.md",
+    params:
+        spec=table_spec,
+    log:
+        RESULTS + "/logs/tables/{table}.log",
+    shell:
+        "semiseg table --spec {params.spec:q} --descriptor {input.descriptor}"
+        " --metrics {input.metrics} --out {output} 2> {log}"
