@@ -94,8 +94,8 @@ def test_vnet_smallest_input_in_eval_mode():
 
 @pytest.mark.parametrize("make, shape", [
     (lambda: UNet(1, 4), (2, 1, 32, 32)),
-    (lambda: UNet(1, 2, dims=3, channels=(4, 8, 16)), (1, 1, 8, 8, 8)),
-    (lambda: VNet(1, 2, n_filters=4, normalization="instancenorm"), (1, 1, 16, 16, 16)),
+    (lambda: UNet(1, 2, dims=3, channels=(4, 8, 16), dropout=(0.0, 0.1, 0.2)), (1, 1, 8, 8, 8)),
+    (lambda: VNet(1, 2, n_filters=4, normalization="instancenorm"), (1, 1, 32, 32, 32)),
 ])
 def test_forward_equals_encode_decode(make, shape):
     torch.manual_seed(0)
@@ -168,8 +168,8 @@ def test_unet2d_parameter_count_matches_ssl4mis():
 
 
 def test_unet3d_and_vnet_parameter_counts():
-    assert count_parameters(UNet(1, 2, dims=3)) == 5_649_572
-    assert ssl4mis_unet_parameters(1, 2, k=3) == 5_649_572
+    assert count_parameters(UNet(1, 2, dims=3)) == 5_648_706
+    assert ssl4mis_unet_parameters(1, 2, k=3) == 5_648_706
     # UA-MT's VNet(n_channels=1, n_classes=2, normalization="batchnorm"): ~9.44 M.
     assert count_parameters(VNet(1, 2)) == 9_448_866
 
@@ -181,7 +181,8 @@ def test_build_network_registry():
     assert set(NETWORKS) == {"unet", "vnet"}
     net = build_network("unet", in_channels=1, num_classes=4, dims=2, bilinear=True)
     assert isinstance(net, UNet) and net.up_mode == "linear"
-    net3 = build_network("unet", in_channels=1, num_classes=2, dims=3, channels=[4, 8])
+    net3 = build_network("unet", in_channels=1, num_classes=2, dims=3, channels=[4, 8],
+                         dropout=[0.0, 0.1])
     assert net3.dims == 3 and net3.channels == (4, 8)
     assert isinstance(build_network("vnet", in_channels=1, num_classes=2, dims=3, n_filters=4),
                       VNet)
@@ -209,7 +210,7 @@ def test_invalid_arguments_and_sizes():
 
 
 def test_init_weights():
-    net = init_weights(UNet(1, 2, channels=(4, 8)), "kaiming")
+    net = init_weights(UNet(1, 2, channels=(4, 8), dropout=(0.0, 0.0)), "kaiming")
     bn = net.encoder.in_block[1]
     assert torch.all(bn.weight == 1) and torch.all(bn.bias == 0)
     init_weights(net, "xavier")

@@ -148,8 +148,8 @@ def load_config(config: dict | None = None, root: Path | str | None = None) -> d
     schedules, _ = _load_catalogue(root, cats["schedules"], "schedules")
     sched_file = root / cats["schedules"]
 
-    method_schema = _schema(root, "methods")
-    algos = method_schema.get("$defs", {})
+    algos = {f.name[: -len(".schema.yaml")]: _read_yaml(f)
+             for f in sorted((root / "workflow" / "schemas" / "params").glob("*.schema.yaml"))}
     for name, entry in methods.items():
         where = f"{m_origin[name]}: {name}"
         if entry["algorithm"] not in algos:

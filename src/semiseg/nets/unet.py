@@ -287,7 +287,8 @@ class UNet(EncoderDecoder):
             raise ValueError(f"channels needs at least two levels, got {channels}")
         if len(dropout) != len(channels):
             raise ValueError(
-                f"dropout has {len(dropout)} entries for {len(channels)} levels: {dropout}"
+                f"dropout has {len(dropout)} entries for {len(channels)} levels: {dropout}; "
+                "pass one dropout probability per entry of channels"
             )
         if up_mode is None:
             up_mode = "linear" if bilinear else "transpose"

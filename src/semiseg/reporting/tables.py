@@ -156,9 +156,13 @@ def _patient_cells(
     """The Labeled and Unlabeled cells, e.g. ``("7 (10%)", "63 (90%)")``."""
     train = dataset_info["train_patients"]
     labeled = _lookup(dataset_info["labeled_patients"], ratio, "dataset_info['labeled_patients']")
-    if isinstance(train, bool) or not isinstance(train, int) or train < 1:
+    if isinstance(train, bool) or not isinstance(train, numbers.Integral) or train < 1:
         raise ValueError(f"dataset_info['train_patients'] must be a positive int, got {train!r}")
-    if isinstance(labeled, bool) or not isinstance(labeled, int) or not 0 < labeled <= train:
+    if (
+        isinstance(labeled, bool)
+        or not isinstance(labeled, numbers.Integral)
+        or not 0 < labeled <= train
+    ):
         raise ValueError(
             f"labeled patients for ratio {ratio} must be an int in 1..{train}, got {labeled!r}"
         )

@@ -73,7 +73,8 @@ def entropy(p: Tensor, dim: int = 1, eps: float = 1e-6, *, keepdim: bool = False
     ``[0, 1]`` (SSL4MIS's ``entropy_loss``). Worked example: ``[0.5, 0.5]`` has entropy
     ``ln 2 = 0.6931472`` (``0.6931452`` with ``eps = 1e-6``).
     """
-    h = -(p * torch.log(p + eps)).sum(dim=dim, keepdim=keepdim)
+    # xlogy: 0 * log(0) = 0, so eps=0 is usable when some probabilities are exactly zero.
+    h = -torch.special.xlogy(p, p + eps).sum(dim=dim, keepdim=keepdim)
     if normalize:
         h = h / float(np.log(p.shape[dim]))
     return h

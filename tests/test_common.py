@@ -1,0 +1,324 @@
+"""Method building blocks, each checked against values worked out by hand."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from semiseg.methods.common import (
+    DiceCE,
+    confidence_mask,
+    consistency_weight,
+    cosine_rampdown,
+    dice_ce_loss,
+    ema_alpha,
+    ema_update,
+    entropy,
+    largest_connected_component,
+    linear_rampup,
+    masked_mean,
+    masked_mse,
+    one_hot,
+    sharpen,
+    sharpen_distribution,
+    sigmoid_rampup,
+    soft_dice_loss,
+    softmax_mse,
+)
+
+# ---------------------------------------------------------------- ramps
+
+
+def test_sigmoid_rampup_worked_values():
+    assert sigmoid_rampup(0, 200) == pytest.approx(0.006737947, abs=1e-9)  # exp(-5)
+    assert sigmoid_rampup(100, 200) == pytest.approx(math.exp(-1.25))  # 0.2865048
+    assert sigmoid_rampup(150, 200) == pytest.approx(math.exp(-5 * 0.25 ** 2))
+    assert sigmoid_rampup(200, 200) == 1.0
+    assert sigmoid_rampup(10_000, 200) == 1.0  # clipped
+    assert sigmoid_rampup(-5, 200) == pytest.approx(math.exp(-5))
+    assert sigmoid_rampup(7, 0) == 1.0  # no ramp-up
+    assert sigmoid_rampup(30, 60.0) == pytest.approx(math.exp(-1.25))  # float lengths
+
+
+def test_linear_and_cosine_ramps():
+    assert linear_rampup(0, 10) == 0.0
+    assert linear_rampup(2.5, 10) == 0.25
+    assert linear_rampup(20, 10) == 1.0
+    assert linear_rampup(3, 0) == 1.0
+    assert cosine_rampdown(0, 10) == 1.0
+    assert cosine_rampdown(5, 10) == pytest.approx(0.5)
+    assert cosine_rampdown(10, 10) == pytest.approx(0.0)
+    assert cosine_rampdown(15, 10) == pytest.approx(0.0)
+    assert cosine_rampdown(0, 0) == 0.0
+    with pytest.raises(ValueError):
+        sigmoid_rampup(1, -1)
+
+
+def test_consistency_weight():
+    assert consistency_weight(0, weight=0.1, rampup_length=200) == pytest.approx(0.1 * math.exp(-5))
+    assert consistency_weight(100, weight=0.1, rampup_length=200) == pytest.approx(
+        0.1 * math.exp(-1.25))
+    assert consistency_weight(100, weight=2.0, rampup_length=200, schedule="linear") == 1.0
+    assert consistency_weight(0, weight=2.0, rampup_length=200, schedule="constant") == 2.0
+    # SSL4MIS's staircase: iter_num // 150 "epochs" over a 200-epoch ramp.
+    assert consistency_weight(15_149, weight=0.1, rampup_length=200,
+                              iterations_per_unit=150) == pytest.approx(0.1 * math.exp(-5 * (1 - 100 / 200) ** 2))
+    assert consistency_weight(15_150, weight=0.1, rampup_length=200, iterations_per_unit=150) \
+        == pytest.approx(0.1 * math.exp(-5 * (1 - 101 / 200) ** 2))
+    with pytest.raises(ValueError, match="sigmoid"):
+        consistency_weight(0, weight=1.0, rampup_length=1, schedule="step")
+
+
+# ---------------------------------------------------------------- EMA
+
+
+class _Tiny(nn.Module):
+    def __init__(self, w: float, mean: float):
+        super().__init__()
+        self.lin = nn.Linear(1, 1, bias=False)
+        self.bn = nn.BatchNorm1d(1)
+        with torch.no_grad():
+            self.lin.weight.fill_(w)
+            self.bn.running_mean.fill_(mean)
+            self.bn.num_batches_tracked.fill_(int(mean))
+
+
+def test_ema_alpha_warmup():
+    assert ema_alpha(0.99, 0) == 0.0
+    assert ema_alpha(0.99, 9) == pytest.approx(0.9)
+    assert ema_alpha(0.99, 99) == pytest.approx(0.99)
+    assert ema_alpha(0.99, 1000) == 0.99
+    with pytest.raises(ValueError):
+        ema_alpha(1.5, 0)
+
+
+def test_ema_update_hand_worked():
+    teacher, student = _Tiny(1.0, 0.0), _Tiny(3.0, 4.0)
+    # step 9: alpha = min(1 - 1/10, 0.99) = 0.9 -> 0.9 * 1 + 0.1 * 3 = 1.2
+    assert ema_update(teacher, student, 0.99, 9) == pytest.approx(0.9)
+    assert teacher.lin.weight.item() == pytest.approx(1.2)
+    # default buffers="copy": the student's statistics, integer counter included
+    assert teacher.bn.running_mean.item() == 4.0
+    assert teacher.bn.num_batches_tracked.item() == 4
+    # step 1000: alpha = 0.99 -> 0.99 * 1.2 + 0.01 * 3 = 1.218
+    ema_update(teacher, student, 0.99, 1000)
+    assert teacher.lin.weight.item() == pytest.approx(1.218)
+    # step 0: the teacher becomes a copy of the student
+    ema_update(teacher, student, 0.99, 0)
+    assert teacher.lin.weight.item() == 3.0
+    assert student.lin.weight.item() == 3.0  # the student is never touched
+
+
+def test_ema_buffer_modes():
+    teacher, student = _Tiny(1.0, 2.0), _Tiny(3.0, 6.0)
+    ema_update(teacher, student, 0.5, 100, buffers="ema")  # alpha = 0.5
+    assert teacher.bn.running_mean.item() == pytest.approx(4.0)  # 0.5 * 2 + 0.5 * 6
+    assert teacher.bn.num_batches_tracked.item() == 6  # integers are copied
+    teacher, student = _Tiny(1.0, 2.0), _Tiny(3.0, 6.0)
+    ema_update(teacher, student, 0.5, 100, buffers="keep")
+    assert teacher.bn.running_mean.item() == 2.0
+    assert teacher.lin.weight.item() == pytest.approx(2.0)
+    with pytest.raises(ValueError, match="buffers"):
+        ema_update(teacher, student, 0.5, 1, buffers="average")
+
+
+def test_ema_update_builds_no_graph_and_checks_architecture():
+    teacher, student = _Tiny(1.0, 0.0), _Tiny(3.0, 0.0)
+    ema_update(teacher, student, 0.99, 5)
+    assert teacher.lin.weight.grad_fn is None and teacher.lin.weight.requires_grad
+    with pytest.raises(ValueError, match="shape"):
+        ema_update(nn.Linear(2, 1), nn.Linear(3, 1), 0.99, 1)
+    with pytest.raises(ValueError, match="names"):
+        ema_update(nn.Linear(2, 1), nn.Sequential(nn.Linear(2, 1)), 0.99, 1)
+
+
+# ---------------------------------------------------------------- losses
+
+
+def test_one_hot():
+    t = torch.tensor([[0, 2, 1]])
+    expected = torch.tensor([[[1.0, 0, 0], [0, 0, 1], [0, 1, 0]]])
+    assert torch.equal(one_hot(t, 3), expected)
+
+
+def test_soft_dice_hand_worked():
+    # Two classes, one sample, two pixels; class 1: p = [0.8, 0.6], t = [1, 0]
+    #   I = 0.8, sum p^2 = 0.64 + 0.36 = 1.0, sum t^2 = 1 -> 1 - 1.6 / 2 = 0.2
+    # class 0: p = [0.2, 0.4], t = [0, 1]
+    #   I = 0.4, sum p^2 = 0.04 + 0.16 = 0.2, sum t^2 = 1 -> 1 - 0.8 / 1.2 = 1/3
+    probs = torch.tensor([[[0.2, 0.4], [0.8, 0.6]]])
+    target = one_hot(torch.tensor([[1, 0]]), 2)
+    assert soft_dice_loss(probs, target, smooth=0).item() == pytest.approx((0.2 + 1 / 3) / 2)
+    assert soft_dice_loss(probs, target, smooth=0, include_background=False).item() == \
+        pytest.approx(0.2)
+    # The default smooth 1e-5 moves it by less than 1e-5.
+    assert soft_dice_loss(probs, target).item() == pytest.approx((0.2 + 1 / 3) / 2, abs=1e-5)
+    # Perfect prediction -> 0; an absent class predicted absent -> 0 thanks to smooth.
+    perfect = one_hot(torch.tensor([[1, 1]]), 2)
+    assert soft_dice_loss(perfect, perfect).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_soft_dice_pools_the_batch():
+    # SSL4MIS sums over the batch before dividing: sample 1 has no foreground and predicts
+    # none, sample 2 is predicted perfectly -> foreground Dice loss 0 (a per-sample mean
+    # without smoothing would be undefined for sample 1).
+    probs = torch.tensor([[[1.0, 1.0], [0.0, 0.0]], [[0.0, 1.0], [1.0, 0.0]]])
+    target = probs.clone()
+    assert soft_dice_loss(probs, target, smooth=0, include_background=False).item() == 0.0
+    # Batch-pooled, not averaged per sample: p1 = [0.5, 0], t1 = [1, 0]; p2 = [1, 0], t2 = [1, 0]
+    # I = 1.5, sum p^2 = 1.25, sum t^2 = 2 -> 1 - 3 / 3.25 = 1/13
+    probs = torch.tensor([[[0.5, 1.0], [0.5, 0.0]], [[0.0, 1.0], [1.0, 0.0]]])
+    target = one_hot(torch.tensor([[1, 0], [1, 0]]), 2)
+    fg = soft_dice_loss(probs, target, smooth=0, include_background=False)
+    assert fg.item() == pytest.approx(1 / 13)
+
+
+def test_soft_dice_mask():
+    probs = torch.tensor([[[0.2, 0.4], [0.8, 0.6]]])
+    target = one_hot(torch.tensor([[1, 0]]), 2)
+    # Keep only pixel 0: class 1 -> 1 - 1.6 / (0.64 + 1) ; class 0 -> 1 - 0 / 0.04 = 1
+    mask = torch.tensor([[1.0, 0.0]])
+    expected = ((1 - 1.6 / 1.64) + 1.0) / 2
+    assert soft_dice_loss(probs, target, smooth=0, mask=mask).item() == pytest.approx(expected)
+    assert soft_dice_loss(probs, target, smooth=0, mask=mask[:, None]).item() == \
+        pytest.approx(expected)
+    with pytest.raises(ValueError, match="same shape"):
+        soft_dice_loss(probs, target[:, :1])
+
+
+def test_dice_ce_loss_hand_worked():
+    # logits [0, ln 3] -> p = [1/4, 3/4]; label 1 -> CE = -ln(3/4)
+    logits = torch.tensor([[[0.0], [math.log(3.0)]]])
+    label = torch.tensor([[1]])
+    result = dice_ce_loss(logits, label)
+    assert isinstance(result, DiceCE)
+    ce, dice = result  # unpacks as a pair
+    assert ce.item() == pytest.approx(-math.log(0.75))
+    # class 0: I = 0, p^2 = 1/16, t = 0 -> 1 - s / (1/16 + s) ~ 1
+    # class 1: I = 3/4, p^2 = 9/16, t^2 = 1 -> 1 - 1.5 / (25/16) = 0.04
+    assert dice.item() == pytest.approx((1.0 + 0.04) / 2, abs=1e-4)
+    assert result.total.item() == pytest.approx(0.5 * (ce.item() + dice.item()))
+
+
+def test_dice_ce_loss_mask_and_gradient():
+    logits = torch.tensor([[[0.0, 5.0], [math.log(3.0), -5.0]]], requires_grad=True)
+    label = torch.tensor([[1, 1]])
+    ce, _ = dice_ce_loss(logits, label, mask=torch.tensor([[1.0, 0.0]]))
+    assert ce.item() == pytest.approx(-math.log(0.75), rel=1e-5)  # pixel 1 is masked out
+    ce.backward()
+    assert logits.grad[..., 1].abs().sum() == 0 and logits.grad[..., 0].abs().sum() > 0
+
+
+def test_masked_mean_and_mse():
+    x = torch.tensor([[[1.0, 2.0], [3.0, 4.0]]])  # (B=1, C=2, N=2)
+    mask = torch.tensor([[[1.0, 0.0]]])  # (1, 1, 2): keeps pixel 0 in both channels
+    # (1 + 3) / (2 + eps): the count is over the broadcast mask
+    assert masked_mean(x, mask).item() == pytest.approx(2.0)
+    assert masked_mean(x, torch.zeros_like(mask)).item() == 0.0
+    assert masked_mean(x, mask.bool()).item() == pytest.approx(2.0)
+    b = torch.zeros_like(x)
+    assert masked_mse(x, b, mask).item() == pytest.approx((1 + 9) / 2)
+    # UA-MT: sum(mask * d) / (2 * sum(mask) + 1e-16) for two channels
+    d = torch.rand(2, 2, 4, 4)
+    m = (torch.rand(2, 1, 4, 4) > 0.5).float()
+    m[0, 0, 0, 0] = 1.0
+    torch.testing.assert_close(masked_mean(d, m), (m * d).sum() / (2 * m.sum() + 1e-16))
+
+
+def test_softmax_mse():
+    a = torch.tensor([[[0.0], [0.0]]])  # softmax [0.5, 0.5]
+    b = torch.tensor([[[0.0], [math.log(3.0)]]])  # softmax [0.25, 0.75]
+    assert softmax_mse(a, b).item() == pytest.approx(0.0625)
+    assert softmax_mse(a, b, reduction="sum").item() == pytest.approx(0.125)
+    assert softmax_mse(a, b, reduction="none").shape == (1, 2, 1)
+    assert softmax_mse(b, b).item() == 0.0
+    with pytest.raises(ValueError, match="reduction"):
+        softmax_mse(a, b, reduction="max")
+
+
+# ---------------------------------------------------------------- pseudo-label helpers
+
+
+def test_sharpen_hand_worked():
+    p = torch.tensor([0.8, 0.5, 0.2, 1.0])
+    out = sharpen(p, 0.5)
+    torch.testing.assert_close(out, torch.tensor([0.64 / 0.68, 0.5, 0.04 / 0.68, 1.0]))
+    assert out[0].item() == pytest.approx(0.9411765)
+    torch.testing.assert_close(sharpen(p, 1.0), p)
+    with pytest.raises(ValueError):
+        sharpen(p, 0.0)
+
+
+def test_sharpen_distribution_hand_worked():
+    p = torch.tensor([[0.8, 0.2], [0.5, 0.5]])
+    out = sharpen_distribution(p, 0.5, dim=1)
+    torch.testing.assert_close(out, torch.tensor([[0.64 / 0.68, 0.04 / 0.68], [0.5, 0.5]]))
+    # Agrees with the binary form for two classes and sums to one.
+    torch.testing.assert_close(out[:, 0], sharpen(p[:, 0], 0.5))
+    q = torch.tensor([[0.5, 0.3, 0.2, 0.0]])
+    s = sharpen_distribution(q, 0.1)
+    assert s.sum().item() == pytest.approx(1.0) and s[0, 3] == 0
+    expected = q ** 10 / (q ** 10).sum()
+    torch.testing.assert_close(s, expected)
+
+
+def test_entropy_hand_worked():
+    p = torch.tensor([[[0.5], [0.5]], [[1.0], [0.0]]])  # (B=2, C=2, N=1)
+    h = entropy(p, eps=0.0)
+    assert h.shape == (2, 1)
+    assert h[0, 0].item() == pytest.approx(math.log(2))
+    assert h[1, 0].item() == 0.0
+    assert entropy(p)[0, 0].item() == pytest.approx(-math.log(0.500001), rel=1e-6)
+    assert entropy(p, keepdim=True).shape == (2, 1, 1)
+    assert entropy(p, eps=0.0, normalize=True)[0, 0].item() == pytest.approx(1.0)
+    # [0.25] * 4 -> ln 4
+    assert entropy(torch.full((1, 4, 1), 0.25), eps=0.0).item() == pytest.approx(math.log(4))
+
+
+def test_confidence_mask():
+    probs = torch.tensor([[[0.9, 0.5, 0.95], [0.1, 0.5, 0.05]]])
+    assert confidence_mask(probs, 0.95).tolist() == [[False, False, True]]  # >= tau
+    assert confidence_mask(probs, 0.5).tolist() == [[True, True, True]]
+
+
+def test_largest_connected_component_2d():
+    lm = torch.tensor([[
+        [1, 1, 0, 0, 1],
+        [1, 1, 0, 0, 0],
+        [0, 0, 0, 2, 0],
+        [2, 0, 0, 2, 2],
+        [0, 3, 0, 0, 0],
+    ]], dtype=torch.uint8)
+    out = largest_connected_component(lm)
+    expected = torch.tensor([[
+        [1, 1, 0, 0, 0],  # the lone 1 at the corner goes
+        [1, 1, 0, 0, 0],
+        [0, 0, 0, 2, 0],
+        [0, 0, 0, 2, 2],  # the lone 2 goes
+        [0, 3, 0, 0, 0],  # a single component stays
+    ]], dtype=torch.uint8)
+    assert torch.equal(out, expected) and out.dtype == torch.uint8
+    assert torch.equal(largest_connected_component(lm, classes=[2])[0, 0], lm[0, 0])
+
+
+def test_largest_connected_component_connectivity_and_batch():
+    # A diagonal pair is one component with full (8-) connectivity, two with 4-connectivity.
+    lm = torch.tensor([[[1, 0, 0], [0, 1, 0], [0, 0, 0]],
+                       [[0, 0, 0], [0, 0, 0], [0, 0, 0]]])
+    assert torch.equal(largest_connected_component(lm), lm)
+    faces = largest_connected_component(lm, connectivity=1)
+    assert faces[0].sum() == 1 and faces[0, 0, 0] == 1  # tie -> first in raster order
+    assert torch.equal(faces[1], lm[1])  # an empty sample stays empty
+    with pytest.raises(ValueError, match="integer"):
+        largest_connected_component(lm.float())
+
+
+def test_largest_connected_component_3d():
+    lm = torch.zeros(1, 4, 4, 4, dtype=torch.long)
+    lm[0, :2, :2, :2] = 1  # 8 voxels
+    lm[0, 3, 3, 3] = 1  # 1 voxel, separate
+    out = largest_connected_component(lm)
+    assert out.sum() == 8 and out[0, 3, 3, 3] == 0

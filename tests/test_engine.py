@@ -1,0 +1,168 @@
+"""The training engine: augmentation, sampling, resume equivalence, the NaN guard, SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from semiseg.data.store import Case, write_store
+from semiseg.engine.augment import affine_2d, augment_2d
+from semiseg.engine.data import StreamSampler
+from semiseg.engine.loop import TrainingError, mean_dice, train
+from semiseg.inference.predict import sliding_window_starts
+from semiseg.methods import Losses, Method, register
+from semiseg.methods.base import METHODS
+
+LABELS = {"background": 0, "a": 1, "b": 2}
+
+
+def _tiny_store(path, n=6, dims=2):
+    rng = np.random.default_rng(0)
+    cases = []
+    for i in range(n):
+        shape = (3, 32, 32) if dims == 2 else (20, 24, 24)
+        label = np.zeros(shape, np.uint8)
+        label[:, 8:20, 8:20] = 1
+        label[:, 12:16, 12:16] = 2
+        image = (label / 2 + rng.normal(0, 0.1, shape)).astype(np.float32)
+        cases.append(Case(f"p{i}_frame01", f"p{i}", image, label))
+    write_store(path, name="tiny", dims=dims, labels=LABELS, cases=cases)
+    split = {"cases": {"labeled": ["p0_frame01", "p1_frame01"], "unlabeled": ["p2_frame01", "p3_frame01"],
+                       "val": ["p4_frame01"], "test": ["p5_frame01"]}}
+    (path.parent / "split.json").write_text(json.dumps(split))
+    return path, path.parent / "split.json"
+
+
+def _spec(algorithm="mean_teacher", iterations=6, params=None, **sched):
+    schedule = {"name": "test", "iterations": iterations, "labeled_batch_size": 2, "unlabeled_batch_size": 2,
+                "lr": 0.01, "momentum": 0.9, "weight_decay": 1e-4, "lr_policy": "poly", "val_interval": 3,
+                "checkpoint_interval": 2, "amp": False}
+    schedule.update(sched)
+    default_params = {"mean_teacher": {"ema_decay": 0.99, "consistency": 0.1, "consistency_rampup": 1.0,
+                                       "noise_std": 0.1, "noise_clip": 0.2}}.get(algorithm, {})
+    return {"dataset": {"name": "tiny", "dims": 2, "labels": LABELS, "num_classes": 3, "patch_size": [32, 32],
+                        "stride": None},
+            "method": {"name": algorithm, "algorithm": algorithm, "network": "unet",
+                       "params": params if params is not None else default_params},
+            "schedule": schedule, "ratio": 50, "labeled_patients": 2, "seed": 7, "device": "cpu"}
+
+
+def test_rot90_and_flip_are_exact_and_labels_stay_integers():
+    g = torch.Generator().manual_seed(0)
+    img = torch.rand(16, 1, 8, 8)
+    lab = (img[:, 0] * 3).long()
+    theta = affine_2d(16, torch.Generator().manual_seed(0))
+    out, out_lab = augment_2d(img, lab, g)
+    for i in range(16):
+        if torch.allclose(theta[i, :, :2].abs().sum(), torch.tensor(2.0)) and (theta[i, :, :2].round() == theta[i, :, :2]).all():
+            # a rot90/flip or the identity: a permutation of the pixels, values preserved exactly
+            assert torch.allclose(out[i].flatten().sort().values, img[i].flatten().sort().values, atol=1e-5)
+    assert out_lab.dtype == lab.dtype and set(out_lab.unique().tolist()) <= {0, 1, 2}
+
+
+def test_augmentation_policy_matches_ssl4mis_proportions():
+    theta = affine_2d(20000, torch.Generator().manual_seed(1))
+    lin = theta[:, :, :2]
+    exact = (lin.round() == lin).all(dim=(1, 2))
+    identity = exact & (lin == torch.eye(2)).all(dim=(1, 2))
+    # P(rot/flip) = 0.5; P(rotation) = 0.25; P(nothing) = 0.25 (+ rot/flip drawing the identity: never, a flip is always applied)
+    assert abs((~exact).float().mean() - 0.25) < 0.02
+    assert abs(identity.float().mean() - 0.25) < 0.02
+
+
+def test_stream_sampler_walks_permutations_and_is_a_function_of_the_iteration():
+    s = StreamSampler(5, 2, seed=3, stream=0)
+    first_epoch = s.indices(0) + s.indices(1) + s.indices(2)[:1]
+    assert sorted(first_epoch) == [0, 1, 2, 3, 4]
+    again = StreamSampler(5, 2, seed=3, stream=0)
+    assert again.indices(7) == s.indices(7)
+    assert StreamSampler(5, 2, seed=4, stream=0).indices(0) != s.indices(0) or \
+        StreamSampler(5, 2, seed=4, stream=0).indices(1) != s.indices(1)
+
+
+def test_sliding_window_worked_example():
+    assert sliding_window_starts(120, 80, 18) == [0, 18, 36, 40]
+    assert sliding_window_starts(80, 80, 18) == [0]
+    with pytest.raises(ValueError):
+        sliding_window_starts(70, 80, 18)
+
+
+def test_mean_dice_by_hand():
+    pred = np.array([[1, 1, 0, 2]])
+    gt = np.array([[1, 0, 0, 0]])
+    # class 1: 2·1/(2+1) = 2/3; class 2: 0 (predicted, absent)
+    assert math.isclose(mean_dice(pred, gt, 3), (2 / 3 + 0) / 2)
+
+
+def test_training_writes_outputs_only_at_the_end(tmp_path):
+    store, split = _tiny_store(tmp_path / "store.h5")
+    out = tmp_path / "run"
+    summary = train(_spec(), store, split, out, progress=False)
+    assert (out / "model.pt").exists() and (out / "train.csv").exists() and (out / "config.json").exists()
+    assert not (out / "checkpoints").exists()
+    assert summary["best_iteration"] in (3, 6)
+    rows = (out / "train.csv").read_text().splitlines()
+    assert rows[0].startswith("iteration,lr,total,ce,dice,consistency") and len(rows) == 7
+
+
+def test_resume_is_equivalent_to_an_uninterrupted_run(tmp_path):
+    store, split = _tiny_store(tmp_path / "store.h5")
+    train(_spec(), store, split, tmp_path / "a", progress=False)
+    # interrupted after 3 iterations (state written), then started again
+    assert train(_spec(), store, split, tmp_path / "b", progress=False, stop_after=3) == {"stopped_at": 3}
+    assert not (tmp_path / "b" / "model.pt").exists()
+    summary = train(_spec(), store, split, tmp_path / "b", progress=False)
+    assert summary["resumed_from"] == 3
+    a = torch.load(tmp_path / "a" / "model.pt")
+    b = torch.load(tmp_path / "b" / "model.pt")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert (tmp_path / "a" / "train.csv").read_text() == (tmp_path / "b" / "train.csv").read_text()
+
+
+def test_state_from_another_spec_is_not_resumed(tmp_path):
+    store, split = _tiny_store(tmp_path / "store.h5")
+    train(_spec(), store, split, tmp_path / "r", progress=False, stop_after=2)
+    summary = train(_spec(lr=0.02), store, split, tmp_path / "r", progress=False)
+    assert summary["resumed_from"] is None
+
+
+@pytest.fixture
+def exploding_method():
+    @register("_test_exploding")
+    class Exploding(Method):
+        uses_unlabeled = False
+
+        def __init__(self, spec, net_factory):
+            super().__init__(spec, net_factory)
+            self.models.append(net_factory())
+
+        def training_step(self, batch, step):
+            logits = self.models[0](batch["labeled_image"])
+            ce, dice = self.supervised_loss(logits, batch["labeled_label"])
+            bad = ce * (float("nan") if step.iteration == 2 else 1.0)
+            return Losses(total=bad + dice, terms={"ce_scaled": bad, "dice": dice})
+
+    yield "_test_exploding"
+    del METHODS["_test_exploding"]
+
+
+def test_nan_loss_stops_with_iteration_and_term_named(tmp_path, exploding_method):
+    store, split = _tiny_store(tmp_path / "store.h5")
+    with pytest.raises(TrainingError, match=r"iteration 2: loss term 'total' is nan"):
+        train(_spec(exploding_method), store, split, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run" / "model.pt").exists()
+
+
+def test_unlabeled_method_refuses_a_split_without_unlabeled_data(tmp_path):
+    store, split = _tiny_store(tmp_path / "store.h5")
+    s = json.loads(split.read_text())
+    s["cases"]["unlabeled"] = []
+    split.write_text(json.dumps(s))
+    with pytest.raises(TrainingError, match="needs unlabeled data"):
+        train(_spec(), store, split, tmp_path / "run", progress=False)
