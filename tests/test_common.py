@@ -64,10 +64,10 @@ def test_consistency_weight():
     assert consistency_weight(100, weight=2.0, rampup_length=200, schedule="linear") == 1.0
     assert consistency_weight(0, weight=2.0, rampup_length=200, schedule="constant") == 2.0
     # SSL4MIS's staircase: iter_num // 150 "epochs" over a 200-epoch ramp.
-    assert consistency_weight(15_149, weight=0.1, rampup_length=200,
-                              iterations_per_unit=150) == pytest.approx(0.1 * math.exp(-5 * (1 - 100 / 200) ** 2))
-    assert consistency_weight(15_150, weight=0.1, rampup_length=200, iterations_per_unit=150) \
-        == pytest.approx(0.1 * math.exp(-5 * (1 - 101 / 200) ** 2))
+    staircase = dict(weight=0.1, rampup_length=200, iterations_per_unit=150)
+    assert consistency_weight(15_149, **staircase) == pytest.approx(0.1 * math.exp(-5 * 0.5 ** 2))
+    assert consistency_weight(15_150, **staircase) == pytest.approx(
+        0.1 * math.exp(-5 * (1 - 101 / 200) ** 2))
     with pytest.raises(ValueError, match="sigmoid"):
         consistency_weight(0, weight=1.0, rampup_length=1, schedule="step")
 

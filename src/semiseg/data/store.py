@@ -16,9 +16,11 @@ Cases are written in the order they are given and read back in that order (the `
 tracks creation order), so a store built twice from the same input is byte-identical and its
 ``store_sha256`` is stable across re-runs.
 
-Compression is LZF (with byte shuffling for the float image): it decompresses several times faster
-than gzip, and training reads the store far more often than it is written. 2D stores are chunked
-one slice per chunk so that reading a single slice touches a single chunk.
+Compression is gzip level 4 without byte shuffling. Read speed matters more than size, and on
+60 real ACDC volumes this was both the smallest (34 MB, against 56 MB with LZF and 148 MB raw) and
+the fastest to read (0.43 s, against 0.58 s with LZF): the volumes are mostly background, so less
+I/O outweighs the slower decompression. 2D stores are chunked one slice per chunk, so that reading
+a single slice touches a single chunk; 3D stores use h5py's automatic chunking.
 
 A :class:`Store` keeps an open HDF5 handle; do not share one across forked processes (data-loader
 workers), open one per worker instead.
@@ -239,10 +241,8 @@ def _write_case(group: h5py.Group, case: Case, dims: int) -> None:
     entry = group.create_group(case.case_id)
     entry.attrs["patient"] = case.patient
     entry.attrs["spacing"] = np.asarray(case.spacing, dtype=np.float64)
-    entry.create_dataset(
-        "image", data=case.image, chunks=chunks, compression="lzf", shuffle=True
-    )
-    entry.create_dataset("label", data=case.label, chunks=chunks, compression="lzf")
+    for key, data in (("image", case.image), ("label", case.label)):
+        entry.create_dataset(key, data=data, chunks=chunks, compression="gzip", compression_opts=4)
 
 
 class Store:

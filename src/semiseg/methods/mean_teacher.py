@@ -52,4 +52,5 @@ class MeanTeacher(Method):
                       stats={"consistency_weight": weight})
 
     def after_optimizer_step(self, step: Step) -> None:
-        ema_update(self.teacher, self.models[0], self.params["ema_decay"], step.iteration)
+        # SSL4MIS passes the count of steps taken (1 after the first), so alpha starts at 0.5
+        ema_update(self.teacher, self.models[0], self.params["ema_decay"], step.iteration + 1)

@@ -72,7 +72,7 @@ def _uniform_scalar(low: float, high: float, generator: torch.Generator | None) 
 
 def feature_noise(x: Tensor, uniform_range: float = 0.3, *,
                   generator: torch.Generator | None = None) -> Tensor:
-    """Multiplicative uniform noise: ``x * (1 + n)``, ``n ~ U(-r, r)`` of shape ``(1, C, *spatial)``.
+    """Multiplicative uniform noise ``x * (1 + n)``, ``n ~ U(-r, r)`` of shape ``(1, C, *spatial)``.
 
     Args:
         x: features ``(B, C, *spatial)``.

@@ -17,7 +17,10 @@ MC-Net, BCP, ALHVR all train it):
   U-Net; ``out_kernel_size`` selects it).
 
 One code path serves 2D and 3D: :func:`layer_types` picks the convolution, normalisation and
-pooling classes from ``dims``.  With the defaults and ``in_channels=1, num_classes=4`` the 2D
+pooling classes from ``dims``. ``dims=3`` is this same design with 3D layers (5,648,706
+parameters for one input channel and two classes); it is not SSL4MIS's separate ``unet_3D``
+(an attention-U-Net-style network), and the LA benchmarks use :class:`~semiseg.nets.vnet.VNet`.
+With the defaults and ``in_channels=1, num_classes=4`` the 2D
 network has 1,944,324 parameters (``bilinear=False``, the current SSL4MIS ``UNet``) or
 1,813,764 (``bilinear=True``, the "1.81 M" usually quoted for the SSL4MIS/ALHVR UNet).
 
@@ -83,7 +86,7 @@ def layer_types(dims: int) -> LayerTypes:
 
 
 def check_spatial_divisible(x: Tensor, dims: int, factor: int, network: str) -> None:
-    """Raise ``ValueError`` unless ``x`` is ``(B, C, *spatial)`` with every size divisible by ``factor``.
+    """Raise ``ValueError`` unless ``x`` is ``(B, C, *spatial)`` with sizes divisible by ``factor``.
 
     Encoder-decoder networks with ``k`` 2x downsamplings need sizes divisible by ``2**k`` for the
     skip connections to line up; failing early gives a clearer message than a shape mismatch

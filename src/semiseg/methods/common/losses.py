@@ -106,7 +106,7 @@ class DiceCE(NamedTuple):
 
 def dice_ce_loss(logits: Tensor, target: Tensor, *, mask: Tensor | None = None,
                  include_background: bool = True, smooth: float = 1e-5) -> DiceCE:
-    """Cross-entropy and soft Dice of ``logits`` ``(B, C, *spatial)`` against labels ``(B, *spatial)``.
+    """Cross-entropy and soft Dice of ``logits`` ``(B, C, *spatial)`` vs labels ``(B, *spatial)``.
 
     CE is the mean over all positions (``nn.CrossEntropyLoss()``) or, with ``mask``, the masked
     mean ``sum(ce * m) / (sum(m) + 1e-16)`` (BCP's ``mix_loss``); Dice is
