@@ -75,7 +75,8 @@ def test_2d_slices_are_numbered_from_one_for_train_cases_only(acdc_like: Path) -
         indices = sorted(int(s.rsplit("_", 1)[1]) for s in slice_ids if s.startswith(case + "_"))
         assert indices == list(range(1, image.shape[0] + 1))
         for z in (0, image.shape[0] - 1):
-            slice_image, slice_label = _read(acdc_like / "data" / "slices" / f"{case}_slice_{z + 1}.h5")
+            slice_path = acdc_like / "data" / "slices" / f"{case}_slice_{z + 1}.h5"
+            slice_image, slice_label = _read(slice_path)
             np.testing.assert_array_equal(slice_image, image[z])
             np.testing.assert_array_equal(slice_label, label[z])
 

@@ -12,11 +12,23 @@ import json
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 
 __all__ = ["main"]
 
 log = logging.getLogger("semiseg")
+
+
+def _record(args, started, primary, inputs, outputs, spec, algorithm) -> None:
+    """Write the stage's provenance record beside its outputs (see semiseg.provenance)."""
+    from semiseg.fingerprint import code_fingerprint
+    from semiseg.provenance import write_record
+
+    plain = {k: v for k, v in vars(args).items() if k not in ("func", "spec", "verbose") and v is not None}
+    write_record(args.command, primary_output=primary, inputs=inputs, outputs=outputs,
+                 args=json.loads(json.dumps(plain, default=str)), started=started, spec=spec,
+                 code=code_fingerprint(args.command, algorithm))
 
 
 def _json_arg(text: str):
@@ -36,66 +48,83 @@ def _write_json(obj, path: Path) -> None:
 
 
 # ----------------------------------------------------------------------------- stages
-def cmd_check_config(args) -> None:
+# Each returns what its provenance record needs: (primary output, inputs, outputs, spec, algorithm).
+def cmd_check_config(args):
     from semiseg.config import load_config
 
     cfg = load_config(root=args.root)
     print(f"config OK: {len(cfg['datasets'])} datasets, {len(cfg['methods'])} methods, "
           f"{len(cfg['tables'])} tables, schedules {', '.join(cfg['schedules'])}")
+    return None
 
 
-def cmd_fetch(args) -> None:
+def cmd_fetch(args):
     from semiseg.data.fetch import fetch
 
     rec = fetch(args.dataset, args.source, args.out, how_to_get=args.source.get("how_to_get", ""))
     log.info("fetched %s: %d files in %.1f s", args.dataset, len(rec["files"]), rec["seconds"])
+    return args.out, [], [args.out], {"source": args.source}, None
 
 
-def cmd_preprocess(args) -> None:
+def cmd_preprocess(args):
     from semiseg.data.preprocess import preprocess
 
     desc = preprocess(args.dataset, args.layout, Path(args.raw), labels=args.labels, dims=args.dims,
                       store_path=Path(args.store))
     _write_json(desc, args.descriptor)
     log.info("preprocessed %s: %d cases", args.dataset, len(desc["cases"]))
+    return (Path(args.store), [Path(args.raw)], [Path(args.store), Path(args.descriptor)],
+            {"layout": args.layout, "labels": args.labels, "dims": args.dims}, None)
 
 
-def cmd_split(args) -> None:
+def cmd_split(args):
     from semiseg.data.splits import make_split
 
     with open(args.descriptor) as fh:
         desc = json.load(fh)
     _write_json(make_split(desc, args.ratio, args.labeled_patients), args.out)
+    return Path(args.out), [Path(args.descriptor)], [Path(args.out)], None, None
 
 
-def cmd_train(args) -> None:
+def cmd_train(args):
     from semiseg.engine.loop import train
+    from semiseg.fingerprint import code_fingerprint
 
-    summary = train(args.spec, Path(args.store), Path(args.split), Path(args.out_dir),
-                    code_fingerprint=args.code_fingerprint, progress=not args.no_progress)
+    algorithm = args.spec["method"]["algorithm"]
+    code = args.code_fingerprint or code_fingerprint("train", algorithm)
+    out = Path(args.out_dir)
+    summary = train(args.spec, Path(args.store), Path(args.split), out, code_fingerprint=code,
+                    progress=not args.no_progress)
     log.info("trained: %s", json.dumps(summary))
+    return (out, [Path(args.store), Path(args.split)],
+            [out / "model.pt", out / "train.csv", out / "config.json"], args.spec, algorithm)
 
 
-def cmd_infer(args) -> None:
+def cmd_infer(args):
     from semiseg.inference.run import infer
 
     n = infer(Path(args.run_dir), Path(args.store), Path(args.split), Path(args.out), device=args.device)
     log.info("predicted %d cases into %s", n, args.out)
+    run = Path(args.run_dir)
+    return (Path(args.out), [run / "model.pt", run / "config.json", Path(args.store), Path(args.split)],
+            [Path(args.out)], None, None)
 
 
-def cmd_evaluate(args) -> None:
+def cmd_evaluate(args):
     from semiseg.metrics.evaluate import evaluate
 
     n = evaluate(Path(args.predictions), Path(args.store), Path(args.out))
     log.info("evaluated %d cases into %s", n, args.out)
+    return Path(args.out), [Path(args.predictions), Path(args.store)], [Path(args.out)], None, None
 
 
-def cmd_table(args) -> None:
+def cmd_table(args):
     from semiseg.reporting.build import table_from_runs
 
-    table_from_runs(args.spec, descriptor=Path(args.descriptor), metrics=[Path(m) for m in args.metrics],
-                    out=Path(args.out))
+    metrics = [Path(m) for m in args.metrics]
+    table_from_runs(args.spec, descriptor=Path(args.descriptor), metrics=metrics, out=Path(args.out))
     log.info("wrote %s", args.out)
+    return Path(args.out), [Path(args.descriptor), *metrics], [Path(args.out)], args.spec, None
 
 
 # ----------------------------------------------------------------------------- parser
@@ -176,8 +205,11 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
+    started = time.time()
     try:
-        args.func(args)
+        made = args.func(args)
+        if made is not None:
+            _record(args, started, *made)
     except (ConfigError, DataError, ValueError, FileNotFoundError) as exc:
         print(f"semiseg {args.command}: error: {exc}", file=sys.stderr)
         return 2

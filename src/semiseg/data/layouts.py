@@ -191,7 +191,8 @@ def _train_slices(src: Path, train_cases: list[str], train_list: Path) -> dict[s
         case, index = match["case"], int(match["index"])
         if case not in indices:
             raise DataError(
-                slices_list, f"slice {slice_id!r} belongs to case {case!r}, not in {train_list.name}"
+                slices_list,
+                f"slice {slice_id!r} belongs to case {case!r}, not in {train_list.name}",
             )
         if index in indices[case]:
             raise DataError(

@@ -70,7 +70,7 @@ def make_split(descriptor: Mapping[str, Any], ratio: int, labeled_patients: int)
         if key not in descriptor:
             raise ValueError(f"descriptor has no {key!r} (is it a dataset.json?)")
     patients = descriptor["patients"]
-    if not isinstance(patients, Mapping) or any(r not in patients for r in ("train", "val", "test")):
+    if not isinstance(patients, Mapping) or not {"train", "val", "test"} <= set(patients):
         raise ValueError("descriptor 'patients' must have the lists 'train', 'val' and 'test'")
     name = descriptor["name"]
     train = [str(p) for p in patients["train"]]
@@ -88,7 +88,9 @@ def make_split(descriptor: Mapping[str, Any], ratio: int, labeled_patients: int)
         "test": [str(p) for p in patients["test"]],
     }
     if not roles["test"]:
-        raise ValueError(f"{name}: the descriptor's test list is empty; a split needs test patients")
+        raise ValueError(
+            f"{name}: the descriptor's test list is empty; a split needs test patients"
+        )
 
     by_patient = _cases_by_patient(descriptor)
     owner: dict[str, str] = {}

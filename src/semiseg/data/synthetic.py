@@ -44,7 +44,7 @@ LA_FILE_NAME = "mri_norm2.h5"
 _ID_ALPHABET = np.array(list("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"))
 
 
-# -- shared helpers -------------------------------------------------------------------------------
+# -- shared helpers --------------------------------------------------------------------------------
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -132,7 +132,7 @@ def _check_count(name: str, value: int, minimum: int) -> None:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
 
 
-# -- synthetic2d: cardiac short axis ----------------------------------------------------------------
+# -- synthetic2d: cardiac short axis ---------------------------------------------------------------
 
 
 def _ellipse_field(
@@ -218,7 +218,8 @@ def _cardiac_case(
 
     heart_reach = float(np.max(offset + rv_long))
     for kind in ["lung"] * 2 + ["blob"] * int(rng.integers(2, 5)):
-        radius = rng.uniform(0.10, 0.18) * scale if kind == "lung" else rng.uniform(0.03, 0.07) * scale
+        low, high = (0.10, 0.18) if kind == "lung" else (0.03, 0.07)
+        radius = rng.uniform(low, high) * scale
         for _ in range(20):  # place it clear of the heart; give up quietly if there is no room
             bx, by = rng.uniform(0.1, 0.9) * nx, rng.uniform(0.1, 0.9) * ny
             if np.hypot(bx - anatomy["cx"], by - anatomy["cy"]) > heart_reach + radius + 3:
@@ -229,7 +230,9 @@ def _cardiac_case(
         bcy = by + _smooth_walk(rng, n_slices, 0.004 * scale)[:, None, None]
         ecc = rng.uniform(0.6, 1.0)
         rot = np.array(rng.uniform(0, np.pi))
-        s_blob, _, _ = _ellipse_field(xx, yy, bcx, bcy, rot, np.array(radius), np.array(radius * ecc))
+        s_blob, _, _ = _ellipse_field(
+            xx, yy, bcx, bcy, rot, np.array(radius), np.array(radius * ecc)
+        )
         if kind == "lung":
             _paint(image, _sigmoid(s_blob / 1.5), rng.uniform(0.04, 0.12))
             continue
@@ -281,7 +284,9 @@ def _cardiac_anatomy(rng: np.random.Generator, size: tuple[int, int]) -> dict[st
         "rv_overlap": rng.uniform(0.2, 0.6),
         "rv_dir": rng.uniform(0, 2 * np.pi),
     }
-    reach = anatomy["lv_r"] + anatomy["wall"] + 2.6 * anatomy["rv_short"] + 0.1 * scale
+    # Keep the whole heart in view: the RV reaches out to about hypot(its offset, its long axis).
+    offset = anatomy["lv_r"] + anatomy["wall"] + 0.6 * anatomy["rv_short"]
+    reach = float(np.hypot(offset, anatomy["rv_long"])) + 0.03 * scale
     anatomy["cx"] = rng.uniform(min(reach, nx / 2), max(nx - reach, nx / 2))
     anatomy["cy"] = rng.uniform(min(reach, ny / 2), max(ny - reach, ny / 2))
     return anatomy
@@ -384,7 +389,7 @@ def write_synthetic2d(
     return out_dir
 
 
-# -- synthetic3d: left atrium -------------------------------------------------------------------
+# -- synthetic3d: left atrium ----------------------------------------------------------------------
 
 
 def _random_rotation(rng: np.random.Generator) -> np.ndarray:
@@ -409,7 +414,9 @@ def _ellipsoid_field(
     return (1.0 - np.sqrt(radius2)) * float(np.cbrt(np.prod(axes)))
 
 
-def _atrium_case(rng: np.random.Generator, shape: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
+def _atrium_case(
+    rng: np.random.Generator, shape: tuple[int, int, int]
+) -> tuple[np.ndarray, np.ndarray]:
     """Render one LA-like volume ``(Z, Y, X)``: image z-scored like ``mri_norm2``, label 0/1."""
     dims = np.array(shape, dtype=np.float64)
     grid = tuple(np.arange(n, dtype=np.float64).reshape([-1 if i == k else 1 for i in range(3)])

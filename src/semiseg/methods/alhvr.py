@@ -1,0 +1,233 @@
+"""ALHVR (Lei et al., "Adaptive Learning of High-Value Regions for Semi-Supervised Medical Image
+Segmentation", ICCV 2025, https://github.com/ziziyao/ALHVR), and the two-network, two-pass base
+it shares with the paper's region study (``cps_regions``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from semiseg.methods.base import Losses, Method, Step, register
+from semiseg.methods.common.losses import masked_mean
+from semiseg.methods.common.pseudo import entropy, sharpen, sharpen_distribution
+from semiseg.methods.common.regions import (
+    Regions,
+    class_prototypes,
+    prototype_similarity,
+    resize_features,
+    split_regions,
+)
+from semiseg.nets.perturb import perturb_features
+
+__all__ = ["ALHVR", "Branch", "DualBranch", "cg_cpcl_terms", "dtct_teacher", "reduce_region"]
+
+NETS = "ab"  # suffix of each network's loss terms
+
+
+@dataclass
+class Branch:
+    """One network's outputs on the whole batch (labeled first): clean and perturbed decoder."""
+
+    logits: Tensor      # ŷ_x1 (logits), decoder on the encoder features F1
+    logits_p: Tensor    # ŷ_x2 (logits), the same decoder on perturbed features F2
+    features: Tensor    # decoder feature map on F1 (prototype stage)
+    features_p: Tensor  # the same map on F2
+
+
+def reduce_region(loss_map: Tensor, mask: Tensor, how: str) -> Tensor:
+    """A per-pixel loss restricted to ``mask``: ``"region"`` averages over the masked pixels
+    (``sum(l·m) / sum(m)``, 0 for an empty mask); ``"all_pixels"`` divides the same sum by
+    every pixel of the map, so a term shrinks with its region."""
+    if how == "region":
+        return masked_mean(loss_map, mask)
+    if how == "all_pixels":
+        return (loss_map * mask.to(loss_map.dtype)).sum() / loss_map.numel()
+    raise ValueError(f"unknown reduction {how!r}; known: region, all_pixels")
+
+
+def cg_cpcl_terms(sim: Tensor, target: Tensor, mask: Tensor, *, cosine: str = "all",
+                  ce_reduction: str = "region", cos_reduction: str = "all_pixels") -> tuple[Tensor, Tensor]:
+    """CG-CPCL's two terms for one network: ``CE(sim, ŷ^p)⊙Mask`` and ``(1 − sim)⊙Mask``.
+
+    ``sim`` ``(B, C, *spatial)`` are this network's perturbed features' similarities to the
+    *other* network's prototypes, used as logits; ``target`` ``(B, *spatial)`` is the other
+    network's pseudo label; ``mask`` where this network learns from the other. ``cosine``:
+    ``"all"`` averages ``1 − sim_c`` over every class c (the public code); ``"target"`` takes
+    ``1 − sim_{ŷ^p}``, the similarity to the pseudo label's own prototype.
+    """
+    ce_map = F.cross_entropy(sim, target, reduction="none")
+    if cosine == "all":
+        cos_map = (1.0 - sim).mean(dim=1)
+    elif cosine == "target":
+        cos_map = 1.0 - sim.gather(1, target.unsqueeze(1)).squeeze(1)
+    else:
+        raise ValueError(f"cosine must be 'all' or 'target', got {cosine!r}")
+    return reduce_region(ce_map, mask, ce_reduction), reduce_region(cos_map, mask, cos_reduction)
+
+
+def dtct_teacher(probs_a: Tensor, probs_b: Tensor) -> Tensor:
+    """Per pixel, the more confident of the two unperturbed predictions (ties go to B, as in
+    the public code's ``max_a > max_b``)."""
+    pick_a = probs_a.amax(dim=1, keepdim=True) > probs_b.amax(dim=1, keepdim=True)
+    return torch.where(pick_a, probs_a, probs_b)
+
+
+class DualBranch(Method):
+    """Two independently initialised networks; each decoder runs on the encoder features and on
+    a perturbed copy (feature noise or feature dropout, drawn at random per network and pass,
+    applied to every encoder level as the public ALHVR ``UNet_fea_aux`` does).
+
+    Shared by ALHVR and the region study: the forward passes, the supervised term
+    ``CE + Dice`` on each network's clean prediction, and the regions computed from the
+    perturbed predictions of the unlabeled images. Network A is the evaluated one (the
+    public code reports ``model1``).
+    """
+
+    def __init__(self, spec, net_factory):
+        super().__init__(spec, net_factory)
+        for _ in NETS:  # net_factory draws fresh weights: the networks start apart
+            self.models.append(net_factory())
+
+    def branches(self, x: Tensor, *, perturbed_grad: bool = True) -> list[Branch]:
+        stage = int(self.params.get("prototype_stage", -1))
+        out = []
+        for net in self.models:
+            features = net.encode(x)
+            logits, stages = net.decode_stages(features)
+            if not -len(stages) <= stage < len(stages):
+                raise ValueError(f"prototype_stage {stage} out of range for {len(stages)} decoder stages")
+            with torch.set_grad_enabled(perturbed_grad and torch.is_grad_enabled()):
+                perturbed = perturb_features(features, self.params.get("perturbation", "random"))
+                logits_p, stages_p = net.decode_stages(perturbed)
+            out.append(Branch(logits, logits_p, stages[stage], stages_p[stage]))
+        return out
+
+    def supervised_terms(self, branches: list[Branch], label: Tensor) -> dict[str, Tensor]:
+        terms = {}
+        for name, br in zip(NETS, branches):
+            ce, dice = self.supervised_loss(br.logits[: label.shape[0]], label)
+            terms[f"ce_{name}"], terms[f"dice_{name}"] = ce, dice
+        return terms
+
+    def split(self, probs_p: list[Tensor]) -> Regions:
+        return split_regions(probs_p[0].amax(dim=1), probs_p[1].amax(dim=1), float(self.params["beta"]))
+
+    def weight(self, step: Step) -> float:
+        """λ(t) = lambda_max · exp(−5(1 − t/t_ramp)²), t_ramp = ``rampup`` × the iterations."""
+        return float(self.params["lambda_max"]) * step.rampup(float(self.params["rampup"]))
+
+
+#: Which reduction each term gets under the ``normalize`` choices (see :class:`ALHVR`).
+NORMALIZE = {
+    "reference": {"pc_ce": "region", "pc_cos": "all_pixels", "mh_mse": "region", "mh_ent": "all_pixels"},
+    "region": dict.fromkeys(("pc_ce", "pc_cos", "mh_mse", "mh_ent"), "region"),
+    "all_pixels": dict.fromkeys(("pc_ce", "pc_cos", "mh_mse", "mh_ent"), "all_pixels"),
+}
+
+
+@register("alhvr")
+class ALHVR(DualBranch):
+    """Adaptive learning of high-value regions: CG-CPCL on Ω2, DTCT on Ω3.
+
+    Per network x ∈ {a, b}: ``L_x = CE + Dice (labeled) + λ(t)·(L_pc^x + L_mh^x)``, with
+    ``λ(t) = lambda_max·exp(−5(1 − t/t_max)²)``; the engine minimises ``L_a + L_b``. On the
+    unlabeled images, γ and Ω1/Ω2/Ω3 come from the perturbed predictions
+    (``semiseg.methods.common.regions``, parameter ``beta``).
+
+    - CG-CPCL (``cg_cpcl``): prototypes ``p^c`` of each network's clean decoder features under
+      its own pseudo label ``argmax ŷ_x1``; ``sim_a = cos(F_a2, p_b)``, and
+      ``L_pc^a = CE(sim_a, ŷ_b1^p)⊙Mask_a + (1 − sim_a)⊙Mask_a`` where A is unreliable and B
+      reliable; the mirror for B. Logged as ``pc_ce_x`` and ``pc_cos_x``.
+    - DTCT (``dtct``): the teacher is, per pixel, the more confident of ŷ_a1, ŷ_b1, sharpened
+      with ``temperature``; ``L_mh^x = MSE(ŷ_x2, teacher)`` on Ω3 plus the entropy of ŷ_x1 and
+      of ŷ_x2 on Ω3. Logged as ``mh_mse_x`` and ``mh_ent_x``. The MSE of a pixel is summed
+      over classes, as in the public code.
+
+    Switching a module off removes its terms (not computed, not logged, no gradient).
+
+    Choices the paper leaves open; each default follows the authors' public code, since that
+    is what produced the paper's numbers, and each is a parameter:
+
+    - ``normalize``: how a masked term is averaged. ``"reference"`` (default) is the public
+      code's mix: the CE and the MSE are averaged over their region's pixels, the cosine and
+      the entropy terms over *all* unlabeled pixels (so they shrink with their region);
+      ``"region"`` averages every term over its region, ``"all_pixels"`` over all pixels.
+    - ``detach_teacher`` (default false): the public code lets the DTCT MSE's gradient reach the
+      teacher, i.e. the winning unperturbed prediction; true treats the teacher as a target.
+    - ``sharpen``: ``"elementwise"`` (default) is the paper's and code's
+      ``p^(1/T) / (p^(1/T) + (1 − p)^(1/T))`` applied to every class channel on its own, which
+      is exact for two classes and leaves a multi-class target unnormalised;
+      ``"distribution"`` is ``p_c^(1/T) / Σ_k p_k^(1/T)``.
+    - ``detach_prototypes`` (default false): the public code back-propagates CG-CPCL through
+      the other network's prototypes as well.
+    - ``cosine_term``: ``"all"`` (default; the code's ``(1 − sim)`` over every class channel)
+      or ``"target"`` (``1 − sim`` to the pseudo label's own prototype).
+    - ``prototype_pooling``: ``"sample"`` (default; mean of per-sample class means, the code's
+      ``getPrototype``) or ``"batch"`` (mean over every pixel of the class in the batch).
+    - ``prototype_stage``: which decoder map the prototypes use, -1 (default) = the
+      penultimate map that feeds the output layer, the paper's "penultimate layer"; the public
+      code reads an intermediate 1/8-resolution map instead. Maps are upsampled to label size.
+    - ``similarity_scale``: factor on the cosine similarities used as CE logits (code: 1).
+
+    Also: γ is one threshold per batch, over the unlabeled images only; the perturbed pass
+    decodes the whole batch, labeled images included (same batch-norm statistics as the
+    public code); ``perturbation`` may pin noise or dropout instead of a random choice.
+    """
+
+    def training_step(self, batch, step: Step) -> Losses:
+        xl, yl, xu = batch["labeled_image"], batch["labeled_label"], batch["unlabeled_image"]
+        nl = xl.shape[0]
+        branches = self.branches(torch.cat([xl, xu]))
+        terms = self.supervised_terms(branches, yl)
+        probs = [torch.softmax(br.logits[nl:], dim=1) for br in branches]
+        probs_p = [torch.softmax(br.logits_p[nl:], dim=1) for br in branches]
+        regions = self.split(probs_p)
+        reduction = NORMALIZE[self.params["normalize"]]
+        unsup: dict[str, Tensor] = {}
+        if self.params["cg_cpcl"]:
+            unsup.update(self.cg_cpcl(branches, probs, regions, nl, reduction))
+        if self.params["dtct"]:
+            unsup.update(self.dtct(probs, probs_p, regions, reduction))
+        weight = self.weight(step)
+        total = sum(terms.values()) + weight * sum(unsup.values(), torch.zeros((), device=xl.device))
+        stats = {"gamma": float(regions.gamma), "lambda": weight, **regions.fractions()}
+        return Losses(total=total, terms={**terms, **unsup}, stats=stats)
+
+    def cg_cpcl(self, branches, probs, regions: Regions, nl: int, reduction) -> dict[str, Tensor]:
+        labels = [p.argmax(dim=1) for p in probs]  # ŷ_x1^p
+        size = labels[0].shape[1:]
+        prototypes = []
+        for br, y in zip(branches, labels):
+            f = resize_features(br.features[nl:], size)
+            f = f.detach() if self.params["detach_prototypes"] else f
+            prototypes.append(class_prototypes(f, y, self.num_classes, pooling=self.params["prototype_pooling"]))
+        out = {}
+        for i, name in enumerate(NETS):
+            other = 1 - i
+            sim = prototype_similarity(resize_features(branches[i].features_p[nl:], size), prototypes[other],
+                                       scale=float(self.params["similarity_scale"]))
+            out[f"pc_ce_{name}"], out[f"pc_cos_{name}"] = cg_cpcl_terms(
+                sim, labels[other], regions.learner(i), cosine=self.params["cosine_term"],
+                ce_reduction=reduction["pc_ce"], cos_reduction=reduction["pc_cos"])
+        return out
+
+    def dtct(self, probs, probs_p, regions: Regions, reduction) -> dict[str, Tensor]:
+        teacher = dtct_teacher(probs[0], probs[1])
+        if self.params["detach_teacher"]:
+            teacher = teacher.detach()
+        t = float(self.params["temperature"])
+        if self.params["sharpen"] == "elementwise":
+            target = sharpen(teacher, t)
+        else:  # the clamp keeps log(0) out of the gradient when the teacher is not detached
+            target = sharpen_distribution(teacher.clamp_min(1e-12), t)
+        omega3 = regions.omega3
+        out = {}
+        for i, name in enumerate(NETS):
+            mse_map = ((probs_p[i] - target) ** 2).sum(dim=1)
+            out[f"mh_mse_{name}"] = reduce_region(mse_map, omega3, reduction["mh_mse"])
+            out[f"mh_ent_{name}"] = (reduce_region(entropy(probs[i]), omega3, reduction["mh_ent"])
+                                     + reduce_region(entropy(probs_p[i]), omega3, reduction["mh_ent"]))
+        return out

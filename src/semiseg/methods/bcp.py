@@ -1,0 +1,196 @@
+"""Bidirectional copy-paste (Bai et al., "Bidirectional Copy-Paste for Semi-Supervised Medical
+Image Segmentation", CVPR 2023, arXiv:2305.00673)."""
+
+from __future__ import annotations
+
+import copy
+from typing import Sequence
+
+import torch
+from torch import Tensor
+
+from semiseg.methods.base import Losses, Method, Step, register
+from semiseg.methods.common.ema import ema_update
+from semiseg.methods.common.losses import DiceCE, dice_ce_loss
+from semiseg.methods.common.pseudo import largest_connected_component
+
+__all__ = ["BidirectionalCopyPaste", "copy_paste", "halves", "mixed_loss", "paste_mask"]
+
+# ema_alpha(decay, step) = min(1 - 1/(step + 1), decay) equals `decay` for every step past
+# 1/(1 - decay); BCP averages with the constant decay from its first update (no warm-up).
+_NO_WARMUP = 2**62
+
+
+def paste_mask(spatial: Sequence[int], ratio: float, *, device=None,
+               generator: torch.Generator | None = None) -> Tensor:
+    """BCP's mask ``M`` of shape ``spatial``: 1 everywhere but a block of zeros.
+
+    The zero block has side ``int(s * ratio)`` along every axis of size ``s`` (``ratio = 2/3``:
+    170 of 256, 74 of 112, 53 of 80); its corner is drawn uniformly from ``[0, s - side)`` per
+    axis (``np.random.randint(0, s - side)`` in the public code; ``[0, 0]`` when the block fills
+    the axis). Worked example: ``spatial = (32, 32)``, ``ratio = 2/3`` gives a 21 x 21 block of
+    zeros (441 pixels) starting at rows/columns 0..10, and 1024 - 441 = 583 ones. A tiny
+    tolerance makes ``96 * 0.666...`` give 64, as ``96 * 2 / 3`` does, not 63.
+    """
+    if not 0.0 < ratio <= 1.0:
+        raise ValueError(f"ratio must be in (0, 1], got {ratio}")
+    mask = torch.ones(tuple(spatial), dtype=torch.long, device=device)
+    region = []
+    for s in spatial:
+        side = int(s * ratio + 1e-6)
+        start = int(torch.randint(0, max(s - side, 1), (), generator=generator))
+        region.append(slice(start, start + side))
+    mask[tuple(region)] = 0
+    return mask
+
+
+def copy_paste(background: Tensor, foreground: Tensor, mask: Tensor) -> Tensor:
+    """``background * M + foreground * (1 - M)``: the foreground fills M's zero block.
+
+    Works for images ``(B, 1, *spatial)`` and label maps ``(B, *spatial)`` alike (``mask`` is
+    ``(*spatial)`` and broadcasts); labels stay integers.
+    """
+    return background * mask + foreground * (1 - mask)
+
+
+def halves(x: Tensor) -> tuple[Tensor, Tensor]:
+    """The two halves ``a, b`` of a batch that BCP pairs up, of equal size ``ceil(B / 2)``.
+
+    An even batch splits in two; in an odd one the middle sample is in both halves; a batch of
+    one gives ``a = b`` (so a 1 + 1 smoke schedule still runs).
+    """
+    n = x.shape[0]
+    return x[: (n + 1) // 2], x[n // 2:]
+
+
+def mixed_loss(logits: Tensor, background_label: Tensor, foreground_label: Tensor, mask: Tensor,
+               *, background_weight: float, foreground_weight: float) -> DiceCE:
+    """BCP's ``mix_loss``: CE and Dice of each source's labels over its own region, weighted.
+
+    ``ce = w_b * CE_M(background_label) + w_f * CE_(1-M)(foreground_label)`` with the masked
+    mean CE ``sum(ce * m) / sum(m)``, and the same for the masked soft Dice (every sum of the
+    Dice multiplied by the region mask, classes averaged with background). The step's loss is
+    ``0.5 * (ce + dice)``.
+    """
+    m = mask.expand(logits.shape[0], *mask.shape)
+    bg = dice_ce_loss(logits, background_label, mask=m)
+    fg = dice_ce_loss(logits, foreground_label, mask=1 - m)
+    return DiceCE(ce=background_weight * bg.ce + foreground_weight * fg.ce,
+                  dice=background_weight * bg.dice + foreground_weight * fg.dice)
+
+
+@register("bcp")
+class BidirectionalCopyPaste(Method):
+    """Copy-paste pre-training on labeled images, then mean-teacher self-training on mixed images.
+
+    Stage 1, the first ``pretrain_fraction`` of the iterations (labeled stream only): the labeled
+    batch is split into halves ``a, b``; the student learns ``a * M + b * (1 - M)`` against
+    ``y_a * M + y_b * (1 - M)`` with :func:`mixed_loss` (both weights 1). ``M`` is
+    :func:`paste_mask` (one draw per iteration, shared by the batch).
+
+    Stage 2, the rest: at its first iteration the teacher becomes a copy of the pre-trained
+    student. Each iteration, with labeled halves ``l_a, l_b``, unlabeled halves ``u_a, u_b``
+    and the teacher's pseudo-labels ``p_a, p_b`` (argmax, then the largest connected component
+    of each class per image):
+
+    - ``u_a * M + l_a * (1 - M)`` (labeled foreground pasted into unlabeled background) against
+      ``p_a`` outside the block, weight ``u_weight``, and ``y_a`` inside, weight 1;
+    - ``l_b * M + u_b * (1 - M)`` (unlabeled foreground into labeled background) against ``y_b``
+      outside, weight 1, and ``p_b`` inside, weight ``u_weight``;
+
+    loss ``0.5 * (ce + dice)`` of the two summed; after each step the teacher moves to the
+    student with the constant EMA decay ``ema_decay`` (parameters and batch-norm buffers,
+    BCP's ``update_model_ema``). Inference uses the student. One code path serves 2D (ACDC,
+    U-Net) and 3D (LA, V-Net): the mask has the patch's dimensionality.
+
+    Choices where the paper or the code leave room:
+
+    - The stages are one schedule: ``pretrain_fraction`` of ``iterations`` (ACDC: 10k of
+      10k + 30k = 0.25 with 40k iterations; LA: 2k of 2k + 15k).
+    - The teacher starts from the *last* pre-trained student; BCP reloads the pre-training
+      checkpoint that scored best on validation (student and teacher).
+    - The optimiser carries on across the switch, momentum included: BCP's ACDC script builds a
+      new SGD but loads the saved pre-training optimiser state into it, so its momentum carries
+      on too (from the best checkpoint). Its LA script starts a fresh optimiser (momentum
+      reset), which this class cannot do without an engine hook; nor does the engine follow
+      LA's x0.1 learning-rate steps every 2.5k self-training iterations.
+    - BCP's ACDC script keeps the learning rate constant (set ``lr_policy: constant``); its
+      "consistency weight" is computed and logged but never used, so there is none here.
+    - The paper calls ``M`` zero-centred; the code draws the block's corner uniformly, which we
+      follow. The block side is ``int(s * mask_ratio)`` per axis, as in the code.
+    - Pseudo-labels are the argmax of the teacher's softmax for every dataset (BCP's LA script
+      thresholds the foreground probability at 0.5: the same for two classes, up to ties).
+    - The pre-training loss is the masked form (ACDC's script); LA's script uses the plain
+      CE + Dice of the mixed label there.
+    - The teacher runs in the mode the engine sets (train mode, as in BCP: dropout active,
+      batch statistics).
+    - Labeled and unlabeled batches must be the same size (BCP pairs them half by half).
+
+    Parameters (workflow/schemas/params/bcp.schema.yaml): ``pretrain_fraction``,
+    ``mask_ratio``, ``u_weight``, ``ema_decay``, ``largest_component``.
+    """
+
+    def __init__(self, spec, net_factory):
+        super().__init__(spec, net_factory)
+        sched = spec.get("schedule", {})
+        if sched.get("labeled_batch_size", 0) != sched.get("unlabeled_batch_size", 0):
+            raise ValueError(
+                f"bcp pairs labeled and unlabeled images half by half: labeled_batch_size "
+                f"({sched['labeled_batch_size']}) must equal unlabeled_batch_size "
+                f"({sched['unlabeled_batch_size']}); set both in the method's `schedule:` overrides")
+        self.models.append(net_factory())
+        self.teacher = copy.deepcopy(self.models[0])
+        for p in self.teacher.parameters():
+            p.requires_grad_(False)
+
+    def pretrain_iterations(self, total: int) -> int:
+        """How many of ``total`` iterations the labeled-only pre-training takes."""
+        return int(round(self.params["pretrain_fraction"] * total))
+
+    def in_pretraining(self, step: Step) -> bool:
+        return step.iteration < self.pretrain_iterations(step.total)
+
+    def training_step(self, batch, step: Step) -> Losses:
+        if self.in_pretraining(step):
+            return self._pretrain_step(batch)
+        if step.iteration == self.pretrain_iterations(step.total):
+            # A resumed run past this iteration restores the teacher from its checkpoint.
+            self.teacher.load_state_dict(self.models[0].state_dict())
+        return self._self_train_step(batch)
+
+    def _mask(self, image: Tensor) -> Tensor:
+        return paste_mask(image.shape[2:], self.params["mask_ratio"], device=image.device)
+
+    def _pretrain_step(self, batch) -> Losses:
+        (img_a, img_b), (lab_a, lab_b) = halves(batch["labeled_image"]), halves(batch["labeled_label"])
+        mask = self._mask(img_a)
+        logits = self.models[0](copy_paste(img_a, img_b, mask))
+        ce, dice = mixed_loss(logits, lab_a, lab_b, mask, background_weight=1.0, foreground_weight=1.0)
+        return Losses(total=0.5 * (ce + dice), terms={"ce": ce, "dice": dice}, stats={"stage": 0.0})
+
+    @torch.no_grad()
+    def pseudo_label(self, image: Tensor) -> Tensor:
+        """The teacher's label map ``(B, *spatial)``: argmax, then (optionally) the largest component."""
+        labels = self.teacher(image).argmax(dim=1)
+        return largest_connected_component(labels) if self.params["largest_component"] else labels
+
+    def _self_train_step(self, batch) -> Losses:
+        student, u = self.models[0], self.params["u_weight"]
+        (l_a, l_b), (y_a, y_b) = halves(batch["labeled_image"]), halves(batch["labeled_label"])
+        u_a, u_b = halves(batch["unlabeled_image"])
+        if u_a.shape[0] != l_a.shape[0]:
+            raise ValueError(f"bcp needs equal labeled and unlabeled batches, got "
+                             f"{batch['labeled_image'].shape[0]} and {batch['unlabeled_image'].shape[0]}")
+        p_a, p_b = self.pseudo_label(u_a), self.pseudo_label(u_b)
+        mask = self._mask(l_a)
+        # Two forward passes, as BCP: each mixed batch gets its own batch-norm statistics.
+        out_u = student(copy_paste(u_a, l_a, mask))
+        out_l = student(copy_paste(l_b, u_b, mask))
+        on_u = mixed_loss(out_u, p_a, y_a, mask, background_weight=u, foreground_weight=1.0)
+        on_l = mixed_loss(out_l, y_b, p_b, mask, background_weight=1.0, foreground_weight=u)
+        ce, dice = on_u.ce + on_l.ce, on_u.dice + on_l.dice
+        return Losses(total=0.5 * (ce + dice), terms={"ce": ce, "dice": dice}, stats={"stage": 1.0})
+
+    def after_optimizer_step(self, step: Step) -> None:
+        if not self.in_pretraining(step):
+            ema_update(self.teacher, self.models[0], self.params["ema_decay"], _NO_WARMUP, buffers="ema")

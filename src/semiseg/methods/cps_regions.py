@@ -1,0 +1,60 @@
+"""The region study of ALHVR (Lei et al., ICCV 2025, Table 1): cross pseudo supervision with the
+pixels of chosen regions left out of the unsupervised loss."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from semiseg.methods.alhvr import NETS, DualBranch, reduce_region
+from semiseg.methods.base import Losses, Step, register
+from semiseg.methods.common.regions import REGION_NAMES
+
+
+@register("cps_regions")
+class CPSRegions(DualBranch):
+    """CPS (Chen et al., CVPR 2021) on ALHVR's two networks, minus the regions in ``drop_regions``.
+
+    Per network x with the other y: ``L_x = CE + Dice (labeled) +
+    λ(t)·CE(ŷ_x1, argmax ŷ_y1)`` on the unlabeled pixels outside the dropped regions, with
+    ALHVR's supervised term, ramp ``λ(t) = lambda_max·exp(−5(1 − t/t_max)²)`` and batch.
+
+    The regions are ALHVR's, from the two networks' perturbed predictions (each decoder also
+    runs on perturbed encoder features, without gradient: that pass only measures the
+    confidences ``con_x = max ŷ_x2``), γ the mean of the lowest ``beta`` fraction of
+    ``(con_a + con_b) / 2``:
+
+    - ``R1`` = Ω1, reliable stable: both ``con >= γ``;
+    - ``R2`` = Ω2, reliable unstable: exactly one ``con >= γ``;
+    - ``R3`` = Ω3, unreliable stable: both ``con < γ``.
+
+    ``drop_regions: []`` is plain CPS (on networks that also see the perturbed pass);
+    ``[R2, R3]`` trains on R1 alone, and so on: the seven entries of the catalogue are every
+    choice that keeps at least one region.
+
+    Choice: ``normalize: all_pixels`` (default) divides the masked CE by all unlabeled pixels,
+    so a kept pixel weighs exactly what it weighs in plain CPS and dropping a region only
+    removes that region's share; ``region`` re-averages over the kept pixels.
+    """
+
+    def training_step(self, batch, step: Step) -> Losses:
+        xl, yl, xu = batch["labeled_image"], batch["labeled_label"], batch["unlabeled_image"]
+        nl = xl.shape[0]
+        branches = self.branches(torch.cat([xl, xu]), perturbed_grad=False)
+        terms = self.supervised_terms(branches, yl)
+        regions = self.split([torch.softmax(br.logits_p[nl:], dim=1) for br in branches])
+        keep = torch.ones_like(regions.reliable[0])
+        for name in self.params["drop_regions"]:
+            if name not in REGION_NAMES:
+                raise ValueError(f"unknown region {name!r} in drop_regions; known: {', '.join(REGION_NAMES)}")
+            keep &= ~regions.region(name)
+        pseudo = [br.logits[nl:].detach().argmax(dim=1) for br in branches]
+        weight = self.weight(step)
+        unsup = {}
+        for i, name in enumerate(NETS):
+            ce_map = F.cross_entropy(branches[i].logits[nl:], pseudo[1 - i], reduction="none")
+            unsup[f"cps_{name}"] = reduce_region(ce_map, keep, self.params["normalize"])
+        total = sum(terms.values()) + weight * sum(unsup.values())
+        stats = {"gamma": float(regions.gamma), "lambda": weight, "kept": float(keep.float().mean()),
+                 **regions.fractions()}
+        return Losses(total=total, terms={**terms, **unsup}, stats=stats)

@@ -1,0 +1,332 @@
+"""UA-MT, CPS and BCP: each loss term against values worked out by hand, each unsupervised term's
+gradient, and a short real training of each method (2D; UA-MT and BCP also 3D with the V-Net)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from torch import nn
+
+from conftest import REPO
+from semiseg.data.store import Case, write_store
+from semiseg.engine.loop import train
+from semiseg.methods import Step, build_method
+from semiseg.methods.bcp import copy_paste, halves, mixed_loss, paste_mask
+from semiseg.methods.cps import cross_pseudo_loss
+from semiseg.methods.ua_mt import mc_uncertainty, uncertainty_threshold
+from semiseg.nets import UNet
+
+LN2, LN4 = math.log(2), math.log(4)
+
+
+def _defaults(algorithm: str) -> dict:
+    """The params schema's defaults: the tests run what a catalogue entry without params runs."""
+    schema = yaml.safe_load((REPO / "workflow" / "schemas" / "params" / f"{algorithm}.schema.yaml").read_text())
+    return {k: v["default"] for k, v in schema["properties"].items()}
+
+
+def _method(algorithm, net_factory, num_classes=2, batch=2, **params):
+    spec = {"dataset": {"num_classes": num_classes, "dims": 2},
+            "method": {"algorithm": algorithm, "params": {**_defaults(algorithm), **params}},
+            "schedule": {"labeled_batch_size": batch, "unlabeled_batch_size": batch}}
+    return build_method(spec, net_factory)
+
+
+def _pixel_net(weight: float, bias: float = 0.0) -> nn.Module:
+    """Two-class 1x1 convolution: logits ``[weight * x + bias, 0]`` at every pixel."""
+    net = nn.Conv2d(1, 2, 1)
+    with torch.no_grad():
+        net.weight.zero_()
+        net.bias.zero_()
+        net.weight[0] = weight
+        net.bias[0] = bias
+    return net
+
+
+def _small_unet():
+    return UNet(1, 3, dims=2, channels=(4, 8), dropout=(0.0, 0.0))
+
+
+def _batch(seed=0, b=2, size=16):
+    g = torch.Generator().manual_seed(seed)
+    label = torch.zeros(b, size, size, dtype=torch.long)
+    label[:, 4:12, 4:12] = 1
+    label[:, 6:10, 6:10] = 2
+    image = label[:, None].float() / 2 + 0.1 * torch.randn(b, 1, size, size, generator=g)
+    return {"labeled_image": image, "labeled_label": label,
+            "unlabeled_image": image.flip(-1) + 0.05 * torch.randn(b, 1, size, size, generator=g)}
+
+
+def _grads(method, batch, step, seed=0):
+    """Student(s)' gradient of the step's total loss, with every random draw seeded."""
+    method.zero_grad(set_to_none=True)
+    torch.manual_seed(seed)
+    losses = method.training_step(batch, step)
+    losses.total.backward()
+    return losses, [p.grad.clone() if p.grad is not None else torch.zeros_like(p)
+                    for p in method.models.parameters()]
+
+
+def _differ(a, b):
+    return any(not torch.allclose(x, y) for x, y in zip(a, b))
+
+
+# ---------------------------------------------------------------- UA-MT
+
+
+def test_ua_mt_threshold_ramps_from_three_quarters_of_ln_c_to_ln_c():
+    assert uncertainty_threshold(0, 100, 2) == pytest.approx((0.75 + 0.25 * math.exp(-5)) * LN2)  # 0.5210280
+    assert uncertainty_threshold(0, 100, 2) == pytest.approx(0.5210280, abs=1e-7)
+    assert uncertainty_threshold(50, 100, 2) == pytest.approx(0.5695079, abs=1e-7)  # (0.75 + 0.25 e^-1.25) ln 2
+    assert uncertainty_threshold(100, 100, 2) == pytest.approx(LN2)
+    assert uncertainty_threshold(100, 100, 4) == pytest.approx(LN4)  # ln C, not the binary code's ln 2
+    assert uncertainty_threshold(30, 100, 4, start=1.0) == pytest.approx(LN4)
+    assert uncertainty_threshold(50, 100, 2, rampup=0.5) == pytest.approx(LN2)
+
+
+def test_ua_mt_uncertainty_mask_on_a_2x2_image():
+    # T = 2 passes, two classes; per pixel the two passes' P(class 0):
+    p0 = torch.tensor([[[0.9, 1.0], [0.8, 0.99]],    # pass 1
+                       [[0.9, 0.0], [0.6, 0.99]]])   # pass 2
+    samples = torch.stack([p0, 1 - p0], dim=1)[:, None]  # (T, B=1, C=2, 2, 2)
+    u = mc_uncertainty(samples)
+    assert u.shape == (1, 1, 2, 2)
+    # means 0.9 | 0.5 / 0.7 | 0.99 -> entropies (nats, 1e-6 inside the log)
+    expected = torch.tensor([[0.3250830, 0.6931452], [0.6108643, 0.0560012]])
+    assert torch.allclose(u[0, 0], expected, atol=2e-6)
+    # iteration 0 of 100: threshold 0.521 keeps the two confident pixels ...
+    assert (u < uncertainty_threshold(0, 100, 2))[0, 0].tolist() == [[True, False], [False, True]]
+    # ... at the end ln 2 keeps all (0.5/0.5 is 0.6931452 < ln 2 because of the 1e-6)
+    assert (u < uncertainty_threshold(100, 100, 2)).all()
+
+
+def test_ua_mt_consistency_is_the_mse_over_certain_pixels():
+    # Student logits [x, 0]; teacher [x + ln(8/3), 0]; noise off. Unlabeled pixels x = ln 1.5, 0:
+    # student p = [0.6, 0.4], [0.5, 0.5]; teacher p = [0.8, 0.2] (entropy 0.5004),
+    # [8/11, 3/11] (entropy 0.5860). At iteration 0 the threshold 0.5210 keeps pixel 1 only:
+    # consistency = ((0.6 - 0.8)^2 + (0.4 - 0.2)^2) / 2 = 0.04.
+    m = _method("ua_mt", lambda: _pixel_net(1.0), batch=1, noise_std=0.0, consistency=0.1)
+    with torch.no_grad():
+        m.teacher.bias[0] = math.log(8 / 3)
+    batch = {"labeled_image": torch.zeros(1, 1, 1, 2), "labeled_label": torch.zeros(1, 1, 2, dtype=torch.long),
+             "unlabeled_image": torch.tensor([[[[math.log(1.5), 0.0]]]])}
+    out = m.training_step(batch, Step(0, 100))
+    assert out.terms["consistency"].item() == pytest.approx(0.04, abs=1e-6)
+    assert out.stats["certain_fraction"] == 0.5
+    assert out.stats["threshold"] == pytest.approx(0.5210280, abs=1e-7)
+    assert out.stats["consistency_weight"] == pytest.approx(0.1 * math.exp(-5))
+
+
+def test_ua_mt_consistency_reaches_the_student_and_not_the_teacher():
+    m = _method("ua_mt", _small_unet, num_classes=3, threshold_start=1.0)
+    batch, step = _batch(), Step(10, 10)
+    m.params["consistency"] = 0.0
+    _, g0 = _grads(m, batch, step)
+    m.params["consistency"] = 1.0
+    out, g1 = _grads(m, batch, step)
+    assert out.stats["certain_fraction"] > 0 and out.terms["consistency"].item() > 0
+    assert _differ(g0, g1)
+    assert all(p.grad is None and not p.requires_grad for p in m.teacher.parameters())
+
+
+def test_ua_mt_ema_moves_the_teacher():
+    m = _method("ua_mt", _small_unet, num_classes=3)
+    with torch.no_grad():
+        for p in m.models[0].parameters():
+            p.add_(1.0)
+    m.after_optimizer_step(Step(0, 10))  # step 0: alpha = 0, the teacher becomes the student
+    for t, s in zip(m.teacher.parameters(), m.models[0].parameters()):
+        assert torch.equal(t, s)
+
+
+# ---------------------------------------------------------------- CPS
+
+
+def test_cps_cross_term_on_two_pixels():
+    # net 1 logits [x ln 3, 0]: x = 1 -> p = [0.75, 0.25], x = -1 -> [0.25, 0.75]
+    # net 2 logits [-x ln 4, 0]: x = 1 -> p = [0.2, 0.8] (label 1), x = -1 -> [0.8, 0.2] (label 0)
+    x = torch.tensor([[[[1.0, -1.0]]]])
+    l1, l2 = _pixel_net(math.log(3))(x), _pixel_net(-math.log(4))(x)
+    assert cross_pseudo_loss(l1, l2).item() == pytest.approx(LN4)  # -ln 0.25 at both pixels
+    assert cross_pseudo_loss(l2, l1).item() == pytest.approx(math.log(5))  # -ln 0.2 at both pixels
+
+
+@pytest.mark.parametrize("on_labeled, expected", [(False, LN4), (True, 1.5 * LN2)])
+def test_cps_method_applies_the_cross_term_to_the_chosen_images(on_labeled, expected):
+    nets = iter([_pixel_net(math.log(3)), _pixel_net(-math.log(4))])
+    m = _method("cps", lambda: next(nets), batch=1, inits=["default", "default"], on_labeled=on_labeled)
+    # labeled pixels x = 0: both nets say [0.5, 0.5] -> argmax 0 -> CE ln 2 each
+    batch = {"labeled_image": torch.zeros(1, 1, 1, 2), "labeled_label": torch.zeros(1, 1, 2, dtype=torch.long),
+             "unlabeled_image": torch.tensor([[[[1.0, -1.0]]]])}
+    out = m.training_step(batch, Step(0, 10))
+    assert out.terms["cps1"].item() == pytest.approx(expected)  # (2 ln 4 + 2 ln 2) / 4 with labeled
+    assert set(out.terms) == {"ce1", "dice1", "cps1", "ce2", "dice2", "cps2"}
+    assert m.eval_network() is m.models[0]
+
+
+def test_cps_each_cross_term_trains_only_its_own_network():
+    m = _method("cps", _small_unet, num_classes=3)
+    assert not torch.equal(next(m.models[0].parameters()), next(m.models[1].parameters()))  # apart from the start
+    batch, step = _batch(), Step(10, 10)
+    m.params["consistency"] = 0.0
+    _, g0 = _grads(m, batch, step)
+    m.params["consistency"] = 1.0
+    _, g1 = _grads(m, batch, step)
+    n1 = len(list(m.models[0].parameters()))
+    assert _differ(g0[:n1], g1[:n1]) and _differ(g0[n1:], g1[n1:])  # both networks learn from it
+    m.zero_grad(set_to_none=True)
+    m.training_step(batch, step).terms["cps1"].backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in m.models[0].parameters())
+    assert all(p.grad is None for p in m.models[1].parameters())  # the pseudo-label is detached
+
+
+# ---------------------------------------------------------------- BCP
+
+
+@pytest.mark.parametrize("spatial, side", [((32, 32), (21, 21)), ((16, 32, 32), (10, 21, 21)),
+                                           ((256, 256), (170, 170)), ((112, 112, 80), (74, 74, 53)),
+                                           ((96,), (64,))])
+def test_bcp_mask_is_one_block_of_two_thirds_of_each_side(spatial, side):
+    starts = set()
+    for seed in range(40):
+        mask = paste_mask(spatial, 2 / 3, generator=torch.Generator().manual_seed(seed))
+        assert mask.shape == spatial and mask.dtype == torch.long
+        zeros = (mask == 0).nonzero()
+        lo, hi = zeros.min(0).values, zeros.max(0).values
+        assert (hi - lo + 1).tolist() == list(side) and len(zeros) == math.prod(side)  # a full box
+        assert all(0 <= a and a + s <= n - 1 for a, s, n in zip(lo.tolist(), side, spatial))
+        starts.add(tuple(lo.tolist()))
+    assert len(starts) > 5  # the corner is drawn, not fixed
+    assert (paste_mask(spatial, 1.0) == 0).all()
+
+
+def test_bcp_copy_paste_composes_images_and_labels():
+    mask = torch.ones(4, 4, dtype=torch.long)
+    mask[1:3, 1:3] = 0
+    bg_lab, fg_lab = torch.ones(2, 4, 4, dtype=torch.long), torch.full((2, 4, 4), 2)
+    mixed = copy_paste(bg_lab, fg_lab, mask)
+    assert mixed.dtype == torch.long
+    assert mixed[0].tolist() == [[1, 1, 1, 1], [1, 2, 2, 1], [1, 2, 2, 1], [1, 1, 1, 1]]
+    img = copy_paste(torch.zeros(2, 1, 4, 4), torch.ones(2, 1, 4, 4), mask)
+    assert img.shape == (2, 1, 4, 4) and img.sum().item() == 2 * 4
+    a, b = halves(torch.arange(4))
+    assert a.tolist() == [0, 1] and b.tolist() == [2, 3]
+    a, b = halves(torch.arange(1))
+    assert a.tolist() == b.tolist() == [0]
+
+
+def test_bcp_mixed_loss_weights_each_region():
+    # Two pixels, uniform logits (p = 0.5 / 0.5); pixel 0 from the background (label 0),
+    # pixel 1 pasted (label 1). Each region: CE = ln 2; Dice = mean(1 - 1/1.25, 1 - 0) = 0.6.
+    logits = torch.zeros(1, 2, 1, 2)
+    mask = torch.tensor([[1, 0]])
+    bg, fg = torch.tensor([[[0, 1]]]), torch.tensor([[[0, 1]]])
+    out = mixed_loss(logits, bg, fg, mask, background_weight=0.5, foreground_weight=1.0)
+    assert out.ce.item() == pytest.approx(1.5 * LN2)
+    assert out.dice.item() == pytest.approx(0.5 * 0.6 + 0.6, abs=1e-4)
+    # the other region's label does not matter
+    out2 = mixed_loss(logits, torch.tensor([[[0, 0]]]), torch.tensor([[[1, 1]]]), mask,
+                      background_weight=0.5, foreground_weight=1.0)
+    assert out2.ce.item() == pytest.approx(out.ce.item()) and out2.dice.item() == pytest.approx(out.dice.item())
+
+
+def test_bcp_stages_teacher_copy_and_unlabeled_gradient():
+    m = _method("bcp", _small_unet, num_classes=3, pretrain_fraction=0.5)
+    teacher0 = [p.clone() for p in m.teacher.parameters()]
+    batch = _batch()
+    # pre-training (iterations 0..4 of 10): labeled only, the teacher untouched
+    out = m.training_step(batch, Step(2, 10))
+    out.total.backward()
+    m.after_optimizer_step(Step(2, 10))
+    assert out.stats["stage"] == 0.0
+    assert all(torch.equal(a, b) for a, b in zip(teacher0, m.teacher.parameters()))
+    with torch.no_grad():
+        for p in m.models[0].parameters():
+            p.add_(0.01)
+    # the first self-training iteration copies the pre-trained student into the teacher
+    m.params["u_weight"] = 0.0
+    out, g0 = _grads(m, batch, Step(5, 10))
+    assert out.stats["stage"] == 1.0
+    assert all(torch.equal(t, s) for t, s in zip(m.teacher.parameters(), m.models[0].parameters()))
+    m.params["u_weight"] = 0.5
+    _, g1 = _grads(m, batch, Step(6, 10))
+    assert _differ(g0, g1)  # the pseudo-labelled regions reach the student's gradient
+    assert all(p.grad is None and not p.requires_grad for p in m.teacher.parameters())
+    # constant EMA decay (no warm-up): teacher <- 0.99 teacher + 0.01 student
+    t = [p.clone() for p in m.teacher.parameters()]
+    with torch.no_grad():
+        for p in m.models[0].parameters():
+            p.add_(1.0)
+    m.after_optimizer_step(Step(6, 10))
+    for before, now, s in zip(t, m.teacher.parameters(), m.models[0].parameters()):
+        assert torch.allclose(now, 0.99 * before + 0.01 * s, atol=1e-6)
+
+
+def test_bcp_refuses_unequal_batches():
+    spec = {"dataset": {"num_classes": 3, "dims": 2},
+            "method": {"algorithm": "bcp", "params": _defaults("bcp")},
+            "schedule": {"labeled_batch_size": 4, "unlabeled_batch_size": 2}}
+    with pytest.raises(ValueError, match="must equal unlabeled_batch_size"):
+        build_method(spec, _small_unet)
+
+
+# ---------------------------------------------------------------- end to end
+
+LABELS = {"background": 0, "a": 1, "b": 2}
+
+
+def _tiny_store(path, dims):
+    rng = np.random.default_rng(0)
+    cases = []
+    for i in range(6):
+        shape = (3, 32, 32) if dims == 2 else (20, 36, 36)
+        label = np.zeros(shape, np.uint8)
+        label[:, 8:24, 8:24] = 1
+        label[:, 12:20, 12:20] = 2
+        image = (label / 2 + rng.normal(0, 0.1, shape)).astype(np.float32)
+        cases.append(Case(f"p{i}_frame01", f"p{i}", image, label))
+    write_store(path, name="tiny", dims=dims, labels=LABELS, cases=cases)
+    split = {"cases": {"labeled": ["p0_frame01", "p1_frame01"], "unlabeled": ["p2_frame01", "p3_frame01"],
+                       "val": ["p4_frame01"], "test": ["p5_frame01"]}}
+    (path.parent / "split.json").write_text(json.dumps(split))
+    return path, path.parent / "split.json"
+
+
+def _spec(algorithm, dims, iterations, params):
+    three_d = dims == 3
+    return {"dataset": {"name": "tiny", "dims": dims, "labels": LABELS, "num_classes": 3,
+                        "patch_size": [16, 32, 32] if three_d else [32, 32],
+                        "stride": [8, 16, 16] if three_d else None},
+            "method": {"name": algorithm, "algorithm": algorithm, "network": "vnet" if three_d else "unet",
+                       "params": {**_defaults(algorithm), **params}},
+            "schedule": {"name": "test", "iterations": iterations, "labeled_batch_size": 2,
+                         "unlabeled_batch_size": 2, "lr": 0.01, "momentum": 0.9, "weight_decay": 1e-4,
+                         "lr_policy": "poly", "val_interval": iterations, "checkpoint_interval": iterations,
+                         "amp": False},
+            "ratio": 50, "labeled_patients": 2, "seed": 3, "device": "cpu"}
+
+
+@pytest.mark.parametrize("algorithm, dims, params, terms", [
+    ("ua_mt", 2, {}, ["ce", "dice", "consistency"]),
+    ("cps", 2, {}, ["ce1", "dice1", "cps1", "ce2", "dice2", "cps2"]),
+    ("bcp", 2, {"pretrain_fraction": 0.5}, ["ce", "dice"]),
+    ("ua_mt", 3, {"passes": 2}, ["ce", "dice", "consistency"]),
+    ("bcp", 3, {"pretrain_fraction": 0.5}, ["ce", "dice"]),
+])
+def test_method_trains_end_to_end(tmp_path, algorithm, dims, params, terms):
+    store, split = _tiny_store(tmp_path / "store.h5", dims)
+    out = tmp_path / "run"
+    summary = train(_spec(algorithm, dims, 4, params), store, split, out, progress=False)
+    assert (out / "model.pt").exists() and summary["best_val_dice"] is not None
+    with open(out / "train.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 4 and all(t in rows[0] for t in terms)
+    assert all(math.isfinite(float(r["total"])) for r in rows)
+    if algorithm == "bcp":
+        assert [float(r["stage"]) for r in rows] == [0.0, 0.0, 1.0, 1.0]
