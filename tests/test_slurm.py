@@ -37,10 +37,11 @@ SLURM_BINARIES = ("munged", "slurmctld", "slurmd", "sbatch", "squeue", "scontrol
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
-# The run the SIGTERM test interrupts: long enough to be caught mid-run (about 25 s on 2 cores),
-# with a checkpoint every 10 iterations.
+# The run the SIGTERM test interrupts gets 40 iterations with a checkpoint every 4: the job is
+# signalled once the first checkpoint is on disk, with 36 iterations (seconds) still to go.
 LONG_METHOD = "mean_teacher"
 SHORT_METHOD = "supervised"
+LONG_ITERATIONS, LONG_CHECKPOINT = 40, 4
 RUN_WILDCARDS = "tiny2d_{method}_25_0"  # the plugin's job comment: rule_<rule>_wildcards_<these>
 
 DATASETS = {
@@ -99,7 +100,7 @@ def _methods() -> dict:
         entries.update(yaml.safe_load(f.read_text()) or {})
     methods = {m: dict(entries[m]) for m in (SHORT_METHOD, LONG_METHOD)}
     methods[LONG_METHOD]["schedule"] = {
-        "smoke": {"iterations": 400, "val_interval": 100, "checkpoint_interval": 10}}
+        "smoke": {"iterations": LONG_ITERATIONS, "val_interval": 20, "checkpoint_interval": LONG_CHECKPOINT}}
     return methods
 
 
@@ -120,3 +121,169 @@ def make_slurm_workflow(root: Path) -> Path:
                              for k in ("datasets", "methods", "tables", "schedules")}}
     (root / "config" / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     return root
+
+
+# ----------------------------------------------------------------------------- the cluster
+@pytest.fixture(scope="module")
+def cluster():
+    """Start the one-node cluster (or find it up); stop it at the end by its pidfiles."""
+    env = {**os.environ, "SEMISEG_SLURM_ROOT": os.environ.get("SEMISEG_SLURM_ROOT", "/tmp/semiseg-slurm")}
+    t0 = time.monotonic()
+    r = _run(["bash", CLUSTER_SH, "start"], env=env, timeout=600)
+    if r.returncode != 0:
+        _run(["bash", CLUSTER_SH, "stop"], env=env, timeout=180)
+        pytest.fail(f"tests/slurm/cluster.sh start failed (exit {r.returncode}):\n{r.stderr[-4000:]}")
+    conf = re.search(r"^export SLURM_CONF=(\S+)$", r.stdout, re.M).group(1)
+    print(f"cluster up in {time.monotonic() - t0:.1f} s: {r.stderr.strip().splitlines()[-1]}")
+    yield {"conf": conf, "root": Path(env["SEMISEG_SLURM_ROOT"]), "start_seconds": time.monotonic() - t0}
+    if os.environ.get("SEMISEG_SLURM_KEEP") != "1":
+        r = _run(["bash", CLUSTER_SH, "stop"], env=env, timeout=180)
+        assert r.returncode == 0, f"tests/slurm/cluster.sh stop failed:\n{r.stderr[-3000:]}"
+
+
+def _client_env(conf: str) -> dict:
+    """This process's environment pointed at the test cluster through the profile's variables."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("SLURM_", "SBATCH_", "SRUN_", "SEMISEG_SLURM_"))}
+    env.update(SLURM_CONF=conf, SEMISEG_SLURM_PARTITION="cpu", SEMISEG_SLURM_GPU_PARTITION="gpu",
+               SEMISEG_SLURM_GPU_MODEL="fake")
+    return env
+
+
+def slurm_jobs(env: dict) -> list[dict]:
+    """Every job slurmctld still knows (MinJobAge=600 s), as `scontrol -o show job` fields."""
+    r = _run(["scontrol", "-o", "show", "job"], env=env, timeout=60)
+    assert r.returncode == 0, r.stderr
+    jobs = []
+    for line in r.stdout.splitlines():
+        fields = dict(re.findall(r"(\S+?)=(\S*)", line))
+        m = re.match(r"rule_([a-z_]+?)(?:_wildcards_(\S+))?$", fields.get("Comment", ""))
+        if m:
+            fields["rule"], fields["wildcards"] = m.group(1), m.group(2) or ""
+        jobs.append(fields)
+    return jobs
+
+
+# ----------------------------------------------------------------------------- the run
+def _interrupt_training(root: Path, env: dict, done: threading.Event, result: dict) -> None:
+    """Once the long training has written a checkpoint, SIGTERM its SLURM job (scancel --signal)."""
+    wildcards = RUN_WILDCARDS.format(method=LONG_METHOD)
+    state = root / "results" / "runs" / "tiny2d" / LONG_METHOD / "25" / "seed0" / "checkpoints" / "state.pt"
+    while not done.wait(0.2):
+        if not state.exists():
+            continue
+        running = [j for j in slurm_jobs(env) if j.get("rule") == "train" and j["wildcards"] == wildcards
+                   and j.get("JobState") == "RUNNING"]
+        if not running:
+            continue
+        job_id = running[0]["JobId"]
+        r = _run(["scancel", "--signal=TERM", job_id], env=env, timeout=30)
+        result.update(job_id=job_id, scancel_rc=r.returncode, scancel_err=r.stderr,
+                      partial=(state.parent / "train.csv.partial").read_text().count("\n") - 1)
+        return
+
+
+@pytest.fixture(scope="module")
+def slurm_run(cluster, tmp_path_factory):
+    """The tiny table through `--profile profiles/slurm`, one training SIGTERMed mid-run."""
+    root = make_slurm_workflow(tmp_path_factory.mktemp("slurm") / "wf")
+    env = _client_env(cluster["conf"])
+    # Test-only settings on the command line: no accounting database here, so job states come
+    # from squeue (the plugin's default, sacct, would fail and wait forever); check every 2 s
+    # from the start (not 40); keep each job's SLURM log.
+    cmd = [sys.executable, "-m", "snakemake", "--profile", "profiles/slurm",
+           "--slurm-status-command", "squeue", "--slurm-init-seconds-before-status-checks", "2",
+           "--slurm-keep-successful-logs", "results/tables/slurm.md"]
+    interrupted: dict = {}
+    done = threading.Event()
+    watcher = threading.Thread(target=_interrupt_training, args=(root, env, done, interrupted), daemon=True)
+    t0 = time.monotonic()
+    with open(root / "snakemake.log", "w") as log:
+        # snakemake waits for its running jobs on SIGTERM: timeout's -k ends it for sure.
+        proc = subprocess.Popen(["timeout", "-k", "30", "900", *cmd], cwd=root, env=env,
+                                stdout=log, stderr=subprocess.STDOUT)
+        watcher.start()
+        rc = proc.wait()
+    done.set()
+    watcher.join(timeout=60)
+    seconds = time.monotonic() - t0
+    log_text = (root / "snakemake.log").read_text()
+    jobs = [j for j in slurm_jobs(env) if j.get("WorkDir") == str(root)]
+    print(f"workflow through SLURM: exit {rc} in {seconds:.1f} s, {len(jobs)} SLURM jobs; interrupted {interrupted}")
+    return {"root": root, "rc": rc, "log": log_text, "jobs": jobs, "interrupted": interrupted,
+            "seconds": seconds, "cluster": cluster}
+
+
+def _diagnostics(run: dict) -> str:
+    """What to read when a check fails: snakemake's output and the daemons' logs."""
+    parts = [f"--- snakemake (exit {run['rc']}, {run['seconds']:.0f} s):\n{run['log'][-6000:]}"]
+    for name in ("slurmctld.log", "slurmd.log"):
+        f = run["cluster"]["root"] / "log" / name
+        if f.exists():
+            parts.append(f"--- {f}:\n" + "\n".join(f.read_text().splitlines()[-30:]))
+    for f in sorted((run["root"] / "results" / "logs" / "train").rglob("*.log")):
+        parts.append(f"--- {f}:\n{f.read_text()[-1500:]}")
+    return "\n".join(parts)
+
+
+def _summary(run: dict, method: str) -> dict:
+    path = run["root"] / "results" / "runs" / "tiny2d" / method / "25" / "seed0" / "config.json"
+    return json.loads(path.read_text())["summary"]
+
+
+# ----------------------------------------------------------------------------- the tests
+def test_table_through_slurm(slurm_run):
+    run = slurm_run
+    assert run["rc"] == 0, _diagnostics(run)
+    assert "Using profiles profiles/slurm and workflow specific profile profiles/default" in run["log"]
+    table = (run["root"] / "results" / "tables" / "slurm.md").read_text()
+    assert SHORT_METHOD in table and LONG_METHOD in table, table
+
+    by_rule: dict[str, list[dict]] = {}
+    for job in run["jobs"]:
+        by_rule.setdefault(job.get("rule", "?"), []).append(job)
+    expected = {"fetch": 1, "preprocess": 1, "split": 1, "train": 2, "infer": 2, "evaluate": 2, "table": 1}
+    completed = {rule: sum(j["JobState"] == "COMPLETED" for j in by_rule.get(rule, [])) for rule in expected}
+    assert completed == expected, f"{completed}\n{_diagnostics(run)}"
+    assert set(by_rule) == set(expected), sorted(by_rule)
+
+    for rule, jobs in by_rule.items():
+        for job in jobs:
+            gpu = job.get("TresPerJob", "")
+            if rule in ("train", "infer"):
+                # --gpus=fake:1 from the profile's gpu_model, on the GPU partition
+                assert gpu == "gres:gpu:fake:1" and job["Partition"] == "gpu", job
+            else:
+                assert "gpu" not in gpu and job["Partition"] == "cpu", job
+    # Time and memory: the train jobs' from the schedule, the CPU jobs' from default-resources.
+    for job in by_rule["train"]:
+        assert (job["TimeLimit"], job["MinMemoryNode"]) == ("00:10:00", "1500M"), job
+    for job in by_rule["fetch"] + by_rule["table"]:
+        assert (job["TimeLimit"], job["MinMemoryNode"]) == ("01:00:00", "4000M"), job
+    assert _summary(run, SHORT_METHOD)["resumed_from"] is None
+
+
+def test_sigterm_resumes_training(slurm_run):
+    run = slurm_run
+    hit = run["interrupted"]
+    assert hit.get("job_id"), f"the long training was never caught running with a checkpoint\n{_diagnostics(run)}"
+    assert hit["scancel_rc"] == 0, hit
+    assert run["rc"] == 0, _diagnostics(run)
+
+    wildcards = RUN_WILDCARDS.format(method=LONG_METHOD)
+    attempts = sorted((j for j in run["jobs"] if j.get("rule") == "train" and j["wildcards"] == wildcards),
+                      key=lambda j: int(j["JobId"]))
+    states = [(j["JobId"], j["JobState"], j["ExitCode"]) for j in attempts]
+    # The signalled job ended with the engine's exit status; Snakemake's retry is a new SLURM job.
+    assert len(attempts) == 2 and attempts[0]["JobId"] == hit["job_id"], states
+    assert attempts[0]["JobState"] == "FAILED" and attempts[0]["ExitCode"] != "0:0", states
+    assert attempts[1]["JobState"] == "COMPLETED", states
+
+    summary = _summary(run, LONG_METHOD)
+    # It resumed from the checkpoint written on SIGTERM, not from scratch.
+    assert summary["resumed_from"] and LONG_CHECKPOINT <= summary["resumed_from"] < LONG_ITERATIONS, summary
+    assert summary["iterations"] == LONG_ITERATIONS
+    train_log = (run["root"] / "results" / "logs" / "train" / "tiny2d" / LONG_METHOD / "25" / "seed0.log").read_text()
+    assert "resuming from" in train_log, train_log[-3000:]
+    rows = (run["root"] / "results" / "runs" / "tiny2d" / LONG_METHOD / "25" / "seed0" / "train.csv").read_text()
+    assert len(rows.strip().splitlines()) == LONG_ITERATIONS + 1, "train.csv: one row per iteration, once"

@@ -7,14 +7,15 @@
 #   tests/slurm/cluster.sh status   exit 0 when it is up
 #
 # Needs root (apt-get, daemons). Debian 12: slurm-wlm 22.05, munge 0.5; no systemd needed.
-# Clients (sbatch, squeue, snakemake's SLURM plugin) find this cluster through
-#   export SLURM_CONF=$SEMISEG_SLURM_ROOT/etc/slurm.conf     (`start` prints the line)
-# Everything SLURM writes lives under SEMISEG_SLURM_ROOT (default /tmp/semiseg-slurm): etc/,
-# state/, spool/, log/ (slurmctld.log, slurmd.log, jobcomp.log: one line per finished job),
-# run/ (pidfiles). munged is the system one (/etc/munge/munge.key, /run/munge): started here only
-# if none answers, and then stopped by `stop`.
+# The configuration goes where every client finds it, /etc/slurm/slurm.conf (+ gres.conf), marked
+# as ours; `start` refuses to replace one it did not write, `stop` removes it. (SLURM_CONF is not
+# enough: the SLURM plugin's job step drops SLURM_* variables before its srun.) Everything SLURM
+# writes lives under SEMISEG_SLURM_ROOT (default /tmp/semiseg-slurm): state/, spool/, log/
+# (slurmctld.log, slurmd.log, jobcomp.log: one line per finished job), run/ (pidfiles). munged is
+# the system one (/etc/munge/munge.key, /run/munge): started here only if none answers, and then
+# stopped by `stop`.
 #
-# The cluster: node `localhost` with the machine's cores and memory less 512 MB, one GPU of type
+# The cluster: node `localhost` with the machine's cores and memory (at least 16 GB), one GPU of type
 # `fake` (gres.conf points it at /dev/null: SLURM drops GPUs without a device file), partitions
 # `cpu` (default) and `gpu` on that node, no accounting database (sacct does not work; jobs stay
 # visible to squeue/scontrol for MinJobAge=600 s, so run snakemake with
@@ -33,7 +34,9 @@
 set -euo pipefail
 
 ROOT=${SEMISEG_SLURM_ROOT:-/tmp/semiseg-slurm}
-CONF=$ROOT/etc/slurm.conf
+CONF=/etc/slurm/slurm.conf
+GRES=/etc/slurm/gres.conf
+MARK="# Written by tests/slurm/cluster.sh: a one-node test cluster."
 export SLURM_CONF=$CONF
 PKGS="munge slurmctld slurmd slurm-client"
 
@@ -140,13 +143,18 @@ start_munge() {
   cp /run/munge/munged.pid "$ROOT/run/munged.pid"
 }
 
+# write_config: slurm.conf.new and gres.conf.new in $ROOT, to compare with what runs.
 write_config() {
   local hw mem
   hw=$(slurmd -C | head -n 1)
   field() { tr ' ' '\n' <<<"$hw" | sed -n "s/^$1=//p"; }
+  # Below what slurmd detects (else the node is INVAL), but at least 16 GB: with
+  # config_overrides slurmd trusts this file, and without cgroups nothing enforces it, so the GPU
+  # rules' 8 GB requests fit on a small CI machine (the test's jobs use far less).
   mem=$(($(field RealMemory) - 512))
-  cat >"$CONF" <<EOF
-# Written by tests/slurm/cluster.sh: a one-node test cluster.
+  [ "$mem" -ge 16384 ] || mem=16384
+  cat >"$ROOT/slurm.conf.new" <<EOF
+$MARK
 ClusterName=semiseg-ci
 SlurmctldHost=localhost
 SlurmUser=root
@@ -160,6 +168,7 @@ SchedulerType=sched/backfill
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
 ReturnToService=2
+SlurmdParameters=config_overrides
 MailProg=/bin/true
 StateSaveLocation=$ROOT/state
 SlurmdSpoolDir=$ROOT/spool
@@ -180,23 +189,30 @@ NodeName=localhost CPUs=$(field CPUs) Boards=$(field Boards) SocketsPerBoard=$(f
 PartitionName=cpu Nodes=localhost Default=YES MaxTime=INFINITE State=UP
 PartitionName=gpu Nodes=localhost MaxTime=INFINITE State=UP
 EOF
-  echo "NodeName=localhost Name=gpu Type=fake File=/dev/null" >"$ROOT/etc/gres.conf"
+  echo "NodeName=localhost Name=gpu Type=fake File=/dev/null" >"$ROOT/gres.conf.new"
 }
 
 start() {
   [ "$(id -u)" = 0 ] || die "must run as root"
-  mkdir -p "$ROOT"/{etc,state,spool,log,run}
-  if cluster_up; then
+  mkdir -p "$ROOT"/{state,spool,log,run}
+  if [ -e "$CONF" ] && ! grep -qxF "$MARK" "$CONF"; then
+    die "$CONF exists and was not written by this script; not touching a real SLURM setup"
+  fi
+  install_packages
+  write_config
+  if cluster_up && cmp -s "$CONF" "$ROOT/slurm.conf.new" && cmp -s "$GRES" "$ROOT/gres.conf.new"; then
+    rm -f "$ROOT/slurm.conf.new" "$ROOT/gres.conf.new"
     say "already up: $(sinfo -h -o '%P %T %G' | tr '\n' ' ')"
     echo "export SLURM_CONF=$CONF"
     return 0
   fi
-  stop_daemons # leftovers of an earlier, interrupted run
-  install_packages
+  stop_daemons # leftovers of an earlier, interrupted run, or a cluster of another config
+  mkdir -p /etc/slurm
+  mv "$ROOT/slurm.conf.new" "$CONF"
+  mv "$ROOT/gres.conf.new" "$GRES"
   start_munge
   rm -rf "$ROOT"/state/* "$ROOT"/spool/* # no DRAIN state or job ids from an earlier run
   : >"$ROOT/log/jobcomp.log"
-  write_config
   slurmctld -f "$CONF" || { dump_logs; die "slurmctld did not start"; }
   wait_daemon 30 slurmctld bash -c 'scontrol ping | grep -q UP' || { dump_logs; die "slurmctld is not up"; }
   slurmd -f "$CONF" -N localhost || { dump_logs; die "slurmd did not start"; }
@@ -217,11 +233,18 @@ stop_daemons() {
   stop_pidfile "$ROOT/run/munged.pid" munged
 }
 
+remove_config() {
+  if [ -e "$CONF" ] && grep -qxF "$MARK" "$CONF"; then
+    rm -f "$CONF" "$GRES"
+  fi
+}
+
 case ${1:-} in
   start) start ;;
   stop)
     [ "$(id -u)" = 0 ] || die "must run as root"
     stop_daemons
+    remove_config
     say "stopped"
     ;;
   status)

@@ -6,7 +6,12 @@ rule table:
         descriptor=table_descriptor,
         metrics=table_metrics,
     output:
-        RESULTS + "/tables/{table}.md",
+        report(
+            RESULTS + "/tables/{table}.md",
+            caption="../report/table.rst",
+            category="Tables",
+            labels={"table": "{table}"},
+        ),
     params:
         spec=table_spec,
     log:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from semiseg.data.acdc import read_acdc_raw
 from semiseg.data.errors import DataError
 from semiseg.data.layouts import read_la_layout, read_slices_layout
 from semiseg.data.store import describe, write_store
@@ -16,6 +17,7 @@ READERS = {
     "slices": read_slices_layout,
     "synthetic3d": read_la_layout,
     "la": read_la_layout,
+    "acdc_raw": read_acdc_raw,
 }
 
 

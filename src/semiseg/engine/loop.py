@@ -135,10 +135,21 @@ def _validate(net, store: Store, cases: list[str], dataset: dict, device) -> flo
     return float(np.mean(scores))
 
 
-def train(spec: dict, store_path: Path, split_path: Path, out_dir: Path, *,
+def train(spec: dict, store_path: Path, split_path: Path, out_dir: Path, **kwargs) -> dict:
+    """Train one run; returns a summary dict (also written into ``config.json``).
+
+    SIGTERM at any point (also while the data loads) is answered by writing the resumable state
+    at the last completed iteration and exiting with status 143. See :func:`_train` for the
+    keyword arguments.
+    """
+    with _SigtermFlag() as sigterm:
+        return _train(spec, store_path, split_path, out_dir, sigterm=sigterm, **kwargs)
+
+
+def _train(spec: dict, store_path: Path, split_path: Path, out_dir: Path, *, sigterm: "_SigtermFlag",
           checkpoint_dir: Path | None = None, code_fingerprint: str = "", progress: bool = True,
           stop_after: int | None = None) -> dict:
-    """Train one run; returns a summary dict (also written into ``config.json``).
+    """The body of :func:`train`.
 
     A saved state is resumed only if it was written for the same spec and `code_fingerprint`
     (the hash of the code the run depends on); otherwise training starts over. `stop_after`
@@ -216,59 +227,63 @@ def train(spec: dict, store_path: Path, split_path: Path, out_dir: Path, *,
         method.train()
         bar = tqdm(total=total, initial=start_it, disable=not progress, desc=f"train {spec['method']['name']}",
                    file=sys.stderr, mininterval=2.0, dynamic_ncols=True)
-        with _SigtermFlag() as sigterm:
-            for it in range(start_it, total):
-                step = Step(iteration=it, total=total)
-                g = torch.Generator().manual_seed(seed * 1_000_003 + it)
-                xl, yl = labeled.batch(lab_sampler.indices(it), g, with_label=True)
-                batch = {"labeled_image": xl, "labeled_label": yl}
-                if unl_sampler is not None:
-                    batch["unlabeled_image"], _ = unlabeled.batch(unl_sampler.indices(it), g, with_label=False)
-                lr = sched["lr"] * ((1.0 - it / total) ** 0.9 if sched["lr_policy"] == "poly" else 1.0)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                try:
-                    with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
-                        losses = method.training_step(batch, step)
-                    for name, value in {"total": losses.total, **losses.terms}.items():
-                        if not torch.isfinite(value).all():
-                            raise TrainingError(f"iteration {it}: loss term {name!r} is {value.item()} "
-                                                f"(method {spec['method']['name']}); stopping. Lower the lr or check the data.")
-                    optimizer.zero_grad(set_to_none=True)
-                    losses.total.backward()
-                    optimizer.step()
-                except torch.OutOfMemoryError as exc:
-                    raise TrainingError(
-                        f"out of {device.type} memory at iteration {it} with labeled/unlabeled batch "
-                        f"{sched['labeled_batch_size']}/{sched['unlabeled_batch_size']} and patch "
-                        f"{dataset['patch_size']}: lower labeled_batch_size/unlabeled_batch_size in the "
-                        f"schedule (config/schedules.yaml or the method's `schedule:` overrides), turn on "
-                        f"`amp`, or use a GPU with more memory") from exc
-                method.after_optimizer_step(step)
+        # SIGTERM is checked once before the first iteration and after every one
+        if sigterm.raised:
+            save_state(start_it)
+            bar.close()
+            raise Preempted()
+        for it in range(start_it, total):
+            step = Step(iteration=it, total=total)
+            g = torch.Generator().manual_seed(seed * 1_000_003 + it)
+            xl, yl = labeled.batch(lab_sampler.indices(it), g, with_label=True)
+            batch = {"labeled_image": xl, "labeled_label": yl}
+            if unl_sampler is not None:
+                batch["unlabeled_image"], _ = unlabeled.batch(unl_sampler.indices(it), g, with_label=False)
+            lr = sched["lr"] * ((1.0 - it / total) ** 0.9 if sched["lr_policy"] == "poly" else 1.0)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            try:
+                with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
+                    losses = method.training_step(batch, step)
+                for name, value in {"total": losses.total, **losses.terms}.items():
+                    if not torch.isfinite(value).all():
+                        raise TrainingError(f"iteration {it}: loss term {name!r} is {value.item()} "
+                                            f"(method {spec['method']['name']}); stopping. Lower the lr or check the data.")
+                optimizer.zero_grad(set_to_none=True)
+                losses.total.backward()
+                optimizer.step()
+            except torch.OutOfMemoryError as exc:
+                raise TrainingError(
+                    f"out of {device.type} memory at iteration {it} with labeled/unlabeled batch "
+                    f"{sched['labeled_batch_size']}/{sched['unlabeled_batch_size']} and patch "
+                    f"{dataset['patch_size']}: lower labeled_batch_size/unlabeled_batch_size in the "
+                    f"schedule (config/schedules.yaml or the method's `schedule:` overrides), turn on "
+                    f"`amp`, or use a GPU with more memory") from exc
+            method.after_optimizer_step(step)
 
-                term_names = term_names or list(losses.terms)
-                row = {"iteration": it, "lr": lr, "total": float(losses.total.detach())}
-                row.update({k: float(v.detach()) for k, v in losses.terms.items()})
-                row.update({k: float(v) for k, v in losses.stats.items()})
-                done = it + 1
-                if val_cases and (done % sched["val_interval"] == 0 or done == total):
-                    score = _validate(method.eval_network(), store, val_cases, dataset, device)
-                    row["val_dice"] = score
-                    if score > best:
-                        best, best_it = score, done
-                        atomic_save(method.eval_network().state_dict(), best_path)
-                rows.append(row)
-                bar.update(1)
-                bar.set_postfix(loss=f"{row['total']:.3f}", best=f"{best:.3f}" if best >= 0 else "-")
-                if done % sched["checkpoint_interval"] == 0 or sigterm.raised or done == stop_after:
-                    save_state(done)
-                if sigterm.raised:
-                    bar.close()
-                    log.warning("SIGTERM: checkpoint written at iteration %d; exiting to be resumed", done)
-                    raise Preempted()
-                if done == stop_after:
-                    bar.close()
-                    return {"stopped_at": done}
+            term_names = term_names or list(losses.terms)
+            row = {"iteration": it, "lr": lr, "total": float(losses.total.detach())}
+            row.update({k: float(v.detach()) for k, v in losses.terms.items()})
+            row.update({k: float(v) for k, v in losses.stats.items()})
+            done = it + 1
+            if val_cases and (done % sched["val_interval"] == 0 or done == total):
+                score = _validate(method.eval_network(), store, val_cases, dataset, device)
+                row["val_dice"] = score
+                if score > best:
+                    best, best_it = score, done
+                    atomic_save(method.eval_network().state_dict(), best_path)
+            rows.append(row)
+            bar.update(1)
+            bar.set_postfix(loss=f"{row['total']:.3f}", best=f"{best:.3f}" if best >= 0 else "-")
+            if done % sched["checkpoint_interval"] == 0 or sigterm.raised or done == stop_after:
+                save_state(done)
+            if sigterm.raised:
+                bar.close()
+                log.warning("SIGTERM: checkpoint written at iteration %d; exiting to be resumed", done)
+                raise Preempted()
+            if done == stop_after:
+                bar.close()
+                return {"stopped_at": done}
         bar.close()
 
     if not val_cases:  # no val split: the last weights are the result

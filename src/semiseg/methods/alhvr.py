@@ -148,8 +148,9 @@ class ALHVR(DualBranch):
 
     Switching a module off removes its terms (not computed, not logged, no gradient).
 
-    Choices the paper leaves open; each default follows the authors' public code, since that
-    is what produced the paper's numbers, and each is a parameter:
+    Choices the paper leaves open are parameters. Their defaults follow the authors' public
+    code, since that is what produced the paper's numbers, except ``prototype_stage``, where
+    the paper names the layer:
 
     - ``normalize``: how a masked term is averaged. ``"reference"`` (default) is the public
       code's mix: the CE and the MSE are averaged over their region's pixels, the cosine and

@@ -57,7 +57,9 @@ class UAMT(Method):
       is below :func:`uncertainty_threshold`, weighted by
       ``consistency · exp(-5(1 − t)²)`` ramped over ``consistency_rampup`` of training;
     - the teacher is the EMA of the student (decay ``ema_decay``, the common ``1 − 1/(t+1)``
-      warm-up, :func:`~semiseg.methods.common.ema.ema_update`) and gets no gradient.
+      warm-up, :func:`~semiseg.methods.common.ema.ema_update`) and gets no gradient. Both UA-MT
+      scripts pass the iteration count *before* incrementing it, so the first update copies the
+      student; we pass the 0-based iteration likewise.
 
     The teacher runs in the mode the engine sets (train mode), as in the public code: its
     dropout (U-Net encoder, V-Net ``has_dropout``) is active, so the T passes vary by noise and

@@ -66,7 +66,7 @@ def adaptive_threshold(con_a: Tensor, con_b: Tensor, beta: float) -> Tensor:
         raise ValueError(f"beta must be in (0, 1], got {beta}")
     con = (0.5 * (con_a.detach() + con_b.detach())).flatten().float()
     # floor(β·N) as the public code's int(); the 1e-9 keeps 0.7 * 10 from flooring to 6.
-    k = max(1, int(math.floor(beta * con.numel() + 1e-9)))
+    k = max(1, math.floor(beta * con.numel() + 1e-9))
     return torch.topk(con, k, largest=False, sorted=False).values.mean()
 
 

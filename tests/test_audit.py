@@ -1,0 +1,178 @@
+"""`semiseg audit` on a built tiny workflow: every link of a cell's chain, a tampered prediction,
+stale code and config.
+
+One workflow run is shared by the module (the expensive part, about two minutes on 2 cores).
+It runs with a copy of the package first on PYTHONPATH, so that a code edit can be made to the
+copy (never to the checkout) and judged by an audit run in a subprocess with the same PYTHONPATH.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import yaml
+
+from conftest import REPO, TINY_SCHEDULE, make_workflow
+from semiseg.provenance import path_digest
+from semiseg.reporting.audit import MISMATCH, OK, audit, format_audit, run_cli
+
+pytestmark = pytest.mark.slow
+
+# Rows with labels, so that --row can name a row either way.
+TABLE = {"tiny": {"title": "Tiny audited table", "dataset": "tiny2d", "seeds": [0],
+                  "rows": [{"method": "supervised", "ratios": [25], "label": "U-Net"},
+                           {"method": "mean_teacher", "ratios": [25], "label": "Mean Teacher"}]}}
+STAGES = {"table", "evaluate", "infer", "train", "split", "preprocess", "fetch"}
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    base = tmp_path_factory.mktemp("audit")
+    src = base / "src"
+    shutil.copytree(REPO / "src", src, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    env = {**os.environ, "PYTHONPATH": str(src)}
+    # The method catalogue has `paper` schedule overrides (alhvr.yaml): give the tiny schedules
+    # file a `paper` entry too, or the config does not validate. tiny2d itself pins `smoke`.
+    root = make_workflow(base / "wf", tables=TABLE, schedule={**TINY_SCHEDULE, "paper": TINY_SCHEDULE["smoke"]})
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "2", "--directory", str(root),
+                           "--snakefile", str(root / "Snakefile")],
+                          capture_output=True, text=True, timeout=600, cwd=root, env=env)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return root, src, env
+
+
+def audit_command(table, *args) -> list[str]:
+    """`semiseg audit` through the CLI where it has the subcommand, else the module's own entry."""
+    import semiseg.cli
+
+    entry = ["-m", "semiseg.cli", "audit"] if hasattr(semiseg.cli, "cmd_audit") else ["-m", "semiseg.reporting.audit"]
+    return [sys.executable, *entry, str(table), *args]
+
+
+def run_audit(root, env, *args) -> subprocess.CompletedProcess:
+    return subprocess.run(audit_command(root / "results" / "tables" / "tiny.md", *args),
+                          capture_output=True, text=True, timeout=300, cwd=root, env=env)
+
+
+def all_links(result):
+    return [*result["chain"], *[lk for run in result["runs"] for lk in run["links"]], *result["data"]]
+
+
+def test_every_link_of_a_cell_exists_and_matches_its_checksums(built):
+    root, _, _ = built
+    table = root / "results" / "tables" / "tiny.md"
+    result = audit(table, row="U-Net", ratio=25, root=root)
+    assert result["status"] == OK, format_audit(result)
+    assert result["row"] == {"method": "supervised", "label": "U-Net"}
+
+    assert [lk["name"] for lk in result["chain"]] == ["table"]
+    assert [[lk["name"] for lk in run["links"]] for run in result["runs"]] == [["metrics", "predictions", "model", "config"]]
+    assert sorted(lk["name"] for lk in result["data"]) == ["descriptor", "source", "split", "store"]
+    for lk in all_links(result):
+        assert lk["status"] == OK, lk
+        assert lk["sha256"] == path_digest(root / lk["path"])["sha256"]
+        roles = {c["role"] for c in lk["checks"]}
+        assert roles == ({"wrote"} if lk["name"] == "table" else {"wrote", "read"}), lk
+        assert all(c["status"] == OK for c in lk["checks"])
+    source = next(lk for lk in result["data"] if lk["name"] == "source")
+    assert source["manifest"]["status"] == OK and source["manifest"]["files"] > 0
+
+    steps = result["steps"].values()
+    assert {s["stage"] for s in steps} == STAGES and all(s["present"] for s in steps)
+    train = next(s for s in steps if s["stage"] == "train")
+    assert train["spec"]["method"]["name"] == "supervised" and train["spec"]["seed"] == 0
+    assert {"fingerprint", "commit", "dirty"} <= set(train["code"])
+    assert train["environment"]["torch"] and train["device"] and "slurm_job_id" in train
+
+    dice = result["cell"]["metrics"]["dice"]
+    assert result["cell"]["status"] == OK and dice["shown"] == dice["recomputed"]
+    assert set(result["cell"]["metrics"]) == {"dice", "jaccard", "hd95", "asd"}
+
+    by_method = audit(table, row="supervised", ratio=25, metric="dice")  # root found from the table
+    assert by_method["status"] == OK and list(by_method["cell"]["metrics"]) == ["dice"]
+    assert [lk["sha256"] for lk in all_links(by_method)] == [lk["sha256"] for lk in all_links(result)]
+    text = format_audit(result)
+    assert "✗" not in text and "✓ predictions" in text and "status: ok" in text
+    with pytest.raises(ValueError, match="no row"):
+        audit(table, row="nope", ratio=25, root=root)
+    with pytest.raises(ValueError, match="no ratio 50"):
+        audit(table, row="U-Net", ratio=50, root=root)
+
+
+def test_command_line_json_for_an_unchanged_checkout_is_ok_and_current(built):
+    root, _, env = built
+    proc = run_audit(root, env, "--row", "Mean Teacher", "--ratio", "25", "--format", "json")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads(proc.stdout)
+    assert result["status"] == OK and result["stale"] == [], result["stale"]
+
+
+def test_a_code_edit_is_reported_stale(built):
+    root, src, env = built
+    method = src / "semiseg" / "methods" / "mean_teacher.py"
+    original = method.read_text()
+    try:
+        method.write_text(original + "\n# an edit\n")
+        proc = run_audit(root, env, "--row", "mean_teacher", "--ratio", "25", "--format", "json")
+    finally:
+        method.write_text(original)
+    assert proc.returncode == 0, proc.stderr[-3000:]  # stale is not a broken link
+    result = json.loads(proc.stdout)
+    stale = {(s["stage"], s["reason"]) for s in result["stale"]}
+    assert ("train", "stale: code changed") in stale
+    assert {stage for stage, _ in stale} <= {"train", "table"}  # the table's fingerprint covers train code
+
+
+def test_a_config_edit_is_reported_stale(built):
+    root, _, _ = built
+    methods = root / "config" / "methods" / "baselines.yaml"
+    original = methods.read_text()
+    entries = yaml.safe_load(original)
+    entries["mean_teacher"]["params"]["consistency"] = 0.2
+    try:
+        methods.write_text(yaml.safe_dump(entries))
+        result = audit(root / "results" / "tables" / "tiny.md", row="mean_teacher", ratio=25, root=root)
+    finally:
+        methods.write_text(original)
+    assert result["status"] == OK
+    changed = [s for s in result["stale"] if s["reason"] == "stale: config changed"]
+    assert [s["stage"] for s in changed] == ["train"] and "method.params.consistency" in changed[0]["detail"]
+
+
+def test_a_tampered_prediction_is_reported_as_not_matching(built):
+    root, _, env = built
+    pred_dir = root / "results" / "runs" / "tiny2d" / "supervised" / "25" / "seed0" / "predictions"
+    victim = sorted(pred_dir.glob("*.nii.gz"))[0]
+    original = victim.read_bytes()
+    try:
+        image = sitk.ReadImage(str(victim))
+        labels = sitk.GetArrayFromImage(image)
+        labels[..., :4, :4] = np.where(labels[..., :4, :4] == 1, 2, 1)  # changed voxels, same geometry
+        tampered = sitk.GetImageFromArray(labels)
+        tampered.CopyInformation(image)
+        sitk.WriteImage(tampered, str(victim))
+
+        result = audit(root / "results" / "tables" / "tiny.md", row="supervised", ratio=25, root=root)
+        proc = run_audit(root, env, "--row", "supervised", "--ratio", "25")
+    finally:
+        victim.write_bytes(original)
+    assert result["status"] == MISMATCH
+    statuses = {lk["name"]: lk["status"] for lk in all_links(result)}
+    assert statuses.pop("predictions") == MISMATCH
+    assert set(statuses.values()) == {OK}  # the metrics were computed before the edit and still match
+    pred = next(lk for lk in result["runs"][0]["links"] if lk["name"] == "predictions")
+    assert {(c["stage"], c["status"]) for c in pred["checks"]} == {("infer", MISMATCH), ("evaluate", MISMATCH)}
+    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "✗ predictions" in proc.stdout and "status: MISMATCH" in proc.stdout
+
+    restored = argparse.Namespace(table=str(root / "results" / "tables" / "tiny.md"), row="supervised", ratio=25,
+                                  metric="dice", format="text", root=str(root))
+    assert run_cli(restored) == 0  # the exit status of the command line, in-process

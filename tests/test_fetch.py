@@ -1,0 +1,358 @@
+"""The fetch stage: local sources, and downloads against a real HTTP server on loopback.
+
+The server (``http.server`` in a thread on 127.0.0.1) serves files with HTTP Range support and
+can be told to misbehave per request: cut the body short (a dropped connection), answer 500,
+refuse credentials (401), stall, or ignore Range. Every test checks what the stage leaves on disk
+after a failure: no output directory, nothing at the download's final name, and a ``.partial``
+file only where a later run can resume from it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import socket
+import tarfile
+import threading
+import time
+import zipfile
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from semiseg.data.errors import DataError
+from semiseg.data.fetch import DOWNLOADS, MANIFEST, DownloadError, download, fetch
+
+REPO = Path(__file__).resolve().parents[1]
+HOWTO = "HOW-TO-GET: put the files in /data/x by hand."
+
+
+def _zip_bytes(files: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for name, data in files.items():
+            zf.writestr(name, data)
+    return buf.getvalue()
+
+
+def _tgz_bytes(files: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tf:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+# A layout inside one top-level folder, as real archives are packed; large enough to be cut.
+LAYOUT = {"ACDC/train.list": b"patient001_frame01\n", "ACDC/test.list": b"patient002_frame01\n",
+          "ACDC/data/blob.bin": bytes(range(256)) * 4096}
+ARCHIVE = _zip_bytes(LAYOUT)
+SHA = hashlib.sha256(ARCHIVE).hexdigest()
+
+
+class Server:
+    """Loopback HTTP server; `files` maps a path to bytes, `plan` queues per-request misbehaviour."""
+
+    def __init__(self):
+        self.files: dict[str, bytes] = {}
+        self.plan: list[str] = []  # "cut", "500", "401", "stall", "norange"; consumed one per request
+        self.requests: list[tuple[str, str | None, int]] = []  # (path, Range header, status)
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):  # keep test output quiet
+                pass
+
+            def do_GET(self):
+                action = server.plan.pop(0) if server.plan else ""
+                rng = self.headers.get("Range")
+                data = server.files.get(self.path)
+                server.requests.append((self.path, rng, None))
+                i = len(server.requests) - 1
+                try:
+                    status = self._respond(action, rng, data)
+                except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeout)
+                    status = None
+                server.requests[i] = (self.path, rng, status)
+
+            def _respond(self, action, rng, data):
+                if action in ("500", "401"):
+                    self.send_error(int(action))
+                    return int(action)
+                if action == "stall":
+                    time.sleep(1.5)
+                if data is None:
+                    self.send_error(404)
+                    return 404
+                start = 0
+                if rng and action != "norange":
+                    start = int(rng.split("=")[1].split("-")[0])
+                    if start >= len(data):
+                        self.send_response(416)
+                        self.send_header("Content-Range", f"bytes */{len(data)}")
+                        self.send_header("Content-Length", "0")
+                        self.end_headers()
+                        return 416
+                    self.send_response(206)
+                    self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+                else:
+                    self.send_response(200)
+                body = data[start:]
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if action == "cut":  # announce everything, send a third, drop the connection
+                    self.wfile.write(body[: len(body) // 3])
+                    self.wfile.flush()
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return 206 if start else 200
+                self.wfile.write(body)
+                return 206 if start else 200
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05},
+                                       daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def server():
+    s = Server()
+    s.files["/acdc.zip"] = ARCHIVE
+    yield s
+    s.close()
+
+
+def _fetch(url, tmp_path, sha256=SHA, **kw):
+    kw.setdefault("retries", 2)
+    kw.setdefault("backoff", 0.0)
+    kw.setdefault("timeout", 5.0)
+    source = {"layout": "slices", "url": url, **({"sha256": sha256} if sha256 else {})}
+    return fetch("acdc", source, tmp_path / "raw" / "acdc", how_to_get=HOWTO, **kw)
+
+
+def _downloads(tmp_path) -> list[str]:
+    d = tmp_path / "raw" / DOWNLOADS / "acdc"
+    return sorted(p.name for p in d.iterdir()) if d.is_dir() else []
+
+
+def _assert_no_output(tmp_path):
+    raw = tmp_path / "raw"
+    assert not (raw / "acdc").exists()
+    assert not [p for p in raw.iterdir() if p.name.startswith(".acdc")] if raw.is_dir() else True
+
+
+# ----------------------------------------------------------------------------- success paths
+def test_url_download_is_verified_unpacked_and_unwrapped(server, tmp_path):
+    rec = _fetch(f"{server.url}/acdc.zip", tmp_path)
+    out = tmp_path / "raw" / "acdc"
+    # the archive's lone top-level folder ACDC/ is unwrapped: the layout's lists are at the root
+    assert (out / "train.list").read_bytes() == LAYOUT["ACDC/train.list"]
+    assert (out / "data" / "blob.bin").read_bytes() == LAYOUT["ACDC/data/blob.bin"]
+    assert rec["source"]["url"] == f"{server.url}/acdc.zip" and rec["source"]["sha256"] == SHA
+    assert json.loads((out / MANIFEST).read_text())["files"]["data/blob.bin"]["bytes"] == 256 * 4096
+    assert _downloads(tmp_path) == ["acdc.zip"]  # kept, verified, under its final name
+    # a second fetch reuses the verified download without touching the network
+    n = len(server.requests)
+    _fetch(f"{server.url}/acdc.zip", tmp_path)
+    assert len(server.requests) == n
+
+
+def test_tar_gz_archives_and_urls_without_a_file_name(server, tmp_path):
+    data = _tgz_bytes(LAYOUT)
+    server.files["/api/folder/123/download"] = data
+    _fetch(f"{server.url}/api/folder/123/download", tmp_path, sha256=hashlib.sha256(data).hexdigest())
+    assert (tmp_path / "raw" / "acdc" / "test.list").is_file()
+    assert _downloads(tmp_path) == ["acdc.download"]
+
+
+# ----------------------------------------------------------------------------- checksum
+def test_bad_checksum_deletes_the_download_and_leaves_nothing(server, tmp_path):
+    with pytest.raises(DataError, match="checksum mismatch") as err:
+        _fetch(f"{server.url}/acdc.zip", tmp_path, sha256="0" * 64)
+    assert SHA in str(err.value) and HOWTO in str(err.value)
+    assert _downloads(tmp_path) == []
+    _assert_no_output(tmp_path)
+
+
+def test_without_sha256_nothing_is_accepted_and_the_digest_is_printed(server, tmp_path):
+    with pytest.raises(DataError, match=f"sha256: {SHA}"):
+        _fetch(f"{server.url}/acdc.zip", tmp_path, sha256=None)
+    assert _downloads(tmp_path) == ["acdc.zip.partial"]  # kept, but never under its final name
+    _assert_no_output(tmp_path)
+    # pinned now: the kept bytes are only verified (the server answers 416: nothing left to send)
+    _fetch(f"{server.url}/acdc.zip", tmp_path)
+    assert server.requests[-1][1] == f"bytes={len(ARCHIVE)}-" and server.requests[-1][2] == 416
+    assert _downloads(tmp_path) == ["acdc.zip"]
+
+
+def test_a_corrupt_verified_file_is_not_reused(server, tmp_path):
+    _fetch(f"{server.url}/acdc.zip", tmp_path)
+    final = tmp_path / "raw" / DOWNLOADS / "acdc" / "acdc.zip"
+    final.write_bytes(b"garbage")
+    _fetch(f"{server.url}/acdc.zip", tmp_path)
+    assert final.read_bytes() == ARCHIVE
+
+
+# ----------------------------------------------------------------------------- interruptions
+def test_a_dropped_connection_resumes_with_a_range_request(server, tmp_path):
+    server.plan = ["cut"]
+    _fetch(f"{server.url}/acdc.zip", tmp_path)
+    (first, r1, s1), (second, r2, s2) = server.requests
+    assert r1 is None and s1 == 200
+    assert r2 == f"bytes={len(ARCHIVE) // 3}-" and s2 == 206
+    assert (tmp_path / "raw" / "acdc" / "data" / "blob.bin").is_file()
+
+
+def test_an_interrupted_download_resumes_on_the_next_run(server, tmp_path):
+    server.plan = ["cut", "500"]
+    with pytest.raises(DownloadError, match="HTTP 500") as err:
+        _fetch(f"{server.url}/acdc.zip", tmp_path, retries=0)
+    msg = str(err.value)
+    assert f"{len(ARCHIVE) // 3} bytes are kept" in msg and HOWTO in msg
+    assert _downloads(tmp_path) == ["acdc.zip.partial"]
+    _assert_no_output(tmp_path)
+    _fetch(f"{server.url}/acdc.zip", tmp_path)
+    assert server.requests[-1][1:] == (f"bytes={len(ARCHIVE) // 3}-", 206)
+    assert _downloads(tmp_path) == ["acdc.zip"]
+
+
+def test_a_server_that_ignores_range_sends_the_whole_file_again(server, tmp_path):
+    dl = tmp_path / "raw" / DOWNLOADS / "acdc"
+    dl.mkdir(parents=True)
+    (dl / "acdc.zip.partial").write_bytes(b"stale bytes from another file")
+    server.plan = ["norange"]
+    _fetch(f"{server.url}/acdc.zip", tmp_path)
+    assert server.requests[0][2] == 200
+    assert (dl / "acdc.zip").read_bytes() == ARCHIVE
+
+
+def test_a_stalled_server_times_out_and_is_retried(server, tmp_path):
+    server.plan = ["stall"]
+    _fetch(f"{server.url}/acdc.zip", tmp_path, timeout=0.5, retries=1)
+    assert len(server.requests) >= 2
+
+
+# ----------------------------------------------------------------------------- failures
+def test_server_error_500_is_retried_then_explained(server, tmp_path):
+    server.plan = ["500"] * 3
+    with pytest.raises(DownloadError) as err:
+        _fetch(f"{server.url}/acdc.zip", tmp_path, retries=2)
+    msg = str(err.value)
+    assert "3 attempts" in msg and "HTTP 500" in msg and HOWTO in msg and "sources: {acdc: {path:" in msg
+    assert len(server.requests) == 3
+    assert _downloads(tmp_path) == []
+    _assert_no_output(tmp_path)
+
+
+def test_connection_refused_is_explained_and_leaves_nothing(tmp_path):
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(DownloadError, match="cannot connect") as err:
+        _fetch(f"http://127.0.0.1:{port}/acdc.zip", tmp_path, retries=1)
+    assert HOWTO in str(err.value)
+    assert _downloads(tmp_path) == []
+    _assert_no_output(tmp_path)
+
+
+def test_refused_credentials_are_not_retried(server, tmp_path):
+    server.plan = ["401"]
+    with pytest.raises(DownloadError, match="credentials") as err:
+        _fetch(f"{server.url}/acdc.zip", tmp_path)
+    assert HOWTO in str(err.value) and len(server.requests) == 1
+    assert _downloads(tmp_path) == []
+
+
+def test_a_missing_file_on_the_server_is_not_retried(server, tmp_path):
+    with pytest.raises(DownloadError, match="HTTP 404") as err:
+        _fetch(f"{server.url}/moved.zip", tmp_path)
+    assert HOWTO in str(err.value) and len(server.requests) == 1
+    _assert_no_output(tmp_path)
+
+
+def test_only_http_urls(tmp_path):
+    with pytest.raises(DownloadError, match="http"):
+        download("ftp://example.org/x.zip", tmp_path / "x.zip", sha256=SHA)
+
+
+def test_unsafe_archive_paths_are_refused(server, tmp_path):
+    evil = _zip_bytes({"ok.txt": b"x", "../escaped.txt": b"y"})
+    server.files["/evil.zip"] = evil
+    with pytest.raises(DataError, match="unsafe path"):
+        _fetch(f"{server.url}/evil.zip", tmp_path, sha256=hashlib.sha256(evil).hexdigest())
+    assert not (tmp_path / "raw" / "escaped.txt").exists()
+    _assert_no_output(tmp_path)
+
+
+def test_a_file_that_is_no_archive(server, tmp_path):
+    server.files["/plain.bin"] = b"just bytes"
+    with pytest.raises(DataError, match="not a zip or tar archive"):
+        _fetch(f"{server.url}/plain.bin", tmp_path, sha256=hashlib.sha256(b"just bytes").hexdigest())
+    _assert_no_output(tmp_path)
+
+
+# ----------------------------------------------------------------------------- local sources
+def _layout_dir(where: Path) -> Path:
+    for name, data in LAYOUT.items():
+        p = where / name
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(data)
+    return where / "ACDC"
+
+
+def test_a_relative_path_is_taken_from_the_workflow_root(tmp_path):
+    _layout_dir(tmp_path / "shared")
+    wf = tmp_path / "wf"
+    wf.mkdir()
+    rec = fetch("acdc", {"layout": "slices", "path": "../shared/ACDC"}, wf / "results" / "raw" / "acdc",
+                root=wf)
+    assert rec["source"]["path"] == str((tmp_path / "shared" / "ACDC").resolve())
+    assert (wf / "results" / "raw" / "acdc" / "data" / "blob.bin").is_file()
+
+
+def test_a_missing_local_source_says_how_to_get_the_data(tmp_path):
+    with pytest.raises(DataError) as err:
+        fetch("acdc", {"layout": "slices", "path": "../nowhere/ACDC"}, tmp_path / "raw" / "acdc",
+              how_to_get=HOWTO, root=tmp_path)
+    msg = str(err.value)
+    assert "does not exist" in msg and "from the workflow directory" in msg and HOWTO in msg
+    _assert_no_output(tmp_path)
+
+
+def test_a_local_archive_is_checked_and_unpacked(tmp_path):
+    archive = tmp_path / "ACDC.tar.gz"
+    archive.write_bytes(_tgz_bytes(LAYOUT))
+    good = hashlib.sha256(archive.read_bytes()).hexdigest()
+    fetch("acdc", {"layout": "slices", "path": str(archive), "sha256": good}, tmp_path / "raw" / "acdc")
+    assert (tmp_path / "raw" / "acdc" / "train.list").is_file()
+    with pytest.raises(DataError, match="checksum mismatch"):
+        fetch("acdc", {"layout": "slices", "path": str(archive), "sha256": "f" * 64}, tmp_path / "raw" / "acdc")
+    _assert_no_output(tmp_path)
+
+
+def test_a_source_with_both_path_and_url_is_refused(tmp_path):
+    with pytest.raises(DataError, match="both a path and a url"):
+        fetch("acdc", {"layout": "slices", "path": "x", "url": "http://127.0.0.1/x.zip"}, tmp_path / "acdc")
+
+
+def test_acdc_raw_gets_the_shipped_split_lists(tmp_path):
+    release = tmp_path / "database" / "training" / "patient001"
+    release.mkdir(parents=True)
+    (release / "Info.cfg").write_text("ED: 1\nES: 12\n")
+    rec = fetch("acdc", {"layout": "acdc_raw", "path": str(tmp_path / "database")}, tmp_path / "raw" / "acdc",
+                root=REPO)
+    out = tmp_path / "raw" / "acdc"
+    for name in ("train.list", "val.list", "test.list"):
+        assert (out / name).read_text() == (REPO / "config" / "datasets" / "acdc_splits" / name).read_text()
+        assert name in rec["files"]  # checksummed with the data
+    assert rec["source"]["splits"].endswith("config/datasets/acdc_splits")

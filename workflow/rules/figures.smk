@@ -1,0 +1,23 @@
+# figures drawn from trained runs: ALHVR's Figure 1 (image, both predictions, Ω1/Ω2/Ω3 map)
+
+# The run a region figure is drawn from: ALHVR, seed 0, at the figure's dataset and ratio.
+REGION_FIGURE_RUN = RESULTS + "/runs/{dataset}/alhvr/{ratio}/seed0"
+
+
+rule region_figure:
+    input:
+        models=REGION_FIGURE_RUN + "/models.pt",
+        config=REGION_FIGURE_RUN + "/config.json",
+        store=RESULTS + "/preprocessed/{dataset}/store.h5",
+        split=RESULTS + "/splits/{dataset}/{ratio}.json",
+    output:
+        RESULTS + "/figures/alhvr_regions_{dataset}_{ratio}.png",
+    params:
+        run_dir=lambda wildcards, input: str(Path(input.config).parent),
+        slices=4,
+        code=lambda wildcards: code_fingerprint("train", "alhvr") + code_fingerprint("table"),
+    log:
+        RESULTS + "/logs/figures/alhvr_regions_{dataset}_{ratio}.log",
+    shell:
+        "semiseg figure regions --run-dir {params.run_dir} --store {input.store} --split {input.split}"
+        " --slices {params.slices} --out {output} 2> {log}"
