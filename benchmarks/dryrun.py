@@ -61,6 +61,7 @@ def matrix_workflow(root: Path) -> tuple[Path, int]:
     sys.path.insert(0, str(REPO / "src"))
     from semiseg.config import load_config
 
+    root.mkdir(parents=True)
     for name in ("Snakefile", "workflow", "config"):
         src = REPO / name
         shutil.copytree(src, root / name) if src.is_dir() else shutil.copy(src, root / name)

@@ -183,7 +183,7 @@ def download(url: str, dest: Path, *, sha256: str | None, dataset: str = "data",
     if urllib.parse.urlparse(url).scheme not in ("http", "https"):
         raise DownloadError(url, f"only http:// and https:// URLs can be downloaded. {hint}")
     if dest.exists():
-        if sha256 and sha256_file(dest) == sha256:
+        if sha256 and sha256_file(dest) == sha256.lower():
             log.info("%s: already downloaded and verified", dest)
             return dest
         dest.unlink()  # not what the source names now: never use it
@@ -197,7 +197,10 @@ def download(url: str, dest: Path, *, sha256: str | None, dataset: str = "data",
         received = 0
         try:
             with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout) as resp:
-                if resp.status == 206 and _range_start(resp) == offset:
+                if resp.status == 206:
+                    if _range_start(resp) != offset:  # not the bytes asked for: start afresh
+                        partial.unlink(missing_ok=True)
+                        raise http.client.HTTPException(f"the server sent another range than bytes={offset}-")
                     mode = "ab"
                 else:  # 200: the whole file (the server ignores Range, or we start afresh)
                     if offset:
