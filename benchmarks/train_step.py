@@ -1,0 +1,114 @@
+"""Training throughput per method at the ACDC paper batch (12 labeled + 12 unlabeled 256×256 slices).
+
+For each method: iterations per second, peak memory (GPU: torch.cuda.max_memory_allocated;
+CPU: the process's peak RSS) and the share of a step spent preparing the batch (indexing the
+resident set + batched augmentation) versus the method's forward/backward/optimiser step.
+Each method runs in its own process so peak memory is its own.
+
+    python benchmarks/train_step.py [--device cpu|cuda] [--steps 5] [--methods supervised mean_teacher ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+
+DEFAULT_METHODS = ["supervised", "mean_teacher", "ua_mt", "cps", "bcp", "alhvr"]
+
+
+def spec_for(algorithm: str, params: dict, device: str, lb: int, ub: int, size: int) -> dict:
+    return {"dataset": {"name": "bench", "dims": 2, "labels": {"bg": 0, "RV": 1, "Myo": 2, "LV": 3},
+                        "num_classes": 4, "patch_size": [size, size], "stride": None},
+            "method": {"name": algorithm, "algorithm": algorithm, "network": "unet", "params": params},
+            "schedule": {"name": "bench", "iterations": 30000, "labeled_batch_size": lb,
+                         "unlabeled_batch_size": ub, "lr": 0.01, "momentum": 0.9, "weight_decay": 1e-4,
+                         "lr_policy": "poly", "val_interval": 10**9, "checkpoint_interval": 10**9, "amp": False},
+            "ratio": 10, "labeled_patients": 7, "seed": 0, "device": device}
+
+
+def measure(method: str, device_name: str, steps: int, lb: int, ub: int, size: int) -> dict:
+    import torch
+
+    from semiseg.config import load_config
+    from semiseg.engine.data import ResidentSet, StreamSampler
+    from semiseg.engine.loop import select_device
+    from semiseg.methods import Step, build_method
+    from semiseg.nets import build_network
+
+    cfg = load_config()
+    entry = cfg["methods"][method]
+    device = select_device(device_name)
+    spec = spec_for(entry["algorithm"], entry["params"], device_name, lb, ub, size)
+    torch.manual_seed(0)
+    net_factory = lambda: build_network(entry.get("network", "unet"), in_channels=1, num_classes=4, dims=2)  # noqa: E731
+    m = build_method(spec, net_factory).to(device).train()
+    opt = torch.optim.SGD([p for p in m.models.parameters() if p.requires_grad], lr=0.01, momentum=0.9)
+    # ACDC at 10 %: 136 labeled and 1176 unlabeled slices resident on the device
+    lab = ResidentSet(2, (size, size), device, torch.rand(136, 1, size, size, device=device),
+                      torch.randint(0, 4, (136, size, size), device=device, dtype=torch.uint8))
+    unl = ResidentSet(2, (size, size), device, torch.rand(1176, 1, size, size, device=device), None)
+    ls, us = StreamSampler(136, lb, 0, 0), StreamSampler(1176, ub, 0, 1)
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    prep = compute = 0.0
+    for it in range(steps + 2):  # two warm-up steps
+        sync()
+        t0 = time.perf_counter()
+        g = torch.Generator().manual_seed(it)
+        xl, yl = lab.batch(ls.indices(it), g, with_label=True)
+        xu, _ = unl.batch(us.indices(it), g, with_label=False)
+        sync()
+        t1 = time.perf_counter()
+        losses = m.training_step({"labeled_image": xl, "labeled_label": yl, "unlabeled_image": xu},
+                                 Step(iteration=10000 + it, total=30000))
+        opt.zero_grad(set_to_none=True)
+        losses.total.backward()
+        opt.step()
+        m.after_optimizer_step(Step(iteration=10000 + it, total=30000))
+        sync()
+        t2 = time.perf_counter()
+        if it >= 2:
+            prep += t1 - t0
+            compute += t2 - t1
+    peak = (torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda"
+            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    return {"method": method, "device": torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu",
+            "it_per_s": steps / (prep + compute), "peak_mb": peak, "prep_share": prep / (prep + compute)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--labeled", type=int, default=12)
+    ap.add_argument("--unlabeled", type=int, default=12)
+    ap.add_argument("--size", type=int, default=256)
+    ap.add_argument("--methods", nargs="+", default=DEFAULT_METHODS)
+    ap.add_argument("--one", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.one:
+        print(json.dumps(measure(args.one, args.device, args.steps, args.labeled, args.unlabeled, args.size)))
+        return
+    print(f"batch {args.labeled}+{args.unlabeled} × {args.size}², {args.steps} timed steps after 2 warm-up steps")
+    print("| method | device | it/s | peak memory (MB) | data preparation |")
+    print("| --- | --- | ---: | ---: | ---: |")
+    for method in args.methods:
+        proc = subprocess.run([sys.executable, __file__, "--one", method, "--device", args.device, "--steps",
+                               str(args.steps), "--labeled", str(args.labeled), "--unlabeled", str(args.unlabeled),
+                               "--size", str(args.size)], capture_output=True, text=True)
+        if proc.returncode != 0:
+            print(f"| {method} | failed: {proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else '?'} | | | |")
+            continue
+        r = json.loads(proc.stdout.strip().splitlines()[-1])
+        print(f"| {r['method']} | {r['device']} | {r['it_per_s']:.3f} | {r['peak_mb']:.0f} | {100 * r['prep_share']:.1f} % |")
+
+
+if __name__ == "__main__":
+    main()
