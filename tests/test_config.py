@@ -118,3 +118,13 @@ def test_every_registered_algorithm_has_a_schema_and_vice_versa():
 
     schemas = {p.name.split(".")[0] for p in (REPO / "workflow" / "schemas" / "params").glob("*.schema.yaml")}
     assert schemas == {name for name in METHODS if not name.startswith("_test")}
+
+
+def test_ratio_larger_than_the_training_set_is_rejected(tmp_path):
+    root = make_workflow(tmp_path)
+    ds = yaml.safe_load((root / "config" / "datasets" / "tiny.yaml").read_text())
+    ds["tiny2d"]["ratios"]["50"] = 9  # tiny2d has n_train 4
+    write_yaml(root / "config" / "datasets" / "tiny.yaml", ds)
+    with pytest.raises(ConfigError, match=r"tiny2d\.ratios\.50: 9 labeled patients, but the dataset has only 4 "
+                                          r"training patients; allowed: 1\.\.4"):
+        load(root)

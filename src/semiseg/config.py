@@ -170,6 +170,13 @@ def load_config(config: dict | None = None, root: Path | str | None = None) -> d
             raise ConfigError(f"{where}.patch_size: needs {ds['dims']} numbers for a {ds['dims']}D dataset")
         if ds["dims"] == 3 and len(ds.get("stride", [])) != 3:
             raise ConfigError(f"{where}.stride: a 3D dataset needs a 3-number sliding-window stride")
+        n_train = ds.get("train_patients")
+        if n_train is None and ds["source"]["layout"].startswith("synthetic"):
+            n_train = ds["source"].get("params", {}).get("n_train")
+        for ratio, n in ds["ratios"].items():
+            if n_train is not None and n > n_train:
+                raise ConfigError(f"{where}.ratios.{ratio}: {n} labeled patients, but the dataset has only "
+                                  f"{n_train} training patients; allowed: 1..{n_train}")
         for key in ("schedule", "default_schedule"):
             if key in ds and ds[key] not in schedules:
                 raise ConfigError(f"{where}.{key}: unknown schedule {ds[key]!r}; allowed: {', '.join(sorted(schedules))}")
