@@ -37,6 +37,7 @@ def main() -> None:
     ap.add_argument("--keep", type=Path, help="build here and keep the results")
     args = ap.parse_args()
     root = args.keep or Path(tempfile.mkdtemp(prefix="semiseg-demo-"))
+    root.mkdir(parents=True, exist_ok=True)
     for name in ("Snakefile", "workflow", "config"):
         src = REPO / name
         (shutil.copytree(src, root / name, dirs_exist_ok=True) if src.is_dir() else shutil.copy(src, root / name))

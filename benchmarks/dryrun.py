@@ -83,10 +83,9 @@ def matrix_workflow(root: Path) -> tuple[Path, int]:
 
 def tiny_workflow(root: Path) -> Path:
     sys.path.insert(0, str(REPO / "tests"))
-    from conftest import TINY_SCHEDULE, make_workflow
+    from conftest import make_workflow
 
-    # make_workflow's schedules file has `smoke` only; the method catalogue refers to `paper` too.
-    return make_workflow(root, schedule={**TINY_SCHEDULE, "paper": TINY_SCHEDULE["smoke"]})
+    return make_workflow(root)
 
 
 def spread(times: list[float]) -> str:

@@ -14,13 +14,14 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import SimpleITK as sitk
 import yaml
 
-from conftest import REPO, TINY_SCHEDULE, make_workflow
+from conftest import REPO, make_workflow
 from semiseg.provenance import path_digest
 from semiseg.reporting.audit import MISMATCH, OK, audit, format_audit, run_cli
 
@@ -39,9 +40,7 @@ def built(tmp_path_factory):
     src = base / "src"
     shutil.copytree(REPO / "src", src, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     env = {**os.environ, "PYTHONPATH": str(src)}
-    # The method catalogue has `paper` schedule overrides (alhvr.yaml): give the tiny schedules
-    # file a `paper` entry too, or the config does not validate. tiny2d itself pins `smoke`.
-    root = make_workflow(base / "wf", tables=TABLE, schedule={**TINY_SCHEDULE, "paper": TINY_SCHEDULE["smoke"]})
+    root = make_workflow(base / "wf", tables=TABLE)
     proc = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "2", "--directory", str(root),
                            "--snakefile", str(root / "Snakefile")],
                           capture_output=True, text=True, timeout=600, cwd=root, env=env)
@@ -49,16 +48,12 @@ def built(tmp_path_factory):
     return root, src, env
 
 
-def audit_command(table, *args) -> list[str]:
-    """`semiseg audit` through the CLI where it has the subcommand, else the module's own entry."""
-    import semiseg.cli
-
-    entry = ["-m", "semiseg.cli", "audit"] if hasattr(semiseg.cli, "cmd_audit") else ["-m", "semiseg.reporting.audit"]
-    return [sys.executable, *entry, str(table), *args]
-
-
 def run_audit(root, env, *args) -> subprocess.CompletedProcess:
-    return subprocess.run(audit_command(root / "results" / "tables" / "tiny.md", *args),
+    """`semiseg audit` on the table, with the package copy of `env`: through `python -m semiseg.cli`
+    where the CLI has the subcommand, else through the module's own entry point."""
+    cli = (Path(env["PYTHONPATH"]) / "semiseg" / "cli.py").read_text()
+    entry = ["semiseg.cli", "audit"] if "def cmd_audit" in cli else ["semiseg.reporting.audit"]
+    return subprocess.run([sys.executable, "-m", *entry, str(root / "results" / "tables" / "tiny.md"), *args],
                           capture_output=True, text=True, timeout=300, cwd=root, env=env)
 
 

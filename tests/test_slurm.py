@@ -255,6 +255,10 @@ def test_table_through_slurm(slurm_run):
                 assert gpu == "gres:gpu:fake:1" and job["Partition"] == "gpu", job
             else:
                 assert "gpu" not in gpu and job["Partition"] == "cpu", job
+    # profiles/default's `gpu: 1` is scoped per job: it must not hold the second training back
+    # until the first one ends (SLURM queues it; here the node's 2 cores run one at a time).
+    first, second = sorted(by_rule["train"], key=lambda j: int(j["JobId"]))[:2]
+    assert second["SubmitTime"] < first["EndTime"], (first, second)
     # Time and memory: the train jobs' from the schedule, the CPU jobs' from default-resources.
     for job in by_rule["train"]:
         assert (job["TimeLimit"], job["MinMemoryNode"]) == ("00:10:00", "1500M"), job

@@ -127,6 +127,17 @@ def cmd_table(args):
     return Path(args.out), [Path(args.descriptor), *metrics], [Path(args.out)], args.spec, None
 
 
+def cmd_audit(args):
+    from semiseg.reporting.audit import run_cli
+
+    # Prints the chain; exit status 1 when a link is MISMATCH/missing or the cell differs from
+    # the table (docs/provenance.md). Returns None: an audit writes no provenance record.
+    code = run_cli(args)
+    if code:
+        raise SystemExit(code)
+    return None
+
+
 # ----------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="semiseg", description=__doc__.splitlines()[0])
@@ -191,6 +202,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--metrics", nargs="+", required=True, help="runs/<dataset>/<method>/<ratio>/seed<seed>/metrics.csv")
     s.add_argument("--out", required=True)
     s.set_defaults(func=cmd_table)
+
+    s = sub.add_parser("audit", help="trace a table cell back to the fetched source; check every checksum")
+    s.add_argument("table", help="a built table, results/tables/<name>.md")
+    s.add_argument("--row", required=True, help="the row's method name or its label")
+    s.add_argument("--ratio", type=int, required=True, help="labeled percent, e.g. 10")
+    s.add_argument("--metric", default=None, choices=("dice", "jaccard", "hd95", "asd"),
+                   help="recompute this column of the cell (default: all four)")
+    s.add_argument("--format", default="text", choices=("text", "json"))
+    s.add_argument("--root", default=None, help="workflow directory (default: found from the table's location)")
+    s.set_defaults(func=cmd_audit)
     return p
 
 

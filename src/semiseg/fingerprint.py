@@ -21,7 +21,7 @@ import inspect
 from functools import lru_cache
 from pathlib import Path
 
-__all__ = ["STAGE_FILES", "stage_files", "code_fingerprint", "method_files"]
+__all__ = ["STAGE_FILES", "stage_files", "code_fingerprint", "method_files", "table_fingerprint"]
 
 PACKAGE = Path(__file__).resolve().parent
 
@@ -34,7 +34,7 @@ STAGE_FILES: dict[str, tuple[str, ...]] = {
               "inference/predict.py", "config.py"),
     "infer": ("inference", "nets", "data/store.py"),
     "evaluate": ("metrics",),
-    "table": ("reporting", "metrics/segmentation.py"),
+    "table": ("reporting/__init__.py", "reporting/tables.py", "reporting/build.py", "metrics/segmentation.py"),
 }
 
 
@@ -78,3 +78,16 @@ def code_fingerprint(stage: str, algorithm: str | None = None) -> str:
         h.update(str(f.relative_to(PACKAGE)).encode() + b"\0")
         h.update(f.read_bytes() + b"\0")
     return h.hexdigest()[:16]
+
+
+def table_fingerprint(cfg: dict, name: str) -> str:
+    """What a table was built from, as one hash: every run's resolved spec, the train code of its
+    methods and the table code. Printed in the table's footnote; `semiseg audit` recomputes it."""
+    from semiseg.config import run_spec, spec_hash, table_runs
+
+    runs = table_runs(cfg, name)
+    return spec_hash({
+        "runs": [run_spec(cfg, *r) for r in runs],
+        "train_code": sorted({code_fingerprint("train", cfg["methods"][m]["algorithm"]) for _, m, _, _ in runs}),
+        "table_code": code_fingerprint("table"),
+    })

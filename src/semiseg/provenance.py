@@ -65,7 +65,9 @@ def path_digest(path: Path) -> dict:
         h = hashlib.sha256()
         n = 0
         for f in sorted(p for p in path.rglob("*") if p.is_file()):
-            if "provenance" in f.name:
+            # records are written after the digest; Snakemake marks directory outputs with an
+            # empty .snakemake_timestamp once the job ends, which must not change the digest
+            if "provenance" in f.name or f.name == ".snakemake_timestamp":
                 continue
             h.update(f"{f.relative_to(path).as_posix()}\0{_file_sha256(f)}\n".encode())
             n += 1

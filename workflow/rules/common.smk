@@ -2,8 +2,8 @@
 import json
 from pathlib import Path
 
-from semiseg.config import load_config, run_spec, schedule_name, spec_hash, table_runs
-from semiseg.fingerprint import code_fingerprint
+from semiseg.config import load_config, run_spec, schedule_name, table_runs
+from semiseg.fingerprint import code_fingerprint, table_fingerprint
 
 # Validates config/config.yaml (+ --config overrides) and every catalogue against
 # workflow/schemas/ before any job is scheduled.
@@ -74,14 +74,6 @@ def table_descriptor(wildcards):
 
 def table_spec(wildcards):
     table = CFG["tables"][wildcards.table]
-    runs = table_runs(CFG, wildcards.table)
-    fingerprint = spec_hash(
-        {
-            "runs": [train_spec_of(*r) for r in runs],
-            "train_code": sorted({train_code_of(m) for _, m, _, _ in runs}),
-            "table_code": code_fingerprint("table"),
-        }
-    )
     return json.dumps(
         {
             "name": wildcards.table,
@@ -91,16 +83,8 @@ def table_spec(wildcards):
             "supervised_methods": sorted(
                 m for m, e in CFG["methods"].items() if e["algorithm"] == "supervised"
             ),
-            "fingerprint": fingerprint,
+            "fingerprint": table_fingerprint(CFG, wildcards.table),
         },
         sort_keys=True,
         separators=(",", ":"),
     )
-
-
-def train_spec_of(dataset, method, ratio, seed):
-    return run_spec(CFG, dataset, method, ratio, seed)
-
-
-def train_code_of(method):
-    return code_fingerprint("train", CFG["methods"][method]["algorithm"])

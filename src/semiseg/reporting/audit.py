@@ -44,6 +44,7 @@ import re
 import sys
 from pathlib import Path
 
+from semiseg.fingerprint import table_fingerprint
 from semiseg.provenance import path_digest, record_path
 
 __all__ = ["audit", "format_audit", "table_fingerprint", "add_arguments", "run_cli", "main",
@@ -52,10 +53,8 @@ __all__ = ["audit", "format_audit", "table_fingerprint", "add_arguments", "run_c
 OK, MISMATCH, MISSING = "ok", "MISMATCH", "missing"
 
 # Files Snakemake itself drops into directory() outputs after the job's record was written; a
-# digest taken by a later job includes them, the producer's does not (see _accepted_digests).
+# digest taken by a later job includes them, the producer's does not (see _Auditor.matches).
 _SNAKEMAKE_MARKERS = frozenset({".snakemake_timestamp"})
-
-_RUN_FILES = ("metrics", "predictions", "model", "config")
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -79,7 +78,7 @@ def _read_json(path: Path) -> dict | None:
 
 
 def _diff(recorded, now, prefix="") -> list[str]:
-    """Dotted keys where two JSON-like values differ (at most a few, for a readable message)."""
+    """Dotted keys where two JSON-like values differ, e.g. ``["method.params.consistency"]``."""
     if isinstance(recorded, dict) and isinstance(now, dict):
         out = []
         for k in sorted(set(recorded) | set(now), key=str):
@@ -92,31 +91,19 @@ def _diff(recorded, now, prefix="") -> list[str]:
     return [] if recorded == now else [prefix or "(value)"]
 
 
-def table_fingerprint(cfg: dict, name: str) -> str:
-    """The fingerprint a table is built with (its footnote), from the config and code now.
-
-    The same formula as ``table_spec`` in workflow/rules/common.smk: a hash of every run's
-    resolved spec, the train code fingerprints of the table's methods and the table code.
-    """
-    from semiseg.config import run_spec, spec_hash, table_runs
-    from semiseg.fingerprint import code_fingerprint
-
-    runs = table_runs(cfg, name)
-    return spec_hash({
-        "runs": [run_spec(cfg, *r) for r in runs],
-        "train_code": sorted({code_fingerprint("train", cfg["methods"][m]["algorithm"]) for _, m, _, _ in runs}),
-        "table_code": code_fingerprint("table"),
-    })
-
-
 # ----------------------------------------------------------------------------- the table file
-def _unescape(cell: str) -> str:
-    return re.sub(r"\\(.)", r"\1", cell)
-
-
 def _split_row(line: str) -> list[str]:
-    cells = re.split(r"(?<!\\)\|", line.strip())[1:-1]
-    return [_unescape(c.strip()) for c in cells]
+    """The cells of a markdown table row, undoing tables._escape (``\\|`` and ``\\\\``)."""
+    cells, cell, chars = [], [], iter(line.strip())
+    for ch in chars:
+        if ch == "\\":
+            cell.append(next(chars, ""))
+        elif ch == "|":
+            cells.append("".join(cell).strip())
+            cell = []
+        else:
+            cell.append(ch)
+    return cells[1:]  # text before the first pipe is empty; after the last one nothing is kept
 
 
 def _parse_table(text: str) -> tuple[list[dict], str | None]:
@@ -383,6 +370,7 @@ def audit(table_path, *, row: str, ratio: int, metric: str | None = None, root=N
     from semiseg.config import ConfigError, find_root, run_spec
     from semiseg.metrics.segmentation import METRIC_NAMES, read_metrics_csv, summarise
     from semiseg.reporting.build import parse_run_path
+    from semiseg.reporting.tables import _METRICS  # (summary key, display factor), column order
     from semiseg.reporting.tables import COLUMNS, format_cell
 
     table_path = Path(table_path).resolve()
@@ -467,7 +455,7 @@ def audit(table_path, *, row: str, ratio: int, metric: str | None = None, root=N
         train_dir = a.arg_path(i_rec, "run_dir", run_dir)
         tr_path, tr_rec = a.record("train", train_dir)
         algorithm = ((tr_rec or {}).get("spec") or {}).get("method", {}).get("algorithm")
-        spec_now = a.config_now(lambda cfg: run_spec(cfg, dataset, method, ratio, seed))
+        spec_now = a.config_now(lambda cfg, seed=seed: run_spec(cfg, dataset, method, ratio, seed))
         tr_cfg = None if spec_now is None or tr_rec is None else (tr_rec.get("spec"), spec_now)
         evaluate, infer, train = ("evaluate", e_path, e_rec), ("infer", i_path, i_rec), ("train", tr_path, tr_rec)
 
@@ -548,8 +536,6 @@ def audit(table_path, *, row: str, ratio: int, metric: str | None = None, root=N
         data.append(lk)
 
     # the cell -----------------------------------------------------------------------------
-    from semiseg.reporting.tables import _METRICS  # (summary key, display factor), in column order
-
     label = spec_row.get("label") or method
     md = [r for r in md_rows if r["name"] == label and r["ratio"] is not None and int(r["ratio"]) == ratio]
     cell = {"row_label": label, "found": bool(md), "metrics": {}, "status": OK}
@@ -603,8 +589,8 @@ def _step_lines(step: dict, indent: str) -> list[str]:
     env = step.get("environment") or {}
     versions = ", ".join(f"{k} {env[k]}" for k in ("python", "torch", "cuda", "numpy", "snakemake") if env.get(k))
     fp_state = "current" if code.get("fingerprint") == code.get("fingerprint_now") else f"now {code.get('fingerprint_now')}"
-    lines = [f"{indent}{step['stage']} record {step['record']}: {step.get('started')}, {step.get('wall_seconds')} s"
-             f" on {step.get('host')} ({step.get('device')}), SLURM job {step.get('slurm_job_id') or '-'}",
+    lines = [(f"{indent}{step['stage']} record {step['record']}: {step.get('started')}, {step.get('wall_seconds')} s"
+              f" on {step.get('host')} ({step.get('device')}), SLURM job {step.get('slurm_job_id') or '-'}"),
              f"{indent}  code {code.get('fingerprint')} ({fp_state}), commit {commit}; {versions}"]
     if step["stage"] == "train" and step.get("spec"):
         s = step["spec"]
@@ -654,7 +640,7 @@ def format_audit(result: dict) -> str:
     out.append("")
     if not cell["found"]:
         out.append(f"✗ cell: no row {cell['row_label']!r} with ratio {result['ratio']}% in the table text")
-    for key, m in cell["metrics"].items():
+    for m in cell["metrics"].values():
         per_seed = ", ".join(f"seed {s}: {v:.4f}" if isinstance(v, float) else f"seed {s}: -"
                              for s, v in m["per_seed"].items())
         out.append(f"{_mark(m['status'])} cell {m['column']}: table shows {m['shown']}, "

@@ -29,8 +29,9 @@ _CLASS_COLOURS = ("#0072B2", "#D55E00", "#F0E442", "#56B4E9", "#009E73", "#CC79A
 def pick_slices(store, cases: list[str], n_slices: int, dataset: dict) -> tuple[np.ndarray, list[str]]:
     """``n_slices`` network inputs ``(n, 1, *patch)`` from ``cases``, and a caption for each.
 
-    Deterministic: the picks go round-robin over the cases in split order; a case picked ``m``
-    times gives the slices at ``z·(j + 1)/(m + 1)``, ``j < m`` (its middle slice when ``m = 1``).
+    Deterministic: pick ``k`` is case ``floor(k·len(cases)/n_slices)`` of the split's list, so
+    the picks spread over the list (different patients where there are enough); a case picked
+    ``m`` times gives the slices at ``z·(j + 1)/(m + 1)``, ``j < m`` (its middle slice if once).
     2D: the slice is resized to the patch size as for training (cubic spline). 3D: the centre
     patch of the volume (zero-padded where smaller), of which the figure shows the middle slice.
     """
@@ -42,7 +43,8 @@ def pick_slices(store, cases: list[str], n_slices: int, dataset: dict) -> tuple[
         raise ValueError(f"n_slices must be >= 1, got {n_slices}")
     picks: dict[str, int] = {}
     for k in range(n_slices):
-        picks[cases[k % len(cases)]] = picks.get(cases[k % len(cases)], 0) + 1
+        case = cases[k * len(cases) // n_slices]
+        picks[case] = picks.get(case, 0) + 1
     patch = tuple(int(p) for p in dataset["patch_size"])
     inputs, captions = [], []
     for case, m in picks.items():
