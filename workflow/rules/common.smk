@@ -1,5 +1,6 @@
 # Paths, catalogues and input functions shared by the rules. No rule lives here.
 import json
+import os
 from pathlib import Path
 
 from semiseg.config import load_config, run_spec, schedule_name, table_runs
@@ -9,7 +10,17 @@ from semiseg.fingerprint import code_fingerprint, table_fingerprint
 # workflow/schemas/ before any job is scheduled.
 CFG = load_config(config, root=Path(workflow.basedir))
 RESULTS = CFG["settings"]["results"]
-RUN = RESULTS + "/runs/{dataset}/{method}/{ratio}/seed{seed}"
+
+
+def results(path):
+    """A path under the results directory (config.results)."""
+    return os.path.join(RESULTS, path)
+
+
+def run_path(path=""):
+    """A path inside one run's directory: runs/{dataset}/{method}/{ratio}/seed{seed}/<path>."""
+    return os.path.join(RESULTS, "runs", "{dataset}", "{method}", "{ratio}", "seed{seed}", path).rstrip("/")
+
 
 
 wildcard_constraints:
@@ -21,7 +32,7 @@ wildcard_constraints:
 
 
 def default_targets():
-    return [f"{RESULTS}/tables/{t}.md" for t in CFG["settings"]["tables"]]
+    return [results(f"tables/{t}.md") for t in CFG["settings"]["tables"]]
 
 
 def dataset_source(wildcards):
@@ -62,14 +73,14 @@ def schedule_field(field):
 
 def table_metrics(wildcards):
     return [
-        f"{RESULTS}/runs/{d}/{m}/{r}/seed{s}/metrics.csv"
+        results(f"runs/{d}/{m}/{r}/seed{s}/metrics.csv")
         for d, m, r, s in table_runs(CFG, wildcards.table)
     ]
 
 
 def table_descriptor(wildcards):
     dataset = CFG["tables"][wildcards.table]["dataset"]
-    return f"{RESULTS}/preprocessed/{dataset}/dataset.json"
+    return results(f"preprocessed/{dataset}/dataset.json")
 
 
 def table_spec(wildcards):

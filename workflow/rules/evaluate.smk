@@ -3,22 +3,24 @@
 
 rule infer:
     input:
-        model=RUN + "/model.pt",
-        config=RUN + "/config.json",
-        store=RESULTS + "/preprocessed/{dataset}/store.h5",
-        split=RESULTS + "/splits/{dataset}/{ratio}.json",
+        model=run_path("model.pt"),
+        config=run_path("config.json"),
+        store=results("preprocessed/{dataset}/store.h5"),
+        split=results("splits/{dataset}/{ratio}.json"),
     output:
-        directory(RUN + "/predictions"),
+        directory(run_path("predictions")),
     params:
-        run_dir=RUN,
+        run_dir=lambda wildcards, input: os.path.dirname(input.model),
         code=code_fingerprint("infer"),
     threads: 2
     resources:
         gpu=1,
         runtime=60,
         mem_mb=8000,
+    conda:
+        "../envs/semiseg.yaml"
     log:
-        RESULTS + "/logs/infer/{dataset}/{method}/{ratio}/seed{seed}.log",
+        results("logs/infer/{dataset}/{method}/{ratio}/seed{seed}.log"),
     shell:
         "semiseg infer --run-dir {params.run_dir} --store {input.store} --split {input.split}"
         " --out {output} --threads {threads} 2> {log}"
@@ -26,13 +28,15 @@ rule infer:
 
 rule evaluate:
     input:
-        predictions=RUN + "/predictions",
-        store=RESULTS + "/preprocessed/{dataset}/store.h5",
+        predictions=run_path("predictions"),
+        store=results("preprocessed/{dataset}/store.h5"),
     output:
-        RUN + "/metrics.csv",
+        run_path("metrics.csv"),
     params:
         code=code_fingerprint("evaluate"),
+    conda:
+        "../envs/semiseg.yaml"
     log:
-        RESULTS + "/logs/evaluate/{dataset}/{method}/{ratio}/seed{seed}.log",
+        results("logs/evaluate/{dataset}/{method}/{ratio}/seed{seed}.log"),
     shell:
         "semiseg evaluate --predictions {input.predictions} --store {input.store} --out {output} 2> {log}"

@@ -1,23 +1,25 @@
 # figures drawn from trained runs: ALHVR's Figure 1 (image, both predictions, Ω1/Ω2/Ω3 map)
 
 # The run a region figure is drawn from: ALHVR, seed 0, at the figure's dataset and ratio.
-REGION_FIGURE_RUN = RESULTS + "/runs/{dataset}/alhvr/{ratio}/seed0"
+REGION_FIGURE_RUN = results("runs/{dataset}/alhvr/{ratio}/seed0")
 
 
 rule region_figure:
     input:
-        models=REGION_FIGURE_RUN + "/models.pt",
-        config=REGION_FIGURE_RUN + "/config.json",
-        store=RESULTS + "/preprocessed/{dataset}/store.h5",
-        split=RESULTS + "/splits/{dataset}/{ratio}.json",
+        models=os.path.join(REGION_FIGURE_RUN, "models.pt"),
+        config=os.path.join(REGION_FIGURE_RUN, "config.json"),
+        store=results("preprocessed/{dataset}/store.h5"),
+        split=results("splits/{dataset}/{ratio}.json"),
     output:
-        RESULTS + "/figures/alhvr_regions_{dataset}_{ratio}.png",
+        results("figures/alhvr_regions_{dataset}_{ratio}.png"),
     params:
         run_dir=lambda wildcards, input: str(Path(input.config).parent),
         slices=4,
         code=lambda wildcards: code_fingerprint("train", "alhvr") + code_fingerprint("table"),
+    conda:
+        "../envs/semiseg.yaml"
     log:
-        RESULTS + "/logs/figures/alhvr_regions_{dataset}_{ratio}.log",
+        results("logs/figures/alhvr_regions_{dataset}_{ratio}.log"),
     shell:
         "semiseg figure regions --run-dir {params.run_dir} --store {input.store} --split {input.split}"
         " --slices {params.slices} --out {output} 2> {log}"

@@ -7,15 +7,17 @@ rule table:
         metrics=table_metrics,
     output:
         report(
-            RESULTS + "/tables/{table}.md",
+            results("tables/{table}.md"),
             caption="../report/table.rst",
             category="Tables",
             labels={"table": "{table}"},
         ),
     params:
         spec=table_spec,
+    conda:
+        "../envs/semiseg.yaml"
     log:
-        RESULTS + "/logs/tables/{table}.log",
+        results("logs/tables/{table}.log"),
     shell:
         "semiseg table --spec {params.spec:q} --descriptor {input.descriptor}"
         " --metrics {input.metrics} --out {output} 2> {log}"

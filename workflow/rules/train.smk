@@ -3,23 +3,25 @@
 
 rule train:
     input:
-        store=RESULTS + "/preprocessed/{dataset}/store.h5",
-        split=RESULTS + "/splits/{dataset}/{ratio}.json",
+        store=results("preprocessed/{dataset}/store.h5"),
+        split=results("splits/{dataset}/{ratio}.json"),
     output:
-        model=RUN + "/model.pt",
-        log_csv=RUN + "/train.csv",
-        config=RUN + "/config.json",
+        model=run_path("model.pt"),
+        log_csv=run_path("train.csv"),
+        config=run_path("config.json"),
     params:
         spec=train_spec,
         code=train_code,
-        run_dir=RUN,
+        run_dir=lambda wildcards, output: os.path.dirname(output.model),
     threads: 2
     resources:
         gpu=1,
         runtime=schedule_field("runtime"),
         mem_mb=schedule_field("mem_mb"),
+    conda:
+        "../envs/semiseg.yaml"
     log:
-        RESULTS + "/logs/train/{dataset}/{method}/{ratio}/seed{seed}.log",
+        results("logs/train/{dataset}/{method}/{ratio}/seed{seed}.log"),
     shell:
         "semiseg train --spec {params.spec:q} --code-fingerprint {params.code}"
         " --store {input.store} --split {input.split} --out-dir {params.run_dir}"
