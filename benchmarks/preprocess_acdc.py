@@ -49,18 +49,18 @@ def main(argv: list[str] | None = None) -> int:
     work = args.keep or Path(tempfile.mkdtemp(prefix="semiseg-bench-"))
     raw, store = work / "raw" / "acdc", work / "preprocessed" / "acdc" / "store.h5"
     source = {"layout": args.layout, "path": args.path}
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     record = fetch("acdc", source, raw, root=REPO)
-    t1 = time.perf_counter()
+    t1, c1 = time.perf_counter(), time.process_time()
     desc = preprocess("acdc", args.layout, raw, labels=catalogue["labels"], dims=catalogue["dims"],
                       store_path=store)
-    t2 = time.perf_counter()
+    t2, c2 = time.perf_counter(), time.process_time()
 
     n_raw = sum(f["bytes"] for f in record["files"].values())
     print(f"source       {record['source'].get('path')} (layout {args.layout}), "
           f"{len(record['files'])} files, {_mb(n_raw)}")
-    print(f"fetch        {t1 - t0:6.1f} s  (copy or hard-link + sha256 of every file)")
-    print(f"preprocess   {t2 - t1:6.1f} s  ({len(desc['cases'])} volumes into one store)")
+    print(f"fetch        {t1 - t0:6.1f} s wall, {c1 - c0:6.1f} s CPU  (copy or hard-link + sha256 of every file)")
+    print(f"preprocess   {t2 - t1:6.1f} s wall, {c2 - c1:6.1f} s CPU  ({len(desc['cases'])} volumes into one store)")
     print(f"store        {_mb(store.stat().st_size)} ({store.stat().st_size / n_raw:.0%} of the source), "
           f"descriptor {_mb(len(json.dumps(desc)))}")
     z = {cid: c["shape"][0] for cid, c in desc["cases"].items()}
@@ -69,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         split = make_split(desc, int(ratio), n)
         counts.append(f"{n} patients: {sum(z[c] for c in split['cases']['labeled'])}")
     print("labeled slices  " + ", ".join(counts))
-    print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs")
+    print(f"python {sys.version.split()[0]}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
     if args.keep is None:
         import shutil
 

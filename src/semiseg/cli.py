@@ -127,6 +127,16 @@ def cmd_table(args):
     return Path(args.out), [Path(args.descriptor), *metrics], [Path(args.out)], args.spec, None
 
 
+def cmd_figure(args):
+    from semiseg.reporting.figures import region_figure
+
+    region_figure(Path(args.run_dir), Path(args.store), Path(args.split), Path(args.out), n_slices=args.slices)
+    log.info("wrote %s", args.out)
+    run = Path(args.run_dir)
+    return (Path(args.out), [run / "models.pt", run / "config.json", Path(args.store), Path(args.split)],
+            [Path(args.out)], None, None)
+
+
 def cmd_audit(args):
     from semiseg.reporting.audit import run_cli
 
@@ -202,6 +212,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--metrics", nargs="+", required=True, help="runs/<dataset>/<method>/<ratio>/seed<seed>/metrics.csv")
     s.add_argument("--out", required=True)
     s.set_defaults(func=cmd_table)
+
+    s = sub.add_parser("figure", help="draw a figure from a trained run")
+    s.add_argument("kind", choices=("regions",), help="regions: ALHVR's Figure 1 (image, both predictions, Ω1/Ω2/Ω3)")
+    s.add_argument("--run-dir", required=True, help="a two-network run: holds models.pt and config.json")
+    s.add_argument("--store", required=True)
+    s.add_argument("--split", required=True, help="the run's split; slices come from its unlabeled cases")
+    s.add_argument("--out", required=True, help="the PNG to write")
+    s.add_argument("--slices", type=int, default=4, help="how many unlabeled slices (rows)")
+    s.set_defaults(func=cmd_figure)
 
     s = sub.add_parser("audit", help="trace a table cell back to the fetched source; check every checksum")
     s.add_argument("table", help="a built table, results/tables/<name>.md")

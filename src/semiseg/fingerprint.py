@@ -34,6 +34,7 @@ STAGE_FILES: dict[str, tuple[str, ...]] = {
               "inference/predict.py", "config.py"),
     "infer": ("inference", "nets", "data/store.py"),
     "evaluate": ("metrics",),
+    "figure": ("reporting/figures.py", "methods", "nets", "engine/data.py", "data/store.py"),
     "table": ("reporting/__init__.py", "reporting/tables.py", "reporting/build.py", "metrics/segmentation.py"),
 }
 

@@ -43,6 +43,7 @@ RECORD_NAMES = {
     "infer": lambda out: Path(out).parent / "provenance.infer.json",
     "evaluate": lambda out: Path(out).parent / "provenance.evaluate.json",
     "table": lambda out: Path(out).with_suffix(".provenance.json"),
+    "figure": lambda out: Path(out).with_suffix(".provenance.json"),
 }
 
 

@@ -8,8 +8,7 @@
 #
 # Needs root (apt-get, daemons). Debian 12: slurm-wlm 22.05, munge 0.5; no systemd needed.
 # The configuration goes where every client finds it, /etc/slurm/slurm.conf (+ gres.conf), marked
-# as ours; `start` refuses to replace one it did not write, `stop` removes it. (SLURM_CONF is not
-# enough: the SLURM plugin's job step drops SLURM_* variables before its srun.) Everything SLURM
+# as ours; `start` refuses to replace one it did not write, `stop` removes it. Everything SLURM
 # writes lives under SEMISEG_SLURM_ROOT (default /tmp/semiseg-slurm): state/, spool/, log/
 # (slurmctld.log, slurmd.log, jobcomp.log: one line per finished job), run/ (pidfiles). munged is
 # the system one (/etc/munge/munge.key, /run/munge): started here only if none answers, and then
@@ -28,7 +27,13 @@
 #   - a GPU without File= is dropped by slurmd, the node goes INVAL/DRAIN "gres/gpu count reported
 #     lower than configured"; the DRAIN survives restarts in state/, which start wipes.
 #   - NodeName with CPUs only: "Node reconfigured socket/core boundaries": take the topology
-#     from `slurmd -C`; RealMemory above what slurmd detects leaves the node INVAL.
+#     from `slurmd -C`; RealMemory above what slurmd detects leaves the node INVAL unless
+#     SlurmdParameters=config_overrides (used here, see write_config).
+#   - SLURM_CONF pointing at a private slurm.conf: every job fails, "srun: fatal: Could not
+#     establish a configuration source" (the plugin's job step drops SLURM_* before srun).
+#   - AccountingStorageTRES=gres/gpu (GPUs in the jobs' TRES) needs slurmdbd: slurmctld exits
+#     "fatal: slurmdbd is required to run with TRES gres/gpu"; `scontrol show job` still shows
+#     a job's GPU request as TresPerJob.
 #   - with accounting_storage/none `sacct` fails, and the plugin's default status command is
 #     sacct: snakemake then waits forever.
 set -euo pipefail

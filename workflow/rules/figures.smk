@@ -15,7 +15,7 @@ rule region_figure:
     params:
         run_dir=lambda wildcards, input: str(Path(input.config).parent),
         slices=4,
-        code=lambda wildcards: code_fingerprint("train", "alhvr") + code_fingerprint("table"),
+        code=code_fingerprint("figure"),
     conda:
         "../envs/semiseg.yaml"
     log:

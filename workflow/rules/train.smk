@@ -7,6 +7,7 @@ rule train:
         split=results("splits/{dataset}/{ratio}.json"),
     output:
         model=run_path("model.pt"),
+        models=run_path("models.pt"),
         log_csv=run_path("train.csv"),
         config=run_path("config.json"),
     params:

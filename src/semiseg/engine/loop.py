@@ -14,7 +14,8 @@
   outside the rule's declared outputs. A job started again resumes from it; on CPU with a fixed
   seed an interrupted-and-resumed run ends with the same weights as an uninterrupted one;
 - at the end, and only then, the declared outputs: ``model.pt`` (best weights of the evaluated
-  network), ``train.csv`` (every loss term per logged iteration) and ``config.json``.
+  network), ``models.pt`` (every trained network, e.g. both of CPS or ALHVR), ``train.csv``
+  (every loss term per logged iteration) and ``config.json``.
 """
 
 from __future__ import annotations
@@ -162,7 +163,8 @@ def _train(spec: dict, store_path: Path, split_path: Path, out_dir: Path, *, sig
     ckpt_dir = Path(checkpoint_dir) if checkpoint_dir else out_dir / "checkpoints"
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     state_path = ckpt_dir / "state.pt"
-    best_path = ckpt_dir / "best.pt"
+    best_path = ckpt_dir / "best.pt"  # the evaluated network: model.pt
+    best_models_path = ckpt_dir / "best_models.pt"  # every trained network (two for CPS/ALHVR): models.pt
     log_path = ckpt_dir / "train.csv.partial"
     fingerprint = spec_hash({"spec": spec, "code": code_fingerprint})
 
@@ -272,6 +274,7 @@ def _train(spec: dict, store_path: Path, split_path: Path, out_dir: Path, *, sig
                 if score > best:
                     best, best_it = score, done
                     atomic_save(method.eval_network().state_dict(), best_path)
+                    atomic_save(method.models.state_dict(), best_models_path)
             rows.append(row)
             bar.update(1)
             bar.set_postfix(loss=f"{row['total']:.3f}", best=f"{best:.3f}" if best >= 0 else "-")
@@ -288,6 +291,7 @@ def _train(spec: dict, store_path: Path, split_path: Path, out_dir: Path, *, sig
 
     if not val_cases:  # no val split: the last weights are the result
         atomic_save(method.eval_network().state_dict(), best_path)
+        atomic_save(method.models.state_dict(), best_models_path)
         best_it = total
     summary = {"iterations": total, "best_val_dice": best if best >= 0 else None, "best_iteration": best_it,
                "resumed_from": start_it or None, "wall_seconds": round(time.time() - t_start, 2),
@@ -296,6 +300,7 @@ def _train(spec: dict, store_path: Path, split_path: Path, out_dir: Path, *, sig
     with open(out_dir / ".config.json.tmp", "w") as fh:
         json.dump({"spec": spec, "summary": summary}, fh, indent=2)
     os.replace(out_dir / ".config.json.tmp", out_dir / "config.json")
+    os.replace(best_models_path, out_dir / "models.pt")
     os.replace(best_path, out_dir / "model.pt")  # last: its presence means the run is complete
     shutil.rmtree(ckpt_dir, ignore_errors=True)
     return summary
