@@ -11,9 +11,9 @@ always does, `profiles/default` on top), pointed at that cluster by its environm
   does before a time limit or a preemption) makes the engine checkpoint and exit; Snakemake's
   retry resumes it in a new SLURM job, and the workflow still completes.
 
-Both share one workflow run (about 2 minutes on 2 cores), started by the module fixture; the
-cluster is stopped at the end by its pidfiles. Needs root and apt-get (or SLURM installed);
-SEMISEG_SKIP_SLURM=1 skips.
+Both share one workflow run (11 SLURM jobs, 3 to 5 minutes on 2 cores), started by the module
+fixture; the cluster is stopped at the end by its pidfiles (SEMISEG_SLURM_KEEP=1 leaves it up).
+Needs root and apt-get (or SLURM installed); SEMISEG_SKIP_SLURM=1 skips.
 """
 
 from __future__ import annotations
@@ -37,11 +37,11 @@ SLURM_BINARIES = ("munged", "slurmctld", "slurmd", "sbatch", "squeue", "scontrol
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
-# The run the SIGTERM test interrupts gets 40 iterations with a checkpoint every 4: the job is
-# signalled once the first checkpoint is on disk, with 36 iterations (seconds) still to go.
-LONG_METHOD = "mean_teacher"
-SHORT_METHOD = "supervised"
-LONG_ITERATIONS, LONG_CHECKPOINT = 40, 4
+# The run the SIGTERM test interrupts gets 24 iterations with a checkpoint every 4: its job is
+# signalled once the first checkpoint is on disk, with 20 iterations (seconds on 2 cores) to go.
+LONG_METHOD = "supervised"
+SHORT_METHOD = "mean_teacher"
+LONG_ITERATIONS, LONG_CHECKPOINT = 24, 4
 RUN_WILDCARDS = "tiny2d_{method}_25_0"  # the plugin's job comment: rule_<rule>_wildcards_<these>
 
 DATASETS = {
@@ -94,13 +94,13 @@ def _run(cmd, *, env=None, timeout: int, **kw) -> subprocess.CompletedProcess:
 
 
 def _methods() -> dict:
-    """The repo's supervised and mean_teacher entries; mean_teacher trains longer here."""
+    """The repo's supervised and mean_teacher entries; LONG_METHOD trains longer here."""
     entries = {}
     for f in sorted((REPO / "config" / "methods").glob("*.yaml")):
         entries.update(yaml.safe_load(f.read_text()) or {})
     methods = {m: dict(entries[m]) for m in (SHORT_METHOD, LONG_METHOD)}
     methods[LONG_METHOD]["schedule"] = {
-        "smoke": {"iterations": LONG_ITERATIONS, "val_interval": 20, "checkpoint_interval": LONG_CHECKPOINT}}
+        "smoke": {"iterations": LONG_ITERATIONS, "val_interval": 12, "checkpoint_interval": LONG_CHECKPOINT}}
     return methods
 
 
