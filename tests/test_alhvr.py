@@ -15,7 +15,8 @@ from conftest import REPO, write_yaml
 from semiseg.config import load_config, run_spec, table_runs
 from semiseg.engine.loop import train
 from semiseg.methods import build_method
-from semiseg.methods.alhvr import NORMALIZE, Branch, cg_cpcl_terms, dtct_teacher, reduce_region
+from semiseg.methods.alhvr import NORMALIZE, cg_cpcl_terms, dtct_teacher
+from semiseg.methods.common.dual_branch import Branch, reduce_region
 from semiseg.methods.base import Step
 from semiseg.methods.common.regions import (
     Regions,

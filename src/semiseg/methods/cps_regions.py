@@ -6,8 +6,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from semiseg.methods.alhvr import NETS, DualBranch, reduce_region
 from semiseg.methods.base import Losses, Step, register
+from semiseg.methods.common.dual_branch import NETS, DualBranch, reduce_region
 from semiseg.methods.common.regions import REGION_NAMES
 
 

@@ -69,7 +69,7 @@ def pick_slices(store, cases: list[str], n_slices: int, dataset: dict) -> tuple[
 def region_maps(method, images: torch.Tensor, *, seed: int = 0) -> dict[str, torch.Tensor]:
     """Both networks' clean predictions and ALHVR's regions for a batch of images.
 
-    ``method`` is a :class:`~semiseg.methods.alhvr.DualBranch` (``alhvr``, ``cps_regions``) in
+    ``method`` is a :class:`~semiseg.methods.common.dual_branch.DualBranch` (``alhvr``, ``cps_regions``) in
     eval mode. The feature perturbation is drawn from a generator seeded with ``seed`` inside a
     forked RNG, so the figure is reproducible and the caller's RNG state is untouched. γ is
     computed over the given images, as training computes it over a batch.
@@ -112,7 +112,7 @@ def region_figure(run_dir, store, split, out_png, n_slices: int = 4) -> Path:
 
     from semiseg.data.store import Store
     from semiseg.methods import build_method
-    from semiseg.methods.alhvr import DualBranch
+    from semiseg.methods.common.dual_branch import DualBranch
     from semiseg.nets import build_network
 
     run_dir, out_png = Path(run_dir), Path(out_png)
