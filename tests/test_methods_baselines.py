@@ -1,5 +1,6 @@
-"""UA-MT, CPS and BCP: each loss term against values worked out by hand, each unsupervised term's
-gradient, and a short real training of each method (2D; UA-MT and BCP also 3D with the V-Net)."""
+"""Mean Teacher, UA-MT, CPS and BCP: each loss term against values worked out by hand, each
+unsupervised term's gradient, and a short real training of each method (2D; UA-MT and BCP also
+3D with the V-Net)."""
 
 from __future__ import annotations
 
@@ -85,6 +86,80 @@ def _grads(method, batch, step, seed=0):
 
 def _differ(a, b):
     return any(not torch.allclose(x, y) for x, y in zip(a, b))
+
+
+# ---------------------------------------------------------------- Mean Teacher
+
+
+def test_mean_teacher_consistency_is_the_mse_over_unlabeled_pixels_and_classes():
+    # Student logits [x, 0]; teacher [x + ln 3, 0]; noise off. Unlabeled pixels x = ln 3, 0:
+    # student p = [0.75, 0.25], [0.5, 0.5]; teacher p = [0.9, 0.1], [0.75, 0.25].
+    # MSE over 2 pixels x 2 classes = (0.15^2 + 0.15^2 + 0.25^2 + 0.25^2) / 4 = 0.17 / 4 = 0.0425.
+    # The labeled pixels (x = 5) are not in it: counted, they would make it a mean over 8 elements.
+    m = _method("mean_teacher", lambda: _pixel_net(1.0), batch=1, noise_std=0.0, consistency=0.1)
+    with torch.no_grad():
+        m.teacher.bias[0] = math.log(3)
+    batch = {"labeled_image": torch.full((1, 1, 1, 2), 5.0), "labeled_label": torch.zeros(1, 1, 2, dtype=torch.long),
+             "unlabeled_image": torch.tensor([[[[math.log(3), 0.0]]]])}
+    out = m.training_step(batch, Step(0, 100))
+    assert out.terms["consistency"].item() == pytest.approx(0.0425, abs=1e-7)
+    assert out.stats["consistency_weight"] == pytest.approx(0.1 * math.exp(-5))  # 0.0006737947
+    assert out.total.item() == pytest.approx(
+        0.5 * (out.terms["ce"] + out.terms["dice"]).item() + 0.1 * math.exp(-5) * 0.0425, rel=1e-6)
+
+
+def test_mean_teacher_consistency_starts_after_consistency_start():
+    # SSL4MIS's 2D script: no consistency while iter_num < 1000 of 30000 (consistency_start 1/30).
+    m = _method("mean_teacher", _small_unet, num_classes=3, consistency_start=1 / 30)
+    assert m.consistency_weight(Step(999, 30000)) == 0.0
+    # the ramp has run since iteration 0: 0.1 * exp(-5 (1 - 1000/30000)^2) = 0.0009351
+    assert m.consistency_weight(Step(1000, 30000)) == pytest.approx(0.1 * math.exp(-5 * (29 / 30) ** 2))
+    assert m.consistency_weight(Step(1000, 30000)) == pytest.approx(0.0009351, abs=1e-7)
+    # a fraction of the schedule: round(100 / 30) = 3 iterations of 100
+    assert m.consistency_weight(Step(2, 100)) == 0.0 and m.consistency_weight(Step(3, 100)) > 0
+    m.params["consistency_start"] = 0.0  # the schema default: from iteration 0
+    assert m.consistency_weight(Step(0, 100)) == pytest.approx(0.1 * math.exp(-5))
+    m.params["consistency_start"] = 1 / 30
+    batch = _batch()
+    m.params["consistency"] = 1.0
+    _, before = _grads(m, batch, Step(2, 90))  # start = round(90 / 30) = 3: weight 0, no effect
+    m.params["consistency"] = 0.0
+    _, off = _grads(m, batch, Step(2, 90))
+    assert not _differ(before, off)
+
+
+def test_mean_teacher_consistency_reaches_the_student_and_not_the_teacher():
+    m = _method("mean_teacher", _small_unet, num_classes=3)
+    with torch.no_grad():  # a teacher apart from the student, so the consistency is not ~0
+        for p in m.teacher.parameters():
+            p.mul_(0.9)
+    batch, step = _batch(), Step(10, 10)
+    m.params["consistency"] = 0.0
+    _, g0 = _grads(m, batch, step)
+    m.params["consistency"] = 1.0
+    out, g1 = _grads(m, batch, step)
+    assert out.terms["consistency"].item() > 0 and out.stats["consistency_weight"] == 1.0
+    assert _differ(g0, g1)
+    assert all(p.grad is None and not p.requires_grad for p in m.teacher.parameters())
+
+
+def test_mean_teacher_first_ema_update_copies_the_student_then_averages():
+    # SSL4MIS updates with the iteration count before incrementing it: alpha = 1 - 1/(0 + 1) = 0
+    # after the first optimiser step, then 1 - 1/2 = 0.5 after the second.
+    m = _method("mean_teacher", _small_unet, num_classes=3)
+    opt = torch.optim.SGD(m.models.parameters(), lr=0.1)
+    m.training_step(_batch(), Step(0, 10)).total.backward()
+    opt.step()
+    assert not all(torch.equal(t, s) for t, s in zip(m.teacher.parameters(), m.models[0].parameters()))
+    m.after_optimizer_step(Step(0, 10))
+    assert all(torch.equal(t, s) for t, s in zip(m.teacher.parameters(), m.models[0].parameters()))
+    before = [p.clone() for p in m.teacher.parameters()]
+    with torch.no_grad():
+        for p in m.models[0].parameters():
+            p.add_(1.0)
+    m.after_optimizer_step(Step(1, 10))
+    for t0, t, s in zip(before, m.teacher.parameters(), m.models[0].parameters()):
+        assert torch.allclose(t, 0.5 * t0 + 0.5 * s, atol=1e-6)
 
 
 # ---------------------------------------------------------------- UA-MT
