@@ -20,7 +20,7 @@ from semiseg.engine.loop import train
 from semiseg.methods import Step, build_method
 from semiseg.methods.bcp import copy_paste, halves, mixed_loss, paste_mask
 from semiseg.methods.cps import cross_pseudo_loss
-from semiseg.methods.ua_mt import mc_uncertainty, uncertainty_threshold
+from semiseg.methods.ua_mt import masked_consistency, mc_uncertainty, uncertainty_threshold
 from semiseg.nets import UNet
 
 LN2, LN4 = math.log(2), math.log(4)
@@ -206,6 +206,51 @@ def test_ua_mt_consistency_is_the_mse_over_certain_pixels():
     assert out.stats["certain_fraction"] == 0.5
     assert out.stats["threshold"] == pytest.approx(0.5210280, abs=1e-7)
     assert out.stats["consistency_weight"] == pytest.approx(0.1 * math.exp(-5))
+
+
+def test_ua_mt_masked_consistency_normalizers_by_hand():
+    # C = 4, two pixels; pixel 0 kept: (0.25 - 0.97)^2 + 3 (0.25 - 0.01)^2 = 0.5184 + 0.1728 = 0.6912
+    student = torch.full((1, 4, 1, 2), 0.25)
+    teacher = torch.tensor([[0.97, 0.01, 0.01, 0.01], [0.0, 0.0, 0.0, 1.0]]).T.reshape(1, 4, 1, 2)
+    mask = torch.tensor([[[[True, False]]]])
+    assert masked_consistency(student, teacher, mask, 4).item() == pytest.approx(0.6912 / 4)  # 0.1728
+    assert masked_consistency(student, teacher, mask, 2).item() == pytest.approx(0.6912 / 2)  # 0.3456
+    assert masked_consistency(student, teacher, torch.zeros_like(mask), 2).item() == 0.0
+
+
+def _class_net(weight0: float, num_classes: int = 4) -> nn.Module:
+    """1x1 convolution with logits ``[weight0 * x, 0, ..., 0]`` at every pixel."""
+    net = nn.Conv2d(1, num_classes, 1)
+    with torch.no_grad():
+        net.weight.zero_()
+        net.bias.zero_()
+        net.weight[0] = weight0
+    return net
+
+
+@pytest.mark.parametrize("uncertainty_max, mse_normalizer, kept, expected", [
+    ("log_classes", "classes", 1.0, (0.6912 + 1 / 3) / 8),  # 0.1280667, the paper's rule for C = 4
+    ("log_two", "two", 0.5, 0.6912 / 2),                    # 0.3456, the code (SSL4MIS ACDC, ua_mt entry)
+    ("log_two", "classes", 0.5, 0.6912 / 4),
+    ("log_classes", "two", 1.0, (0.6912 + 1 / 3) / 4),
+])
+def test_ua_mt_four_classes_threshold_ceiling_and_normalizer(uncertainty_max, mse_normalizer, kept, expected):
+    # Student logits 0 -> p = 0.25 everywhere. Teacher logits [x, 0, 0, 0], noise off, at
+    # x = ln 97 -> p = [0.97, 0.01, 0.01, 0.01], entropy 0.1677 (squared difference summed over
+    # classes 0.6912); x = ln 9 -> p = [0.75, 1/12 x 3], entropy 0.8370 (0.25 + 3/36 = 1/3).
+    # At iteration 0 of 100 the threshold is 0.7518·ln 2 = 0.5210 (log_two), keeping pixel 0,
+    # or 0.7518·ln 4 = 1.0421 (log_classes), keeping both.
+    m = _method("ua_mt", lambda: _class_net(0.0), num_classes=4, batch=1, noise_std=0.0,
+                uncertainty_max=uncertainty_max, mse_normalizer=mse_normalizer)
+    with torch.no_grad():
+        m.teacher.weight[0] = 1.0
+    batch = {"labeled_image": torch.zeros(1, 1, 1, 2), "labeled_label": torch.zeros(1, 1, 2, dtype=torch.long),
+             "unlabeled_image": torch.tensor([[[[math.log(97), math.log(9)]]]])}
+    out = m.training_step(batch, Step(0, 100))
+    ceiling = LN4 if uncertainty_max == "log_classes" else LN2
+    assert out.stats["threshold"] == pytest.approx((0.75 + 0.25 * math.exp(-5)) * ceiling)
+    assert out.stats["certain_fraction"] == kept
+    assert out.terms["consistency"].item() == pytest.approx(expected, rel=1e-5)
 
 
 def test_ua_mt_consistency_reaches_the_student_and_not_the_teacher():

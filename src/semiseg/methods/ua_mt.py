@@ -11,25 +11,40 @@ from torch import Tensor
 
 from semiseg.methods.base import Losses, Method, Step, register
 from semiseg.methods.common.ema import ema_update
-from semiseg.methods.common.losses import masked_mse
 from semiseg.methods.common.pseudo import entropy
 from semiseg.methods.common.ramps import sigmoid_rampup
 
-__all__ = ["UAMT", "mc_uncertainty", "uncertainty_threshold"]
+__all__ = ["UAMT", "masked_consistency", "mc_uncertainty", "uncertainty_threshold"]
 
 
 def uncertainty_threshold(iteration: int, total: int, num_classes: int, *, start: float = 0.75,
                           rampup: float = 1.0) -> float:
-    """``(start + (1 - start) * sigmoid_rampup(iteration, rampup * total)) * ln(C)``.
+    """``(start + (1 - start) * sigmoid_rampup(iteration, rampup * total)) * ln(C)``, C = ``num_classes``.
 
     UA-MT's code writes ``(0.75 + 0.25 * sigmoid_rampup(iter_num, max_iterations)) * ln 2``:
     from 0.75 of the largest possible entropy (``ln C``, ``ln 2`` for its binary LA task) to
-    all of it, ramped per iteration over the whole run. Worked values for ``C = 2``,
-    ``total = 100``: iteration 0 -> ``(0.75 + 0.25 e^-5) ln 2 = 0.5210280``; 50 ->
-    ``(0.75 + 0.25 e^-1.25) ln 2 = 0.5695079``; 100 -> ``ln 2 = 0.6931472``.
+    all of it, ramped per iteration over the whole run. Pass ``num_classes = 2`` for the
+    code's ``ln 2`` whatever the task's C (:class:`UAMT`'s ``uncertainty_max: log_two``).
+    Worked values for ``C = 2``, ``total = 100``: iteration 0 ->
+    ``(0.75 + 0.25 e^-5) ln 2 = 0.5210280``; 50 -> ``(0.75 + 0.25 e^-1.25) ln 2 = 0.5695079``;
+    100 -> ``ln 2 = 0.6931472``.
     """
     ramp = sigmoid_rampup(iteration, rampup * total)
     return (start + (1.0 - start) * ramp) * math.log(num_classes)
+
+
+def masked_consistency(student_probs: Tensor, teacher_probs: Tensor, mask: Tensor,
+                       normalizer: int) -> Tensor:
+    """``sum(mask · (student − teacher)²) / (normalizer · sum(mask) + 1e-16)``.
+
+    ``mask`` is per pixel ``(B, 1, *spatial)``; the squared differences ``(B, C, *spatial)`` are
+    summed over the kept pixels and every class. ``normalizer = C`` makes it the mean over the
+    kept (pixel, class) elements; UA-MT's and SSL4MIS's code divide by ``2 · sum(mask)`` for any
+    C. Worked example: one kept pixel with squared differences ``0.5184, 0.0576 x 3`` (C = 4)
+    sums to 0.6912: 0.1728 with ``normalizer = 4``, 0.3456 with 2. An empty mask gives 0.
+    """
+    m = mask.to(student_probs.dtype)
+    return (m * (student_probs - teacher_probs) ** 2).sum() / (normalizer * m.sum() + 1e-16)
 
 
 def mc_uncertainty(prob_samples: Tensor) -> Tensor:
@@ -65,14 +80,22 @@ class UAMT(Method):
     dropout (U-Net encoder, V-Net ``has_dropout``) is active, so the T passes vary by noise and
     by Monte-Carlo dropout, as the paper describes.
 
+    Two constants of the code are binary-task constants that the paper states for any C; each
+    is a parameter, so a run can follow the paper's rule or reproduce the code exactly (the
+    ``ua_mt`` catalogue entry does the latter, so its numbers compare with the papers' tables,
+    which come from that code):
+
+    - ``uncertainty_max``: the threshold ramps up to the largest possible uncertainty.
+      ``log_classes`` (schema default) is ``ln C``, the paper's "maximum uncertainty";
+      ``log_two`` is the code's ``np.log(2)``, which UA-MT (binary LA) and SSL4MIS's 2D script
+      (ACDC, four classes: a threshold ``ln 2 / ln 4`` = half the paper's) both hard-code.
+    - ``mse_normalizer``: the masked MSE's denominator, ``classes`` (schema default,
+      ``C·sum(mask)``: the mean over the kept (pixel, class) elements) or ``two`` (the code's
+      ``2·sum(mask) + 1e-16`` for any C: that mean for LA's two classes, twice it for ACDC's
+      four), see :func:`masked_consistency`.
+
     Choices where the paper or the code leave room:
 
-    - ``ln C`` is the largest entropy for C classes (the paper's "maximum uncertainty"). The
-      code hard-codes ``ln 2`` (LA is binary) and SSL4MIS keeps ``ln 2`` for ACDC's four
-      classes, a mask half as permissive as the paper's rule; we use ``ln C``.
-    - The masked MSE is the mean over the kept (pixel, class) elements
-      (``sum(mask·d) / (C·sum(mask))``). The code divides by ``2·sum(mask)`` for any C, which
-      is the same for LA's two classes and twice ours for ACDC's four.
     - The T passes are run two noisy copies of the batch at a time, as the code does (its
       batch-norm statistics then see 2B images per pass); an odd T ends with one copy.
     - The consistency and threshold ramps are smooth per iteration; the code's consistency
@@ -84,7 +107,7 @@ class UAMT(Method):
 
     Parameters (config ``params``, workflow/schemas/params/ua_mt.schema.yaml): ``ema_decay``,
     ``consistency``, ``consistency_rampup``, ``noise_std``, ``noise_clip``, ``passes``,
-    ``threshold_start``, ``threshold_rampup``.
+    ``threshold_start``, ``threshold_rampup``, ``uncertainty_max``, ``mse_normalizer``.
     """
 
     def __init__(self, spec, net_factory):
@@ -93,6 +116,14 @@ class UAMT(Method):
         self.teacher = copy.deepcopy(self.models[0])
         for p in self.teacher.parameters():
             p.requires_grad_(False)
+
+    def _ceiling_classes(self) -> int:
+        """The C whose ``ln C`` the threshold ramps up to (``uncertainty_max``)."""
+        return {"log_classes": self.num_classes, "log_two": 2}[self.params["uncertainty_max"]]
+
+    def _mse_normalizer(self) -> int:
+        """The factor on ``sum(mask)`` in the masked MSE's denominator (``mse_normalizer``)."""
+        return {"classes": self.num_classes, "two": 2}[self.params["mse_normalizer"]]
 
     def _noisy(self, x: Tensor) -> Tensor:
         noise = torch.randn_like(x) * self.params["noise_std"]
@@ -119,11 +150,12 @@ class UAMT(Method):
         with torch.no_grad():
             teacher_probs = torch.softmax(self.teacher(self._noisy(xu)), dim=1)
             uncertainty = self.teacher_uncertainty(xu)
-        threshold = uncertainty_threshold(step.iteration, step.total, self.num_classes,
+        threshold = uncertainty_threshold(step.iteration, step.total, self._ceiling_classes(),
                                           start=self.params["threshold_start"],
                                           rampup=self.params["threshold_rampup"])
         mask = uncertainty < threshold
-        consistency = masked_mse(torch.softmax(logits[nl:], dim=1), teacher_probs, mask)
+        consistency = masked_consistency(torch.softmax(logits[nl:], dim=1), teacher_probs, mask,
+                                         self._mse_normalizer())
         weight = self.params["consistency"] * step.rampup(self.params["consistency_rampup"])
         total = 0.5 * (ce + dice) + weight * consistency
         return Losses(total=total, terms={"ce": ce, "dice": dice, "consistency": consistency},
