@@ -15,6 +15,7 @@ import yaml
 from torch import nn
 
 from conftest import REPO
+from semiseg.config import load_config
 from semiseg.data.store import Case, write_store
 from semiseg.engine.loop import train
 from semiseg.methods import Step, build_method
@@ -404,6 +405,18 @@ def test_bcp_refuses_unequal_batches():
             "schedule": {"labeled_batch_size": 4, "unlabeled_batch_size": 2}}
     with pytest.raises(ValueError, match="must equal unlabeled_batch_size"):
         build_method(spec, _small_unet)
+
+
+# ---------------------------------------------------------------- catalogue
+
+
+def test_catalogue_baselines_follow_the_reference_code():
+    """The ACDC table's rows run what SSL4MIS's 2D scripts do, where a parameter allows a choice."""
+    methods = load_config(root=REPO)["methods"]
+    assert methods["mean_teacher"]["params"]["consistency_start"] * 30000 == pytest.approx(1000)
+    ua_mt = methods["ua_mt"]["params"]
+    assert (ua_mt["uncertainty_max"], ua_mt["mse_normalizer"]) == ("log_two", "two")
+    assert methods["cps"]["params"]["on_labeled"] is False
 
 
 # ---------------------------------------------------------------- end to end

@@ -36,10 +36,10 @@ class CrossPseudoSupervision(Method):
     Choices where the paper or the code leave room:
 
     - ``x`` is the labeled and the unlabeled images when ``on_labeled`` is true (the paper's
-      ``L_cps = L_cps^l + L_cps^u``, and its public TorchSemiSeg code); SSL4MIS's ACDC/BraTS
-      scripts use the unlabeled images only (``on_labeled: false``). With ``on_labeled`` the
-      cross term is one mean over all pixels of the batch, as TorchSemiSeg computes it on the
-      concatenated predictions.
+      ``L_cps = L_cps^l + L_cps^u``, and its public TorchSemiSeg code; the schema default);
+      SSL4MIS's ACDC/BraTS scripts use the unlabeled images only (``on_labeled: false``, what
+      the ``cps`` catalogue entry runs). With ``on_labeled`` the cross term is one mean over all
+      pixels of the batch, as TorchSemiSeg computes it on the concatenated predictions.
     - λ = 0.1 ramped over the whole run is SSL4MIS's ACDC setting (the paper's 1.5 / 6 are for
       natural images); the ramp is smooth per iteration where SSL4MIS steps every 150.
     - Both networks are trained by the engine's one SGD optimiser with the same settings, which
