@@ -399,6 +399,77 @@ def test_bcp_stages_teacher_copy_and_unlabeled_gradient():
         assert torch.allclose(now, 0.99 * before + 0.01 * s, atol=1e-6)
 
 
+def _bcp_pixel_method(u_weight=0.5, largest_component=False):
+    """BCP over 1x1-convolution networks (student logits ``[x, 0]``) with a fixed paste mask that
+    keeps columns 0-1 (M = 1) and pastes columns 2-3 (M = 0) of a 1 x 4 image."""
+    m = _method("bcp", lambda: _pixel_net(1.0), batch=2, u_weight=u_weight,
+                largest_component=largest_component)
+    m._mask = lambda image: torch.tensor([[1, 1, 0, 0]])
+    return m
+
+
+def test_bcp_self_training_weights_the_pseudo_labelled_region_of_each_mixed_image():
+    # Every image is the same ramp x = [ln 3, 0, -ln 3, ln 9], so each mixed image is that ramp
+    # too and the student's P(class 0) is [0.75, 0.5, 0.25, 0.9] at columns 0..3 whatever was
+    # pasted. Labels: ground truth 0 everywhere; the teacher (logits [-ln 4, 0]) pseudo-labels 1
+    # everywhere. CE at column i: label 0 -> -ln p_i, label 1 -> -ln(1 - p_i).
+    # BCP (ACDC_BCP_train.py, mix_loss with unlab=True for the first image):
+    # - u_a * M + l_a * (1 - M): columns 0-1 (unlabeled) against the pseudo label, weight u;
+    #   columns 2-3 (labeled) against the ground truth, weight 1;
+    # - l_b * M + u_b * (1 - M): columns 0-1 (labeled) against the ground truth, weight 1;
+    #   columns 2-3 (unlabeled) against the pseudo label, weight u.
+    m = _bcp_pixel_method(u_weight=0.5)
+    with torch.no_grad():
+        m.teacher.weight.zero_()
+        m.teacher.bias[0] = -math.log(4)
+    ramp = torch.tensor([math.log(3), 0.0, -math.log(3), math.log(9)]).reshape(1, 1, 1, 4).repeat(2, 1, 1, 1)
+    batch = {"labeled_image": ramp, "labeled_label": torch.zeros(2, 1, 4, dtype=torch.long),
+             "unlabeled_image": ramp.clone()}
+    out = m._self_train_step(batch)
+    first = 0.5 * (math.log(4) + math.log(2)) / 2 + (math.log(4) + math.log(10 / 9)) / 2       # 1.2657
+    second = (math.log(4 / 3) + math.log(2)) / 2 + 0.5 * (math.log(4 / 3) + math.log(10)) / 2  # 1.1380
+    assert first + second == pytest.approx(2.4037, abs=1e-4)
+    assert out.terms["ce"].item() == pytest.approx(first + second, rel=1e-5)
+    # the weights the other way round (u on the labeled parts) would give 2.9530
+    swapped = (math.log(4) + math.log(2)) / 2 + 0.5 * (math.log(4) + math.log(10 / 9)) / 2 + \
+        0.5 * (math.log(4 / 3) + math.log(2)) / 2 + (math.log(4 / 3) + math.log(10)) / 2
+    assert swapped == pytest.approx(2.9530, abs=1e-4)
+
+
+def test_bcp_pseudo_labels_keep_the_largest_component_when_asked():
+    # Teacher logits [0.5 - x, 0]: class 1 where x = 1. The image [1, 0, 1, 1, 0, 0] gives class 1
+    # in two components, {0} and {2, 3}; the largest-component step keeps {2, 3} only.
+    image = torch.tensor([1.0, 0, 1, 1, 0, 0]).reshape(1, 1, 1, 6)
+    labels = {}
+    for keep in (False, True):
+        m = _method("bcp", lambda: _pixel_net(-1.0, 0.5), batch=1, largest_component=keep)
+        labels[keep] = m.pseudo_label(image)[0, 0].tolist()
+    assert labels[False] == [1, 0, 1, 1, 0, 0]
+    assert labels[True] == [0, 0, 1, 1, 0, 0]
+
+
+def test_bcp_self_training_step_uses_the_largest_component_pseudo_labels():
+    # The unlabeled image [1, 0, 1, 1] is pseudo-labelled [1, 0, 1, 1] by the teacher (logits
+    # [0.5 - x, 0]), [0, 0, 1, 1] after the largest-component step. The first mixed image learns
+    # its columns 0-1 from that pseudo label: column 0 is class 1 without the step, background
+    # with it. The student outputs logits [0, 0] (every CE is ln 2), so the Dice tells them apart:
+    # on columns 0-1, labels [0, 0] give mean(1 - 2/2.5, 1 - 0) = 0.6 and [1, 0] give
+    # mean(1 - 1/1.5, 1 - 1/1.5) = 1/3 (classes 0 and 1, probabilities 0.5).
+    dice = {}
+    for keep in (False, True):
+        m = _bcp_pixel_method(u_weight=1.0, largest_component=keep)
+        with torch.no_grad():
+            m.models[0].weight.zero_()
+            m.teacher.weight[0] = -1.0
+            m.teacher.bias[0] = 0.5
+        batch = {"labeled_image": torch.zeros(2, 1, 1, 4), "labeled_label": torch.zeros(2, 1, 4, dtype=torch.long),
+                 "unlabeled_image": torch.tensor([1.0, 0, 1, 1]).reshape(1, 1, 1, 4).repeat(2, 1, 1, 1)}
+        dice[keep] = m._self_train_step(batch).terms["dice"].item()
+    # Only the first image's columns 0-1 differ between the two runs (the second image pastes the
+    # pseudo label's columns 2-3, [1, 1] either way): the difference is 0.6 - 1/3.
+    assert dice[True] - dice[False] == pytest.approx(0.6 - 1 / 3, abs=1e-4)
+
+
 def test_bcp_refuses_unequal_batches():
     spec = {"dataset": {"num_classes": 3, "dims": 2},
             "method": {"algorithm": "bcp", "params": _defaults("bcp")},
