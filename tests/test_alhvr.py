@@ -140,6 +140,49 @@ def test_cg_cpcl_terms_by_hand():
     assert all(v.item() == 0 for v in cg_cpcl_terms(sim, target, empty))
 
 
+def test_cg_cpcl_ce_batch_broadcast_pairs_every_mask_with_every_ce_by_hand():
+    # Two samples of two pixels, two classes, target 0, logits [0, ln k] -> CE = ln(1 + k):
+    # sample 0: ln 2, ln 3; sample 1: ln 5, ln 4. Ω2 masks: sample 0 pixel 0, sample 1 pixel 1.
+    k = t([[1, 2], [4, 3]])
+    sim = torch.stack([torch.zeros_like(k), k.log()], dim=1).unsqueeze(2)  # (B=2, C=2, H=1, W=2)
+    target = torch.zeros(2, 1, 2, dtype=torch.long)
+    mask = torch.tensor([[[True, False]], [[False, True]]])
+    ce, _ = cg_cpcl_terms(sim, target, mask)
+    assert ce.item() == pytest.approx((math.log(2) + math.log(4)) / 2, rel=1e-6)  # 1.0397, each sample its own
+    # The public code: pixel 0 has masks (1 + 0) times CEs (ln 2 + ln 5), pixel 1 (0 + 1)(ln 3 + ln 4),
+    # over Σ mask = 2: ln(2·3·4·5) / 2 = 2.3937
+    paired, _ = cg_cpcl_terms(sim, target, mask, ce_broadcast=True)
+    assert paired.item() == pytest.approx(math.log(120) / 2, rel=1e-6)
+    assert paired.item() == pytest.approx(2.3937, abs=1e-4)
+    # the same as writing out the (B, B, H, W) broadcast of a (B, 1, H, W) mask with a (B, H, W) map
+    g = torch.Generator().manual_seed(0)
+    sim = torch.randn(3, 4, 5, 6, generator=g)
+    target = torch.randint(0, 4, (3, 5, 6), generator=g)
+    mask = torch.rand(3, 5, 6, generator=g) > 0.5
+    ce_map = torch.nn.functional.cross_entropy(sim, target, reduction="none")
+    m = mask.unsqueeze(1).float()
+    assert (m * ce_map).shape == (3, 3, 5, 6)
+    written_out = (m * ce_map).sum() / (m.sum() + 1e-16)
+    assert cg_cpcl_terms(sim, target, mask, ce_broadcast=True)[0].item() == pytest.approx(written_out.item(), rel=1e-5)
+    # one unlabeled image: no difference
+    one = [x[:1] for x in (sim, target, mask)]
+    assert cg_cpcl_terms(*one, ce_broadcast=True)[0].item() == pytest.approx(cg_cpcl_terms(*one)[0].item(), rel=1e-6)
+
+
+def test_ce_batch_broadcast_changes_the_cg_cpcl_ce_only():
+    def step(broadcast):
+        torch.manual_seed(0)  # same weights, same perturbation draws
+        m = tiny_method(ce_batch_broadcast=broadcast)
+        m.train()
+        return m.training_step(tiny_batch(), Step(5, 10)).terms
+
+    own, paired = step(False), step(True)
+    for name in ("pc_ce_a", "pc_ce_b"):
+        assert own[name].item() != pytest.approx(paired[name].item(), rel=1e-3)
+    for name in ("pc_cos_a", "pc_cos_b", "mh_mse_a", "mh_ent_b", "ce_a", "dice_b"):
+        assert own[name].item() == pytest.approx(paired[name].item(), rel=1e-6)
+
+
 def test_both_cg_cpcl_terms_cross_the_networks_by_hand():
     """A's perturbed features against B's prototypes and pseudo label, where A learns from B."""
     m = tiny_method(prototype_pooling="batch")
@@ -202,6 +245,33 @@ def test_dtct_sharpened_mse_and_masked_entropy_by_hand():
     assert out["mh_ent_a"].item() == pytest.approx((h([0.5, 0.5]) + h([0.8, 0.2])) / 2, rel=1e-4)
     out = m.dtct([pa, pb], [pa_p, pb_p], regions, NORMALIZE["region"])
     assert out["mh_ent_b"].item() == pytest.approx(h([0.6, 0.4]) + h([0.5, 0.5]), rel=1e-4)
+
+
+def test_dtct_sharpening_elementwise_and_distribution_differ_for_three_classes():
+    # One pixel in Ω3; teacher = A's [0.5, 0.3, 0.2] (more confident than B's); T = 0.5.
+    # elementwise: p^2 / (p^2 + (1 - p)^2) = [0.5, 0.09/0.58, 0.04/0.68] (sums to 0.714, not 1);
+    # distribution: p^2 / Σ p^2 = [0.25, 0.09, 0.04] / 0.38. (With two classes they coincide.)
+    def as_map(p):
+        return t(p).reshape(1, 3, 1, 1)
+
+    pa, pb = as_map([0.5, 0.3, 0.2]), as_map([0.4, 0.35, 0.25])
+    pa_p, pb_p = as_map([0.6, 0.3, 0.1]), as_map([1 / 3, 1 / 3, 1 / 3])
+    regions = Regions(gamma=torch.tensor(0.9), reliable=(torch.tensor([[[False]]]), torch.tensor([[[False]]])))
+
+    def mse(p, q):  # summed over the classes
+        return sum((a - b) ** 2 for a, b in zip(p, q))
+
+    elementwise = [0.5, 0.09 / 0.58, 0.04 / 0.68]
+    distribution = [0.25 / 0.38, 0.09 / 0.38, 0.04 / 0.38]
+    expected = {"elementwise": (mse([0.6, 0.3, 0.1], elementwise), mse([1 / 3] * 3, elementwise)),
+                "distribution": (mse([0.6, 0.3, 0.1], distribution), mse([1 / 3] * 3, distribution))}
+    assert expected["elementwise"][0] == pytest.approx(0.0326705, abs=1e-6)
+    assert expected["distribution"][0] == pytest.approx(0.0073684, abs=1e-6)
+    for how, (a, b) in expected.items():
+        m = tiny_method(sharpen=how, temperature=0.5)
+        out = m.dtct([pa, pb], [pa_p, pb_p], regions, NORMALIZE["reference"])
+        assert out["mh_mse_a"].item() == pytest.approx(a, rel=1e-5), how
+        assert out["mh_mse_b"].item() == pytest.approx(b, rel=1e-5), how
 
 
 def test_reduce_region_choices():

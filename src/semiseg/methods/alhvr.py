@@ -17,7 +17,8 @@ __all__ = ["ALHVR", "NORMALIZE", "cg_cpcl_terms", "dtct_teacher"]
 
 
 def cg_cpcl_terms(sim: Tensor, target: Tensor, mask: Tensor, *, cosine: str = "all",
-                  ce_reduction: str = "region", cos_reduction: str = "all_pixels") -> tuple[Tensor, Tensor]:
+                  ce_reduction: str = "region", cos_reduction: str = "all_pixels",
+                  ce_broadcast: bool = False) -> tuple[Tensor, Tensor]:
     """CG-CPCL's two terms for one network: ``CE(sim, ŷ^p)⊙Mask`` and ``(1 − sim)⊙Mask``.
 
     ``sim`` ``(B, C, *spatial)`` are this network's perturbed features' similarities to the
@@ -25,6 +26,12 @@ def cg_cpcl_terms(sim: Tensor, target: Tensor, mask: Tensor, *, cosine: str = "a
     network's pseudo label; ``mask`` where this network learns from the other. ``cosine``:
     ``"all"`` averages ``1 − sim_c`` over every class c (the public code); ``"target"`` takes
     ``1 − sim_{ŷ^p}``, the similarity to the pseudo label's own prototype.
+
+    ``ce_broadcast`` reproduces the public code's CE numerator: it multiplies the mask, made
+    ``(B, 1, *spatial)``, with the ``(B, *spatial)`` CE map, which broadcasts to
+    ``(B, B, *spatial)`` and pairs every sample's mask with every sample's CE:
+    ``Σ_x (Σ_i m_i(x))·(Σ_j ce_j(x))`` in place of ``Σ_i Σ_x m_i(x)·ce_i(x)``. The denominator
+    is the reduction's (``Σ m`` for ``"region"``, as the code). Both agree for a batch of one.
     """
     ce_map = F.cross_entropy(sim, target, reduction="none")
     if cosine == "all":
@@ -33,7 +40,25 @@ def cg_cpcl_terms(sim: Tensor, target: Tensor, mask: Tensor, *, cosine: str = "a
         cos_map = 1.0 - sim.gather(1, target.unsqueeze(1)).squeeze(1)
     else:
         raise ValueError(f"cosine must be 'all' or 'target', got {cosine!r}")
-    return reduce_region(ce_map, mask, ce_reduction), reduce_region(cos_map, mask, cos_reduction)
+    if ce_broadcast:
+        ce = _batch_paired(ce_map, mask, ce_reduction)
+    else:
+        ce = reduce_region(ce_map, mask, ce_reduction)
+    return ce, reduce_region(cos_map, mask, cos_reduction)
+
+
+def _batch_paired(loss_map: Tensor, mask: Tensor, how: str) -> Tensor:
+    """:func:`reduce_region` with the numerator ``Σ_x (Σ_i m_i(x))·(Σ_j l_j(x))`` (see
+    :func:`cg_cpcl_terms`). Worked example, two samples of two pixels, masks ``[1, 0]``,
+    ``[0, 1]``, losses ``[a, b]``, ``[c, d]``: ``(a + c + b + d) / 2`` with ``"region"``, where
+    the per-sample pairing gives ``(a + d) / 2``."""
+    m = mask.to(loss_map.dtype)
+    paired = (m.sum(dim=0) * loss_map.sum(dim=0)).sum()
+    if how == "region":
+        return paired / (m.sum() + 1e-16)  # masked_mean's eps, the code's 1e-16
+    if how == "all_pixels":
+        return paired / loss_map.numel()
+    raise ValueError(f"unknown reduction {how!r}; known: region, all_pixels")
 
 
 def dtct_teacher(probs_a: Tensor, probs_b: Tensor) -> Tensor:
@@ -75,10 +100,17 @@ class ALHVR(DualBranch):
     code, since that is what produced the paper's numbers, except ``prototype_stage``, where
     the paper names the layer:
 
-    - ``normalize``: how a masked term is averaged. ``"reference"`` (default) is the public
-      code's mix: the CE and the MSE are averaged over their region's pixels, the cosine and
-      the entropy terms over *all* unlabeled pixels (so they shrink with their region);
-      ``"region"`` averages every term over its region, ``"all_pixels"`` over all pixels.
+    - ``normalize``: how a masked term is averaged. ``"reference"`` (default) takes the public
+      code's denominators: the CE over its region's pixels (``Σ m + 1e-16``), the MSE, summed
+      over classes, over its region's pixels; the cosine term (mean over classes) and the
+      entropy terms over *all* unlabeled pixels of the batch (so they shrink with their
+      region). It does not reproduce the code's CE *numerator*, whose broadcast pairs every
+      sample's mask with every sample's CE; ``reference`` pairs each sample with its own, the
+      paper's per-pixel masked mean, unless ``ce_batch_broadcast`` is set (the two agree when
+      the unlabeled batch holds one image). ``"region"`` averages every term over its region,
+      ``"all_pixels"`` over all pixels.
+    - ``ce_batch_broadcast`` (default false): reproduce that broadcast exactly
+      (:func:`cg_cpcl_terms`); false is the per-pixel masked mean the paper writes.
     - ``detach_teacher`` (default false): the public code lets the DTCT MSE's gradient reach the
       teacher, i.e. the winning unperturbed prediction; true treats the teacher as a target.
     - ``sharpen``: ``"elementwise"`` (default) is the paper's and code's
@@ -135,7 +167,8 @@ class ALHVR(DualBranch):
                                        scale=float(self.params["similarity_scale"]))
             out[f"pc_ce_{name}"], out[f"pc_cos_{name}"] = cg_cpcl_terms(
                 sim, labels[other], regions.learner(i), cosine=self.params["cosine_term"],
-                ce_reduction=reduction["pc_ce"], cos_reduction=reduction["pc_cos"])
+                ce_reduction=reduction["pc_ce"], cos_reduction=reduction["pc_cos"],
+                ce_broadcast=bool(self.params["ce_batch_broadcast"]))
         return out
 
     def dtct(self, probs, probs_p, regions: Regions, reduction) -> dict[str, Tensor]:
