@@ -35,7 +35,7 @@ def measure(method: str, device_name: str, steps: int, lb: int, ub: int, size: i
 
     from semiseg.config import load_config
     from semiseg.engine.data import ResidentSet, StreamSampler
-    from semiseg.engine.loop import select_device
+    from semiseg.device import select_device
     from semiseg.methods import Step, build_method
     from semiseg.nets import build_network
 

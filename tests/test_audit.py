@@ -86,6 +86,17 @@ def test_every_link_of_a_cell_exists_and_matches_its_checksums(built):
     assert train["spec"]["method"]["name"] == "supervised" and train["spec"]["seed"] == 0
     assert {"fingerprint", "commit", "dirty"} <= set(train["code"])
     assert train["environment"]["torch"] and train["device"] and "slurm_job_id" in train
+    # every record names the workflow job that wrote it
+    run_wildcards = {"dataset": "tiny2d", "method": "supervised", "ratio": "25", "seed": "0"}
+    for s in steps:
+        expected = {"fetch": {"dataset": "tiny2d"}, "preprocess": {"dataset": "tiny2d"},
+                    "split": {"dataset": "tiny2d", "ratio": "25"}, "table": {"table": "tiny"}}.get(s["stage"], run_wildcards)
+        assert (s["rule"], s["wildcards"]) == (s["stage"], expected), s
+    run_dir = root / "results" / "runs" / "tiny2d" / "supervised" / "25" / "seed0"
+    train_rec = json.loads((run_dir / "provenance.train.json").read_text())
+    assert {Path(o["path"]).name for o in train_rec["outputs"]} == {"model.pt", "models.pt", "train.csv", "config.json"}
+    infer_rec = json.loads((run_dir / "provenance.infer.json").read_text())
+    assert infer_rec["spec"] == train_rec["spec"]  # the run the predictions come from, seed included
 
     dice = result["cell"]["metrics"]["dice"]
     assert result["cell"]["status"] == OK and dice["shown"] == dice["recomputed"]
@@ -171,3 +182,15 @@ def test_a_tampered_prediction_is_reported_as_not_matching(built):
     restored = argparse.Namespace(table=str(root / "results" / "tables" / "tiny.md"), row="supervised", ratio=25,
                                   metric="dice", format="text", root=str(root))
     assert run_cli(restored) == 0  # the exit status of the command line, in-process
+
+
+def test_the_html_report_shows_each_table_with_links_to_its_runs(built):
+    root, _, env = built
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "1", "--directory", str(root),
+                           "--snakefile", str(root / "Snakefile"), "--report", "report.html"],
+                          capture_output=True, text=True, timeout=600, cwd=root, env=env)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    html = (root / "report.html").read_text()
+    for method in ("supervised", "mean_teacher"):
+        assert f"results/runs/tiny2d/{method}/25/seed0/" in html, method
+    assert "semiseg audit" in html and "Tiny audited table" in html

@@ -87,12 +87,14 @@ def test_training_writes_outputs_only_at_the_end(tmp_path):
 
 def test_resume_is_equivalent_to_an_uninterrupted_run(tmp_path):
     store, split = _tiny_store(tmp_path / "store.h5")
-    train(_spec(), store, split, tmp_path / "a", progress=False)
+    # validated only at the end, so model.pt holds the weights after the last, resumed, iteration
+    spec = _spec(val_interval=6)
+    train(spec, store, split, tmp_path / "a", progress=False)
     # interrupted after 3 iterations (state written), then started again
-    assert train(_spec(), store, split, tmp_path / "b", progress=False, stop_after=3) == {"stopped_at": 3}
+    assert train(spec, store, split, tmp_path / "b", progress=False, stop_after=3) == {"stopped_at": 3}
     assert not (tmp_path / "b" / "model.pt").exists()
-    summary = train(_spec(), store, split, tmp_path / "b", progress=False)
-    assert summary["resumed_from"] == 3
+    summary = train(spec, store, split, tmp_path / "b", progress=False)
+    assert summary["resumed_from"] == 3 and summary["best_iteration"] == 6
     a = torch.load(tmp_path / "a" / "model.pt")
     b = torch.load(tmp_path / "b" / "model.pt")
     assert a.keys() == b.keys()
@@ -130,8 +132,9 @@ def exploding_method():
 
 def test_nan_loss_stops_with_iteration_and_term_named(tmp_path, exploding_method):
     store, split = _tiny_store(tmp_path / "store.h5")
-    with pytest.raises(TrainingError, match=r"iteration 2: loss term 'total' is nan"):
+    with pytest.raises(TrainingError, match=r"iteration 2: loss term 'ce_scaled' is nan") as err:
         train(_spec(exploding_method), store, split, tmp_path / "run", progress=False)
+    assert "'total'" not in str(err.value)  # the term to blame, not the sum it spoils
     assert not (tmp_path / "run" / "model.pt").exists()
 
 

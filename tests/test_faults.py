@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from conftest import make_workflow, snakemake
+from semiseg.device import ResourceError
 from semiseg.engine.loop import TrainingError, train
 from semiseg.fingerprint import code_fingerprint
 from semiseg.inference.run import infer
@@ -76,8 +77,29 @@ def test_out_of_memory_names_the_settings_to_change(tmp_path, monkeypatch):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
     monkeypatch.setattr(MeanTeacher, "training_step", oom)
-    with pytest.raises(TrainingError, match=r"out of cpu memory at iteration 0 .*labeled_batch_size"):
+    with pytest.raises(TrainingError, match=r"out of cpu memory at iteration 0: .*labeled_batch_size.*patch_size"):
         train(_spec(), store, split, tmp_path / "run", progress=False)
+
+
+def _raise_oom(*args, **kwargs):
+    raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+
+def test_out_of_memory_while_loading_the_training_set_names_the_patch_size(tmp_path, monkeypatch):
+    store, split = _tiny_store(tmp_path / "store.h5")
+    monkeypatch.setattr("semiseg.engine.loop.load_resident", _raise_oom)
+    with pytest.raises(TrainingError, match=r"out of cpu memory while loading the training set .*patch_size"):
+        train(_spec(), store, split, tmp_path / "run", progress=False)
+
+
+def test_out_of_memory_in_inference_is_a_message_and_leaves_no_predictions(tmp_path, monkeypatch):
+    store, split = _tiny_store(tmp_path / "store.h5")
+    run = tmp_path / "run"
+    train(_spec(iterations=1), store, split, run, progress=False)
+    monkeypatch.setattr("semiseg.inference.run.predict_volume", _raise_oom)
+    with pytest.raises(ResourceError, match=r"out of cpu memory predicting \S+: .*patch_size"):
+        infer(run, store, split, run / "predictions", device="cpu")
+    assert not (run / "predictions").exists() and not list(run.glob(".predictions*"))
 
 
 def test_same_seed_on_cpu_gives_bit_identical_metrics(tmp_path):

@@ -122,3 +122,21 @@ def test_editing_code_reruns_exactly_what_depends_on_it(built, relative, expecte
     else:
         assert jobs == {("table", "table=tiny"), ("table", "table=sup_only")}
     assert planned(root, env) == set()
+
+
+def test_a_job_s_time_memory_and_checkpoint_interval_rerun_nothing(built):
+    # A run stopped by its time limit is resumed with a longer one: that must neither re-run the
+    # finished runs nor change what the stopped one resumes from (semiseg.config.EXECUTION_FIELDS).
+    root, _, env = built
+    schedules = root / "config" / "schedules.yaml"
+    original = schedules.read_text()
+    data = yaml.safe_load(original)
+    data["smoke"]["defaults"].update(runtime=99, mem_mb=3000, checkpoint_interval=1, infer_runtime=5)
+    try:
+        schedules.write_text(yaml.safe_dump(data, sort_keys=False))
+        assert planned(root, env) == set()
+        data["smoke"]["defaults"]["val_interval"] = 1  # a field that changes the result does re-run
+        schedules.write_text(yaml.safe_dump(data, sort_keys=False))
+        assert {rule for rule, _ in planned(root, env)} == {"train", "infer", "evaluate", "table"}
+    finally:
+        schedules.write_text(original)

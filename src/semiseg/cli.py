@@ -25,10 +25,11 @@ def _record(args, started, primary, inputs, outputs, spec, algorithm) -> None:
     from semiseg.fingerprint import code_fingerprint
     from semiseg.provenance import write_record
 
-    plain = {k: v for k, v in vars(args).items() if k not in ("func", "spec", "verbose") and v is not None}
+    plain = {k: v for k, v in vars(args).items()
+             if k not in ("func", "spec", "verbose", "rule", "wildcards") and v is not None}
     write_record(args.command, primary_output=primary, inputs=inputs, outputs=outputs,
                  args=json.loads(json.dumps(plain, default=str)), started=started, spec=spec,
-                 code=code_fingerprint(args.command, algorithm))
+                 code=code_fingerprint(args.command, algorithm), rule=args.rule, wildcards=args.wildcards)
 
 
 def _json_arg(text: str):
@@ -94,10 +95,10 @@ def cmd_train(args):
     code = args.code_fingerprint or code_fingerprint("train", algorithm)
     out = Path(args.out_dir)
     summary = train(args.spec, Path(args.store), Path(args.split), out, code_fingerprint=code,
-                    progress=not args.no_progress)
+                    progress=not args.no_progress, checkpoint_interval=args.checkpoint_interval)
     log.info("trained: %s", json.dumps(summary))
     return (out, [Path(args.store), Path(args.split)],
-            [out / "model.pt", out / "train.csv", out / "config.json"], args.spec, algorithm)
+            [out / "model.pt", out / "models.pt", out / "train.csv", out / "config.json"], args.spec, algorithm)
 
 
 def cmd_infer(args):
@@ -106,8 +107,10 @@ def cmd_infer(args):
     n = infer(Path(args.run_dir), Path(args.store), Path(args.split), Path(args.out), device=args.device)
     log.info("predicted %d cases into %s", n, args.out)
     run = Path(args.run_dir)
+    with open(run / "config.json") as fh:
+        spec = json.load(fh)["spec"]  # the run's resolved spec: what the predictions come from
     return (Path(args.out), [run / "model.pt", run / "config.json", Path(args.store), Path(args.split)],
-            [Path(args.out)], None, None)
+            [Path(args.out)], spec, None)
 
 
 def cmd_evaluate(args):
@@ -152,6 +155,9 @@ def cmd_audit(args):
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="semiseg", description=__doc__.splitlines()[0])
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    p.add_argument("--rule", default=None, help="the workflow rule running this stage (for the provenance record)")
+    p.add_argument("--wildcards", type=_json_arg, default=None,
+                   help="that job's wildcards, as a JSON object (for the provenance record)")
     sub = p.add_subparsers(dest="command", required=True, metavar="<stage>")
 
     s = sub.add_parser("check-config", help="validate config/ against workflow/schemas/")
@@ -187,6 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--split", required=True)
     s.add_argument("--out-dir", required=True)
     s.add_argument("--code-fingerprint", default="", help="hash of the code the run depends on")
+    s.add_argument("--checkpoint-interval", type=int, default=None,
+                   help="write the resumable state every N iterations (default: the spec's schedule, else 1000)")
     s.add_argument("--no-progress", action="store_true")
     s.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     s.set_defaults(func=cmd_train)
@@ -254,9 +262,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"semiseg {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:  # noqa: BLE001 - named errors from the engine
+        from semiseg.device import ResourceError
         from semiseg.engine.loop import TrainingError
 
-        if isinstance(exc, TrainingError):
+        if isinstance(exc, (TrainingError, ResourceError)):
             print(f"semiseg {args.command}: error: {exc}", file=sys.stderr)
             return 3
         raise

@@ -24,6 +24,8 @@ from jsonschema import Draft202012Validator, validators
 __all__ = [
     "ConfigError",
     "load_config",
+    "EXECUTION_FIELDS",
+    "run_resources",
     "run_spec",
     "table_runs",
     "spec_hash",
@@ -204,8 +206,10 @@ def load_config(config: dict | None = None, root: Path | str | None = None) -> d
         for m in table.get("reference", {}).get("values", {}):
             if m not in methods:
                 raise ConfigError(f"{where}.reference.values.{m}: unknown method; allowed: {', '.join(sorted(methods))}")
+    fields = _schema(root, "schedules")["$defs"]["fields"]["properties"]
     return {"root": str(root), "settings": settings, "datasets": datasets, "methods": methods,
-            "tables": tables, "schedules": schedules, "schedules_file": str(sched_file)}
+            "tables": tables, "schedules": schedules, "schedules_file": str(sched_file),
+            "execution_defaults": {k: fields[k]["default"] for k in EXECUTION_FIELDS}}
 
 
 def schedules_fields_schema(root: Path) -> dict:
@@ -223,15 +227,36 @@ def schedule_name(cfg: dict, dataset: str) -> str:
     return cfg["settings"]["schedule"] or ds.get("default_schedule", "paper")
 
 
-def run_spec(cfg: dict, dataset: str, method: str, ratio: int | str, seed: int | str) -> dict:
-    """Everything one training job depends on, resolved: the job's input and its fingerprint."""
-    ds = cfg["datasets"][dataset]
-    entry = cfg["methods"][method]
+#: Schedule fields that say how a job runs, not what it computes: the time and memory a cluster
+#: gives the train and infer jobs, and how often training writes its resumable state. They are
+#: resources of the jobs (:func:`run_resources`), not part of the run spec, so raising a time
+#: limit neither re-runs finished runs nor stops a preempted one from resuming.
+EXECUTION_FIELDS = ("checkpoint_interval", "runtime", "mem_mb", "infer_runtime", "infer_mem_mb")
+
+
+def _resolved_schedule(cfg: dict, dataset: str, method: str) -> tuple[str, dict]:
+    """The schedule's name and its fields for one run: defaults <- dataset <- the method's overrides."""
     sname = schedule_name(cfg, dataset)
     sched = cfg["schedules"][sname]
     resolved = dict(sched["defaults"])
     resolved.update(sched.get("datasets", {}).get(dataset, {}))
-    resolved.update(entry.get("schedule", {}).get(sname, {}))
+    resolved.update(cfg["methods"][method].get("schedule", {}).get(sname, {}))
+    return sname, resolved
+
+
+def run_resources(cfg: dict, dataset: str, method: str) -> dict:
+    """The execution fields (:data:`EXECUTION_FIELDS`) of a run's jobs, with their defaults."""
+    resolved = _resolved_schedule(cfg, dataset, method)[1]
+    return {k: resolved.get(k, cfg["execution_defaults"][k]) for k in EXECUTION_FIELDS}
+
+
+def run_spec(cfg: dict, dataset: str, method: str, ratio: int | str, seed: int | str) -> dict:
+    """Everything one training job's result depends on, resolved: the job's input and its
+    fingerprint (the schedule's execution fields are not in it: see :data:`EXECUTION_FIELDS`)."""
+    ds = cfg["datasets"][dataset]
+    entry = cfg["methods"][method]
+    sname, resolved = _resolved_schedule(cfg, dataset, method)
+    resolved = {k: v for k, v in resolved.items() if k not in EXECUTION_FIELDS}
     if str(ratio) not in ds["ratios"]:
         raise ConfigError(f"dataset {dataset!r} has no ratio {ratio}; allowed: {', '.join(sorted(ds['ratios'], key=int))}")
     return {

@@ -3,69 +3,134 @@
 Snakemake's code trigger sees only a rule's own `run:` block or script, not edits inside an
 imported package. So every rule carries, as a param, the hash of exactly the package files its
 result depends on; an edit to one of them changes the param, and Snakemake re-runs that rule's
-jobs (and, through their changed outputs, everything downstream) and no others:
+jobs (and, through their changed outputs, everything downstream) and no others.
 
-- a method's own file (and the files of its base classes) → that method's train jobs only;
-- the engine, networks, shared method pieces → every train job;
+Which files: a stage's *entry module* (:data:`STAGE_MODULES`) and every ``semiseg`` module it
+imports, transitively, read from the source with :mod:`ast` (any ``import semiseg.x`` or
+``from semiseg.x import y`` anywhere in a file, function bodies included; ``y`` counts when it is
+itself a module). A train job adds its algorithm's module and that module's imports. Nothing is
+listed by hand, so a new import is followed without anyone remembering to list it:
+
+- ``methods/alhvr.py`` → ALHVR's train jobs only (the region study ``cps_regions`` imports the
+  two-network base in ``methods/common/dual_branch.py``, not ``alhvr.py``);
+- the engine, networks, shared method pieces a method imports → every train job that reaches
+  them;
 - the table writer → only tables.
+
+Three kinds of import are not followed:
+
+- the algorithm modules that ``semiseg.methods`` imports dynamically to register them (they are
+  not written as imports; the train stage adds exactly its own algorithm's);
+- the package ``__init__`` of a module imported by its full name (``semiseg.data.store`` does not
+  bring in ``semiseg/data/__init__.py`` and everything it re-exports);
+- :data:`PLUMBING`: modules that shape how a job runs, not what it computes: the config loader
+  (what it resolves is already a rule param, the run spec), the command line, provenance records
+  and this module.
 
 The hash is over the files' bytes: whitespace- and comment-only edits count as changes. That
 errs on the side of re-running, and keeps the fingerprint a plain, checkable sha256 of files
-anyone can list (``semiseg audit`` prints them).
+anyone can list (``semiseg audit`` prints the fingerprints; :func:`stage_files` lists the files).
 """
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import inspect
 from functools import lru_cache
 from pathlib import Path
 
-__all__ = ["STAGE_FILES", "stage_files", "code_fingerprint", "method_files", "table_fingerprint"]
+__all__ = ["PLUMBING", "STAGE_MODULES", "code_fingerprint", "method_files", "module_imports", "stage_files",
+           "table_fingerprint"]
 
 PACKAGE = Path(__file__).resolve().parent
 
-# Files (relative to the package) or directories each stage's result depends on.
-STAGE_FILES: dict[str, tuple[str, ...]] = {
-    "fetch": ("data/fetch.py", "data/synthetic.py", "data/errors.py"),
-    "preprocess": ("data/preprocess.py", "data/layouts.py", "data/store.py", "data/errors.py"),
-    "split": ("data/splits.py",),
-    "train": ("engine", "nets", "methods/base.py", "methods/common", "data/store.py",
-              "inference/predict.py", "config.py"),
-    "infer": ("inference", "nets", "data/store.py"),
-    "evaluate": ("metrics",),
-    "figure": ("reporting/figures.py", "methods", "nets", "engine/data.py", "data/store.py"),
-    "table": ("reporting/__init__.py", "reporting/tables.py", "reporting/build.py", "metrics/segmentation.py"),
+#: The module each stage's CLI command calls into; its import closure is the stage's code.
+STAGE_MODULES: dict[str, tuple[str, ...]] = {
+    "fetch": ("semiseg.data.fetch",),
+    "preprocess": ("semiseg.data.preprocess",),
+    "split": ("semiseg.data.splits",),
+    "train": ("semiseg.engine.loop",),
+    "infer": ("semiseg.inference.run",),
+    "evaluate": ("semiseg.metrics.evaluate",),
+    "figure": ("semiseg.reporting.figures",),
+    "table": ("semiseg.reporting.build",),
 }
 
+#: Modules not followed: they decide how a job runs, not what it computes (see the module doc).
+PLUMBING = frozenset({"semiseg.config", "semiseg.cli", "semiseg.provenance", "semiseg.fingerprint"})
 
-def _expand(entry: str) -> list[Path]:
-    p = PACKAGE / entry
-    if p.is_dir():
-        return sorted(q for q in p.rglob("*.py"))
-    if not p.exists():
-        raise FileNotFoundError(f"{p}: listed in STAGE_FILES but missing")
-    return [p]
+
+def _module_file(name: str) -> Path | None:
+    """The source file of a ``semiseg`` module name, or None when it names no module."""
+    parts = name.split(".")
+    if parts[0] != "semiseg":
+        return None
+    base = PACKAGE.joinpath(*parts[1:])
+    if base.with_suffix(".py").is_file():
+        return base.with_suffix(".py")
+    if (base / "__init__.py").is_file():
+        return base / "__init__.py"
+    return None
+
+
+def _module_name(path: Path) -> str:
+    rel = path.relative_to(PACKAGE).with_suffix("")
+    parts = ["semiseg", *rel.parts]
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+@lru_cache(maxsize=None)
+def module_imports(name: str) -> frozenset[str]:
+    """The ``semiseg`` modules that module ``name`` imports directly (relative imports resolved)."""
+    path = _module_file(name)
+    if path is None:
+        raise ValueError(f"{name!r} is not a module of the semiseg package")
+    tree = ast.parse(path.read_bytes(), filename=str(path))
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+                base = ".".join(anchor + ([node.module] if node.module else []))
+            else:
+                base = node.module or ""
+            found.add(base)
+            # `from semiseg.methods import alhvr` imports the module semiseg.methods.alhvr
+            found.update(f"{base}.{alias.name}" for alias in node.names)
+    return frozenset(m for m in found if _module_file(m) is not None)
+
+
+def _closure(roots) -> set[Path]:
+    seen: set[str] = set()
+    todo = [r for r in roots if r not in PLUMBING]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        todo.extend(m for m in module_imports(name) if m not in seen and m not in PLUMBING)
+    return {_module_file(m) for m in seen}
 
 
 def method_files(algorithm: str) -> list[Path]:
-    """The source files of a registered algorithm's class and of its semiseg base classes."""
+    """The source files of a registered algorithm's module and of every semiseg module it imports."""
     from semiseg.methods import METHODS
 
     if algorithm not in METHODS:
         raise ValueError(f"unknown algorithm {algorithm!r}; registered: {', '.join(sorted(METHODS))}")
-    files = []
-    for cls in inspect.getmro(METHODS[algorithm]):
-        if cls.__module__.startswith("semiseg."):
-            files.append(Path(inspect.getfile(cls)).resolve())
-    return sorted(set(files))
+    module = _module_name(Path(inspect.getfile(METHODS[algorithm])).resolve())
+    return sorted(_closure([module]))
 
 
 def stage_files(stage: str, algorithm: str | None = None) -> list[Path]:
-    """Every package file the stage's result depends on (plus the method's, for train)."""
-    if stage not in STAGE_FILES:
-        raise ValueError(f"unknown stage {stage!r}; known: {', '.join(STAGE_FILES)}")
-    files = {f for entry in STAGE_FILES[stage] for f in _expand(entry)}
+    """Every package file the stage's result depends on (plus the algorithm's, for train)."""
+    if stage not in STAGE_MODULES:
+        raise ValueError(f"unknown stage {stage!r}; known: {', '.join(STAGE_MODULES)}")
+    files = _closure(STAGE_MODULES[stage])
     if algorithm is not None:
         files.update(method_files(algorithm))
     return sorted(files)

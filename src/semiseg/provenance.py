@@ -3,7 +3,7 @@
 After a stage succeeds, the CLI writes ``<record>`` (a JSON file named after the stage, next to
 the stage's outputs) holding:
 
-- ``stage`` and the stage's own arguments (wildcard values, ratio, seed, ...),
+- ``stage``, the workflow ``rule`` and its ``wildcards``, and the stage's own arguments,
 - ``inputs`` and ``outputs``: path, kind (file/dir) and sha256 (a directory's sha256 is taken
   over the sorted list of its files' relative paths and sha256s),
 - ``spec``: the resolved configuration the stage ran with, where it has one,
@@ -80,7 +80,8 @@ def path_digest(path: Path) -> dict:
 
 @lru_cache(maxsize=1)
 def git_state() -> dict:
-    """The commit of the checkout the package runs from, and whether it had uncommitted changes."""
+    """The commit of the checkout the package runs from, and whether any tracked file of that
+    checkout (package, workflow, config, profiles) had uncommitted changes."""
     def git(*args):
         return subprocess.run(["git", "-C", str(PACKAGE), *args], capture_output=True, text=True, timeout=20)
 
@@ -88,7 +89,7 @@ def git_state() -> dict:
         head = git("rev-parse", "HEAD")
         if head.returncode != 0:
             return {"commit": None, "dirty": None}
-        dirty = git("status", "--porcelain", "--untracked-files=no", "--", ".")
+        dirty = git("status", "--porcelain", "--untracked-files=no")
         return {"commit": head.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
     except (OSError, subprocess.TimeoutExpired):
         return {"commit": None, "dirty": None}
@@ -129,11 +130,17 @@ def environment() -> dict:
 
 
 def write_record(stage: str, *, primary_output: Path, inputs: list[Path], outputs: list[Path],
-                 args: dict, started: float, spec: dict | None = None, code: str | None = None) -> Path:
-    """Write the stage's record next to its outputs (atomically); return its path."""
+                 args: dict, started: float, spec: dict | None = None, code: str | None = None,
+                 rule: str | None = None, wildcards: dict | None = None) -> Path:
+    """Write the stage's record next to its outputs (atomically); return its path.
+
+    ``rule`` and ``wildcards`` are the workflow job's (None when the stage ran outside Snakemake).
+    """
     ended = time.time()
     rec = {
         "stage": stage,
+        "rule": rule,
+        "wildcards": wildcards,
         "args": args,
         "inputs": [path_digest(p) for p in inputs],
         "outputs": [path_digest(p) for p in outputs],

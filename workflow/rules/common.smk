@@ -3,7 +3,8 @@ import json
 import os
 from pathlib import Path
 
-from semiseg.config import load_config, run_spec, schedule_name, table_runs
+from semiseg.config import load_config, run_resources, run_spec, schedule_name, table_runs
+from semiseg.data.fetch import shipped_splits_digest
 from semiseg.fingerprint import code_fingerprint, table_fingerprint
 
 # Validates config/config.yaml (+ --config overrides) and every catalogue against
@@ -42,6 +43,12 @@ def dataset_source(wildcards):
     return json.dumps(source, sort_keys=True)
 
 
+def dataset_shipped_lists(wildcards):
+    """The digest of the split lists the dataset's layout takes from config/ ("none" if it has its own)."""
+    layout = json.loads(dataset_source(wildcards)).get("layout")
+    return shipped_splits_digest(layout, Path(workflow.basedir))
+
+
 def dataset_field(field):
     return lambda wildcards: CFG["datasets"][wildcards.dataset][field]
 
@@ -63,12 +70,18 @@ def train_code(wildcards):
     return code_fingerprint("train", CFG["methods"][wildcards.method]["algorithm"])
 
 
-def schedule_field(field):
+def run_resource(field):
+    """A schedule's execution field of the job's run (runtime, mem_mb, checkpoint_interval, ...)."""
+
     def get(wildcards, attempt=1):
-        spec = run_spec(CFG, wildcards.dataset, wildcards.method, wildcards.ratio, wildcards.seed)
-        return spec["schedule"][field]
+        return run_resources(CFG, wildcards.dataset, wildcards.method)[field]
 
     return get
+
+
+def job_wildcards(wildcards):
+    """The job's wildcards as JSON, for the provenance record (`semiseg --wildcards`)."""
+    return json.dumps(dict(wildcards.items()), sort_keys=True)
 
 
 def table_metrics(wildcards):

@@ -1,18 +1,27 @@
 # fetch -> preprocess -> split
 
 
+# Downloads run where snakemake runs (a cluster's login node usually reaches the internet, its
+# compute nodes often do not); generating a synthetic dataset is as light.
+localrules:
+    fetch,
+
+
 rule fetch:
     output:
         directory(results("raw/{dataset}")),
     params:
         source=dataset_source,
+        shipped_lists=dataset_shipped_lists,
         code=code_fingerprint("fetch"),
+        wildcards=job_wildcards,
     conda:
         "../envs/semiseg.yaml"
     log:
         results("logs/fetch/{dataset}.log"),
     shell:
-        "semiseg fetch --dataset {wildcards.dataset} --source {params.source:q} --out {output} 2> {log}"
+        "semiseg --rule fetch --wildcards {params.wildcards:q}"
+        " fetch --dataset {wildcards.dataset} --source {params.source:q} --out {output} 2> {log}"
 
 
 rule preprocess:
@@ -26,12 +35,14 @@ rule preprocess:
         labels=dataset_labels,
         dims=dataset_field("dims"),
         code=code_fingerprint("preprocess"),
+        wildcards=job_wildcards,
     conda:
         "../envs/semiseg.yaml"
     log:
         results("logs/preprocess/{dataset}.log"),
     shell:
-        "semiseg preprocess --dataset {wildcards.dataset} --layout {params.layout} --raw {input}"
+        "semiseg --rule preprocess --wildcards {params.wildcards:q}"
+        " preprocess --dataset {wildcards.dataset} --layout {params.layout} --raw {input}"
         " --labels {params.labels:q} --dims {params.dims}"
         " --store {output.store} --descriptor {output.descriptor} 2> {log}"
 
@@ -44,10 +55,12 @@ rule split:
     params:
         labeled=labeled_patients,
         code=code_fingerprint("split"),
+        wildcards=job_wildcards,
     conda:
         "../envs/semiseg.yaml"
     log:
         results("logs/split/{dataset}/{ratio}.log"),
     shell:
-        "semiseg split --descriptor {input} --ratio {wildcards.ratio}"
+        "semiseg --rule split --wildcards {params.wildcards:q}"
+        " split --descriptor {input} --ratio {wildcards.ratio}"
         " --labeled-patients {params.labeled} --out {output} 2> {log}"

@@ -12,17 +12,19 @@ rule infer:
     params:
         run_dir=lambda wildcards, input: os.path.dirname(input.model),
         code=code_fingerprint("infer"),
+        wildcards=job_wildcards,
     threads: 2
     resources:
         gpu=1,
-        runtime=60,
-        mem_mb=8000,
+        runtime=run_resource("infer_runtime"),
+        mem_mb=run_resource("infer_mem_mb"),
     conda:
         "../envs/semiseg.yaml"
     log:
         results("logs/infer/{dataset}/{method}/{ratio}/seed{seed}.log"),
     shell:
-        "semiseg infer --run-dir {params.run_dir} --store {input.store} --split {input.split}"
+        "semiseg --rule infer --wildcards {params.wildcards:q}"
+        " infer --run-dir {params.run_dir} --store {input.store} --split {input.split}"
         " --out {output} --threads {threads} 2> {log}"
 
 
@@ -34,9 +36,11 @@ rule evaluate:
         run_path("metrics.csv"),
     params:
         code=code_fingerprint("evaluate"),
+        wildcards=job_wildcards,
     conda:
         "../envs/semiseg.yaml"
     log:
         results("logs/evaluate/{dataset}/{method}/{ratio}/seed{seed}.log"),
     shell:
-        "semiseg evaluate --predictions {input.predictions} --store {input.store} --out {output} 2> {log}"
+        "semiseg --rule evaluate --wildcards {params.wildcards:q}"
+        " evaluate --predictions {input.predictions} --store {input.store} --out {output} 2> {log}"

@@ -16,10 +16,12 @@ rule region_figure:
         run_dir=lambda wildcards, input: str(Path(input.config).parent),
         slices=4,
         code=code_fingerprint("figure"),
+        wildcards=job_wildcards,
     conda:
         "../envs/semiseg.yaml"
     log:
         results("logs/figures/alhvr_regions_{dataset}_{ratio}.log"),
     shell:
-        "semiseg figure regions --run-dir {params.run_dir} --store {input.store} --split {input.split}"
+        "semiseg --rule region_figure --wildcards {params.wildcards:q}"
+        " figure regions --run-dir {params.run_dir} --store {input.store} --split {input.split}"
         " --slices {params.slices} --out {output} 2> {log}"

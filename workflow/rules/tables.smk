@@ -14,10 +14,12 @@ rule table:
         ),
     params:
         spec=table_spec,
+        wildcards=job_wildcards,
     conda:
         "../envs/semiseg.yaml"
     log:
         results("logs/tables/{table}.log"),
     shell:
-        "semiseg table --spec {params.spec:q} --descriptor {input.descriptor}"
+        "semiseg --rule table --wildcards {params.wildcards:q}"
+        " table --spec {params.spec:q} --descriptor {input.descriptor}"
         " --metrics {input.metrics} --out {output} 2> {log}"

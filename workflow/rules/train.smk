@@ -14,16 +14,20 @@ rule train:
         spec=train_spec,
         code=train_code,
         run_dir=lambda wildcards, output: os.path.dirname(output.model),
+        wildcards=job_wildcards,
     threads: 2
+    # How the job runs, not what it computes (not params: changing them re-runs nothing)
     resources:
         gpu=1,
-        runtime=schedule_field("runtime"),
-        mem_mb=schedule_field("mem_mb"),
+        runtime=run_resource("runtime"),
+        mem_mb=run_resource("mem_mb"),
+        checkpoint_interval=run_resource("checkpoint_interval"),
     conda:
         "../envs/semiseg.yaml"
     log:
         results("logs/train/{dataset}/{method}/{ratio}/seed{seed}.log"),
     shell:
-        "semiseg train --spec {params.spec:q} --code-fingerprint {params.code}"
+        "semiseg --rule train --wildcards {params.wildcards:q}"
+        " train --spec {params.spec:q} --code-fingerprint {params.code}"
         " --store {input.store} --split {input.split} --out-dir {params.run_dir}"
-        " --threads {threads} 2> {log}"
+        " --checkpoint-interval {resources.checkpoint_interval} --threads {threads} 2> {log}"

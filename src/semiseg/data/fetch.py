@@ -39,6 +39,7 @@ fetch that failed half-way leaves no output and is never mistaken for a complete
 
 from __future__ import annotations
 
+import hashlib
 import http.client
 import json
 import logging
@@ -59,7 +60,7 @@ from semiseg.data.store import sha256_file
 from semiseg.data.synthetic import write_synthetic2d, write_synthetic3d
 
 __all__ = ["DOWNLOADS", "DownloadError", "MANIFEST", "SHIPPED_SPLITS", "download", "extract",
-           "fetch", "manifest"]
+           "fetch", "manifest", "shipped_splits_digest"]
 
 log = logging.getLogger("semiseg.fetch")
 
@@ -318,6 +319,19 @@ def _default_root() -> Path:
 def _resolve(path: str, root: Path) -> Path:
     p = Path(path).expanduser()
     return p if p.is_absolute() else Path(root) / p
+
+
+def shipped_splits_digest(layout: str | None, root: Path) -> str:
+    """sha256 over the split lists a layout without its own takes from ``config/``
+    (:data:`SHIPPED_SPLITS`); ``"none"`` for every other layout. The fetch rule carries it as a
+    param, so editing a shipped list fetches again (and re-runs what follows)."""
+    if layout not in SHIPPED_SPLITS:
+        return "none"
+    h = hashlib.sha256()
+    for name in SPLIT_LISTS:
+        f = Path(root) / SHIPPED_SPLITS[layout] / name
+        h.update(name.encode() + b"\0" + (f.read_bytes() if f.is_file() else b"<missing>") + b"\0")
+    return h.hexdigest()[:16]
 
 
 def _add_shipped_splits(tree: Path, layout: str, root: Path) -> dict | None:

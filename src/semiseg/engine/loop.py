@@ -37,14 +37,19 @@ from tqdm import tqdm
 
 from semiseg.config import spec_hash
 from semiseg.data.store import Store
+from semiseg.device import out_of_memory, select_device
 from semiseg.engine.data import StreamSampler, load_resident
 from semiseg.inference.predict import predict_volume
 from semiseg.methods import Step, build_method
 from semiseg.nets import build_network
 
-__all__ = ["TrainingError", "Preempted", "train", "select_device", "mean_dice", "atomic_save"]
+__all__ = ["TrainingError", "Preempted", "train", "mean_dice", "atomic_save"]
 
 log = logging.getLogger("semiseg.train")
+
+
+#: Iterations between resumable states when neither the job nor the spec says.
+DEFAULT_CHECKPOINT_INTERVAL = 1000
 
 
 class TrainingError(RuntimeError):
@@ -56,14 +61,6 @@ class Preempted(SystemExit):
 
     def __init__(self):
         super().__init__(143)
-
-
-def select_device(name: str) -> torch.device:
-    if name == "cpu" or (name == "auto" and not torch.cuda.is_available()):
-        return torch.device("cpu")
-    if not torch.cuda.is_available():
-        raise TrainingError("device 'cuda' was asked for but torch sees no CUDA device")
-    return torch.device("cuda")
 
 
 def seed_everything(seed: int) -> None:
@@ -149,7 +146,7 @@ def train(spec: dict, store_path: Path, split_path: Path, out_dir: Path, **kwarg
 
 def _train(spec: dict, store_path: Path, split_path: Path, out_dir: Path, *, sigterm: "_SigtermFlag",
           checkpoint_dir: Path | None = None, code_fingerprint: str = "", progress: bool = True,
-          stop_after: int | None = None) -> dict:
+          checkpoint_interval: int | None = None, stop_after: int | None = None) -> dict:
     """The body of :func:`train`.
 
     A saved state is resumed only if it was written for the same spec and `code_fingerprint`
@@ -186,15 +183,19 @@ def _train(spec: dict, store_path: Path, split_path: Path, out_dir: Path, *, sig
                                 weight_decay=sched["weight_decay"])
 
     with Store(store_path) as store:
-        labeled = load_resident(store, split["cases"]["labeled"], dataset["dims"], dataset["patch_size"],
-                                device, with_label=True)
-        unlabeled = None
-        if method.uses_unlabeled:
-            if not split["cases"]["unlabeled"]:
-                raise TrainingError(f"{split_path}: method {spec['method']['name']!r} needs unlabeled data "
-                                    "but the split has none (a 100 % ratio); use a supervised method there")
-            unlabeled = load_resident(store, split["cases"]["unlabeled"], dataset["dims"],
-                                      dataset["patch_size"], device, with_label=False)
+        if method.uses_unlabeled and not split["cases"]["unlabeled"]:
+            raise TrainingError(f"{split_path}: method {spec['method']['name']!r} needs unlabeled data "
+                                "but the split has none (a 100 % ratio); use a supervised method there")
+        try:
+            labeled = load_resident(store, split["cases"]["labeled"], dataset["dims"], dataset["patch_size"],
+                                    device, with_label=True)
+            unlabeled = (load_resident(store, split["cases"]["unlabeled"], dataset["dims"], dataset["patch_size"],
+                                       device, with_label=False) if method.uses_unlabeled else None)
+        except torch.OutOfMemoryError as exc:
+            raise TrainingError(out_of_memory(
+                device, "while loading the training set onto it",
+                f"the whole training set is kept on the training device at patch_size {dataset['patch_size']}; "
+                "train on a device with more memory or lower patch_size in config/datasets/")) from exc
         val_cases = split["cases"]["val"][: sched.get("max_val_cases") or None]
         lab_sampler = StreamSampler(len(labeled), sched["labeled_batch_size"], seed, stream=0)
         unl_sampler = (StreamSampler(len(unlabeled), sched["unlabeled_batch_size"], seed, stream=1)
@@ -225,6 +226,9 @@ def _train(spec: dict, store_path: Path, split_path: Path, out_dir: Path, *, sig
             _write_csv(rows, log_path)
 
         total = int(sched["iterations"])
+        # how often the resumable state is written: the job's setting, not the spec's (it does not
+        # change the result; see semiseg.config.EXECUTION_FIELDS)
+        every = int(checkpoint_interval or sched.get("checkpoint_interval") or DEFAULT_CHECKPOINT_INTERVAL)
         amp = bool(sched.get("amp")) and device.type == "cuda"
         method.train()
         bar = tqdm(total=total, initial=start_it, disable=not progress, desc=f"train {spec['method']['name']}",
@@ -247,20 +251,12 @@ def _train(spec: dict, store_path: Path, split_path: Path, out_dir: Path, *, sig
             try:
                 with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
                     losses = method.training_step(batch, step)
-                for name, value in {"total": losses.total, **losses.terms}.items():
-                    if not torch.isfinite(value).all():
-                        raise TrainingError(f"iteration {it}: loss term {name!r} is {value.item()} "
-                                            f"(method {spec['method']['name']}); stopping. Lower the lr or check the data.")
+                _check_finite(losses, it, spec["method"]["name"])
                 optimizer.zero_grad(set_to_none=True)
                 losses.total.backward()
                 optimizer.step()
             except torch.OutOfMemoryError as exc:
-                raise TrainingError(
-                    f"out of {device.type} memory at iteration {it} with labeled/unlabeled batch "
-                    f"{sched['labeled_batch_size']}/{sched['unlabeled_batch_size']} and patch "
-                    f"{dataset['patch_size']}: lower labeled_batch_size/unlabeled_batch_size in the "
-                    f"schedule (config/schedules.yaml or the method's `schedule:` overrides), turn on "
-                    f"`amp`, or use a GPU with more memory") from exc
+                raise TrainingError(out_of_memory(device, f"at iteration {it}", _memory_advice(spec))) from exc
             method.after_optimizer_step(step)
 
             term_names = term_names or list(losses.terms)
@@ -269,7 +265,13 @@ def _train(spec: dict, store_path: Path, split_path: Path, out_dir: Path, *, sig
             row.update({k: float(v) for k, v in losses.stats.items()})
             done = it + 1
             if val_cases and (done % sched["val_interval"] == 0 or done == total):
-                score = _validate(method.eval_network(), store, val_cases, dataset, device)
+                try:
+                    score = _validate(method.eval_network(), store, val_cases, dataset, device)
+                except torch.OutOfMemoryError as exc:
+                    raise TrainingError(out_of_memory(
+                        device, f"validating at iteration {done}",
+                        f"validation predicts each val volume in slices or windows of patch_size "
+                        f"{dataset['patch_size']}; lower patch_size in config/datasets/")) from exc
                 row["val_dice"] = score
                 if score > best:
                     best, best_it = score, done
@@ -278,7 +280,7 @@ def _train(spec: dict, store_path: Path, split_path: Path, out_dir: Path, *, sig
             rows.append(row)
             bar.update(1)
             bar.set_postfix(loss=f"{row['total']:.3f}", best=f"{best:.3f}" if best >= 0 else "-")
-            if done % sched["checkpoint_interval"] == 0 or sigterm.raised or done == stop_after:
+            if done % every == 0 or sigterm.raised or done == stop_after:
                 save_state(done)
             if sigterm.raised:
                 bar.close()
@@ -304,6 +306,27 @@ def _train(spec: dict, store_path: Path, split_path: Path, out_dir: Path, *, sig
     os.replace(best_path, out_dir / "model.pt")  # last: its presence means the run is complete
     shutil.rmtree(ckpt_dir, ignore_errors=True)
     return summary
+
+
+def _check_finite(losses, iteration: int, method: str) -> None:
+    """Stop on a NaN or infinite loss, naming every non-finite term (the total is only named when
+    no term is: a bad term makes the total bad too, and the term is what one needs to know)."""
+    bad = {name: float(v.detach().float().flatten()[~torch.isfinite(v.detach()).flatten()][0])
+           for name, v in losses.terms.items() if not torch.isfinite(v).all()}
+    if not bad and not torch.isfinite(losses.total).all():
+        bad = {"total": float(losses.total.detach())}
+    if bad:
+        named = ", ".join(f"{name!r} is {value}" for name, value in bad.items())
+        raise TrainingError(f"iteration {iteration}: loss term {named} (method {method}); stopping. "
+                            "Lower the lr or check the data.")
+
+
+def _memory_advice(spec: dict) -> str:
+    sched, dataset = spec["schedule"], spec["dataset"]
+    return (f"labeled/unlabeled batch {sched['labeled_batch_size']}/{sched['unlabeled_batch_size']} of "
+            f"patch_size {dataset['patch_size']}; lower labeled_batch_size/unlabeled_batch_size in the schedule "
+            "(config/schedules.yaml or the method's `schedule:` overrides), lower patch_size in "
+            "config/datasets/, or turn on `amp` (bf16 on a GPU)")
 
 
 def _write_csv(rows: list[dict], path: Path) -> None:

@@ -273,6 +273,7 @@ class _Auditor:
             "environment": env, "device": env.get("device"), "host": rec.get("host"),
             "slurm_job_id": rec.get("slurm_job_id"), "started": rec.get("started"),
             "ended": rec.get("ended"), "wall_seconds": rec.get("wall_seconds"), "args": rec.get("args"),
+            "rule": rec.get("rule"), "wildcards": rec.get("wildcards"),
         })
         if now is not None and code.get("fingerprint") != now:
             out["stale"].append({"reason": "stale: code changed",
@@ -589,7 +590,11 @@ def _step_lines(step: dict, indent: str) -> list[str]:
     env = step.get("environment") or {}
     versions = ", ".join(f"{k} {env[k]}" for k in ("python", "torch", "cuda", "numpy", "snakemake") if env.get(k))
     fp_state = "current" if code.get("fingerprint") == code.get("fingerprint_now") else f"now {code.get('fingerprint_now')}"
-    lines = [(f"{indent}{step['stage']} record {step['record']}: {step.get('started')}, {step.get('wall_seconds')} s"
+    job = ""
+    if step.get("rule"):
+        wildcards = ", ".join(f"{k}={v}" for k, v in (step.get("wildcards") or {}).items())
+        job = f" (rule {step['rule']}{': ' + wildcards if wildcards else ''})"
+    lines = [(f"{indent}{step['stage']} record {step['record']}{job}: {step.get('started')}, {step.get('wall_seconds')} s"
               f" on {step.get('host')} ({step.get('device')}), SLURM job {step.get('slurm_job_id') or '-'}"),
              f"{indent}  code {code.get('fingerprint')} ({fp_state}), commit {commit}; {versions}"]
     if step["stage"] == "train" and step.get("spec"):
