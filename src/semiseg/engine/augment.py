@@ -3,13 +3,23 @@
 The common semi-supervised code augments one sample at a time on the CPU with scipy; with a
 small, resident training set that starves a GPU. Here one call transforms a whole batch:
 
-- 2D (SSL4MIS ``RandomGenerator``): with p = 0.5 a random rot90 (k ∈ {0,1,2,3}) followed by a
-  random flip, otherwise with p = 0.5 a random rotation in ±20°, otherwise nothing. Everything
-  is expressed as one affine map per sample and applied with a single ``grid_sample``
-  (bilinear for images, nearest for labels). Rotations by multiples of 90° and flips map pixel
-  centres onto pixel centres of a square image, so they are exact.
-- 3D (UA-MT / BCP Left Atrium): a random crop of the patch size (already done by the sampler)
-  followed by a random rot90 in the axial plane and a random flip along one axis.
+- 2D (SSL4MIS ``RandomGenerator``, which the ACDC papers, ALHVR and BCP included, train with):
+  with p = 0.5 a random rot90 (k ∈ {0,1,2,3}) followed by a random flip, otherwise with p = 0.5
+  a rotation by an integer angle in [-20, 19] degrees (``np.random.randint(-20, 20)``),
+  otherwise nothing. SSL4MIS rotates with ``ndimage.rotate(order=0, reshape=False)``: nearest
+  neighbour for the image as for the label, and zero outside the input. Everything is one
+  affine map per sample applied to the batch at once (:func:`warp_2d`, nearest for images by
+  default, as SSL4MIS, and always for labels). Rotations by multiples of 90° and flips map
+  pixel centres onto pixel centres of a square image, so they are exact; a rotation reproduces
+  ``ndimage.rotate`` pixel for pixel (same angle sign, centre, nearest rounding and border).
+  SSL4MIS augments the slice at its own size and then zooms it to 256 x 256 (order 0); the
+  resident set is zoomed once at load time (``semiseg.engine.data``) and augmented at
+  256 x 256, which for a non-square slice rotates in the zoomed pixel grid.
+- 3D (UA-MT / BCP Left Atrium ``RandomRotFlip``): a random crop of the patch size (already
+  done by the sampler) then a random rot90 in the axial plane and a random flip along one of
+  the two in-plane axes. The store's volumes are ``(Z, Y, X)``: patches ``(B, C, D, H, W)`` are
+  rotated in (H, W) and flipped along H or W, never along the slice axis D (the LA files'
+  ``(X, Y, Z)``: ``np.rot90`` in (X, Y), ``np.flip`` along axis 0 or 1).
 
 Randomness comes from a ``torch.Generator`` the caller seeds per iteration, so a resumed run
 draws the same augmentations as an uninterrupted one.
@@ -22,59 +32,126 @@ import math
 import torch
 import torch.nn.functional as F
 
-__all__ = ["augment_2d", "augment_3d", "affine_2d"]
+__all__ = ["IMAGE_MODES", "affine_2d", "augment_2d", "augment_3d", "rotation_2d", "warp_2d"]
+
+#: Interpolation of images in :func:`warp_2d` (labels are always nearest).
+IMAGE_MODES = ("nearest", "bilinear")
 
 
-def affine_2d(n: int, generator: torch.Generator, max_angle: float = 20.0) -> torch.Tensor:
-    """Per-sample 2×3 affine matrices (normalised coordinates) of the SSL4MIS policy."""
-    u = torch.rand(n, 2, generator=generator)
-    k = torch.randint(0, 4, (n,), generator=generator)
-    flip_axis = torch.randint(0, 2, (n,), generator=generator)
-    angle = (torch.rand(n, generator=generator) * 2 - 1) * max_angle
-    rot_flip = u[:, 0] > 0.5
-    rotate = (~rot_flip) & (u[:, 1] > 0.5)
-    theta = torch.zeros(n, 2, 3)
-    theta[:, 0, 0] = 1
-    theta[:, 1, 1] = 1
-    # rot90 by k quarter turns, then a flip along x or y.
-    quarter = k.float() * (math.pi / 2)
-    c, s = torch.cos(quarter).round(), torch.sin(quarter).round()
-    rf = torch.zeros(n, 2, 2)
-    rf[:, 0, 0], rf[:, 0, 1], rf[:, 1, 0], rf[:, 1, 1] = c, -s, s, c
-    flip = torch.ones(n, 2)
-    flip[torch.arange(n), flip_axis] = -1
-    rf = rf * flip[:, None, :]
-    rad = angle * (math.pi / 180)
-    rr = torch.zeros(n, 2, 2)
-    rr[:, 0, 0], rr[:, 0, 1], rr[:, 1, 0], rr[:, 1, 1] = torch.cos(rad), -torch.sin(rad), torch.sin(rad), torch.cos(rad)
-    theta[rot_flip, :, :2] = rf[rot_flip]
-    theta[rotate, :, :2] = rr[rotate]
+def _rotation_matrices(degrees: torch.Tensor) -> torch.Tensor:
+    """``(n, 2, 2)`` float64 rotations in grid_sample's (x, y) coordinates, with
+    ``ndimage.rotate``'s sign: a positive angle turns the content as ``ndimage.rotate(img, angle)``.
+
+    Float64, as scipy computes: in float32 a source coordinate that is exactly ``k + 0.5`` can
+    land on the other side of the rounding boundary.
+    """
+    rad = degrees.to(torch.float64) * (math.pi / 180)
+    c, s = torch.cos(rad), torch.sin(rad)
+    return torch.stack([torch.stack([c, -s], dim=-1), torch.stack([s, c], dim=-1)], dim=-2)
+
+
+def rotation_2d(degrees: torch.Tensor) -> torch.Tensor:
+    """``(n, 2, 3)`` affine matrices rotating by ``degrees`` about the image centre."""
+    theta = torch.zeros(degrees.shape[0], 2, 3, dtype=torch.float64)
+    theta[:, :, :2] = _rotation_matrices(degrees)
     return theta
 
 
-def augment_2d(image: torch.Tensor, label: torch.Tensor | None, generator: torch.Generator):
+def affine_2d(n: int, generator: torch.Generator, max_angle: int = 20) -> torch.Tensor:
+    """Per-sample 2×3 affine matrices (normalised coordinates, float64) of the SSL4MIS policy.
+
+    Angles are integers in ``[-max_angle, max_angle - 1]``, as ``np.random.randint(-20, 20)``.
+    """
+    u = torch.rand(n, 2, generator=generator)
+    k = torch.randint(0, 4, (n,), generator=generator)
+    flip_axis = torch.randint(0, 2, (n,), generator=generator)
+    angle = torch.randint(-max_angle, max_angle, (n,), generator=generator)
+    rot_flip = u[:, 0] > 0.5
+    rotate = (~rot_flip) & (u[:, 1] > 0.5)
+    theta = torch.zeros(n, 2, 3, dtype=torch.float64)
+    theta[:, 0, 0] = 1
+    theta[:, 1, 1] = 1
+    # rot90 by k quarter turns, then a flip along x or y; rounded so the entries are exact.
+    rf = _rotation_matrices(k * 90).round()
+    flip = torch.ones(n, 2, dtype=torch.float64)
+    flip[torch.arange(n), flip_axis] = -1
+    rf = rf * flip[:, None, :]
+    theta[rot_flip, :, :2] = rf[rot_flip]
+    theta[rotate, :, :2] = _rotation_matrices(angle)[rotate]
+    return theta
+
+
+def _source_pixels(theta: torch.Tensor, h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where each output pixel samples the input, in input pixel units ``(B, H, W)`` each (x, y):
+    grid_sample's convention with ``align_corners=False``, computed in float64.
+
+    With ``J = j + 1/2 − w/2`` and ``I = i + 1/2 − h/2`` (column j, row i, both about the
+    centre), the normalised map ``theta`` is, in pixels,
+    ``x = t00·J + t01·(w/h)·I + (w/2)(t02 + 1) − 1/2`` and
+    ``y = t10·(h/w)·J + t11·I + (h/2)(t12 + 1) − 1/2``.
+    """
+    t = theta[:, :, :, None, None]  # broadcast over (H, W)
+    jj = (torch.arange(w, dtype=torch.float64, device=theta.device) + 0.5 - w / 2).view(1, 1, w)
+    ii = (torch.arange(h, dtype=torch.float64, device=theta.device) + 0.5 - h / 2).view(1, h, 1)
+    px = t[:, 0, 0] * jj + (t[:, 0, 1] * (w / h) * ii + (w / 2) * (t[:, 0, 2] + 1) - 0.5)
+    py = t[:, 1, 0] * (h / w) * jj + (t[:, 1, 1] * ii + (h / 2) * (t[:, 1, 2] + 1) - 0.5)
+    return px, py
+
+
+def warp_2d(image: torch.Tensor, label: torch.Tensor | None, theta: torch.Tensor, *,
+            image_mode: str = "nearest"):
+    """Apply ``theta`` (B, 2, 3) to ``image`` (B, C, H, W) and ``label`` (B, H, W) or None.
+
+    As ``ndimage.rotate(..., order=0, reshape=False)`` (``mode="constant"``, ``cval=0``): an
+    output pixel takes the input pixel nearest its source point (a half rounds up), and 0 where
+    the source point lies outside ``[0, n - 1]`` on either axis (``grid_sample`` would still
+    round a point up to half a pixel outside onto the border pixel). Labels are always nearest;
+    ``image_mode="bilinear"`` interpolates images with ``grid_sample`` inside the same border.
+    """
+    if image_mode not in IMAGE_MODES:
+        raise ValueError(f"image_mode must be one of {IMAGE_MODES}, got {image_mode!r}")
+    b, _, h, w = image.shape
+    px, py = _source_pixels(theta.to(device=image.device, dtype=torch.float64), h, w)
+    eps = 1e-9  # float64 noise on the exact rot90/flip coordinates of the border pixels
+    inside = (px >= -eps) & (px <= w - 1 + eps) & (py >= -eps) & (py <= h - 1 + eps)
+    # Nearest pixel, a half rounding up: floor(p + 0.5), which truncation gives wherever
+    # p + 0.5 >= 0, i.e. for every point inside (the others are zeroed; the clamp keeps them
+    # in range).
+    ix = (px + 0.5).long().clamp_(0, w - 1)
+    iy = (py + 0.5).long().clamp_(0, h - 1)
+    nearest = (iy * w + ix).view(b, 1, h * w)
+
+    def pick(x: torch.Tensor) -> torch.Tensor:  # (B, C', H, W) gathered at `nearest`
+        out = x.flatten(2).gather(2, nearest.expand(-1, x.shape[1], -1)).view(x.shape)
+        return out * inside[:, None].to(out.dtype)
+
+    if image_mode == "nearest":
+        out = pick(image)
+    else:
+        grid = torch.stack([(2 * px + 1) / w - 1, (2 * py + 1) / h - 1], dim=-1).to(image.dtype)
+        out = F.grid_sample(image, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        out = out * inside[:, None].to(out.dtype)
+    return out, (pick(label[:, None])[:, 0] if label is not None else None)
+
+
+def augment_2d(image: torch.Tensor, label: torch.Tensor | None, generator: torch.Generator, *,
+               image_mode: str = "nearest"):
     """Augment a batch: `image` (B, C, H, W) float, `label` (B, H, W) integer or None."""
-    theta = affine_2d(image.shape[0], generator).to(device=image.device, dtype=image.dtype)
-    grid = F.affine_grid(theta, list(image.shape), align_corners=False)
-    out = F.grid_sample(image, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    if label is None:
-        return out, None
-    lab = F.grid_sample(label[:, None].to(image.dtype), grid, mode="nearest", padding_mode="zeros",
-                        align_corners=False)
-    return out, lab[:, 0].round().to(label.dtype)
+    return warp_2d(image, label, affine_2d(image.shape[0], generator), image_mode=image_mode)
 
 
 def augment_3d(image: torch.Tensor, label: torch.Tensor | None, generator: torch.Generator):
-    """Random rot90 in the (H, W) plane and a random flip, per sample, of (B, C, D, H, W) patches."""
+    """Random rot90 in the (H, W) plane and a random flip along H or W, per sample, of
+    (B, C, D, H, W) patches (labels (B, D, H, W))."""
     n = image.shape[0]
     k = torch.randint(0, 4, (n,), generator=generator).tolist()
     if image.shape[-1] != image.shape[-2]:  # a non-square plane only admits half turns
         k = [2 * (q % 2) for q in k]
-    axis = torch.randint(0, 3, (n,), generator=generator).tolist()
+    # 0 -> H, 1 -> W: the two in-plane axes (np.flip(axis=np.random.randint(0, 2)) in the code)
+    axis = torch.randint(0, 2, (n,), generator=generator).tolist()
     imgs, labs = [], []
     for i in range(n):
-        x = torch.flip(torch.rot90(image[i], k[i], dims=(2, 3)), dims=(axis[i] + 1,))
-        imgs.append(x)
+        imgs.append(torch.flip(torch.rot90(image[i], k[i], dims=(2, 3)), dims=(axis[i] + 2,)))
         if label is not None:
-            labs.append(torch.flip(torch.rot90(label[i], k[i], dims=(1, 2)), dims=(axis[i],)))
+            labs.append(torch.flip(torch.rot90(label[i], k[i], dims=(1, 2)), dims=(axis[i] + 1,)))
     return torch.stack(imgs), (torch.stack(labs) if label is not None else None)
