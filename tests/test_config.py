@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import pytest
 import yaml
 
@@ -127,4 +129,30 @@ def test_ratio_larger_than_the_training_set_is_rejected(tmp_path):
     write_yaml(root / "config" / "datasets" / "tiny.yaml", ds)
     with pytest.raises(ConfigError, match=r"tiny2d\.ratios\.50: 9 labeled patients, but the dataset has only 4 "
                                           r"training patients; allowed: 1\.\.4"):
+        load(root)
+
+
+def test_table_naming_an_unknown_dataset_is_rejected_with_the_allowed_ones(tmp_path):
+    tables = tiny_table()
+    tables["tiny"]["dataset"] = "acdc2"
+    root = make_workflow(tmp_path, tables=tables)
+    with pytest.raises(ConfigError, match=r"tiny\.dataset: unknown dataset 'acdc2'; allowed: tiny2d"):
+        load(root)
+
+
+def test_source_override_for_an_unknown_dataset_is_rejected(tmp_path):
+    root = make_workflow(tmp_path)
+    c = yaml.safe_load((root / "config" / "config.yaml").read_text())
+    c["sources"] = {"acdcc": {"path": "/data/ACDC"}}
+    with pytest.raises(ConfigError, match=r"sources\.acdcc: unknown dataset; allowed: tiny2d"):
+        load_config(c, root=root)
+
+
+def test_acdc_ratios_are_checked_against_its_70_training_patients(tmp_path):
+    root = make_workflow(tmp_path)
+    shutil.copy(REPO / "config" / "datasets" / "acdc.yaml", root / "config" / "datasets" / "acdc.yaml")
+    ds = yaml.safe_load((root / "config" / "datasets" / "acdc.yaml").read_text())
+    ds["acdc"]["ratios"]["150"] = 105
+    write_yaml(root / "config" / "datasets" / "acdc.yaml", ds)
+    with pytest.raises(ConfigError, match=r"acdc\.ratios\.150: 105 labeled patients, but the dataset has only 70"):
         load(root)

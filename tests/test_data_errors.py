@@ -53,6 +53,7 @@ def rewrite(path, **datasets):
 @pytest.mark.parametrize("damage, problem", [
     (lambda p: p.unlink(), "does not exist"),
     (lambda p: rewrite(p, label=None), "label"),
+    (lambda p: rewrite(p, image=None), "image"),
     (lambda p: rewrite(p, label=np.zeros((1, 5, 5), np.uint8)), "shape"),
     (lambda p: rewrite(p, label=np.full(h5py.File(p, "r")["image"].shape, 7, np.uint8)), "7"),
     (lambda p: rewrite(p, image=np.full(h5py.File(p, "r")["image"].shape, np.nan, np.float32)), "finite"),
@@ -73,9 +74,23 @@ def test_list_naming_a_missing_case_is_reported_with_the_list(layout, tmp_path):
     raw = damaged(layout, tmp_path)
     with open(raw / "val.list", "a") as fh:
         fh.write("patient999_frame01\n")
-    proc = preprocess(raw, tmp_path / "out")
+    out = tmp_path / "out"
+    proc = preprocess(raw, out)
     assert proc.returncode == 2
     assert "val.list" in proc.stderr and "patient999_frame01" in proc.stderr
+    assert not (out / "store.h5").exists() and not (out / "dataset.json").exists()
+
+
+@pytest.mark.parametrize("name", ["train.list", "test.list"])
+def test_an_empty_split_list_is_reported_without_output(layout, tmp_path, name):
+    raw = damaged(layout, tmp_path)
+    (raw / name).write_text("\n")
+    out = tmp_path / "out"
+    proc = preprocess(raw, out)
+    assert proc.returncode == 2, proc.stderr
+    message = proc.stderr.strip().splitlines()[-1]
+    assert name in message and "list is empty" in message, message
+    assert not (out / "store.h5").exists() and not (out / "dataset.json").exists()
 
 
 def test_split_larger_than_the_training_set_is_refused_without_output(layout, tmp_path):
