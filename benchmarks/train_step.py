@@ -5,7 +5,10 @@ CPU: the process's peak RSS) and the share of a step spent preparing the batch (
 resident set + batched augmentation) versus the method's forward/backward/optimiser step.
 Each method runs in its own process so peak memory is its own.
 
-    python benchmarks/train_step.py [--device cpu|cuda] [--steps 5] [--methods supervised mean_teacher ...]
+    python benchmarks/train_step.py [--device cpu|cuda] [--steps 5] [--amp] [--methods supervised mean_teacher ...]
+
+``--amp`` runs each training step under bf16 autocast on CUDA, the engine's switch for a
+schedule with ``amp: true``; on a CPU it is ignored (the engine autocasts on CUDA only).
 """
 
 from __future__ import annotations
@@ -20,29 +23,30 @@ import time
 DEFAULT_METHODS = ["supervised", "mean_teacher", "ua_mt", "cps", "bcp", "alhvr"]
 
 
-def spec_for(algorithm: str, params: dict, device: str, lb: int, ub: int, size: int) -> dict:
+def spec_for(algorithm: str, params: dict, device: str, lb: int, ub: int, size: int, amp: bool = False) -> dict:
     return {"dataset": {"name": "bench", "dims": 2, "labels": {"bg": 0, "RV": 1, "Myo": 2, "LV": 3},
                         "num_classes": 4, "patch_size": [size, size], "stride": None},
             "method": {"name": algorithm, "algorithm": algorithm, "network": "unet", "params": params},
             "schedule": {"name": "bench", "iterations": 30000, "labeled_batch_size": lb,
                          "unlabeled_batch_size": ub, "lr": 0.01, "momentum": 0.9, "weight_decay": 1e-4,
-                         "lr_policy": "poly", "val_interval": 10**9, "checkpoint_interval": 10**9, "amp": False},
+                         "lr_policy": "poly", "val_interval": 10**9, "checkpoint_interval": 10**9, "amp": amp},
             "ratio": 10, "labeled_patients": 7, "seed": 0, "device": device}
 
 
-def measure(method: str, device_name: str, steps: int, lb: int, ub: int, size: int) -> dict:
+def measure(method: str, device_name: str, steps: int, lb: int, ub: int, size: int, amp: bool = False) -> dict:
     import torch
 
     from semiseg.config import load_config
-    from semiseg.engine.data import ResidentSet, StreamSampler
     from semiseg.device import select_device
+    from semiseg.engine.data import ResidentSet, StreamSampler
     from semiseg.methods import Step, build_method
     from semiseg.nets import build_network
 
     cfg = load_config()
     entry = cfg["methods"][method]
     device = select_device(device_name)
-    spec = spec_for(entry["algorithm"], entry["params"], device_name, lb, ub, size)
+    amp = amp and device.type == "cuda"  # as the engine: bf16 autocast on CUDA only
+    spec = spec_for(entry["algorithm"], entry["params"], device_name, lb, ub, size, amp)
     torch.manual_seed(0)
     net_factory = lambda: build_network(entry.get("network", "unet"), in_channels=1, num_classes=4, dims=2)  # noqa: E731
     m = build_method(spec, net_factory).to(device).train()
@@ -66,8 +70,9 @@ def measure(method: str, device_name: str, steps: int, lb: int, ub: int, size: i
         xu, _ = unl.batch(us.indices(it), g, with_label=False)
         sync()
         t1 = time.perf_counter()
-        losses = m.training_step({"labeled_image": xl, "labeled_label": yl, "unlabeled_image": xu},
-                                 Step(iteration=10000 + it, total=30000))
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
+            losses = m.training_step({"labeled_image": xl, "labeled_label": yl, "unlabeled_image": xu},
+                                     Step(iteration=10000 + it, total=30000))
         opt.zero_grad(set_to_none=True)
         losses.total.backward()
         opt.step()
@@ -80,7 +85,8 @@ def measure(method: str, device_name: str, steps: int, lb: int, ub: int, size: i
     peak = (torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda"
             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     return {"method": method, "device": torch.cuda.get_device_name(0) if device.type == "cuda" else "cpu",
-            "it_per_s": steps / (prep + compute), "peak_mb": peak, "prep_share": prep / (prep + compute)}
+            "it_per_s": steps / (prep + compute), "peak_mb": peak, "prep_share": prep / (prep + compute),
+            "amp": amp}
 
 
 def main() -> None:
@@ -91,18 +97,25 @@ def main() -> None:
     ap.add_argument("--unlabeled", type=int, default=12)
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--methods", nargs="+", default=DEFAULT_METHODS)
+    ap.add_argument("--amp", action="store_true",
+                    help="bf16 autocast on CUDA (the schedule's `amp`); ignored on a CPU")
     ap.add_argument("--one", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one:
-        print(json.dumps(measure(args.one, args.device, args.steps, args.labeled, args.unlabeled, args.size)))
+        print(json.dumps(measure(args.one, args.device, args.steps, args.labeled, args.unlabeled, args.size,
+                                 args.amp)))
         return
-    print(f"batch {args.labeled}+{args.unlabeled} × {args.size}², {args.steps} timed steps after 2 warm-up steps")
+    amp = "bf16 autocast" if args.amp and args.device.startswith("cuda") else "fp32"
+    if args.amp and not args.device.startswith("cuda"):
+        print("--amp is ignored on a CPU: the engine autocasts on CUDA only")
+    print(f"batch {args.labeled}+{args.unlabeled} × {args.size}², {amp}, {args.steps} timed steps after 2 warm-up steps")
     print("| method | device | it/s | peak memory (MB) | data preparation |")
     print("| --- | --- | ---: | ---: | ---: |")
     for method in args.methods:
         proc = subprocess.run([sys.executable, __file__, "--one", method, "--device", args.device, "--steps",
                                str(args.steps), "--labeled", str(args.labeled), "--unlabeled", str(args.unlabeled),
-                               "--size", str(args.size)], capture_output=True, text=True)
+                               "--size", str(args.size), *(["--amp"] if args.amp else [])],
+                              capture_output=True, text=True)
         if proc.returncode != 0:
             print(f"| {method} | failed: {proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else '?'} | | | |")
             continue
