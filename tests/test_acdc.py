@@ -8,6 +8,7 @@ tests write official-layout NIfTI files from those real volumes into a temporary
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import time
 from pathlib import Path
@@ -328,28 +329,45 @@ def test_the_checkpoint_is_chosen_on_val_never_on_test(acdc, cfg, tmp_path, monk
     assert summary["best_iteration"] == 2 and summary["best_val_dice"] == 0.7
 
 
-# ----------------------------------------------------------------------------- the smoke table
+# ----------------------------------------------------------------------------- the smoke tables
+ALHVR_TABLES = ("alhvr_acdc", "alhvr_ablation", "alhvr_beta", "alhvr_regions")
+REGION_FIGURE = "figures/alhvr_regions_acdc_10.png"
+
+
 def acdc_workflow(root: Path, acdc: Path) -> Path:
-    """The repository's workflow and catalogues, built for the acdc table with the smoke schedule."""
+    """The repository's workflow and catalogues for the ACDC tables: smoke schedule, one seed."""
     root.mkdir(parents=True)
     shutil.copy(REPO / "Snakefile", root / "Snakefile")
     shutil.copytree(REPO / "workflow", root / "workflow")
     shutil.copytree(REPO / "config", root / "config")
     write_yaml(root / "config" / "config.yaml", {
-        "tables": ["acdc"], "schedule": "smoke", "device": "cpu", "results": "results",
-        "sources": {"acdc": {"path": str(acdc)}}})
+        "tables": ["acdc", *ALHVR_TABLES], "schedule": "smoke", "seeds": [0], "device": "cpu",
+        "results": "results", "sources": {"acdc": {"path": str(acdc)}}})
     return root
 
 
-@pytest.mark.slow
-def test_the_smoke_acdc_table_on_the_real_data(acdc, tmp_path):
-    wf = acdc_workflow(tmp_path / "wf", acdc)
+@pytest.fixture(scope="module")
+def smoke_tables(acdc, tmp_path_factory):
+    """Every ACDC table of the repository and ALHVR's region figure, built on the real data with
+    the smoke schedule and one seed (the tables' own seeds would triple the runs)."""
+    wf = acdc_workflow(tmp_path_factory.mktemp("acdc") / "wf", acdc)
     t0 = time.time()
     # one thread per job, two jobs at a time on CI's 2 cores: no OpenMP threads fighting for a core
-    proc = snakemake(wf, "results/tables/acdc.md", "--set-threads", "train=1", "infer=1", timeout=3600)
+    proc = snakemake(wf, "--set-threads", "train=1", "infer=1", "--", "all", f"results/{REGION_FIGURE}",
+                     timeout=3600)
     seconds = time.time() - t0
     assert proc.returncode == 0, proc.stderr[-4000:]
-    res = wf / "results"
+    print(f"\nsmoke ACDC tables and figure: {seconds:.0f} s")
+    return wf / "results"
+
+
+def _rows(table: str) -> list[str]:
+    return [line for line in table.splitlines() if line.startswith("| ") and "---" not in line][1:]
+
+
+@pytest.mark.slow
+def test_the_smoke_acdc_table_on_the_real_data(smoke_tables):
+    res = smoke_tables
     desc = json.loads((res / "preprocessed" / "acdc" / "dataset.json").read_text())
     assert desc["patients"]["val"] == VAL and desc["patients"]["test"] == TEST
     z = {c: info["shape"][0] for c, info in desc["cases"].items()}
@@ -358,10 +376,33 @@ def test_the_smoke_acdc_table_on_the_real_data(acdc, tmp_path):
         assert split["labeled"] == _list(SPLITS / "train.list")[:n]
         assert sum(z[c] for c in split["cases"]["labeled"]) == LABELED_SLICES[n]
     table = (res / "tables" / "acdc.md").read_text()
-    rows = [line for line in table.splitlines() if line.startswith("| ") and "---" not in line][1:]
-    assert len(rows) == 12, table
+    assert len(_rows(table)) == 12, table
     assert "| U-Net (labeled only) | 7 (10%) | 0 |" in table
     assert "| U-Net (all labeled, upper bound) | 70 (100%) | 0 |" in table
     assert "(paper 87.59)" in table and "| BCP | 3 (5%) | 67 (95%) |" in table
     assert "not run" not in table  # every implemented row ran
-    print(f"\nsmoke acdc table: {seconds:.0f} s\n{table}")
+    print(f"\n{table}")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, rows, paper", [
+    ("alhvr_acdc", 4, "(paper 90.56)"),
+    ("alhvr_ablation", 4, "(paper 89.32)"),
+    ("alhvr_beta", 5, None),
+    ("alhvr_regions", 7, None),
+])
+def test_alhvr_s_tables_build_on_the_real_data(smoke_tables, name, rows, paper):
+    table = (smoke_tables / "tables" / f"{name}.md").read_text()
+    assert len(_rows(table)) == rows, table
+    assert "not run" not in table and "One seed (0)" in table
+    assert all(re.search(r"\| \d+\.\d\d", row) for row in _rows(table)), table  # a measured Dice per row
+    if paper:
+        assert paper in table
+
+
+@pytest.mark.slow
+def test_the_region_figure_is_drawn_from_the_alhvr_run(smoke_tables):
+    png = smoke_tables / REGION_FIGURE
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    record = json.loads(png.with_suffix(".provenance.json").read_text())
+    assert record["rule"] == "region_figure" and record["wildcards"] == {"dataset": "acdc", "ratio": "10"}

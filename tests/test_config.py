@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from conftest import REPO, make_workflow, tiny_table, write_yaml
-from semiseg.config import ConfigError, load_config, run_spec, schedule_name, table_runs
+from semiseg.config import EXECUTION_FIELDS, ConfigError, load_config, run_resources, run_spec, schedule_name, table_runs
 
 
 def load(root):
@@ -156,3 +156,23 @@ def test_acdc_ratios_are_checked_against_its_70_training_patients(tmp_path):
     write_yaml(root / "config" / "datasets" / "acdc.yaml", ds)
     with pytest.raises(ConfigError, match=r"acdc\.ratios\.150: 105 labeled patients, but the dataset has only 70"):
         load(root)
+
+
+def test_seeds_override_every_table_s_seeds(tmp_path):
+    root = make_workflow(tmp_path, tables=tiny_table(seeds=(0, 1, 2)))
+    c = yaml.safe_load((root / "config" / "config.yaml").read_text())
+    assert [r[3] for r in table_runs(load_config(c, root=root), "tiny")] == [0, 1, 2, 0, 1, 2]
+    c["seeds"] = [4]
+    assert [r[3] for r in table_runs(load_config(c, root=root), "tiny")] == [4, 4]
+    c["seeds"] = [-1]
+    with pytest.raises(ConfigError, match="seeds"):
+        load_config(c, root=root)
+
+
+def test_execution_fields_are_job_resources_resolved_through_the_schedule_layers():
+    cfg = load_config(root=REPO)
+    # synthetic3d's smoke override sets neither: the smoke defaults apply, not built-in ones
+    assert run_resources(cfg, "synthetic3d", "supervised") == {
+        "checkpoint_interval": 20, "runtime": 30, "mem_mb": 8000, "infer_runtime": 60, "infer_mem_mb": 8000}
+    assert run_resources(cfg, "acdc", "alhvr")["runtime"] == 720  # paper
+    assert not set(run_spec(cfg, "acdc", "alhvr", 10, 0)["schedule"]) & set(EXECUTION_FIELDS)

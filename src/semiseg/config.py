@@ -206,10 +206,11 @@ def load_config(config: dict | None = None, root: Path | str | None = None) -> d
         for m in table.get("reference", {}).get("values", {}):
             if m not in methods:
                 raise ConfigError(f"{where}.reference.values.{m}: unknown method; allowed: {', '.join(sorted(methods))}")
-    fields = _schema(root, "schedules")["$defs"]["fields"]["properties"]
+    if settings.get("seeds") is not None:  # one set of seeds for every table (a quick check)
+        for table in tables.values():
+            table["seeds"] = list(settings["seeds"])
     return {"root": str(root), "settings": settings, "datasets": datasets, "methods": methods,
-            "tables": tables, "schedules": schedules, "schedules_file": str(sched_file),
-            "execution_defaults": {k: fields[k]["default"] for k in EXECUTION_FIELDS}}
+            "tables": tables, "schedules": schedules, "schedules_file": str(sched_file)}
 
 
 def schedules_fields_schema(root: Path) -> dict:
@@ -232,6 +233,10 @@ def schedule_name(cfg: dict, dataset: str) -> str:
 #: resources of the jobs (:func:`run_resources`), not part of the run spec, so raising a time
 #: limit neither re-runs finished runs nor stops a preempted one from resuming.
 EXECUTION_FIELDS = ("checkpoint_interval", "runtime", "mem_mb", "infer_runtime", "infer_mem_mb")
+#: Their values where no layer of a schedule sets them (the schema has no defaults for schedule
+#: fields: its validator would write them into every partial override).
+EXECUTION_DEFAULTS = {"checkpoint_interval": 1000, "runtime": 720, "mem_mb": 16000, "infer_runtime": 60,
+                      "infer_mem_mb": 8000}
 
 
 def _resolved_schedule(cfg: dict, dataset: str, method: str) -> tuple[str, dict]:
@@ -247,7 +252,7 @@ def _resolved_schedule(cfg: dict, dataset: str, method: str) -> tuple[str, dict]
 def run_resources(cfg: dict, dataset: str, method: str) -> dict:
     """The execution fields (:data:`EXECUTION_FIELDS`) of a run's jobs, with their defaults."""
     resolved = _resolved_schedule(cfg, dataset, method)[1]
-    return {k: resolved.get(k, cfg["execution_defaults"][k]) for k in EXECUTION_FIELDS}
+    return {k: resolved.get(k, EXECUTION_DEFAULTS[k]) for k in EXECUTION_FIELDS}
 
 
 def run_spec(cfg: dict, dataset: str, method: str, ratio: int | str, seed: int | str) -> dict:
