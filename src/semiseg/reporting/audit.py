@@ -550,7 +550,9 @@ def audit(table_path, *, row: str, ratio: int, metric: str | None = None, root=N
         shown = re.sub(r" \(paper [^)]*\)$", "", shown_full) if shown_full is not None else None
         status = OK if shown == recomputed else MISMATCH
         cell["metrics"][key] = {"column": columns[key], "shown": shown_full, "recomputed": recomputed,
-                                "per_seed": {str(r["seed"]): r["summary"].get(key) for r in runs},
+                                # in the table's units (Dice and Jaccard in %), as the cell shows them
+                                "per_seed": {str(r["seed"]): (r["summary"][key] * factor if r["summary"].get(key)
+                                                              is not None else None) for r in runs},
                                 "status": status}
         if status != OK:
             cell["status"] = MISMATCH
@@ -646,7 +648,7 @@ def format_audit(result: dict) -> str:
     if not cell["found"]:
         out.append(f"✗ cell: no row {cell['row_label']!r} with ratio {result['ratio']}% in the table text")
     for m in cell["metrics"].values():
-        per_seed = ", ".join(f"seed {s}: {v:.4f}" if isinstance(v, float) else f"seed {s}: -"
+        per_seed = ", ".join(f"seed {s}: {v:.2f}" if isinstance(v, float) else f"seed {s}: -"
                              for s, v in m["per_seed"].items())
         out.append(f"{_mark(m['status'])} cell {m['column']}: table shows {m['shown']}, "
                    f"recomputed {m['recomputed']} ({per_seed})")
