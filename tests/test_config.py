@@ -176,3 +176,15 @@ def test_execution_fields_are_job_resources_resolved_through_the_schedule_layers
         "checkpoint_interval": 20, "runtime": 30, "mem_mb": 8000, "infer_runtime": 60, "infer_mem_mb": 8000}
     assert run_resources(cfg, "acdc", "alhvr")["runtime"] == 720  # paper
     assert not set(run_spec(cfg, "acdc", "alhvr", 10, 0)["schedule"]) & set(EXECUTION_FIELDS)
+
+
+def test_a_method_not_implemented_keeps_its_row_only_with_paper_values(tmp_path):
+    tables = tiny_table(methods=("supervised",))
+    tables["tiny"]["rows"].append({"method": "fixmatch", "ratios": [25], "run": False})
+    root = make_workflow(tmp_path / "a", tables=tables)
+    with pytest.raises(ConfigError, match=r"rows\.1: 'fixmatch' is not implemented here.*none for ratio\(s\) 25"):
+        load(root)
+    tables["tiny"]["reference"] = {"source": "x", "values": {"fixmatch": {25: {"dice": 80.0}}}}
+    root = make_workflow(tmp_path / "b", tables=tables)
+    cfg = load(root)
+    assert [r[1] for r in table_runs(cfg, "tiny")] == ["supervised"]  # nothing to train for it

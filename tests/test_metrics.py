@@ -357,3 +357,29 @@ def test_summarise_rejects_empty_or_incomplete_frames():
         summarise(_frame([]).reindex(columns=list(CSV_COLUMNS)))
     with pytest.raises(ValueError, match="missing columns"):
         summarise(pd.DataFrame({"case": ["a"], "dice": [1.0]}))
+
+
+# ----------------------------------------------------------------------------- distance units
+def test_the_evaluate_stage_measures_distances_in_voxels_unless_the_dataset_asks_for_mm(tmp_path):
+    import SimpleITK as sitk
+
+    from semiseg.data.store import Case, write_store
+    from semiseg.metrics.evaluate import evaluate
+    from semiseg.metrics.segmentation import read_metrics_csv
+
+    gt = np.zeros((4, 20, 20), np.uint8)
+    gt[1:3, 5:10, 5:10] = 1
+    pred = np.roll(gt, 3, axis=2)  # shifted 3 voxels along x
+    store = write_store(tmp_path / "store.h5", name="d", dims=3, labels={"background": 0, "a": 1},
+                        cases=[Case("c0", "p0", gt.astype(np.float32), gt, spacing=(5.0, 2.0, 2.0))])
+    (tmp_path / "pred").mkdir()
+    sitk.WriteImage(sitk.GetImageFromArray(pred), str(tmp_path / "pred" / "c0.nii.gz"))
+    hd95 = {}
+    for unit in ("voxel", "mm"):
+        evaluate(tmp_path / "pred", store, tmp_path / f"{unit}.csv", distance_unit=unit)
+        hd95[unit] = float(read_metrics_csv(tmp_path / f"{unit}.csv")["hd95"].iloc[0])
+    assert hd95["voxel"] == pytest.approx(medpy_binary.hd95(pred, gt))
+    assert hd95["mm"] == pytest.approx(medpy_binary.hd95(pred, gt, voxelspacing=(5.0, 2.0, 2.0)))
+    assert hd95["mm"] == pytest.approx(2 * hd95["voxel"])  # the shift is along x, 2 mm per voxel
+    with pytest.raises(ValueError, match="distance_unit"):
+        evaluate(tmp_path / "pred", store, tmp_path / "x.csv", distance_unit="cm")

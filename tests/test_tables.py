@@ -192,3 +192,22 @@ def test_write_table_is_atomic(tmp_path):
     write_table(text, path)  # replaces in place
     assert path.read_text(encoding="utf-8") == text
     assert [p.name for p in path.parent.iterdir()] == ["demo.md"]
+
+
+def test_a_built_table_states_its_code_version_and_distance_unit(tmp_path):
+    import json
+
+    from semiseg import __version__
+    from semiseg.reporting.build import table_from_runs
+
+    metrics = tmp_path / "runs" / "d" / "supervised" / "50" / "seed0" / "metrics.csv"
+    metrics.parent.mkdir(parents=True)
+    metrics.write_text("case,class,class_name,dice,jaccard,hd95,asd,pred_empty,gt_empty\n"
+                       "c0,1,a,0.8,0.6667,2.0,1.0,False,False\n")
+    descriptor = tmp_path / "dataset.json"
+    descriptor.write_text(json.dumps({"patients": {"train": ["p0", "p1"], "val": [], "test": ["p2"]}}))
+    spec = {"table": {"title": "T", "dataset": "d", "seeds": [0], "rows": [{"method": "supervised", "ratios": [50]}]},
+            "ratios": {"50": 1}, "schedule": "smoke", "distance_unit": "voxel", "fingerprint": "f00"}
+    text = table_from_runs(spec, descriptor=descriptor, metrics=[metrics], out=tmp_path / "t.md")
+    assert f"Code version: {__version__} (git " in text  # this checkout's commit, read when written
+    assert "95HD and ASD are in voxels of the native grid" in text

@@ -116,7 +116,7 @@ def cmd_infer(args):
 def cmd_evaluate(args):
     from semiseg.metrics.evaluate import evaluate
 
-    n = evaluate(Path(args.predictions), Path(args.store), Path(args.out))
+    n = evaluate(Path(args.predictions), Path(args.store), Path(args.out), distance_unit=args.distance_unit)
     log.info("evaluated %d cases into %s", n, args.out)
     return Path(args.out), [Path(args.predictions), Path(args.store)], [Path(args.out)], None, None
 
@@ -212,6 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--predictions", required=True)
     s.add_argument("--store", required=True)
     s.add_argument("--out", required=True, help="metrics.csv")
+    s.add_argument("--distance-unit", default="voxel", choices=("voxel", "mm"),
+                   help="95HD/ASD in voxels of the native grid (the papers' protocol) or in mm (the store's spacing)")
     s.set_defaults(func=cmd_evaluate)
 
     s = sub.add_parser("table", help="aggregate runs' metrics into a markdown table")

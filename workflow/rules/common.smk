@@ -104,6 +104,7 @@ def table_spec(wildcards):
             "table": table,
             "ratios": CFG["datasets"][table["dataset"]]["ratios"],
             "schedule": schedule_name(CFG, table["dataset"]),
+            "distance_unit": CFG["datasets"][table["dataset"]]["distance_unit"],
             "supervised_methods": sorted(
                 m for m, e in CFG["methods"].items() if e["algorithm"] == "supervised"
             ),

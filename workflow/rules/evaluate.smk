@@ -36,6 +36,7 @@ rule evaluate:
         run_path("metrics.csv"),
     params:
         code=code_fingerprint("evaluate"),
+        distance_unit=dataset_field("distance_unit"),
         wildcards=job_wildcards,
     conda:
         "../envs/semiseg.yaml"
@@ -43,4 +44,5 @@ rule evaluate:
         results("logs/evaluate/{dataset}/{method}/{ratio}/seed{seed}.log"),
     shell:
         "semiseg --rule evaluate --wildcards {params.wildcards:q}"
-        " evaluate --predictions {input.predictions} --store {input.store} --out {output} 2> {log}"
+        " evaluate --predictions {input.predictions} --store {input.store} --out {output}"
+        " --distance-unit {params.distance_unit} 2> {log}"

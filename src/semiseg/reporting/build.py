@@ -23,6 +23,22 @@ def parse_run_path(path: Path) -> tuple[str, str, int, int]:
     return m["dataset"], m["method"], int(m["ratio"]), int(m["seed"])
 
 
+#: How the footer names a dataset's distance unit.
+DISTANCE_WORDS = {"voxel": "voxels of the native grid (as the papers report)", "mm": "mm (the voxel spacing)"}
+
+
+def code_version() -> str:
+    """The package version and the git commit of its checkout, read when the table is written
+    (not a rule param: a commit that changes nothing a table depends on must not rebuild it)."""
+    from semiseg import __version__
+    from semiseg.provenance import git_state
+
+    git = git_state()
+    if not git.get("commit"):
+        return __version__
+    return f"{__version__} (git {git['commit'][:10]}{', uncommitted changes' if git.get('dirty') else ''})"
+
+
 def table_from_runs(spec: dict, *, descriptor: Path, metrics: list[Path], out: Path) -> str:
     """Build and write one table.
 
@@ -45,8 +61,9 @@ def table_from_runs(spec: dict, *, descriptor: Path, metrics: list[Path], out: P
             raise ValueError(f"{path}: belongs to dataset {dataset!r}, the table is about {table['dataset']!r}")
         results[(method, ratio, seed)] = summarise(read_metrics_csv(path))
     info = {"train_patients": len(desc["patients"]["train"]),
-            "labeled_patients": {int(k): v for k, v in spec["ratios"].items()}}
-    footer = {"schedule": spec.get("schedule"), "code_version": spec.get("code_version"),
+            "labeled_patients": {int(k): v for k, v in spec["ratios"].items()},
+            "distance_unit": DISTANCE_WORDS.get(spec.get("distance_unit"))}
+    footer = {"schedule": spec.get("schedule"), "code_version": spec.get("code_version") or code_version(),
               "fingerprint": spec.get("fingerprint"),
               "generated": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
     text = build_table(table, dataset_info=info, results=results, footer={k: v for k, v in footer.items() if v},
