@@ -1,6 +1,7 @@
 """Wall time of the default target (results/tables/demo.md) from scratch, and of a no-op re-run.
 
-Runs in a temporary copy of the workflow (Snakefile, workflow/, config/), so the checkout's
+Runs in a temporary copy of the workflow (Snakefile, workflow/, config/, profiles/: the
+workflow profile applies as it does to `snakemake --cores 2` in the checkout), so the checkout's
 results/ is untouched. Prints a small table; the numbers depend on the machine (say which).
 
     python benchmarks/demo_time.py [--cores 2] [--keep DIR]
@@ -38,7 +39,7 @@ def main() -> None:
     args = ap.parse_args()
     root = args.keep or Path(tempfile.mkdtemp(prefix="semiseg-demo-"))
     root.mkdir(parents=True, exist_ok=True)
-    for name in ("Snakefile", "workflow", "config"):
+    for name in ("Snakefile", "workflow", "config", "profiles"):
         src = REPO / name
         (shutil.copytree(src, root / name, dirs_exist_ok=True) if src.is_dir() else shutil.copy(src, root / name))
     full, _ = run(root, args.cores)
