@@ -18,7 +18,6 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
-import yaml
 from scipy import ndimage
 
 from conftest import REPO, snakemake, write_yaml
