@@ -42,7 +42,7 @@ def _spec(algorithm="mean_teacher", iterations=6, params=None, **sched):
                 "checkpoint_interval": 2, "amp": False}
     schedule.update(sched)
     default_params = {"mean_teacher": {"ema_decay": 0.99, "consistency": 0.1, "consistency_rampup": 1.0,
-                                       "noise_std": 0.1, "noise_clip": 0.2}}.get(algorithm, {})
+                                       "noise_std": 0.1, "noise_clip": 0.2, "consistency_start": 0.0}}.get(algorithm, {})
     return {"dataset": {"name": "tiny", "dims": 2, "labels": LABELS, "num_classes": 3, "patch_size": [32, 32],
                         "stride": None},
             "method": {"name": algorithm, "algorithm": algorithm, "network": "unet",

@@ -6,9 +6,11 @@ fingerprint does not take in the whole training engine.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import torch
 
-__all__ = ["ResourceError", "out_of_memory", "select_device"]
+__all__ = ["ResourceError", "explain_out_of_memory", "select_device"]
 
 
 class ResourceError(RuntimeError):
@@ -27,6 +29,11 @@ def select_device(name: str) -> torch.device:
     return torch.device("cuda")
 
 
-def out_of_memory(device: torch.device, where: str, advice: str) -> str:
-    """The message of a job that ran out of memory: where, and which settings to change."""
-    return f"out of {device.type} memory {where}: {advice}, or use a device with more memory"
+@contextmanager
+def explain_out_of_memory(device: torch.device, where: str, advice: str, error: type[Exception] = ResourceError):
+    """Turn ``torch.OutOfMemoryError`` inside the block into ``error``, whose message says where
+    the job ran out of memory and which settings to change, in place of a bare traceback."""
+    try:
+        yield
+    except torch.OutOfMemoryError as exc:
+        raise error(f"out of {device.type} memory {where}: {advice}, or use a device with more memory") from exc

@@ -24,20 +24,18 @@ from semiseg.engine.augment import augment_2d, augment_3d
 __all__ = ["ResidentSet", "StreamSampler", "load_resident", "resize_slices"]
 
 
-def resize_slices(image: np.ndarray, label: np.ndarray | None, size, *,
-                  image_order: int = 0) -> tuple[np.ndarray, np.ndarray | None]:
+def resize_slices(image: np.ndarray, label: np.ndarray | None, size) -> tuple[np.ndarray, np.ndarray | None]:
     """Zoom (Z, Y, X) slices to (Z, *size): nearest neighbour for images and labels.
 
     SSL4MIS's ``RandomGenerator`` (the ACDC papers' training transform) zooms each slice with
     ``zoom(..., order=0)`` for the image as for the label, as does its validation; the
-    predictor (``semiseg.inference.predict``) zooms with order 0 too. ``image_order`` picks
-    another spline order for the image (3: cubic); labels are always nearest.
+    predictor (``semiseg.inference.predict``) zooms with order 0 too.
     """
     _, y, x = image.shape
     if (y, x) == tuple(size):
         return image.astype(np.float32), label
     f = (1, size[0] / y, size[1] / x)
-    img = ndimage.zoom(image, f, order=image_order).astype(np.float32)
+    img = ndimage.zoom(image, f, order=0).astype(np.float32)
     lab = ndimage.zoom(label, f, order=0) if label is not None else None
     return img, lab
 

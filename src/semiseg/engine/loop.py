@@ -37,7 +37,7 @@ from tqdm import tqdm
 
 from semiseg.config import spec_hash
 from semiseg.data.store import Store
-from semiseg.device import out_of_memory, select_device
+from semiseg.device import explain_out_of_memory, select_device
 from semiseg.engine.data import StreamSampler, load_resident
 from semiseg.inference.predict import predict_volume
 from semiseg.methods import Step, build_method
@@ -186,16 +186,13 @@ def _train(spec: dict, store_path: Path, split_path: Path, out_dir: Path, *, sig
         if method.uses_unlabeled and not split["cases"]["unlabeled"]:
             raise TrainingError(f"{split_path}: method {spec['method']['name']!r} needs unlabeled data "
                                 "but the split has none (a 100 % ratio); use a supervised method there")
-        try:
+        with explain_out_of_memory(device, "while loading the training set onto it",
+                                   f"the whole training set is kept on the training device at patch_size "
+                                   f"{dataset['patch_size']}; lower patch_size in config/datasets/", TrainingError):
             labeled = load_resident(store, split["cases"]["labeled"], dataset["dims"], dataset["patch_size"],
                                     device, with_label=True)
             unlabeled = (load_resident(store, split["cases"]["unlabeled"], dataset["dims"], dataset["patch_size"],
                                        device, with_label=False) if method.uses_unlabeled else None)
-        except torch.OutOfMemoryError as exc:
-            raise TrainingError(out_of_memory(
-                device, "while loading the training set onto it",
-                f"the whole training set is kept on the training device at patch_size {dataset['patch_size']}; "
-                "train on a device with more memory or lower patch_size in config/datasets/")) from exc
         val_cases = split["cases"]["val"][: sched.get("max_val_cases") or None]
         lab_sampler = StreamSampler(len(labeled), sched["labeled_batch_size"], seed, stream=0)
         unl_sampler = (StreamSampler(len(unlabeled), sched["unlabeled_batch_size"], seed, stream=1)
@@ -248,15 +245,13 @@ def _train(spec: dict, store_path: Path, split_path: Path, out_dir: Path, *, sig
             lr = sched["lr"] * ((1.0 - it / total) ** 0.9 if sched["lr_policy"] == "poly" else 1.0)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            try:
+            with explain_out_of_memory(device, f"at iteration {it}", _memory_advice(spec), TrainingError):
                 with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
                     losses = method.training_step(batch, step)
                 _check_finite(losses, it, spec["method"]["name"])
                 optimizer.zero_grad(set_to_none=True)
                 losses.total.backward()
                 optimizer.step()
-            except torch.OutOfMemoryError as exc:
-                raise TrainingError(out_of_memory(device, f"at iteration {it}", _memory_advice(spec))) from exc
             method.after_optimizer_step(step)
 
             term_names = term_names or list(losses.terms)
@@ -265,13 +260,11 @@ def _train(spec: dict, store_path: Path, split_path: Path, out_dir: Path, *, sig
             row.update({k: float(v) for k, v in losses.stats.items()})
             done = it + 1
             if val_cases and (done % sched["val_interval"] == 0 or done == total):
-                try:
+                with explain_out_of_memory(device, f"validating at iteration {done}",
+                                           f"validation predicts each val volume in slices or windows of "
+                                           f"patch_size {dataset['patch_size']}; lower patch_size in "
+                                           "config/datasets/", TrainingError):
                     score = _validate(method.eval_network(), store, val_cases, dataset, device)
-                except torch.OutOfMemoryError as exc:
-                    raise TrainingError(out_of_memory(
-                        device, f"validating at iteration {done}",
-                        f"validation predicts each val volume in slices or windows of patch_size "
-                        f"{dataset['patch_size']}; lower patch_size in config/datasets/")) from exc
                 row["val_dice"] = score
                 if score > best:
                     best, best_it = score, done
@@ -311,14 +304,14 @@ def _train(spec: dict, store_path: Path, split_path: Path, out_dir: Path, *, sig
 def _check_finite(losses, iteration: int, method: str) -> None:
     """Stop on a NaN or infinite loss, naming every non-finite term (the total is only named when
     no term is: a bad term makes the total bad too, and the term is what one needs to know)."""
-    bad = {name: float(v.detach().float().flatten()[~torch.isfinite(v.detach()).flatten()][0])
-           for name, v in losses.terms.items() if not torch.isfinite(v).all()}
-    if not bad and not torch.isfinite(losses.total).all():
-        bad = {"total": float(losses.total.detach())}
-    if bad:
-        named = ", ".join(f"{name!r} is {value}" for name, value in bad.items())
-        raise TrainingError(f"iteration {iteration}: loss term {named} (method {method}); stopping. "
-                            "Lower the lr or check the data.")
+    values = [losses.total, *losses.terms.values()]
+    if bool(torch.isfinite(torch.stack([v.detach().float().reshape(()) for v in values])).all()):
+        return  # the usual case: one check (one device sync) per iteration
+    bad = {name: float(v.detach()) for name, v in losses.terms.items() if not torch.isfinite(v).all()}
+    bad = bad or {"total": float(losses.total.detach())}
+    named = ", ".join(f"{name!r} is {value}" for name, value in bad.items())
+    raise TrainingError(f"iteration {iteration}: loss term {named} (method {method}); stopping. "
+                        "Lower the lr or check the data.")
 
 
 def _memory_advice(spec: dict) -> str:

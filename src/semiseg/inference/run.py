@@ -13,7 +13,7 @@ import torch
 from tqdm import tqdm
 
 from semiseg.data.store import Store
-from semiseg.device import ResourceError, out_of_memory, select_device
+from semiseg.device import explain_out_of_memory, select_device
 from semiseg.inference.predict import predict_volume
 from semiseg.nets import build_network
 
@@ -52,17 +52,17 @@ def infer(run_dir: Path, store_path: Path, split_path: Path, out_dir: Path, *, d
     tmp = out_dir.with_name(f".{out_dir.name}.partial")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    with Store(store_path) as store:
-        for cid in tqdm(cases, desc="infer", mininterval=2.0):
-            try:
-                pred = predict_volume(net, store.read_image(cid), spec["dataset"], dev)
-            except torch.OutOfMemoryError as exc:
-                shutil.rmtree(tmp, ignore_errors=True)
-                raise ResourceError(out_of_memory(
-                    dev, f"predicting {cid}", f"the network sees windows of patch_size "
-                    f"{spec['dataset']['patch_size']} (config/datasets/); run infer on the CPU "
-                    f"(`semiseg infer --device cpu`)")) from exc
-            write_label_nifti(pred, store.spacing(cid), tmp / f"{cid}.nii.gz")
+    try:
+        with Store(store_path) as store:
+            for cid in tqdm(cases, desc="infer", mininterval=2.0):
+                with explain_out_of_memory(dev, f"predicting {cid}",
+                                           f"the network sees windows of patch_size {spec['dataset']['patch_size']} "
+                                           "(config/datasets/); run infer on the CPU (`semiseg infer --device cpu`)"):
+                    pred = predict_volume(net, store.read_image(cid), spec["dataset"], dev)
+                write_label_nifti(pred, store.spacing(cid), tmp / f"{cid}.nii.gz")
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # no half-written predictions left behind
+        raise
     shutil.rmtree(out_dir, ignore_errors=True)
     os.replace(tmp, out_dir)
     return len(cases)

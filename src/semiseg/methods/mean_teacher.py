@@ -47,7 +47,7 @@ class MeanTeacher(Method):
     def consistency_weight(self, step: Step) -> float:
         """λ(t): 0 before ``consistency_start``, then ``consistency`` times the ramp at ``t``."""
         # Specs built without the schema's defaults (hand-made test specs) lack it: no delay.
-        start = round(float(self.params.get("consistency_start", 0.0)) * step.total)
+        start = round(float(self.params["consistency_start"]) * step.total)
         if step.iteration < start:
             return 0.0
         return self.params["consistency"] * step.rampup(self.params["consistency_rampup"])
