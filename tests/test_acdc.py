@@ -319,7 +319,7 @@ def test_the_checkpoint_is_chosen_on_val_never_on_test(acdc, cfg, tmp_path, monk
         seen.append(list(cs))
         return next(scores)
 
-    monkeypatch.setattr(loop, "_validate", validate)
+    monkeypatch.setattr(loop, "validate", validate)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # 3 steps of batch 1: threads only add contention on a busy runner
     spec = run_spec(cfg, "acdc", "supervised", 5, 0)

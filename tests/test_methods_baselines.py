@@ -19,6 +19,7 @@ from semiseg.config import load_config
 from semiseg.data.store import Case, write_store
 from semiseg.engine.loop import train
 from semiseg.methods import Step, build_method
+from semiseg.methods.base import StageContext
 from semiseg.methods.bcp import copy_paste, halves, mixed_loss, paste_mask
 from semiseg.methods.cps import cross_pseudo_loss
 from semiseg.methods.ua_mt import masked_consistency, mc_uncertainty, uncertainty_threshold
@@ -380,7 +381,10 @@ def test_bcp_stages_teacher_copy_and_unlabeled_gradient():
     with torch.no_grad():
         for p in m.models[0].parameters():
             p.add_(0.01)
-    # the first self-training iteration copies the pre-trained student into the teacher
+    # the hand-off to self-training (the engine's stage hook, before iteration 5) copies the
+    # pre-trained student into the teacher
+    assert m.stages(10) == [("pretrain", 0), ("self_train", 5)]
+    m.on_stage_start("self_train", Step(5, 10), StageContext())
     m.params["u_weight"] = 0.0
     out, g0 = _grads(m, batch, Step(5, 10))
     assert out.stats["stage"] == 1.0

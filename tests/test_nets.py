@@ -159,17 +159,21 @@ def test_vnet_dropout_only_in_training():
 
 
 def test_unet2d_parameter_count_matches_ssl4mis():
-    # Default (transposed-convolution) decoder: SSL4MIS's current UNet.
-    assert count_parameters(UNet(1, 4)) == 1_944_324
-    assert ssl4mis_unet_parameters(1, 4) == 1_944_324
-    # bilinear=True (1x1 conv + upsampling): the "1.81 M" of SSL4MIS's UNet / ALHVR's up_type=1.
-    assert count_parameters(UNet(1, 4, bilinear=True)) == 1_813_764
+    # Default decoder = the reference's: SSL4MIS's Decoder builds UpBlock with its default
+    # bilinear=True (1x1 conv + upsampling), the "1.81 M" of SSL4MIS's / ALHVR's / BCP's UNet.
+    assert count_parameters(UNet(1, 4)) == 1_813_764
     assert ssl4mis_unet_parameters(1, 4, bilinear=True) == 1_813_764
+    assert count_parameters(UNet(1, 4, bilinear=True)) == 1_813_764
+    # The transposed-convolution decoder stays a named option.
+    assert count_parameters(UNet(1, 4, up_mode="transpose")) == 1_944_324
+    assert count_parameters(UNet(1, 4, bilinear=False)) == 1_944_324
+    assert ssl4mis_unet_parameters(1, 4) == 1_944_324
 
 
 def test_unet3d_and_vnet_parameter_counts():
-    assert count_parameters(UNet(1, 2, dims=3)) == 5_648_706
+    assert count_parameters(UNet(1, 2, dims=3, up_mode="transpose")) == 5_648_706
     assert ssl4mis_unet_parameters(1, 2, k=3) == 5_648_706
+    assert count_parameters(UNet(1, 2, dims=3)) == ssl4mis_unet_parameters(1, 2, bilinear=True, k=3)
     # UA-MT's VNet(n_channels=1, n_classes=2, normalization="batchnorm"): ~9.44 M.
     assert count_parameters(VNet(1, 2)) == 9_448_866
 

@@ -24,6 +24,7 @@ from jsonschema import Draft202012Validator, validators
 __all__ = [
     "ConfigError",
     "load_config",
+    "method_settings",
     "EXECUTION_FIELDS",
     "run_resources",
     "run_spec",
@@ -158,10 +159,20 @@ def load_config(config: dict | None = None, root: Path | str | None = None) -> d
             raise ConfigError(f"{where}.algorithm: unknown algorithm {entry['algorithm']!r}; allowed: {', '.join(sorted(algos))}")
         params = entry.setdefault("params", {})
         _validate(params, algos[entry["algorithm"]], f"{where}.params")
-        for sched, overrides in entry.get("schedule", {}).items():
-            if sched not in schedules:
-                raise ConfigError(f"{where}.schedule.{sched}: unknown schedule; allowed: {', '.join(sorted(schedules))}")
-            _validate(overrides, schedules_fields_schema(root), f"{where}.schedule.{sched}")
+        layers = [(f"{where}.schedule", entry.get("schedule", {}))]
+        for ds_name, override in entry.get("datasets", {}).items():
+            if ds_name not in datasets:
+                raise ConfigError(f"{where}.datasets.{ds_name}: unknown dataset; allowed: {', '.join(sorted(datasets))}")
+            # the merged params, as a run on that dataset gets them, must be valid (a copy: the
+            # validator fills in defaults, which must not land in the override)
+            _validate({**params, **override.get("params", {})}, algos[entry["algorithm"]],
+                      f"{where}.datasets.{ds_name}.params")
+            layers.append((f"{where}.datasets.{ds_name}.schedule", override.get("schedule", {})))
+        for prefix, per_schedule in layers:
+            for sched, overrides in per_schedule.items():
+                if sched not in schedules:
+                    raise ConfigError(f"{prefix}.{sched}: unknown schedule; allowed: {', '.join(sorted(schedules))}")
+                _validate(overrides, schedules_fields_schema(root), f"{prefix}.{sched}")
 
     for name, ds in datasets.items():
         where = f"{ds_origin[name]}: {name}"
@@ -251,13 +262,31 @@ EXECUTION_DEFAULTS = {"checkpoint_interval": 1000, "runtime": 720, "mem_mb": 160
 
 
 def _resolved_schedule(cfg: dict, dataset: str, method: str) -> tuple[str, dict]:
-    """The schedule's name and its fields for one run: defaults <- dataset <- the method's overrides."""
+    """The schedule's name and its fields for one run: defaults <- dataset <- the method's
+    overrides <- the method's overrides for this dataset."""
     sname = schedule_name(cfg, dataset)
     sched = cfg["schedules"][sname]
+    entry = cfg["methods"][method]
     resolved = dict(sched["defaults"])
     resolved.update(sched.get("datasets", {}).get(dataset, {}))
-    resolved.update(cfg["methods"][method].get("schedule", {}).get(sname, {}))
+    resolved.update(entry.get("schedule", {}).get(sname, {}))
+    resolved.update(entry.get("datasets", {}).get(dataset, {}).get("schedule", {}).get(sname, {}))
     return sname, resolved
+
+
+def method_settings(cfg: dict, dataset: str, method: str) -> dict:
+    """A method entry's settings for runs on ``dataset``: ``algorithm``, ``network``,
+    ``network_args`` and ``params``, with the entry's ``datasets.<dataset>`` overrides applied
+    (params merged key by key, network arguments over the dataset's)."""
+    ds = cfg["datasets"][dataset]
+    entry = cfg["methods"][method]
+    override = entry.get("datasets", {}).get(dataset, {})
+    network = override.get("network", entry.get("network", ds.get("network", "unet")))
+    args = dict(ds.get("network_args", {})) if network == ds.get("network", "unet") else {}
+    args.update(entry.get("network_args", {}))
+    args.update(override.get("network_args", {}))
+    return {"algorithm": entry["algorithm"], "network": network, "network_args": args,
+            "params": {**entry["params"], **override.get("params", {})}}
 
 
 def run_resources(cfg: dict, dataset: str, method: str) -> dict:
@@ -270,7 +299,6 @@ def run_spec(cfg: dict, dataset: str, method: str, ratio: int | str, seed: int |
     """Everything one training job's result depends on, resolved: the job's input and its
     fingerprint (the schedule's execution fields are not in it: see :data:`EXECUTION_FIELDS`)."""
     ds = cfg["datasets"][dataset]
-    entry = cfg["methods"][method]
     sname, resolved = _resolved_schedule(cfg, dataset, method)
     resolved = {k: v for k, v in resolved.items() if k not in EXECUTION_FIELDS}
     if str(ratio) not in ds["ratios"]:
@@ -284,12 +312,7 @@ def run_spec(cfg: dict, dataset: str, method: str, ratio: int | str, seed: int |
             "patch_size": ds["patch_size"],
             "stride": ds.get("stride"),
         },
-        "method": {
-            "name": method,
-            "algorithm": entry["algorithm"],
-            "network": entry.get("network", ds.get("network", "unet")),
-            "params": entry["params"],
-        },
+        "method": {"name": method, **method_settings(cfg, dataset, method)},
         "schedule": {"name": sname, **resolved},
         "ratio": int(ratio),
         "labeled_patients": ds["ratios"][str(ratio)],

@@ -4,15 +4,18 @@
 
 - seeds every RNG from ``spec['seed']``, picks the device, loads the labeled and unlabeled
   streams resident on it (``semiseg.engine.data``);
-- per iteration: a two-stream batch with batched on-device augmentation, the method's
-  ``training_step`` (under bf16 autocast on CUDA when the schedule says ``amp``), a NaN/inf
-  check of every named term, SGD with poly or constant decay, the method's post-step hook;
+- per iteration: a two-stream batch with batched on-device augmentation, the method's extra
+  views (``make_views``), its ``training_step`` (under bf16 autocast on CUDA when the schedule
+  says ``amp``), a NaN/inf check of every named term, SGD over the method's parameter groups
+  (and any optimiser it owns) with the schedule's lr policy (``semiseg.engine.lr``), the
+  method's post-step hook; before the first step of each of the method's stages, its stage
+  hook (BCP's hand-off);
 - every ``val_interval`` iterations: validation on the val split with the inference protocol of
-  the test split, keeping the best network (mean foreground Dice);
-- every ``checkpoint_interval`` iterations, and on SIGTERM: the whole resumable state (models,
-  EMA teachers, optimiser, iteration, RNG states, best score, log) to ``checkpoint_dir``,
-  outside the rule's declared outputs. A job started again resumes from it; on CPU with a fixed
-  seed an interrupted-and-resumed run ends with the same weights as an uninterrupted one;
+  the test split (``semiseg.engine.validate``), keeping the best network;
+- every ``checkpoint_interval`` iterations, and on SIGTERM: the whole resumable state
+  (``semiseg.engine.state``) to ``checkpoint_dir``, outside the rule's declared outputs. A job
+  started again resumes from it; on CPU with a fixed seed an interrupted-and-resumed run ends
+  with the same weights as an uninterrupted one;
 - at the end, and only then, the declared outputs: ``model.pt`` (best weights of the evaluated
   network), ``models.pt`` (every trained network, e.g. both of CPS or ALHVR), ``train.csv``
   (every loss term per logged iteration) and ``config.json``.
@@ -24,14 +27,11 @@ import csv
 import json
 import logging
 import os
-import random
 import shutil
-import signal
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -39,9 +39,13 @@ from semiseg.config import spec_hash
 from semiseg.data.store import Store
 from semiseg.device import explain_out_of_memory, select_device
 from semiseg.engine.data import StreamSampler, load_resident
-from semiseg.inference.predict import predict_volume
+from semiseg.engine.lr import lr_factor
+from semiseg.engine.state import (Preempted, ResumeState, SigtermFlag, atomic_save, load_state, save_state,
+                                  seed_everything)
+from semiseg.engine.validate import mean_dice, validate
 from semiseg.methods import Step, build_method
-from semiseg.nets import build_network
+from semiseg.methods.base import StageContext
+from semiseg.nets import network_for
 
 __all__ = ["TrainingError", "Preempted", "train", "mean_dice", "atomic_save"]
 
@@ -56,249 +60,237 @@ class TrainingError(RuntimeError):
     """Training cannot go on (a NaN loss, memory exhausted); the message says why and where."""
 
 
-class Preempted(SystemExit):
-    """Raised after SIGTERM once the checkpoint is written; exits with status 143 (128 + 15)."""
-
-    def __init__(self):
-        super().__init__(143)
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def atomic_save(obj, path: Path) -> None:
-    """torch.save to a temporary file beside `path`, then rename: never a half-written file."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def mean_dice(pred: np.ndarray, gt: np.ndarray, num_classes: int) -> float:
-    """Mean foreground Dice over classes (both empty counts as 1), for checkpoint selection."""
-    scores = []
-    for c in range(1, num_classes):
-        p, g = pred == c, gt == c
-        denom = p.sum() + g.sum()
-        scores.append(1.0 if denom == 0 else 2.0 * np.logical_and(p, g).sum() / denom)
-    return float(np.mean(scores))
-
-
-def _rng_state(device: torch.device) -> dict:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-    if device.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state(device)
-    return state
-
-
-def _set_rng_state(state: dict, device: torch.device) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if device.type == "cuda" and "cuda" in state:
-        torch.cuda.set_rng_state(state["cuda"], device)
-
-
-class _SigtermFlag:
-    """Turns SIGTERM (SLURM's warning before a time limit or preemption) into a flag the loop checks."""
-
-    def __init__(self):
-        self.raised = False
-        self._previous = None
-
-    def __enter__(self):
-        try:
-            self._previous = signal.signal(signal.SIGTERM, self._handle)
-        except ValueError:  # not the main thread: leave signals alone
-            self._previous = None
-        return self
-
-    def _handle(self, signum, frame):
-        self.raised = True
-
-    def __exit__(self, *exc):
-        if self._previous is not None:
-            signal.signal(signal.SIGTERM, self._previous)
-
-
-def _validate(net, store: Store, cases: list[str], dataset: dict, device) -> float:
-    scores = []
-    for cid in cases:
-        image, label = store.read(cid)
-        pred = predict_volume(net, image, dataset, device)
-        scores.append(mean_dice(pred, label, dataset["num_classes"]))
-    return float(np.mean(scores))
-
-
 def train(spec: dict, store_path: Path, split_path: Path, out_dir: Path, **kwargs) -> dict:
     """Train one run; returns a summary dict (also written into ``config.json``).
 
     SIGTERM at any point (also while the data loads) is answered by writing the resumable state
-    at the last completed iteration and exiting with status 143. See :func:`_train` for the
-    keyword arguments.
+    at the last completed iteration and exiting with status 143. Keyword arguments:
+    ``checkpoint_dir`` (default ``out_dir/checkpoints``), ``code_fingerprint`` (the hash of the
+    code the run depends on: a saved state is resumed only for the same spec and code),
+    ``progress`` (a progress bar), ``checkpoint_interval`` and ``stop_after`` (end the loop after
+    that many iterations *without* writing the final outputs, the resumable state written:
+    tests use it to interrupt a run deterministically).
     """
-    with _SigtermFlag() as sigterm:
-        return _train(spec, store_path, split_path, out_dir, sigterm=sigterm, **kwargs)
+    with SigtermFlag() as sigterm:
+        return _Run(spec, store_path, split_path, out_dir, sigterm=sigterm, **kwargs).run()
 
 
-def _train(spec: dict, store_path: Path, split_path: Path, out_dir: Path, *, sigterm: "_SigtermFlag",
-          checkpoint_dir: Path | None = None, code_fingerprint: str = "", progress: bool = True,
-          checkpoint_interval: int | None = None, stop_after: int | None = None) -> dict:
-    """The body of :func:`train`.
+def build_optimizers(method, sched: dict) -> dict[str, torch.optim.Optimizer]:
+    """The main SGD over the method's parameter groups, plus the optimisers it owns; every
+    group remembers its ``initial_lr`` (the lr policy scales it)."""
+    groups = []
+    for group in method.param_groups():
+        group = dict(group)
+        group["lr"] = sched["lr"] * float(group.pop("lr_scale", 1.0))
+        groups.append(group)
+    optimizers = {"main": torch.optim.SGD(groups, lr=sched["lr"], momentum=sched["momentum"],
+                                          weight_decay=sched["weight_decay"])}
+    extra = method.extra_optimizers(sched)
+    if "main" in extra:
+        raise ValueError(f"method {method.algorithm!r}: an extra optimiser may not be called 'main'")
+    optimizers.update(extra)
+    for opt in optimizers.values():
+        for group in opt.param_groups:
+            group.setdefault("initial_lr", group["lr"])
+    return optimizers
 
-    A saved state is resumed only if it was written for the same spec and `code_fingerprint`
-    (the hash of the code the run depends on); otherwise training starts over. `stop_after`
-    ends the loop after that many iterations *without* writing the final outputs (the
-    resumable state is written): tests use it to interrupt a run deterministically.
-    """
-    t_start = time.time()
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    ckpt_dir = Path(checkpoint_dir) if checkpoint_dir else out_dir / "checkpoints"
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
-    state_path = ckpt_dir / "state.pt"
-    best_path = ckpt_dir / "best.pt"  # the evaluated network: model.pt
-    best_models_path = ckpt_dir / "best_models.pt"  # every trained network (two for CPS/ALHVR): models.pt
-    log_path = ckpt_dir / "train.csv.partial"
-    fingerprint = spec_hash({"spec": spec, "code": code_fingerprint})
 
-    sched = spec["schedule"]
-    dataset = spec["dataset"]
-    device = select_device(spec["device"])
-    seed = int(spec["seed"])
-    seed_everything(seed)
-    if device.type == "cpu":
-        torch.use_deterministic_algorithms(True, warn_only=True)
+class _Run:
+    """One training run: its paths, data, method, optimisers and progress (see :func:`train`)."""
 
-    with open(split_path) as fh:
-        split = json.load(fh)
-    net_factory = lambda: build_network(spec["method"]["network"], in_channels=1,  # noqa: E731
-                                        num_classes=dataset["num_classes"], dims=dataset["dims"])
-    method = build_method(spec, net_factory).to(device)
-    params = [p for p in method.models.parameters() if p.requires_grad]
-    optimizer = torch.optim.SGD(params, lr=sched["lr"], momentum=sched["momentum"],
-                                weight_decay=sched["weight_decay"])
+    def __init__(self, spec: dict, store_path: Path, split_path: Path, out_dir: Path, *, sigterm: SigtermFlag,
+                 checkpoint_dir: Path | None = None, code_fingerprint: str = "", progress: bool = True,
+                 checkpoint_interval: int | None = None, stop_after: int | None = None):
+        self.t_start = time.time()
+        self.spec, self.sched, self.dataset = spec, spec["schedule"], spec["dataset"]
+        self.store_path, self.split_path = Path(store_path), Path(split_path)
+        self.out_dir = Path(out_dir)
+        self.ckpt_dir = Path(checkpoint_dir) if checkpoint_dir else self.out_dir / "checkpoints"
+        self.state_path = self.ckpt_dir / "state.pt"
+        self.best_path = self.ckpt_dir / "best.pt"  # the evaluated network: model.pt
+        self.best_models_path = self.ckpt_dir / "best_models.pt"  # every trained network: models.pt
+        self.log_path = self.ckpt_dir / "train.csv.partial"
+        self.fingerprint = spec_hash({"spec": spec, "code": code_fingerprint})
+        self.sigterm, self.show_progress, self.stop_after = sigterm, progress, stop_after
+        # how often the resumable state is written: the job's setting, not the spec's (it does
+        # not change the result; see semiseg.config.EXECUTION_FIELDS)
+        self.every = int(checkpoint_interval or self.sched.get("checkpoint_interval") or DEFAULT_CHECKPOINT_INTERVAL)
+        self.total = int(self.sched["iterations"])
+        self.rows: list[dict] = []
 
-    with Store(store_path) as store:
-        if method.uses_unlabeled and not split["cases"]["unlabeled"]:
-            raise TrainingError(f"{split_path}: method {spec['method']['name']!r} needs unlabeled data "
+    # ---- set-up
+
+    def _build(self) -> None:
+        self.device = select_device(self.spec["device"])
+        self.seed = int(self.spec["seed"])
+        seed_everything(self.seed)
+        if self.device.type == "cpu":
+            torch.use_deterministic_algorithms(True, warn_only=True)
+        with open(self.split_path) as fh:
+            self.split = json.load(fh)
+        self.method = build_method(self.spec, lambda: network_for(self.spec)).to(self.device)
+        self.optimizers = build_optimizers(self.method, self.sched)
+        self.stages = sorted(self.method.stages(self.total), key=lambda s: s[1])
+
+    def _load_data(self, store: Store) -> None:
+        split, dataset, sched = self.split["cases"], self.dataset, self.sched
+        if self.method.uses_unlabeled and not split["unlabeled"]:
+            raise TrainingError(f"{self.split_path}: method {self.spec['method']['name']!r} needs unlabeled data "
                                 "but the split has none (a 100 % ratio); use a supervised method there")
-        with explain_out_of_memory(device, "while loading the training set onto it",
+        with explain_out_of_memory(self.device, "while loading the training set onto it",
                                    f"the whole training set is kept on the training device at patch_size "
                                    f"{dataset['patch_size']}; lower patch_size in config/datasets/", TrainingError):
-            labeled = load_resident(store, split["cases"]["labeled"], dataset["dims"], dataset["patch_size"],
-                                    device, with_label=True)
-            unlabeled = (load_resident(store, split["cases"]["unlabeled"], dataset["dims"], dataset["patch_size"],
-                                       device, with_label=False) if method.uses_unlabeled else None)
-        val_cases = split["cases"]["val"][: sched.get("max_val_cases") or None]
-        lab_sampler = StreamSampler(len(labeled), sched["labeled_batch_size"], seed, stream=0)
-        unl_sampler = (StreamSampler(len(unlabeled), sched["unlabeled_batch_size"], seed, stream=1)
-                       if unlabeled is not None and sched["unlabeled_batch_size"] > 0 else None)
+            self.labeled = load_resident(store, split["labeled"], dataset["dims"], dataset["patch_size"],
+                                         self.device, with_label=True)
+            self.unlabeled = (load_resident(store, split["unlabeled"], dataset["dims"], dataset["patch_size"],
+                                            self.device, with_label=False) if self.method.uses_unlabeled else None)
+        self.val_cases = split["val"][: sched.get("max_val_cases") or None]
+        self.lab_sampler = StreamSampler(len(self.labeled), sched["labeled_batch_size"], self.seed, stream=0)
+        self.unl_sampler = (StreamSampler(len(self.unlabeled), sched["unlabeled_batch_size"], self.seed, stream=1)
+                            if self.unlabeled is not None and sched["unlabeled_batch_size"] > 0 else None)
 
-        start_it, best, best_it = 0, -1.0, -1
-        if state_path.exists():
-            state = torch.load(state_path, map_location=device, weights_only=False)
-            if state["fingerprint"] != fingerprint:
-                log.warning("%s was written for another spec (%s != %s); starting over",
-                            state_path, state["fingerprint"], fingerprint)
-            else:
-                method.load_state_dict(state["method"])
-                optimizer.load_state_dict(state["optimizer"])
-                _set_rng_state(state["rng"], device)
-                start_it, best, best_it = state["iteration"], state["best"], state["best_iteration"]
-                log.info("resuming from %s at iteration %d", state_path, start_it)
-        term_names: list[str] | None = None
-        rows: list[dict] = []
-        if start_it and log_path.exists():
-            with open(log_path) as fh:
-                rows = [r for r in csv.DictReader(fh) if int(r["iteration"]) < start_it]
+    def _resume(self) -> None:
+        self.progress = load_state(self.state_path, self.fingerprint, self.method, self.optimizers, self.device)
+        start = self.progress_start = self.progress.iteration
+        if start and self.log_path.exists():
+            with open(self.log_path) as fh:
+                self.rows = [r for r in csv.DictReader(fh) if int(r["iteration"]) < start]
 
-        def save_state(iteration: int) -> None:
-            atomic_save({"fingerprint": fingerprint, "iteration": iteration, "method": method.state_dict(),
-                         "optimizer": optimizer.state_dict(), "rng": _rng_state(device), "best": best,
-                         "best_iteration": best_it}, state_path)
-            _write_csv(rows, log_path)
+    def _save_state(self, iteration: int) -> None:
+        self.progress.iteration = iteration
+        save_state(self.state_path, self.fingerprint, self.progress, self.method, self.optimizers, self.device)
+        _write_csv(self.rows, self.log_path)
 
-        total = int(sched["iterations"])
-        # how often the resumable state is written: the job's setting, not the spec's (it does not
-        # change the result; see semiseg.config.EXECUTION_FIELDS)
-        every = int(checkpoint_interval or sched.get("checkpoint_interval") or DEFAULT_CHECKPOINT_INTERVAL)
-        amp = bool(sched.get("amp")) and device.type == "cuda"
-        method.train()
-        bar = tqdm(total=total, initial=start_it, disable=not progress, desc=f"train {spec['method']['name']}",
-                   file=sys.stderr, mininterval=2.0, dynamic_ncols=True)
-        # SIGTERM is checked once before the first iteration and after every one
-        if sigterm.raised:
-            save_state(start_it)
-            bar.close()
-            raise Preempted()
-        for it in range(start_it, total):
-            step = Step(iteration=it, total=total)
-            g = torch.Generator().manual_seed(seed * 1_000_003 + it)
-            xl, yl = labeled.batch(lab_sampler.indices(it), g, with_label=True)
-            batch = {"labeled_image": xl, "labeled_label": yl}
-            if unl_sampler is not None:
-                batch["unlabeled_image"], _ = unlabeled.batch(unl_sampler.indices(it), g, with_label=False)
-            lr = sched["lr"] * ((1.0 - it / total) ** 0.9 if sched["lr_policy"] == "poly" else 1.0)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            with explain_out_of_memory(device, f"at iteration {it}", _memory_advice(spec), TrainingError):
-                with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
-                    losses = method.training_step(batch, step)
-                _check_finite(losses, it, spec["method"]["name"])
-                optimizer.zero_grad(set_to_none=True)
-                losses.total.backward()
-                optimizer.step()
-            method.after_optimizer_step(step)
+    # ---- the loop
 
-            term_names = term_names or list(losses.terms)
-            row = {"iteration": it, "lr": lr, "total": float(losses.total.detach())}
-            row.update({k: float(v.detach()) for k, v in losses.terms.items()})
-            row.update({k: float(v) for k, v in losses.stats.items()})
-            done = it + 1
-            if val_cases and (done % sched["val_interval"] == 0 or done == total):
-                with explain_out_of_memory(device, f"validating at iteration {done}",
-                                           f"validation predicts each val volume in slices or windows of "
-                                           f"patch_size {dataset['patch_size']}; lower patch_size in "
-                                           "config/datasets/", TrainingError):
-                    score = _validate(method.eval_network(), store, val_cases, dataset, device)
-                row["val_dice"] = score
-                if score > best:
-                    best, best_it = score, done
-                    atomic_save(method.eval_network().state_dict(), best_path)
-                    atomic_save(method.models.state_dict(), best_models_path)
-            rows.append(row)
-            bar.update(1)
-            bar.set_postfix(loss=f"{row['total']:.3f}", best=f"{best:.3f}" if best >= 0 else "-")
-            if done % every == 0 or sigterm.raised or done == stop_after:
-                save_state(done)
-            if sigterm.raised:
+    def run(self) -> dict:
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+        self._build()
+        with Store(self.store_path) as store:
+            self._load_data(store)
+            self._resume()
+            self.method.train()
+            start = self.progress.iteration
+            bar = tqdm(total=self.total, initial=start, disable=not self.show_progress,
+                       desc=f"train {self.spec['method']['name']}", file=sys.stderr, mininterval=2.0,
+                       dynamic_ncols=True)
+            try:
+                # SIGTERM is checked once before the first iteration and after every one
+                if self.sigterm.raised:
+                    self._save_state(start)
+                    self._preempted(start)
+                for it in range(start, self.total):
+                    row = self._iteration(it, store)
+                    self.rows.append(row)
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{row['total']:.3f}",
+                                    best=f"{self.progress.best:.3f}" if self.progress.best >= 0 else "-")
+                    done = it + 1
+                    if done % self.every == 0 or self.sigterm.raised or done == self.stop_after:
+                        self._save_state(done)
+                    if self.sigterm.raised:
+                        self._preempted(done)
+                    if done == self.stop_after:
+                        return {"stopped_at": done}
+            finally:
                 bar.close()
-                log.warning("SIGTERM: checkpoint written at iteration %d; exiting to be resumed", done)
-                raise Preempted()
-            if done == stop_after:
-                bar.close()
-                return {"stopped_at": done}
-        bar.close()
+        return self._finish()
 
-    if not val_cases:  # no val split: the last weights are the result
-        atomic_save(method.eval_network().state_dict(), best_path)
-        atomic_save(method.models.state_dict(), best_models_path)
-        best_it = total
-    summary = {"iterations": total, "best_val_dice": best if best >= 0 else None, "best_iteration": best_it,
-               "resumed_from": start_it or None, "wall_seconds": round(time.time() - t_start, 2),
-               "device": str(device), "spec_hash": fingerprint}
-    _write_csv(rows, out_dir / "train.csv")
-    with open(out_dir / ".config.json.tmp", "w") as fh:
-        json.dump({"spec": spec, "summary": summary}, fh, indent=2)
-    os.replace(out_dir / ".config.json.tmp", out_dir / "config.json")
-    os.replace(best_models_path, out_dir / "models.pt")
-    os.replace(best_path, out_dir / "model.pt")  # last: its presence means the run is complete
-    shutil.rmtree(ckpt_dir, ignore_errors=True)
-    return summary
+    @staticmethod
+    def _preempted(done: int) -> None:
+        log.warning("SIGTERM: checkpoint written at iteration %d; exiting to be resumed", done)
+        raise Preempted()
+
+    def _stage_start(self, it: int) -> int:
+        """The first iteration of the stage ``it`` is in; runs the stage hook at a hand-off."""
+        start = max((s for _, s in self.stages if s <= it), default=0)
+        for name, first in self.stages:
+            if first == it and it > 0:
+                ctx = StageContext(best_models=self._best_models)
+                self.method.on_stage_start(name, Step(it, self.total), ctx)
+                if ctx.reset_optimizer:
+                    for opt in self.optimizers.values():
+                        opt.state.clear()
+                if ctx.reset_best:
+                    self.progress.best, self.progress.best_iteration = -1.0, -1
+        return start
+
+    def _best_models(self) -> dict | None:
+        if not self.best_models_path.exists():
+            return None
+        return torch.load(self.best_models_path, map_location=self.device, weights_only=True)
+
+    def _iteration(self, it: int, store: Store) -> dict:
+        spec, device = self.spec, self.device
+        step = Step(iteration=it, total=self.total)
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + it)
+        xl, yl = self.labeled.batch(self.lab_sampler.indices(it), g, with_label=True)
+        batch = {"labeled_image": xl, "labeled_label": yl}
+        if self.unl_sampler is not None:
+            batch["unlabeled_image"], _ = self.unlabeled.batch(self.unl_sampler.indices(it), g, with_label=False)
+        batch = self.method.make_views(batch, g)
+        factor = lr_factor(self.sched, it, self.total, self._stage_start(it))
+        for opt in self.optimizers.values():
+            for group in opt.param_groups:
+                group["lr"] = group["initial_lr"] * factor
+        amp = bool(self.sched.get("amp")) and device.type == "cuda"
+        with explain_out_of_memory(device, f"at iteration {it}", _memory_advice(spec), TrainingError):
+            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
+                losses = self.method.training_step(batch, step)
+            _check_finite(losses, it, spec["method"]["name"])
+            for opt in self.optimizers.values():
+                opt.zero_grad(set_to_none=True)
+            losses.total.backward()
+            for opt in self.optimizers.values():
+                opt.step()
+        self.method.after_optimizer_step(step)
+
+        row = {"iteration": it, "lr": self.sched["lr"] * factor, "total": float(losses.total.detach())}
+        row.update({k: float(v.detach()) for k, v in losses.terms.items()})
+        row.update({k: float(v) for k, v in losses.stats.items()})
+        done = it + 1
+        if self.val_cases and (done % self.sched["val_interval"] == 0 or done == self.total):
+            row["val_dice"] = self._validate(done, store)
+        return row
+
+    def _validate(self, done: int, store: Store) -> float:
+        dataset = self.dataset
+        with explain_out_of_memory(self.device, f"validating at iteration {done}",
+                                   f"validation predicts each val volume in slices or windows of "
+                                   f"patch_size {dataset['patch_size']}; lower patch_size in "
+                                   "config/datasets/", TrainingError):
+            score = validate(self.method.eval_network(), store, self.val_cases, dataset, self.device)
+        if score > self.progress.best:
+            self.progress.best, self.progress.best_iteration = score, done
+            self._keep_current()
+        return score
+
+    def _keep_current(self) -> None:
+        atomic_save(self.method.eval_network().state_dict(), self.best_path)
+        atomic_save(self.method.models.state_dict(), self.best_models_path)
+
+    # ---- the outputs
+
+    def _finish(self) -> dict:
+        if not self.val_cases:  # no val split: the last weights are the result
+            self._keep_current()
+            self.progress.best_iteration = self.total
+        best = self.progress.best
+        summary = {"iterations": self.total, "best_val_dice": best if best >= 0 else None,
+                   "best_iteration": self.progress.best_iteration,
+                   "resumed_from": self.progress_start or None,
+                   "wall_seconds": round(time.time() - self.t_start, 2), "device": str(self.device),
+                   "spec_hash": self.fingerprint}
+        out = self.out_dir
+        _write_csv(self.rows, out / "train.csv")
+        with open(out / ".config.json.tmp", "w") as fh:
+            json.dump({"spec": self.spec, "summary": summary}, fh, indent=2)
+        os.replace(out / ".config.json.tmp", out / "config.json")
+        os.replace(self.best_models_path, out / "models.pt")
+        os.replace(self.best_path, out / "model.pt")  # last: its presence means the run is complete
+        shutil.rmtree(self.ckpt_dir, ignore_errors=True)
+        return summary
 
 
 def _check_finite(losses, iteration: int, method: str) -> None:
@@ -335,4 +327,3 @@ def _write_csv(rows: list[dict], path: Path) -> None:
         for r in rows:
             w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in fields})
     os.replace(tmp, path)
-

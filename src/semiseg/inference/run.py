@@ -15,7 +15,7 @@ from tqdm import tqdm
 from semiseg.data.store import Store
 from semiseg.device import explain_out_of_memory, select_device
 from semiseg.inference.predict import predict_volume
-from semiseg.nets import build_network
+from semiseg.nets import network_for
 
 __all__ = ["infer", "load_run_network", "write_label_nifti", "test_cases"]
 
@@ -24,8 +24,7 @@ def load_run_network(run_dir: Path, device) -> tuple[torch.nn.Module, dict]:
     """The evaluated network of a finished run (``model.pt`` + ``config.json``), in eval mode."""
     with open(run_dir / "config.json") as fh:
         spec = json.load(fh)["spec"]
-    ds = spec["dataset"]
-    net = build_network(spec["method"]["network"], in_channels=1, num_classes=ds["num_classes"], dims=ds["dims"])
+    net = network_for(spec)
     net.load_state_dict(torch.load(run_dir / "model.pt", map_location=device, weights_only=True))
     return net.to(device).eval(), spec
 

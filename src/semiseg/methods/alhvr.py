@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from semiseg.methods.base import Losses, Step, register
+from semiseg.methods.base import Losses, Step, register, two_stream
 from semiseg.methods.common.dual_branch import NETS, DualBranch, reduce_region
 from semiseg.methods.common.pseudo import entropy, sharpen, sharpen_distribution
 from semiseg.methods.common.regions import Regions, class_prototypes, prototype_similarity, resize_features
@@ -124,8 +124,14 @@ class ALHVR(DualBranch):
     - ``prototype_pooling``: ``"sample"`` (default; mean of per-sample class means, the code's
       ``getPrototype``) or ``"batch"`` (mean over every pixel of the class in the batch).
     - ``prototype_stage``: which decoder map the prototypes use, -1 (default) = the
-      penultimate map that feeds the output layer, the paper's "penultimate layer"; the public
-      code reads an intermediate 1/8-resolution map instead. Maps are upsampled to label size.
+      penultimate map that feeds the output layer, the paper's "penultimate layer". Maps are
+      upsampled to label size.
+    - ``prototype_features: up2_projection`` takes the map the public code reads instead: the
+      64-channel output of the 1×1 convolution inside the second up block, at 1/8 resolution.
+    - ``dice_form: alhvr_code``: the public code's supervised Dice, ``1 − I/(Σp² + Σt²)``
+      without the factor 2 (so Dice weighs half as much as CE in the paper's runs); the default
+      ``standard`` is SSL4MIS's Dice, as every other method here.
+    - ``rampup_block``: 150 reproduces the code's staircase ramp ``sigmoid_rampup(iter // 150, ...)``.
     - ``similarity_scale``: factor on the cosine similarities used as CE logits (code: 1).
 
     Also: γ is one threshold per batch, over the unlabeled images only; the perturbed pass
@@ -134,10 +140,10 @@ class ALHVR(DualBranch):
     """
 
     def training_step(self, batch, step: Step) -> Losses:
-        xl, yl, xu = batch["labeled_image"], batch["labeled_label"], batch["unlabeled_image"]
-        nl = xl.shape[0]
-        branches = self.branches(torch.cat([xl, xu]))
-        terms = self.supervised_terms(branches, yl)
+        s = two_stream(batch)
+        nl = s.n_labeled
+        branches = self.branches(s.images)
+        terms = self.branch_supervised_terms(branches, s.label)
         probs = [torch.softmax(br.logits[nl:], dim=1) for br in branches]
         probs_p = [torch.softmax(br.logits_p[nl:], dim=1) for br in branches]
         regions = self.split(probs_p)
@@ -148,7 +154,7 @@ class ALHVR(DualBranch):
         if self.params["dtct"]:
             unsup.update(self.dtct(probs, probs_p, regions, reduction))
         weight = self.weight(step)
-        total = sum(terms.values()) + weight * sum(unsup.values(), torch.zeros((), device=xl.device))
+        total = sum(terms.values()) + weight * sum(unsup.values(), torch.zeros((), device=s.labeled.device))
         stats = {"gamma": float(regions.gamma), "lambda": weight, **regions.fractions()}
         return Losses(total=total, terms={**terms, **unsup}, stats=stats)
 

@@ -1,29 +1,58 @@
-"""The shared base of every method: a registry, the step context and the loss container.
+"""The shared base of every method: a registry, the step context, the loss container and the
+hooks through which the engine drives a method.
 
 A method is a small :class:`Method` subclass. It builds its networks in ``__init__`` (into
-``self.models``, an ``nn.ModuleList`` the optimiser trains) and turns one two-stream batch into
-named loss terms in :meth:`Method.training_step`. The engine (``semiseg.engine``) owns the loop,
-optimiser, schedule, augmentation, validation, checkpoints and logging.
+``self.models``, an ``nn.ModuleList``) and turns one two-stream batch into named loss terms in
+:meth:`Method.training_step`. The engine (``semiseg.engine``) owns the loop, optimiser, lr
+policy, augmentation, validation, checkpoints and logging, and calls the method's hooks:
+
+=========================  ==================================================================
+hook                       what the engine does with it
+=========================  ==================================================================
+``param_groups()``         the groups of the main SGD optimiser (default: every trainable
+                           parameter of ``models``; a method may add modules outside the
+                           networks, e.g. learned prototypes, each group with an ``lr_scale``)
+``extra_optimizers()``     optimisers the method owns besides the main one (a separately
+                           optimised scalar): stepped, lr-scheduled and checkpointed with it
+``stages(total)``          named stages and the iteration each starts at (BCP: pre-training,
+                           then self-training); ``on_stage_start`` runs before a stage's first
+                           step and may ask for a fresh optimiser
+``make_views(batch, g)``   extra views of a batch (weak / strong) before ``training_step``
+``training_step``          the named loss terms of one iteration
+``after_optimizer_step``   after every optimiser step (EMA updates)
+``eval_network()``         the network validation and inference run (a wrapper for
+                           multi-head networks, see :mod:`semiseg.nets.heads`)
+=========================  ==================================================================
+
+Families that share more than this live in :mod:`semiseg.methods.common`: the teacher–student
+base (:mod:`~semiseg.methods.common.teacher`) and the two-network base
+(:mod:`~semiseg.methods.common.dual_branch`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, ClassVar
+from typing import Any, Callable, ClassVar
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from semiseg.methods.common.losses import dice_ce_loss
 from semiseg.methods.common.ramps import sigmoid_rampup
 
-__all__ = ["METHODS", "Losses", "Method", "Step", "build_method", "register"]
+__all__ = ["METHODS", "Losses", "Method", "StageContext", "Step", "TwoStream", "build_method", "register",
+           "two_stream"]
 
 METHODS: dict[str, type["Method"]] = {}
 
 
 def register(name: str):
-    """Class decorator: make a method available under `name` (the config's `algorithm`)."""
+    """Class decorator: make a method available under `name` (the config's `algorithm`).
+
+    The decorator must be written literally as ``@register("<name>")`` on the class: the
+    workflow finds a method's source file by that text, without importing torch
+    (:func:`semiseg.fingerprint.method_files`).
+    """
 
     def deco(cls):
         if name in METHODS:
@@ -54,9 +83,18 @@ class Step:
     def progress(self) -> float:
         return self.iteration / max(self.total, 1)
 
-    def rampup(self, fraction: float) -> float:
-        """Sigmoid ramp-up exp(-5(1-t)^2) over the first `fraction` of training (0 → 1.0 at once)."""
-        return sigmoid_rampup(self.iteration, fraction * self.total)
+    def rampup(self, fraction: float, block: int = 1) -> float:
+        """Sigmoid ramp-up ``exp(-5(1 - t)^2)`` over the first ``fraction`` of training (0: 1.0 at once).
+
+        ``block > 1`` makes it a staircase that moves once per ``block`` iterations, as the
+        public code's ``sigmoid_rampup(iter_num // 150, 200)`` does (SSL4MIS, ALHVR, SGRS-Net:
+        ``block = 150``, 200 blocks = all of 30k iterations, ``fraction = 1``). Worked example,
+        ``total = 30000, fraction = 1, block = 150``: iteration 149 -> ``exp(-5) = 0.006738``
+        (block 0), 15000 -> ``exp(-5 · 0.5²) = 0.286505`` (block 100 of 200).
+        """
+        if block < 1:
+            raise ValueError(f"ramp block must be >= 1 iteration, got {block}")
+        return sigmoid_rampup(self.iteration // block, fraction * self.total / block)
 
 
 @dataclass
@@ -69,12 +107,49 @@ class Losses:
     stats: dict[str, float] = field(default_factory=dict)
 
 
-class Method(nn.Module):
-    """Base class of all algorithms.
+@dataclass(frozen=True)
+class TwoStream:
+    """A batch's labeled images and labels and its unlabeled images; ``images`` is both, labeled first."""
 
-    Subclasses fill ``self.models`` with the networks the optimiser trains and implement
-    :meth:`training_step`. Anything else they hold as submodules (an EMA teacher) is saved in
-    checkpoints with them.
+    labeled: Tensor
+    label: Tensor
+    unlabeled: Tensor
+
+    @property
+    def n_labeled(self) -> int:
+        return self.labeled.shape[0]
+
+    @property
+    def images(self) -> Tensor:
+        return torch.cat([self.labeled, self.unlabeled])
+
+
+def two_stream(batch: dict[str, Tensor]) -> TwoStream:
+    """The two streams of an engine batch (``labeled_image``, ``labeled_label``, ``unlabeled_image``)."""
+    return TwoStream(batch["labeled_image"], batch["labeled_label"], batch["unlabeled_image"])
+
+
+@dataclass
+class StageContext:
+    """What the engine offers a method when a stage starts.
+
+    ``best_models`` returns the state dict of ``models`` that scored best on validation so far
+    (``None`` before any validation, or without a val split); ``reset_optimizer``, set by the
+    hook, makes the engine start the main optimiser afresh (momentum dropped); ``reset_best``
+    (default true) makes the stage's own validation choose the final checkpoint.
+    """
+
+    best_models: Callable[[], dict | None] = lambda: None
+    reset_optimizer: bool = False
+    reset_best: bool = True
+
+
+class Method(nn.Module):
+    """Base class of all algorithms (see the module docstring for the hooks).
+
+    Subclasses fill ``self.models`` with the networks they train and implement
+    :meth:`training_step`. Anything else they hold as submodules (an EMA teacher, prototypes)
+    is saved in checkpoints with them.
     """
 
     algorithm: ClassVar[str] = ""
@@ -90,7 +165,9 @@ class Method(nn.Module):
         self.net_factory = net_factory
         self.models = nn.ModuleList()
 
-    def training_step(self, batch: dict[str, torch.Tensor], step: Step) -> Losses:
+    # ---- what the engine calls
+
+    def training_step(self, batch: dict[str, Tensor], step: Step) -> Losses:
         raise NotImplementedError
 
     def after_optimizer_step(self, step: Step) -> None:
@@ -100,6 +177,34 @@ class Method(nn.Module):
         """The network inference and validation use (the first model unless overridden)."""
         return self.models[0]
 
-    def supervised_loss(self, logits: torch.Tensor, label: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def param_groups(self) -> list[dict[str, Any]]:
+        """The main optimiser's parameter groups: by default every trainable parameter of
+        ``models``. A group may carry ``lr_scale`` (its lr is the schedule's times that)."""
+        return [{"params": [p for p in self.models.parameters() if p.requires_grad]}]
+
+    def extra_optimizers(self, schedule: dict) -> dict[str, torch.optim.Optimizer]:
+        """Optimisers the method owns besides the main one, by name (none by default)."""
+        return {}
+
+    def stages(self, total: int) -> list[tuple[str, int]]:
+        """``(name, first iteration)`` of each stage of a ``total``-iteration run, in order."""
+        return [("train", 0)]
+
+    def on_stage_start(self, name: str, step: Step, ctx: StageContext) -> None:
+        """Runs before the first step of every stage but the first (a hand-off)."""
+
+    def make_views(self, batch: dict[str, Tensor], generator: torch.Generator) -> dict[str, Tensor]:
+        """Extra views of the batch (e.g. ``unlabeled_image_strong``); the batch as is by default."""
+        return batch
+
+    # ---- shared pieces
+
+    def supervised_loss(self, logits: Tensor, label: Tensor) -> tuple[Tensor, Tensor]:
         """The papers' supervised term, returned as (CE, Dice); the common code uses their mean."""
         return dice_ce_loss(logits, label)
+
+    def ramp_weight(self, step: Step, weight: str = "consistency", rampup: str = "consistency_rampup") -> float:
+        """``params[weight]`` times the sigmoid ramp over ``params[rampup]`` of training, as a
+        staircase of ``params['rampup_block']`` iterations where the method has that field."""
+        block = int(self.params.get("rampup_block", 1))
+        return float(self.params[weight]) * step.rampup(float(self.params[rampup]), block)

@@ -3,22 +3,17 @@ Image Segmentation", CVPR 2023, arXiv:2305.00673)."""
 
 from __future__ import annotations
 
-import copy
 from typing import Sequence
 
 import torch
 from torch import Tensor
 
-from semiseg.methods.base import Losses, Method, Step, register
-from semiseg.methods.common.ema import ema_update
+from semiseg.methods.base import Losses, StageContext, Step, register, two_stream
 from semiseg.methods.common.losses import DiceCE, dice_ce_loss
 from semiseg.methods.common.pseudo import largest_connected_component
+from semiseg.methods.common.teacher import TeacherStudent
 
 __all__ = ["BidirectionalCopyPaste", "copy_paste", "halves", "mixed_loss", "paste_mask"]
-
-# ema_alpha(decay, step) = min(1 - 1/(step + 1), decay) equals `decay` for every step past
-# 1/(1 - decay); BCP averages with the constant decay from its first update (no warm-up).
-_NO_WARMUP = 2**62
 
 
 def paste_mask(spatial: Sequence[int], ratio: float, *, device=None,
@@ -80,7 +75,7 @@ def mixed_loss(logits: Tensor, background_label: Tensor, foreground_label: Tenso
 
 
 @register("bcp")
-class BidirectionalCopyPaste(Method):
+class BidirectionalCopyPaste(TeacherStudent):
     """Copy-paste pre-training on labeled images, then mean-teacher self-training on mixed images.
 
     Stage 1, the first ``pretrain_fraction`` of the iterations (labeled stream only): the labeled
@@ -88,8 +83,10 @@ class BidirectionalCopyPaste(Method):
     ``y_a * M + y_b * (1 - M)`` with :func:`mixed_loss` (both weights 1). ``M`` is
     :func:`paste_mask` (one draw per iteration, shared by the batch).
 
-    Stage 2, the rest: at its first iteration the teacher becomes a copy of the pre-trained
-    student. Each iteration, with labeled halves ``l_a, l_b``, unlabeled halves ``u_a, u_b``
+    Stage 2, the rest: when it starts (the engine's stage hand-off,
+    :meth:`on_stage_start`) the teacher becomes a copy of the pre-trained student: the last one,
+    or with ``handoff: best`` the one that scored best on validation during pre-training, which
+    the student also returns to (BCP's code). Each iteration, with labeled halves ``l_a, l_b``, unlabeled halves ``u_a, u_b``
     and the teacher's pseudo-labels ``p_a, p_b`` (argmax, then the largest connected component
     of each class per image):
 
@@ -107,13 +104,16 @@ class BidirectionalCopyPaste(Method):
 
     - The stages are one schedule: ``pretrain_fraction`` of ``iterations`` (ACDC: 10k of
       10k + 30k = 0.25 with 40k iterations; LA: 2k of 2k + 15k).
-    - The teacher starts from the *last* pre-trained student; BCP reloads the pre-training
-      checkpoint that scored best on validation (student and teacher).
-    - The optimiser carries on across the switch, momentum included: BCP's ACDC script builds a
-      new SGD but loads the saved pre-training optimiser state into it, so its momentum carries
-      on too (from the best checkpoint). Its LA script starts a fresh optimiser (momentum
-      reset), which this class cannot do without an engine hook; nor does the engine follow
-      LA's x0.1 learning-rate steps every 2.5k self-training iterations.
+    - ``handoff``: ``last`` (schema default) starts self-training from the last pre-trained
+      student; ``best`` from the pre-training checkpoint that scored best on validation
+      (student and teacher), as BCP's code does (the catalogue entry). Without a val split
+      ``best`` is the last. The final checkpoint is chosen on self-training's validations only.
+    - ``reset_optimizer``: false (default) carries the optimiser on across the switch,
+      momentum included, as BCP's ACDC script does (it loads the saved pre-training optimiser
+      state into its new SGD; from the best checkpoint, where we carry on from the last
+      iteration's state); true starts a fresh one, as its LA script does (the ``la`` settings of
+      the catalogue entry, with its lr x0.1 every 2.5k self-training iterations:
+      ``lr_policy: step``).
     - BCP's ACDC script keeps the learning rate constant (set ``lr_policy: constant``); its
       "consistency weight" is computed and logged but never used, so there is none here.
     - The paper calls ``M`` zero-centred; the code draws the block's corner uniformly, which we
@@ -126,9 +126,16 @@ class BidirectionalCopyPaste(Method):
       batch statistics).
     - Labeled and unlabeled batches must be the same size (BCP pairs them half by half).
 
+    On the teacher–student base: no EMA warm-up and batch-norm buffers averaged too
+    (``update_model_ema``), no EMA during pre-training, its own two-stage step.
+
     Parameters (workflow/schemas/params/bcp.schema.yaml): ``pretrain_fraction``,
-    ``mask_ratio``, ``u_weight``, ``ema_decay``, ``largest_component``.
+    ``mask_ratio``, ``u_weight``, ``ema_decay``, ``largest_component``, ``handoff``,
+    ``reset_optimizer``.
     """
+
+    ema_warmup = False
+    ema_buffers = "ema"
 
     def __init__(self, spec, net_factory):
         super().__init__(spec, net_factory)
@@ -138,10 +145,6 @@ class BidirectionalCopyPaste(Method):
                 f"bcp pairs labeled and unlabeled images half by half: labeled_batch_size "
                 f"({sched['labeled_batch_size']}) must equal unlabeled_batch_size "
                 f"({sched['unlabeled_batch_size']}); set both in the method's `schedule:` overrides")
-        self.models.append(net_factory())
-        self.teacher = copy.deepcopy(self.models[0])
-        for p in self.teacher.parameters():
-            p.requires_grad_(False)
 
     def pretrain_iterations(self, total: int) -> int:
         """How many of ``total`` iterations the labeled-only pre-training takes."""
@@ -150,12 +153,21 @@ class BidirectionalCopyPaste(Method):
     def in_pretraining(self, step: Step) -> bool:
         return step.iteration < self.pretrain_iterations(step.total)
 
+    def stages(self, total: int) -> list[tuple[str, int]]:
+        return [("pretrain", 0), ("self_train", self.pretrain_iterations(total))]
+
+    def on_stage_start(self, name: str, step: Step, ctx: StageContext) -> None:
+        """Self-training starts from the pre-trained student (``handoff``); the teacher copies it.
+        A run resumed past this point restores both from its checkpoint instead."""
+        best = ctx.best_models() if self.params["handoff"] == "best" else None
+        if best is not None:
+            self.models.load_state_dict(best)
+        self.teacher.load_state_dict(self.student.state_dict())
+        ctx.reset_optimizer = bool(self.params["reset_optimizer"])
+
     def training_step(self, batch, step: Step) -> Losses:
         if self.in_pretraining(step):
             return self._pretrain_step(batch)
-        if step.iteration == self.pretrain_iterations(step.total):
-            # A resumed run past this iteration restores the teacher from its checkpoint.
-            self.teacher.load_state_dict(self.models[0].state_dict())
         return self._self_train_step(batch)
 
     def _mask(self, image: Tensor) -> Tensor:
@@ -175,12 +187,11 @@ class BidirectionalCopyPaste(Method):
         return largest_connected_component(labels) if self.params["largest_component"] else labels
 
     def _self_train_step(self, batch) -> Losses:
-        student, u = self.models[0], self.params["u_weight"]
-        (l_a, l_b), (y_a, y_b) = halves(batch["labeled_image"]), halves(batch["labeled_label"])
-        u_a, u_b = halves(batch["unlabeled_image"])
+        student, u, s = self.student, self.params["u_weight"], two_stream(batch)
+        (l_a, l_b), (y_a, y_b), (u_a, u_b) = halves(s.labeled), halves(s.label), halves(s.unlabeled)
         if u_a.shape[0] != l_a.shape[0]:
             raise ValueError(f"bcp needs equal labeled and unlabeled batches, got "
-                             f"{batch['labeled_image'].shape[0]} and {batch['unlabeled_image'].shape[0]}")
+                             f"{s.n_labeled} and {s.unlabeled.shape[0]}")
         p_a, p_b = self.pseudo_label(u_a), self.pseudo_label(u_b)
         mask = self._mask(l_a)
         # Two forward passes, as BCP: each mixed batch gets its own batch-norm statistics.
@@ -191,6 +202,5 @@ class BidirectionalCopyPaste(Method):
         ce, dice = on_u.ce + on_l.ce, on_u.dice + on_l.dice
         return Losses(total=0.5 * (ce + dice), terms={"ce": ce, "dice": dice}, stats={"stage": 1.0})
 
-    def after_optimizer_step(self, step: Step) -> None:
-        if not self.in_pretraining(step):
-            ema_update(self.teacher, self.models[0], self.params["ema_decay"], _NO_WARMUP, buffers="ema")
+    def ema_active(self, step: Step) -> bool:
+        return not self.in_pretraining(step)

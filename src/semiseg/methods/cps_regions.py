@@ -4,10 +4,9 @@ pixels of chosen regions left out of the unsupervised loss."""
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
-from semiseg.methods.base import Losses, Step, register
-from semiseg.methods.common.dual_branch import NETS, DualBranch, reduce_region
+from semiseg.methods.base import Losses, Step, register, two_stream
+from semiseg.methods.common.dual_branch import DualBranch, reduce_region
 from semiseg.methods.common.regions import REGION_NAMES
 
 
@@ -38,22 +37,20 @@ class CPSRegions(DualBranch):
     """
 
     def training_step(self, batch, step: Step) -> Losses:
-        xl, yl, xu = batch["labeled_image"], batch["labeled_label"], batch["unlabeled_image"]
-        nl = xl.shape[0]
-        branches = self.branches(torch.cat([xl, xu]), perturbed_grad=False)
-        terms = self.supervised_terms(branches, yl)
+        s = two_stream(batch)
+        nl = s.n_labeled
+        branches = self.branches(s.images, perturbed_grad=False)
+        terms = self.branch_supervised_terms(branches, s.label)
         regions = self.split([torch.softmax(br.logits_p[nl:], dim=1) for br in branches])
         keep = torch.ones_like(regions.reliable[0])
         for name in self.params["drop_regions"]:
             if name not in REGION_NAMES:
                 raise ValueError(f"unknown region {name!r} in drop_regions; known: {', '.join(REGION_NAMES)}")
             keep &= ~regions.region(name)
-        pseudo = [br.logits[nl:].detach().argmax(dim=1) for br in branches]
         weight = self.weight(step)
-        unsup = {}
-        for i, name in enumerate(NETS):
-            ce_map = F.cross_entropy(branches[i].logits[nl:], pseudo[1 - i], reduction="none")
-            unsup[f"cps_{name}"] = reduce_region(ce_map, keep, self.params["normalize"])
+        cross = self.cross_maps([br.logits[nl:] for br in branches])
+        unsup = {f"cps{suffix}": reduce_region(ce_map, keep, self.params["normalize"])
+                 for suffix, ce_map in zip(self.term_suffixes, cross)}
         total = sum(terms.values()) + weight * sum(unsup.values())
         stats = {"gamma": float(regions.gamma), "lambda": weight, "kept": float(keep.float().mean()),
                  **regions.fractions()}

@@ -3,16 +3,15 @@ Semi-supervised 3D Left Atrium Segmentation", MICCAI 2019, arXiv:1907.07034)."""
 
 from __future__ import annotations
 
-import copy
 import math
 
 import torch
 from torch import Tensor
 
-from semiseg.methods.base import Losses, Method, Step, register
-from semiseg.methods.common.ema import ema_update
+from semiseg.methods.base import Step, register
 from semiseg.methods.common.pseudo import entropy
 from semiseg.methods.common.ramps import sigmoid_rampup
+from semiseg.methods.common.teacher import TeacherStudent, UnsupervisedContext
 
 __all__ = ["UAMT", "masked_consistency", "mc_uncertainty", "uncertainty_threshold"]
 
@@ -43,8 +42,13 @@ def masked_consistency(student_probs: Tensor, teacher_probs: Tensor, mask: Tenso
     C. Worked example: one kept pixel with squared differences ``0.5184, 0.0576 x 3`` (C = 4)
     sums to 0.6912: 0.1728 with ``normalizer = 4``, 0.3456 with 2. An empty mask gives 0.
     """
-    m = mask.to(student_probs.dtype)
-    return (m * (student_probs - teacher_probs) ** 2).sum() / (normalizer * m.sum() + 1e-16)
+    return _certain_mean(((student_probs - teacher_probs) ** 2).sum(dim=1), mask.squeeze(1), normalizer)
+
+
+def _certain_mean(loss_map: Tensor, mask: Tensor, normalizer: int) -> Tensor:
+    """``sum(mask · loss_map) / (normalizer · sum(mask) + 1e-16)`` for per-pixel ``(B, *spatial)`` maps."""
+    m = mask.to(loss_map.dtype)
+    return (m * loss_map).sum() / (normalizer * m.sum() + 1e-16)
 
 
 def mc_uncertainty(prob_samples: Tensor) -> Tensor:
@@ -57,7 +61,7 @@ def mc_uncertainty(prob_samples: Tensor) -> Tensor:
 
 
 @register("ua_mt")
-class UAMT(Method):
+class UAMT(TeacherStudent):
     """Mean Teacher whose consistency is restricted to the pixels the teacher is sure about.
 
     Per iteration, as in the public code (UA-MT ``train_LA_meanteacher_certainty_unlabel.py``,
@@ -98,24 +102,21 @@ class UAMT(Method):
 
     - The T passes are run two noisy copies of the batch at a time, as the code does (its
       batch-norm statistics then see 2B images per pass); an odd T ends with one copy.
-    - The consistency and threshold ramps are smooth per iteration; the code's consistency
-      ramp is a staircase over "epochs" of 150 iterations (``sigmoid_rampup(it // 150, 200)``
-      in SSL4MIS's 2D script, 40 in UA-MT's LA script: the whole run in both, fraction 1.0).
+    - The threshold ramp is per iteration, as in both codes; the consistency ramp is a
+      staircase of ``rampup_block`` iterations (the code's "epochs" of 150:
+      ``sigmoid_rampup(it // 150, 200)`` in SSL4MIS's 2D script, 40 in UA-MT's LA script, the
+      whole run in both; the catalogue entry uses 150, the schema default 1 is smooth).
     - The consistency is on the unlabeled stream only, as in both codes.
     - The supervised Dice includes the background class (SSL4MIS); UA-MT's LA script takes the
       foreground Dice only.
 
+    On the teacher–student base this is two hooks: the certainty mask as the per-pixel weight
+    (:meth:`pixel_weight`) and its normalised sum as the reduction (:meth:`reduce_unsupervised`).
+
     Parameters (config ``params``, workflow/schemas/params/ua_mt.schema.yaml): ``ema_decay``,
-    ``consistency``, ``consistency_rampup``, ``noise_std``, ``noise_clip``, ``passes``,
+    ``consistency``, ``consistency_rampup``, ``rampup_block``, ``noise_std``, ``noise_clip``, ``passes``,
     ``threshold_start``, ``threshold_rampup``, ``uncertainty_max``, ``mse_normalizer``.
     """
-
-    def __init__(self, spec, net_factory):
-        super().__init__(spec, net_factory)
-        self.models.append(net_factory())
-        self.teacher = copy.deepcopy(self.models[0])
-        for p in self.teacher.parameters():
-            p.requires_grad_(False)
 
     def _ceiling_classes(self) -> int:
         """The C whose ``ln C`` the threshold ramps up to (``uncertainty_max``)."""
@@ -125,42 +126,31 @@ class UAMT(Method):
         """The factor on ``sum(mask)`` in the masked MSE's denominator (``mse_normalizer``)."""
         return {"classes": self.num_classes, "two": 2}[self.params["mse_normalizer"]]
 
-    def _noisy(self, x: Tensor) -> Tensor:
-        noise = torch.randn_like(x) * self.params["noise_std"]
-        return x + torch.clamp(noise, -self.params["noise_clip"], self.params["noise_clip"])
-
     @torch.no_grad()
-    def teacher_uncertainty(self, xu: Tensor) -> Tensor:
+    def teacher_uncertainty(self, xu: Tensor, batch=None, step: Step | None = None) -> Tensor:
         """Entropy ``(B, 1, *spatial)`` of the mean of ``passes`` noisy teacher predictions."""
         passes = int(self.params["passes"])
         samples = []
         for first in range(0, passes, 2):
             k = min(2, passes - first)
             x = xu.repeat(k, *([1] * (xu.dim() - 1)))  # k copies, copy-major
-            probs = torch.softmax(self.teacher(self._noisy(x)), dim=1)
+            probs = torch.softmax(self.teacher(self.teacher_input(x, batch, step)), dim=1)
             samples.append(probs.reshape(k, xu.shape[0], *probs.shape[1:]))
         return mc_uncertainty(torch.cat(samples))
 
-    def training_step(self, batch, step: Step) -> Losses:
-        student = self.models[0]
-        xl, yl, xu = batch["labeled_image"], batch["labeled_label"], batch["unlabeled_image"]
-        nl = xl.shape[0]
-        logits = student(torch.cat([xl, xu]))
-        ce, dice = self.supervised_loss(logits[:nl], yl)
-        with torch.no_grad():
-            teacher_probs = torch.softmax(self.teacher(self._noisy(xu)), dim=1)
-            uncertainty = self.teacher_uncertainty(xu)
-        threshold = uncertainty_threshold(step.iteration, step.total, self._ceiling_classes(),
+    def unsupervised_map(self, ctx: UnsupervisedContext) -> Tensor:
+        """The squared softmax difference summed over classes (the code's masked MSE numerator)."""
+        return ((torch.softmax(ctx.student_logits, dim=1) - ctx.teacher_probs) ** 2).sum(dim=1)
+
+    def pixel_weight(self, ctx: UnsupervisedContext) -> Tensor:
+        """1 where the teacher's uncertainty is below :func:`uncertainty_threshold`, else 0."""
+        uncertainty = self.teacher_uncertainty(ctx.batch["unlabeled_image"], ctx.batch, ctx.step)
+        threshold = uncertainty_threshold(ctx.step.iteration, ctx.step.total, self._ceiling_classes(),
                                           start=self.params["threshold_start"],
                                           rampup=self.params["threshold_rampup"])
-        mask = uncertainty < threshold
-        consistency = masked_consistency(torch.softmax(logits[nl:], dim=1), teacher_probs, mask,
-                                         self._mse_normalizer())
-        weight = self.params["consistency"] * step.rampup(self.params["consistency_rampup"])
-        total = 0.5 * (ce + dice) + weight * consistency
-        return Losses(total=total, terms={"ce": ce, "dice": dice, "consistency": consistency},
-                      stats={"consistency_weight": weight, "threshold": threshold,
-                             "certain_fraction": float(mask.float().mean())})
+        mask = (uncertainty < threshold).squeeze(1)
+        ctx.stats.update(threshold=threshold, certain_fraction=float(mask.float().mean()))
+        return mask
 
-    def after_optimizer_step(self, step: Step) -> None:
-        ema_update(self.teacher, self.models[0], self.params["ema_decay"], step.iteration)
+    def reduce_unsupervised(self, loss_map, weight, ctx) -> Tensor:
+        return _certain_mean(loss_map, weight, self._mse_normalizer())

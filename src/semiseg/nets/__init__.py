@@ -38,6 +38,7 @@ __all__ = [
     "build_network",
     "choose_perturbation",
     "count_parameters",
+    "network_for",
     "feature_dropout",
     "feature_noise",
     "init_weights",
@@ -79,6 +80,14 @@ def build_network(name: str, *, in_channels: int, num_classes: int, dims: int,
             f"unknown network {name!r}; known networks: {', '.join(sorted(NETWORKS))}"
         ) from None
     return factory(in_channels=in_channels, num_classes=num_classes, dims=dims, **kwargs)
+
+
+def network_for(spec: dict) -> EncoderDecoder:
+    """A fresh network for a run spec: its method's ``network`` and ``network_args`` (the dataset
+    entry's, under the method entry's), one input channel, the dataset's classes and dims. The
+    one place training, inference and figures build a run's network, so the three agree."""
+    return build_network(spec["method"]["network"], in_channels=1, num_classes=spec["dataset"]["num_classes"],
+                         dims=spec["dataset"]["dims"], **(spec["method"].get("network_args") or {}))
 
 
 def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:

@@ -9,20 +9,21 @@ MC-Net, BCP, ALHVR all train it):
 - five levels with ``(16, 32, 64, 128, 256)`` channels; each level is a block
   ``conv3-BN-LeakyReLU -> Dropout(p_level) -> conv3-BN-LeakyReLU`` with per-level dropout
   ``(0.05, 0.1, 0.2, 0.3, 0.5)``; 2x max-pooling between levels;
-- the decoder upsamples by a 2x transposed convolution (or, with ``bilinear=True``, a 1x1
-  convolution followed by (bi|tri)linear upsampling with ``align_corners=True``, the
-  ``up_type=1`` of MC-Net and ALHVR), concatenates the skip ``[skip, up]`` and applies the same
-  block without dropout;
+- the decoder upsamples by a 1x1 convolution followed by (bi|tri)linear upsampling with
+  ``align_corners=True`` (SSL4MIS's ``Decoder`` never passes ``bilinear`` to its ``UpBlock``,
+  whose default is ``True``; MC-Net's and ALHVR's ``up_type=1``), or, as a named option
+  (``up_mode="transpose"``), a 2x transposed convolution; it concatenates the skip
+  ``[skip, up]`` and applies the same block without dropout;
 - a 3x3 output convolution (SSL4MIS uses kernel 3, padding 1, not the 1x1 of the original
   U-Net; ``out_kernel_size`` selects it).
 
 One code path serves 2D and 3D: :func:`layer_types` picks the convolution, normalisation and
 pooling classes from ``dims``. ``dims=3`` is this same design with 3D layers (5,648,706
-parameters for one input channel and two classes); it is not SSL4MIS's separate ``unet_3D``
-(an attention-U-Net-style network), and the LA benchmarks use :class:`~semiseg.nets.vnet.VNet`.
-With the defaults and ``in_channels=1, num_classes=4`` the 2D
-network has 1,944,324 parameters (``bilinear=False``, the current SSL4MIS ``UNet``) or
-1,813,764 (``bilinear=True``, the "1.81 M" usually quoted for the SSL4MIS/ALHVR UNet).
+parameters for one input channel and two classes with the transposed decoder); it is not
+SSL4MIS's separate ``unet_3D`` (an attention-U-Net-style network), and the LA benchmarks use
+:class:`~semiseg.nets.vnet.VNet`. With the defaults and ``in_channels=1, num_classes=4`` the 2D
+network has 1,813,764 parameters (the reference decoder, the "1.81 M" quoted for the
+SSL4MIS / ALHVR / BCP UNet), 1,944,324 with ``up_mode="transpose"``.
 
 The network is split as ``encode(x) -> features`` and ``decode(features) -> (logits,
 penultimate)`` so that methods can run one decoder on perturbed encoder features (CCT, ALHVR),
@@ -127,14 +128,18 @@ class EncoderDecoder(nn.Module):
         """
         return self.decoder(features)
 
-    def decode_stages(self, features: Sequence[Tensor]) -> tuple[Tensor, list[Tensor]]:
+    def decode_stages(self, features: Sequence[Tensor], projections: list | None = None
+                      ) -> tuple[Tensor, list[Tensor]]:
         """Run the decoder and also return every decoder stage's output.
 
         Returns ``(logits, stages)`` with ``stages`` ordered deep to shallow; the last entry is
         the penultimate map of :meth:`decode`. Deep-supervision methods (URPC) attach their
-        auxiliary heads to these.
+        auxiliary heads to these. ``projections``, a list, also collects the up blocks'
+        1x1-projection outputs where the decoder has them (the U-Net's interpolating modes).
         """
-        return self.decoder.forward_stages(features)
+        if projections is None:
+            return self.decoder.forward_stages(features)
+        return self.decoder.forward_stages(features, projections)
 
     def forward(self, x: Tensor) -> Tensor:
         """Logits ``(B, num_classes, *spatial)`` for input ``(B, in_channels, *spatial)``."""
@@ -204,6 +209,14 @@ class UpBlock(nn.Module):
     def forward(self, deep: Tensor, skip: Tensor) -> Tensor:
         return self.conv(torch.cat([skip, self.up(deep)], dim=1))
 
+    def forward_with_projection(self, deep: Tensor, skip: Tensor) -> tuple[Tensor, Tensor]:
+        """``(output, projection)``: the projection is the 1x1 convolution's output at the deep
+        map's resolution, before upsampling (interpolating modes only)."""
+        if not isinstance(self.up, nn.Sequential):
+            raise ValueError("a transposed-convolution up block has no 1x1 projection")
+        projection = self.up[0](deep)
+        return self.conv(torch.cat([skip, self.up[1](projection)], dim=1)), projection
+
 
 class UNetEncoder(nn.Module):
     """Input block plus one :class:`DownBlock` per deeper level; returns every level's output."""
@@ -244,14 +257,22 @@ class UNetDecoder(nn.Module):
         self.out_conv = L.conv(channels[0], num_classes, kernel_size=out_kernel_size,
                                padding=out_kernel_size // 2)
 
-    def forward_stages(self, features: Sequence[Tensor]) -> tuple[Tensor, list[Tensor]]:
-        """``(logits, stages)``: each up block's output, deep to shallow."""
+    def forward_stages(self, features: Sequence[Tensor], projections: list | None = None
+                       ) -> tuple[Tensor, list[Tensor]]:
+        """``(logits, stages)``: each up block's output, deep to shallow. A list passed as
+        ``projections`` receives each up block's 1x1-projection output (before upsampling),
+        deep to shallow: index 1 is SSL4MIS's ``up2`` projection, 1/8 resolution (64 channels
+        by default), the map ALHVR's code takes its prototypes from."""
         if len(features) != self.num_levels:
             raise ValueError(f"expected {self.num_levels} feature levels, got {len(features)}")
         x = features[-1]
         stages = []
         for block, skip in zip(self.up, reversed(features[:-1])):
-            x = block(x, skip)
+            if projections is None:
+                x = block(x, skip)
+            else:
+                x, projection = block.forward_with_projection(x, skip)
+                projections.append(projection)
             stages.append(x)
         return self.out_conv(x), stages
 
@@ -269,9 +290,9 @@ class UNet(EncoderDecoder):
         dims: spatial dimensionality, 2 or 3.
         channels: feature channels per level, shallow to deep (at least two levels).
         dropout: encoder dropout probability per level (same length as ``channels``).
-        bilinear: shorthand for ``up_mode="linear"`` (SSL4MIS's ``bilinear`` flag).
-        up_mode: decoder upsampling, one of :data:`UP_MODES`; default ``"transpose"``, or
-            ``"linear"`` when ``bilinear`` is true.
+        bilinear: SSL4MIS's flag: true is ``up_mode="linear"``, false ``"transpose"``.
+        up_mode: decoder upsampling, one of :data:`UP_MODES`; default ``"linear"`` (the
+            reference decoder), unless ``bilinear`` is false.
         out_kernel_size: kernel of the output convolution; 3 as in SSL4MIS.
 
     Spatial sizes must be divisible by ``2 ** (len(channels) - 1)`` (16 by default).
@@ -280,7 +301,7 @@ class UNet(EncoderDecoder):
     def __init__(self, in_channels: int, num_classes: int, dims: int = 2,
                  channels: Sequence[int] = (16, 32, 64, 128, 256),
                  dropout: Sequence[float] = (0.05, 0.1, 0.2, 0.3, 0.5),
-                 bilinear: bool = False, *, up_mode: str | None = None,
+                 bilinear: bool | None = None, *, up_mode: str | None = None,
                  out_kernel_size: int = 3) -> None:
         super().__init__()
         channels = tuple(int(c) for c in channels)
@@ -294,9 +315,9 @@ class UNet(EncoderDecoder):
                 "pass one dropout probability per entry of channels"
             )
         if up_mode is None:
-            up_mode = "linear" if bilinear else "transpose"
-        elif bilinear and up_mode != "linear":
-            raise ValueError(f"bilinear=True contradicts up_mode={up_mode!r}")
+            up_mode = "transpose" if bilinear is False else "linear"
+        elif bilinear is not None and bilinear != (up_mode == "linear"):
+            raise ValueError(f"bilinear={bilinear} contradicts up_mode={up_mode!r}")
         if up_mode not in UP_MODES:
             raise ValueError(f"up_mode must be one of {UP_MODES}, got {up_mode!r}")
         self.dims = int(dims)

@@ -113,7 +113,7 @@ def region_figure(run_dir, store, split, out_png, n_slices: int = 4) -> Path:
     from semiseg.data.store import Store
     from semiseg.methods import build_method
     from semiseg.methods.common.dual_branch import DualBranch
-    from semiseg.nets import build_network
+    from semiseg.nets import network_for
 
     run_dir, out_png = Path(run_dir), Path(out_png)
     with open(run_dir / "config.json") as fh:
@@ -123,8 +123,7 @@ def region_figure(run_dir, store, split, out_png, n_slices: int = 4) -> Path:
         raise FileNotFoundError(f"{weights}: not found; the region figure needs every network of the run "
                                 "(model.pt holds only the evaluated one)")
     ds = spec["dataset"]
-    method = build_method(spec, lambda: build_network(spec["method"]["network"], in_channels=1,
-                                                      num_classes=ds["num_classes"], dims=ds["dims"]))
+    method = build_method(spec, lambda: network_for(spec))
     if not isinstance(method, DualBranch):
         raise ValueError(f"{run_dir}: algorithm {spec['method']['algorithm']!r} has no ALHVR regions; "
                          "the region figure needs a two-network method (alhvr, cps_regions)")

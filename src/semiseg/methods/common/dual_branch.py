@@ -1,4 +1,6 @@
-"""The two-network, two-pass base that ALHVR (Lei et al., "Adaptive Learning of High-Value Regions
+"""The two-network family: :class:`TwoNetwork` (two independently initialised networks, each
+supervised, with the cross pseudo-label map CPS is made of) and, on it, :class:`DualBranch`, the
+two-network, two-pass base that ALHVR (Lei et al., "Adaptive Learning of High-Value Regions
 for Semi-Supervised Medical Image Segmentation", ICCV 2025, https://github.com/ziziyao/ALHVR) and
 its region study (``cps_regions``, the paper's Table 1) share: two independently initialised
 networks whose decoders also run on perturbed encoder features, the supervised term on each
@@ -16,12 +18,15 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+import torch.nn.functional as F
+
 from semiseg.methods.base import Method, Step
-from semiseg.methods.common.losses import masked_mean
+from semiseg.methods.common.losses import DiceCE, alhvr_code_dice_loss, masked_mean, one_hot
 from semiseg.methods.common.regions import Regions, split_regions
+from semiseg.nets import init_weights
 from semiseg.nets.perturb import perturb_features
 
-__all__ = ["NETS", "Branch", "DualBranch", "reduce_region"]
+__all__ = ["NETS", "Branch", "DualBranch", "TwoNetwork", "cross_pseudo_map", "reduce_region"]
 
 NETS = "ab"  # suffix of each network's loss terms
 
@@ -47,7 +52,49 @@ def reduce_region(loss_map: Tensor, mask: Tensor, how: str) -> Tensor:
     raise ValueError(f"unknown reduction {how!r}; known: region, all_pixels")
 
 
-class DualBranch(Method):
+def cross_pseudo_map(logits: Tensor, other_logits: Tensor) -> Tensor:
+    """Per-pixel CE ``(B, *spatial)`` of ``logits`` against the hard labels ``argmax(other_logits)``.
+
+    The other network's prediction is a fixed target (detached): only ``logits`` gets a gradient.
+    Its mean is CPS's cross term; ALHVR's region study masks it.
+    """
+    return F.cross_entropy(logits, other_logits.detach().argmax(dim=1), reduction="none")
+
+
+class TwoNetwork(Method):
+    """Two networks (``models``, a list the steps loop over), started apart.
+
+    ``params['inits']`` (when the method has it) names each network's initialisation scheme
+    (:func:`semiseg.nets.init_weights`; ``default`` keeps PyTorch's own); otherwise both get
+    PyTorch's default, which already draws them apart. ``term_names`` is how the per-network
+    loss terms are suffixed in the log (``ce1``/``ce2`` or ``ce_a``/``ce_b``).
+    """
+
+    #: Suffix of each network's loss terms.
+    term_suffixes: tuple[str, str] = ("1", "2")
+
+    def __init__(self, spec, net_factory):
+        super().__init__(spec, net_factory)
+        inits = list(self.params.get("inits", ["default", "default"]))
+        if len(inits) != 2:
+            raise ValueError(f"{self.algorithm} trains two networks; params.inits names {len(inits)}")
+        for scheme in inits:
+            net = net_factory()
+            self.models.append(net if scheme == "default" else init_weights(net, scheme))
+
+    def supervised_terms(self, logits: list[Tensor], label: Tensor) -> dict[str, Tensor]:
+        """``ce<suffix>``, ``dice<suffix>`` of each network's labeled logits."""
+        terms = {}
+        for suffix, own in zip(self.term_suffixes, logits):
+            terms[f"ce{suffix}"], terms[f"dice{suffix}"] = self.supervised_loss(own[: label.shape[0]], label)
+        return terms
+
+    def cross_maps(self, logits: list[Tensor]) -> list[Tensor]:
+        """Each network's :func:`cross_pseudo_map` against the other's prediction, in network order."""
+        return [cross_pseudo_map(own, other) for own, other in zip(logits, reversed(logits))]
+
+
+class DualBranch(TwoNetwork):
     """Two independently initialised networks; each decoder runs on the encoder features and on
     a perturbed copy (feature noise or feature dropout, drawn at random per network and pass,
     applied to every encoder level as the public ALHVR ``UNet_fea_aux`` does).
@@ -58,35 +105,52 @@ class DualBranch(Method):
     public code reports ``model1``).
     """
 
-    def __init__(self, spec, net_factory):
-        super().__init__(spec, net_factory)
-        for _ in NETS:  # net_factory draws fresh weights: the networks start apart
-            self.models.append(net_factory())
+    term_suffixes = ("_a", "_b")
+
+    def supervised_loss(self, logits: Tensor, label: Tensor) -> tuple[Tensor, Tensor]:
+        """CE and Dice; ``dice_form: alhvr_code`` takes the Dice of ALHVR's public code
+        (:func:`~semiseg.methods.common.losses.alhvr_code_dice_loss`, without the factor 2)."""
+        ce, dice = super().supervised_loss(logits, label)
+        if self.params.get("dice_form", "standard") == "alhvr_code":
+            probs = torch.softmax(logits, dim=1)
+            dice = alhvr_code_dice_loss(probs, one_hot(label.long(), logits.shape[1]))
+        return DiceCE(ce, dice)
 
     def branches(self, x: Tensor, *, perturbed_grad: bool = True) -> list[Branch]:
-        stage = int(self.params.get("prototype_stage", -1))
         out = []
         for net in self.models:
             features = net.encode(x)
-            logits, stages = net.decode_stages(features)
-            if not -len(stages) <= stage < len(stages):
-                raise ValueError(f"prototype_stage {stage} out of range for {len(stages)} decoder stages")
+            logits, maps = self._decode(net, features)
             with torch.set_grad_enabled(perturbed_grad and torch.is_grad_enabled()):
                 perturbed = perturb_features(features, self.params.get("perturbation", "random"))
-                logits_p, stages_p = net.decode_stages(perturbed)
-            out.append(Branch(logits, logits_p, stages[stage], stages_p[stage]))
+                logits_p, maps_p = self._decode(net, perturbed)
+            out.append(Branch(logits, logits_p, maps, maps_p))
         return out
 
-    def supervised_terms(self, branches: list[Branch], label: Tensor) -> dict[str, Tensor]:
-        terms = {}
-        for name, br in zip(NETS, branches):
-            ce, dice = self.supervised_loss(br.logits[: label.shape[0]], label)
-            terms[f"ce_{name}"], terms[f"dice_{name}"] = ce, dice
-        return terms
+    def _decode(self, net, features) -> tuple[Tensor, Tensor]:
+        """Logits and the prototype feature map: the decoder stage ``prototype_stage`` or, with
+        ``prototype_features: up2_projection``, the 1x1 projection inside the second up block
+        (1/8 resolution, ALHVR's public code)."""
+        if self.params.get("prototype_features", "decoder_stage") == "up2_projection":
+            projections: list = []
+            logits, _ = net.decode_stages(features, projections)
+            if len(projections) < 2:
+                raise ValueError("prototype_features up2_projection needs a U-Net with an interpolating decoder")
+            return logits, projections[1]
+        stage = int(self.params.get("prototype_stage", -1))
+        logits, stages = net.decode_stages(features)
+        if not -len(stages) <= stage < len(stages):
+            raise ValueError(f"prototype_stage {stage} out of range for {len(stages)} decoder stages")
+        return logits, stages[stage]
+
+    def branch_supervised_terms(self, branches: list[Branch], label: Tensor) -> dict[str, Tensor]:
+        """:meth:`TwoNetwork.supervised_terms` on each branch's clean prediction."""
+        return self.supervised_terms([br.logits for br in branches], label)
 
     def split(self, probs_p: list[Tensor]) -> Regions:
         return split_regions(probs_p[0].amax(dim=1), probs_p[1].amax(dim=1), float(self.params["beta"]))
 
     def weight(self, step: Step) -> float:
-        """λ(t) = lambda_max · exp(−5(1 − t/t_ramp)²), t_ramp = ``rampup`` × the iterations."""
-        return float(self.params["lambda_max"]) * step.rampup(float(self.params["rampup"]))
+        """λ(t) = lambda_max · exp(−5(1 − t/t_ramp)²), t_ramp = ``rampup`` × the iterations
+        (a staircase of ``rampup_block`` iterations, :meth:`Method.ramp_weight`)."""
+        return self.ramp_weight(step, "lambda_max", "rampup")

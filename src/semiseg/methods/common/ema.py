@@ -48,11 +48,12 @@ def ema_alpha(decay: float, step: int) -> float:
 
 @torch.no_grad()
 def ema_update(teacher: nn.Module, student: nn.Module, decay: float, step: int, *,
-               buffers: str = "copy") -> float:
+               buffers: str = "copy", warmup: bool = True) -> float:
     """Move ``teacher``'s weights towards ``student``'s in place; return the ``alpha`` used.
 
     ``teacher <- alpha * teacher + (1 - alpha) * student`` on every parameter, with
-    ``alpha = ema_alpha(decay, step)``; buffers follow ``buffers`` (see the module docstring).
+    ``alpha = ema_alpha(decay, step)``, or ``decay`` itself from the first update when
+    ``warmup`` is false (BCP); buffers follow ``buffers`` (see the module docstring).
     ``step`` is the 0-based count of optimiser steps taken before this update (SSL4MIS passes
     ``iter_num`` after incrementing it, i.e. 1 on the first update; passing the engine's
     0-based iteration makes the first update a plain copy).
@@ -63,7 +64,9 @@ def ema_update(teacher: nn.Module, student: nn.Module, decay: float, step: int, 
     """
     if buffers not in BUFFER_MODES:
         raise ValueError(f"buffers must be one of {BUFFER_MODES}, got {buffers!r}")
-    alpha = ema_alpha(decay, step)
+    alpha = ema_alpha(decay, step)  # also validates decay and step
+    if not warmup:
+        alpha = float(decay)
 
     t_params = dict(teacher.named_parameters())
     s_params = dict(student.named_parameters())

@@ -1,0 +1,150 @@
+"""The teacher–student family: a student network, its frozen EMA copy, and an unsupervised term
+that compares the two per pixel.
+
+Mean Teacher, UA-MT and BCP build on :class:`TeacherStudent`; each overrides only its
+difference from it:
+
+- :meth:`TeacherStudent.teacher_input` — what the teacher sees (Gaussian input noise when the
+  method's params have ``noise_std``, the image itself otherwise; a mixing method returns a
+  mixed image);
+- :meth:`TeacherStudent.unsupervised_map` — the per-pixel loss ``(B, *spatial)`` between the
+  student's prediction and the teacher's (default: squared softmax difference, mean over
+  classes);
+- :meth:`TeacherStudent.pixel_weight` — an optional per-pixel weight on that map (UA-MT's
+  certainty mask; BUARL's region weights);
+- :meth:`TeacherStudent.reduce_unsupervised` — how the weighted map becomes a scalar (default:
+  the sum of weight × map over all unlabeled pixels divided by their number, so without a weight
+  it is the plain mean);
+- ``ema_warmup`` / ``ema_buffers`` / :meth:`TeacherStudent.ema_active` — the EMA update.
+
+The teacher is ``self.teacher``, a frozen copy of the student made at construction (it gets no
+gradient and is not in the optimiser); the student is ``self.models[0]`` and is what
+validation and inference run.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from semiseg.methods.base import Losses, Method, Step, two_stream
+from semiseg.methods.common.ema import ema_update
+
+__all__ = ["TeacherStudent", "UnsupervisedContext", "frozen_copy", "input_noise"]
+
+
+def frozen_copy(net: nn.Module) -> nn.Module:
+    """A deep copy of ``net`` whose parameters require no gradient."""
+    twin = copy.deepcopy(net)
+    for p in twin.parameters():
+        p.requires_grad_(False)
+    return twin
+
+
+def input_noise(x: Tensor, std: float, clip: float) -> Tensor:
+    """``x + clip(N(0, std²), ±clip)`` (the Mean Teacher / UA-MT teacher input)."""
+    return x + torch.clamp(torch.randn_like(x) * std, -clip, clip)
+
+
+@dataclass
+class UnsupervisedContext:
+    """What the unsupervised hooks see: the batch, the step, the student's logits and the
+    teacher's probabilities on the unlabeled images, and ``stats`` they may add to the log."""
+
+    batch: dict[str, Tensor]
+    step: Step
+    student_logits: Tensor
+    teacher_probs: Tensor
+    stats: dict[str, float] = field(default_factory=dict)
+
+
+class TeacherStudent(Method):
+    """A student (``models[0]``) and an EMA teacher (``teacher``); the Mean Teacher step by default.
+
+    :meth:`training_step` is ``0.5·(CE + Dice)(student(x_l), y_l) + λ(t)·L_u`` with
+    ``L_u = reduce(weight ⊙ map(student(x_u), teacher(teacher_input(x_u))))``: the student sees
+    the labeled and unlabeled images in one batch (one set of batch-norm statistics, as the
+    common code), the teacher's input is drawn after the student's forward pass. λ(t) is
+    :meth:`consistency_weight`. After every optimiser step :meth:`ema_active` decides whether
+    the teacher moves: ``teacher <- α·teacher + (1 − α)·student`` with ``α = ema_decay``, warmed
+    up as ``min(1 − 1/(t + 1), ema_decay)`` when ``ema_warmup`` (the 0-based iteration: the
+    first update copies the student), buffers by ``ema_buffers``
+    (:mod:`semiseg.methods.common.ema`).
+    """
+
+    #: EMA warm-up ``min(1 − 1/(t+1), decay)`` (Mean Teacher, UA-MT) or the constant decay (BCP).
+    ema_warmup: ClassVar[bool] = True
+    #: What the EMA does with batch-norm buffers: "copy", "ema" or "keep".
+    ema_buffers: ClassVar[str] = "copy"
+
+    def __init__(self, spec, net_factory):
+        super().__init__(spec, net_factory)
+        self.models.append(net_factory())
+        self.teacher = frozen_copy(self.models[0])
+
+    @property
+    def student(self) -> nn.Module:
+        return self.models[0]
+
+    # ---- the teacher
+
+    def teacher_input(self, x: Tensor, batch: dict[str, Tensor], step: Step) -> Tensor:
+        """The teacher's input for the unlabeled images ``x``: noisy when the params say ``noise_std``."""
+        if "noise_std" in self.params:
+            return input_noise(x, float(self.params["noise_std"]), float(self.params["noise_clip"]))
+        return x
+
+    @torch.no_grad()
+    def teacher_probs(self, x: Tensor, batch: dict[str, Tensor], step: Step) -> Tensor:
+        return torch.softmax(self.teacher(self.teacher_input(x, batch, step)), dim=1)
+
+    # ---- the unsupervised term
+
+    def unsupervised_map(self, ctx: UnsupervisedContext) -> Tensor:
+        """Per-pixel loss ``(B, *spatial)``: the squared softmax difference, mean over classes."""
+        return ((torch.softmax(ctx.student_logits, dim=1) - ctx.teacher_probs) ** 2).mean(dim=1)
+
+    def pixel_weight(self, ctx: UnsupervisedContext) -> Tensor | None:
+        """A per-pixel weight ``(B, *spatial)`` on :meth:`unsupervised_map`, or None (all 1)."""
+        return None
+
+    def reduce_unsupervised(self, loss_map: Tensor, weight: Tensor | None, ctx: UnsupervisedContext) -> Tensor:
+        """``Σ weight·map / N`` over the N unlabeled pixels (the plain mean without a weight)."""
+        if weight is None:
+            return loss_map.mean()
+        return (weight.to(loss_map.dtype) * loss_map).sum() / loss_map.numel()
+
+    def unsupervised_loss(self, ctx: UnsupervisedContext) -> Tensor:
+        return self.reduce_unsupervised(self.unsupervised_map(ctx), self.pixel_weight(ctx), ctx)
+
+    def consistency_weight(self, step: Step) -> float:
+        """λ(t): ``consistency`` ramped over ``consistency_rampup`` of training (:meth:`Method.ramp_weight`)."""
+        return self.ramp_weight(step)
+
+    # ---- the step
+
+    def training_step(self, batch, step: Step) -> Losses:
+        s = two_stream(batch)
+        logits = self.student(s.images)
+        ce, dice = self.supervised_loss(logits[: s.n_labeled], s.label)
+        ctx = UnsupervisedContext(batch, step, logits[s.n_labeled:], self.teacher_probs(s.unlabeled, batch, step))
+        consistency = self.unsupervised_loss(ctx)
+        weight = self.consistency_weight(step)
+        total = 0.5 * (ce + dice) + weight * consistency
+        return Losses(total=total, terms={"ce": ce, "dice": dice, "consistency": consistency},
+                      stats={"consistency_weight": weight, **ctx.stats})
+
+    # ---- the EMA
+
+    def ema_active(self, step: Step) -> bool:
+        """Whether the teacher follows the student after this step (always, by default)."""
+        return True
+
+    def after_optimizer_step(self, step: Step) -> None:
+        if self.ema_active(step):
+            ema_update(self.teacher, self.student, float(self.params["ema_decay"]), step.iteration,
+                       buffers=self.ema_buffers, warmup=self.ema_warmup)
