@@ -68,16 +68,12 @@ def test_rotation_reproduces_ndimage_rotate_nearest_pixel_for_pixel(size):
     assert out_lab.dtype == torch.uint8
 
 
-def test_images_are_nearest_by_default_and_bilinear_on_request():
+def test_images_are_nearest():
     img = torch.rand(1, 1, 16, 16, generator=torch.Generator().manual_seed(0))
     theta = rotation_2d(torch.tensor([13]))
     values = set(img.flatten().tolist()) | {0.0}
     nearest, _ = warp_2d(img, None, theta)
     assert set(nearest.flatten().tolist()) <= values  # no new intensities, as order=0
-    bilinear, _ = warp_2d(img, None, theta, image_mode="bilinear")
-    assert not set(bilinear.flatten().tolist()) <= values
-    with pytest.raises(ValueError, match="image_mode"):
-        warp_2d(img, None, theta, image_mode="cubic")
 
 
 def test_training_slices_are_zoomed_nearest_for_images_and_labels():

@@ -10,23 +10,17 @@ from torch import nn
 
 from semiseg.methods.common import (
     DiceCE,
-    confidence_mask,
-    consistency_weight,
-    cosine_rampdown,
     dice_ce_loss,
     ema_alpha,
     ema_update,
     entropy,
     largest_connected_component,
-    linear_rampup,
     masked_mean,
-    masked_mse,
     one_hot,
     sharpen,
     sharpen_distribution,
     sigmoid_rampup,
     soft_dice_loss,
-    softmax_mse,
 )
 
 # ---------------------------------------------------------------- ramps
@@ -41,35 +35,6 @@ def test_sigmoid_rampup_worked_values():
     assert sigmoid_rampup(-5, 200) == pytest.approx(math.exp(-5))
     assert sigmoid_rampup(7, 0) == 1.0  # no ramp-up
     assert sigmoid_rampup(30, 60.0) == pytest.approx(math.exp(-1.25))  # float lengths
-
-
-def test_linear_and_cosine_ramps():
-    assert linear_rampup(0, 10) == 0.0
-    assert linear_rampup(2.5, 10) == 0.25
-    assert linear_rampup(20, 10) == 1.0
-    assert linear_rampup(3, 0) == 1.0
-    assert cosine_rampdown(0, 10) == 1.0
-    assert cosine_rampdown(5, 10) == pytest.approx(0.5)
-    assert cosine_rampdown(10, 10) == pytest.approx(0.0)
-    assert cosine_rampdown(15, 10) == pytest.approx(0.0)
-    assert cosine_rampdown(0, 0) == 0.0
-    with pytest.raises(ValueError):
-        sigmoid_rampup(1, -1)
-
-
-def test_consistency_weight():
-    assert consistency_weight(0, weight=0.1, rampup_length=200) == pytest.approx(0.1 * math.exp(-5))
-    assert consistency_weight(100, weight=0.1, rampup_length=200) == pytest.approx(
-        0.1 * math.exp(-1.25))
-    assert consistency_weight(100, weight=2.0, rampup_length=200, schedule="linear") == 1.0
-    assert consistency_weight(0, weight=2.0, rampup_length=200, schedule="constant") == 2.0
-    # SSL4MIS's staircase: iter_num // 150 "epochs" over a 200-epoch ramp.
-    staircase = dict(weight=0.1, rampup_length=200, iterations_per_unit=150)
-    assert consistency_weight(15_149, **staircase) == pytest.approx(0.1 * math.exp(-5 * 0.5 ** 2))
-    assert consistency_weight(15_150, **staircase) == pytest.approx(
-        0.1 * math.exp(-5 * (1 - 101 / 200) ** 2))
-    with pytest.raises(ValueError, match="sigmoid"):
-        consistency_weight(0, weight=1.0, rampup_length=1, schedule="step")
 
 
 # ---------------------------------------------------------------- EMA
@@ -212,31 +177,18 @@ def test_dice_ce_loss_mask_and_gradient():
     assert logits.grad[..., 1].abs().sum() == 0 and logits.grad[..., 0].abs().sum() > 0
 
 
-def test_masked_mean_and_mse():
+def test_masked_mean():
     x = torch.tensor([[[1.0, 2.0], [3.0, 4.0]]])  # (B=1, C=2, N=2)
     mask = torch.tensor([[[1.0, 0.0]]])  # (1, 1, 2): keeps pixel 0 in both channels
     # (1 + 3) / (2 + eps): the count is over the broadcast mask
     assert masked_mean(x, mask).item() == pytest.approx(2.0)
     assert masked_mean(x, torch.zeros_like(mask)).item() == 0.0
     assert masked_mean(x, mask.bool()).item() == pytest.approx(2.0)
-    b = torch.zeros_like(x)
-    assert masked_mse(x, b, mask).item() == pytest.approx((1 + 9) / 2)
     # UA-MT: sum(mask * d) / (2 * sum(mask) + 1e-16) for two channels
     d = torch.rand(2, 2, 4, 4)
     m = (torch.rand(2, 1, 4, 4) > 0.5).float()
     m[0, 0, 0, 0] = 1.0
     torch.testing.assert_close(masked_mean(d, m), (m * d).sum() / (2 * m.sum() + 1e-16))
-
-
-def test_softmax_mse():
-    a = torch.tensor([[[0.0], [0.0]]])  # softmax [0.5, 0.5]
-    b = torch.tensor([[[0.0], [math.log(3.0)]]])  # softmax [0.25, 0.75]
-    assert softmax_mse(a, b).item() == pytest.approx(0.0625)
-    assert softmax_mse(a, b, reduction="sum").item() == pytest.approx(0.125)
-    assert softmax_mse(a, b, reduction="none").shape == (1, 2, 1)
-    assert softmax_mse(b, b).item() == 0.0
-    with pytest.raises(ValueError, match="reduction"):
-        softmax_mse(a, b, reduction="max")
 
 
 # ---------------------------------------------------------------- pseudo-label helpers
@@ -276,12 +228,6 @@ def test_entropy_hand_worked():
     assert entropy(p, eps=0.0, normalize=True)[0, 0].item() == pytest.approx(1.0)
     # [0.25] * 4 -> ln 4
     assert entropy(torch.full((1, 4, 1), 0.25), eps=0.0).item() == pytest.approx(math.log(4))
-
-
-def test_confidence_mask():
-    probs = torch.tensor([[[0.9, 0.5, 0.95], [0.1, 0.5, 0.05]]])
-    assert confidence_mask(probs, 0.95).tolist() == [[False, False, True]]  # >= tau
-    assert confidence_mask(probs, 0.5).tolist() == [[True, True, True]]
 
 
 def test_largest_connected_component_2d():

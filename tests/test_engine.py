@@ -9,45 +9,25 @@ import numpy as np
 import pytest
 import torch
 
-from semiseg.data.store import Case, write_store
+from helpers import run_spec, tiny_store
 from semiseg.engine.data import StreamSampler
 from semiseg.engine.loop import TrainingError, mean_dice, train
 from semiseg.inference.predict import sliding_window_starts
 from semiseg.methods import Losses, Method, register
 from semiseg.methods.base import METHODS
 
-LABELS = {"background": 0, "a": 1, "b": 2}
-
-
-def _tiny_store(path, n=6, dims=2):
-    rng = np.random.default_rng(0)
-    cases = []
-    for i in range(n):
-        shape = (3, 32, 32) if dims == 2 else (20, 24, 24)
-        label = np.zeros(shape, np.uint8)
-        label[:, 8:20, 8:20] = 1
-        label[:, 12:16, 12:16] = 2
-        image = (label / 2 + rng.normal(0, 0.1, shape)).astype(np.float32)
-        cases.append(Case(f"p{i}_frame01", f"p{i}", image, label))
-    write_store(path, name="tiny", dims=dims, labels=LABELS, cases=cases)
-    split = {"cases": {"labeled": ["p0_frame01", "p1_frame01"], "unlabeled": ["p2_frame01", "p3_frame01"],
-                       "val": ["p4_frame01"], "test": ["p5_frame01"]}}
-    (path.parent / "split.json").write_text(json.dumps(split))
-    return path, path.parent / "split.json"
+# the tiny store and spec are shared with other test modules (tests/helpers.py)
+_tiny_store = tiny_store
 
 
 def _spec(algorithm="mean_teacher", iterations=6, params=None, **sched):
-    schedule = {"name": "test", "iterations": iterations, "labeled_batch_size": 2, "unlabeled_batch_size": 2,
-                "lr": 0.01, "momentum": 0.9, "weight_decay": 1e-4, "lr_policy": "poly", "val_interval": 3,
-                "checkpoint_interval": 2, "amp": False}
-    schedule.update(sched)
-    default_params = {"mean_teacher": {"ema_decay": 0.99, "consistency": 0.1, "consistency_rampup": 1.0,
-                                       "noise_std": 0.1, "noise_clip": 0.2, "consistency_start": 0.0}}.get(algorithm, {})
-    return {"dataset": {"name": "tiny", "dims": 2, "labels": LABELS, "num_classes": 3, "patch_size": [32, 32],
-                        "stride": None},
-            "method": {"name": algorithm, "algorithm": algorithm, "network": "unet",
-                       "params": params if params is not None else default_params},
-            "schedule": schedule, "ratio": 50, "labeled_patients": 2, "seed": 7, "device": "cpu"}
+    """A tiny run spec; Mean Teacher with consistency from iteration 0 unless ``params`` says otherwise."""
+    if params is None and algorithm == "mean_teacher":
+        params = {"ema_decay": 0.99, "consistency": 0.1, "consistency_rampup": 1.0, "noise_std": 0.1,
+                  "noise_clip": 0.2, "consistency_start": 0.0}
+    spec = run_spec(algorithm, iterations, **sched)
+    spec["method"]["params"] = params if params is not None else spec["method"]["params"]
+    return spec
 
 
 def test_stream_sampler_walks_permutations_and_is_a_function_of_the_iteration():

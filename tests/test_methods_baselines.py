@@ -5,18 +5,15 @@ unsupervised term's gradient, and a short real training of each method (2D; UA-M
 from __future__ import annotations
 
 import csv
-import json
 import math
 
-import numpy as np
 import pytest
 import torch
-import yaml
 from torch import nn
 
 from conftest import REPO
+from helpers import schema_defaults, tiny_store
 from semiseg.config import load_config
-from semiseg.data.store import Case, write_store
 from semiseg.engine.loop import train
 from semiseg.methods import Step, build_method
 from semiseg.methods.base import StageContext
@@ -28,20 +25,7 @@ from semiseg.nets import UNet
 LN2, LN4 = math.log(2), math.log(4)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: the networks here are tiny, and on a busy 2-core machine two OpenMP
-    threads spin against other processes (measured: 0.7 s instead of 0.02 s per U-Net forward)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-def _defaults(algorithm: str) -> dict:
-    """The params schema's defaults: the tests run what a catalogue entry without params runs."""
-    schema = yaml.safe_load((REPO / "workflow" / "schemas" / "params" / f"{algorithm}.schema.yaml").read_text())
-    return {k: v["default"] for k, v in schema["properties"].items()}
+_defaults = schema_defaults
 
 
 def _method(algorithm, net_factory, num_classes=2, batch=2, **params):
@@ -492,6 +476,12 @@ def test_catalogue_baselines_follow_the_reference_code():
     ua_mt = methods["ua_mt"]["params"]
     assert (ua_mt["uncertainty_max"], ua_mt["mse_normalizer"]) == ("log_two", "two")
     assert methods["cps"]["params"]["on_labeled"] is False
+    # SSL4MIS's 2D CPS script builds both networks with PyTorch's default initialisation
+    assert methods["cps"]["params"]["inits"] == ["default", "default"]
+    # the consistency ramps are SSL4MIS's staircases of 150 iterations
+    assert {methods[m]["params"]["rampup_block"] for m in ("mean_teacher", "ua_mt", "cps", "alhvr")} == {150}
+    # BCP starts self-training from its best pre-training checkpoint
+    assert methods["bcp"]["params"]["handoff"] == "best"
 
 
 # ---------------------------------------------------------------- end to end
@@ -500,20 +490,7 @@ LABELS = {"background": 0, "a": 1, "b": 2}
 
 
 def _tiny_store(path, dims):
-    rng = np.random.default_rng(0)
-    cases = []
-    for i in range(6):
-        shape = (3, 32, 32) if dims == 2 else (20, 36, 36)
-        label = np.zeros(shape, np.uint8)
-        label[:, 8:24, 8:24] = 1
-        label[:, 12:20, 12:20] = 2
-        image = (label / 2 + rng.normal(0, 0.1, shape)).astype(np.float32)
-        cases.append(Case(f"p{i}_frame01", f"p{i}", image, label))
-    write_store(path, name="tiny", dims=dims, labels=LABELS, cases=cases)
-    split = {"cases": {"labeled": ["p0_frame01", "p1_frame01"], "unlabeled": ["p2_frame01", "p3_frame01"],
-                       "val": ["p4_frame01"], "test": ["p5_frame01"]}}
-    (path.parent / "split.json").write_text(json.dumps(split))
-    return path, path.parent / "split.json"
+    return tiny_store(path, dims=dims, shape3d=(20, 36, 36), box=(8, 24), core=(12, 20))
 
 
 def _spec(algorithm, dims, iterations, params):

@@ -36,12 +36,11 @@ from __future__ import annotations
 
 import ast
 import hashlib
-import inspect
 from functools import lru_cache
 from pathlib import Path
 
-__all__ = ["PLUMBING", "STAGE_MODULES", "code_fingerprint", "method_files", "module_imports", "stage_files",
-           "table_fingerprint"]
+__all__ = ["PLUMBING", "STAGE_MODULES", "code_fingerprint", "method_files", "module_imports",
+           "registered_algorithms", "stage_files", "table_fingerprint"]
 
 PACKAGE = Path(__file__).resolve().parent
 
@@ -116,14 +115,31 @@ def _closure(roots) -> set[Path]:
     return {_module_file(m) for m in seen}
 
 
+@lru_cache(maxsize=None)
+def registered_algorithms() -> dict[str, str]:
+    """Algorithm name -> the module registering it, found by reading ``semiseg/methods/*.py``
+    for a class decorated ``@register("<name>")``: the same registry ``semiseg.methods``
+    builds by importing those modules, without importing them (building the workflow's DAG
+    then never imports torch)."""
+    found: dict[str, str] = {}
+    for path in sorted((PACKAGE / "methods").glob("*.py")):
+        tree = ast.parse(path.read_bytes(), filename=str(path))
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.ClassDef):
+                continue
+            for deco in node.decorator_list:
+                if (isinstance(deco, ast.Call) and getattr(deco.func, "id", None) == "register"
+                        and deco.args and isinstance(deco.args[0], ast.Constant)):
+                    found[deco.args[0].value] = _module_name(path)
+    return found
+
+
 def method_files(algorithm: str) -> list[Path]:
     """The source files of a registered algorithm's module and of every semiseg module it imports."""
-    from semiseg.methods import METHODS
-
-    if algorithm not in METHODS:
-        raise ValueError(f"unknown algorithm {algorithm!r}; registered: {', '.join(sorted(METHODS))}")
-    module = _module_name(Path(inspect.getfile(METHODS[algorithm])).resolve())
-    return sorted(_closure([module]))
+    modules = registered_algorithms()
+    if algorithm not in modules:
+        raise ValueError(f"unknown algorithm {algorithm!r}; registered: {', '.join(sorted(modules))}")
+    return sorted(_closure([modules[algorithm]]))
 
 
 def stage_files(stage: str, algorithm: str | None = None) -> list[Path]:

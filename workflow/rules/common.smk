@@ -3,6 +3,7 @@ import json
 import os
 from pathlib import Path
 
+from semiseg import paths
 from semiseg.config import load_config, run_resources, run_spec, schedule_name, table_runs
 from semiseg.data.fetch import shipped_splits_digest
 from semiseg.fingerprint import code_fingerprint, table_fingerprint
@@ -19,8 +20,8 @@ def results(path):
 
 
 def run_path(path=""):
-    """A path inside one run's directory: runs/{dataset}/{method}/{ratio}/seed{seed}/<path>."""
-    return os.path.join(RESULTS, "runs", "{dataset}", "{method}", "{ratio}", "seed{seed}", path).rstrip("/")
+    """A path inside one run's directory (the rule pattern of semiseg.paths.run_file)."""
+    return results(paths.run_file("{dataset}", "{method}", "{ratio}", "{seed}", path))
 
 
 
@@ -33,7 +34,7 @@ wildcard_constraints:
 
 
 def default_targets():
-    return [results(f"tables/{t}.md") for t in CFG["settings"]["tables"]]
+    return [results(paths.table(t)) for t in CFG["settings"]["tables"]]
 
 
 def dataset_source(wildcards):
@@ -86,14 +87,14 @@ def job_wildcards(wildcards):
 
 def table_metrics(wildcards):
     return [
-        results(f"runs/{d}/{m}/{r}/seed{s}/metrics.csv")
+        results(paths.run_file(d, m, r, s, "metrics.csv"))
         for d, m, r, s in table_runs(CFG, wildcards.table)
     ]
 
 
 def table_descriptor(wildcards):
     dataset = CFG["tables"][wildcards.table]["dataset"]
-    return results(f"preprocessed/{dataset}/dataset.json")
+    return results(paths.descriptor(dataset))
 
 
 def table_spec(wildcards):

@@ -9,7 +9,7 @@ localrules:
 
 rule fetch:
     output:
-        directory(results("raw/{dataset}")),
+        directory(results(paths.raw_dir("{dataset}"))),
     params:
         source=dataset_source,
         shipped_lists=dataset_shipped_lists,
@@ -26,10 +26,10 @@ rule fetch:
 
 rule preprocess:
     input:
-        results("raw/{dataset}"),
+        results(paths.raw_dir("{dataset}")),
     output:
-        store=results("preprocessed/{dataset}/store.h5"),
-        descriptor=results("preprocessed/{dataset}/dataset.json"),
+        store=results(paths.store("{dataset}")),
+        descriptor=results(paths.descriptor("{dataset}")),
     params:
         layout=lambda wildcards: CFG["datasets"][wildcards.dataset]["source"]["layout"],
         labels=dataset_labels,
@@ -49,9 +49,9 @@ rule preprocess:
 
 rule split:
     input:
-        results("preprocessed/{dataset}/dataset.json"),
+        results(paths.descriptor("{dataset}")),
     output:
-        results("splits/{dataset}/{ratio}.json"),
+        results(paths.split("{dataset}", "{ratio}")),
     params:
         labeled=labeled_patients,
         code=code_fingerprint("split"),

@@ -5,8 +5,8 @@ rule infer:
     input:
         model=run_path("model.pt"),
         config=run_path("config.json"),
-        store=results("preprocessed/{dataset}/store.h5"),
-        split=results("splits/{dataset}/{ratio}.json"),
+        store=results(paths.store("{dataset}")),
+        split=results(paths.split("{dataset}", "{ratio}")),
     output:
         directory(run_path("predictions")),
     params:
@@ -31,7 +31,7 @@ rule infer:
 rule evaluate:
     input:
         predictions=run_path("predictions"),
-        store=results("preprocessed/{dataset}/store.h5"),
+        store=results(paths.store("{dataset}")),
     output:
         run_path("metrics.csv"),
     params:

@@ -1,15 +1,15 @@
 # figures drawn from trained runs: ALHVR's Figure 1 (image, both predictions, Ω1/Ω2/Ω3 map)
 
 # The run a region figure is drawn from: ALHVR, seed 0, at the figure's dataset and ratio.
-REGION_FIGURE_RUN = results("runs/{dataset}/alhvr/{ratio}/seed0")
+REGION_FIGURE_RUN = results(paths.run_dir("{dataset}", "alhvr", "{ratio}", 0))
 
 
 rule region_figure:
     input:
         models=os.path.join(REGION_FIGURE_RUN, "models.pt"),
         config=os.path.join(REGION_FIGURE_RUN, "config.json"),
-        store=results("preprocessed/{dataset}/store.h5"),
-        split=results("splits/{dataset}/{ratio}.json"),
+        store=results(paths.store("{dataset}")),
+        split=results(paths.split("{dataset}", "{ratio}")),
     output:
         results("figures/alhvr_regions_{dataset}_{ratio}.png"),
     params:

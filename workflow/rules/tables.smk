@@ -7,7 +7,7 @@ rule table:
         metrics=table_metrics,
     output:
         report(
-            results("tables/{table}.md"),
+            results(paths.table("{table}")),
             caption="../report/table.rst",
             category="Tables",
             labels={"table": "{table}"},

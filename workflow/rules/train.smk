@@ -3,8 +3,8 @@
 
 rule train:
     input:
-        store=results("preprocessed/{dataset}/store.h5"),
-        split=results("splits/{dataset}/{ratio}.json"),
+        store=results(paths.store("{dataset}")),
+        split=results(paths.split("{dataset}", "{ratio}")),
     output:
         model=run_path("model.pt"),
         models=run_path("models.pt"),

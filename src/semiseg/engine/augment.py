@@ -3,13 +3,15 @@
 The common semi-supervised code augments one sample at a time on the CPU with scipy; with a
 small, resident training set that starves a GPU. Here one call transforms a whole batch:
 
-- 2D (SSL4MIS ``RandomGenerator``, which the ACDC papers, ALHVR and BCP included, train with):
-  with p = 0.5 a random rot90 (k ∈ {0,1,2,3}) followed by a random flip, otherwise with p = 0.5
-  a rotation by an integer angle in [-20, 19] degrees (``np.random.randint(-20, 20)``),
-  otherwise nothing. SSL4MIS rotates with ``ndimage.rotate(order=0, reshape=False)``: nearest
+- 2D (the ``RandomGenerator`` of ALHVR's and BCP's code, the version of SSL4MIS's generator the
+  ACDC papers trained with): with p = 0.5 a random rot90 (k ∈ {0,1,2,3}) followed by a random
+  flip, otherwise with p = 0.5 a rotation by an integer angle in [-20, 19] degrees
+  (``np.random.randint(-20, 20)``), otherwise nothing: 0.5 / 0.25 / 0.25. (SSL4MIS's own
+  generator has since been changed to 0.5 rot90-flip / 0.5 rotation / never nothing; we follow
+  the papers' copies.) SSL4MIS rotates with ``ndimage.rotate(order=0, reshape=False)``: nearest
   neighbour for the image as for the label, and zero outside the input. Everything is one
-  affine map per sample applied to the batch at once (:func:`warp_2d`, nearest for images by
-  default, as SSL4MIS, and always for labels). Rotations by multiples of 90° and flips map
+  affine map per sample applied to the batch at once (:func:`warp_2d`, nearest for images as
+  SSL4MIS, and for labels). Rotations by multiples of 90° and flips map
   pixel centres onto pixel centres of a square image, so they are exact; a rotation reproduces
   ``ndimage.rotate`` pixel for pixel (same angle sign, centre, nearest rounding and border).
   SSL4MIS augments the slice at its own size and then zooms it to 256 x 256 (order 0); the
@@ -30,12 +32,8 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 
-__all__ = ["IMAGE_MODES", "affine_2d", "augment_2d", "augment_3d", "rotation_2d", "warp_2d"]
-
-#: Interpolation of images in :func:`warp_2d` (labels are always nearest).
-IMAGE_MODES = ("nearest", "bilinear")
+__all__ = ["affine_2d", "augment_2d", "augment_3d", "rotation_2d", "warp_2d"]
 
 
 def _rotation_matrices(degrees: torch.Tensor) -> torch.Tensor:
@@ -98,18 +96,15 @@ def _source_pixels(theta: torch.Tensor, h: int, w: int) -> tuple[torch.Tensor, t
     return px, py
 
 
-def warp_2d(image: torch.Tensor, label: torch.Tensor | None, theta: torch.Tensor, *,
-            image_mode: str = "nearest"):
+def warp_2d(image: torch.Tensor, label: torch.Tensor | None, theta: torch.Tensor):
     """Apply ``theta`` (B, 2, 3) to ``image`` (B, C, H, W) and ``label`` (B, H, W) or None.
 
     As ``ndimage.rotate(..., order=0, reshape=False)`` (``mode="constant"``, ``cval=0``): an
     output pixel takes the input pixel nearest its source point (a half rounds up), and 0 where
     the source point lies outside ``[0, n - 1]`` on either axis (``grid_sample`` would still
-    round a point up to half a pixel outside onto the border pixel). Labels are always nearest;
-    ``image_mode="bilinear"`` interpolates images with ``grid_sample`` inside the same border.
+    round a point up to half a pixel outside onto the border pixel). Images and labels alike
+    (SSL4MIS's ``RandomGenerator`` rotates and zooms images with ``order=0`` too).
     """
-    if image_mode not in IMAGE_MODES:
-        raise ValueError(f"image_mode must be one of {IMAGE_MODES}, got {image_mode!r}")
     b, _, h, w = image.shape
     px, py = _source_pixels(theta.to(device=image.device, dtype=torch.float64), h, w)
     eps = 1e-9  # float64 noise on the exact rot90/flip coordinates of the border pixels
@@ -125,19 +120,12 @@ def warp_2d(image: torch.Tensor, label: torch.Tensor | None, theta: torch.Tensor
         out = x.flatten(2).gather(2, nearest.expand(-1, x.shape[1], -1)).view(x.shape)
         return out * inside[:, None].to(out.dtype)
 
-    if image_mode == "nearest":
-        out = pick(image)
-    else:
-        grid = torch.stack([(2 * px + 1) / w - 1, (2 * py + 1) / h - 1], dim=-1).to(image.dtype)
-        out = F.grid_sample(image, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-        out = out * inside[:, None].to(out.dtype)
-    return out, (pick(label[:, None])[:, 0] if label is not None else None)
+    return pick(image), (pick(label[:, None])[:, 0] if label is not None else None)
 
 
-def augment_2d(image: torch.Tensor, label: torch.Tensor | None, generator: torch.Generator, *,
-               image_mode: str = "nearest"):
+def augment_2d(image: torch.Tensor, label: torch.Tensor | None, generator: torch.Generator):
     """Augment a batch: `image` (B, C, H, W) float, `label` (B, H, W) integer or None."""
-    return warp_2d(image, label, affine_2d(image.shape[0], generator), image_mode=image_mode)
+    return warp_2d(image, label, affine_2d(image.shape[0], generator))
 
 
 def augment_3d(image: torch.Tensor, label: torch.Tensor | None, generator: torch.Generator):

@@ -40,8 +40,7 @@ from semiseg.data.store import Store
 from semiseg.device import explain_out_of_memory, select_device
 from semiseg.engine.data import StreamSampler, load_resident
 from semiseg.engine.lr import lr_factor
-from semiseg.engine.state import (Preempted, ResumeState, SigtermFlag, atomic_save, load_state, save_state,
-                                  seed_everything)
+from semiseg.engine.state import Preempted, SigtermFlag, atomic_save, load_state, save_state, seed_everything
 from semiseg.engine.validate import mean_dice, validate
 from semiseg.methods import Step, build_method
 from semiseg.methods.base import StageContext

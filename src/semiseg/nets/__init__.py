@@ -23,6 +23,7 @@ from semiseg.nets.perturb import (
     perturb_features,
     random_perturbation,
 )
+from semiseg.nets.heads import MultiDecoder
 from semiseg.nets.unet import UP_MODES, EncoderDecoder, UNet, UNetDecoder, layer_types
 from semiseg.nets.vnet import VNet, VNetDecoder
 
@@ -31,6 +32,7 @@ __all__ = [
     "PERTURBATIONS",
     "UP_MODES",
     "EncoderDecoder",
+    "MultiDecoder",
     "UNet",
     "UNetDecoder",
     "VNet",
@@ -69,8 +71,10 @@ def build_network(name: str, *, in_channels: int, num_classes: int, dims: int,
                   **kwargs: Any) -> EncoderDecoder:
     """Build the network registered as ``name`` (``"unet"`` or ``"vnet"``).
 
-    ``kwargs`` go to the network's constructor (e.g. ``channels``, ``bilinear`` for the U-Net;
-    ``n_filters``, ``normalization``, ``has_dropout`` for the V-Net). Raises ``ValueError`` for
+    ``kwargs`` go to the network's constructor (e.g. ``channels``, ``up_mode`` for the U-Net;
+    ``n_filters``, ``normalization``, ``has_dropout`` for the V-Net), except ``extra_decoders``
+    (a list of up modes) and ``evaluate``, which wrap it in a
+    :class:`~semiseg.nets.heads.MultiDecoder` (MC-Net's several decoders on one encoder). Raises ``ValueError`` for
     an unknown name, listing the known ones, and for a V-Net asked for ``dims != 3``.
     """
     try:
@@ -79,7 +83,12 @@ def build_network(name: str, *, in_channels: int, num_classes: int, dims: int,
         raise ValueError(
             f"unknown network {name!r}; known networks: {', '.join(sorted(NETWORKS))}"
         ) from None
-    return factory(in_channels=in_channels, num_classes=num_classes, dims=dims, **kwargs)
+    extra_decoders = kwargs.pop("extra_decoders", None)
+    evaluate = kwargs.pop("evaluate", "first")
+    net = factory(in_channels=in_channels, num_classes=num_classes, dims=dims, **kwargs)
+    if extra_decoders:
+        return MultiDecoder(net, extra_decoders, evaluate)
+    return net
 
 
 def network_for(spec: dict) -> EncoderDecoder:

@@ -3,24 +3,25 @@
 from __future__ import annotations
 
 import json
-import re
 import time
 from pathlib import Path
 
+from semiseg import paths
 from semiseg.metrics.segmentation import read_metrics_csv, summarise
 from semiseg.reporting.tables import build_table, write_table
 
 __all__ = ["table_from_runs", "parse_run_path"]
 
-_RUN = re.compile(r"runs/(?P<dataset>[^/]+)/(?P<method>[^/]+)/(?P<ratio>\d+)/seed(?P<seed>\d+)/metrics\.csv$")
-
-
 def parse_run_path(path: Path) -> tuple[str, str, int, int]:
     """(dataset, method, ratio, seed) from ``.../runs/<dataset>/<method>/<ratio>/seed<seed>/metrics.csv``."""
-    m = _RUN.search(Path(path).as_posix())
-    if not m:
-        raise ValueError(f"{path}: not a run's metrics file (runs/<dataset>/<method>/<ratio>/seed<seed>/metrics.csv)")
-    return m["dataset"], m["method"], int(m["ratio"]), int(m["seed"])
+    problem = ValueError(f"{path}: not a run's metrics file (runs/<dataset>/<method>/<ratio>/seed<seed>/metrics.csv)")
+    try:
+        run = paths.parse_run_path(path)
+    except ValueError:
+        raise problem from None
+    if not Path(path).as_posix().endswith(paths.run_file(*run, "metrics.csv")):
+        raise problem
+    return run
 
 
 #: How the footer names a dataset's distance unit.

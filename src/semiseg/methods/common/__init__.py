@@ -9,45 +9,29 @@ from semiseg.methods.common.losses import (
     DiceCE,
     dice_ce_loss,
     masked_mean,
-    masked_mse,
     one_hot,
     soft_dice_loss,
-    softmax_mse,
 )
 from semiseg.methods.common.pseudo import (
-    confidence_mask,
     entropy,
     largest_connected_component,
     sharpen,
     sharpen_distribution,
 )
-from semiseg.methods.common.ramps import (
-    RAMPUPS,
-    consistency_weight,
-    cosine_rampdown,
-    linear_rampup,
-    sigmoid_rampup,
-)
+from semiseg.methods.common.ramps import sigmoid_rampup
 
 __all__ = [
     "BUFFER_MODES",
     "DiceCE",
-    "RAMPUPS",
-    "confidence_mask",
-    "consistency_weight",
-    "cosine_rampdown",
     "dice_ce_loss",
     "ema_alpha",
     "ema_update",
     "entropy",
     "largest_connected_component",
-    "linear_rampup",
     "masked_mean",
-    "masked_mse",
     "one_hot",
     "sharpen",
     "sharpen_distribution",
     "sigmoid_rampup",
     "soft_dice_loss",
-    "softmax_mse",
 ]

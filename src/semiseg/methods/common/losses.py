@@ -1,4 +1,4 @@
-"""Loss terms shared by the methods: soft Dice, Dice + CE, masked means, softmax MSE.
+"""Loss terms shared by the methods: soft Dice, Dice + CE, masked means.
 
 The supervised term of the medical semi-supervised literature is ``0.5 * (CE + Dice)`` on the
 labeled images (SSL4MIS, UA-MT, MC-Net, BCP...), with SSL4MIS's ``DiceLoss``:
@@ -27,10 +27,8 @@ __all__ = [
     "alhvr_code_dice_loss",
     "dice_ce_loss",
     "masked_mean",
-    "masked_mse",
     "one_hot",
     "soft_dice_loss",
-    "softmax_mse",
 ]
 
 
@@ -153,27 +151,3 @@ def masked_mean(x: Tensor, mask: Tensor, eps: float = 1e-16) -> Tensor:
     """
     m = torch.broadcast_to(mask.to(x.dtype), x.shape)
     return (x * m).sum() / (m.sum() + eps)
-
-
-def masked_mse(a: Tensor, b: Tensor, mask: Tensor, eps: float = 1e-16) -> Tensor:
-    """Mean squared difference over the masked elements: ``masked_mean((a - b)^2, mask, eps)``."""
-    return masked_mean((a - b) ** 2, mask, eps)
-
-
-def softmax_mse(logits_a: Tensor, logits_b: Tensor, *, reduction: str = "mean") -> Tensor:
-    """``(softmax(a) - softmax(b))^2`` over the class dimension 1, reduced by ``reduction``.
-
-    ``reduction`` is ``"mean"`` (Mean Teacher's consistency), ``"sum"`` or ``"none"`` (the
-    element-wise map, for UA-MT's uncertainty mask). Neither side is detached: pass a teacher's
-    logits computed under ``no_grad`` (or ``.detach()`` them) so that only the student learns.
-    """
-    if logits_a.shape != logits_b.shape:
-        raise ValueError(f"shapes differ: {tuple(logits_a.shape)} vs {tuple(logits_b.shape)}")
-    d = (torch.softmax(logits_a, dim=1) - torch.softmax(logits_b, dim=1)) ** 2
-    if reduction == "mean":
-        return d.mean()
-    if reduction == "sum":
-        return d.sum()
-    if reduction == "none":
-        return d
-    raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")

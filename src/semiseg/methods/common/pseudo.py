@@ -1,4 +1,4 @@
-"""Pseudo-label helpers: sharpening, entropy, confidence masks, largest connected component.
+"""Pseudo-label helpers: sharpening, entropy, largest connected component.
 
 - :func:`sharpen` is the element-wise sharpening of MC-Net (Wu et al., "Semi-supervised Left
   Atrium Segmentation with Mutual Consistency Training", MICCAI 2021, arXiv:2103.02911) and
@@ -11,8 +11,6 @@
   which keeps a distribution a distribution. The two agree for two classes.
 - :func:`entropy` is the per-position Shannon entropy used as uncertainty by UA-MT (Yu et al.,
   MICCAI 2019, arXiv:1907.07034) and by entropy-minimisation terms.
-- :func:`confidence_mask` is FixMatch's ``max_c p_c >= tau`` (Sohn et al., NeurIPS 2020,
-  arXiv:2001.07685).
 - :func:`largest_connected_component` is BCP's post-processing of teacher pseudo-labels
   (Bai et al., "Bidirectional Copy-Paste for Semi-Supervised Medical Image Segmentation",
   CVPR 2023, arXiv:2305.00673, ``get_ACDC_2DLargestCC`` / ``LargestCC_pancreas``).
@@ -26,7 +24,6 @@ from scipy import ndimage
 from torch import Tensor
 
 __all__ = [
-    "confidence_mask",
     "entropy",
     "largest_connected_component",
     "sharpen",
@@ -78,15 +75,6 @@ def entropy(p: Tensor, dim: int = 1, eps: float = 1e-6, *, keepdim: bool = False
     if normalize:
         h = h / float(np.log(p.shape[dim]))
     return h
-
-
-def confidence_mask(probs: Tensor, threshold: float, dim: int = 1) -> Tensor:
-    """Boolean mask of positions whose top class probability is ``>= threshold`` (FixMatch).
-
-    ``probs`` is ``(B, C, *spatial)``; the mask is ``(B, *spatial)``. Its mean is the fraction
-    of positions that receive a pseudo-label; ``probs.argmax(dim)`` gives the labels.
-    """
-    return probs.amax(dim=dim) >= threshold
 
 
 def largest_connected_component(label_map: Tensor, *, connectivity: int | None = None,

@@ -1,0 +1,60 @@
+"""Shared test helpers: a tiny case store with its split, a run spec, a params schema's defaults."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from conftest import REPO
+from semiseg.data.store import Case, write_store
+
+LABELS = {"background": 0, "a": 1, "b": 2}
+
+
+def schema_defaults(algorithm: str) -> dict:
+    """The params schema's defaults: what a catalogue entry without params runs ({} for an
+    algorithm a test registers without a schema)."""
+    path = REPO / "workflow" / "schemas" / "params" / f"{algorithm}.schema.yaml"
+    if not path.exists():
+        return {}
+    schema = yaml.safe_load(path.read_text())
+    return {k: v["default"] for k, v in schema["properties"].items()}
+
+
+def tiny_store(path: Path, n: int = 6, dims: int = 2, *, shape3d=(20, 24, 24), box=(8, 20), core=(12, 16)
+               ) -> tuple[Path, Path]:
+    """``n`` cases of a square ``box`` (label 1) around a square ``core`` (label 2) in noise, on
+    3 slices of 32² (2D) or ``shape3d`` (3D), and a split: 2 labeled, 2 unlabeled, 1 val, 1 test.
+    Returns the store and split paths."""
+    rng = np.random.default_rng(0)
+    cases = []
+    for i in range(n):
+        shape = (3, 32, 32) if dims == 2 else tuple(shape3d)
+        label = np.zeros(shape, np.uint8)
+        label[:, box[0]:box[1], box[0]:box[1]] = 1
+        label[:, core[0]:core[1], core[0]:core[1]] = 2
+        image = (label / 2 + rng.normal(0, 0.1, shape)).astype(np.float32)
+        cases.append(Case(f"p{i}_frame01", f"p{i}", image, label))
+    write_store(path, name="tiny", dims=dims, labels=LABELS, cases=cases)
+    split = {"cases": {"labeled": ["p0_frame01", "p1_frame01"], "unlabeled": ["p2_frame01", "p3_frame01"],
+                       "val": ["p4_frame01"], "test": ["p5_frame01"]}}
+    (path.parent / "split.json").write_text(json.dumps(split))
+    return path, path.parent / "split.json"
+
+
+def run_spec(algorithm: str = "mean_teacher", iterations: int = 6, params: dict | None = None, *, dims: int = 2,
+             network: str | None = None, **sched) -> dict:
+    """A hand-made run spec on the tiny store: the algorithm's schema defaults under ``params``."""
+    schedule = {"name": "test", "iterations": iterations, "labeled_batch_size": 2, "unlabeled_batch_size": 2,
+                "lr": 0.01, "momentum": 0.9, "weight_decay": 1e-4, "lr_policy": "poly", "val_interval": 3,
+                "checkpoint_interval": 2, "amp": False}
+    schedule.update(sched)
+    three_d = dims == 3
+    return {"dataset": {"name": "tiny", "dims": dims, "labels": LABELS, "num_classes": 3,
+                        "patch_size": [16, 24, 24] if three_d else [32, 32], "stride": [8, 12, 12] if three_d else None},
+            "method": {"name": algorithm, "algorithm": algorithm, "network": network or ("vnet" if three_d else "unet"),
+                       "params": {**schema_defaults(algorithm), **(params or {})}},
+            "schedule": schedule, "ratio": 50, "labeled_patients": 2, "seed": 7, "device": "cpu"}
