@@ -23,8 +23,10 @@ from jsonschema import Draft202012Validator, validators
 
 __all__ = [
     "ConfigError",
+    "dataset_source",
     "load_config",
     "method_settings",
+    "table_spec",
     "EXECUTION_FIELDS",
     "run_resources",
     "run_spec",
@@ -318,6 +320,29 @@ def run_spec(cfg: dict, dataset: str, method: str, ratio: int | str, seed: int |
         "labeled_patients": ds["ratios"][str(ratio)],
         "seed": int(seed),
         "device": cfg["settings"]["device"],
+    }
+
+
+def dataset_source(cfg: dict, dataset: str) -> dict:
+    """The fetch stage's input: the catalogue's ``source`` with ``config.sources``' override."""
+    return {**cfg["datasets"][dataset]["source"], **cfg["settings"]["sources"].get(dataset, {})}
+
+
+def table_spec(cfg: dict, name: str) -> dict:
+    """The table stage's input: the table entry, its dataset's ratios, schedule and distance unit,
+    the supervised methods (the lower-bound rows) and the fingerprint of everything behind it."""
+    from semiseg.fingerprint import table_fingerprint
+
+    table = cfg["tables"][name]
+    ds = cfg["datasets"][table["dataset"]]
+    return {
+        "name": name,
+        "table": table,
+        "ratios": ds["ratios"],
+        "schedule": schedule_name(cfg, table["dataset"]),
+        "distance_unit": ds["distance_unit"],
+        "supervised_methods": sorted(m for m, e in cfg["methods"].items() if e["algorithm"] == "supervised"),
+        "fingerprint": table_fingerprint(cfg, name),
     }
 
 

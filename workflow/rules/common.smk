@@ -4,9 +4,10 @@ import os
 from pathlib import Path
 
 from semiseg import paths
-from semiseg.config import load_config, run_resources, run_spec, schedule_name, table_runs
+from semiseg import config as semiseg_config
+from semiseg.config import load_config, run_resources, run_spec, table_runs
 from semiseg.data.fetch import shipped_splits_digest
-from semiseg.fingerprint import code_fingerprint, table_fingerprint
+from semiseg.fingerprint import code_fingerprint
 
 # Validates config/config.yaml (+ --config overrides) and every catalogue against
 # workflow/schemas/ before any job is scheduled.
@@ -39,9 +40,7 @@ def default_targets():
 
 def dataset_source(wildcards):
     """The catalogue's source, with config.sources' override, as JSON for `semiseg fetch`."""
-    ds = CFG["datasets"][wildcards.dataset]
-    source = {**ds["source"], **CFG["settings"]["sources"].get(wildcards.dataset, {})}
-    return json.dumps(source, sort_keys=True)
+    return json.dumps(semiseg_config.dataset_source(CFG, wildcards.dataset), sort_keys=True)
 
 
 def dataset_shipped_lists(wildcards):
@@ -98,19 +97,5 @@ def table_descriptor(wildcards):
 
 
 def table_spec(wildcards):
-    table = CFG["tables"][wildcards.table]
-    return json.dumps(
-        {
-            "name": wildcards.table,
-            "table": table,
-            "ratios": CFG["datasets"][table["dataset"]]["ratios"],
-            "schedule": schedule_name(CFG, table["dataset"]),
-            "distance_unit": CFG["datasets"][table["dataset"]]["distance_unit"],
-            "supervised_methods": sorted(
-                m for m, e in CFG["methods"].items() if e["algorithm"] == "supervised"
-            ),
-            "fingerprint": table_fingerprint(CFG, wildcards.table),
-        },
-        sort_keys=True,
-        separators=(",", ":"),
-    )
+    """The table entry and what its footer needs (semiseg.config.table_spec), as JSON."""
+    return json.dumps(semiseg_config.table_spec(CFG, wildcards.table), sort_keys=True, separators=(",", ":"))
