@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 import time
 from pathlib import Path
@@ -40,12 +39,9 @@ def _json_arg(text: str):
 
 
 def _write_json(obj, path: Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as fh:
-        json.dump(obj, fh, indent=1)
-    os.replace(tmp, path)
+    from semiseg.io import atomic_write
+
+    atomic_write(path, json.dumps(obj, indent=1))
 
 
 # ----------------------------------------------------------------------------- stages

@@ -40,6 +40,7 @@ from semiseg.data.store import Store
 from semiseg.device import explain_out_of_memory, select_device
 from semiseg.engine.data import StreamSampler, load_resident
 from semiseg.inference.predict import predict_volume
+from semiseg.io import atomic_write
 from semiseg.methods import Step, build_method
 from semiseg.nets import build_network
 
@@ -70,11 +71,8 @@ def seed_everything(seed: int) -> None:
 
 
 def atomic_save(obj, path: Path) -> None:
-    """torch.save to a temporary file beside `path`, then rename: never a half-written file."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    """torch.save atomically (:func:`semiseg.io.atomic_write`): never a half-written file."""
+    atomic_write(path, obj)
 
 
 def mean_dice(pred: np.ndarray, gt: np.ndarray, num_classes: int) -> float:

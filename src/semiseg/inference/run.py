@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +13,7 @@ from tqdm import tqdm
 from semiseg.data.store import Store
 from semiseg.device import explain_out_of_memory, select_device
 from semiseg.inference.predict import predict_volume
+from semiseg.io import atomic_dir
 from semiseg.nets import build_network
 
 __all__ = ["infer", "load_run_network", "write_label_nifti", "test_cases"]
@@ -49,10 +48,8 @@ def infer(run_dir: Path, store_path: Path, split_path: Path, out_dir: Path, *, d
     dev = select_device(device or "auto")
     net, spec = load_run_network(Path(run_dir), dev)
     cases = test_cases(split, spec)
-    tmp = out_dir.with_name(f".{out_dir.name}.partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
+    # a failure leaves no half-written predictions behind (atomic_dir removes its folder)
+    with atomic_dir(out_dir) as tmp:
         with Store(store_path) as store:
             for cid in tqdm(cases, desc="infer", mininterval=2.0):
                 with explain_out_of_memory(dev, f"predicting {cid}",
@@ -60,9 +57,4 @@ def infer(run_dir: Path, store_path: Path, split_path: Path, out_dir: Path, *, d
                                            "(config/datasets/); run infer on the CPU (`semiseg infer --device cpu`)"):
                     pred = predict_volume(net, store.read_image(cid), spec["dataset"], dev)
                 write_label_nifti(pred, store.spacing(cid), tmp / f"{cid}.nii.gz")
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)  # no half-written predictions left behind
-        raise
-    shutil.rmtree(out_dir, ignore_errors=True)
-    os.replace(tmp, out_dir)
     return len(cases)
