@@ -262,9 +262,12 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - named errors from the engine
         from semiseg.device import ResourceError
         from semiseg.engine.loop import TrainingError
+        from semiseg.engine.runlock import RunFolderBusy
+        from semiseg.io import NoSpaceError, is_no_space
 
-        if isinstance(exc, (TrainingError, ResourceError)):
-            print(f"semiseg {args.command}: error: {exc}", file=sys.stderr)
+        if isinstance(exc, (TrainingError, ResourceError, RunFolderBusy, NoSpaceError)) or is_no_space(exc):
+            what = exc if not is_no_space(exc) else f"no space left on the device ({exc})"
+            print(f"semiseg {args.command}: error: {what}", file=sys.stderr)
             return 3
         raise
     return 0

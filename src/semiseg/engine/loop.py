@@ -25,7 +25,6 @@ import json
 import logging
 import os
 import random
-import shutil
 import signal
 import sys
 import time
@@ -39,6 +38,8 @@ from semiseg.config import spec_hash
 from semiseg.data.store import Store
 from semiseg.device import explain_out_of_memory, select_device
 from semiseg.engine.data import StreamSampler, load_resident
+from semiseg.engine.outputs import publish
+from semiseg.engine.runlock import run_folder_lock
 from semiseg.inference.predict import predict_volume
 from semiseg.io import atomic_write
 from semiseg.methods import Step, build_method
@@ -138,7 +139,8 @@ def train(spec: dict, store_path: Path, split_path: Path, out_dir: Path, **kwarg
     at the last completed iteration and exiting with status 143. See :func:`_train` for the
     keyword arguments.
     """
-    with _SigtermFlag() as sigterm:
+    ckpt_dir = Path(kwargs.get("checkpoint_dir") or Path(out_dir) / "checkpoints")
+    with _SigtermFlag() as sigterm, run_folder_lock(ckpt_dir):  # one trainer per run folder
         return _train(spec, store_path, split_path, out_dir, sigterm=sigterm, **kwargs)
 
 
@@ -290,12 +292,9 @@ def _train(spec: dict, store_path: Path, split_path: Path, out_dir: Path, *, sig
                "resumed_from": start_it or None, "wall_seconds": round(time.time() - t_start, 2),
                "device": str(device), "spec_hash": fingerprint}
     _write_csv(rows, out_dir / "train.csv")
-    with open(out_dir / ".config.json.tmp", "w") as fh:
-        json.dump({"spec": spec, "summary": summary}, fh, indent=2)
-    os.replace(out_dir / ".config.json.tmp", out_dir / "config.json")
-    os.replace(best_models_path, out_dir / "models.pt")
-    os.replace(best_path, out_dir / "model.pt")  # last: its presence means the run is complete
-    shutil.rmtree(ckpt_dir, ignore_errors=True)
+    atomic_write(out_dir / "config.json", json.dumps({"spec": spec, "summary": summary}, indent=2))
+    # copies, model.pt last (its presence means the run is complete): resumable if interrupted
+    publish(ckpt_dir, out_dir, [(best_models_path.name, "models.pt"), (best_path.name, "model.pt")])
     return summary
 
 
