@@ -33,7 +33,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 __all__ = ["NoSpaceError", "atomic_copy", "atomic_dir", "atomic_path", "atomic_write", "dir_mode",
-           "file_mode", "is_no_space", "sha256_file", "temp_name", "umask"]
+           "file_mode", "is_no_space", "read_text", "sha256_file", "temp_name", "umask"]
 
 _CHUNK = 1 << 20
 _MB = 1 << 20
@@ -61,6 +61,28 @@ def file_mode() -> int:
 def dir_mode() -> int:
     """The mode a new folder gets: ``0777 & ~umask``."""
     return 0o777 & ~umask()
+
+
+def read_text(path: str | os.PathLike[str]) -> str:
+    """The text of a UTF-8 file (a byte-order mark, as some editors write, is dropped).
+
+    Raises :class:`~semiseg.data.errors.DataError` naming the file, the line and the byte when the
+    file is not UTF-8 (e.g. Latin-1), and for a missing file.
+    """
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        from semiseg.data.errors import DataError
+
+        raise DataError(path, "file does not exist") from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        from semiseg.data.errors import DataError
+
+        line = data[: exc.start].count(b"\n") + 1
+        raise DataError(path, f"line {line}: byte 0x{data[exc.start]:02x} is not UTF-8 text (is the file in "
+                              f"another encoding, such as Latin-1?); save it as UTF-8") from None
 
 
 def sha256_file(path: str | os.PathLike[str], chunk_size: int = _CHUNK) -> str:

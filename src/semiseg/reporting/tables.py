@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from semiseg.config import table_duplicates
 from semiseg.io import atomic_write
 
 __all__ = ["COLUMNS", "METRICS_DOC", "build_table", "format_cell", "write_table"]
@@ -268,6 +269,8 @@ def build_table(
     seeds = [int(seed) for seed in spec["seeds"]]
     if not seeds:
         raise ValueError("table spec lists no seeds")
+    if table_duplicates(spec):  # the same run twice would pass for two seeds
+        raise ValueError(f"table {spec.get('title')!r}: {'; '.join(table_duplicates(spec))}")
     supervised = set(supervised_methods)
 
     header = "| " + " | ".join(COLUMNS) + " |"
