@@ -311,3 +311,63 @@ def test_a_full_disk_during_training_is_one_line_from_the_cli(tmp_path, monkeypa
                      rf"about \d+ MB \(writing state\.pt\)", err), err[-2000:]
     assert "Traceback" not in err
     assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]
+
+
+# ----------------------------------------------------------------------------- list files as editors write them
+@pytest.fixture(scope="module")
+def slices_layout(tmp_path_factory):
+    from semiseg.data.synthetic import write_synthetic2d
+
+    return write_synthetic2d(tmp_path_factory.mktemp("lists") / "src", seed=2, n_train=2, n_val=1, n_test=1,
+                             slices=(2, 3), size=(32, 32))
+
+
+def test_a_list_file_with_a_byte_order_mark_is_read_as_written(slices_layout, tmp_path):
+    import shutil
+
+    from semiseg.data.layouts import read_slices_layout
+
+    src = Path(shutil.copytree(slices_layout, tmp_path / "copy"))
+    plain = read_slices_layout(slices_layout, "syn")[1]
+    (src / "train.list").write_bytes(b"\xef\xbb\xbf" + (src / "train.list").read_bytes())  # as Notepad saves
+    assert read_slices_layout(src, "syn")[1] == plain
+
+
+def test_a_latin1_list_file_is_named_with_its_line(slices_layout, tmp_path):
+    import shutil
+
+    from semiseg.data.errors import DataError
+    from semiseg.data.layouts import read_slices_layout
+
+    src = Path(shutil.copytree(slices_layout, tmp_path / "copy"))
+    lines = (src / "test.list").read_text().splitlines()
+    (src / "test.list").write_bytes("\n".join([*lines, "patient_\u00e8_frame01"]).encode("latin-1"))
+    with pytest.raises(DataError) as err:
+        read_slices_layout(src, "syn")
+    assert str(err.value) == (f"{src / 'test.list'}: line {len(lines) + 1}: byte 0xe8 is not UTF-8 text (is the "
+                              f"file in another encoding, such as Latin-1?); save it as UTF-8")
+
+
+@pytest.mark.slow
+def test_two_snakemake_runs_with_disjoint_targets_both_run_as_the_readme_says(tmp_path):
+    """What Snakemake's lock does not cover (README, "What is locked"): runs that create no file in
+    common run side by side (so two runs may each start a training on one GPU)."""
+    root = make_workflow(tmp_path / "wf")
+    prep = snakemake(root, "results/splits/tiny2d/25.json")
+    assert prep.returncode == 0, prep.stderr[-2000:]
+    run = "results/runs/tiny2d/{}/25/seed0/model.pt"
+    first = subprocess.Popen([sys.executable, "-m", "snakemake", "--cores", "1", "--directory", str(root),
+                              "--snakefile", str(root / "Snakefile"), run.format("supervised")],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lock_dir = root / ".snakemake" / "locks"
+    t = time.time()
+    while not (lock_dir.exists() and any(lock_dir.iterdir())):
+        assert first.poll() is None, first.stdout.read()[-2000:]
+        assert time.time() - t < 120, "the first run never took its lock"
+        time.sleep(0.1)
+    assert first.poll() is None
+    second = snakemake(root, "results/splits/tiny2d/50.json")  # reads what the first reads, creates its own
+    out, _ = first.communicate(timeout=600)
+    assert second.returncode == 0, (second.stdout + second.stderr)[-2000:]
+    assert "cannot be locked" not in second.stdout + second.stderr
+    assert first.returncode == 0, out[-2000:]
