@@ -371,3 +371,46 @@ def test_two_snakemake_runs_with_disjoint_targets_both_run_as_the_readme_says(tm
     assert second.returncode == 0, (second.stdout + second.stderr)[-2000:]
     assert "cannot be locked" not in second.stdout + second.stderr
     assert first.returncode == 0, out[-2000:]
+
+
+def _little_free(monkeypatch, free=1 << 20):
+    import shutil as _shutil
+
+    real = _shutil.disk_usage
+    monkeypatch.setattr(_shutil, "disk_usage", lambda p: real(p)._replace(free=free))
+
+
+def test_a_store_that_would_not_fit_stops_before_hdf5_fails(tmp_path, monkeypatch):
+    """HDF5 crashes the process (segfault in h5py's close) when a write fails on a full disk."""
+    _little_free(monkeypatch)
+    with pytest.raises(OSError) as err:
+        _tiny_store(tmp_path / "preprocessed" / "store.h5")
+    assert re.fullmatch(rf"no space left on {re.escape(str(tmp_path / 'preprocessed'))}, needed about \d+ MB "
+                        rf"\(writing store\.h5\); free some space and run again", str(err.value))
+    assert list((tmp_path / "preprocessed").iterdir()) == []
+
+
+def test_predictions_on_a_full_disk_are_an_error_not_truncated_files(tmp_path, monkeypatch):
+    """SimpleITK writes a truncated or empty NIfTI on a full disk and reports nothing."""
+    import SimpleITK as sitk
+
+    store, split = _tiny_store(tmp_path / "store.h5")
+    run = tmp_path / "run"
+    train(_spec(iterations=2), store, split, run, progress=False)
+    real = sitk.WriteImage
+
+    def truncated(image, path, *args, **kwargs):  # what a full disk did to SimpleITK's output
+        real(image, path, *args, **kwargs)
+        with open(path, "r+b") as fh:
+            fh.truncate(100)
+
+    monkeypatch.setattr(sitk, "WriteImage", truncated)
+    with pytest.raises(OSError, match=r"does not read back the same"):
+        infer(run, store, split, run / "predictions", device="cpu")
+    assert not (run / "predictions").exists()
+    monkeypatch.setattr(sitk, "WriteImage", real)
+    _little_free(monkeypatch)
+    with pytest.raises(OSError, match=rf"^no space left on {re.escape(str(run))}, needed about \d+ MB \(writing "
+                                      rf"predictions\)"):
+        infer(run, store, split, run / "predictions", device="cpu")
+    assert not [p for p in run.iterdir() if "predictions" in p.name]

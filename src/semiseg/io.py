@@ -32,7 +32,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["NoSpaceError", "atomic_copy", "atomic_dir", "atomic_path", "atomic_write", "dir_mode",
+__all__ = ["NoSpaceError", "atomic_copy", "atomic_dir", "atomic_path", "atomic_write", "dir_mode", "ensure_free",
            "file_mode", "is_no_space", "read_text", "sha256_file", "temp_name", "umask"]
 
 _CHUNK = 1 << 20
@@ -128,6 +128,18 @@ def is_no_space(exc: BaseException) -> bool:
         "No space left" in text or "errno = 28" in text or "Disk quota exceeded" in text)
 
 
+def ensure_free(path: str | os.PathLike[str], nbytes: int, *, margin: int = 16 * _MB) -> None:
+    """Raise :class:`NoSpaceError` unless the file system of `path` (a file being written, or a
+    folder) has `nbytes` and `margin` free. For writers that cannot fail cleanly on a full disk
+    (HDF5 may crash the process when a write fails); `nbytes` may be an upper bound (the
+    uncompressed size): the check errs on the side of stopping."""
+    path = Path(path)
+    where = path if path.is_dir() else path.parent
+    free = shutil.disk_usage(where).free
+    if free < nbytes + margin:
+        raise NoSpaceError(path, _size(path) + nbytes + margin)
+
+
 def temp_name(path: str | os.PathLike[str], suffix: str = ".tmp") -> Path:
     """The fixed temporary name beside `path`: ``.<name><suffix>``."""
     path = Path(path)
@@ -170,6 +182,8 @@ def atomic_path(path: str | os.PathLike[str], *, expected_bytes: int = 0) -> Ite
         _remove(tmp)
         if is_no_space(exc):
             raise NoSpaceError(path, max(expected_bytes, written)) from exc
+        if isinstance(exc, NoSpaceError) and exc.path == tmp:  # from ensure_free: name the output
+            raise NoSpaceError(path, exc.needed_bytes) from None
         raise
 
 
@@ -225,4 +239,6 @@ def atomic_dir(path: str | os.PathLike[str], *, expected_bytes: int = 0) -> Iter
         _remove(tmp)
         if is_no_space(exc):
             raise NoSpaceError(path, max(expected_bytes, written)) from exc
+        if isinstance(exc, NoSpaceError) and tmp in exc.path.parents:  # from ensure_free: name the output
+            raise NoSpaceError(path, max(expected_bytes, written + exc.needed_bytes)) from None
         raise

@@ -47,7 +47,7 @@ import h5py
 import numpy as np
 
 from semiseg.data.errors import DataError
-from semiseg.io import atomic_path, sha256_file
+from semiseg.io import atomic_path, ensure_free, sha256_file
 
 __all__ = [
     "FORMAT_VERSION",
@@ -216,6 +216,8 @@ def write_store(
                         f"case {case.case_id!r} appears twice (first from {seen[case.case_id]})",
                     )
                 seen[case.case_id] = case.source
+                # HDF5 can crash the process on a full disk: stop before it gets there
+                ensure_free(tmp, case.image.nbytes + case.label.nbytes)
                 _write_case(group, case, dims)
             if not seen:
                 raise DataError(path, "no cases to write")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from tqdm import tqdm
 from semiseg.data.store import Store
 from semiseg.device import explain_out_of_memory, select_device
 from semiseg.inference.predict import predict_volume
-from semiseg.io import atomic_dir
+from semiseg.io import atomic_dir, ensure_free
 from semiseg.nets import build_network
 
 __all__ = ["infer", "load_run_network", "write_label_nifti", "test_cases"]
@@ -30,10 +31,26 @@ def load_run_network(run_dir: Path, device) -> tuple[torch.nn.Module, dict]:
 
 
 def write_label_nifti(label: np.ndarray, spacing, path: Path) -> None:
-    """Write a (Z, Y, X) label map; SimpleITK's spacing is (x, y, z)."""
-    img = sitk.GetImageFromArray(label.astype(np.uint8))
+    """Write a (Z, Y, X) label map; SimpleITK's spacing is (x, y, z).
+
+    SimpleITK writes a truncated or empty file without an error when the disk fills up, so the
+    space is checked first and the file is read back."""
+    label = label.astype(np.uint8)
+    ensure_free(path, label.nbytes)
+    img = sitk.GetImageFromArray(label)
     img.SetSpacing(tuple(float(s) for s in reversed(spacing)))
     sitk.WriteImage(img, str(path), useCompression=True)
+    try:
+        if str(path).endswith(".gz"):
+            with gzip.open(path, "rb") as fh:  # a truncated stream fails its length and CRC check
+                while fh.read(1 << 20):
+                    pass
+        same = np.array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(path))), label)
+    except (RuntimeError, OSError, EOFError):
+        same = False
+    if not same:
+        ensure_free(path, label.nbytes)  # the usual cause
+        raise OSError(f"{path}: the prediction written does not read back the same; is the disk failing?")
 
 
 def test_cases(split: dict, spec: dict) -> list[str]:
