@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 
 import pytest
 import yaml
 
-from conftest import REPO, make_workflow, tiny_table, write_yaml
+from conftest import REPO, make_workflow, snakemake, tiny_table, write_yaml
 from semiseg.config import EXECUTION_FIELDS, ConfigError, load_config, run_resources, run_spec, schedule_name, table_runs
 
 
@@ -152,9 +153,9 @@ def test_acdc_ratios_are_checked_against_its_70_training_patients(tmp_path):
     root = make_workflow(tmp_path)
     shutil.copy(REPO / "config" / "datasets" / "acdc.yaml", root / "config" / "datasets" / "acdc.yaml")
     ds = yaml.safe_load((root / "config" / "datasets" / "acdc.yaml").read_text())
-    ds["acdc"]["ratios"]["150"] = 105
+    ds["acdc"]["ratios"]["90"] = 105
     write_yaml(root / "config" / "datasets" / "acdc.yaml", ds)
-    with pytest.raises(ConfigError, match=r"acdc\.ratios\.150: 105 labeled patients, but the dataset has only 70"):
+    with pytest.raises(ConfigError, match=r"acdc\.ratios\.90: 105 labeled patients, but the dataset has only 70"):
         load(root)
 
 
@@ -188,3 +189,100 @@ def test_a_method_not_implemented_keeps_its_row_only_with_paper_values(tmp_path)
     root = make_workflow(tmp_path / "b", tables=tables)
     cfg = load(root)
     assert [r[1] for r in table_runs(cfg, "tiny")] == ["supervised"]  # nothing to train for it
+
+
+# ----------------------------------------------------------------------------- what a config must not say
+def _edit(root, name, change):
+    path = {"datasets": root / "config" / "datasets" / "tiny.yaml", "tables": root / "config" / "tables" / "tiny.yaml",
+            "schedules": root / "config" / "schedules.yaml"}[name]
+    data = yaml.safe_load(path.read_text())
+    change(data)
+    write_yaml(path, data)
+
+
+@pytest.mark.parametrize("name, change, fragment", [
+    ("tables", lambda t: t["tiny"].update(seeds=[0, 0]), "tiny.seeds: [0, 0] has non-unique elements"),
+    ("tables", lambda t: t["tiny"]["rows"][0].update(ratios=[25, 25]), "tiny.rows.0.ratios: [25, 25] has non-unique"),
+    ("tables", lambda t: t["tiny"]["rows"].append({"method": "supervised", "ratios": [25], "label": "again"}),
+     "tiny.rows.2: method 'supervised' at ratio 25 is also in rows.0; the same runs in two rows"),
+    ("tables", lambda t: t["tiny"]["rows"].append({"method": "mean_teacher", "ratios": [50], "label": "supervised"}),
+     "tiny.rows.2: label 'supervised' is also rows.0's"),
+], ids=["seeds", "ratios", "runs-in-two-rows", "labels"])
+def test_a_table_listing_a_seed_ratio_or_row_twice_is_rejected(tmp_path, name, change, fragment):
+    root = make_workflow(tmp_path)
+    _edit(root, name, change)
+    with pytest.raises(ConfigError) as exc:
+        load(root)
+    assert fragment in str(exc.value)
+
+
+def test_a_table_built_with_a_seed_twice_is_refused_where_it_is_built():
+    from semiseg.reporting.tables import build_table
+
+    spec = {"title": "t", "dataset": "d", "seeds": [0, 0], "rows": [{"method": "supervised", "ratios": [10]}]}
+    with pytest.raises(ValueError, match=r"seeds: seed\(s\) 0 listed twice"):
+        build_table(spec, dataset_info={"train_patients": 10, "labeled_patients": {10: 1}},
+                    results={("supervised", 10, 0): None}, footer={})
+
+
+@pytest.mark.parametrize("name, methods_extra, change, fragment", [
+    ("schedules", None, lambda s: s["smoke"]["defaults"].update(lr=float("nan")),
+     "smoke.defaults.lr: nan is not a finite number"),
+    ("schedules", None, lambda s: s["smoke"]["defaults"].update(momentum=float("inf")),
+     "smoke.defaults.momentum: inf is not a finite number"),
+    (None, {"mt_x": {"algorithm": "mean_teacher", "description": "x", "params": {"consistency": float("inf")}}}, None,
+     "mt_x.params.consistency: inf is not a finite number"),
+    (None, {"mt_x": {"algorithm": "mean_teacher", "description": "x", "network": "resnet9000"}}, None,
+     "mt_x.network: 'resnet9000' is not allowed; allowed: 'unet', 'vnet'"),
+    ("datasets", None, lambda d: d["tiny2d"].update(network="resnet9000"),
+     "tiny2d.network: 'resnet9000' is not allowed; allowed: 'unet', 'vnet'"),
+    ("datasets", None, lambda d: d["tiny2d"]["source"]["params"].update(n_trian=4),
+     "tiny2d.source.params.n_trian: unknown field; allowed: n_test, n_train, n_val, size, slices"),
+    ("datasets", None, lambda d: d["tiny2d"]["source"]["params"].update(n_train="4"),
+     "tiny2d.source.params.n_train: '4' is not of type 'integer'"),
+    ("tables", None, lambda t: t["tiny"].update(reference={"values": {"supervised": {25: {"dice": float("nan")}}}}),
+     "tiny.reference.values.supervised.25.dice: nan is not a finite number"),
+    ("datasets", None, lambda d: d["tiny2d"]["ratios"].update({"0": 1}),
+     "tiny2d.ratios: '0' is not allowed; allowed: a ratio in percent: 1 to 100"),
+    ("datasets", None, lambda d: d["tiny2d"]["ratios"].update({"500": 1}),
+     "tiny2d.ratios: '500' is not allowed; allowed: a ratio in percent: 1 to 100"),
+], ids=["nan-lr", "inf-momentum", "inf-param", "network-of-a-method", "network-of-a-dataset", "synthetic-param-name",
+        "synthetic-param-type", "nan-paper-value", "ratio-0", "ratio-500"])
+def test_bad_values_are_rejected_at_load_naming_the_field(tmp_path, name, methods_extra, change, fragment):
+    root = make_workflow(tmp_path, methods_extra=methods_extra)
+    if name:
+        _edit(root, name, change)
+    with pytest.raises(ConfigError) as exc:
+        load(root)
+    assert fragment in str(exc.value)
+
+
+def test_the_schemas_know_every_network_and_every_generator_argument():
+    import inspect
+
+    from semiseg.data.synthetic import write_synthetic2d, write_synthetic3d
+    from semiseg.nets import NETWORKS
+
+    datasets = yaml.safe_load((REPO / "workflow" / "schemas" / "datasets.schema.yaml").read_text())
+    methods = yaml.safe_load((REPO / "workflow" / "schemas" / "methods.schema.yaml").read_text())
+    assert sorted(datasets["additionalProperties"]["properties"]["network"]["enum"]) == sorted(NETWORKS)
+    assert sorted(methods["additionalProperties"]["properties"]["network"]["enum"]) == sorted(NETWORKS)
+    for layout, generator in (("synthetic2d", write_synthetic2d), ("synthetic3d", write_synthetic3d)):
+        args = [p for p in inspect.signature(generator).parameters if p not in ("out_dir", "seed", "overwrite")]
+        assert sorted(datasets["$defs"][layout]["properties"]) == sorted(args)
+
+
+# ----------------------------------------------------------------------------- through snakemake's command line
+def test_seeds_from_the_command_line_are_integers(tmp_path):
+    root = make_workflow(tmp_path)
+    run = snakemake(root, "-n", "--config", "seeds=[0, 1]", timeout=300)
+    out = run.stdout + run.stderr
+    assert run.returncode == 0, out[-3000:]
+    assert re.search(r"^train\s+4$", out, re.M), out[-3000:]  # 2 rows x 1 ratio x 2 seeds
+
+
+def test_a_target_at_an_undefined_ratio_names_the_defined_ones(tmp_path):
+    root = make_workflow(tmp_path)
+    run = snakemake(root, "-n", "results/splits/tiny2d/99.json", timeout=300)
+    assert run.returncode != 0
+    assert "ratio 99 is not defined for tiny2d; defined: 25, 50" in run.stdout + run.stderr

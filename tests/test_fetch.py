@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import re
 import socket
 import tarfile
 import threading
@@ -356,3 +357,135 @@ def test_acdc_raw_gets_the_shipped_split_lists(tmp_path):
         assert (out / name).read_text() == (REPO / "config" / "datasets" / "acdc_splits" / name).read_text()
         assert name in rec["files"]  # checksummed with the data
     assert rec["source"]["splits"].endswith("config/datasets/acdc_splits")
+
+
+# ----------------------------------------------------------------------------- the user's source is read-only
+def _snapshot(tree: Path) -> dict[str, tuple]:
+    """Every entry below `tree` (itself included): bytes' digest, mtime, mode and inode."""
+    out = {}
+    for p in [tree, *sorted(tree.rglob("*"))]:
+        st = p.lstat()
+        digest = hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() and not p.is_symlink() else None
+        out[str(p.relative_to(tree))] = (digest, st.st_mtime_ns, st.st_mode, st.st_ino)
+    return out
+
+
+def _local_source(layout: str, where: Path) -> Path:
+    """A small source folder in `layout` (every layout the fetch stage copies from a folder)."""
+    from semiseg.data.synthetic import write_synthetic2d, write_synthetic3d
+
+    if layout == "slices":
+        return write_synthetic2d(where, seed=1, n_train=2, n_val=1, n_test=1, slices=(2, 3), size=(32, 32))
+    if layout == "la":
+        return write_synthetic3d(where, seed=1, n_train=1, n_test=1, shape=(16, 16, 16))
+    if layout == "acdc_raw":
+        from test_acdc import _tiny_release
+
+        release = _tiny_release(where)  # with its own three split lists
+        return release
+    raise AssertionError(layout)
+
+
+def test_every_local_layout_is_a_source_the_fetch_stage_copies_from():
+    from semiseg.data.preprocess import READERS
+
+    generated = {"synthetic2d", "synthetic3d"}
+    assert set(READERS) - generated == {"slices", "la", "acdc_raw"}  # the layouts the next test covers
+
+
+@pytest.mark.parametrize("layout, dims", [("slices", 2), ("la", 3), ("acdc_raw", 2)])
+def test_fetch_and_preprocess_never_write_into_the_source(tmp_path, layout, dims):
+    from semiseg.data.preprocess import preprocess
+
+    src = _local_source(layout, tmp_path / "user" / "data")
+    root = src if layout != "acdc_raw" else src.parent
+    before = _snapshot(root)
+    raw = tmp_path / "wf" / "results" / "raw" / "ds"
+    fetch("ds", {"layout": layout, "path": str(src)}, raw, root=REPO)
+    labels = {"background": 0, "fg": 1} if layout == "la" else {"background": 0, "RV": 1, "Myo": 2, "LV": 3}
+    preprocess("ds", layout, raw, labels=labels, dims=dims, store_path=tmp_path / "wf" / "store.h5")
+    # a later write into the results' copy (a tool, a user, a re-fetch) must not reach the source either
+    for p in raw.rglob("*"):
+        if p.is_file():
+            assert p.stat().st_nlink == 1, f"{p} shares its inode with another file"
+            with open(p, "ab") as fh:
+                fh.write(b"x")
+    assert _snapshot(root) == before
+
+
+def test_an_acdc_raw_source_with_only_some_split_lists_is_refused_and_left_alone(tmp_path):
+    release = tmp_path / "database"
+    (release / "training" / "patient001").mkdir(parents=True)
+    (release / "training" / "patient001" / "Info.cfg").write_text("ED: 1\nES: 12\n")
+    (release / "train.list").write_text("patient001\n")  # the user's own, without val/test lists
+    before = _snapshot(release)
+    with pytest.raises(DataError, match=r"has train\.list but not val\.list, test\.list.*all three split lists or "
+                                        r"none"):
+        fetch("acdc", {"layout": "acdc_raw", "path": str(release)}, tmp_path / "raw" / "acdc", root=REPO)
+    assert _snapshot(release) == before
+    assert (release / "train.list").read_text() == "patient001\n"
+    _assert_no_output(tmp_path)
+
+
+# ----------------------------------------------------------------------------- symbolic links in a source
+def test_links_inside_the_source_are_copied_as_files(tmp_path):
+    src = _layout_dir(tmp_path / "shared")
+    (src / "data" / "alias.bin").symlink_to("blob.bin")
+    (src / "more").symlink_to("data", target_is_directory=True)
+    out = tmp_path / "raw" / "acdc"
+    rec = fetch("acdc", {"layout": "slices", "path": str(src)}, out)
+    for rel in ("data/alias.bin", "more/blob.bin"):
+        assert not (out / rel).is_symlink() and (out / rel).read_bytes() == (src / "data" / "blob.bin").read_bytes()
+        assert rel in rec["files"]
+
+
+@pytest.mark.parametrize("make, match", [
+    (lambda src, tmp: (src / "data" / "secret").symlink_to(tmp / "outside.txt"),
+     r"data/secret: symbolic link to \S+outside\.txt, outside the source"),
+    (lambda src, tmp: (src / "data" / "gone").symlink_to(src / "data" / "nothing.bin"),
+     r"data/gone: symbolic link to '\S+nothing\.bin', which does not exist \(a dangling link\)"),
+    (lambda src, tmp: ((src / "a").symlink_to(src / "b"), (src / "b").symlink_to(src / "a")),
+     r"/a: symbolic link loop"),
+    (lambda src, tmp: (src / "data" / "up").symlink_to(src, target_is_directory=True),
+     r"data/up: symbolic link loop: it leads back to"),
+], ids=["outside", "dangling", "loop", "ancestor"])
+def test_links_leaving_the_source_dangling_or_looping_are_refused_by_name(tmp_path, make, match):
+    src = _layout_dir(tmp_path / "shared")
+    (tmp_path / "outside.txt").write_text("not yours to copy")
+    make(src, tmp_path)
+    with pytest.raises(DataError, match=match):
+        fetch("acdc", {"layout": "slices", "path": str(src)}, tmp_path / "raw" / "acdc")
+    _assert_no_output(tmp_path)
+
+
+# ----------------------------------------------------------------------------- progress and a full disk
+def test_a_download_prints_newline_terminated_progress_when_not_on_a_terminal(server, tmp_path):
+    stream = io.StringIO()
+    big = bytes(range(256)) * (3 * 4096)  # 3 MB: three 1 MB chunks
+    server.files["/big.bin"] = big
+    dest = download(f"{server.url}/big.bin", tmp_path / "big.bin", sha256=hashlib.sha256(big).hexdigest(),
+                    retries=0, timeout=5.0, progress=stream, progress_interval=0.0)
+    assert dest.read_bytes() == big
+    lines = stream.getvalue().splitlines(keepends=True)
+    assert len(lines) >= 3 and all(line.endswith("\n") and "\r" not in line for line in lines)
+    assert re.fullmatch(r"download big\.bin: 3\.0 of 3\.0 MB \(100 %\), [\d.]+ MB/s\n", lines[-1])
+
+
+def test_a_full_disk_during_a_local_copy_is_one_message_and_leaves_nothing(tmp_path, monkeypatch):
+    import errno
+    import shutil as _shutil
+
+    src = _layout_dir(tmp_path / "shared")
+    real = _shutil.copyfile
+    calls = []
+
+    def full(a, b, *args, **kw):
+        calls.append(b)
+        if len(calls) > 1:
+            raise OSError(errno.ENOSPC, "No space left on device", str(b))
+        return real(a, b, *args, **kw)
+
+    monkeypatch.setattr(_shutil, "copyfile", full)
+    with pytest.raises(OSError, match=r"^no space left on \S+/raw, needed about 2 MB \(writing acdc\)"):
+        fetch("acdc", {"layout": "slices", "path": str(src)}, tmp_path / "raw" / "acdc")
+    _assert_no_output(tmp_path)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 import time
 from pathlib import Path
@@ -40,12 +39,9 @@ def _json_arg(text: str):
 
 
 def _write_json(obj, path: Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as fh:
-        json.dump(obj, fh, indent=1)
-    os.replace(tmp, path)
+    from semiseg.io import atomic_write
+
+    atomic_write(path, json.dumps(obj, indent=1))
 
 
 # ----------------------------------------------------------------------------- stages
@@ -266,9 +262,12 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # noqa: BLE001 - named errors from the engine
         from semiseg.device import ResourceError
         from semiseg.engine.loop import TrainingError
+        from semiseg.engine.runlock import RunFolderBusy
+        from semiseg.io import NoSpaceError, is_no_space
 
-        if isinstance(exc, (TrainingError, ResourceError)):
-            print(f"semiseg {args.command}: error: {exc}", file=sys.stderr)
+        if isinstance(exc, (TrainingError, ResourceError, RunFolderBusy, NoSpaceError)) or is_no_space(exc):
+            what = exc if not is_no_space(exc) else f"no space left on the device ({exc})"
+            print(f"semiseg {args.command}: error: {what}", file=sys.stderr)
             return 3
         raise
     return 0

@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,8 @@ __all__ = [
     "spec_hash",
     "schedule_name",
     "find_root",
+    "ratio_patients",
+    "table_duplicates",
 ]
 
 
@@ -82,16 +85,89 @@ def _describe(error) -> str:
         return f"{field}: unknown field; allowed: {', '.join(allowed) or '(none)'}"
     if error.validator == "enum":
         return f"{_field(error.absolute_path)}: {error.instance!r} is not allowed; allowed: {', '.join(map(repr, error.validator_value))}"
+    if error.validator == "pattern" and error.schema.get("description"):  # a name checked by propertyNames
+        return f"{_field(error.absolute_path)}: {error.instance!r} is not allowed; allowed: {error.schema['description']}"
     if error.validator == "propertyNames":
         return f"{_field(error.absolute_path)}: name {error.instance!r} must be lowercase letters, digits and _"
     return f"{_field(error.absolute_path)}: {error.message}"
 
 
+def _not_finite(instance: Any, path: tuple = ()) -> list[str]:
+    """'field: nan is not a finite number' for every NaN or infinite number in `instance` (JSON
+    Schema's ``type: number`` and bounds let them through: NaN compares false with every bound)."""
+    if isinstance(instance, float) and not math.isfinite(instance):
+        return [f"{_field(path)}: {instance} is not a finite number; allowed: finite numbers"]
+    if isinstance(instance, dict):
+        return [m for k, v in instance.items() for m in _not_finite(v, (*path, k))]
+    if isinstance(instance, list):
+        return [m for i, v in enumerate(instance) for m in _not_finite(v, (*path, i))]
+    return []
+
+
 def _validate(instance: Any, schema: dict, source: str) -> None:
     errors = sorted(_Validator(schema).iter_errors(instance), key=lambda e: list(e.absolute_path))
-    if errors:
-        lines = "\n  ".join(_describe(e) for e in errors[:10])
+    problems = _not_finite(instance) + [_describe(e) for e in errors]
+    if problems:
+        lines = "\n  ".join(problems[:10])
         raise ConfigError(f"{source}: invalid configuration\n  {lines}")
+
+
+def _command_line_values(settings: dict, schema: dict) -> None:
+    """Turn digit strings into integers where the schema wants integers (top-level fields and the
+    items of integer lists): Snakemake's ``--config 'seeds=[0]'`` hands list items over as
+    strings. Anything else is left for the schema to judge."""
+    def as_int(value):
+        if isinstance(value, str) and value.strip().lstrip("+-").isdigit():
+            return int(value)
+        return value
+
+    for name, sub in schema.get("properties", {}).items():
+        if name not in settings or not isinstance(sub, dict):
+            continue
+        types = sub.get("type") if isinstance(sub.get("type"), list) else [sub.get("type")]
+        if "integer" in types:
+            settings[name] = as_int(settings[name])
+        elif "array" in types and sub.get("items", {}).get("type") == "integer" and isinstance(settings[name], list):
+            settings[name] = [as_int(v) for v in settings[name]]
+
+
+def table_duplicates(table: dict) -> list[str]:
+    """What a table lists twice: a seed, a ratio of a row, a row label, or a method at one ratio
+    in two rows (the same runs twice: their seeds would count twice in mean ± std). Empty if
+    none. Checked when the config loads and again where the table is built."""
+    problems = []
+    seeds = list(table.get("seeds", []))
+    repeated = sorted({s for s in seeds if seeds.count(s) > 1})
+    if repeated:
+        problems.append(f"seeds: seed(s) {', '.join(map(str, repeated))} listed twice; each seed once")
+    seen_ratio: dict[tuple[str, int], int] = {}
+    seen_label: dict[str, int] = {}
+    for i, row in enumerate(table.get("rows", [])):
+        ratios = [int(r) for r in row.get("ratios", [])]
+        twice = sorted({r for r in ratios if ratios.count(r) > 1})
+        if twice:
+            problems.append(f"rows.{i}.ratios: ratio(s) {', '.join(map(str, twice))} listed twice")
+        label = row.get("label", row.get("method"))
+        if label in seen_label:
+            problems.append(f"rows.{i}: label {label!r} is also rows.{seen_label[label]}'s; each row's label once")
+        seen_label.setdefault(label, i)
+        for r in dict.fromkeys(ratios):
+            key = (row.get("method"), r)
+            if key in seen_ratio:
+                problems.append(f"rows.{i}: method {key[0]!r} at ratio {r} is also in rows.{seen_ratio[key]}; "
+                                f"the same runs in two rows")
+            seen_ratio.setdefault(key, i)
+    return problems
+
+
+def ratio_patients(cfg: dict, dataset: str, ratio: int | str) -> int:
+    """The number of labeled patients of `dataset` at `ratio` (percent), or a :class:`ConfigError`
+    naming the ratios the dataset defines."""
+    ratios = cfg["datasets"][dataset]["ratios"]
+    if str(ratio) not in ratios:
+        raise ConfigError(f"ratio {ratio} is not defined for {dataset}; defined: "
+                          f"{', '.join(sorted(ratios, key=int))} (config/datasets/, `ratios:`)")
+    return ratios[str(ratio)]
 
 
 def _read_yaml(path: Path) -> Any:
@@ -142,7 +218,9 @@ def load_config(config: dict | None = None, root: Path | str | None = None) -> d
     if config is None:
         config = _read_yaml(root / "config" / "config.yaml")
     settings = copy.deepcopy(dict(config))
-    _validate(settings, _schema(root, "config"), "config (config/config.yaml + --config overrides)")
+    config_schema = _schema(root, "config")
+    _command_line_values(settings, config_schema)
+    _validate(settings, config_schema, "config (config/config.yaml + --config overrides)")
     cats = settings["catalogues"]
     for key, default in (("datasets", "config/datasets"), ("methods", "config/methods"),
                          ("tables", "config/tables"), ("schedules", "config/schedules.yaml")):
@@ -209,6 +287,9 @@ def load_config(config: dict | None = None, root: Path | str | None = None) -> d
         if table["dataset"] not in datasets:
             raise ConfigError(f"{where}.dataset: unknown dataset {table['dataset']!r}; allowed: {', '.join(sorted(datasets))}")
         ratios = datasets[table["dataset"]]["ratios"]
+        twice = table_duplicates(table)
+        if twice:
+            raise ConfigError(f"{where}.{twice[0]}")
         reference = table.get("reference", {}).get("values", {})
         paper_only = {row["method"] for row in table["rows"] if not row.get("run", True)} - set(methods)
         for i, row in enumerate(table["rows"]):
@@ -303,8 +384,7 @@ def run_spec(cfg: dict, dataset: str, method: str, ratio: int | str, seed: int |
     ds = cfg["datasets"][dataset]
     sname, resolved = _resolved_schedule(cfg, dataset, method)
     resolved = {k: v for k, v in resolved.items() if k not in EXECUTION_FIELDS}
-    if str(ratio) not in ds["ratios"]:
-        raise ConfigError(f"dataset {dataset!r} has no ratio {ratio}; allowed: {', '.join(sorted(ds['ratios'], key=int))}")
+    labeled = ratio_patients(cfg, dataset, ratio)
     return {
         "dataset": {
             "name": dataset,
@@ -317,7 +397,7 @@ def run_spec(cfg: dict, dataset: str, method: str, ratio: int | str, seed: int |
         "method": {"name": method, **method_settings(cfg, dataset, method)},
         "schedule": {"name": sname, **resolved},
         "ratio": int(ratio),
-        "labeled_patients": ds["ratios"][str(ratio)],
+        "labeled_patients": labeled,
         "seed": int(seed),
         "device": cfg["settings"]["device"],
     }

@@ -30,6 +30,8 @@ import time
 from functools import lru_cache
 from pathlib import Path
 
+from semiseg.io import atomic_write, sha256_file
+
 __all__ = ["RECORD_NAMES", "record_path", "path_digest", "write_record", "read_record", "environment", "git_state"]
 
 PACKAGE = Path(__file__).resolve().parent
@@ -51,14 +53,6 @@ def record_path(stage: str, primary_output: Path) -> Path:
     return RECORD_NAMES[stage](primary_output)
 
 
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def path_digest(path: Path) -> dict:
     """``{"path", "kind", "sha256"}`` of a file, or of a directory's files (provenance files excluded)."""
     path = Path(path)
@@ -70,11 +64,11 @@ def path_digest(path: Path) -> dict:
             # empty .snakemake_timestamp once the job ends, which must not change the digest
             if "provenance" in f.name or f.name == ".snakemake_timestamp":
                 continue
-            h.update(f"{f.relative_to(path).as_posix()}\0{_file_sha256(f)}\n".encode())
+            h.update(f"{f.relative_to(path).as_posix()}\0{sha256_file(f)}\n".encode())
             n += 1
         return {"path": str(path), "kind": "dir", "files": n, "sha256": h.hexdigest()}
     if path.is_file():
-        return {"path": str(path), "kind": "file", "bytes": path.stat().st_size, "sha256": _file_sha256(path)}
+        return {"path": str(path), "kind": "file", "bytes": path.stat().st_size, "sha256": sha256_file(path)}
     return {"path": str(path), "kind": "missing", "sha256": None}
 
 
@@ -154,10 +148,7 @@ def write_record(stage: str, *, primary_output: Path, inputs: list[Path], output
         "wall_seconds": round(ended - started, 3),
     }
     path = record_path(stage, primary_output)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(rec, indent=1, default=str))
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(rec, indent=1, default=str))
     return path
 
 

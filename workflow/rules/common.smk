@@ -5,7 +5,7 @@ from pathlib import Path
 
 from semiseg import paths
 from semiseg import config as semiseg_config
-from semiseg.config import load_config, run_resources, run_spec, table_runs
+from semiseg.config import load_config, ratio_patients, run_resources, run_spec, table_runs
 from semiseg.data.fetch import shipped_splits_digest
 from semiseg.fingerprint import code_fingerprint
 
@@ -58,7 +58,7 @@ def dataset_labels(wildcards):
 
 
 def labeled_patients(wildcards):
-    return CFG["datasets"][wildcards.dataset]["ratios"][wildcards.ratio]
+    return ratio_patients(CFG, wildcards.dataset, wildcards.ratio)
 
 
 def train_spec(wildcards):

@@ -45,6 +45,7 @@ import SimpleITK as sitk
 
 from semiseg.data.errors import DataError
 from semiseg.data.store import Case
+from semiseg.io import read_text
 
 __all__ = ["PHASES", "find_patient_dir", "read_acdc_raw", "read_info_cfg"]
 
@@ -94,7 +95,7 @@ def _read_patient_list(path: Path) -> list[str]:
         raise DataError(path, "split list does not exist (one patient id per line; the fetch stage copies "
                               "the protocol's lists from config/datasets/acdc_splits/)")
     ids: list[str] = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
+    for number, line in enumerate(read_text(path).splitlines(), start=1):
         item = line.strip()
         if not item:
             continue

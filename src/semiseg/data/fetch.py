@@ -3,34 +3,27 @@
 Sources, by the catalogue's ``source`` entry (or ``config.sources.<dataset>``), exactly one of:
 
 - ``layout: synthetic2d | synthetic3d``: generated here, deterministically from ``seed``;
-- ``path: <dir or archive>``: a local copy of the layout, either unpacked (copied in with hard
-  links where the filesystem allows) or a ``.zip`` / ``.tar.gz`` archive (unpacked; checked
-  against ``sha256`` first when one is given). A relative path is taken relative to ``root``,
-  the workflow directory, so ``path: ../shared/data/ACDC`` means the same wherever Snakemake
-  runs from;
-- ``url: <http(s) URL of an archive>`` + ``sha256``: downloaded, verified, unpacked.
+- ``path: <dir or archive>``: a local copy of the layout, either unpacked (copied in, see below)
+  or a ``.zip`` / ``.tar.gz`` archive (unpacked by :mod:`semiseg.data.archives`; checked against
+  ``sha256`` first when one is given). A relative path is taken relative to ``root``, the
+  workflow directory, so ``path: ../shared/data/ACDC`` means the same wherever Snakemake runs
+  from;
+- ``url: <http(s) URL of an archive>`` + ``sha256``: downloaded (:mod:`semiseg.data.download`:
+  resumable, verified, with progress) into ``results/raw/.downloads/<dataset>/``, unpacked.
 
-After this stage the workflow reads nothing outside ``results/``.
-
-Downloads (:func:`download`) go to ``results/raw/.downloads/<dataset>/`` (beside, not inside,
-the stage's output, which Snakemake deletes before re-running the job) and are:
-
-- resumable: bytes arrive in ``<name>.partial``; an interrupted transfer (a dropped connection,
-  a short read, a killed job) continues from where it stopped with an HTTP ``Range`` request,
-  within one run (up to ``retries`` attempts without progress) and across runs;
-- verified: the file is moved to its final name only after its sha256 matched the source's. A
-  mismatch deletes it; a source without ``sha256`` is downloaded but never accepted, and the
-  error prints the digest to pin (the download is kept as ``.partial``, so the next run only
-  checks it);
-- explained: a network failure, a server error after the retries, or a refused credential
-  raises :class:`DownloadError` with the URL, what went wrong and the dataset's ``how_to_get``
-  text, which says how to place the data by hand.
+After this stage the workflow reads nothing outside ``results/``, and nothing this stage does
+writes into a source: a local folder is *copied* (new files, never hard links, so no later write
+into ``results/`` can reach the user's files), and only read. Inside a local folder, a symbolic
+link is followed when it points to a file or folder inside the same source (its target's bytes
+are copied); a link that leaves the source, a dangling link, a link loop or a special file (a
+device, a socket, a pipe) stops the fetch with a message naming the link.
 
 Archives are unpacked with path checks (no absolute paths, no ``..``, no links out of the tree);
 an archive whose content sits in one top-level folder (``database/`` in the official ACDC zip)
 is unwrapped by one level. Layouts that carry no split lists of their own (``acdc_raw``) get the
 protocol's lists shipped in ``config/`` (:data:`SHIPPED_SPLITS`), copied in so the manifest
-checksums them with the data.
+checksums them with the data; a source with some but not all three lists is refused (which of
+its lists would count is not for the fetch to guess).
 
 Every fetch ends by writing ``.fetched.json``: the source, and the sha256 and size of every
 file. It is written last, and the output directory appears (by a rename) only after it, so a
@@ -39,30 +32,24 @@ fetch that failed half-way leaves no output and is never mistaken for a complete
 
 from __future__ import annotations
 
+import errno
 import hashlib
-import http.client
 import json
-import logging
 import os
 import re
 import shutil
-import socket
-import tarfile
+import stat
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
-import zipfile
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
+from semiseg.data.archives import extract, unwrap
+from semiseg.data.download import DownloadError, by_hand, download, filename_for
 from semiseg.data.errors import DataError
-from semiseg.data.store import sha256_file
 from semiseg.data.synthetic import write_synthetic2d, write_synthetic3d
+from semiseg.io import atomic_dir, sha256_file
 
-__all__ = ["DOWNLOADS", "DownloadError", "MANIFEST", "SHIPPED_SPLITS", "download", "extract",
-           "fetch", "manifest", "shipped_splits_digest"]
-
-log = logging.getLogger("semiseg.fetch")
+__all__ = ["DOWNLOADS", "DownloadError", "MANIFEST", "SHIPPED_SPLITS", "copy_source_tree", "download",
+           "extract", "fetch", "manifest", "shipped_splits_digest"]
 
 MANIFEST = ".fetched.json"
 #: Folder beside the fetched datasets that holds downloads (partial and verified).
@@ -72,24 +59,7 @@ GENERATORS = {"synthetic2d": write_synthetic2d, "synthetic3d": write_synthetic3d
 SHIPPED_SPLITS = {"acdc_raw": "config/datasets/acdc_splits"}
 SPLIT_LISTS = ("train.list", "val.list", "test.list")
 
-_CHUNK = 1 << 20
 _PARTIAL = ".partial"
-# HTTP statuses that another attempt cannot fix (other 4xx) or that mean "credentials".
-_AUTH_STATUSES = (401, 403, 407)
-_IGNORED_TOP_LEVEL = {"__MACOSX", ".DS_Store"}
-
-
-class DownloadError(DataError):
-    """A download failed: network, server or credentials. The message says how to get the data
-    by hand (the dataset's ``how_to_get``)."""
-
-
-def _by_hand(dataset: str, how_to_get: str) -> str:
-    """The 'place it yourself' instructions every network or credential error ends with."""
-    generic = (f"To place the data by hand, download and unpack it yourself and point the "
-               f"workflow at it: `sources: {{{dataset}: {{path: /where/it/is}}}}` in "
-               f"config/config.yaml (or --config 'sources={{{dataset}: {{path: /where/it/is}}}}').")
-    return f"{how_to_get.strip()} {generic}".strip() if how_to_get.strip() else generic
 
 
 def manifest(root: Path) -> dict[str, dict]:
@@ -102,210 +72,77 @@ def manifest(root: Path) -> dict[str, dict]:
     return out
 
 
-def _link_or_copy(src: str, dst: str) -> None:
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copy2(src, dst)
+# ----------------------------------------------------------------------------- local folders
+def _plan_copy(src: Path) -> tuple[list[tuple[Path, Path]], list[Path], int]:
+    """What copying `src` takes: (file to read, path relative to the copy) pairs, the folders to
+    create, and the bytes. Every link is checked here, before anything is copied."""
+    root = src.resolve()
+    files: list[tuple[Path, Path]] = []
+    folders: list[Path] = []
+    total = 0
 
-
-# ----------------------------------------------------------------------------- download
-def _filename(url: str, dataset: str) -> str:
-    """A local file name for `url`: its last path component, or ``<dataset>.download``."""
-    name = PurePosixPath(urllib.parse.unquote(urllib.parse.urlparse(url).path)).name
-    name = re.sub(r"[^A-Za-z0-9._-]", "_", name)
-    if not name or name in (".", "..") or "." not in name:
-        return f"{dataset}.download"
-    return name
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, urllib.error.HTTPError):
-        return f"HTTP {exc.code} {exc.reason}"
-    if isinstance(exc, urllib.error.URLError):
-        return f"cannot connect ({exc.reason})"
-    if isinstance(exc, (socket.timeout, TimeoutError)):
-        return "timed out"
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-
-
-def _expected_size(resp, offset: int) -> int | None:
-    """Total size of the file from a 200/206 response, if the server says."""
-    if resp.status == 206:
-        m = re.match(r"bytes\s+(\d+)-(\d+)/(\d+|\*)", resp.headers.get("Content-Range", ""))
-        if m and m[3] != "*":
-            return int(m[3])
-    length = resp.headers.get("Content-Length")
-    if length is None or not length.isdigit():
-        return None
-    return int(length) + (offset if resp.status == 206 else 0)
-
-
-def _range_start(resp) -> int | None:
-    m = re.match(r"bytes\s+(\d+)-", resp.headers.get("Content-Range", ""))
-    return int(m[1]) if m else None
-
-
-def _drop_empty(partial: Path) -> None:
-    if partial.exists() and not partial.stat().st_size:
-        partial.unlink()
-
-
-def download(url: str, dest: Path, *, sha256: str | None, dataset: str = "data", how_to_get: str = "",
-             retries: int = 3, backoff: float = 2.0, timeout: float = 60.0) -> Path:
-    """Download `url` to `dest`, resumably, and return `dest` once its sha256 is `sha256`.
-
-    Bytes go to ``<dest>.partial``, which a later call (or the next attempt of this one)
-    continues with a ``Range`` request; a server that ignores ``Range`` (status 200) sends the
-    whole file again. `dest` itself only ever holds a verified file: it is reused, without
-    network, when its digest matches.
-
-    Args:
-        url: an ``http://`` or ``https://`` URL.
-        dest: the final path of the verified file.
-        sha256: the expected hex digest. ``None`` downloads but raises :class:`DataError` with
-            the digest found (the ``.partial`` file is kept), so that nothing unverified is used.
-        dataset, how_to_get: named in the errors, with the instructions to get the data by hand.
-        retries: further attempts after a failed one (connection refused or reset, timeout,
-            short read, HTTP 5xx); an attempt that received bytes resets the count.
-        backoff: seconds before the first retry, doubled for each next one.
-        timeout: socket timeout per connection and read, in seconds.
-
-    Raises:
-        DownloadError: the server refused the credentials (401/403/407: no retry), the file is
-            not there (other 4xx), or every attempt failed. The ``.partial`` file is kept for
-            the next run to resume; nothing is left at `dest`.
-        DataError: the checksum does not match (the download is deleted), or no `sha256` given.
-    """
-    dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    partial = dest.with_name(dest.name + _PARTIAL)
-    hint = _by_hand(dataset, how_to_get)
-    if urllib.parse.urlparse(url).scheme not in ("http", "https"):
-        raise DownloadError(url, f"only http:// and https:// URLs can be downloaded. {hint}")
-    if dest.exists():
-        if sha256 and sha256_file(dest) == sha256.lower():
-            log.info("%s: already downloaded and verified", dest)
-            return dest
-        dest.unlink()  # not what the source names now: never use it
-
-    failures = 0
-    while True:
-        offset = partial.stat().st_size if partial.exists() else 0
-        headers = {"User-Agent": "semiseg-fetch", "Accept-Encoding": "identity"}
-        if offset:
-            headers["Range"] = f"bytes={offset}-"
-        received = 0
+    def target_of(link: Path) -> Path:
         try:
-            with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout) as resp:
-                if resp.status == 206:
-                    if _range_start(resp) != offset:  # not the bytes asked for: start afresh
-                        partial.unlink(missing_ok=True)
-                        raise http.client.HTTPException(f"the server sent another range than bytes={offset}-")
-                    mode = "ab"
-                else:  # 200: the whole file (the server ignores Range, or we start afresh)
-                    if offset:
-                        log.info("%s: the server does not resume; downloading from the start", url)
-                    mode, offset = "wb", 0
-                total = _expected_size(resp, offset)
-                with open(partial, mode) as fh:
-                    while chunk := resp.read(_CHUNK):
-                        fh.write(chunk)
-                        received += len(chunk)
-            size = offset + received
-            if total is None or size == total:
-                break
-            error = f"the connection closed after {size} of {total} bytes"
-            if size > total:  # more than the server announced: start again from nothing
-                partial.unlink()
-        except urllib.error.HTTPError as exc:
-            if exc.code == 416 and offset:  # nothing left to send: the partial file is complete
-                break
-            if 400 <= exc.code < 500:
-                _drop_empty(partial)
-            if exc.code in _AUTH_STATUSES:
-                raise DownloadError(url, f"{_describe(exc)}: the server refused access; the download "
-                                         f"needs credentials (or they expired). {hint}") from None
-            if 400 <= exc.code < 500:
-                raise DownloadError(url, f"{_describe(exc)}: no file to download there; the URL may have "
-                                         f"moved. {hint}") from None
-            error = _describe(exc)
-        except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
-            error = _describe(exc)
-        failures = 0 if received else failures + 1
-        if failures > retries:
-            _drop_empty(partial)
-            kept = (f" {partial.stat().st_size} bytes are kept in {partial} and the next run resumes "
-                    f"from there." if partial.exists() else "")
-            raise DownloadError(url, f"download failed after {failures} attempts without progress, last: "
-                                     f"{error}.{kept} {hint}")
-        wait = backoff * 2 ** max(failures - 1, 0)
-        log.warning("%s: %s; retrying in %.0f s (%d of %d)", url, error, wait, failures, retries)
-        time.sleep(wait)
+            real = link.resolve(strict=True)
+        except FileNotFoundError:
+            raise DataError(link, f"symbolic link to {os.readlink(link)!r}, which does not exist (a dangling "
+                                  f"link); remove it from the source or restore its target") from None
+        except (RuntimeError, OSError) as exc:  # a loop: RuntimeError up to 3.12, OSError ELOOP after
+            if isinstance(exc, OSError) and exc.errno not in (errno.ELOOP, None):
+                raise
+            raise DataError(link, f"symbolic link loop (through {os.readlink(link)!r}); remove it from "
+                                  f"the source") from None
+        if real != root and root not in real.parents:
+            raise DataError(link, f"symbolic link to {real}, outside the source {root}; links are only "
+                                  f"followed inside the source (copy the file into it instead)")
+        return real
 
-    digest = sha256_file(partial)
-    size = partial.stat().st_size
-    if sha256 is None:
-        raise DataError(url, f"downloaded {size} bytes with sha256 {digest}, but the source names no "
-                             f"sha256 to check them against. If {url} is what you expect, add "
-                             f"`sha256: {digest}` to the dataset's source; the download stays in "
-                             f"{partial} and the next run only verifies it.")
-    if digest != sha256.lower():
-        partial.unlink()
-        raise DataError(url, f"checksum mismatch: expected sha256 {sha256}, got {digest} ({size} bytes); "
-                             f"the download was deleted. Either the file on the server changed (check the "
-                             f"sha256 in the config) or it was corrupted on the way (run again). {hint}")
-    os.replace(partial, dest)
-    return dest
+    def walk(real_dir: Path, shown_dir: Path, rel: Path, above: tuple[Path, ...]) -> None:
+        nonlocal total
+        with os.scandir(real_dir) as it:
+            entries = sorted(it, key=lambda e: e.name)
+        for entry in entries:
+            shown = shown_dir / entry.name
+            real = target_of(shown) if entry.is_symlink() else Path(entry.path)
+            mode = real.stat().st_mode
+            if stat.S_ISDIR(mode):
+                if real in above:
+                    raise DataError(shown, f"symbolic link loop: it leads back to {real}, a folder that "
+                                           f"contains it; remove it from the source")
+                folders.append(rel / entry.name)
+                walk(real, shown, rel / entry.name, (*above, real))
+            elif stat.S_ISREG(mode):
+                files.append((real, rel / entry.name))
+                total += real.stat().st_size
+            else:
+                raise DataError(shown, "not a regular file or folder (a device, socket or pipe); "
+                                       "a source holds files and folders only")
+
+    walk(root, src, Path("."), (root,))
+    return files, folders, total
 
 
-# ----------------------------------------------------------------------------- archives
-def _check_member(name: str, archive: Path) -> None:
-    p = PurePosixPath(name.replace("\\", "/"))
-    if p.is_absolute() or ".." in p.parts or re.match(r"^[A-Za-z]:", name):
-        raise DataError(archive, f"unsafe path {name!r} in the archive (absolute or with '..'); not unpacking it")
+def copy_source_tree(src: Path, dst: Path) -> int:
+    """Copy the files of the folder `src` into the existing folder `dst`; return the bytes copied.
+
+    New files with the umask's mode (never hard links: nothing written to `dst` later can change
+    `src`), symbolic links followed inside `src` only (see the module docstring). `src` is only
+    read.
+    """
+    files, folders, total = _plan_copy(Path(src))
+    dst = Path(dst)
+    for rel in folders:
+        (dst / rel).mkdir(exist_ok=True)
+    for real, rel in files:
+        shutil.copyfile(real, dst / rel)
+    return total
 
 
-def extract(archive: Path, dest: Path) -> None:
-    """Unpack a zip or tar(.gz/.bz2/.xz) `archive` into `dest` (created), refusing unsafe paths."""
-    archive, dest = Path(archive), Path(dest)
-    dest.mkdir(parents=True, exist_ok=True)
-    try:
-        if zipfile.is_zipfile(archive):
-            with zipfile.ZipFile(archive) as zf:
-                for info in zf.infolist():
-                    _check_member(info.filename, archive)
-                    if (info.external_attr >> 16) & 0o170000 == 0o120000:
-                        raise DataError(archive, f"symbolic link {info.filename!r} in the archive; not unpacking it")
-                zf.extractall(dest)
-        elif tarfile.is_tarfile(archive):
-            with tarfile.open(archive) as tf:
-                for member in tf.getmembers():
-                    _check_member(member.name, archive)
-                # "data" refuses links out of the tree, devices and setuid bits (PEP 706)
-                tf.extractall(dest, filter="data")
-        else:
-            raise DataError(archive, "not a zip or tar archive (a source file must be an archive of the layout)")
-    except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError) as exc:
-        raise DataError(archive, f"cannot unpack the archive ({type(exc).__name__}: {exc}); is it complete?") from None
+def _tree_bytes(src: Path) -> int:
+    return _plan_copy(src)[2] if src.is_dir() else src.stat().st_size
 
 
-def _unwrap(tree: Path) -> None:
-    """Move the content of a lone top-level folder of `tree` up one level."""
-    entries = [p for p in tree.iterdir() if p.name not in _IGNORED_TOP_LEVEL]
-    if len(entries) != 1 or not entries[0].is_dir():
-        return
-    inner = entries[0]
-    for junk in tree.iterdir():
-        if junk.name in _IGNORED_TOP_LEVEL:
-            shutil.rmtree(junk) if junk.is_dir() else junk.unlink()
-    holding = tree / f".unwrap-{os.getpid()}"
-    inner.rename(holding)
-    for child in holding.iterdir():
-        child.rename(tree / child.name)
-    holding.rmdir()
-
-
+# ----------------------------------------------------------------------------- split lists
 def _default_root() -> Path:
     """The workflow directory: the checkout around the current directory, else the directory itself."""
     from semiseg.config import ConfigError, find_root
@@ -334,10 +171,22 @@ def shipped_splits_digest(layout: str | None, root: Path) -> str:
     return h.hexdigest()[:16]
 
 
-def _add_shipped_splits(tree: Path, layout: str, root: Path) -> dict | None:
-    """Copy the protocol's split lists into `tree` for layouts without their own; return their origin."""
-    if layout not in SHIPPED_SPLITS or all((tree / n).is_file() for n in SPLIT_LISTS):
+def _add_shipped_splits(tree: Path, layout: str, root: Path, origin: str) -> dict | None:
+    """Copy the protocol's split lists into `tree` for layouts without their own; return their origin.
+
+    A source with all three lists keeps them; one with some of them is refused (naming `origin`).
+    """
+    if layout not in SHIPPED_SPLITS:
         return None
+    present = [n for n in SPLIT_LISTS if (tree / n).is_file()]
+    if len(present) == len(SPLIT_LISTS):
+        return None
+    if present:
+        missing = [n for n in SPLIT_LISTS if n not in present]
+        raise DataError(origin, f"the source has {', '.join(present)} but not {', '.join(missing)}: a {layout} "
+                                f"source brings all three split lists or none (then the protocol's, from "
+                                f"{SHIPPED_SPLITS[layout]}/, are used); add the missing ones or remove "
+                                f"{', '.join(present)}")
     lists = Path(root) / SHIPPED_SPLITS[layout]
     for name in SPLIT_LISTS:
         if not (lists / name).is_file():
@@ -349,7 +198,8 @@ def _add_shipped_splits(tree: Path, layout: str, root: Path) -> dict | None:
 
 # ----------------------------------------------------------------------------- the stage
 def fetch(dataset: str, source: dict, out_dir: Path, *, how_to_get: str = "", root: Path | None = None,
-          downloads: Path | None = None, retries: int = 3, backoff: float = 2.0, timeout: float = 60.0) -> dict:
+          downloads: Path | None = None, retries: int = 3, backoff: float = 2.0, timeout: float = 60.0,
+          progress=None) -> dict:
     """Fetch `dataset` from `source` into `out_dir`; returns the manifest written beside it.
 
     Args:
@@ -361,7 +211,7 @@ def fetch(dataset: str, source: dict, out_dir: Path, *, how_to_get: str = "", ro
             found from it (default: the checkout around the current directory, found by
             :func:`semiseg.config.find_root`, else the current directory).
         downloads: where downloads are kept (default ``<out_dir>/../.downloads/<dataset>``).
-        retries, backoff, timeout: see :func:`download`.
+        retries, backoff, timeout, progress: see :func:`semiseg.data.download.download`.
     """
     out_dir = Path(out_dir)
     root = Path(root) if root is not None else _default_root()
@@ -374,51 +224,48 @@ def fetch(dataset: str, source: dict, out_dir: Path, *, how_to_get: str = "", ro
                                  f"config.sources override replaces the catalogue's path/url only if it names one)")
     if source.get("sha256") and not re.fullmatch(r"[0-9a-fA-F]{64}", str(source["sha256"])):
         raise DataError(out_dir, f"{dataset}: sha256 {source['sha256']!r} is not 64 hex digits")
-    if out_dir.exists():
-        shutil.rmtree(out_dir)
-    tmp = out_dir.with_name(f".{out_dir.name}.partial")
-    if tmp.exists():
-        shutil.rmtree(tmp)
+    if not kinds and layout not in GENERATORS:
+        raise DataError(out_dir, f"no way to fetch {dataset!r}: its source names neither a generator, a "
+                                 f"local path nor a url. {by_hand(dataset, how_to_get)}")
+    src = _resolve(source["path"], root) if "path" in kinds else None
+    if src is not None and not src.exists():
+        where = (f" (relative paths are taken from the workflow directory {root})"
+                 if not Path(source["path"]).expanduser().is_absolute() else "")
+        raise DataError(src, f"the {dataset} source does not exist{where}. {by_hand(dataset, how_to_get)}")
     t0 = time.time()
-    try:
+    expected = _tree_bytes(src) if src is not None else 0
+    if out_dir.exists():  # a failed fetch must not leave an older fetch looking current
+        shutil.rmtree(out_dir)
+    with atomic_dir(out_dir, expected_bytes=expected) as tmp:
         if layout in GENERATORS:
             GENERATORS[layout](tmp, seed=int(source.get("seed", 0)), **source.get("params", {}))
             origin = {"generator": layout, "seed": int(source.get("seed", 0)), "params": source.get("params", {})}
-        elif "path" in kinds:
-            origin = _fetch_path(dataset, source, tmp, root, how_to_get)
-        elif "url" in kinds:
-            where = Path(downloads) if downloads else out_dir.parent / DOWNLOADS / dataset
-            archive = download(source["url"], where / _filename(source["url"], dataset),
-                               sha256=source.get("sha256"), dataset=dataset, how_to_get=how_to_get,
-                               retries=retries, backoff=backoff, timeout=timeout)
-            extract(archive, tmp)
-            _unwrap(tmp)
-            origin = {"url": source["url"], "sha256": source.get("sha256"), "archive": str(archive)}
+        elif src is not None:
+            origin = _fetch_path(source, src, tmp)
         else:
-            raise DataError(out_dir, f"no way to fetch {dataset!r}: its source names neither a generator, a "
-                                     f"local path nor a url. {_by_hand(dataset, how_to_get)}")
-        splits = _add_shipped_splits(tmp, layout, root)
+            where = Path(downloads) if downloads else out_dir.parent / DOWNLOADS / dataset
+            archive = download(source["url"], where / filename_for(source["url"], dataset),
+                               sha256=source.get("sha256"), dataset=dataset, how_to_get=how_to_get,
+                               retries=retries, backoff=backoff, timeout=timeout, progress=progress)
+            extract(archive, tmp)
+            unwrap(tmp)
+            origin = {"url": source["url"], "sha256": source.get("sha256"), "archive": str(archive)}
+        splits = _add_shipped_splits(tmp, layout, root, str(src or source.get("url") or out_dir))
         if splits:
             origin.update(splits)
         files = manifest(tmp)
         if not files:
             raise DataError(source.get("path") or source.get("url") or out_dir,
-                            f"the {dataset} source holds no files. {_by_hand(dataset, how_to_get)}")
+                            f"the {dataset} source holds no files. {by_hand(dataset, how_to_get)}")
         record = {"dataset": dataset, "layout": layout, "source": origin, "files": files,
                   "seconds": round(time.time() - t0, 2)}
-        with open(tmp / MANIFEST, "w") as fh:
-            json.dump(record, fh, indent=1)
-        os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        (tmp / MANIFEST).write_text(json.dumps(record, indent=1))
     return record
 
 
-def _fetch_path(dataset: str, source: dict, tmp: Path, root: Path, how_to_get: str) -> dict:
-    src = _resolve(source["path"], root)
+def _fetch_path(source: dict, src: Path, tmp: Path) -> dict:
     if src.is_dir():
-        shutil.copytree(src, tmp, copy_function=_link_or_copy)
+        copy_source_tree(src, tmp)
         return {"path": str(src.resolve())}
     if src.is_file():
         if source.get("sha256"):
@@ -427,8 +274,6 @@ def _fetch_path(dataset: str, source: dict, tmp: Path, root: Path, how_to_get: s
                 raise DataError(src, f"checksum mismatch: expected sha256 {source['sha256']}, got {digest}; "
                                      f"is this the right archive?")
         extract(src, tmp)
-        _unwrap(tmp)
+        unwrap(tmp)
         return {"path": str(src.resolve()), "sha256": source.get("sha256")}
-    where = (f" (relative paths are taken from the workflow directory {root})"
-             if not Path(source["path"]).expanduser().is_absolute() else "")
-    raise DataError(src, f"the {dataset} source does not exist{where}. {_by_hand(dataset, how_to_get)}")
+    raise DataError(src, "neither a folder nor a file (a source is a folder of the layout or an archive of it)")

@@ -52,6 +52,7 @@ import numpy as np
 from semiseg.data.errors import DataError
 from semiseg.data.store import Case
 from semiseg.data.synthetic import LA_FILE_NAME, LA_IMAGE_DIR
+from semiseg.io import read_text
 
 __all__ = ["Patients", "read_la_layout", "read_slices_layout"]
 
@@ -71,7 +72,7 @@ def _read_list(path: Path, *, required: bool = True) -> list[str]:
         return []
     items: list[str] = []
     seen: set[str] = set()
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
+    for number, line in enumerate(read_text(path).splitlines(), start=1):
         item = line.strip()
         if not item:
             continue

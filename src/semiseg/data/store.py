@@ -34,11 +34,9 @@ workers), open one per worker instead.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +47,7 @@ import h5py
 import numpy as np
 
 from semiseg.data.errors import DataError
+from semiseg.io import atomic_path, ensure_free, sha256_file
 
 __all__ = [
     "FORMAT_VERSION",
@@ -67,7 +66,6 @@ FORMAT_VERSION = 1
 ROLES = ("train", "val", "test")
 
 _CASES = "cases"
-_CHUNK_BYTES = 1 << 20
 
 
 @dataclass(frozen=True, eq=False)
@@ -91,17 +89,6 @@ class Case:
     spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)
     source: str = ""
 
-
-def sha256_file(path: str | os.PathLike[str], chunk_size: int = _CHUNK_BYTES) -> str:
-    """Return the hex sha256 of a file, read in ``chunk_size`` pieces (constant memory)."""
-    digest = hashlib.sha256()
-    try:
-        with open(path, "rb") as handle:
-            while chunk := handle.read(chunk_size):
-                digest.update(chunk)
-    except FileNotFoundError:
-        raise DataError(path, "file does not exist") from None
-    return digest.hexdigest()
 
 
 def _check_labels(labels: Mapping[str, int]) -> dict[str, int]:
@@ -212,10 +199,7 @@ def write_store(
 
     path.parent.mkdir(parents=True, exist_ok=True)
     path.unlink(missing_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+    with atomic_path(path) as tmp:
         with h5py.File(tmp, "w") as h5:
             h5.attrs["format_version"] = FORMAT_VERSION
             h5.attrs["name"] = name
@@ -232,15 +216,11 @@ def write_store(
                         f"case {case.case_id!r} appears twice (first from {seen[case.case_id]})",
                     )
                 seen[case.case_id] = case.source
+                # HDF5 can crash the process on a full disk: stop before it gets there
+                ensure_free(tmp, case.image.nbytes + case.label.nbytes)
                 _write_case(group, case, dims)
             if not seen:
                 raise DataError(path, "no cases to write")
-        with open(tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return path
 
 

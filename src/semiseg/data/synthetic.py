@@ -25,8 +25,6 @@ look like the targets (bright round blobs, some with a myocardium-like rim).
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -34,6 +32,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 from scipy import ndimage
+
+from semiseg.io import atomic_dir
 
 __all__ = ["LA_IMAGE_DIR", "LA_FILE_NAME", "write_synthetic2d", "write_synthetic3d"]
 
@@ -115,16 +115,8 @@ def _atomic_dir(out_dir: Path, overwrite: bool) -> Iterator[Path]:
         raise FileExistsError(f"{out_dir}: exists and is not a directory")
     if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
         raise FileExistsError(f"{out_dir}: directory is not empty (pass overwrite=True to replace)")
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.", suffix=".tmp"))
-    try:
+    with atomic_dir(out_dir) as tmp:
         yield tmp
-        if out_dir.is_dir():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def _check_count(name: str, value: int, minimum: int) -> None:

@@ -26,8 +26,6 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import os
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -40,8 +38,11 @@ from semiseg.data.store import Store
 from semiseg.device import explain_out_of_memory, select_device
 from semiseg.engine.data import StreamSampler, load_resident
 from semiseg.engine.lr import lr_factor
+from semiseg.engine.outputs import publish
+from semiseg.engine.runlock import run_folder_lock
 from semiseg.engine.state import Preempted, SigtermFlag, atomic_save, load_state, save_state, seed_everything
 from semiseg.engine.validate import mean_dice, validate
+from semiseg.io import atomic_path, atomic_write
 from semiseg.methods import Step, build_method
 from semiseg.methods.base import StageContext
 from semiseg.nets import network_for
@@ -70,7 +71,8 @@ def train(spec: dict, store_path: Path, split_path: Path, out_dir: Path, **kwarg
     that many iterations *without* writing the final outputs, the resumable state written:
     tests use it to interrupt a run deterministically).
     """
-    with SigtermFlag() as sigterm:
+    ckpt_dir = Path(kwargs.get("checkpoint_dir") or Path(out_dir) / "checkpoints")
+    with SigtermFlag() as sigterm, run_folder_lock(ckpt_dir):  # one trainer per run folder
         return _Run(spec, store_path, split_path, out_dir, sigterm=sigterm, **kwargs).run()
 
 
@@ -283,12 +285,9 @@ class _Run:
                    "spec_hash": self.fingerprint}
         out = self.out_dir
         _write_csv(self.rows, out / "train.csv")
-        with open(out / ".config.json.tmp", "w") as fh:
-            json.dump({"spec": self.spec, "summary": summary}, fh, indent=2)
-        os.replace(out / ".config.json.tmp", out / "config.json")
-        os.replace(self.best_models_path, out / "models.pt")
-        os.replace(self.best_path, out / "model.pt")  # last: its presence means the run is complete
-        shutil.rmtree(self.ckpt_dir, ignore_errors=True)
+        atomic_write(out / "config.json", json.dumps({"spec": self.spec, "summary": summary}, indent=2))
+        # copies, model.pt last (its presence means the run is complete): resumable if interrupted
+        publish(self.ckpt_dir, out, [(self.best_models_path.name, "models.pt"), (self.best_path.name, "model.pt")])
         return summary
 
 
@@ -319,10 +318,8 @@ def _write_csv(rows: list[dict], path: Path) -> None:
     fields: list[str] = []
     for r in rows:
         fields += [k for k in r if k not in fields]
-    tmp = Path(path).with_name(f".{Path(path).name}.tmp")
-    with open(tmp, "w", newline="") as fh:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=fields)
         w.writeheader()
         for r in rows:
             w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in fields})
-    os.replace(tmp, path)

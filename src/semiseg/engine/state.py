@@ -10,7 +10,6 @@ on SIGTERM, and resumed only when it was written for the same spec and code fing
 from __future__ import annotations
 
 import logging
-import os
 import random
 import signal
 from dataclasses import dataclass
@@ -18,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from semiseg.io import atomic_write
 
 __all__ = ["Preempted", "ResumeState", "SigtermFlag", "atomic_save", "load_state", "rng_state", "save_state",
            "seed_everything", "set_rng_state"]
@@ -39,11 +40,8 @@ def seed_everything(seed: int) -> None:
 
 
 def atomic_save(obj, path: Path) -> None:
-    """torch.save to a temporary file beside `path`, then rename: never a half-written file."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    """torch.save atomically (:func:`semiseg.io.atomic_write`): never a half-written file."""
+    atomic_write(path, obj)
 
 
 def rng_state(device: torch.device) -> dict:

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
+import gzip
 import json
-import os
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +14,7 @@ from tqdm import tqdm
 from semiseg.data.store import Store
 from semiseg.device import explain_out_of_memory, select_device
 from semiseg.inference.predict import predict_volume
+from semiseg.io import atomic_dir, ensure_free
 from semiseg.nets import network_for
 
 __all__ = ["infer", "load_run_network", "write_label_nifti", "test_cases"]
@@ -30,10 +30,26 @@ def load_run_network(run_dir: Path, device) -> tuple[torch.nn.Module, dict]:
 
 
 def write_label_nifti(label: np.ndarray, spacing, path: Path) -> None:
-    """Write a (Z, Y, X) label map; SimpleITK's spacing is (x, y, z)."""
-    img = sitk.GetImageFromArray(label.astype(np.uint8))
+    """Write a (Z, Y, X) label map; SimpleITK's spacing is (x, y, z).
+
+    SimpleITK writes a truncated or empty file without an error when the disk fills up, so the
+    space is checked first and the file is read back."""
+    label = label.astype(np.uint8)
+    ensure_free(path, label.nbytes)
+    img = sitk.GetImageFromArray(label)
     img.SetSpacing(tuple(float(s) for s in reversed(spacing)))
     sitk.WriteImage(img, str(path), useCompression=True)
+    try:
+        if str(path).endswith(".gz"):
+            with gzip.open(path, "rb") as fh:  # a truncated stream fails its length and CRC check
+                while fh.read(1 << 20):
+                    pass
+        same = np.array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(path))), label)
+    except (RuntimeError, OSError, EOFError):
+        same = False
+    if not same:
+        ensure_free(path, label.nbytes)  # the usual cause
+        raise OSError(f"{path}: the prediction written does not read back the same; is the disk failing?")
 
 
 def test_cases(split: dict, spec: dict) -> list[str]:
@@ -48,10 +64,8 @@ def infer(run_dir: Path, store_path: Path, split_path: Path, out_dir: Path, *, d
     dev = select_device(device or "auto")
     net, spec = load_run_network(Path(run_dir), dev)
     cases = test_cases(split, spec)
-    tmp = out_dir.with_name(f".{out_dir.name}.partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
+    # a failure leaves no half-written predictions behind (atomic_dir removes its folder)
+    with atomic_dir(out_dir) as tmp:
         with Store(store_path) as store:
             for cid in tqdm(cases, desc="infer", mininterval=2.0):
                 with explain_out_of_memory(dev, f"predicting {cid}",
@@ -59,9 +73,4 @@ def infer(run_dir: Path, store_path: Path, split_path: Path, out_dir: Path, *, d
                                            "(config/datasets/); run infer on the CPU (`semiseg infer --device cpu`)"):
                     pred = predict_volume(net, store.read_image(cid), spec["dataset"], dev)
                 write_label_nifti(pred, store.spacing(cid), tmp / f"{cid}.nii.gz")
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)  # no half-written predictions left behind
-        raise
-    shutil.rmtree(out_dir, ignore_errors=True)
-    os.replace(tmp, out_dir)
     return len(cases)

@@ -35,13 +35,14 @@ import csv
 import io
 import math
 import os
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from medpy.metric import binary as medpy_binary
+
+from semiseg.io import atomic_write
 
 __all__ = [
     "CSV_COLUMNS",
@@ -273,21 +274,6 @@ def case_metrics(
     return rows
 
 
-def _atomic_write_text(text: str, path: Path) -> None:
-    """Write ``text`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _format_csv_value(column: str, value: object) -> str:
     if column in _FLAG_COLUMNS:
         if not isinstance(value, (bool, np.bool_)):
@@ -343,7 +329,7 @@ def write_metrics_csv(rows: Iterable[Mapping[str, object]], path: str | os.PathL
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
     writer.writerows(lines)
-    _atomic_write_text(buffer.getvalue(), path)
+    atomic_write(path, buffer.getvalue())
 
 
 def _parse_flag(value: object, column: str, path: Path) -> bool:

@@ -45,6 +45,7 @@ import sys
 from pathlib import Path
 
 from semiseg.fingerprint import table_fingerprint
+from semiseg.io import sha256_file
 from semiseg.provenance import path_digest, record_path
 
 __all__ = ["audit", "format_audit", "table_fingerprint", "add_arguments", "run_cli", "main",
@@ -153,11 +154,7 @@ class _Auditor:
 
     def file_sha256(self, path: Path) -> str:
         if path not in self._file_shas:
-            h = hashlib.sha256()
-            with open(path, "rb") as fh:
-                for chunk in iter(lambda: fh.read(1 << 20), b""):
-                    h.update(chunk)
-            self._file_shas[path] = h.hexdigest()
+            self._file_shas[path] = sha256_file(path)
         return self._file_shas[path]
 
     def matches(self, path: Path, recorded: str | None) -> bool:

@@ -13,11 +13,12 @@ state, no display, nothing happens at import.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from semiseg.io import atomic_path
 
 __all__ = ["REGION_COLOURS", "pick_slices", "region_figure", "region_maps"]
 
@@ -171,11 +172,6 @@ def region_figure(run_dir, store, split, out_png, n_slices: int = 4) -> Path:
     beta = spec["method"]["params"].get("beta")
     fig.suptitle(f"{spec['method']['name']} on {ds['name']}, {spec.get('ratio')}% labeled, seed {spec.get('seed')}: "
                  f"γ = {float(maps['gamma']):.3f} (β = {beta})", fontsize=10)
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_png.with_name(f".{out_png.name}.tmp{os.getpid()}")
-    try:
+    with atomic_path(out_png) as tmp:
         fig.savefig(tmp, format="png", dpi=120)
-        os.replace(tmp, out_png)
-    finally:
-        tmp.unlink(missing_ok=True)
     return out_png

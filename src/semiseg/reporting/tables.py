@@ -21,11 +21,13 @@ import math
 import numbers
 import os
 import statistics
-import tempfile
 from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+
+from semiseg.config import table_duplicates
+from semiseg.io import atomic_write
 
 __all__ = ["COLUMNS", "METRICS_DOC", "build_table", "format_cell", "write_table"]
 
@@ -267,6 +269,8 @@ def build_table(
     seeds = [int(seed) for seed in spec["seeds"]]
     if not seeds:
         raise ValueError("table spec lists no seeds")
+    if table_duplicates(spec):  # the same run twice would pass for two seeds
+        raise ValueError(f"table {spec.get('title')!r}: {'; '.join(table_duplicates(spec))}")
     supervised = set(supervised_methods)
 
     header = "| " + " | ".join(COLUMNS) + " |"
@@ -314,17 +318,6 @@ def build_table(
 
 
 def write_table(text: str, path: str | os.PathLike) -> None:
-    """Write ``text`` to ``path`` atomically: a temporary file in the same folder, then
-    ``os.replace``, so a reader (or Snakemake) never sees a half-written table."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write ``text`` to ``path`` atomically (:func:`semiseg.io.atomic_write`), so a reader (or
+    Snakemake) never sees a half-written table."""
+    atomic_write(path, text)
