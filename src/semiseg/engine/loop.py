@@ -15,7 +15,9 @@
   seed an interrupted-and-resumed run ends with the same weights as an uninterrupted one;
 - at the end, and only then, the declared outputs: ``model.pt`` (best weights of the evaluated
   network), ``models.pt`` (every trained network, e.g. both of CPS or ALHVR), ``train.csv``
-  (every loss term per logged iteration) and ``config.json``.
+  (every loss term per logged iteration) and ``config.json``. ``train.csv`` alone is also
+  rewritten at each validation while the run goes on, and a log line printed
+  (``semiseg.engine.progress``); ``model.pt``, written last, marks a finished run.
 """
 
 from __future__ import annotations
@@ -27,13 +29,12 @@ import os
 import random
 import shutil
 import signal
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
+from semiseg.engine.progress import Progress
 
 from semiseg.config import spec_hash
 from semiseg.data.store import Store
@@ -228,12 +229,13 @@ def _train(spec: dict, store_path: Path, split_path: Path, out_dir: Path, *, sig
         every = int(checkpoint_interval or sched.get("checkpoint_interval") or DEFAULT_CHECKPOINT_INTERVAL)
         amp = bool(sched.get("amp")) and device.type == "cuda"
         method.train()
-        bar = tqdm(total=total, initial=start_it, disable=not progress, desc=f"train {spec['method']['name']}",
-                   file=sys.stderr, mininterval=2.0, dynamic_ncols=True)
+        bar = Progress(total, name=spec["method"]["name"], csv_path=out_dir / "train.csv",
+                       bar=None if progress else False)
+        bar.start(start_it, rows)
         # SIGTERM is checked once before the first iteration and after every one
         if sigterm.raised:
             save_state(start_it)
-            bar.close()
+            bar.close(finished=False)
             raise Preempted()
         for it in range(start_it, total):
             step = Step(iteration=it, total=total)
@@ -271,16 +273,17 @@ def _train(spec: dict, store_path: Path, split_path: Path, out_dir: Path, *, sig
                     atomic_save(method.eval_network().state_dict(), best_path)
                     atomic_save(method.models.state_dict(), best_models_path)
             rows.append(row)
-            bar.update(1)
-            bar.set_postfix(loss=f"{row['total']:.3f}", best=f"{best:.3f}" if best >= 0 else "-")
+            bar.update(row)
+            if "val_dice" in row:
+                bar.validation(row, best, best_it, rows)
             if done % every == 0 or sigterm.raised or done == stop_after:
                 save_state(done)
             if sigterm.raised:
-                bar.close()
+                bar.close(finished=False)
                 log.warning("SIGTERM: checkpoint written at iteration %d; exiting to be resumed", done)
                 raise Preempted()
             if done == stop_after:
-                bar.close()
+                bar.close(finished=False)
                 return {"stopped_at": done}
         bar.close()
 
