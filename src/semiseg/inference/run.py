@@ -1,8 +1,17 @@
-"""The infer stage: a trained run's test-split predictions as NIfTI label maps."""
+"""The infer stage: a trained run's test-split predictions as NIfTI label maps.
+
+Each prediction ``predictions/<case>.nii.gz`` carries the geometry of its source image (spacing,
+origin and direction, as the store keeps them: :meth:`semiseg.data.store.Store.geometry`), so a
+viewer that places images in world coordinates (ITK-SNAP, 3D Slicer) lays it over the original
+scan. ``predictions/labels.txt`` is the ITK-SNAP label description of the label values
+(:func:`semiseg.inference.export.write_itksnap_labels`). ``semiseg export`` writes the image and
+ground truth beside each prediction (:mod:`semiseg.inference.export`).
+"""
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -10,14 +19,16 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 import torch
-from tqdm import tqdm
 
 from semiseg.data.store import Store
 from semiseg.device import explain_out_of_memory, select_device
+from semiseg.inference.export import LEGEND_NAME, write_itksnap_labels
 from semiseg.inference.predict import predict_volume
 from semiseg.nets import build_network
 
-__all__ = ["infer", "load_run_network", "write_label_nifti", "test_cases"]
+__all__ = ["infer", "load_run_network", "write_label_nifti", "write_nifti", "test_cases"]
+
+log = logging.getLogger("semiseg.infer")
 
 
 def load_run_network(run_dir: Path, device) -> tuple[torch.nn.Module, dict]:
@@ -30,11 +41,19 @@ def load_run_network(run_dir: Path, device) -> tuple[torch.nn.Module, dict]:
     return net.to(device).eval(), spec
 
 
-def write_label_nifti(label: np.ndarray, spacing, path: Path) -> None:
-    """Write a (Z, Y, X) label map; SimpleITK's spacing is (x, y, z)."""
-    img = sitk.GetImageFromArray(label.astype(np.uint8))
-    img.SetSpacing(tuple(float(s) for s in reversed(spacing)))
+def write_nifti(array: np.ndarray, geometry: dict, path: Path) -> None:
+    """Write a (Z, Y, X) array placed by ``geometry`` (:meth:`Store.geometry`: SimpleITK's
+    ``spacing`` and ``origin`` as (x, y, z), ``direction`` row-major)."""
+    img = sitk.GetImageFromArray(array)
+    img.SetSpacing(tuple(float(s) for s in geometry["spacing"]))
+    img.SetOrigin(tuple(float(s) for s in geometry["origin"]))
+    img.SetDirection(tuple(float(s) for s in geometry["direction"]))
     sitk.WriteImage(img, str(path), useCompression=True)
+
+
+def write_label_nifti(label: np.ndarray, geometry: dict, path: Path) -> None:
+    """Write a (Z, Y, X) label map (uint8) placed by ``geometry``, as :func:`write_nifti`."""
+    write_nifti(label.astype(np.uint8), geometry, path)
 
 
 def test_cases(split: dict, spec: dict) -> list[str]:
@@ -54,12 +73,14 @@ def infer(run_dir: Path, store_path: Path, split_path: Path, out_dir: Path, *, d
     tmp.mkdir(parents=True)
     try:
         with Store(store_path) as store:
-            for cid in tqdm(cases, desc="infer", mininterval=2.0):
+            write_itksnap_labels(store.labels, tmp / LEGEND_NAME)
+            for k, cid in enumerate(cases, start=1):
                 with explain_out_of_memory(dev, f"predicting {cid}",
                                            f"the network sees windows of patch_size {spec['dataset']['patch_size']} "
                                            "(config/datasets/); run infer on the CPU (`semiseg infer --device cpu`)"):
                     pred = predict_volume(net, store.read_image(cid), spec["dataset"], dev)
-                write_label_nifti(pred, store.spacing(cid), tmp / f"{cid}.nii.gz")
+                write_label_nifti(pred, store.geometry(cid), tmp / f"{cid}.nii.gz")
+                log.info("predicted %s (%d of %d)", cid, k, len(cases))
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)  # no half-written predictions left behind
         raise
