@@ -140,6 +140,18 @@ def cmd_figure(args):
             [Path(args.out)], None, None)
 
 
+def cmd_report(args):
+    from semiseg.reporting.report import table_page
+
+    runs = [Path(r) for r in args.runs]
+    table_page(args.spec, table_md=Path(args.table), run_dirs=runs, store_path=Path(args.store),
+               region_figures=[Path(p) for p in args.regions], out=Path(args.out))
+    log.info("wrote %s", args.out)
+    inputs = [Path(args.table), Path(args.store), *[Path(p) for p in args.regions]]
+    inputs += [r / name for r in runs for name in ("metrics.csv", "config.json", "train.csv")]
+    return Path(args.out), inputs, [Path(args.out)], args.spec, None
+
+
 def cmd_export(args):
     from semiseg.inference.export import export_run
 
@@ -240,6 +252,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="the PNG to write")
     s.add_argument("--slices", type=int, default=4, help="how many unlabeled slices (rows)")
     s.set_defaults(func=cmd_figure)
+
+    s = sub.add_parser("report", help="the report page of a table: the table as HTML, per-class metrics, "
+                                      "Dice against ratio, learning curves, overlays, region figures")
+    s.add_argument("--spec", type=_json_arg, required=True, help="name and catalogue entry of the table, as JSON")
+    s.add_argument("--table", required=True, help="the built table, results/tables/<name>.md")
+    s.add_argument("--store", required=True, help="the dataset's store.h5 (images and labels of the overlays)")
+    s.add_argument("--runs", nargs="*", default=[], help="the table's run directories")
+    s.add_argument("--regions", nargs="*", default=[], help="region figures (PNG) to include")
+    s.add_argument("--out", required=True, help="the HTML page to write")
+    s.set_defaults(func=cmd_report)
 
     s = sub.add_parser("export", help="write a run's predictions beside their images and ground truth, "
                                       "placed in patient space, with an ITK-SNAP label file")

@@ -27,14 +27,13 @@ import SimpleITK as sitk
 
 from semiseg.data.errors import DataError
 from semiseg.data.store import Store
+from semiseg.reporting.colours import LABEL_COLOURS
 
 __all__ = ["LABEL_COLOURS", "LEGEND_NAME", "export_run", "itksnap_labels", "write_itksnap_labels"]
 
 #: File name of the label description written beside predictions and exports.
 LEGEND_NAME = "labels.txt"
 
-#: Colours of label values 1, 2, ... (Okabe-Ito, colour-blind safe; the report's figures use them too).
-LABEL_COLOURS = ("#0072B2", "#D55E00", "#F0E442", "#56B4E9", "#009E73", "#CC79A7", "#E69F00")
 
 
 def itksnap_labels(labels: Mapping[str, int]) -> str:
