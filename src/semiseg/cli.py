@@ -265,7 +265,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("export", help="write a run's predictions beside their images and ground truth, "
                                       "placed in patient space, with an ITK-SNAP label file")
-    s.add_argument("--run-dir", required=True, help="a run with predictions/ (runs/<dataset>/<method>/<ratio>/seed<seed>)")
+    s.add_argument("--run-dir", required=True,
+                   help="a run with predictions/ (runs/<dataset>/<method>/<ratio>/seed<seed>)")
     s.add_argument("--store", required=True, help="the dataset's store.h5")
     s.add_argument("--out", default=None, help="the folder to write (default: <run-dir>/export)")
     s.add_argument("--cases", nargs="+", default=None, help="only these case ids (default: every prediction)")

@@ -34,12 +34,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from semiseg.engine.progress import Progress
 
 from semiseg.config import spec_hash
 from semiseg.data.store import Store
 from semiseg.device import explain_out_of_memory, select_device
 from semiseg.engine.data import StreamSampler, load_resident
+from semiseg.engine.progress import Progress
 from semiseg.inference.predict import predict_volume
 from semiseg.methods import Step, build_method
 from semiseg.nets import build_network

@@ -392,7 +392,8 @@ def _params_html(runs: Mapping, labels: Mapping[str, str]) -> str:
         best_text = "–" if best is None else f"{100 * best:.2f} @ {summary.get('best_iteration')}"
         body.append(f"<tr><td>{html.escape(labels.get(method, method))}</td><td>{ratio}%</td><td>{seed}</td>{cells}"
                     f"<td>{best_text}</td>"
-                    f"<td><code>{html.escape(params)}</code></td><td><code>{html.escape(str(run['dir']))}</code></td></tr>")
+                    f"<td><code>{html.escape(params)}</code></td>"
+                    f"<td><code>{html.escape(str(run['dir']))}</code></td></tr>")
     head = "".join(f"<th>{k.replace('_', ' ')}</th>" for k in ("schedule", *keys[1:]))
     return (f"<table><thead><tr><th>Method</th><th>Labeled</th><th>Seed</th>{head}<th>best val Dice</th>"
             f"<th>method parameters</th><th>run</th></tr></thead><tbody>{''.join(body)}</tbody></table>")
