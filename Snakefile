@@ -1,23 +1,7 @@
-# semiseg: semi-supervised medical image segmentation, from raw data to the papers' tables.
+# The workflow is workflow/Snakefile (the layout of the Snakemake workflow catalog, where plain
+# `snakemake` also finds it); this file runs the same workflow for `snakemake --snakefile
+# Snakefile` and for tools that look for a Snakefile at the root.
 #
-#   snakemake --cores 2                                  # results/tables/demo.md (synthetic, smoke)
-#   snakemake --cores 2 results/tables/acdc.md           # one table
-#   snakemake --profile profiles/slurm results/tables/acdc.md
-#
-# The rules are wiring; every one calls `semiseg <stage>` (src/semiseg/cli.py).
-
-configfile: "config/config.yaml"
-
-
-include: "workflow/rules/common.smk"
-include: "workflow/rules/data.smk"
-include: "workflow/rules/train.smk"
-include: "workflow/rules/evaluate.smk"
-include: "workflow/rules/tables.smk"
-include: "workflow/rules/figures.smk"
-
-
-rule all:
-    default_target: True
-    input:
-        default_targets(),
+# `include:` would drop the included file's default target (rule `all`); this is the include
+# Snakemake's own modules use, which keeps it.
+workflow.include("workflow/Snakefile", overwrite_default_target=True)

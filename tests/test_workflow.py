@@ -84,7 +84,8 @@ def test_second_run_schedules_nothing(built):
 
 def _mt_jobs():
     return {(rule, f"dataset=tiny2d, method=mean_teacher, ratio=25, seed={s}")
-            for rule in ("train", "infer", "evaluate") for s in (0, 1)} | {("table", "table=tiny")}
+            for rule in ("train", "infer", "evaluate") for s in (0, 1)} | {("table", "table=tiny"),
+                                                                          ("table_report", "table=tiny")}
 
 
 def test_editing_a_method_parameter_reruns_only_that_method(built):
@@ -118,9 +119,10 @@ def test_editing_code_reruns_exactly_what_depends_on_it(built, relative, expecte
     elif expected == "all_train":
         trains = {w for rule, w in jobs if rule == "train"}
         assert len(trains) == 4  # supervised and mean_teacher, seeds 0 and 1 (sup_only shares a run)
-        assert {r for r, _ in jobs} == {"train", "infer", "evaluate", "table"}
+        assert {r for r, _ in jobs} == {"train", "infer", "evaluate", "table", "table_report"}
     else:
-        assert jobs == {("table", "table=tiny"), ("table", "table=sup_only")}
+        # the report pages show the tables: they are made again with them
+        assert jobs == {(rule, f"table={t}") for rule in ("table", "table_report") for t in ("tiny", "sup_only")}
     assert planned(root, env) == set()
 
 

@@ -136,6 +136,27 @@ def cmd_figure(args):
             [Path(args.out)], None, None)
 
 
+def cmd_report(args):
+    from semiseg.reporting.report import table_page
+
+    runs = [Path(r) for r in args.runs]
+    table_page(args.spec, table_md=Path(args.table), run_dirs=runs, store_path=Path(args.store),
+               region_figures=[Path(p) for p in args.regions], out=Path(args.out))
+    log.info("wrote %s", args.out)
+    inputs = [Path(args.table), Path(args.store), *[Path(p) for p in args.regions]]
+    inputs += [r / name for r in runs for name in ("metrics.csv", "config.json", "train.csv")]
+    return Path(args.out), inputs, [Path(args.out)], args.spec, None
+
+
+def cmd_export(args):
+    from semiseg.inference.export import export_run
+
+    out = Path(args.out) if args.out else Path(args.run_dir) / "export"
+    done = export_run(Path(args.run_dir), Path(args.store), out, cases=args.cases)
+    print(f"wrote image, ground truth and prediction of {len(done)} cases and labels.txt into {out}")
+    return None  # a view of existing outputs, not a pipeline stage: no provenance record
+
+
 def cmd_audit(args):
     from semiseg.reporting.audit import run_cli
 
@@ -227,6 +248,25 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="the PNG to write")
     s.add_argument("--slices", type=int, default=4, help="how many unlabeled slices (rows)")
     s.set_defaults(func=cmd_figure)
+
+    s = sub.add_parser("report", help="the report page of a table: the table as HTML, per-class metrics, "
+                                      "Dice against ratio, learning curves, overlays, region figures")
+    s.add_argument("--spec", type=_json_arg, required=True, help="name and catalogue entry of the table, as JSON")
+    s.add_argument("--table", required=True, help="the built table, results/tables/<name>.md")
+    s.add_argument("--store", required=True, help="the dataset's store.h5 (images and labels of the overlays)")
+    s.add_argument("--runs", nargs="*", default=[], help="the table's run directories")
+    s.add_argument("--regions", nargs="*", default=[], help="region figures (PNG) to include")
+    s.add_argument("--out", required=True, help="the HTML page to write")
+    s.set_defaults(func=cmd_report)
+
+    s = sub.add_parser("export", help="write a run's predictions beside their images and ground truth, "
+                                      "placed in patient space, with an ITK-SNAP label file")
+    s.add_argument("--run-dir", required=True,
+                   help="a run with predictions/ (runs/<dataset>/<method>/<ratio>/seed<seed>)")
+    s.add_argument("--store", required=True, help="the dataset's store.h5")
+    s.add_argument("--out", default=None, help="the folder to write (default: <run-dir>/export)")
+    s.add_argument("--cases", nargs="+", default=None, help="only these case ids (default: every prediction)")
+    s.set_defaults(func=cmd_export)
 
     s = sub.add_parser("audit", help="trace a table cell back to the fetched source; check every checksum")
     s.add_argument("table", help="a built table, results/tables/<name>.md")

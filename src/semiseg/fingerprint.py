@@ -54,6 +54,7 @@ STAGE_MODULES: dict[str, tuple[str, ...]] = {
     "evaluate": ("semiseg.metrics.evaluate",),
     "figure": ("semiseg.reporting.figures",),
     "table": ("semiseg.reporting.build",),
+    "report": ("semiseg.reporting.report",),
 }
 
 #: Modules not followed: they decide how a job runs, not what it computes (see the module doc).

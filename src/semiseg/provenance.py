@@ -46,6 +46,7 @@ RECORD_NAMES = {
     "evaluate": lambda out: Path(out).parent / "provenance.evaluate.json",
     "table": lambda out: Path(out).with_suffix(".provenance.json"),
     "figure": lambda out: Path(out).with_suffix(".provenance.json"),
+    "report": lambda out: Path(out).with_suffix(".provenance.json"),
 }
 
 

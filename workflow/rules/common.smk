@@ -9,9 +9,12 @@ from semiseg.config import load_config, ratio_patients, run_resources, run_spec,
 from semiseg.data.fetch import shipped_splits_digest
 from semiseg.fingerprint import code_fingerprint
 
+# The checkout's root (config/, workflow/schemas/), whichever Snakefile was run: this file is
+# its workflow/rules/common.smk.
+ROOT = Path(str(workflow.current_basedir)).parents[1]
 # Validates config/config.yaml (+ --config overrides) and every catalogue against
 # workflow/schemas/ before any job is scheduled.
-CFG = load_config(config, root=Path(workflow.basedir))
+CFG = load_config(config, root=ROOT)
 RESULTS = CFG["settings"]["results"]
 
 
@@ -46,7 +49,7 @@ def dataset_source(wildcards):
 def dataset_shipped_lists(wildcards):
     """The digest of the split lists the dataset's layout takes from config/ ("none" if it has its own)."""
     layout = json.loads(dataset_source(wildcards)).get("layout")
-    return shipped_splits_digest(layout, Path(workflow.basedir))
+    return shipped_splits_digest(layout, ROOT)
 
 
 def dataset_field(field):

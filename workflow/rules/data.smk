@@ -15,8 +15,6 @@ rule fetch:
         shipped_lists=dataset_shipped_lists,
         code=code_fingerprint("fetch"),
         wildcards=job_wildcards,
-    conda:
-        "../envs/semiseg.yaml"
     log:
         results("logs/fetch/{dataset}.log"),
     shell:
@@ -36,8 +34,6 @@ rule preprocess:
         dims=dataset_field("dims"),
         code=code_fingerprint("preprocess"),
         wildcards=job_wildcards,
-    conda:
-        "../envs/semiseg.yaml"
     log:
         results("logs/preprocess/{dataset}.log"),
     shell:
@@ -56,8 +52,6 @@ rule split:
         labeled=labeled_patients,
         code=code_fingerprint("split"),
         wildcards=job_wildcards,
-    conda:
-        "../envs/semiseg.yaml"
     log:
         results("logs/split/{dataset}/{ratio}.log"),
     shell:

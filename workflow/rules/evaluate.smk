@@ -18,8 +18,6 @@ rule infer:
         gpu=1,
         runtime=run_resource("infer_runtime"),
         mem_mb=run_resource("infer_mem_mb"),
-    conda:
-        "../envs/semiseg.yaml"
     log:
         results("logs/infer/{dataset}/{method}/{ratio}/seed{seed}.log"),
     shell:
@@ -38,8 +36,6 @@ rule evaluate:
         code=code_fingerprint("evaluate"),
         distance_unit=dataset_field("distance_unit"),
         wildcards=job_wildcards,
-    conda:
-        "../envs/semiseg.yaml"
     log:
         results("logs/evaluate/{dataset}/{method}/{ratio}/seed{seed}.log"),
     shell:

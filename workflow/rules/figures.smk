@@ -17,8 +17,6 @@ rule region_figure:
         slices=4,
         code=code_fingerprint("figure"),
         wildcards=job_wildcards,
-    conda:
-        "../envs/semiseg.yaml"
     log:
         results("logs/figures/alhvr_regions_{dataset}_{ratio}.log"),
     shell:

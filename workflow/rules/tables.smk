@@ -6,17 +6,11 @@ rule table:
         descriptor=table_descriptor,
         metrics=table_metrics,
     output:
-        report(
-            results(paths.table("{table}")),
-            caption="../report/table.rst",
-            category="Tables",
-            labels={"table": "{table}"},
-        ),
+        # in `snakemake --report` through its page (report.smk), whose parameters hold no schedule
+        results(paths.table("{table}")),
     params:
         spec=table_spec,
         wildcards=job_wildcards,
-    conda:
-        "../envs/semiseg.yaml"
     log:
         results("logs/tables/{table}.log"),
     shell:

@@ -22,8 +22,6 @@ rule train:
         runtime=run_resource("runtime"),
         mem_mb=run_resource("mem_mb"),
         checkpoint_interval=run_resource("checkpoint_interval"),
-    conda:
-        "../envs/semiseg.yaml"
     log:
         results("logs/train/{dataset}/{method}/{ratio}/seed{seed}.log"),
     shell:

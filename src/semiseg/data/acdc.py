@@ -17,7 +17,8 @@ reported in voxels of this native grid). This importer does the same, and names 
 copy does, so that stores and splits made from either source have the same case ids:
 ``patientNNN_frame01`` is the ED frame and ``patientNNN_frame02`` the ES frame, whatever their
 frame numbers in the release (patient001's ES frame is ``frame12``). The voxel spacing of the
-NIfTI header is kept in the store (z, y, x, mm).
+NIfTI header is kept in the store (z, y, x, mm), and so are its origin and direction (the
+image's place in patient space), which the infer stage writes onto every prediction.
 
 The release has no train/val/test split. The protocol's split (70 / 10 / 20 patients, the lists
 of the common preprocessed copy, in their order) is read from ``train.list``, ``val.list`` and
@@ -148,8 +149,14 @@ def _load_case(case_id: str, patient: str, image_path: Path, label_path: Path) -
         if not np.array_equal(label, np.round(label)):
             raise DataError(label_path, f"label values are not integers (dtype {label.dtype})")
         label = label.astype(np.int16)
+    for what, ours, theirs in (("origin", img.GetOrigin(), lab.GetOrigin()),
+                               ("direction", img.GetDirection(), lab.GetDirection())):
+        if not np.allclose(ours, theirs, atol=1e-3):
+            raise DataError(label_path, f"{what} {theirs} differs from the image's {ours}")
     spacing = tuple(float(s) for s in reversed(img.GetSpacing()))  # SimpleITK: (x, y, z)
-    return Case(case_id, patient, scaled, label, spacing, os.fspath(image_path))
+    # the place in patient space, kept for the predictions (ITK's terms, as the store holds them)
+    return Case(case_id, patient, scaled, label, spacing, os.fspath(image_path),
+                origin=tuple(img.GetOrigin()), direction=tuple(img.GetDirection()))
 
 
 def read_acdc_raw(src_dir: str | os.PathLike[str], dataset_name: str) -> tuple[Iterator[Case], dict[str, list[str]]]:

@@ -11,6 +11,10 @@ list file and the case at fault, then returns a lazy iterator that reads one cas
 
 Both layouts store distances in voxels and carry no spacing, so every case gets spacing
 ``(1, 1, 1)``: distance metrics come out in voxels, as the papers that use these layouts report.
+Their files carry no origin or direction either (the distributors dropped the NIfTI header), so
+every case gets origin 0 and the identity direction, and a prediction lies in the same voxel grid
+as the h5 image, not where the scan was acquired; the official ACDC release (layout
+``acdc_raw``, :mod:`semiseg.data.acdc`) keeps them.
 
 Slices layout (ACDC as distributed for semi-supervised work; also what
 :func:`~semiseg.data.synthetic.write_synthetic2d` writes)::

@@ -7,7 +7,16 @@ Layout (see ``docs/architecture.md``)::
              format_version (int)
       cases/<case_id>/image   float32 (Z, Y, X)
       cases/<case_id>/label   uint8   (Z, Y, X)
-      cases/<case_id>  attrs: patient (str), spacing (3 floats, z/y/x)
+      cases/<case_id>  attrs: patient (str), spacing (3 floats, z/y/x),
+                              origin (3 floats, x/y/z), direction (9 floats, row-major)
+
+``origin`` and ``direction`` are the source image's place in patient space, in ITK's (and
+SimpleITK's, and the NIfTI reader's) terms: the physical (LPS, mm) position of voxel
+``[0, 0, 0]`` as ``(x, y, z)``, and the 3 x 3 matrix whose columns are the directions of the
+image's ``x`` (last array axis), ``y`` and ``z`` (first array axis) index axes. Together with the
+spacing they let a prediction be written back where the image lies (:meth:`Store.geometry`).
+A source without them (the h5 layouts) gets origin 0 and the identity, as does a store written
+before they were kept (reading it falls back to those).
 
 Whatever the dataset's dimensionality, the store holds whole volumes: a 2D dataset (ACDC) is
 trained on its ``(Y, X)`` slices and evaluated on whole volumes slice by slice.
@@ -51,6 +60,7 @@ from semiseg.io import atomic_path, ensure_free, sha256_file
 
 __all__ = [
     "FORMAT_VERSION",
+    "IDENTITY_DIRECTION",
     "ROLES",
     "Case",
     "Store",
@@ -67,6 +77,10 @@ ROLES = ("train", "val", "test")
 
 _CASES = "cases"
 
+#: The direction of an image whose index axes are the physical axes (ITK's default).
+IDENTITY_DIRECTION = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
+_ORIGIN_ZERO = (0.0, 0.0, 0.0)
+
 
 @dataclass(frozen=True, eq=False)
 class Case:
@@ -80,6 +94,9 @@ class Case:
         label: ``(Z, Y, X)`` integer class map, values in ``range(num_classes)``; stored as uint8.
         spacing: voxel size along z, y, x (mm, or 1.0 for voxel units).
         source: the file(s) the case was read from, named in any :class:`DataError` about it.
+        origin: physical position (x, y, z; LPS mm, as ITK reads it) of voxel ``[0, 0, 0]``.
+        direction: ITK's 3 x 3 direction matrix, row-major (9 floats); its columns are the x, y,
+            z index axes' directions. Must be orthonormal.
     """
 
     case_id: str
@@ -88,6 +105,8 @@ class Case:
     label: np.ndarray
     spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)
     source: str = ""
+    origin: tuple[float, float, float] = _ORIGIN_ZERO
+    direction: tuple[float, ...] = IDENTITY_DIRECTION
 
 
 
@@ -151,6 +170,8 @@ def _check_case(case: Case, num_classes: int, where: str | os.PathLike[str]) -> 
         spacing = ()
     if len(spacing) != 3 or not all(math.isfinite(s) and s > 0 for s in spacing):
         raise DataError(source, f"{name}: spacing must be 3 positive numbers, got {case.spacing!r}")
+    origin, direction = _check_geometry(case.origin, case.direction,
+                                        lambda problem: DataError(source, f"{name}: {problem}"))
     return Case(
         case_id=case.case_id,
         patient=case.patient,
@@ -158,7 +179,31 @@ def _check_case(case: Case, num_classes: int, where: str | os.PathLike[str]) -> 
         label=label.astype(np.uint8, copy=False),
         spacing=spacing,  # type: ignore[arg-type]
         source=source,
+        origin=origin,
+        direction=direction,
     )
+
+
+def _check_geometry(origin, direction, fail) -> tuple[tuple[float, float, float], tuple[float, ...]]:
+    """``origin`` as 3 finite floats and ``direction`` as 9 floats of an orthonormal matrix, or
+    raise ``fail(problem)``."""
+    try:
+        o = tuple(float(v) for v in np.asarray(origin, dtype=np.float64).ravel())
+    except (TypeError, ValueError):
+        o = ()
+    if len(o) != 3 or not all(math.isfinite(v) for v in o):
+        raise fail(f"origin must be 3 finite numbers (x, y, z), got {origin!r}")
+    try:
+        d = tuple(float(v) for v in np.asarray(direction, dtype=np.float64).ravel())
+    except (TypeError, ValueError):
+        d = ()
+    if len(d) != 9 or not all(math.isfinite(v) for v in d):
+        raise fail(f"direction must be 9 finite numbers (a 3 x 3 matrix, row-major), got {direction!r}")
+    m = np.asarray(d).reshape(3, 3)
+    # NIfTI headers store the matrix in float32: orthonormal to about 1e-6
+    if not np.allclose(m @ m.T, np.eye(3), atol=1e-4):
+        raise fail(f"direction {d} is not an orthonormal matrix (columns of unit length, at right angles)")
+    return o, d  # type: ignore[return-value]
 
 
 def write_store(
@@ -230,6 +275,8 @@ def _write_case(group: h5py.Group, case: Case, dims: int) -> None:
     entry = group.create_group(case.case_id)
     entry.attrs["patient"] = case.patient
     entry.attrs["spacing"] = np.asarray(case.spacing, dtype=np.float64)
+    entry.attrs["origin"] = np.asarray(case.origin, dtype=np.float64)
+    entry.attrs["direction"] = np.asarray(case.direction, dtype=np.float64)
     for key, data in (("image", case.image), ("label", case.label)):
         entry.create_dataset(key, data=data, chunks=chunks, compression="gzip", compression_opts=4)
 
@@ -289,8 +336,12 @@ class Store:
         if _CASES not in self._h5 or not isinstance(self._h5[_CASES], h5py.Group):
             raise self._fail(f"missing group {_CASES!r}")
         self._meta: dict[str, tuple[str, tuple[float, float, float], tuple[int, int, int]]] = {}
+        self._placement: dict[str, tuple[tuple[float, float, float], tuple[float, ...]]] = {}
         for case_id, entry in self._h5[_CASES].items():
             self._meta[case_id] = self._case_metadata(case_id, entry)
+            self._placement[case_id] = _check_geometry(
+                entry.attrs.get("origin", _ORIGIN_ZERO), entry.attrs.get("direction", IDENTITY_DIRECTION),
+                lambda problem, where=f"{_CASES}/{case_id}": self._fail(f"{where}: {problem}"))
         if not self._meta:
             raise self._fail("store holds no cases")
 
@@ -374,6 +425,22 @@ class Store:
     def spacing(self, case_id: str) -> tuple[float, float, float]:
         """Voxel spacing (z, y, x) of ``case_id``."""
         return self._entry(case_id)[1]
+
+    def origin(self, case_id: str) -> tuple[float, float, float]:
+        """Physical position (x, y, z; LPS mm) of voxel ``[0, 0, 0]`` of ``case_id``."""
+        self._entry(case_id)
+        return self._placement[case_id][0]
+
+    def direction(self, case_id: str) -> tuple[float, ...]:
+        """ITK's direction matrix of ``case_id``, row-major (9 floats)."""
+        self._entry(case_id)
+        return self._placement[case_id][1]
+
+    def geometry(self, case_id: str) -> dict[str, tuple[float, ...]]:
+        """Where ``case_id`` lies, in SimpleITK's terms: ``{"spacing": (x, y, z), "origin": (x, y, z),
+        "direction": 9 floats}``; ``image.SetSpacing(**)`` etc. place an array of its shape there."""
+        return {"spacing": tuple(reversed(self.spacing(case_id))), "origin": self.origin(case_id),
+                "direction": self.direction(case_id)}
 
     def shape(self, case_id: str) -> tuple[int, int, int]:
         """Volume shape (Z, Y, X) of ``case_id``, without reading it."""

@@ -18,7 +18,9 @@
   with the same weights as an uninterrupted one;
 - at the end, and only then, the declared outputs: ``model.pt`` (best weights of the evaluated
   network), ``models.pt`` (every trained network, e.g. both of CPS or ALHVR), ``train.csv``
-  (every loss term per logged iteration) and ``config.json``.
+  (every loss term per logged iteration) and ``config.json``. ``train.csv`` alone is also
+  rewritten at each validation while the run goes on, and a log line printed
+  (``semiseg.engine.progress``); ``model.pt``, written last, marks a finished run.
 """
 
 from __future__ import annotations
@@ -26,23 +28,22 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import sys
 import time
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 from semiseg.config import spec_hash
 from semiseg.data.store import Store
 from semiseg.device import explain_out_of_memory, select_device
 from semiseg.engine.data import StreamSampler, load_resident
 from semiseg.engine.lr import lr_factor
+from semiseg.engine.progress import Progress, write_rows_csv
 from semiseg.engine.outputs import publish
 from semiseg.engine.runlock import run_folder_lock
 from semiseg.engine.state import Preempted, SigtermFlag, atomic_save, load_state, save_state, seed_everything
 from semiseg.engine.validate import mean_dice, validate
-from semiseg.io import atomic_path, atomic_write
+from semiseg.io import atomic_write
 from semiseg.methods import Step, build_method
 from semiseg.methods.base import StageContext
 from semiseg.nets import network_for
@@ -160,7 +161,7 @@ class _Run:
     def _save_state(self, iteration: int) -> None:
         self.progress.iteration = iteration
         save_state(self.state_path, self.fingerprint, self.progress, self.method, self.optimizers, self.device)
-        _write_csv(self.rows, self.log_path)
+        write_rows_csv(self.rows, self.log_path)
 
     # ---- the loop
 
@@ -173,9 +174,10 @@ class _Run:
             self._resume()
             self.method.train()
             start = self.progress.iteration
-            bar = tqdm(total=self.total, initial=start, disable=not self.show_progress,
-                       desc=f"train {self.spec['method']['name']}", file=sys.stderr, mininterval=2.0,
-                       dynamic_ncols=True)
+            bar = Progress(self.total, name=self.spec["method"]["name"], csv_path=self.out_dir / "train.csv",
+                           bar=None if self.show_progress else False)
+            bar.start(start, self.rows)
+            finished = False
             try:
                 # SIGTERM is checked once before the first iteration and after every one
                 if self.sigterm.raised:
@@ -184,9 +186,9 @@ class _Run:
                 for it in range(start, self.total):
                     row = self._iteration(it, store)
                     self.rows.append(row)
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{row['total']:.3f}",
-                                    best=f"{self.progress.best:.3f}" if self.progress.best >= 0 else "-")
+                    bar.update(row)
+                    if "val_dice" in row:
+                        bar.validation(row, self.progress.best, self.progress.best_iteration, self.rows)
                     done = it + 1
                     if done % self.every == 0 or self.sigterm.raised or done == self.stop_after:
                         self._save_state(done)
@@ -194,8 +196,9 @@ class _Run:
                         self._preempted(done)
                     if done == self.stop_after:
                         return {"stopped_at": done}
+                finished = True
             finally:
-                bar.close()
+                bar.close(finished=finished)
         return self._finish()
 
     @staticmethod
@@ -284,7 +287,7 @@ class _Run:
                    "wall_seconds": round(time.time() - self.t_start, 2), "device": str(self.device),
                    "spec_hash": self.fingerprint}
         out = self.out_dir
-        _write_csv(self.rows, out / "train.csv")
+        write_rows_csv(self.rows, out / "train.csv")
         atomic_write(out / "config.json", json.dumps({"spec": self.spec, "summary": summary}, indent=2))
         # copies, model.pt last (its presence means the run is complete): resumable if interrupted
         publish(self.ckpt_dir, out, [(self.best_models_path.name, "models.pt"), (self.best_path.name, "model.pt")])
@@ -310,16 +313,3 @@ def _memory_advice(spec: dict) -> str:
             f"patch_size {dataset['patch_size']}; lower labeled_batch_size/unlabeled_batch_size in the schedule "
             "(config/schedules.yaml or the method's `schedule:` overrides), lower patch_size in "
             "config/datasets/, or turn on `amp` (bf16 on a GPU)")
-
-
-def _write_csv(rows: list[dict], path: Path) -> None:
-    if not rows:
-        return
-    fields: list[str] = []
-    for r in rows:
-        fields += [k for k in r if k not in fields]
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=fields)
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in fields})

@@ -1,23 +1,34 @@
-"""The infer stage: a trained run's test-split predictions as NIfTI label maps."""
+"""The infer stage: a trained run's test-split predictions as NIfTI label maps.
+
+Each prediction ``predictions/<case>.nii.gz`` carries the geometry of its source image (spacing,
+origin and direction, as the store keeps them: :meth:`semiseg.data.store.Store.geometry`), so a
+viewer that places images in world coordinates (ITK-SNAP, 3D Slicer) lays it over the original
+scan. ``predictions/labels.txt`` is the ITK-SNAP label description of the label values
+(:func:`semiseg.inference.export.write_itksnap_labels`). ``semiseg export`` writes the image and
+ground truth beside each prediction (:mod:`semiseg.inference.export`).
+"""
 
 from __future__ import annotations
 
 import gzip
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
 import torch
-from tqdm import tqdm
 
 from semiseg.data.store import Store
 from semiseg.device import explain_out_of_memory, select_device
+from semiseg.inference.export import LEGEND_NAME, write_itksnap_labels
 from semiseg.inference.predict import predict_volume
 from semiseg.io import atomic_dir, ensure_free
 from semiseg.nets import network_for
 
-__all__ = ["infer", "load_run_network", "write_label_nifti", "test_cases"]
+__all__ = ["infer", "load_run_network", "write_label_nifti", "write_nifti", "test_cases"]
+
+log = logging.getLogger("semiseg.infer")
 
 
 def load_run_network(run_dir: Path, device) -> tuple[torch.nn.Module, dict]:
@@ -29,27 +40,34 @@ def load_run_network(run_dir: Path, device) -> tuple[torch.nn.Module, dict]:
     return net.to(device).eval(), spec
 
 
-def write_label_nifti(label: np.ndarray, spacing, path: Path) -> None:
-    """Write a (Z, Y, X) label map; SimpleITK's spacing is (x, y, z).
+def write_nifti(array: np.ndarray, geometry: dict, path: Path) -> None:
+    """Write a (Z, Y, X) array placed by ``geometry`` (:meth:`Store.geometry`: SimpleITK's
+    ``spacing`` and ``origin`` as (x, y, z), ``direction`` row-major).
 
     SimpleITK writes a truncated or empty file without an error when the disk fills up, so the
     space is checked first and the file is read back."""
-    label = label.astype(np.uint8)
-    ensure_free(path, label.nbytes)
-    img = sitk.GetImageFromArray(label)
-    img.SetSpacing(tuple(float(s) for s in reversed(spacing)))
+    ensure_free(path, array.nbytes)
+    img = sitk.GetImageFromArray(array)
+    img.SetSpacing(tuple(float(s) for s in geometry["spacing"]))
+    img.SetOrigin(tuple(float(s) for s in geometry["origin"]))
+    img.SetDirection(tuple(float(s) for s in geometry["direction"]))
     sitk.WriteImage(img, str(path), useCompression=True)
     try:
         if str(path).endswith(".gz"):
             with gzip.open(path, "rb") as fh:  # a truncated stream fails its length and CRC check
                 while fh.read(1 << 20):
                     pass
-        same = np.array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(path))), label)
+        same = np.array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(path))), array)
     except (RuntimeError, OSError, EOFError):
         same = False
     if not same:
-        ensure_free(path, label.nbytes)  # the usual cause
-        raise OSError(f"{path}: the prediction written does not read back the same; is the disk failing?")
+        ensure_free(path, array.nbytes)  # the usual cause
+        raise OSError(f"{path}: the image written does not read back the same; is the disk failing?")
+
+
+def write_label_nifti(label: np.ndarray, geometry: dict, path: Path) -> None:
+    """Write a (Z, Y, X) label map (uint8) placed by ``geometry``, as :func:`write_nifti`."""
+    write_nifti(label.astype(np.uint8), geometry, path)
 
 
 def test_cases(split: dict, spec: dict) -> list[str]:
@@ -67,10 +85,12 @@ def infer(run_dir: Path, store_path: Path, split_path: Path, out_dir: Path, *, d
     # a failure leaves no half-written predictions behind (atomic_dir removes its folder)
     with atomic_dir(out_dir) as tmp:
         with Store(store_path) as store:
-            for cid in tqdm(cases, desc="infer", mininterval=2.0):
+            write_itksnap_labels(store.labels, tmp / LEGEND_NAME)
+            for k, cid in enumerate(cases, start=1):
                 with explain_out_of_memory(dev, f"predicting {cid}",
                                            f"the network sees windows of patch_size {spec['dataset']['patch_size']} "
                                            "(config/datasets/); run infer on the CPU (`semiseg infer --device cpu`)"):
                     pred = predict_volume(net, store.read_image(cid), spec["dataset"], dev)
-                write_label_nifti(pred, store.spacing(cid), tmp / f"{cid}.nii.gz")
+                write_label_nifti(pred, store.geometry(cid), tmp / f"{cid}.nii.gz")
+                log.info("predicted %s (%d of %d)", cid, k, len(cases))
     return len(cases)

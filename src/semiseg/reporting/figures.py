@@ -19,12 +19,12 @@ import numpy as np
 import torch
 
 from semiseg.io import atomic_path
+from semiseg.reporting.colours import LABEL_COLOURS as _CLASS_COLOURS
 
 __all__ = ["REGION_COLOURS", "pick_slices", "region_figure", "region_maps"]
 
 #: Ω1, Ω2, Ω3 (colour-blind-safe Okabe-Ito hues).
 REGION_COLOURS = ("#009E73", "#E69F00", "#CC79A7")
-_CLASS_COLOURS = ("#0072B2", "#D55E00", "#F0E442", "#56B4E9", "#009E73", "#CC79A7", "#E69F00")
 
 
 def pick_slices(store, cases: list[str], n_slices: int, dataset: dict) -> tuple[np.ndarray, list[str]]:

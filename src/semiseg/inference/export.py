@@ -1,0 +1,104 @@
+"""A run's predictions next to their images, for a viewer: ``semiseg export``.
+
+The infer stage writes ``predictions/<case>.nii.gz`` only (the evaluate stage reads every NIfTI
+there). To look at them, ``export_run`` writes, into one folder::
+
+    <case>_image.nii.gz   the image as the store holds it (float32; intensities as preprocessed,
+                          e.g. min-max scaled to [0, 1] for ACDC)
+    <case>_gt.nii.gz      its ground truth (uint8)
+    <case>_pred.nii.gz    the run's prediction (uint8)
+    labels.txt            ITK-SNAP label description: value, colour, name of every class
+
+all three with the geometry of the source image (spacing, origin, direction), so they overlay in
+any viewer. In ITK-SNAP: File > Open Main Image ``<case>_image.nii.gz``, Segmentation > Open
+Segmentation ``<case>_pred.nii.gz`` (or ``_gt``), Segmentation > Import Label Descriptions
+``labels.txt``. In 3D Slicer: load the image, and the two label maps as segmentations.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+
+from semiseg.data.errors import DataError
+from semiseg.data.store import Store
+from semiseg.reporting.colours import LABEL_COLOURS
+
+__all__ = ["LABEL_COLOURS", "LEGEND_NAME", "export_run", "itksnap_labels", "write_itksnap_labels"]
+
+#: File name of the label description written beside predictions and exports.
+LEGEND_NAME = "labels.txt"
+
+
+
+def itksnap_labels(labels: Mapping[str, int]) -> str:
+    """The ITK-SNAP label description file of ``labels`` (``{name: value}``, value 0 the background).
+
+    One line per value: ``IDX R G B A VIS MSH "LABEL"``: colour 0..255, opacity A 0..1, visible
+    in slices (VIS) and in 3D (MSH). The background is transparent and hidden.
+    """
+    lines = ["# ITK-SNAP Label Description File (written by semiseg)",
+             "# IDX   -R-  -G-  -B-  -A--  VIS MSH  LABEL"]
+    for name, value in sorted(labels.items(), key=lambda kv: kv[1]):
+        if '"' in name:
+            raise ValueError(f"label name {name!r} contains a double quote, which the file format cannot hold")
+        if value == 0:
+            rgb, alpha, vis = (0, 0, 0), 0.0, 0
+        else:
+            hexcode = LABEL_COLOURS[(value - 1) % len(LABEL_COLOURS)]
+            rgb, alpha, vis = tuple(int(hexcode[i:i + 2], 16) for i in (1, 3, 5)), 1.0, 1
+        lines.append(f"{value:5d} {rgb[0]:5d} {rgb[1]:4d} {rgb[2]:4d} {alpha:6.2f} {vis:3d} {vis:3d}  \"{name}\"")
+    return "\n".join(lines) + "\n"
+
+
+def write_itksnap_labels(labels: Mapping[str, int], path: Path) -> Path:
+    Path(path).write_text(itksnap_labels(labels))
+    return Path(path)
+
+
+def export_run(run_dir: Path, store_path: Path, out_dir: Path, cases: list[str] | None = None) -> list[str]:
+    """Write image, ground truth and prediction of ``cases`` (default: every prediction of the
+    run) and ``labels.txt`` into ``out_dir``; returns the cases. ``out_dir`` is written whole
+    (a temporary folder beside it, then a rename) and replaces what was there."""
+    from semiseg.inference.run import write_nifti
+
+    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    pred_dir = run_dir / "predictions"
+    available = sorted(p.name[: -len(".nii.gz")] for p in pred_dir.glob("*.nii.gz")) if pred_dir.is_dir() else []
+    if not available:
+        raise DataError(pred_dir, "no predictions (*.nii.gz) to export; build the run's predictions first "
+                                  "(snakemake .../predictions, or semiseg infer)")
+    chosen = list(cases) if cases else available
+    missing = [c for c in chosen if c not in available]
+    if missing:
+        raise DataError(pred_dir, f"no prediction of {missing}; the run predicted {available}")
+    tmp = out_dir.with_name(f".{out_dir.name}.partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        with Store(store_path) as store:
+            write_itksnap_labels(store.labels, tmp / LEGEND_NAME)
+            for cid in chosen:
+                if cid not in store:
+                    raise DataError(pred_dir / f"{cid}.nii.gz", f"case {cid!r} is not in the store {store_path}")
+                image, label = store.read(cid)
+                geometry = store.geometry(cid)
+                pred = sitk.ReadImage(os.fspath(pred_dir / f"{cid}.nii.gz"))
+                if sitk.GetArrayViewFromImage(pred).shape != image.shape:
+                    raise DataError(pred_dir / f"{cid}.nii.gz", f"prediction shape "
+                                    f"{sitk.GetArrayViewFromImage(pred).shape} differs from the image's {image.shape}")
+                write_nifti(image, geometry, tmp / f"{cid}_image.nii.gz")
+                write_nifti(label.astype(np.uint8), geometry, tmp / f"{cid}_gt.nii.gz")
+                # the prediction's own array, placed like the image (it already is, when infer wrote it)
+                write_nifti(sitk.GetArrayFromImage(pred).astype(np.uint8), geometry, tmp / f"{cid}_pred.nii.gz")
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    shutil.rmtree(out_dir, ignore_errors=True)
+    os.replace(tmp, out_dir)
+    return chosen

@@ -1,0 +1,33 @@
+# report pages: one self-contained HTML page per table (the table, per-class metrics, Dice
+# against ratio with the papers' points, job parameters, learning curves, overlays, ALHVR's
+# regions), the items of `snakemake --report report.html`.
+
+
+rule table_report:
+    input:
+        table=results("tables/{table}.md"),
+        store=table_store,
+        metrics=table_run_files("metrics.csv"),
+        train_logs=table_run_files("train.csv"),
+        configs=table_run_files("config.json"),
+        predictions=table_run_files("predictions"),
+        regions=table_region_figures,
+    output:
+        report(
+            results("report/{table}.html"),
+            caption="../report/table.rst",
+            category="Tables",
+            labels={"table": "{table}"},
+        ),
+    params:
+        spec=table_report_spec,
+        title=lambda wildcards: CFG["tables"][wildcards.table]["title"],
+        runs=lambda wildcards, input: [os.path.dirname(m) for m in input.metrics],
+        code=code_fingerprint("report"),
+        wildcards=job_wildcards,
+    log:
+        results("logs/report/{table}.log"),
+    shell:
+        "semiseg --rule table_report --wildcards {params.wildcards:q}"
+        " report --spec {params.spec:q} --table {input.table} --store {input.store}"
+        " --runs {params.runs} --regions {input.regions} --out {output} 2> {log}"

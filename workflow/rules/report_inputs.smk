@@ -1,0 +1,36 @@
+# Input functions of the report pages (rules/report.smk); no rule lives here.
+
+
+def table_run_files(name):
+    """The file `name` of every run of the table (metrics.csv, train.csv, config.json, predictions)."""
+    return lambda wildcards: [
+        results(f"runs/{d}/{m}/{r}/seed{s}/{name}") for d, m, r, s in table_runs(CFG, wildcards.table)
+    ]
+
+
+def table_store(wildcards):
+    return results(f"preprocessed/{CFG['tables'][wildcards.table]['dataset']}/store.h5")
+
+
+def table_region_figures(wildcards):
+    """ALHVR's region figure at each ratio of the table's `alhvr` row (drawn from seed 0's run)."""
+    table = CFG["tables"][wildcards.table]
+    if 0 not in [int(s) for s in table["seeds"]]:
+        return []
+    return [
+        results(f"figures/alhvr_regions_{table['dataset']}_{ratio}.png")
+        for row in table["rows"]
+        if row["method"] == "alhvr" and row.get("run", True)
+        for ratio in row["ratios"]
+    ]
+
+
+def table_report_spec(wildcards):
+    """What the page shows of the catalogue entry. No schedule: the page reads it from the runs
+    themselves, so the report's parameters are the table's whatever --config the report is made with."""
+    return json.dumps({"name": wildcards.table, "table": CFG["tables"][wildcards.table]},
+                      sort_keys=True, separators=(",", ":"))
+
+
+def report_pages():
+    return [results(f"report/{t}.html") for t in CFG["settings"]["tables"]]
