@@ -21,6 +21,8 @@ from typing import Any
 import yaml
 from jsonschema import Draft202012Validator, validators
 
+from semiseg.reporting.references import check_references, reference_values
+
 __all__ = [
     "ConfigError",
     "load_config",
@@ -196,18 +198,20 @@ def load_config(config: dict | None = None, root: Path | str | None = None) -> d
         if table["dataset"] not in datasets:
             raise ConfigError(f"{where}.dataset: unknown dataset {table['dataset']!r}; allowed: {', '.join(sorted(datasets))}")
         ratios = datasets[table["dataset"]]["ratios"]
-        reference = table.get("reference", {}).get("values", {})
+        for problem in check_references(table):
+            raise ConfigError(f"{where}.{problem}")
+        reference = reference_values(table)  # method -> ratio -> the sources' values
         paper_only = {row["method"] for row in table["rows"] if not row.get("run", True)} - set(methods)
         for i, row in enumerate(table["rows"]):
             if row["method"] not in methods and row.get("run", True):
                 raise ConfigError(f"{where}.rows.{i}.method: unknown method {row['method']!r}; allowed: "
                                   f"{', '.join(sorted(methods))} (or a method not implemented here, with "
-                                  "`run: false` and its paper values under reference.values)")
+                                  "`run: false` and its paper values in reference)")
             if row["method"] in paper_only:
                 missing = [r for r in row["ratios"] if r not in reference.get(row["method"], {})]
                 if missing:
                     raise ConfigError(f"{where}.rows.{i}: {row['method']!r} is not implemented here, so the row "
-                                      f"only shows paper values, but reference.values.{row['method']} has none for "
+                                      f"only shows paper values, but the sources in reference give none for "
                                       f"ratio(s) {', '.join(map(str, missing))}")
             for r in row["ratios"]:
                 if str(r) not in ratios:
@@ -215,7 +219,7 @@ def load_config(config: dict | None = None, root: Path | str | None = None) -> d
                                       f"{table['dataset']!r}; allowed: {', '.join(sorted(ratios, key=int))}")
         for m in reference:
             if m not in methods and m not in paper_only:
-                raise ConfigError(f"{where}.reference.values.{m}: unknown method; allowed: "
+                raise ConfigError(f"{where}.reference: values of unknown method {m!r}; allowed: "
                                   f"{', '.join(sorted(set(methods) | paper_only))}")
     if settings.get("seeds") is not None:  # one set of seeds for every table (a quick check)
         for table in tables.values():

@@ -104,6 +104,8 @@ def table_spec(wildcards):
             "table": table,
             "ratios": CFG["datasets"][table["dataset"]]["ratios"],
             "schedule": schedule_name(CFG, table["dataset"]),
+            # the dataset's own schedule (no --config override): smoke runs elsewhere are no result
+            "own_schedule": schedule_name({**CFG, "settings": {**CFG["settings"], "schedule": None}}, table["dataset"]),
             "distance_unit": CFG["datasets"][table["dataset"]]["distance_unit"],
             "supervised_methods": sorted(
                 m for m, e in CFG["methods"].items() if e["algorithm"] == "supervised"
