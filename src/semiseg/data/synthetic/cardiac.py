@@ -10,9 +10,10 @@ within minutes: class intensities are drawn per case from overlapping ranges (th
 barely differs from the surrounding tissue), tissue texture, partial-volume blur at every
 boundary while the labels stay hard, a smooth multiplicative bias field, Rician noise, and
 background structures that look like the targets (bright round blobs, some with a
-myocardium-like rim). Two knobs make them easier without changing what is drawn (the same seed
+myocardium-like rim). Four knobs make them easier without changing what is drawn (the same seed
 draws the same anatomy at every setting): ``noise`` scales the texture and the Rician noise,
-``myo_contrast`` lifts the myocardium's intensity above the surrounding tissue.
+``myo_contrast`` lifts the myocardium's intensity above the surrounding tissue, ``distractors``
+fades the target look-alikes out, ``heart_scale`` enlarges the heart in the image.
 """
 
 from __future__ import annotations
@@ -55,11 +56,13 @@ def _smooth_walk(rng: np.random.Generator, n: int, step: float) -> np.ndarray:
 def _cardiac_case(
     anatomy: dict[str, float], contraction: dict[str, float], n_slices: int,
     size: tuple[int, int], rng: np.random.Generator, *, noise: float = 1.0, myo_contrast: float = 0.0,
+    distractors: float = 1.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Render one short-axis volume (base at z=0, apex at the last slice) and its label map.
 
     ``noise`` scales the texture and Rician noise amplitudes; ``myo_contrast`` is added to the
-    myocardium's intensity (tissue is drawn from 0.25..0.40). Neither changes what is drawn.
+    myocardium's intensity (tissue is drawn from 0.25..0.40); ``distractors`` weighs the bright
+    background blobs and the epicardial fat (0: drawn but not painted). None changes what is drawn.
     """
     ny, nx = size
     scale = float(min(size))
@@ -139,14 +142,14 @@ def _cardiac_case(
             s_rim, _, _ = _ellipse_field(
                 xx, yy, bcx, bcy, rot, np.array(radius + rim), np.array(radius * ecc + rim)
             )
-            paint(image, sigmoid(s_rim / edge), myo + rng.uniform(-0.03, 0.03))
-        paint(image, sigmoid(s_blob / edge), rng.uniform(0.6, 0.95))
+            paint(image, distractors * sigmoid(s_rim / edge), myo + rng.uniform(-0.03, 0.03))
+        paint(image, distractors * sigmoid(s_blob / edge), rng.uniform(0.6, 0.95))
 
     # Epicardial fat: a bright band over part of the heart's outline (labelled background).
     fat_width = rng.uniform(1.0, 2.5) * scale / 96
     start, span = rng.uniform(0, 2 * np.pi), rng.uniform(0.8, 2.2)
     in_sector = np.mod(np.arctan2(v, u) - start, 2 * np.pi) < span
-    paint(image, sigmoid(np.minimum(s_epi + fat_width, -s_epi) / edge) * in_sector,
+    paint(image, distractors * sigmoid(np.minimum(s_epi + fat_width, -s_epi) / edge) * in_sector,
            rng.uniform(0.6, 0.85))
 
     paint(image, sigmoid(s_epi / edge), myo)
@@ -168,17 +171,18 @@ def _cardiac_case(
     return minmax(image), label
 
 
-def _cardiac_anatomy(rng: np.random.Generator, size: tuple[int, int]) -> dict[str, float]:
-    """Patient-level heart shape and position (pixels), shared by both frames."""
+def _cardiac_anatomy(rng: np.random.Generator, size: tuple[int, int], heart_scale: float = 1.0) -> dict[str, float]:
+    """Patient-level heart shape and position (pixels), shared by both frames; the heart's sizes
+    are multiplied by ``heart_scale`` (the draws are the same at every scale)."""
     ny, nx = size
     scale = float(min(size))
     anatomy = {
-        "lv_r": rng.uniform(0.08, 0.12) * scale,
+        "lv_r": rng.uniform(0.08, 0.12) * scale * heart_scale,
         "ecc": rng.uniform(0.75, 0.98),
         "theta": rng.uniform(0, np.pi),
-        "wall": rng.uniform(0.03, 0.05) * scale,
-        "rv_long": rng.uniform(0.17, 0.25) * scale,
-        "rv_short": rng.uniform(0.07, 0.10) * scale,
+        "wall": rng.uniform(0.03, 0.05) * scale * heart_scale,
+        "rv_long": rng.uniform(0.17, 0.25) * scale * heart_scale,
+        "rv_short": rng.uniform(0.07, 0.10) * scale * heart_scale,
         "rv_overlap": rng.uniform(0.2, 0.6),
         "rv_dir": rng.uniform(0, 2 * np.pi),
     }
@@ -201,6 +205,8 @@ def write_synthetic2d(
     *,
     noise: float = 1.0,
     myo_contrast: float = 0.0,
+    distractors: float = 1.0,
+    heart_scale: float = 1.0,
     overwrite: bool = False,
 ) -> Path:
     """Write a synthetic ACDC-like dataset in the common ACDC layout and return ``out_dir``.
@@ -232,6 +238,10 @@ def write_synthetic2d(
         myo_contrast: added to the myocardium's intensity before the bias field and noise (0:
             the default, myocardium within -0.06..+0.08 of the tissue; images are scaled to
             [0, 1] afterwards); between -0.2 and 0.5.
+        distractors: opacity of the target look-alikes (bright blobs, some with a rim, and the
+            epicardial fat): 1 the default, 0 none; between 0 and 1.
+        heart_scale: factor on the heart's sizes (LV radius, wall, RV), for a larger heart in
+            a small image: 1 the default (LV radius 8-12 % of the image); between 0.5 and 2.
         overwrite: replace an existing non-empty ``out_dir``.
     """
     check_count("n_train", n_train, 1)
@@ -241,6 +251,10 @@ def write_synthetic2d(
         raise ValueError(f"noise must be a number in 0..10, got {noise!r}")
     if isinstance(myo_contrast, bool) or not isinstance(myo_contrast, (int, float)) or not -0.2 <= myo_contrast <= 0.5:
         raise ValueError(f"myo_contrast must be a number in -0.2..0.5, got {myo_contrast!r}")
+    if isinstance(heart_scale, bool) or not isinstance(heart_scale, (int, float)) or not 0.5 <= heart_scale <= 2.0:
+        raise ValueError(f"heart_scale must be a number in 0.5..2, got {heart_scale!r}")
+    if isinstance(distractors, bool) or not isinstance(distractors, (int, float)) or not 0.0 <= distractors <= 1.0:
+        raise ValueError(f"distractors must be a number in 0..1, got {distractors!r}")
     if n_train + n_val + n_test > 999:
         raise ValueError("at most 999 patients (ids are patientNNN)")
     low, high = (int(s) for s in slices)
@@ -269,7 +283,7 @@ def write_synthetic2d(
         n_slices_of: dict[str, int] = {}
         for number in range(1, total + 1):
             patient_rng = np.random.default_rng((seed, number))
-            anatomy = _cardiac_anatomy(patient_rng, size)
+            anatomy = _cardiac_anatomy(patient_rng, size, float(heart_scale))
             n_slices = int(patient_rng.integers(low, high + 1))
             frames = {
                 1: {"lv": 1.0, "wall": 1.0, "rv": 1.0},
@@ -279,7 +293,8 @@ def write_synthetic2d(
             for frame, contraction in frames.items():
                 case = f"patient{number:03d}_frame{frame:02d}"
                 image, label = _cardiac_case(anatomy, contraction, n_slices, size, patient_rng,
-                                             noise=float(noise), myo_contrast=float(myo_contrast))
+                                             noise=float(noise), myo_contrast=float(myo_contrast),
+                                             distractors=float(distractors))
                 write_h5(root / "data" / f"{case}.h5", image, label)
                 n_slices_of[case] = n_slices
                 if case in train_cases:
