@@ -362,3 +362,14 @@ def test_the_alhvr_tables_carry_every_value_of_their_paper_tables():
     assert table1 == {"cps_regions_drop_none": 85.34, "cps_regions_drop_r2r3": 87.13, "cps_regions_drop_r1r3": 88.46,
                       "cps_regions_drop_r1r2": 88.20, "cps_regions_drop_r3": 87.41, "cps_regions_drop_r2": 82.51,
                       "cps_regions_drop_r1": 88.58}
+
+
+def test_runs_that_are_no_result_in_different_ways_are_all_named_in_the_title():
+    info = {**DATASET_INFO, "test_cases": 40, "own_schedule": "paper"}
+    run_info = _smoke_info(2)
+    run_info[("mean_teacher", 20, 0)] = {"schedule": "smoke", "iterations": 6, "test_cases": 2}
+    text = build_table(SPEC, dataset_info=info, results=full_results(), footer=FOOTER, run_info=run_info)
+    assert text.splitlines()[0] == ("# Synthetic 2D demo — not a result: smoke: 2 of 40 test volumes, 4 iterations"
+                                    " — not a result; smoke: 2 of 40 test volumes, 6 iterations — not a result")
+    mt20 = table_rows(text)[2:][3]
+    assert mt20[3].startswith("87.50 ± 0.71 (smoke: 2 of 40 test volumes, 6 iterations — not a result; smoke: 2 of 40")

@@ -393,7 +393,7 @@ def build_table(
     title = _escape(spec["title"])
     smoke_note = ""
     if marks:
-        title += " — " + ("; ".join(marks) if len(marks) == 1 else "smoke: not a result")
+        title += " — " + marks[0] if len(marks) == 1 else " — not a result: " + "; ".join(marks)
         smoke_note = ("Not a result: " + "; ".join(marks) + ". A pipeline check under a short schedule "
                       "or on part of the test set; build the table under its own schedule for numbers.")
     elif smoke_iterations:
