@@ -1,5 +1,6 @@
 """`semiseg audit` on a built tiny workflow: every link of a cell's chain, a tampered prediction,
-stale code and config.
+stale code and config (marked slow); and the pieces that need no workflow: config staleness
+compared as JSON, reading a cell's value back from the table text.
 
 One workflow run is shared by the module (the expensive part, about two minutes on 2 cores).
 It runs with a copy of the package first on PYTHONPATH, so that a code edit can be made to the
@@ -24,8 +25,10 @@ import yaml
 from conftest import REPO, make_workflow
 from semiseg.provenance import path_digest
 from semiseg.reporting.audit import MISMATCH, OK, audit, format_audit, run_cli
+from semiseg.reporting.audit.chain import _value_part
+from semiseg.reporting.audit.links import Auditor, config_diff
+from semiseg.reporting.tables import format_cell
 
-pytestmark = pytest.mark.slow
 
 # Rows with labels, so that --row can name a row either way.
 TABLE = {"tiny": {"title": "Tiny audited table", "dataset": "tiny2d", "seeds": [0],
@@ -61,6 +64,7 @@ def all_links(result):
     return [*result["chain"], *[lk for run in result["runs"] for lk in run["links"]], *result["data"]]
 
 
+@pytest.mark.slow
 def test_every_link_of_a_cell_exists_and_matches_its_checksums(built):
     root, _, _ = built
     table = root / "results" / "tables" / "tiny.md"
@@ -113,6 +117,7 @@ def test_every_link_of_a_cell_exists_and_matches_its_checksums(built):
         audit(table, row="U-Net", ratio=50, root=root)
 
 
+@pytest.mark.slow
 def test_command_line_json_for_an_unchanged_checkout_is_ok_and_current(built):
     root, _, env = built
     proc = run_audit(root, env, "--row", "Mean Teacher", "--ratio", "25", "--format", "json")
@@ -121,6 +126,7 @@ def test_command_line_json_for_an_unchanged_checkout_is_ok_and_current(built):
     assert result["status"] == OK and result["stale"] == [], result["stale"]
 
 
+@pytest.mark.slow
 def test_a_code_edit_is_reported_stale(built):
     root, src, env = built
     method = src / "semiseg" / "methods" / "mean_teacher.py"
@@ -137,6 +143,7 @@ def test_a_code_edit_is_reported_stale(built):
     assert {stage for stage, _ in stale} <= {"train", "table"}  # the table's fingerprint covers train code
 
 
+@pytest.mark.slow
 def test_a_config_edit_is_reported_stale(built):
     root, _, _ = built
     methods = root / "config" / "methods" / "baselines.yaml"
@@ -153,6 +160,7 @@ def test_a_config_edit_is_reported_stale(built):
     assert [s["stage"] for s in changed] == ["train"] and "method.params.consistency" in changed[0]["detail"]
 
 
+@pytest.mark.slow
 def test_a_tampered_prediction_is_reported_as_not_matching(built):
     root, _, env = built
     pred_dir = root / "results" / "runs" / "tiny2d" / "supervised" / "25" / "seed0" / "predictions"
@@ -184,6 +192,7 @@ def test_a_tampered_prediction_is_reported_as_not_matching(built):
     assert run_cli(restored) == 0  # the exit status of the command line, in-process
 
 
+@pytest.mark.slow
 def test_the_html_report_shows_each_table_with_links_to_its_runs(built):
     root, _, env = built
     proc = subprocess.run([sys.executable, "-m", "snakemake", "--cores", "1", "--directory", str(root),
@@ -194,3 +203,43 @@ def test_the_html_report_shows_each_table_with_links_to_its_runs(built):
     for method in ("supervised", "mean_teacher"):
         assert f"results/runs/tiny2d/{method}/25/seed0/" in html, method
     assert "semiseg audit" in html and "Tiny audited table" in html
+
+
+# ----------------------------------------------------------------------------- no workflow needed
+def test_config_compared_as_json_holds_no_phantom_change():
+    """A record holds the table spec as JSON (ratio keys "10"), the config now as YAML gives it
+    (10): the same values must not read as "config changed at reference.values.bcp.10"."""
+    now = {"reference": {"values": {"bcp": {10: {"dice": 88.84}}}}, "seeds": [0, 1, 2]}
+    recorded = json.loads(json.dumps(now))
+    assert recorded != now  # what the old comparison saw
+    assert config_diff(recorded, now) == []
+    changed = json.loads(json.dumps(now))
+    changed["reference"]["values"]["bcp"]["10"]["dice"] = 88.0
+    assert config_diff(changed, now) == ["reference.values.bcp.10.dice"]
+    assert config_diff({"seeds": [0]}, {"seeds": (0,)}) == []
+
+
+def test_a_record_whose_config_is_unchanged_is_not_stale(tmp_path):
+    auditor = Auditor(tmp_path)  # no config here: only the comparison is exercised
+    table = {"reference": {"source": "x", "values": {"bcp": {10: {"dice": 88.84}}}}}
+    record = {"code": {}, "spec": json.loads(json.dumps(table))}
+    step = auditor.step("table", tmp_path / "provenance.json", record,
+                        config_now=(record["spec"], table))
+    assert [s for s in step["stale"] if s["reason"] == "stale: config changed"] == []
+    edited = {"reference": {"source": "x", "values": {"bcp": {10: {"dice": 90.0}}}}}
+    step = auditor.step("table", tmp_path / "provenance.json", record, config_now=(record["spec"], edited))
+    details = [s["detail"] for s in step["stale"] if s["reason"] == "stale: config changed"]
+    assert details == ["differs from config/config.yaml now at reference.values.bcp.10.dice"]
+
+
+@pytest.mark.parametrize("cell", [
+    format_cell([81.0, 82.0]),
+    format_cell([81.0, 82.0], reference=80.1),
+    format_cell([81.0, 82.0], references=[("A T1", 79.65), ("B T2", 83.65)]),
+    format_cell([81.0, 82.0], mark="smoke: 2 of 40 test volumes, 4 iterations — not a result",
+                references=[("A T1", 79.65)]),
+])
+def test_the_audited_value_of_a_cell_is_the_part_before_its_notes(cell):
+    assert _value_part(cell) == "81.50 ± 0.71"
+    assert _value_part("not run (paper: A 1.00)") == "not run"
+    assert _value_part("-3.25") == "-3.25"

@@ -46,7 +46,8 @@ def test_synthetic_datasets_pin_smoke_whatever_the_command_line_says():
 def test_table_runs_cover_rows_ratios_and_seeds():
     cfg = load_config(root=REPO)
     runs = table_runs(cfg, "demo")
-    assert len(runs) == 2 * 2 * 2 and runs[0] == ("synthetic2d", "supervised", 10, 0)
+    assert len(runs) == 3 * 1 * 3 and runs[0] == ("synthetic2d", "supervised", 10, 0)
+    assert runs[-1] == ("synthetic2d", "supervised", 100, 2)
 
 
 @pytest.mark.parametrize(

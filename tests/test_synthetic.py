@@ -164,12 +164,29 @@ def test_2d_refuses_non_empty_directory_unless_overwrite(tmp_path: Path) -> None
 @pytest.mark.parametrize(
     "kwargs",
     [dict(n_train=0), dict(n_test=0), dict(n_val=-1), dict(slices=(1, 4)), dict(slices=(5, 4)),
-     dict(size=(16, 96)), dict(n_train=True)],
+     dict(size=(16, 96)), dict(n_train=True), dict(noise=-0.1), dict(myo_contrast=0.6), dict(distractors=1.5),
+     dict(heart_scale=3.0), dict(noise=True)],
 )
 def test_2d_rejects_bad_arguments(tmp_path: Path, kwargs: dict) -> None:
     with pytest.raises(ValueError):
         write_synthetic2d(tmp_path / "x", **kwargs)
     assert not (tmp_path / "x").exists()
+
+
+def test_2d_knobs_change_the_images_not_what_is_drawn(tmp_path: Path) -> None:
+    """noise, myo_contrast and distractors repaint the same anatomy; heart_scale enlarges it."""
+    base = write_synthetic2d(tmp_path / "base", **SMALL_2D)
+    easy = write_synthetic2d(tmp_path / "easy", noise=0.2, myo_contrast=0.25, distractors=0.0, **SMALL_2D)
+    case = _lines(base / "test.list")[0]
+    image_b, label_b = _read(base / "data" / f"{case}.h5")
+    image_e, label_e = _read(easy / "data" / f"{case}.h5")
+    assert np.array_equal(label_b, label_e) and not np.array_equal(image_b, image_e)
+    # with the look-alikes gone and the myocardium lifted, intensity separates the classes better
+    assert _best_band_dice(image_e, label_e == 2) > _best_band_dice(image_b, label_b == 2)
+    big = write_synthetic2d(tmp_path / "big", heart_scale=1.5, **SMALL_2D)
+    _, label_big = _read(big / "data" / f"{case}.h5")
+    assert (label_big > 0).sum() > 1.5 * (label_b > 0).sum()
+    assert set(np.unique(label_big)) == {0, 1, 2, 3}
 
 
 # -- synthetic3d -----------------------------------------------------------------------------------

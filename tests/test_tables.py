@@ -211,3 +211,165 @@ def test_a_built_table_states_its_code_version_and_distance_unit(tmp_path):
     text = table_from_runs(spec, descriptor=descriptor, metrics=[metrics], out=tmp_path / "t.md")
     assert f"Code version: {__version__} (git " in text  # this checkout's commit, read when written
     assert "95HD and ASD are in voxels of the native grid" in text
+
+
+# ----------------------------------------------------------------------------- several sources
+TWO_SOURCES = [
+    {"tag": "BUARL T1", "source": "BUARL, Table 1",
+     "values": {"mean_teacher": {10: {"dice": 79.65, "jaccard": 68.06}}, "supervised": {10: {"dice": 79.41}}}},
+    {"tag": "ALHVR T2", "source": "ALHVR, Table 2",
+     "values": {"mean_teacher": {"10": {"dice": 83.65}}, "supervised": {10: {"dice": 79.41}}}},
+]
+
+
+def test_each_source_of_a_cell_is_shown_with_its_tag():
+    spec = {**SPEC, "reference": TWO_SOURCES}
+    body = table_rows(build_table(spec, dataset_info=DATASET_INFO, results=full_results(), footer=FOOTER))[2:]
+    # two papers disagree on MT at 10 %: both values, each tagged, in the sources' order
+    assert body[2][3] == "81.93 ± 0.71 (paper: BUARL T1 79.65; ALHVR T2 83.65)"
+    assert body[2][4] == "70.50 ± 0.71 (paper: BUARL T1 68.06)"
+    # two papers agree on U-Net at 10 %: the value once, with both tags
+    assert body[0][3] == "81.00 ± 1.41 (paper: BUARL T1, ALHVR T2 79.41)"
+    text = build_table(spec, dataset_info=DATASET_INFO, results=full_results(), footer=FOOTER)
+    assert "Paper values (each cell names its source): BUARL T1: BUARL, Table 1; ALHVR T2: ALHVR, Table 2." in text
+
+
+def test_the_sources_of_a_table_are_checked():
+    from semiseg.reporting.references import check_references, reference_values
+
+    untagged = [{**src, "tag": None} for src in TWO_SOURCES]
+    assert any("reference.0.tag" in p for p in check_references({"reference": untagged}))
+    twice = [TWO_SOURCES[0], {**TWO_SOURCES[1], "tag": "BUARL T1"}]
+    assert any("reference.1.tag: 'BUARL T1' is also" in p for p in check_references({"reference": twice}))
+    assert check_references({"reference": TWO_SOURCES}) == []
+    assert check_references(SPEC) == []  # one untagged source
+    values = reference_values({"reference": TWO_SOURCES})
+    assert values["mean_teacher"][10] == [("BUARL T1", {"dice": 79.65, "jaccard": 68.06}),
+                                          ("ALHVR T2", {"dice": 83.65})]  # "10" (JSON) is 10
+
+
+def test_a_table_with_several_untagged_sources_is_a_config_error(tmp_path):
+    from conftest import make_workflow, tiny_table
+    from semiseg.config import ConfigError, load_config
+
+    tables = tiny_table(methods=("supervised",))
+    tables["tiny"]["reference"] = [{"source": "A", "values": {"supervised": {25: {"dice": 80.0}}}},
+                                   {"source": "B", "values": {"supervised": {25: {"dice": 81.0}}}}]
+    root = make_workflow(tmp_path, tables=tables)
+    with pytest.raises(ConfigError, match=r"tiny\.reference\.0\.tag: a table with 2 sources needs a tag"):
+        load_config(root=root)
+
+
+# ----------------------------------------------------------------------------- smoke runs
+def _smoke_info(test_cases):
+    return {key: {"schedule": "smoke", "iterations": 4, "test_cases": test_cases} for key in full_results()}
+
+
+def test_a_smoke_run_on_a_benchmark_is_marked_no_result_in_the_title_and_every_cell():
+    info = {**DATASET_INFO, "test_cases": 40, "own_schedule": "paper"}
+    text = build_table(SPEC, dataset_info=info, results=full_results(), footer=FOOTER, run_info=_smoke_info(2))
+    mark = "smoke: 2 of 40 test volumes, 4 iterations — not a result"
+    assert text.splitlines()[0] == f"# Synthetic 2D demo — {mark}"
+    body = table_rows(text)[2:]
+    for row in body:
+        for cell in row[3:]:
+            assert f"({mark})" in cell, cell
+    assert body[2][3] == f"81.93 ± 0.71 ({mark}) (paper 80.10)"
+    assert f"- Not a result: {mark}." in text
+
+
+def test_smoke_on_a_dataset_whose_schedule_is_smoke_is_a_result_named_in_the_title():
+    info = {**DATASET_INFO, "test_cases": 8, "own_schedule": "smoke"}
+    text = build_table(SPEC, dataset_info=info, results=full_results(), footer=FOOTER, run_info=_smoke_info(8))
+    assert text.splitlines()[0] == "# Synthetic 2D demo (smoke schedule, 4 iterations)"
+    assert "not a result" not in text
+    # on part of its test set it is no result, whatever the schedule
+    text = build_table(SPEC, dataset_info=info, results=full_results(), footer=FOOTER, run_info=_smoke_info(3))
+    assert "smoke: 3 of 8 test volumes, 4 iterations — not a result" in text.splitlines()[0]
+
+
+def test_the_table_stage_reads_each_runs_schedule_and_scored_volumes(tmp_path):
+    import json
+
+    from semiseg.reporting.build import table_from_runs
+
+    run = tmp_path / "runs" / "d" / "supervised" / "50" / "seed0"
+    run.mkdir(parents=True)
+    (run / "metrics.csv").write_text("case,class,class_name,dice,jaccard,hd95,asd,pred_empty,gt_empty\n"
+                                     "p2_frame01,1,a,0.8,0.6667,2.0,1.0,False,False\n"
+                                     "p2_frame02,1,a,0.8,0.6667,2.0,1.0,False,False\n")
+    (run / "config.json").write_text(json.dumps({"spec": {"schedule": {"name": "smoke", "iterations": 4}}}))
+    descriptor = tmp_path / "dataset.json"
+    cases = {f"p{p}_frame0{f}": {"patient": f"p{p}"} for p in range(5) for f in (1, 2)}
+    descriptor.write_text(json.dumps({"patients": {"train": ["p0", "p1"], "val": [], "test": ["p2", "p3", "p4"]},
+                                      "cases": cases}))
+    spec = {"table": {"title": "T", "dataset": "d", "seeds": [0], "rows": [{"method": "supervised", "ratios": [50]}]},
+            "ratios": {"50": 1}, "schedule": "smoke", "own_schedule": "paper", "distance_unit": "voxel"}
+    text = table_from_runs(spec, descriptor=descriptor, metrics=[run / "metrics.csv"], out=tmp_path / "t.md")
+    assert text.splitlines()[0] == "# T — smoke: 2 of 6 test volumes, 4 iterations — not a result"
+
+
+# ----------------------------------------------------------------------------- the catalogue's paper values
+def _catalogue():
+    from conftest import REPO
+    from semiseg.config import load_config
+
+    return load_config(root=REPO)
+
+
+def test_the_acdc_table_shows_each_papers_value_with_its_source():
+    from semiseg.reporting.references import reference_values
+
+    cfg = _catalogue()
+    table = cfg["tables"]["acdc"]
+    assert table["seeds"] == [0, 1, 2]
+    values = reference_values(table)
+    dice = {m: {r: [(tag, v["dice"]) for tag, v in cells] for r, cells in by_r.items()} for m, by_r in values.items()}
+    assert dice["mean_teacher"][10] == [("ALHVR T2", 83.65), ("BUARL T1", 79.65)]
+    assert dice["supervised"][10] == [("ALHVR T2", 81.59), ("BUARL T1", 79.41)]
+    assert dice["alhvr"][10] == [("ALHVR T2", 90.56)]
+    assert dice["bcp"][5] == [("BUARL T1", 87.59), ("TraCoCo", 87.59)]
+    implemented = {r["method"]: r["ratios"] for r in table["rows"] if r.get("run", True) and r["method"] != "supervised"}
+    assert implemented == {m: [5, 10, 20] for m in ("mean_teacher", "ua_mt", "cps", "bcp", "alhvr")}
+    assert [r["ratios"] for r in table["rows"] if r["method"] == "supervised"] == [[5, 10, 20], [100]]
+    # every row not run here has a value for each of its ratios
+    for row in table["rows"]:
+        if not row.get("run", True):
+            assert set(row["ratios"]) <= set(values[row["method"]]), row
+
+
+def test_the_alhvr_tables_carry_every_value_of_their_paper_tables():
+    from semiseg.reporting.references import reference_values
+
+    cfg = _catalogue()
+    full = {"dice", "jaccard", "hd95", "asd"}
+
+    def cells(name):
+        values = reference_values(cfg["tables"][name])
+        return {(row["method"], r): values.get(row["method"], {}).get(r) for row in cfg["tables"][name]["rows"]
+                for r in row["ratios"]}
+
+    table2 = cells("alhvr_acdc")  # 3 U-Net rows + 10 methods at 7 and 14 labeled
+    assert len(table2) == 23 and all(v and set(v[0][1]) == full for v in table2.values())
+    assert table2[("alhvr", 10)][0][1]["dice"] == 90.56 and table2[("supervised", 100)][0][1]["dice"] == 91.10
+    table5 = cells("alhvr_ablation")
+    assert len(table5) == 4 and all(set(v[0][1]) == full for v in table5.values())
+    assert table5[("alhvr_baseline", 10)][0][1] == {"dice": 86.61, "jaccard": 77.14, "hd95": 7.30, "asd": 2.15}
+    table6 = {m: v[0][1]["dice"] for (m, _), v in cells("alhvr_beta").items()}
+    assert table6 == {"alhvr_beta_05": 89.88, "alhvr_beta_06": 89.94, "alhvr_beta_07": 90.26, "alhvr": 90.56,
+                      "alhvr_beta_09": 89.85}
+    table1 = {m: v[0][1]["dice"] for (m, _), v in cells("alhvr_regions").items()}
+    assert table1 == {"cps_regions_drop_none": 85.34, "cps_regions_drop_r2r3": 87.13, "cps_regions_drop_r1r3": 88.46,
+                      "cps_regions_drop_r1r2": 88.20, "cps_regions_drop_r3": 87.41, "cps_regions_drop_r2": 82.51,
+                      "cps_regions_drop_r1": 88.58}
+
+
+def test_runs_that_are_no_result_in_different_ways_are_all_named_in_the_title():
+    info = {**DATASET_INFO, "test_cases": 40, "own_schedule": "paper"}
+    run_info = _smoke_info(2)
+    run_info[("mean_teacher", 20, 0)] = {"schedule": "smoke", "iterations": 6, "test_cases": 2}
+    text = build_table(SPEC, dataset_info=info, results=full_results(), footer=FOOTER, run_info=run_info)
+    assert text.splitlines()[0] == ("# Synthetic 2D demo — not a result: smoke: 2 of 40 test volumes, 4 iterations"
+                                    " — not a result; smoke: 2 of 40 test volumes, 6 iterations — not a result")
+    mt20 = table_rows(text)[2:][3]
+    assert mt20[3].startswith("87.50 ± 0.71 (smoke: 2 of 40 test volumes, 6 iterations — not a result; smoke: 2 of 40")

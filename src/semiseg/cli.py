@@ -170,7 +170,10 @@ def cmd_audit(args):
 
 # ----------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
+    from semiseg import __version__
+
     p = argparse.ArgumentParser(prog="semiseg", description=__doc__.splitlines()[0])
+    p.add_argument("--version", action="version", version=f"semiseg {__version__}")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     p.add_argument("--rule", default=None, help="the workflow rule running this stage (for the provenance record)")
     p.add_argument("--wildcards", type=_json_arg, default=None,
@@ -182,52 +185,55 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_check_config)
 
     s = sub.add_parser("fetch", help="bring a dataset's source into results/raw/<dataset>")
-    s.add_argument("--dataset", required=True)
+    s.add_argument("--dataset", required=True, help="the dataset's name in config/datasets/ (named in messages)")
     s.add_argument("--source", type=_json_arg, required=True, help="the catalogue's source entry, as JSON")
-    s.add_argument("--out", type=Path, required=True)
+    s.add_argument("--out", type=Path, required=True,
+                   help="directory to fill with the source's files and their .fetched.json manifest")
     s.set_defaults(func=cmd_fetch)
 
     s = sub.add_parser("preprocess", help="import a fetched layout into one h5 store + dataset.json")
-    s.add_argument("--dataset", required=True)
-    s.add_argument("--layout", required=True)
-    s.add_argument("--raw", required=True)
-    s.add_argument("--labels", type=_json_arg, required=True)
-    s.add_argument("--dims", type=int, required=True, choices=(2, 3))
-    s.add_argument("--store", required=True)
-    s.add_argument("--descriptor", required=True)
+    s.add_argument("--dataset", required=True, help="the dataset's name in config/datasets/ (stored in the store)")
+    s.add_argument("--layout", required=True,
+                   help="the source's on-disk layout (slices, la, acdc_raw, synthetic2d, synthetic3d)")
+    s.add_argument("--raw", required=True, help="the fetched source directory, results/raw/<dataset>")
+    s.add_argument("--labels", type=_json_arg, required=True,
+                   help='class name -> integer label, as JSON, e.g. {"background": 0, "LV": 1}')
+    s.add_argument("--dims", type=int, required=True, choices=(2, 3), help="2: slice-wise dataset, 3: volumetric")
+    s.add_argument("--store", required=True, help="the h5 store to write")
+    s.add_argument("--descriptor", required=True, help="the dataset.json to write beside it")
     s.set_defaults(func=cmd_preprocess)
 
     s = sub.add_parser("split", help="write the labeled/unlabeled/val/test patients of one ratio")
-    s.add_argument("--descriptor", required=True)
-    s.add_argument("--ratio", type=int, required=True)
-    s.add_argument("--labeled-patients", type=int, required=True)
-    s.add_argument("--out", required=True)
+    s.add_argument("--descriptor", required=True, help="the dataset's dataset.json")
+    s.add_argument("--ratio", type=int, required=True, help="labeled percent, e.g. 10")
+    s.add_argument("--labeled-patients", type=int, required=True, help="how many training patients are labeled")
+    s.add_argument("--out", required=True, help="the split JSON to write, results/splits/<dataset>/<ratio>.json")
     s.set_defaults(func=cmd_split)
 
     s = sub.add_parser("train", help="train one run (method × dataset × ratio × seed)")
     s.add_argument("--spec", type=_json_arg, required=True, help="the resolved run spec, as JSON")
-    s.add_argument("--store", required=True)
-    s.add_argument("--split", required=True)
-    s.add_argument("--out-dir", required=True)
+    s.add_argument("--store", required=True, help="the dataset's h5 store")
+    s.add_argument("--split", required=True, help="the ratio's split JSON")
+    s.add_argument("--out-dir", required=True, help="the run directory: model.pt, models.pt, train.csv, config.json")
     s.add_argument("--code-fingerprint", default="", help="hash of the code the run depends on")
     s.add_argument("--checkpoint-interval", type=int, default=None,
                    help="write the resumable state every N iterations (default: the spec's schedule, else 1000)")
-    s.add_argument("--no-progress", action="store_true")
+    s.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     s.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     s.set_defaults(func=cmd_train)
 
     s = sub.add_parser("infer", help="predict the test cases of a trained run")
     s.add_argument("--run-dir", required=True, help="holds model.pt and config.json")
-    s.add_argument("--store", required=True)
-    s.add_argument("--split", required=True)
+    s.add_argument("--store", required=True, help="the dataset's h5 store")
+    s.add_argument("--split", required=True, help="the run's split JSON (its test cases are predicted)")
     s.add_argument("--out", required=True, help="predictions directory")
     s.add_argument("--device", default=None, help="override the spec's device")
     s.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
     s.set_defaults(func=cmd_infer)
 
     s = sub.add_parser("evaluate", help="score predictions against the store's labels")
-    s.add_argument("--predictions", required=True)
-    s.add_argument("--store", required=True)
+    s.add_argument("--predictions", required=True, help="a run's predictions directory")
+    s.add_argument("--store", required=True, help="the dataset's h5 store (the ground truth)")
     s.add_argument("--out", required=True, help="metrics.csv")
     s.add_argument("--distance-unit", default="voxel", choices=("voxel", "mm"),
                    help="95HD/ASD in voxels of the native grid (the papers' protocol) or in mm (the store's spacing)")
@@ -237,13 +243,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--spec", type=_json_arg, required=True, help="table spec + context, as JSON")
     s.add_argument("--descriptor", required=True, help="the dataset's dataset.json")
     s.add_argument("--metrics", nargs="+", required=True, help="runs/<dataset>/<method>/<ratio>/seed<seed>/metrics.csv")
-    s.add_argument("--out", required=True)
+    s.add_argument("--out", required=True, help="the markdown table to write, results/tables/<name>.md")
     s.set_defaults(func=cmd_table)
 
     s = sub.add_parser("figure", help="draw a figure from a trained run")
     s.add_argument("kind", choices=("regions",), help="regions: ALHVR's Figure 1 (image, both predictions, Ω1/Ω2/Ω3)")
     s.add_argument("--run-dir", required=True, help="a two-network run: holds models.pt and config.json")
-    s.add_argument("--store", required=True)
+    s.add_argument("--store", required=True, help="the dataset's h5 store")
     s.add_argument("--split", required=True, help="the run's split; slices come from its unlabeled cases")
     s.add_argument("--out", required=True, help="the PNG to write")
     s.add_argument("--slices", type=int, default=4, help="how many unlabeled slices (rows)")
@@ -274,7 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--ratio", type=int, required=True, help="labeled percent, e.g. 10")
     s.add_argument("--metric", default=None, choices=("dice", "jaccard", "hd95", "asd"),
                    help="recompute this column of the cell (default: all four)")
-    s.add_argument("--format", default="text", choices=("text", "json"))
+    s.add_argument("--format", default="text", choices=("text", "json"), help="indented text (default) or JSON")
     s.add_argument("--root", default=None, help="workflow directory (default: found from the table's location)")
     s.set_defaults(func=cmd_audit)
     return p

@@ -290,18 +290,22 @@ def load_config(config: dict | None = None, root: Path | str | None = None) -> d
         twice = table_duplicates(table)
         if twice:
             raise ConfigError(f"{where}.{twice[0]}")
-        reference = table.get("reference", {}).get("values", {})
+        from semiseg.reporting.references import check_references, reference_values
+
+        for problem in check_references(table):
+            raise ConfigError(f"{where}.{problem}")
+        reference = reference_values(table)  # method -> ratio -> the sources' values
         paper_only = {row["method"] for row in table["rows"] if not row.get("run", True)} - set(methods)
         for i, row in enumerate(table["rows"]):
             if row["method"] not in methods and row.get("run", True):
                 raise ConfigError(f"{where}.rows.{i}.method: unknown method {row['method']!r}; allowed: "
                                   f"{', '.join(sorted(methods))} (or a method not implemented here, with "
-                                  "`run: false` and its paper values under reference.values)")
+                                  "`run: false` and its paper values in reference)")
             if row["method"] in paper_only:
                 missing = [r for r in row["ratios"] if r not in reference.get(row["method"], {})]
                 if missing:
                     raise ConfigError(f"{where}.rows.{i}: {row['method']!r} is not implemented here, so the row "
-                                      f"only shows paper values, but reference.values.{row['method']} has none for "
+                                      f"only shows paper values, but the sources in reference give none for "
                                       f"ratio(s) {', '.join(map(str, missing))}")
             for r in row["ratios"]:
                 if str(r) not in ratios:
@@ -309,7 +313,7 @@ def load_config(config: dict | None = None, root: Path | str | None = None) -> d
                                       f"{table['dataset']!r}; allowed: {', '.join(sorted(ratios, key=int))}")
         for m in reference:
             if m not in methods and m not in paper_only:
-                raise ConfigError(f"{where}.reference.values.{m}: unknown method; allowed: "
+                raise ConfigError(f"{where}.reference: values of unknown method {m!r}; allowed: "
                                   f"{', '.join(sorted(set(methods) | paper_only))}")
     if settings.get("seeds") is not None:  # one set of seeds for every table (a quick check)
         for table in tables.values():
@@ -420,6 +424,8 @@ def table_spec(cfg: dict, name: str) -> dict:
         "table": table,
         "ratios": ds["ratios"],
         "schedule": schedule_name(cfg, table["dataset"]),
+        # the dataset's own schedule (no --config override): smoke runs elsewhere are no result
+        "own_schedule": schedule_name({**cfg, "settings": {**cfg["settings"], "schedule": None}}, table["dataset"]),
         "distance_unit": ds["distance_unit"],
         "supervised_methods": sorted(m for m, e in cfg["methods"].items() if e["algorithm"] == "supervised"),
         "fingerprint": table_fingerprint(cfg, name),

@@ -40,12 +40,39 @@ def code_version() -> str:
     return f"{__version__} (git {git['commit'][:10]}{', uncommitted changes' if git.get('dirty') else ''})"
 
 
+def _test_cases(descriptor: dict) -> int | None:
+    """The number of test volumes of a dataset descriptor (None where it lists no cases)."""
+    cases = descriptor.get("cases")
+    if not isinstance(cases, dict):
+        return None
+    test = set(descriptor["patients"]["test"])
+    return sum(1 for case in cases.values() if case.get("patient") in test)
+
+
+def _run_info(metrics: Path, rows) -> dict:
+    """What a run says of itself for the table: the test volumes its metrics.csv scored, and
+    the schedule and iterations of the ``config.json`` its training wrote beside it.
+
+    `rows` is the run's metrics.csv as read by :func:`read_metrics_csv` (one row per case x class).
+    """
+    info: dict = {"test_cases": int(rows["case"].nunique())}
+    config = metrics.parent / "config.json"
+    if config.is_file():
+        with open(config) as fh:
+            schedule = json.load(fh).get("spec", {}).get("schedule", {})
+        info["schedule"] = schedule.get("name")
+        info["iterations"] = schedule.get("iterations")
+    return info
+
+
 def table_from_runs(spec: dict, *, descriptor: Path, metrics: list[Path], out: Path) -> str:
     """Build and write one table.
 
     `spec` is what the workflow passes: ``table`` (the catalogue entry), ``ratios`` (the
-    dataset's percent → labeled patients), ``supervised_methods``, ``schedule`` and
-    ``fingerprint`` (of the code and config the table's runs were built from).
+    dataset's percent → labeled patients), ``supervised_methods``, ``schedule``,
+    ``own_schedule`` (the dataset's schedule without overrides: a smoke run on a dataset whose
+    own schedule is another is marked as no result) and ``fingerprint`` (of the code and
+    config the table's runs were built from).
     """
     table = spec["table"]
     with open(descriptor) as fh:
@@ -56,18 +83,22 @@ def table_from_runs(spec: dict, *, descriptor: Path, metrics: list[Path], out: P
             for ratio in row["ratios"]:
                 for seed in table["seeds"]:
                     results[(row["method"], int(ratio), int(seed))] = None
+    run_info: dict = {}
     for path in metrics:
         dataset, method, ratio, seed = parse_run_path(path)
         if dataset != table["dataset"]:
             raise ValueError(f"{path}: belongs to dataset {dataset!r}, the table is about {table['dataset']!r}")
-        results[(method, ratio, seed)] = summarise(read_metrics_csv(path))
+        rows = read_metrics_csv(path)
+        results[(method, ratio, seed)] = summarise(rows)
+        run_info[(method, ratio, seed)] = _run_info(Path(path), rows)
     info = {"train_patients": len(desc["patients"]["train"]),
             "labeled_patients": {int(k): v for k, v in spec["ratios"].items()},
-            "distance_unit": DISTANCE_WORDS.get(spec.get("distance_unit"))}
+            "distance_unit": DISTANCE_WORDS.get(spec.get("distance_unit")),
+            "test_cases": _test_cases(desc), "own_schedule": spec.get("own_schedule")}
     footer = {"schedule": spec.get("schedule"), "code_version": spec.get("code_version") or code_version(),
               "fingerprint": spec.get("fingerprint"),
               "generated": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
     text = build_table(table, dataset_info=info, results=results, footer={k: v for k, v in footer.items() if v},
-                       supervised_methods=spec.get("supervised_methods", ["supervised"]))
+                       supervised_methods=spec.get("supervised_methods", ["supervised"]), run_info=run_info)
     write_table(text, out)
     return text

@@ -11,6 +11,17 @@ between test cases. A paper's value, where the spec gives one, is printed beside
 
     81.43 ± 0.52 (paper 80.10)
 
+and where the spec cites several papers (:mod:`semiseg.reporting.references`), every value
+with its source's tag, identical values once with all their sources::
+
+    not run (paper: BUARL T1 79.65; ALHVR T2 83.65)
+    88.12 ± 0.40 (paper: BUARL T1, TraCoCo 88.84)
+
+A run under the ``smoke`` schedule on a dataset whose own schedule is another, or one scored
+on part of the test set, is no result: the title line says so, and so does every cell of it::
+
+    30.12 ± 1.20 (smoke: 2 of 40 test volumes, 4 iterations — not a result)
+
 Worked example: two seeds with Dice 0.80 and 0.82 print as ``81.00 ± 1.41``
 (mean 0.81; sample std ``sqrt(((0.80-0.81)**2 + (0.82-0.81)**2) / 1) = 0.01414``; x 100).
 """
@@ -22,12 +33,12 @@ import numbers
 import os
 import statistics
 from collections.abc import Collection, Mapping, Sequence
-from pathlib import Path
 
 import numpy as np
 
 from semiseg.config import table_duplicates
 from semiseg.io import atomic_write
+from semiseg.reporting.references import reference_sources, reference_values
 
 __all__ = ["COLUMNS", "METRICS_DOC", "build_table", "format_cell", "write_table"]
 
@@ -90,16 +101,38 @@ def _lookup(mapping: Mapping, ratio: int, what: str):
     raise KeyError(f"{what} has no entry for ratio {ratio} (keys: {sorted(map(str, mapping))})")
 
 
-def format_cell(values: Sequence[float], *, reference: float | None = None) -> str:
+def format_references(references: Sequence[tuple[str | None, float]]) -> str:
+    """The papers' values of one cell: ``(paper 80.10)`` for an untagged single source, else
+    ``(paper: A 79.65; B 83.65)``, a value printed by several sources once with all their tags.
+
+    >>> format_references([("BUARL T1", 79.65), ("ALHVR T2", 83.65), ("TraCoCo", 79.65)])
+    '(paper: BUARL T1, TraCoCo 79.65; ALHVR T2 83.65)'
+    """
+    if not references:
+        return ""
+    if len(references) == 1 and references[0][0] is None:
+        return f"(paper {references[0][1]:.2f})"
+    by_value: dict[str, list[str]] = {}
+    for tag, value in references:
+        by_value.setdefault(f"{value:.2f}", []).append(_escape(tag or "paper"))
+    return "(paper: " + "; ".join(f"{', '.join(tags)} {value}" for value, tags in by_value.items()) + ")"
+
+
+def format_cell(values: Sequence[float], *, reference: float | None = None,
+                references: Sequence[tuple[str | None, float]] = (), mark: str = "") -> str:
     """Format one table cell from the per-seed values, already in display units.
 
     Two or more values print as ``mean ± std`` (sample std, ddof=1), one value as its mean, none
-    as ``not run``; a reference value is appended as ``(paper x)``. All numbers have 2 decimals.
+    as ``not run``; ``mark`` (e.g. a smoke run's warning) follows in parentheses; then the
+    papers' values: ``reference`` as ``(paper x)``, or ``references`` as
+    :func:`format_references` prints them. All numbers have 2 decimals.
 
     >>> format_cell([81.0, 82.0], reference=80.1)
     '81.50 ± 0.71 (paper 80.10)'
     >>> format_cell([3.456])
     '3.46'
+    >>> format_cell([30.0, 31.0], mark="smoke: 2 of 40 test volumes, 4 iterations — not a result")
+    '30.50 ± 0.71 (smoke: 2 of 40 test volumes, 4 iterations — not a result)'
     """
     if not values:
         text = _NOT_RUN
@@ -107,8 +140,12 @@ def format_cell(values: Sequence[float], *, reference: float | None = None) -> s
         text = f"{values[0]:.2f}"
     else:
         text = f"{statistics.fmean(values):.2f} ± {statistics.stdev(values):.2f}"
+    if mark and values:
+        text += f" ({_escape(mark)})"
     if reference is not None:
-        text += f" (paper {reference:.2f})"
+        references = [(None, reference), *references]
+    if references:
+        text += " " + format_references(references)
     return text
 
 
@@ -129,27 +166,46 @@ def _summary_values(summary: Mapping, key: tuple) -> dict[str, float]:
     return values
 
 
-def _reference_values(spec: Mapping, method: str, ratio: int) -> dict[str, float]:
-    """The paper's values for one row, or ``{}``."""
-    reference = spec.get("reference") or {}
-    by_method = (reference.get("values") or {}).get(method)
-    if not by_method:
-        return {}
-    try:
-        cell = _lookup(by_method, ratio, f"reference values of {method!r}")
-    except KeyError:
-        return {}
-    out = {}
-    for metric, _ in _METRICS:
-        value = (cell or {}).get(metric)
-        if value is None:
-            continue
-        if not _is_finite_number(value):
-            raise ValueError(
-                f"reference value {method}/{ratio}/{metric} must be a finite number, got {value!r}"
-            )
-        out[metric] = float(value)
+def _reference_values(spec: Mapping, method: str, ratio: int) -> dict[str, list[tuple[str | None, float]]]:
+    """The papers' values for one row: metric -> [(source tag, value), ...], sources in spec order."""
+    out: dict[str, list[tuple[str | None, float]]] = {}
+    for tag, cell in reference_values(spec).get(method, {}).get(int(ratio), []):
+        for metric, _ in _METRICS:
+            value = cell.get(metric)
+            if value is None:
+                continue
+            if not _is_finite_number(value):
+                raise ValueError(
+                    f"reference value {method}/{ratio}/{metric} must be a finite number, got {value!r}"
+                )
+            out.setdefault(metric, []).append((tag, float(value)))
     return out
+
+
+def _smoke_mark(info: Mapping | None, dataset_info: Mapping) -> str:
+    """The warning a run's cells carry when it is no result, or ``""``.
+
+    ``info`` is what the run says of itself: ``schedule`` (name), ``iterations``,
+    ``test_cases`` (volumes scored). A run is no result when it ran the ``smoke`` schedule on a
+    dataset whose own schedule (``dataset_info['own_schedule']``) is another, or when it scored
+    fewer test volumes than the dataset has (``dataset_info['test_cases']``).
+    """
+    if not info:
+        return ""
+    total = dataset_info.get("test_cases")
+    scored = info.get("test_cases")
+    partial = total is not None and scored is not None and scored < total
+    smoke = info.get("schedule") == "smoke"
+    own = dataset_info.get("own_schedule")
+    if not partial and not (smoke and own not in (None, "smoke")):
+        return ""
+    parts = []
+    if scored is not None and total is not None:
+        parts.append(f"{scored} of {total} test volumes")
+    if info.get("iterations") is not None:
+        parts.append(f"{info['iterations']} iterations")
+    head = "smoke" if smoke else f"schedule {info.get('schedule') or '?'}"
+    return f"{head}: {', '.join(parts)} — not a result" if parts else f"{head} — not a result"
 
 
 def _patient_cells(
@@ -181,6 +237,7 @@ def _footer_lines(
     dataset_info: Mapping,
     footer: Mapping,
     partial_rows: bool,
+    smoke_note: str = "",
 ) -> list[str]:
     seeds = [int(seed) for seed in spec["seeds"]]
     seed_text = ", ".join(str(seed) for seed in seeds)
@@ -214,10 +271,15 @@ def _footer_lines(
             "95HD and ASD are in the units of the stored voxel spacing "
             "(mm, or voxels where the spacing is 1.0)."
         )
-    reference = spec.get("reference") or {}
-    if reference.get("values"):
-        source = reference.get("source") or "source not given"
-        lines.append(f"Paper values: {_escape(source)}.")
+    sources = [src for src in reference_sources(spec) if src.get("values")]
+    if len(sources) == 1 and not sources[0].get("tag"):
+        lines.append(f"Paper values: {_escape(sources[0].get('source') or 'source not given')}.")
+    elif sources:
+        named = "; ".join(f"{_escape(src.get('tag') or 'paper')}: {_escape(src.get('source') or 'source not given')}"
+                          for src in sources)
+        lines.append(f"Paper values (each cell names its source): {named}.")
+    if smoke_note:
+        lines.append(smoke_note)
     for key, label in _FOOTER_LABELS:
         if footer.get(key) not in (None, ""):
             lines.append(f"{label}: {_escape(footer[key])}")
@@ -234,6 +296,7 @@ def build_table(
     results: Mapping[tuple[str, int, int], Mapping | None],
     footer: Mapping,
     supervised_methods: Collection[str] = ("supervised",),
+    run_info: Mapping[tuple[str, int, int], Mapping] | None = None,
 ) -> str:
     """Render a table spec and the runs' summaries as markdown.
 
@@ -242,11 +305,15 @@ def build_table(
     spec:
         One entry of ``config/tables/*.yaml`` (already validated): ``title``, ``dataset``,
         ``seeds``, ``rows`` (``method``, ``ratios``, optional ``label`` and ``run``) and an
-        optional ``reference`` (``source``, ``values``: method -> ratio -> metric, with Dice and
-        Jaccard in percent, as the papers print them).
+        optional ``reference``: one source or a list of them, each ``source`` (paper and
+        table), ``values`` (method -> ratio -> metric, Dice and Jaccard in percent, as the
+        papers print them) and, with several sources, a ``tag`` each
+        (:mod:`semiseg.reporting.references`).
     dataset_info:
         ``train_patients`` (int) and ``labeled_patients`` (``{ratio: n}``, int or str keys);
-        optionally ``distance_unit`` (e.g. ``"mm"``) for the footer.
+        optionally ``distance_unit`` (e.g. ``"mm"``) for the footer, ``test_cases`` (the
+        number of test volumes) and ``own_schedule`` (the dataset's own schedule), against
+        which a run's ``run_info`` is judged.
     results:
         ``(method, ratio, seed)`` -> the run's :func:`semiseg.metrics.summarise` dict (Dice and
         Jaccard as fractions), or ``None`` for a run that was not made. Every combination of a
@@ -258,6 +325,12 @@ def build_table(
     supervised_methods:
         Methods trained on labeled patients only, whose Unlabeled cell is ``0``: the catalogue
         entries with ``algorithm: supervised``.
+    run_info:
+        ``(method, ratio, seed)`` -> what the run says of itself: ``schedule`` (name),
+        ``iterations``, ``test_cases`` (volumes scored). A run under the ``smoke`` schedule on a
+        dataset whose ``own_schedule`` is another, or scored on fewer than ``test_cases``
+        volumes, is marked in the title line and in every cell as no result; smoke runs that
+        are the dataset's own schedule put the schedule and its iterations in the title line.
 
     Returns
     -------
@@ -272,17 +345,21 @@ def build_table(
     if table_duplicates(spec):  # the same run twice would pass for two seeds
         raise ValueError(f"table {spec.get('title')!r}: {'; '.join(table_duplicates(spec))}")
     supervised = set(supervised_methods)
+    run_info = run_info or {}
 
     header = "| " + " | ".join(COLUMNS) + " |"
     rule = "| " + " | ".join([":---", ":---", ":---", *["---:"] * len(_METRICS)]) + " |"
     body = []
     partial_rows = False
+    marks: list[str] = []  # the warnings of the runs that are no result, in table order
+    smoke_iterations: set[int] = set()
     for row in spec["rows"]:
         method = row["method"]
         label = row.get("label") or method
         for ratio in row["ratios"]:
             ratio = int(ratio)
             runs: list[dict[str, float]] = []
+            row_marks: list[str] = []
             if row.get("run", True):
                 for seed in seeds:
                     key = (method, ratio, seed)
@@ -293,6 +370,13 @@ def build_table(
                         )
                     if results[key] is not None:
                         runs.append(_summary_values(results[key], key))
+                        info = run_info.get(key) or {}
+                        if info.get("schedule") == "smoke" and info.get("iterations") is not None:
+                            smoke_iterations.add(int(info["iterations"]))
+                        mark = _smoke_mark(info, dataset_info)
+                        if mark and mark not in row_marks:
+                            row_marks.append(mark)
+            marks += [m for m in row_marks if m not in marks]
             reference = _reference_values(spec, method, ratio)
             name = _escape(label)
             if runs and len(runs) < len(seeds):
@@ -304,15 +388,25 @@ def build_table(
             cells = [name, labeled_cell, unlabeled_cell]
             for metric, factor in _METRICS:
                 values = [run[metric] * factor for run in runs]
-                cells.append(format_cell(values, reference=reference.get(metric)))
+                cells.append(format_cell(values, references=reference.get(metric, ()),
+                                         mark="; ".join(row_marks)))
             body.append("| " + " | ".join(cells) + " |")
 
     title = _escape(spec["title"])
+    smoke_note = ""
+    if marks:
+        title += " — " + marks[0] if len(marks) == 1 else " — not a result: " + "; ".join(marks)
+        smoke_note = ("Not a result: " + "; ".join(marks) + ". A pipeline check under a short schedule "
+                      "or on part of the test set; build the table under its own schedule for numbers.")
+    elif smoke_iterations:
+        its = "/".join(str(n) for n in sorted(smoke_iterations))
+        title += f" (smoke schedule, {its} iterations)"
     intro = (
         f"Dataset `{_escape(spec['dataset'])}`: {dataset_info['train_patients']} training "
         "patients; metrics on the test set."
     )
-    notes = _footer_lines(spec, dataset_info=dataset_info, footer=footer, partial_rows=partial_rows)
+    notes = _footer_lines(spec, dataset_info=dataset_info, footer=footer, partial_rows=partial_rows,
+                          smoke_note=smoke_note)
     parts = [f"# {title}", "", intro, "", header, rule, *body, "", *[f"- {line}" for line in notes]]
     return "\n".join(parts) + "\n"
 
