@@ -283,6 +283,8 @@ def run_spec(cfg: dict, dataset: str, method: str, ratio: int | str, seed: int |
             "num_classes": len(ds["labels"]),
             "patch_size": ds["patch_size"],
             "stride": ds.get("stride"),
+            # only when on: the specs (and fingerprints) of datasets without it stay as they were
+            **({"largest_component": True} if ds.get("largest_component") else {}),
         },
         "method": {
             "name": method,

@@ -105,6 +105,7 @@ def table_spec(wildcards):
             "ratios": CFG["datasets"][table["dataset"]]["ratios"],
             "schedule": schedule_name(CFG, table["dataset"]),
             "distance_unit": CFG["datasets"][table["dataset"]]["distance_unit"],
+            "largest_component": CFG["datasets"][table["dataset"]].get("largest_component", False),
             "supervised_methods": sorted(
                 m for m, e in CFG["methods"].items() if e["algorithm"] == "supervised"
             ),

@@ -28,9 +28,12 @@ the stage's output, which Snakemake deletes before re-running the job) and are:
 
 Archives are unpacked with path checks (no absolute paths, no ``..``, no links out of the tree);
 an archive whose content sits in one top-level folder (``database/`` in the official ACDC zip)
-is unwrapped by one level. Layouts that carry no split lists of their own (``acdc_raw``) get the
-protocol's lists shipped in ``config/`` (:data:`SHIPPED_SPLITS`), copied in so the manifest
-checksums them with the data.
+is unwrapped by one level. Layouts that carry no split lists of their own (``acdc_raw``,
+``la_raw``) get the protocol's lists shipped in ``config/`` (:data:`SHIPPED_SPLITS`), copied in so
+the manifest checksums them with the data. The LA copy (``la``) usually carries UA-MT's lists: they
+are kept, but each must be the shipped list or a first part of it (a trimmed copy, such as a
+test subset, keeps the protocol's order, so its first n train cases are still the labeled ones);
+a copy without lists gets the shipped ones.
 
 Every fetch ends by writing ``.fetched.json``: the source, and the sha256 and size of every
 file. It is written last, and the output directory appears (by a rename) only after it, so a
@@ -59,7 +62,7 @@ from semiseg.data.errors import DataError
 from semiseg.data.store import sha256_file
 from semiseg.data.synthetic import write_synthetic2d, write_synthetic3d
 
-__all__ = ["DOWNLOADS", "DownloadError", "MANIFEST", "SHIPPED_SPLITS", "download", "extract",
+__all__ = ["DOWNLOADS", "DownloadError", "MANIFEST", "PREFIX_CHECKED", "SHIPPED_LISTS", "SHIPPED_SPLITS", "download", "extract",
            "fetch", "manifest", "shipped_splits_digest"]
 
 log = logging.getLogger("semiseg.fetch")
@@ -69,8 +72,13 @@ MANIFEST = ".fetched.json"
 DOWNLOADS = ".downloads"
 GENERATORS = {"synthetic2d": write_synthetic2d, "synthetic3d": write_synthetic3d}
 #: layout -> folder (relative to the workflow root) of the train/val/test lists it lacks.
-SHIPPED_SPLITS = {"acdc_raw": "config/datasets/acdc_splits"}
+SHIPPED_SPLITS = {"acdc_raw": "config/datasets/acdc_splits", "la": "config/datasets/la_splits",
+                  "la_raw": "config/datasets/la_splits"}
 SPLIT_LISTS = ("train.list", "val.list", "test.list")
+#: layout -> the lists it ships, where not all of SPLIT_LISTS (the LA protocol has no val list).
+SHIPPED_LISTS = {"la": ("train.list", "test.list"), "la_raw": ("train.list", "test.list")}
+#: Layouts whose own lists are kept only when each is the shipped list or a first part of it.
+PREFIX_CHECKED = {"la", "la_raw"}
 
 _CHUNK = 1 << 20
 _PARTIAL = ".partial"
@@ -328,18 +336,42 @@ def shipped_splits_digest(layout: str | None, root: Path) -> str:
     if layout not in SHIPPED_SPLITS:
         return "none"
     h = hashlib.sha256()
-    for name in SPLIT_LISTS:
+    for name in SHIPPED_LISTS.get(layout, SPLIT_LISTS):
         f = Path(root) / SHIPPED_SPLITS[layout] / name
         h.update(name.encode() + b"\0" + (f.read_bytes() if f.is_file() else b"<missing>") + b"\0")
     return h.hexdigest()[:16]
 
 
+def _list_lines(path: Path) -> list[str]:
+    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+
+
+def _check_prefix(own: Path, shipped: Path, layout: str) -> None:
+    """Raise unless the source's list `own` is the shipped list or its first part."""
+    mine, protocol = _list_lines(own), _list_lines(shipped)
+    for number, (a, b) in enumerate(zip(mine, protocol), start=1):
+        if a != b:
+            raise DataError(own, f"line {number} is {a!r} where the protocol's {shipped} has {b!r}: the "
+                                 f"{layout} source's lists must be the protocol's or a first part of them "
+                                 f"(delete the source's lists to use the shipped ones)")
+    if len(mine) > len(protocol):
+        raise DataError(own, f"{len(mine)} cases, more than the protocol's {len(protocol)} in {shipped}")
+
+
 def _add_shipped_splits(tree: Path, layout: str, root: Path) -> dict | None:
-    """Copy the protocol's split lists into `tree` for layouts without their own; return their origin."""
-    if layout not in SHIPPED_SPLITS or all((tree / n).is_file() for n in SPLIT_LISTS):
+    """Copy the protocol's split lists into `tree` for layouts without their own (and check the
+    own lists of :data:`PREFIX_CHECKED` layouts against them); return their origin."""
+    names = SHIPPED_LISTS.get(layout, SPLIT_LISTS)
+    if layout not in SHIPPED_SPLITS:
         return None
     lists = Path(root) / SHIPPED_SPLITS[layout]
-    for name in SPLIT_LISTS:
+    if all((tree / n).is_file() for n in names):
+        if layout in PREFIX_CHECKED:
+            for name in names:
+                _check_prefix(tree / name, lists / name, layout)
+            return {"splits_checked_against": str(lists.resolve())}
+        return None
+    for name in names:
         if not (lists / name).is_file():
             raise DataError(lists / name, f"the {layout} layout has no split lists of its own and the shipped "
                                           f"list is missing; restore {SHIPPED_SPLITS[layout]}/ from the repository")
