@@ -293,6 +293,10 @@ def main(argv: list[str] | None = None) -> int:
     from semiseg.config import ConfigError
     from semiseg.data.errors import DataError
 
+    if args.command in ("train", "infer", "evaluate"):
+        from semiseg.allocator import tune_allocator
+
+        tune_allocator()  # large 3D activations: keep freed memory in the heap (semiseg.allocator)
     if getattr(args, "threads", None):
         import torch
 

@@ -397,6 +397,8 @@ def run_spec(cfg: dict, dataset: str, method: str, ratio: int | str, seed: int |
             "num_classes": len(ds["labels"]),
             "patch_size": ds["patch_size"],
             "stride": ds.get("stride"),
+            # only when on: the specs (and fingerprints) of datasets without it stay as they were
+            **({"largest_component": True} if ds.get("largest_component") else {}),
         },
         "method": {"name": method, **method_settings(cfg, dataset, method)},
         "schedule": {"name": sname, **resolved},
@@ -427,6 +429,7 @@ def table_spec(cfg: dict, name: str) -> dict:
         # the dataset's own schedule (no --config override): smoke runs elsewhere are no result
         "own_schedule": schedule_name({**cfg, "settings": {**cfg["settings"], "schedule": None}}, table["dataset"]),
         "distance_unit": ds["distance_unit"],
+        "largest_component": ds.get("largest_component", False),
         "supervised_methods": sorted(m for m, e in cfg["methods"].items() if e["algorithm"] == "supervised"),
         "fingerprint": table_fingerprint(cfg, name),
     }

@@ -20,10 +20,13 @@ device, a socket, a pipe) stops the fetch with a message naming the link.
 
 Archives are unpacked with path checks (no absolute paths, no ``..``, no links out of the tree);
 an archive whose content sits in one top-level folder (``database/`` in the official ACDC zip)
-is unwrapped by one level. Layouts that carry no split lists of their own (``acdc_raw``) get the
-protocol's lists shipped in ``config/`` (:data:`SHIPPED_SPLITS`), copied in so the manifest
-checksums them with the data; a source with some but not all three lists is refused (which of
-its lists would count is not for the fetch to guess).
+is unwrapped by one level. Layouts that carry no split lists of their own (``acdc_raw``,
+``la_raw``) get the protocol's lists shipped in ``config/`` (:data:`SHIPPED_SPLITS`), copied in so
+the manifest checksums them with the data; a source with some but not all of its lists is
+refused (which of its lists would count is not for the fetch to guess). The LA copy (``la``)
+usually carries UA-MT's lists: they are kept, but each must be the shipped list or a first part
+of it (a trimmed copy, such as a test subset, keeps the protocol's order, so its first n train
+cases are still the labeled ones); a copy without lists gets the shipped ones.
 
 Every fetch ends by writing ``.fetched.json``: the source, and the sha256 and size of every
 file. It is written last, and the output directory appears (by a rename) only after it, so a
@@ -46,18 +49,23 @@ from semiseg.data.archives import extract, unwrap
 from semiseg.data.download import DownloadError, by_hand, download, filename_for
 from semiseg.data.errors import DataError
 from semiseg.data.synthetic import write_synthetic2d, write_synthetic3d
-from semiseg.io import atomic_dir, sha256_file
+from semiseg.io import atomic_dir, read_text, sha256_file
 
-__all__ = ["DOWNLOADS", "DownloadError", "MANIFEST", "SHIPPED_SPLITS", "copy_source_tree", "download",
-           "extract", "fetch", "manifest", "shipped_splits_digest"]
+__all__ = ["DOWNLOADS", "DownloadError", "MANIFEST", "PREFIX_CHECKED", "SHIPPED_LISTS", "SHIPPED_SPLITS",
+           "copy_source_tree", "download", "extract", "fetch", "manifest", "shipped_splits_digest"]
 
 MANIFEST = ".fetched.json"
 #: Folder beside the fetched datasets that holds downloads (partial and verified).
 DOWNLOADS = ".downloads"
 GENERATORS = {"synthetic2d": write_synthetic2d, "synthetic3d": write_synthetic3d}
 #: layout -> folder (relative to the workflow root) of the train/val/test lists it lacks.
-SHIPPED_SPLITS = {"acdc_raw": "config/datasets/acdc_splits"}
+SHIPPED_SPLITS = {"acdc_raw": "config/datasets/acdc_splits", "la": "config/datasets/la_splits",
+                  "la_raw": "config/datasets/la_splits"}
 SPLIT_LISTS = ("train.list", "val.list", "test.list")
+#: layout -> the lists it ships, where not all of SPLIT_LISTS (the LA protocol has no val list).
+SHIPPED_LISTS = {"la": ("train.list", "test.list"), "la_raw": ("train.list", "test.list")}
+#: Layouts whose own lists are kept only when each is the shipped list or a first part of it.
+PREFIX_CHECKED = {"la", "la_raw"}
 
 _PARTIAL = ".partial"
 
@@ -165,30 +173,52 @@ def shipped_splits_digest(layout: str | None, root: Path) -> str:
     if layout not in SHIPPED_SPLITS:
         return "none"
     h = hashlib.sha256()
-    for name in SPLIT_LISTS:
+    for name in SHIPPED_LISTS.get(layout, SPLIT_LISTS):
         f = Path(root) / SHIPPED_SPLITS[layout] / name
         h.update(name.encode() + b"\0" + (f.read_bytes() if f.is_file() else b"<missing>") + b"\0")
     return h.hexdigest()[:16]
 
 
-def _add_shipped_splits(tree: Path, layout: str, root: Path, origin: str) -> dict | None:
-    """Copy the protocol's split lists into `tree` for layouts without their own; return their origin.
+def _list_lines(path: Path) -> list[str]:
+    return [line.strip() for line in read_text(path).splitlines() if line.strip()]
 
-    A source with all three lists keeps them; one with some of them is refused (naming `origin`).
+
+def _check_prefix(own: Path, shipped: Path, layout: str) -> None:
+    """Raise unless the source's list `own` is the shipped list or its first part."""
+    mine, protocol = _list_lines(own), _list_lines(shipped)
+    for number, (a, b) in enumerate(zip(mine, protocol), start=1):
+        if a != b:
+            raise DataError(own, f"line {number} is {a!r} where the protocol's {shipped} has {b!r}: the "
+                                 f"{layout} source's lists must be the protocol's or a first part of them "
+                                 f"(delete the source's lists to use the shipped ones)")
+    if len(mine) > len(protocol):
+        raise DataError(own, f"{len(mine)} cases, more than the protocol's {len(protocol)} in {shipped}")
+
+
+def _add_shipped_splits(tree: Path, layout: str, root: Path, origin: str) -> dict | None:
+    """Copy the protocol's split lists into `tree` for layouts without their own (and check the
+    own lists of :data:`PREFIX_CHECKED` layouts against them); return their origin.
+
+    A source with all its lists keeps them; one with some of them is refused (naming `origin`).
     """
     if layout not in SHIPPED_SPLITS:
         return None
-    present = [n for n in SPLIT_LISTS if (tree / n).is_file()]
-    if len(present) == len(SPLIT_LISTS):
+    names = SHIPPED_LISTS.get(layout, SPLIT_LISTS)
+    lists = Path(root) / SHIPPED_SPLITS[layout]
+    present = [n for n in names if (tree / n).is_file()]
+    if len(present) == len(names):
+        if layout in PREFIX_CHECKED:
+            for name in names:
+                _check_prefix(tree / name, lists / name, layout)
+            return {"splits_checked_against": str(lists.resolve())}
         return None
     if present:
-        missing = [n for n in SPLIT_LISTS if n not in present]
+        missing = [n for n in names if n not in present]
         raise DataError(origin, f"the source has {', '.join(present)} but not {', '.join(missing)}: a {layout} "
-                                f"source brings all three split lists or none (then the protocol's, from "
+                                f"source brings all its split lists or none (then the protocol's, from "
                                 f"{SHIPPED_SPLITS[layout]}/, are used); add the missing ones or remove "
                                 f"{', '.join(present)}")
-    lists = Path(root) / SHIPPED_SPLITS[layout]
-    for name in SPLIT_LISTS:
+    for name in names:
         if not (lists / name).is_file():
             raise DataError(lists / name, f"the {layout} layout has no split lists of its own and the shipped "
                                           f"list is missing; restore {SHIPPED_SPLITS[layout]}/ from the repository")

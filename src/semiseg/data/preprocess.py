@@ -6,6 +6,7 @@ from pathlib import Path
 
 from semiseg.data.acdc import read_acdc_raw
 from semiseg.data.errors import DataError
+from semiseg.data.la import read_la_raw
 from semiseg.data.layouts import read_la_layout, read_slices_layout
 from semiseg.data.store import describe, write_store
 
@@ -17,6 +18,7 @@ READERS = {
     "slices": read_slices_layout,
     "synthetic3d": read_la_layout,
     "la": read_la_layout,
+    "la_raw": read_la_raw,
     "acdc_raw": read_acdc_raw,
 }
 

@@ -7,6 +7,7 @@ protocol the test split is scored with.
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -14,7 +15,8 @@ import torch
 from scipy import ndimage
 from torch import nn
 
-__all__ = ["predict_volume", "predict_volume_2d", "predict_volume_3d", "sliding_window_starts"]
+__all__ = ["gaussian_importance", "keep_largest_component", "predict_volume", "predict_volume_2d", "predict_volume_3d",
+           "predict_volume_3d_reference", "sliding_window_starts", "window_starts"]
 
 
 @torch.no_grad()
@@ -48,37 +50,129 @@ def sliding_window_starts(size: int, patch: int, stride: int) -> list[int]:
     return [min(stride * i, size - patch) for i in range(n)]
 
 
+def window_starts(shape, patch_size, stride) -> list[tuple[int, ...]]:
+    """Every window's start corner over a (padded) volume of `shape`, in C order of the axes
+    (the order UA-MT's three nested loops visit them)."""
+    axes = [sliding_window_starts(s, p, st) for s, p, st in zip(shape, patch_size, stride)]
+    return list(itertools.product(*axes))
+
+
+def _padding(shape, patch_size) -> list[tuple[int, int]]:
+    """Symmetric zero padding (the smaller half first) that brings every axis up to the patch."""
+    return [(max(p - s, 0) // 2, max(p - s, 0) - max(p - s, 0) // 2) for s, p in zip(shape, patch_size)]
+
+
+def gaussian_importance(patch_size, sigma_scale: float = 1 / 8) -> torch.Tensor:
+    """nnU-Net's importance map for a window: a Gaussian centred on the patch, sigma =
+    ``sigma_scale`` x the patch size per axis, scaled to a maximum of 1, with zeros raised to the
+    smallest positive value (every voxel of a window counts a little). float32."""
+    axes = []
+    for p in patch_size:
+        x = torch.arange(p, dtype=torch.float64) - (p - 1) / 2
+        axes.append(torch.exp(-0.5 * (x / (p * sigma_scale)) ** 2))
+    w = axes[0]
+    for a in axes[1:]:
+        w = w[..., None] * a
+    w = w / w.max()
+    w = torch.where(w > 0, w, w[w > 0].min())
+    return w.float()
+
+
 @torch.no_grad()
-def predict_volume_3d(net: nn.Module, image: np.ndarray, patch_size, stride, num_classes: int, device) -> np.ndarray:
-    """Sliding-window prediction of a (Z, Y, X) volume: softmax averaged over overlapping
-    windows (uniform weights, as the LA papers), argmax. Volumes smaller than the patch are
-    zero-padded symmetrically and the padding cropped off the result."""
+def predict_volume_3d(net: nn.Module, image: np.ndarray, patch_size, stride, num_classes: int, device,
+                      *, batch_size: int = 4, gaussian: bool = False) -> np.ndarray:
+    """Sliding-window prediction of a (Z, Y, X) volume, batched and on the device.
+
+    The protocol of UA-MT's / BCP's ``test_single_case``: volumes smaller than the patch are
+    zero-padded symmetrically (the padding is cropped off the result), windows start at
+    :func:`sliding_window_starts` on each axis, the softmax of every window is summed into a
+    score map and divided by the number of windows covering each voxel, and the label is the
+    argmax. Here the volume is copied to `device` once, `batch_size` windows go through the
+    network at a time, scores and counts are accumulated on the device in float32 in the same
+    window order as the one-window loop (:func:`predict_volume_3d_reference`), and only the
+    uint8 label map comes back. `gaussian` weights each window by :func:`gaussian_importance`
+    (nnU-Net) instead of uniformly; off by default, as in the papers.
+
+    Returns:
+        the (Z, Y, X) uint8 label map.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     shape = image.shape
-    pads = [(max(p - s, 0) // 2, max(p - s, 0) - max(p - s, 0) // 2) for s, p in zip(shape, patch_size)]
+    pads = _padding(shape, patch_size)
+    vol = torch.from_numpy(np.ascontiguousarray(np.pad(image.astype(np.float32, copy=False), pads))).to(device)
+    score = torch.zeros((num_classes, *vol.shape), dtype=torch.float32, device=device)
+    count = torch.zeros(vol.shape, dtype=torch.float32, device=device)
+    weight = gaussian_importance(patch_size).to(device) if gaussian else None
+    starts = window_starts(vol.shape, patch_size, stride)
+    windows = [tuple(slice(a, a + p) for a, p in zip(corner, patch_size)) for corner in starts]
+    for first in range(0, len(windows), batch_size):
+        chunk = windows[first:first + batch_size]
+        x = torch.stack([vol[sl] for sl in chunk])[:, None]
+        probs = torch.softmax(net(x).float(), 1)
+        for sl, p in zip(chunk, probs):
+            if weight is None:
+                score[(slice(None), *sl)] += p
+                count[sl] += 1
+            else:
+                score[(slice(None), *sl)] += p * weight
+                count[sl] += weight
+    crop = tuple(slice(lo, lo + s) for (lo, _), s in zip(pads, shape))
+    label = (score / count).argmax(0)[crop]
+    return label.to(torch.uint8).cpu().numpy()
+
+
+@torch.no_grad()
+def predict_volume_3d_reference(net: nn.Module, image: np.ndarray, patch_size, stride, num_classes: int,
+                                device) -> np.ndarray:
+    """The one-window loop of UA-MT's ``test_single_case``, as this project ran it before the
+    batched predictor: each window to the device and its softmax back to numpy, accumulated on
+    the host. Kept as the reference the batched :func:`predict_volume_3d` is checked and
+    benchmarked against (``benchmarks/sliding_window.py``); not used by the stages."""
+    shape = image.shape
+    pads = _padding(shape, patch_size)
     vol = np.pad(image, pads).astype(np.float32)
     score = np.zeros((num_classes, *vol.shape), dtype=np.float32)
     count = np.zeros(vol.shape, dtype=np.float32)
-    starts = [sliding_window_starts(s, p, st) for s, p, st in zip(vol.shape, patch_size, stride)]
-    for a in starts[0]:
-        for b in starts[1]:
-            for c in starts[2]:
-                sl = (slice(a, a + patch_size[0]), slice(b, b + patch_size[1]), slice(c, c + patch_size[2]))
-                x = torch.from_numpy(np.ascontiguousarray(vol[sl]))[None, None].to(device)
-                score[(slice(None), *sl)] += torch.softmax(net(x), 1)[0].float().cpu().numpy()
-                count[sl] += 1
+    for corner in window_starts(vol.shape, patch_size, stride):
+        sl = tuple(slice(a, a + p) for a, p in zip(corner, patch_size))
+        x = torch.from_numpy(np.ascontiguousarray(vol[sl]))[None, None].to(device)
+        score[(slice(None), *sl)] += torch.softmax(net(x), 1)[0].float().cpu().numpy()
+        count[sl] += 1
     label = (score / count).argmax(0).astype(np.uint8)
     crop = tuple(slice(lo, lo + s) for (lo, _), s in zip(pads, shape))
     return label[crop]
 
 
+def keep_largest_component(label: np.ndarray) -> np.ndarray:
+    """Keep the largest 26-connected (8 in 2D) component of each foreground class; its other
+    voxels become background. SS-Net's and BCP's LA post-processing (``skimage.measure.label``'s
+    default, full connectivity); ties go to the component met first in raster order."""
+    structure = ndimage.generate_binary_structure(label.ndim, label.ndim)
+    out = label.copy()
+    for c in np.unique(label):
+        if c == 0:
+            continue
+        components, n = ndimage.label(label == c, structure=structure)
+        if n > 1:
+            keep = int(np.argmax(np.bincount(components.ravel())[1:])) + 1
+            out[(components > 0) & (components != keep)] = 0
+    return out
+
+
 def predict_volume(net: nn.Module, image: np.ndarray, dataset: dict, device) -> np.ndarray:
-    """Predict a (Z, Y, X) volume under the dataset's protocol (``run_spec()['dataset']``)."""
+    """Predict a (Z, Y, X) volume under the dataset's protocol (``run_spec()['dataset']``):
+    slice by slice (``dims`` 2) or by the batched sliding window (``dims`` 3), then, where the
+    dataset sets ``largest_component``, :func:`keep_largest_component`. Validation during
+    training and the infer stage both call this."""
     was_training = net.training
     net.eval()
     try:
         if dataset["dims"] == 2:
-            return predict_volume_2d(net, image, dataset["patch_size"], device)
-        return predict_volume_3d(net, image, dataset["patch_size"], dataset["stride"],
-                                 dataset["num_classes"], device)
+            label = predict_volume_2d(net, image, dataset["patch_size"], device)
+        else:
+            label = predict_volume_3d(net, image, dataset["patch_size"], dataset["stride"],
+                                      dataset["num_classes"], device)
     finally:
         net.train(was_training)
+    return keep_largest_component(label) if dataset.get("largest_component") else label

@@ -4,16 +4,9 @@ See ``docs/metrics.md`` for the definitions, the empty-mask convention and the o
 averaging.
 """
 
-from semiseg.metrics.segmentation import (
-    CSV_COLUMNS,
-    METRIC_NAMES,
-    case_metrics,
-    class_metrics,
-    read_metrics_csv,
-    summarise,
-    volume_diagonal,
-    write_metrics_csv,
-)
+from semiseg.metrics.binary import case_metrics, class_metrics, union_box, volume_diagonal
+from semiseg.metrics.csv_io import CSV_COLUMNS, METRIC_NAMES, read_metrics_csv, write_metrics_csv
+from semiseg.metrics.summary import summarise
 
 __all__ = [
     "CSV_COLUMNS",
@@ -22,6 +15,7 @@ __all__ = [
     "class_metrics",
     "read_metrics_csv",
     "summarise",
+    "union_box",
     "volume_diagonal",
     "write_metrics_csv",
 ]

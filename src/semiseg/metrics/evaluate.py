@@ -8,7 +8,8 @@ import SimpleITK as sitk
 
 from semiseg.data.errors import DataError
 from semiseg.data.store import Store
-from semiseg.metrics.segmentation import case_metrics, write_metrics_csv
+from semiseg.metrics.binary import case_metrics
+from semiseg.metrics.csv_io import write_metrics_csv
 
 __all__ = ["DISTANCE_UNITS", "evaluate"]
 

@@ -7,7 +7,8 @@ import time
 from pathlib import Path
 
 from semiseg import paths
-from semiseg.metrics.segmentation import read_metrics_csv, summarise
+from semiseg.metrics.csv_io import read_metrics_csv
+from semiseg.metrics.summary import summarise
 from semiseg.reporting.tables import build_table, write_table
 
 __all__ = ["table_from_runs", "parse_run_path"]
@@ -26,6 +27,11 @@ def parse_run_path(path: Path) -> tuple[str, str, int, int]:
 
 #: How the footer names a dataset's distance unit.
 DISTANCE_WORDS = {"voxel": "voxels of the native grid (as the papers report)", "mm": "mm (the voxel spacing)"}
+
+
+#: The footer line of a dataset whose protocol keeps the largest connected component.
+POST_PROCESSING = ("largest connected component of each foreground class kept in every prediction "
+                   "(SS-Net's and BCP's test protocol; UA-MT's and MC-Net's have none)")
 
 
 def code_version() -> str:
@@ -97,6 +103,7 @@ def table_from_runs(spec: dict, *, descriptor: Path, metrics: list[Path], out: P
             "test_cases": _test_cases(desc), "own_schedule": spec.get("own_schedule")}
     footer = {"schedule": spec.get("schedule"), "code_version": spec.get("code_version") or code_version(),
               "fingerprint": spec.get("fingerprint"),
+              "Post-processing": POST_PROCESSING if spec.get("largest_component") else None,
               "generated": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
     text = build_table(table, dataset_info=info, results=results, footer={k: v for k, v in footer.items() if v},
                        supervised_methods=spec.get("supervised_methods", ["supervised"]), run_info=run_info)
