@@ -238,7 +238,7 @@ def test_a_table_built_with_a_seed_twice_is_refused_where_it_is_built():
     ("datasets", None, lambda d: d["tiny2d"].update(network="resnet9000"),
      "tiny2d.network: 'resnet9000' is not allowed; allowed: 'unet', 'vnet'"),
     ("datasets", None, lambda d: d["tiny2d"]["source"]["params"].update(n_trian=4),
-     "tiny2d.source.params.n_trian: unknown field; allowed: n_test, n_train, n_val, size, slices"),
+     "tiny2d.source.params.n_trian: unknown field; allowed: distractors, heart_scale, myo_contrast, n_test, n_train, n_val, noise, size, slices"),
     ("datasets", None, lambda d: d["tiny2d"]["source"]["params"].update(n_train="4"),
      "tiny2d.source.params.n_train: '4' is not of type 'integer'"),
     ("tables", None, lambda t: t["tiny"].update(reference={"values": {"supervised": {25: {"dice": float("nan")}}}}),

@@ -18,6 +18,8 @@ import tarfile
 import threading
 import time
 import zipfile
+
+import numpy as np
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -376,8 +378,29 @@ def _local_source(layout: str, where: Path) -> Path:
 
     if layout == "slices":
         return write_synthetic2d(where, seed=1, n_train=2, n_val=1, n_test=1, slices=(2, 3), size=(32, 32))
+    train, test = (_shipped_la("train")[:1], _shipped_la("test")[:1])  # LA copies keep the protocol's lists
     if layout == "la":
-        return write_synthetic3d(where, seed=1, n_train=1, n_test=1, shape=(16, 16, 16))
+        out = write_synthetic3d(where, seed=1, n_train=1, n_test=1, shape=(16, 16, 16))
+        from semiseg.data.layouts import LA_IMAGE_DIR
+
+        for role, ids in (("train", train), ("test", test)):
+            old = (out / f"{role}.list").read_text().split()
+            (out / LA_IMAGE_DIR / old[0]).rename(out / LA_IMAGE_DIR / ids[0])
+            (out / f"{role}.list").write_text(ids[0] + "\n")
+        return out
+    if layout == "la_raw":
+        import SimpleITK as sitk
+
+        for case in train + test:
+            image = np.full((12, 120, 120), 300, np.uint16)
+            mask = np.zeros_like(image, np.uint8)
+            mask[4:8, 50:70, 50:70] = 255
+            for name, array in (("lgemri.nrrd", image), ("laendo.nrrd", mask)):
+                (where / "Training Set" / case).mkdir(parents=True, exist_ok=True)
+                sitk.WriteImage(sitk.GetImageFromArray(array), str(where / "Training Set" / case / name))
+        (where / "train.list").write_text("\n".join(train) + "\n")
+        (where / "test.list").write_text("\n".join(test) + "\n")
+        return where
     if layout == "acdc_raw":
         from test_acdc import _tiny_release
 
@@ -386,14 +409,18 @@ def _local_source(layout: str, where: Path) -> Path:
     raise AssertionError(layout)
 
 
+def _shipped_la(role: str) -> list[str]:
+    return (REPO / "config" / "datasets" / "la_splits" / f"{role}.list").read_text().split()
+
+
 def test_every_local_layout_is_a_source_the_fetch_stage_copies_from():
     from semiseg.data.preprocess import READERS
 
     generated = {"synthetic2d", "synthetic3d"}
-    assert set(READERS) - generated == {"slices", "la", "acdc_raw"}  # the layouts the next test covers
+    assert set(READERS) - generated == {"slices", "la", "la_raw", "acdc_raw"}  # the layouts the next test covers
 
 
-@pytest.mark.parametrize("layout, dims", [("slices", 2), ("la", 3), ("acdc_raw", 2)])
+@pytest.mark.parametrize("layout, dims", [("slices", 2), ("la", 3), ("la_raw", 3), ("acdc_raw", 2)])
 def test_fetch_and_preprocess_never_write_into_the_source(tmp_path, layout, dims):
     from semiseg.data.preprocess import preprocess
 
@@ -402,7 +429,7 @@ def test_fetch_and_preprocess_never_write_into_the_source(tmp_path, layout, dims
     before = _snapshot(root)
     raw = tmp_path / "wf" / "results" / "raw" / "ds"
     fetch("ds", {"layout": layout, "path": str(src)}, raw, root=REPO)
-    labels = {"background": 0, "fg": 1} if layout == "la" else {"background": 0, "RV": 1, "Myo": 2, "LV": 3}
+    labels = {"background": 0, "fg": 1} if layout in ("la", "la_raw") else {"background": 0, "RV": 1, "Myo": 2, "LV": 3}
     preprocess("ds", layout, raw, labels=labels, dims=dims, store_path=tmp_path / "wf" / "store.h5")
     # a later write into the results' copy (a tool, a user, a re-fetch) must not reach the source either
     for p in raw.rglob("*"):

@@ -15,7 +15,8 @@ from semiseg.data.store import IDENTITY_DIRECTION, Case, Store, write_store
 from semiseg.engine.loop import train
 from semiseg.inference.export import export_run, itksnap_labels
 from semiseg.inference.run import infer
-from test_engine import LABELS, _spec
+from helpers import LABELS
+from test_engine import _spec
 
 # a rotation of 30 degrees about z with the y axis flipped: orthonormal, not the identity
 _C, _S = math.cos(math.pi / 6), math.sin(math.pi / 6)

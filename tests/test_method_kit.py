@@ -277,7 +277,7 @@ def test_a_method_entry_may_override_params_schedule_and_network_per_dataset(tmp
 
 
 @pytest.mark.parametrize("override, message", [
-    ({"nowhere": {"params": {}}}, "datasets.nowhere: unknown dataset"),
+    ({"nowhere": {"params": {"ema_decay": 2}}}, "datasets.nowhere.params"),
     ({"tiny2d": {"params": {"consistency": -1}}}, "datasets.tiny2d.params"),
     ({"tiny2d": {"schedule": {"fast": {}}}}, "datasets.tiny2d.schedule.fast: unknown schedule"),
     ({"tiny2d": {"schedule": {"smoke": {"iterations": 0}}}}, "datasets.tiny2d.schedule.smoke"),
@@ -286,6 +286,14 @@ def test_per_dataset_settings_are_validated(tmp_path, override, message):
     root = _cfg(tmp_path, {"mt_bad": {"algorithm": "mean_teacher", "description": "t", "datasets": override}})
     with pytest.raises(ConfigError, match=message):
         load_config(root=root)
+
+
+def test_settings_for_a_dataset_the_catalogue_lacks_never_apply(tmp_path):
+    # the shipped method catalogue names the Left Atrium; a catalogue without it still loads
+    root = _cfg(tmp_path, {"mt_la": {"algorithm": "mean_teacher", "description": "t",
+                                     "datasets": {"la": {"params": {"consistency": 0.9}}}}})
+    cfg = load_config(root=root)
+    assert method_settings(cfg, "tiny2d", "mt_la")["params"]["consistency"] == 0.1
 
 
 # ---------------------------------------------------------------- the DAG without torch

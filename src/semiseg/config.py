@@ -241,8 +241,8 @@ def load_config(config: dict | None = None, root: Path | str | None = None) -> d
         _validate(params, algos[entry["algorithm"]], f"{where}.params")
         layers = [(f"{where}.schedule", entry.get("schedule", {}))]
         for ds_name, override in entry.get("datasets", {}).items():
-            if ds_name not in datasets:
-                raise ConfigError(f"{where}.datasets.{ds_name}: unknown dataset; allowed: {', '.join(sorted(datasets))}")
+            # a dataset this catalogue does not define is allowed (the method catalogue is shared
+            # by dataset catalogues; its settings then never apply) but still validated
             # the merged params, as a run on that dataset gets them, must be valid (a copy: the
             # validator fills in defaults, which must not land in the override)
             _validate({**params, **override.get("params", {})}, algos[entry["algorithm"]],
