@@ -104,8 +104,8 @@ def test_a_new_method_and_a_new_layout_run_through_the_workflow(tmp_path):
     shutil.copy(params / "mean_teacher.schema.yaml", params / "confident_mt.schema.yaml")
     schema_path = root / "workflow" / "schemas" / "datasets.schema.yaml"
     schema = schema_path.read_text()
-    schema_path.write_text(schema.replace("enum: [synthetic2d,",
-                                          "enum: [npz, synthetic2d,", 1))
+    schema_path.write_text(schema.replace("enum: [synthetic2d, synthetic3d, slices,",
+                                          "enum: [npz, synthetic2d, synthetic3d, slices,", 1))
     _toy_source(tmp_path / "toy_source")
     write_yaml(root / "config" / "datasets" / "toy.yaml", {"toy": {
         "description": "Squares in noise, one npz per patient.",

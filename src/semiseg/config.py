@@ -15,12 +15,11 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import math
 from pathlib import Path
 from typing import Any
 
-import yaml
-from jsonschema import Draft202012Validator, validators
+from semiseg.data.registry import LAYOUTS
+from semiseg.schema import ConfigError, command_line_values, read_schema, read_yaml, validate
 
 __all__ = [
     "ConfigError",
@@ -40,10 +39,6 @@ __all__ = [
 ]
 
 
-class ConfigError(ValueError):
-    """A configuration file or field is wrong; the message names the file and the field."""
-
-
 def find_root(start: Path | None = None) -> Path:
     """The workflow root: the nearest parent of `start` (default: cwd) holding `workflow/schemas`."""
     here = (start or Path.cwd()).resolve()
@@ -51,84 +46,6 @@ def find_root(start: Path | None = None) -> Path:
         if (p / "workflow" / "schemas").is_dir():
             return p
     raise ConfigError(f"{here}: no workflow/schemas directory here or above; run from the semiseg checkout")
-
-
-def _with_defaults(cls):
-    """A validator class that also fills in `default` values (jsonschema's documented recipe)."""
-    validate_properties = cls.VALIDATORS["properties"]
-
-    def set_defaults(validator, properties, instance, schema):
-        if isinstance(instance, dict):
-            for name, sub in properties.items():
-                if isinstance(sub, dict) and "default" in sub and name not in instance:
-                    instance[name] = copy.deepcopy(sub["default"])
-        yield from validate_properties(validator, properties, instance, schema)
-
-    return validators.extend(cls, {"properties": set_defaults})
-
-
-_Validator = _with_defaults(Draft202012Validator)
-
-
-def _field(path) -> str:
-    parts = [str(p) for p in path]
-    return ".".join(parts) if parts else "(top level)"
-
-
-def _describe(error) -> str:
-    """Turn a jsonschema error into 'field: problem; allowed: ...'."""
-    if error.validator == "additionalProperties" and isinstance(error.instance, dict):
-        allowed = sorted(error.schema.get("properties", {}))
-        extra = sorted(set(error.instance) - set(allowed))
-        where = _field(error.absolute_path)
-        field = ".".join([where, extra[0]]) if where != "(top level)" and extra else (extra[0] if extra else where)
-        return f"{field}: unknown field; allowed: {', '.join(allowed) or '(none)'}"
-    if error.validator == "enum":
-        return f"{_field(error.absolute_path)}: {error.instance!r} is not allowed; allowed: {', '.join(map(repr, error.validator_value))}"
-    if error.validator == "pattern" and error.schema.get("description"):  # a name checked by propertyNames
-        return f"{_field(error.absolute_path)}: {error.instance!r} is not allowed; allowed: {error.schema['description']}"
-    if error.validator == "propertyNames":
-        return f"{_field(error.absolute_path)}: name {error.instance!r} must be lowercase letters, digits and _"
-    return f"{_field(error.absolute_path)}: {error.message}"
-
-
-def _not_finite(instance: Any, path: tuple = ()) -> list[str]:
-    """'field: nan is not a finite number' for every NaN or infinite number in `instance` (JSON
-    Schema's ``type: number`` and bounds let them through: NaN compares false with every bound)."""
-    if isinstance(instance, float) and not math.isfinite(instance):
-        return [f"{_field(path)}: {instance} is not a finite number; allowed: finite numbers"]
-    if isinstance(instance, dict):
-        return [m for k, v in instance.items() for m in _not_finite(v, (*path, k))]
-    if isinstance(instance, list):
-        return [m for i, v in enumerate(instance) for m in _not_finite(v, (*path, i))]
-    return []
-
-
-def _validate(instance: Any, schema: dict, source: str) -> None:
-    errors = sorted(_Validator(schema).iter_errors(instance), key=lambda e: list(e.absolute_path))
-    problems = _not_finite(instance) + [_describe(e) for e in errors]
-    if problems:
-        lines = "\n  ".join(problems[:10])
-        raise ConfigError(f"{source}: invalid configuration\n  {lines}")
-
-
-def _command_line_values(settings: dict, schema: dict) -> None:
-    """Turn digit strings into integers where the schema wants integers (top-level fields and the
-    items of integer lists): Snakemake's ``--config 'seeds=[0]'`` hands list items over as
-    strings. Anything else is left for the schema to judge."""
-    def as_int(value):
-        if isinstance(value, str) and value.strip().lstrip("+-").isdigit():
-            return int(value)
-        return value
-
-    for name, sub in schema.get("properties", {}).items():
-        if name not in settings or not isinstance(sub, dict):
-            continue
-        types = sub.get("type") if isinstance(sub.get("type"), list) else [sub.get("type")]
-        if "integer" in types:
-            settings[name] = as_int(settings[name])
-        elif "array" in types and sub.get("items", {}).get("type") == "integer" and isinstance(settings[name], list):
-            settings[name] = [as_int(v) for v in settings[name]]
 
 
 def table_duplicates(table: dict) -> list[str]:
@@ -170,21 +87,6 @@ def ratio_patients(cfg: dict, dataset: str, ratio: int | str) -> int:
     return ratios[str(ratio)]
 
 
-def _read_yaml(path: Path) -> Any:
-    try:
-        with open(path) as fh:
-            data = yaml.safe_load(fh)
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: file not found") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    return {} if data is None else data
-
-
-def _schema(root: Path, name: str) -> dict:
-    return _read_yaml(root / "workflow" / "schemas" / f"{name}.schema.yaml")
-
-
 def _load_catalogue(root: Path, location: str, kind: str) -> tuple[dict, dict[str, Path]]:
     """Merge every YAML file of a catalogue directory (or one file); remember where each entry came from."""
     path = root / location
@@ -193,12 +95,12 @@ def _load_catalogue(root: Path, location: str, kind: str) -> tuple[dict, dict[st
         raise ConfigError(f"{path}: no {kind} catalogue found")
     merged: dict = {}
     origin: dict[str, Path] = {}
-    schema = _schema(root, kind)
+    schema = read_schema(root, kind)
     for f in files:
-        data = _read_yaml(f)
+        data = read_yaml(f)
         if not isinstance(data, dict):
             raise ConfigError(f"{f}: a {kind} catalogue must be a mapping of names to entries")
-        _validate(data, schema, str(f))
+        validate(data, schema, str(f))
         for name, entry in data.items():
             if name in merged:
                 raise ConfigError(f"{f}: {kind} entry {name!r} is also defined in {origin[name]}")
@@ -216,11 +118,11 @@ def load_config(config: dict | None = None, root: Path | str | None = None) -> d
     """
     root = Path(root) if root is not None else find_root()
     if config is None:
-        config = _read_yaml(root / "config" / "config.yaml")
+        config = read_yaml(root / "config" / "config.yaml")
     settings = copy.deepcopy(dict(config))
-    config_schema = _schema(root, "config")
-    _command_line_values(settings, config_schema)
-    _validate(settings, config_schema, "config (config/config.yaml + --config overrides)")
+    config_schema = read_schema(root, "config")
+    command_line_values(settings, config_schema)
+    validate(settings, config_schema, "config (config/config.yaml + --config overrides)")
     cats = settings["catalogues"]
     for key, default in (("datasets", "config/datasets"), ("methods", "config/methods"),
                          ("tables", "config/tables"), ("schedules", "config/schedules.yaml")):
@@ -231,28 +133,28 @@ def load_config(config: dict | None = None, root: Path | str | None = None) -> d
     schedules, _ = _load_catalogue(root, cats["schedules"], "schedules")
     sched_file = root / cats["schedules"]
 
-    algos = {f.name[: -len(".schema.yaml")]: _read_yaml(f)
+    algos = {f.name[: -len(".schema.yaml")]: read_yaml(f)
              for f in sorted((root / "workflow" / "schemas" / "params").glob("*.schema.yaml"))}
     for name, entry in methods.items():
         where = f"{m_origin[name]}: {name}"
         if entry["algorithm"] not in algos:
             raise ConfigError(f"{where}.algorithm: unknown algorithm {entry['algorithm']!r}; allowed: {', '.join(sorted(algos))}")
         params = entry.setdefault("params", {})
-        _validate(params, algos[entry["algorithm"]], f"{where}.params")
+        validate(params, algos[entry["algorithm"]], f"{where}.params")
         layers = [(f"{where}.schedule", entry.get("schedule", {}))]
         for ds_name, override in entry.get("datasets", {}).items():
             # a dataset this catalogue does not define is allowed (the method catalogue is shared
             # by dataset catalogues; its settings then never apply) but still validated
             # the merged params, as a run on that dataset gets them, must be valid (a copy: the
             # validator fills in defaults, which must not land in the override)
-            _validate({**params, **override.get("params", {})}, algos[entry["algorithm"]],
+            validate({**params, **override.get("params", {})}, algos[entry["algorithm"]],
                       f"{where}.datasets.{ds_name}.params")
             layers.append((f"{where}.datasets.{ds_name}.schedule", override.get("schedule", {})))
         for prefix, per_schedule in layers:
             for sched, overrides in per_schedule.items():
                 if sched not in schedules:
                     raise ConfigError(f"{prefix}.{sched}: unknown schedule; allowed: {', '.join(sorted(schedules))}")
-                _validate(overrides, schedules_fields_schema(root), f"{prefix}.{sched}")
+                validate(overrides, schedules_fields_schema(root), f"{prefix}.{sched}")
 
     for name, ds in datasets.items():
         where = f"{ds_origin[name]}: {name}"
@@ -264,8 +166,9 @@ def load_config(config: dict | None = None, root: Path | str | None = None) -> d
         if ds["dims"] == 3 and len(ds.get("stride", [])) != 3:
             raise ConfigError(f"{where}.stride: a 3D dataset needs a 3-number sliding-window stride")
         n_train = ds.get("train_patients")
-        if n_train is None and ds["source"]["layout"].startswith("synthetic"):
-            n_train = ds["source"].get("params", {}).get("n_train")
+        count_param = LAYOUTS[ds["source"]["layout"]].train_count_param
+        if n_train is None and count_param:
+            n_train = ds["source"].get("params", {}).get(count_param)
         for ratio, n in ds["ratios"].items():
             if n_train is not None and n > n_train:
                 raise ConfigError(f"{where}.ratios.{ratio}: {n} labeled patients, but the dataset has only "
@@ -324,7 +227,7 @@ def load_config(config: dict | None = None, root: Path | str | None = None) -> d
 
 def schedules_fields_schema(root: Path) -> dict:
     """The schema of one set of schedule fields (used for a method's per-schedule overrides)."""
-    s = _schema(root, "schedules")
+    s = read_schema(root, "schedules")
     fields = copy.deepcopy(s["$defs"]["fields"])
     return fields
 

@@ -48,6 +48,7 @@ from pathlib import Path
 from semiseg.data.archives import extract, unwrap
 from semiseg.data.download import DownloadError, by_hand, download, filename_for
 from semiseg.data.errors import DataError
+from semiseg.data.registry import LAYOUTS, SPLIT_LISTS
 from semiseg.data.synthetic import write_synthetic2d, write_synthetic3d
 from semiseg.io import atomic_dir, read_text, sha256_file
 
@@ -57,15 +58,14 @@ __all__ = ["DOWNLOADS", "DownloadError", "MANIFEST", "PREFIX_CHECKED", "SHIPPED_
 MANIFEST = ".fetched.json"
 #: Folder beside the fetched datasets that holds downloads (partial and verified).
 DOWNLOADS = ".downloads"
+#: The generated layouts' writers (the layouts marked ``generated`` in semiseg.data.registry).
 GENERATORS = {"synthetic2d": write_synthetic2d, "synthetic3d": write_synthetic3d}
-#: layout -> folder (relative to the workflow root) of the train/val/test lists it lacks.
-SHIPPED_SPLITS = {"acdc_raw": "config/datasets/acdc_splits", "la": "config/datasets/la_splits",
-                  "la_raw": "config/datasets/la_splits"}
-SPLIT_LISTS = ("train.list", "val.list", "test.list")
+#: layout -> folder (relative to the workflow root) of the split lists it lacks (the registry's).
+SHIPPED_SPLITS = {n: lay.shipped_splits for n, lay in LAYOUTS.items() if lay.shipped_splits}
 #: layout -> the lists it ships, where not all of SPLIT_LISTS (the LA protocol has no val list).
-SHIPPED_LISTS = {"la": ("train.list", "test.list"), "la_raw": ("train.list", "test.list")}
+SHIPPED_LISTS = {n: lay.shipped_lists for n, lay in LAYOUTS.items() if lay.shipped_lists != SPLIT_LISTS}
 #: Layouts whose own lists are kept only when each is the shipped list or a first part of it.
-PREFIX_CHECKED = {"la", "la_raw"}
+PREFIX_CHECKED = {n for n, lay in LAYOUTS.items() if lay.prefix_checked}
 
 _PARTIAL = ".partial"
 
