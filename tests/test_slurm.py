@@ -107,7 +107,9 @@ def _methods() -> dict:
         entries.update(yaml.safe_load(f.read_text()) or {})
     methods = {m: dict(entries[m]) for m in (SHORT_METHOD, LONG_METHOD)}
     methods[LONG_METHOD]["schedule"] = {
-        "smoke": {"iterations": LONG_ITERATIONS, "val_interval": 12, "checkpoint_interval": LONG_CHECKPOINT}}
+        # a log line every 2 iterations (the job log prints one per validation): the interrupter
+        # sees iteration SIGNAL_AFTER as soon as it is done
+        "smoke": {"iterations": LONG_ITERATIONS, "val_interval": 2, "checkpoint_interval": LONG_CHECKPOINT}}
     return methods
 
 
@@ -173,7 +175,7 @@ def slurm_jobs(env: dict) -> list[dict]:
 
 # ----------------------------------------------------------------------------- the run
 def _iterations_done(log: Path) -> int:
-    """The last iteration count the training's progress bar wrote to its log (0 before any)."""
+    """The last iteration count the training wrote to its log, ``iteration n/24`` (0 before any)."""
     if not log.exists():
         return 0
     counts = re.findall(rf"\b(\d+)/{LONG_ITERATIONS}\b", log.read_text(errors="replace"))
