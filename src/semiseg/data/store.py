@@ -30,24 +30,18 @@ Cases are written in the order they are given and read back in that order (the `
 tracks creation order), so a store built twice from the same input is byte-identical and its
 ``store_sha256`` is stable across re-runs.
 
-Compression is gzip level 4 without byte shuffling. Read speed matters more than size; measured
-on 60 real ACDC volumes (warm cache, 2 CPU cores) it was both the smallest (34 MB, against 56 MB
-with LZF, 80 MB with LZF and shuffling, 148 MB raw) and the fastest compressed variant to read
-(0.43 s, against 0.58 s with LZF); on LA volumes LZF read 20 % faster but was twice the size.
-2D stores are chunked one slice per chunk, so that reading a single slice touches a single chunk;
-3D stores use h5py's automatic chunking.
-
-A :class:`Store` keeps an open HDF5 handle; do not share one across forked processes (data-loader
-workers), open one per worker instead.
+Compression is gzip level 4 without shuffling: on 60 real ACDC volumes (warm cache, 2 cores) the
+smallest (34 MB; LZF 56 MB, LZF + shuffle 80 MB, raw 148 MB) and fastest compressed read (0.43 s;
+LZF 0.58 s); on LA volumes LZF read 20 % faster at twice the size. 2D stores are chunked one
+slice per chunk (a slice read touches one chunk), 3D stores automatically. A :class:`Store`
+keeps an open HDF5 handle: open one per forked worker, never share one.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -55,6 +49,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from semiseg.data.cases import IDENTITY_DIRECTION, ORIGIN_ZERO, Case, check_case, check_geometry, check_labels
 from semiseg.data.errors import DataError
 from semiseg.io import atomic_path, ensure_free, sha256_file
 
@@ -76,135 +71,6 @@ FORMAT_VERSION = 1
 ROLES = ("train", "val", "test")
 
 _CASES = "cases"
-
-#: The direction of an image whose index axes are the physical axes (ITK's default).
-IDENTITY_DIRECTION = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
-_ORIGIN_ZERO = (0.0, 0.0, 0.0)
-
-
-@dataclass(frozen=True, eq=False)
-class Case:
-    """One volume and its label map, as an importer hands it to :func:`write_store`.
-
-    Attributes:
-        case_id: unique id within the dataset (``patient003_frame01``); becomes an HDF5 name, so
-            it may not contain ``/``.
-        patient: the patient the case belongs to; splits are made by patient.
-        image: ``(Z, Y, X)`` intensities; converted to float32 when written.
-        label: ``(Z, Y, X)`` integer class map, values in ``range(num_classes)``; stored as uint8.
-        spacing: voxel size along z, y, x (mm, or 1.0 for voxel units).
-        source: the file(s) the case was read from, named in any :class:`DataError` about it.
-        origin: physical position (x, y, z; LPS mm, as ITK reads it) of voxel ``[0, 0, 0]``.
-        direction: ITK's 3 x 3 direction matrix, row-major (9 floats); its columns are the x, y,
-            z index axes' directions. Must be orthonormal.
-    """
-
-    case_id: str
-    patient: str
-    image: np.ndarray
-    label: np.ndarray
-    spacing: tuple[float, float, float] = (1.0, 1.0, 1.0)
-    source: str = ""
-    origin: tuple[float, float, float] = _ORIGIN_ZERO
-    direction: tuple[float, ...] = IDENTITY_DIRECTION
-
-
-
-def _check_labels(labels: Mapping[str, int]) -> dict[str, int]:
-    """Validate a ``{name: index}`` map: string names, indices exactly ``0..n-1``."""
-    if not isinstance(labels, Mapping) or not labels:
-        raise ValueError(f"labels must be a non-empty {{name: index}} mapping, got {labels!r}")
-    out: dict[str, int] = {}
-    for key, value in labels.items():
-        if not isinstance(key, str) or not key:
-            raise ValueError(f"label names must be non-empty strings, got {key!r}")
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-            raise ValueError(f"label {key!r} has non-integer index {value!r}")
-        out[key] = int(value)
-    if sorted(out.values()) != list(range(len(out))):
-        raise ValueError(f"label indices must be exactly 0..{len(out) - 1}, got {out}")
-    return out
-
-
-def _check_case(case: Case, num_classes: int, where: str | os.PathLike[str]) -> Case:
-    """Return ``case`` with a float32 image and uint8 label, or raise :class:`DataError`.
-
-    ``where`` is named in the error when the case does not say where it came from.
-    """
-    source = case.source or os.fspath(where)
-    name = f"case {case.case_id!r}"
-    if not isinstance(case.case_id, str) or not case.case_id or "/" in case.case_id:
-        raise DataError(source, f"invalid case id {case.case_id!r} (non-empty, no '/')")
-    if case.case_id in (".", ".."):
-        raise DataError(source, f"invalid case id {case.case_id!r}")
-    if not isinstance(case.patient, str) or not case.patient:
-        raise DataError(source, f"{name}: invalid patient id {case.patient!r}")
-
-    image = np.asarray(case.image)
-    label = np.asarray(case.label)
-    if image.ndim != 3:
-        raise DataError(source, f"{name}: image must be 3-D (Z, Y, X), got shape {image.shape}")
-    if image.size == 0:
-        raise DataError(source, f"{name}: image is empty (shape {image.shape})")
-    if image.shape != label.shape:
-        raise DataError(
-            source, f"{name}: image shape {image.shape} differs from label shape {label.shape}"
-        )
-    if not (np.issubdtype(image.dtype, np.floating) or np.issubdtype(image.dtype, np.integer)):
-        raise DataError(source, f"{name}: image has non-numeric dtype {image.dtype}")
-    image = image.astype(np.float32, copy=False)
-    if not np.isfinite(image).all():
-        bad = int(np.size(image) - np.count_nonzero(np.isfinite(image)))
-        raise DataError(source, f"{name}: image has {bad} non-finite (NaN/inf) voxels")
-    if not (np.issubdtype(label.dtype, np.integer) or label.dtype == np.bool_):
-        raise DataError(source, f"{name}: label dtype {label.dtype} is not an integer type")
-    low, high = int(label.min()), int(label.max())
-    if low < 0 or high >= num_classes:
-        raise DataError(
-            source,
-            f"{name}: label values span {low}..{high}, outside 0..{num_classes - 1}",
-        )
-    try:
-        spacing = tuple(float(s) for s in np.asarray(case.spacing, dtype=np.float64).ravel())
-    except (TypeError, ValueError):
-        spacing = ()
-    if len(spacing) != 3 or not all(math.isfinite(s) and s > 0 for s in spacing):
-        raise DataError(source, f"{name}: spacing must be 3 positive numbers, got {case.spacing!r}")
-    origin, direction = _check_geometry(case.origin, case.direction,
-                                        lambda problem: DataError(source, f"{name}: {problem}"))
-    return Case(
-        case_id=case.case_id,
-        patient=case.patient,
-        image=image,
-        label=label.astype(np.uint8, copy=False),
-        spacing=spacing,  # type: ignore[arg-type]
-        source=source,
-        origin=origin,
-        direction=direction,
-    )
-
-
-def _check_geometry(origin, direction, fail) -> tuple[tuple[float, float, float], tuple[float, ...]]:
-    """``origin`` as 3 finite floats and ``direction`` as 9 floats of an orthonormal matrix, or
-    raise ``fail(problem)``."""
-    try:
-        o = tuple(float(v) for v in np.asarray(origin, dtype=np.float64).ravel())
-    except (TypeError, ValueError):
-        o = ()
-    if len(o) != 3 or not all(math.isfinite(v) for v in o):
-        raise fail(f"origin must be 3 finite numbers (x, y, z), got {origin!r}")
-    try:
-        d = tuple(float(v) for v in np.asarray(direction, dtype=np.float64).ravel())
-    except (TypeError, ValueError):
-        d = ()
-    if len(d) != 9 or not all(math.isfinite(v) for v in d):
-        raise fail(f"direction must be 9 finite numbers (a 3 x 3 matrix, row-major), got {direction!r}")
-    m = np.asarray(d).reshape(3, 3)
-    # NIfTI headers store the matrix in float32: orthonormal to about 1e-6
-    if not np.allclose(m @ m.T, np.eye(3), atol=1e-4):
-        raise fail(f"direction {d} is not an orthonormal matrix (columns of unit length, at right angles)")
-    return o, d  # type: ignore[return-value]
-
 
 def write_store(
     path: str | os.PathLike[str],
@@ -239,7 +105,7 @@ def write_store(
         raise ValueError(f"store name must be a non-empty string, got {name!r}")
     if dims not in (2, 3):
         raise ValueError(f"dims must be 2 or 3, got {dims!r}")
-    labels = _check_labels(labels)
+    labels = check_labels(labels)
     num_classes = len(labels)
 
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -254,7 +120,7 @@ def write_store(
             group = h5.create_group(_CASES, track_order=True)
             seen: dict[str, str] = {}
             for raw in cases:
-                case = _check_case(raw, num_classes, path)
+                case = check_case(raw, num_classes, path)
                 if case.case_id in seen:
                     raise DataError(
                         case.source,
@@ -324,7 +190,7 @@ class Store:
         if self.dims not in (2, 3):
             raise self._fail(f"root attribute dims is {self.dims}, expected 2 or 3")
         try:
-            labels = _check_labels(json.loads(_as_str(attrs["labels"])))
+            labels = check_labels(json.loads(_as_str(attrs["labels"])))
         except (ValueError, TypeError) as exc:
             raise self._fail(f"invalid labels attribute: {exc}") from None
         self._labels = labels
@@ -339,8 +205,8 @@ class Store:
         self._placement: dict[str, tuple[tuple[float, float, float], tuple[float, ...]]] = {}
         for case_id, entry in self._h5[_CASES].items():
             self._meta[case_id] = self._case_metadata(case_id, entry)
-            self._placement[case_id] = _check_geometry(
-                entry.attrs.get("origin", _ORIGIN_ZERO), entry.attrs.get("direction", IDENTITY_DIRECTION),
+            self._placement[case_id] = check_geometry(
+                entry.attrs.get("origin", ORIGIN_ZERO), entry.attrs.get("direction", IDENTITY_DIRECTION),
                 lambda problem, where=f"{_CASES}/{case_id}": self._fail(f"{where}: {problem}"))
         if not self._meta:
             raise self._fail("store holds no cases")
