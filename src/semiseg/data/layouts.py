@@ -54,14 +54,11 @@ import h5py
 import numpy as np
 
 from semiseg.data.errors import DataError
+from semiseg.data.layout_names import LA_FILE_NAME, LA_IMAGE_DIR
 from semiseg.data.store import Case
 from semiseg.io import read_text
 
 __all__ = ["LA_FILE_NAME", "LA_IMAGE_DIR", "Patients", "read_la_layout", "read_slices_layout"]
-
-#: The LA layout's image directory and per-case file name (as in the public 2018 LA release).
-LA_IMAGE_DIR = "2018LA_Seg_Training Set"
-LA_FILE_NAME = "mri_norm2.h5"
 
 #: ``{"train": [...], "val": [...], "test": [...]}``: patient ids in list order.
 Patients = dict[str, list[str]]

@@ -14,7 +14,7 @@ not change the existing ones. What they share (imaging effects, file writing) is
 :mod:`~semiseg.data.synthetic.render`.
 """
 
-from semiseg.data.layouts import LA_FILE_NAME, LA_IMAGE_DIR
+from semiseg.data.layout_names import LA_FILE_NAME, LA_IMAGE_DIR
 from semiseg.data.synthetic.atrium import write_synthetic3d
 from semiseg.data.synthetic.cardiac import write_synthetic2d
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from semiseg.data.layouts import LA_FILE_NAME, LA_IMAGE_DIR
+from semiseg.data.layout_names import LA_FILE_NAME, LA_IMAGE_DIR
 from semiseg.data.synthetic.render import (atomic_dir, bias_field, check_count, paint, rician, sigmoid, texture,
                                            write_h5, write_list)
 
