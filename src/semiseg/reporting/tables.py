@@ -38,7 +38,8 @@ import numpy as np
 
 from semiseg.config import table_duplicates
 from semiseg.io import atomic_write
-from semiseg.reporting.references import reference_sources, reference_values
+from semiseg.reporting.notes import METRICS_DOC, escape, footer_lines, smoke_mark
+from semiseg.reporting.references import reference_values
 
 __all__ = ["COLUMNS", "METRICS_DOC", "build_table", "format_cell", "write_table"]
 
@@ -53,8 +54,6 @@ COLUMNS: tuple[str, ...] = (
     "ASD↓",
 )
 
-#: Where the metric definitions live, relative to ``results/tables/<name>.md``.
-METRICS_DOC = "../../docs/metrics.md"
 
 # (summary key, factor from the summary's unit to the printed one). Dice and Jaccard are
 # fractions in the summaries and percentages in the table and in the papers' reference values.
@@ -66,20 +65,6 @@ _METRICS: tuple[tuple[str, float], ...] = (
 )
 
 _NOT_RUN = "not run"
-
-# Footer keys with a fixed place and wording; any other footer key is listed after them.
-_FOOTER_LABELS: tuple[tuple[str, str], ...] = (
-    ("schedule", "Schedule"),
-    ("code_version", "Code version"),
-    ("fingerprint", "Code fingerprint"),
-    ("generated", "Generated"),
-)
-
-
-def _escape(text: object) -> str:
-    """Make ``text`` safe inside a markdown table cell."""
-    return str(text).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
-
 
 def _is_finite_number(value: object) -> bool:
     return (
@@ -114,7 +99,7 @@ def format_references(references: Sequence[tuple[str | None, float]]) -> str:
         return f"(paper {references[0][1]:.2f})"
     by_value: dict[str, list[str]] = {}
     for tag, value in references:
-        by_value.setdefault(f"{value:.2f}", []).append(_escape(tag or "paper"))
+        by_value.setdefault(f"{value:.2f}", []).append(escape(tag or "paper"))
     return "(paper: " + "; ".join(f"{', '.join(tags)} {value}" for value, tags in by_value.items()) + ")"
 
 
@@ -141,7 +126,7 @@ def format_cell(values: Sequence[float], *, reference: float | None = None,
     else:
         text = f"{statistics.fmean(values):.2f} ± {statistics.stdev(values):.2f}"
     if mark and values:
-        text += f" ({_escape(mark)})"
+        text += f" ({escape(mark)})"
     if reference is not None:
         references = [(None, reference), *references]
     if references:
@@ -182,32 +167,6 @@ def _reference_values(spec: Mapping, method: str, ratio: int) -> dict[str, list[
     return out
 
 
-def _smoke_mark(info: Mapping | None, dataset_info: Mapping) -> str:
-    """The warning a run's cells carry when it is no result, or ``""``.
-
-    ``info`` is what the run says of itself: ``schedule`` (name), ``iterations``,
-    ``test_cases`` (volumes scored). A run is no result when it ran the ``smoke`` schedule on a
-    dataset whose own schedule (``dataset_info['own_schedule']``) is another, or when it scored
-    fewer test volumes than the dataset has (``dataset_info['test_cases']``).
-    """
-    if not info:
-        return ""
-    total = dataset_info.get("test_cases")
-    scored = info.get("test_cases")
-    partial = total is not None and scored is not None and scored < total
-    smoke = info.get("schedule") == "smoke"
-    own = dataset_info.get("own_schedule")
-    if not partial and not (smoke and own not in (None, "smoke")):
-        return ""
-    parts = []
-    if scored is not None and total is not None:
-        parts.append(f"{scored} of {total} test volumes")
-    if info.get("iterations") is not None:
-        parts.append(f"{info['iterations']} iterations")
-    head = "smoke" if smoke else f"schedule {info.get('schedule') or '?'}"
-    return f"{head}: {', '.join(parts)} — not a result" if parts else f"{head} — not a result"
-
-
 def _patient_cells(
     ratio: int, dataset_info: Mapping, *, supervised: bool
 ) -> tuple[str, str]:
@@ -229,64 +188,6 @@ def _patient_cells(
     if supervised or unlabeled == 0:
         return labeled_cell, "0"
     return labeled_cell, f"{unlabeled} ({_format_ratio(100 - ratio)}%)"
-
-
-def _footer_lines(
-    spec: Mapping,
-    *,
-    dataset_info: Mapping,
-    footer: Mapping,
-    partial_rows: bool,
-    smoke_note: str = "",
-) -> list[str]:
-    seeds = [int(seed) for seed in spec["seeds"]]
-    seed_text = ", ".join(str(seed) for seed in seeds)
-    lines = []
-    if len(seeds) == 1:
-        lines.append(
-            f"One seed ({seed_text}): each value is that run's mean; "
-            "no standard deviation is shown."
-        )
-    else:
-        lines.append(
-            f"Values are mean ± sample standard deviation (ddof=1) over seeds {seed_text} "
-            "of each run's test-set summary."
-        )
-    if partial_rows:
-        lines.append(
-            "A row marked (k/n seeds) averages only the k runs that finished; with one run it "
-            "shows that run's mean alone."
-        )
-    lines.append(
-        "Each run's value is the mean over test cases of the mean over foreground classes. "
-        "Empty masks: both empty scores Dice 1 and distances 0; a structure missed or "
-        "hallucinated scores Dice 0 and distances equal to the image diagonal (not 0 as in "
-        f"SSL4MIS-style code). See [docs/metrics.md]({METRICS_DOC})."
-    )
-    unit = dataset_info.get("distance_unit")
-    if unit:
-        lines.append(f"95HD and ASD are in {_escape(unit)}.")
-    else:
-        lines.append(
-            "95HD and ASD are in the units of the stored voxel spacing "
-            "(mm, or voxels where the spacing is 1.0)."
-        )
-    sources = [src for src in reference_sources(spec) if src.get("values")]
-    if len(sources) == 1 and not sources[0].get("tag"):
-        lines.append(f"Paper values: {_escape(sources[0].get('source') or 'source not given')}.")
-    elif sources:
-        named = "; ".join(f"{_escape(src.get('tag') or 'paper')}: {_escape(src.get('source') or 'source not given')}"
-                          for src in sources)
-        lines.append(f"Paper values (each cell names its source): {named}.")
-    if smoke_note:
-        lines.append(smoke_note)
-    for key, label in _FOOTER_LABELS:
-        if footer.get(key) not in (None, ""):
-            lines.append(f"{label}: {_escape(footer[key])}")
-    for key in sorted(set(footer) - {key for key, _ in _FOOTER_LABELS}):
-        if footer[key] not in (None, ""):
-            lines.append(f"{_escape(key)}: {_escape(footer[key])}")
-    return lines
 
 
 def build_table(
@@ -373,12 +274,12 @@ def build_table(
                         info = run_info.get(key) or {}
                         if info.get("schedule") == "smoke" and info.get("iterations") is not None:
                             smoke_iterations.add(int(info["iterations"]))
-                        mark = _smoke_mark(info, dataset_info)
+                        mark = smoke_mark(info, dataset_info)
                         if mark and mark not in row_marks:
                             row_marks.append(mark)
             marks += [m for m in row_marks if m not in marks]
             reference = _reference_values(spec, method, ratio)
-            name = _escape(label)
+            name = escape(label)
             if runs and len(runs) < len(seeds):
                 partial_rows = True
                 name += f" ({len(runs)}/{len(seeds)} seeds)"
@@ -392,7 +293,7 @@ def build_table(
                                          mark="; ".join(row_marks)))
             body.append("| " + " | ".join(cells) + " |")
 
-    title = _escape(spec["title"])
+    title = escape(spec["title"])
     smoke_note = ""
     if marks:
         title += " — " + marks[0] if len(marks) == 1 else " — not a result: " + "; ".join(marks)
@@ -402,10 +303,10 @@ def build_table(
         its = "/".join(str(n) for n in sorted(smoke_iterations))
         title += f" (smoke schedule, {its} iterations)"
     intro = (
-        f"Dataset `{_escape(spec['dataset'])}`: {dataset_info['train_patients']} training "
+        f"Dataset `{escape(spec['dataset'])}`: {dataset_info['train_patients']} training "
         "patients; metrics on the test set."
     )
-    notes = _footer_lines(spec, dataset_info=dataset_info, footer=footer, partial_rows=partial_rows,
+    notes = footer_lines(spec, dataset_info=dataset_info, footer=footer, partial_rows=partial_rows,
                           smoke_note=smoke_note)
     parts = [f"# {title}", "", intro, "", header, rule, *body, "", *[f"- {line}" for line in notes]]
     return "\n".join(parts) + "\n"

@@ -12,7 +12,7 @@ __all__ = ["audit"]
 
 
 def _split_row(line: str) -> list[str]:
-    """The cells of a markdown table row, undoing tables._escape (``\\|`` and ``\\\\``)."""
+    """The cells of a markdown table row, undoing reporting.notes.escape (``\\|`` and ``\\\\``)."""
     cells, cell, chars = [], [], iter(line.strip())
     for ch in chars:
         if ch == "\\":
