@@ -6,7 +6,7 @@ from pathlib import Path
 from semiseg import paths
 from semiseg import config as semiseg_config
 from semiseg.config import load_config, ratio_patients, run_resources, run_spec, table_runs
-from semiseg.data.fetch import shipped_splits_digest
+from semiseg.data.registry import shipped_splits_digest
 from semiseg.fingerprint import code_fingerprint
 
 # The checkout's root (config/, workflow/schemas/), whichever Snakefile was run: this file is

@@ -1,5 +1,9 @@
 """Datasets: synthetic generators, importers from public layouts, the case store and splits.
 
+Import from the submodules (``semiseg.data.store``, ``semiseg.data.layouts``, ...): this package
+imports none of them, so that the workflow can read the layout registry
+(``semiseg.data.registry``) while it builds the DAG without loading h5py or scipy.
+
 The preprocess stage turns a source layout into one store plus its descriptor::
 
     cases, patients = read_slices_layout(raw_dir, "acdc")          # or read_la_layout
@@ -9,23 +13,3 @@ The preprocess stage turns a source layout into one store plus its descriptor::
 and the split stage turns the descriptor into ``splits/{dataset}/{ratio}.json`` with
 :func:`make_split`. Every data-validation failure raises :class:`DataError` naming the file.
 """
-
-from semiseg.data.errors import DataError
-from semiseg.data.layouts import read_la_layout, read_slices_layout
-from semiseg.data.splits import make_split
-from semiseg.data.store import Case, Store, describe, sha256_file, write_store
-from semiseg.data.synthetic import write_synthetic2d, write_synthetic3d
-
-__all__ = [
-    "Case",
-    "DataError",
-    "Store",
-    "describe",
-    "make_split",
-    "read_la_layout",
-    "read_slices_layout",
-    "sha256_file",
-    "write_store",
-    "write_synthetic2d",
-    "write_synthetic3d",
-]

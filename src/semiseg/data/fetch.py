@@ -36,7 +36,6 @@ fetch that failed half-way leaves no output and is never mistaken for a complete
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import os
 import re
@@ -48,7 +47,7 @@ from pathlib import Path
 from semiseg.data.archives import extract, unwrap
 from semiseg.data.download import DownloadError, by_hand, download, filename_for
 from semiseg.data.errors import DataError
-from semiseg.data.registry import LAYOUTS, SPLIT_LISTS
+from semiseg.data.registry import LAYOUTS, SPLIT_LISTS, shipped_splits_digest
 from semiseg.data.synthetic import write_synthetic2d, write_synthetic3d
 from semiseg.io import atomic_dir, read_text, sha256_file
 
@@ -164,19 +163,6 @@ def _default_root() -> Path:
 def _resolve(path: str, root: Path) -> Path:
     p = Path(path).expanduser()
     return p if p.is_absolute() else Path(root) / p
-
-
-def shipped_splits_digest(layout: str | None, root: Path) -> str:
-    """sha256 over the split lists a layout without its own takes from ``config/``
-    (:data:`SHIPPED_SPLITS`); ``"none"`` for every other layout. The fetch rule carries it as a
-    param, so editing a shipped list fetches again (and re-runs what follows)."""
-    if layout not in SHIPPED_SPLITS:
-        return "none"
-    h = hashlib.sha256()
-    for name in SHIPPED_LISTS.get(layout, SPLIT_LISTS):
-        f = Path(root) / SHIPPED_SPLITS[layout] / name
-        h.update(name.encode() + b"\0" + (f.read_bytes() if f.is_file() else b"<missing>") + b"\0")
-    return h.hexdigest()[:16]
 
 
 def _list_lines(path: Path) -> list[str]:

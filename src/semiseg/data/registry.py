@@ -12,9 +12,11 @@ This module imports nothing heavy: the workflow reads it while it builds the DAG
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
+from pathlib import Path
 
-__all__ = ["LAYOUTS", "Layout", "SPLIT_LISTS", "get_layout"]
+__all__ = ["LAYOUTS", "Layout", "SPLIT_LISTS", "get_layout", "shipped_splits_digest"]
 
 #: The split lists a source may carry.
 SPLIT_LISTS = ("train.list", "val.list", "test.list")
@@ -63,3 +65,17 @@ def get_layout(name: str) -> Layout:
         return LAYOUTS[name]
     except KeyError:
         raise ValueError(f"unknown layout {name!r}; known: {', '.join(sorted(LAYOUTS))}") from None
+
+
+def shipped_splits_digest(layout: str | None, root: Path) -> str:
+    """sha256 over the split lists a layout without its own takes from ``config/``
+    (its :class:`Layout`'s ``shipped_splits``); ``"none"`` for every other layout. The fetch rule carries it as a
+    param, so editing a shipped list fetches again (and re-runs what follows)."""
+    entry = LAYOUTS.get(layout) if layout else None
+    if entry is None or not entry.shipped_splits:
+        return "none"
+    h = hashlib.sha256()
+    for name in entry.shipped_lists:
+        f = Path(root) / entry.shipped_splits / name
+        h.update(name.encode() + b"\0" + (f.read_bytes() if f.is_file() else b"<missing>") + b"\0")
+    return h.hexdigest()[:16]
