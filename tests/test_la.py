@@ -79,6 +79,7 @@ def test_the_shipped_split_is_ua_mt_s():
     assert not (SPLITS / "val.list").exists()  # the protocol has no validation split
 
 
+@pytest.mark.data
 def test_la_mini_is_a_first_part_of_the_protocol(la_mini):
     assert _list(la_mini / "train.list") == _list(SPLITS / "train.list")[:20]
     assert _list(la_mini / "test.list") == _list(SPLITS / "test.list")[:4]
@@ -96,6 +97,7 @@ def test_labeled_volumes_are_the_first_of_the_train_list(cfg):
 
 
 # ----------------------------------------------------------------------------- the h5 copy
+@pytest.mark.data
 def test_a_trimmed_copy_keeps_its_lists_and_a_wrong_one_is_refused(la_mini, tmp_path):
     record = fetch("la", {"layout": "la", "path": str(la_mini)}, tmp_path / "raw", root=REPO)
     assert _list(tmp_path / "raw" / "train.list") == _list(la_mini / "train.list")
@@ -174,6 +176,7 @@ def write_raw_release(root: Path, la_mini: Path, train: list[str], test: list[st
     return placed
 
 
+@pytest.mark.data
 def test_the_raw_and_h5_readers_give_the_same_cases_and_labels(la_mini, tmp_path):
     train, test = TRAIN_FIRST_16[:2], TEST_FIRST_4[:1]
     placed = write_raw_release(tmp_path / "release", la_mini, train, test)
@@ -217,6 +220,7 @@ def test_the_raw_and_h5_readers_give_the_same_cases_and_labels(la_mini, tmp_path
         assert np.corrcoef(mine.ravel(), theirs.ravel())[0, 1] > 0.999
 
 
+@pytest.mark.data
 def test_a_broken_release_is_named(la_mini, tmp_path):
     write_raw_release(tmp_path / "r", la_mini, TRAIN_FIRST_16[:1], TEST_FIRST_4[:1])
     (tmp_path / "r" / "Training Set" / TEST_FIRST_4[0] / "laendo.nrrd").unlink()
@@ -230,3 +234,74 @@ def test_a_broken_release_is_named(la_mini, tmp_path):
     next(cases)
     with pytest.raises(DataError, match=r"laendo\.nrrd.*no voxel of value 255"):
         next(cases)
+
+
+# ----------------------------------------------------------------------------- the smoke table
+def la_workflow(root: Path, la_mini: Path) -> Path:
+    """The repository's workflow and catalogues for the LA table on LA-mini: smoke schedule, one
+    seed. LA-mini holds 20 of the 80 train volumes, so in this copy the upper bound (ratio 100)
+    is its 20; every other line of the catalogue is the repository's."""
+    import yaml
+
+    root.mkdir(parents=True)
+    shutil.copy(REPO / "Snakefile", root / "Snakefile")
+    shutil.copytree(REPO / "workflow", root / "workflow")
+    shutil.copytree(REPO / "config", root / "config")
+    la_yaml = root / "config" / "datasets" / "la.yaml"
+    catalogue = yaml.safe_load(la_yaml.read_text())
+    catalogue["la"]["ratios"]["100"] = catalogue["la"]["train_patients"] = len(_list(la_mini / "train.list"))
+    write_yaml(la_yaml, catalogue)
+    write_yaml(root / "config" / "config.yaml", {
+        "tables": ["la"], "schedule": "smoke", "seeds": [0], "device": "cpu", "results": "results",
+        "sources": {"la": {"path": str(la_mini)}}})
+    return root
+
+
+@pytest.fixture(scope="module")
+def smoke_la(la_mini, tmp_path_factory):
+    wf = la_workflow(tmp_path_factory.mktemp("la") / "wf", la_mini)
+    t0 = time.time()
+    # one thread per job, two jobs at a time on CI's 2 cores
+    proc = snakemake(wf, "--set-threads", "train=1", "infer=1", "--", "results/tables/la.md", timeout=3600)
+    seconds = time.time() - t0
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    print(f"\nsmoke LA table on LA-mini: {seconds:.0f} s")
+    return wf / "results"
+
+
+def _rows(table: str) -> list[str]:
+    return [line for line in table.splitlines() if line.startswith("| ") and "---" not in line][1:]
+
+
+@pytest.mark.slow
+@pytest.mark.data
+def test_the_smoke_la_table_on_la_mini(smoke_la, la_mini):
+    res = smoke_la
+    desc = json.loads((res / "preprocessed" / "la" / "dataset.json").read_text())
+    assert desc["patients"] == {"train": _list(la_mini / "train.list"), "val": [], "test": TEST_FIRST_4}
+    for ratio, n in (("5", 4), ("10", 8), ("20", 16), ("100", 20)):
+        split = json.loads((res / "splits" / "la" / f"{ratio}.json").read_text())
+        assert split["labeled"] == _list(SPLITS / "train.list")[:n] and split["val"] == []
+    assert json.loads((res / "splits" / "la" / "5.json").read_text())["labeled"] == TRAIN_FIRST_16[:4]
+    # the protocol ran: V-Net on 80 x 112 x 112 patches, last weights, sliding window on the test case
+    config = json.loads((res / "runs" / "la" / "ua_mt" / "10" / "seed0" / "config.json").read_text())
+    assert config["spec"]["dataset"]["patch_size"] == [80, 112, 112]
+    assert config["spec"]["dataset"]["stride"] == [4, 18, 18] and config["spec"]["method"]["network"] == "vnet"
+    assert config["summary"]["best_iteration"] == config["summary"]["iterations"]  # no val: the last weights
+    predictions = sorted((res / "runs" / "la" / "bcp" / "5" / "seed0" / "predictions").glob("*.nii.gz"))
+    assert [p.name for p in predictions] == [f"{TEST_FIRST_4[0]}.nii.gz"]
+    assert sitk.GetArrayFromImage(sitk.ReadImage(str(predictions[0]))).shape == (88, 132, 175)
+
+    table = (res / "tables" / "la.md").read_text()
+    rows = _rows(table)
+    assert len(rows) == 13 + 18, table  # 13 runs, 9 methods not implemented x 2 ratios
+    assert "| V-Net (labeled only) | 8 (10%) | 0 |" in table and "(paper 82.74)" in table
+    assert "| V-Net (all labeled, upper bound) | 20 (100%) | 0 |" in table
+    assert "| UA-MT | 16 (20%) |" in table and "(paper 88.78)" in table
+    not_run = [row.split("|")[1].strip() for row in rows if "not run" in row]
+    assert not_run == [m for m in ("SASSNet", "DTC", "URPC", "MC-Net", "SS-Net", "CAML", "BUARL (BCP)",
+                                   "SGRS-Net", "CRLN") for _ in range(2)], table
+    measured = [row for row in rows if "not run" not in row]
+    assert all(re.search(r"\| \d+\.\d\d", row) for row in measured), table
+    assert "BUARL" in table and "Post-processing" not in table  # off in this protocol
+    print(f"\n{table}")
