@@ -23,7 +23,7 @@ image's place in patient space), which the infer stage writes onto every predict
 The release has no train/val/test split. The protocol's split (70 / 10 / 20 patients, the lists
 of the common preprocessed copy, in their order) is read from ``train.list``, ``val.list`` and
 ``test.list`` at the layout's root: one patient id per line. The fetch stage copies them there
-from ``config/datasets/acdc_splits/`` (see :data:`semiseg.data.fetch.SHIPPED_SPLITS`).
+from ``config/datasets/acdc_splits/`` (see :data:`semiseg.data.registry.LAYOUTS`).
 
 The layout's root is the unpacked release: the patient folders are looked for in ``training/``,
 ``database/training/`` or the root itself.

@@ -21,7 +21,7 @@ device, a socket, a pipe) stops the fetch with a message naming the link.
 Archives are unpacked with path checks (no absolute paths, no ``..``, no links out of the tree);
 an archive whose content sits in one top-level folder (``database/`` in the official ACDC zip)
 is unwrapped by one level. Layouts that carry no split lists of their own (``acdc_raw``,
-``la_raw``) get the protocol's lists shipped in ``config/`` (:data:`SHIPPED_SPLITS`), copied in so
+``la_raw``) get the protocol's lists shipped in ``config/`` (their registry entry's ``shipped_splits``), copied in so
 the manifest checksums them with the data; a source with some but not all of its lists is
 refused (which of its lists would count is not for the fetch to guess). The LA copy (``la``)
 usually carries UA-MT's lists: they are kept, but each must be the shipped list or a first part
@@ -47,24 +47,18 @@ from pathlib import Path
 from semiseg.data.archives import extract, unwrap
 from semiseg.data.download import DownloadError, by_hand, download, filename_for
 from semiseg.data.errors import DataError
-from semiseg.data.registry import LAYOUTS, SPLIT_LISTS, shipped_splits_digest
+from semiseg.data.registry import LAYOUTS, shipped_splits_digest
 from semiseg.data.synthetic import write_synthetic2d, write_synthetic3d
 from semiseg.io import atomic_dir, read_text, sha256_file
 
-__all__ = ["DOWNLOADS", "DownloadError", "MANIFEST", "PREFIX_CHECKED", "SHIPPED_LISTS", "SHIPPED_SPLITS",
-           "copy_source_tree", "download", "extract", "fetch", "manifest", "shipped_splits_digest"]
+__all__ = ["DOWNLOADS", "DownloadError", "MANIFEST", "copy_source_tree", "download", "extract", "fetch", "manifest",
+           "shipped_splits_digest"]
 
 MANIFEST = ".fetched.json"
 #: Folder beside the fetched datasets that holds downloads (partial and verified).
 DOWNLOADS = ".downloads"
 #: The generated layouts' writers (the layouts marked ``generated`` in semiseg.data.registry).
 GENERATORS = {"synthetic2d": write_synthetic2d, "synthetic3d": write_synthetic3d}
-#: layout -> folder (relative to the workflow root) of the split lists it lacks (the registry's).
-SHIPPED_SPLITS = {n: lay.shipped_splits for n, lay in LAYOUTS.items() if lay.shipped_splits}
-#: layout -> the lists it ships, where not all of SPLIT_LISTS (the LA protocol has no val list).
-SHIPPED_LISTS = {n: lay.shipped_lists for n, lay in LAYOUTS.items() if lay.shipped_lists != SPLIT_LISTS}
-#: Layouts whose own lists are kept only when each is the shipped list or a first part of it.
-PREFIX_CHECKED = {n for n, lay in LAYOUTS.items() if lay.prefix_checked}
 
 _PARTIAL = ".partial"
 
@@ -183,17 +177,19 @@ def _check_prefix(own: Path, shipped: Path, layout: str) -> None:
 
 def _add_shipped_splits(tree: Path, layout: str, root: Path, origin: str) -> dict | None:
     """Copy the protocol's split lists into `tree` for layouts without their own (and check the
-    own lists of :data:`PREFIX_CHECKED` layouts against them); return their origin.
+    own lists of ``prefix_checked`` layouts against them); return their origin. What a layout
+    ships is its :class:`~semiseg.data.registry.Layout` entry's.
 
     A source with all its lists keeps them; one with some of them is refused (naming `origin`).
     """
-    if layout not in SHIPPED_SPLITS:
+    entry = LAYOUTS.get(layout)
+    if entry is None or not entry.shipped_splits:
         return None
-    names = SHIPPED_LISTS.get(layout, SPLIT_LISTS)
-    lists = Path(root) / SHIPPED_SPLITS[layout]
+    names, shipped = entry.shipped_lists, entry.shipped_splits
+    lists = Path(root) / shipped
     present = [n for n in names if (tree / n).is_file()]
     if len(present) == len(names):
-        if layout in PREFIX_CHECKED:
+        if entry.prefix_checked:
             for name in names:
                 _check_prefix(tree / name, lists / name, layout)
             return {"splits_checked_against": str(lists.resolve())}
@@ -202,12 +198,12 @@ def _add_shipped_splits(tree: Path, layout: str, root: Path, origin: str) -> dic
         missing = [n for n in names if n not in present]
         raise DataError(origin, f"the source has {', '.join(present)} but not {', '.join(missing)}: a {layout} "
                                 f"source brings all its split lists or none (then the protocol's, from "
-                                f"{SHIPPED_SPLITS[layout]}/, are used); add the missing ones or remove "
+                                f"{shipped}/, are used); add the missing ones or remove "
                                 f"{', '.join(present)}")
     for name in names:
         if not (lists / name).is_file():
             raise DataError(lists / name, f"the {layout} layout has no split lists of its own and the shipped "
-                                          f"list is missing; restore {SHIPPED_SPLITS[layout]}/ from the repository")
+                                          f"list is missing; restore {shipped}/ from the repository")
         shutil.copyfile(lists / name, tree / name)
     return {"splits": str(lists.resolve())}
 

@@ -31,7 +31,7 @@ and its importer transposes), so cases from both sources are oriented alike.
 
 The release has no split: ``train.list`` and ``test.list`` (UA-MT's 80 / 20, the lists every LA
 paper uses) are at the layout's root, copied there by the fetch stage from
-``config/datasets/la_splits/`` (see :data:`semiseg.data.fetch.SHIPPED_SPLITS`). Each case is its
+``config/datasets/la_splits/`` (see :data:`semiseg.data.registry.LAYOUTS`). Each case is its
 own patient; there is no validation list.
 
 Example::
@@ -50,6 +50,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from semiseg.data.errors import DataError
+from semiseg.data.layouts import read_case_lists
 from semiseg.data.store import Case
 
 __all__ = ["IMAGE_FILE", "LABEL_FILE", "MARGIN", "MIN_EXTENT", "crop_box", "preprocess_la", "read_la_raw"]
@@ -104,12 +105,6 @@ def preprocess_la(image: np.ndarray, mask: np.ndarray, *, margin: int = MARGIN) 
     return np.ascontiguousarray(image[crop]), np.ascontiguousarray(label[crop])
 
 
-def _read_list(path: Path, required: bool) -> list[str]:
-    from semiseg.data.layouts import _read_list as read
-
-    return read(path, required=required)
-
-
 def _find_case_dir(src: Path) -> Path:
     for name in _CASE_DIRS:
         cand = src / name
@@ -137,17 +132,8 @@ def read_la_raw(src_dir: str | os.PathLike[str], dataset_name: str) -> tuple[Ite
             case without its two files; while iterating for an unreadable file, image and mask of
             different shapes, a mask without atrium or a constant image.
     """
-    from semiseg.data.layouts import _check_disjoint
-
     src = Path(src_dir)
-    if not src.is_dir():
-        raise DataError(src, f"{dataset_name}: source directory does not exist")
-    files = {role: src / f"{role}.list" for role in _ROLES}
-    cases = {role: _read_list(files[role], required=role != "val") for role in _ROLES}
-    for role in ("train", "test"):
-        if not cases[role]:
-            raise DataError(files[role], f"{dataset_name}: the {role} list is empty")
-    _check_disjoint(cases, files, "case")
+    files, cases = read_case_lists(src, dataset_name)
     case_dir = _find_case_dir(src)
     for role in _ROLES:
         for case in cases[role]:

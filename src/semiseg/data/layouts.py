@@ -58,7 +58,7 @@ from semiseg.data.layout_names import LA_FILE_NAME, LA_IMAGE_DIR
 from semiseg.data.store import Case
 from semiseg.io import read_text
 
-__all__ = ["LA_FILE_NAME", "LA_IMAGE_DIR", "Patients", "read_la_layout", "read_slices_layout"]
+__all__ = ["LA_FILE_NAME", "LA_IMAGE_DIR", "Patients", "read_case_lists", "read_la_layout", "read_slices_layout"]
 
 #: ``{"train": [...], "val": [...], "test": [...]}``: patient ids in list order.
 Patients = dict[str, list[str]]
@@ -115,6 +115,20 @@ def _check_disjoint(lists: dict[str, list[str]], files: dict[str, Path], what: s
                     files[role], f"{what} {item!r} is also in {files[owner[item]].name}"
                 )
             owner[item] = role
+
+
+def read_case_lists(src: Path, dataset_name: str) -> tuple[dict[str, Path], dict[str, list[str]]]:
+    """The list files of a layout whose cases are its patients (the LA layouts) and their ids,
+    per role: train and test required and non-empty, val optional, no case in two lists."""
+    if not src.is_dir():
+        raise DataError(src, f"{dataset_name}: source directory does not exist")
+    files = {role: src / f"{role}.list" for role in _ROLES}
+    cases = {role: _read_list(files[role], required=role != "val") for role in _ROLES}
+    for role in ("train", "test"):
+        if not cases[role]:
+            raise DataError(files[role], f"{dataset_name}: the {role} list is empty")
+    _check_disjoint(cases, files, "case")
+    return files, cases
 
 
 def _patient_of(case_id: str, list_file: Path) -> str:
@@ -276,12 +290,7 @@ def read_la_layout(
     image_dir = src / LA_IMAGE_DIR
     if not image_dir.is_dir():
         raise DataError(image_dir, f"{dataset_name}: image directory does not exist")
-    files = {role: src / f"{role}.list" for role in _ROLES}
-    cases = {role: _read_list(files[role], required=role != "val") for role in _ROLES}
-    for role in ("train", "test"):
-        if not cases[role]:
-            raise DataError(files[role], f"{dataset_name}: the {role} list is empty")
-    _check_disjoint(cases, files, "case")
+    files, cases = read_case_lists(src, dataset_name)
     for role in _ROLES:
         for case in cases[role]:
             path = image_dir / case / LA_FILE_NAME

@@ -28,6 +28,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import math
 import time
 from pathlib import Path
 
@@ -41,14 +42,14 @@ from semiseg.engine.lr import lr_factor
 from semiseg.engine.progress import Progress, write_rows_csv
 from semiseg.engine.outputs import publish
 from semiseg.engine.runlock import run_folder_lock
-from semiseg.engine.state import Preempted, SigtermFlag, atomic_save, load_state, save_state, seed_everything
+from semiseg.engine.state import Preempted, SigtermFlag, load_state, save_state, seed_everything
 from semiseg.engine.validate import mean_dice, validate
 from semiseg.io import atomic_write
 from semiseg.methods import Step, build_method
 from semiseg.methods.base import StageContext
 from semiseg.nets import network_for
 
-__all__ = ["TrainingError", "Preempted", "train", "mean_dice", "atomic_save"]
+__all__ = ["TrainingError", "Preempted", "train", "mean_dice"]
 
 log = logging.getLogger("semiseg.train")
 
@@ -242,7 +243,7 @@ class _Run:
         with explain_out_of_memory(device, f"at iteration {it}", _memory_advice(spec), TrainingError):
             with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
                 losses = self.method.training_step(batch, step)
-            _check_finite(losses, it, spec["method"]["name"])
+            values = _loss_values(losses, it, spec["method"]["name"])
             for opt in self.optimizers.values():
                 opt.zero_grad(set_to_none=True)
             losses.total.backward()
@@ -250,8 +251,7 @@ class _Run:
                 opt.step()
         self.method.after_optimizer_step(step)
 
-        row = {"iteration": it, "lr": self.sched["lr"] * factor, "total": float(losses.total.detach())}
-        row.update({k: float(v.detach()) for k, v in losses.terms.items()})
+        row = {"iteration": it, "lr": self.sched["lr"] * factor, **values}
         row.update({k: float(v) for k, v in losses.stats.items()})
         done = it + 1
         if self.val_cases and (done % self.sched["val_interval"] == 0 or done == self.total):
@@ -271,8 +271,8 @@ class _Run:
         return score
 
     def _keep_current(self) -> None:
-        atomic_save(self.method.eval_network().state_dict(), self.best_path)
-        atomic_save(self.method.models.state_dict(), self.best_models_path)
+        atomic_write(self.best_path, self.method.eval_network().state_dict())
+        atomic_write(self.best_models_path, self.method.models.state_dict())
 
     # ---- the outputs
 
@@ -294,14 +294,18 @@ class _Run:
         return summary
 
 
-def _check_finite(losses, iteration: int, method: str) -> None:
-    """Stop on a NaN or infinite loss, naming every non-finite term (the total is only named when
-    no term is: a bad term makes the total bad too, and the term is what one needs to know)."""
-    values = [losses.total, *losses.terms.values()]
-    if bool(torch.isfinite(torch.stack([v.detach().float().reshape(()) for v in values])).all()):
-        return  # the usual case: one check (one device sync) per iteration
-    bad = {name: float(v.detach()) for name, v in losses.terms.items() if not torch.isfinite(v).all()}
-    bad = bad or {"total": float(losses.total.detach())}
+def _loss_values(losses, iteration: int, method: str) -> dict[str, float]:
+    """The total and every named term as floats, read from the device in one transfer (one sync
+    per iteration); stops on a NaN or infinite loss, naming every non-finite term (the total is
+    only named when no term is: a bad term makes the total bad too, and the term is what one
+    needs to know)."""
+    tensors = [losses.total, *losses.terms.values()]
+    values = dict(zip(["total", *losses.terms],
+                      torch.stack([v.detach().float().reshape(()) for v in tensors]).tolist()))
+    if all(math.isfinite(v) for v in values.values()):
+        return values
+    bad = {name: v for name, v in values.items() if name != "total" and not math.isfinite(v)}
+    bad = bad or {"total": values["total"]}
     named = ", ".join(f"{name!r} is {value}" for name, value in bad.items())
     raise TrainingError(f"iteration {iteration}: loss term {named} (method {method}); stopping. "
                         "Lower the lr or check the data.")

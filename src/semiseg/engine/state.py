@@ -1,5 +1,5 @@
-"""What a training run must keep to be resumed bit for bit: seeds, RNG states, SIGTERM, the
-resumable state file, and atomic saves.
+"""What a training run must keep to be resumed bit for bit: seeds, RNG states, SIGTERM and the
+resumable state file.
 
 A run's resumable state (``checkpoints/state.pt``) holds the method (networks, EMA teachers,
 anything else it registered), every optimiser, the iteration, the RNG states, the best
@@ -20,7 +20,7 @@ import torch
 
 from semiseg.io import atomic_write
 
-__all__ = ["Preempted", "ResumeState", "SigtermFlag", "atomic_save", "load_state", "rng_state", "save_state",
+__all__ = ["Preempted", "ResumeState", "SigtermFlag", "load_state", "rng_state", "save_state",
            "seed_everything", "set_rng_state"]
 
 log = logging.getLogger("semiseg.train")
@@ -37,11 +37,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def atomic_save(obj, path: Path) -> None:
-    """torch.save atomically (:func:`semiseg.io.atomic_write`): never a half-written file."""
-    atomic_write(path, obj)
 
 
 def rng_state(device: torch.device) -> dict:
@@ -92,9 +87,9 @@ class ResumeState:
 
 def save_state(path: Path, fingerprint: str, progress: ResumeState, method: torch.nn.Module,
                optimizers: dict[str, torch.optim.Optimizer], device: torch.device) -> None:
-    atomic_save({"fingerprint": fingerprint, "iteration": progress.iteration, "method": method.state_dict(),
-                 "optimizers": {k: o.state_dict() for k, o in optimizers.items()}, "rng": rng_state(device),
-                 "best": progress.best, "best_iteration": progress.best_iteration}, path)
+    atomic_write(path, {"fingerprint": fingerprint, "iteration": progress.iteration, "method": method.state_dict(),
+                        "optimizers": {k: o.state_dict() for k, o in optimizers.items()},
+                        "rng": rng_state(device), "best": progress.best, "best_iteration": progress.best_iteration})
 
 
 def load_state(path: Path, fingerprint: str, method: torch.nn.Module,

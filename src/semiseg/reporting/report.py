@@ -29,7 +29,8 @@ import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from semiseg.metrics.segmentation import read_metrics_csv, summarise
+from semiseg.metrics.csv_io import read_metrics_csv
+from semiseg.metrics.summary import summarise
 from semiseg.reporting.build import parse_run_path
 from semiseg.reporting.report_figures import _mean_std, dice_vs_ratio, learning_curves, overlays, reference_points
 from semiseg.reporting.tables import write_table

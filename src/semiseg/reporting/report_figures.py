@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from semiseg.reporting.colours import LABEL_COLOURS, METHOD_COLOURS
+from semiseg.reporting.references import reference_sources
 
 __all__ = ["dice_vs_ratio", "learning_curves", "overlays", "reference_points"]
 
@@ -22,11 +23,8 @@ def reference_points(table: Mapping) -> list[dict]:
     Reads ``reference`` as a mapping (``source``, ``values``: method → ratio → metric → value)
     or a list of such mappings, one per source; ratio keys may be ints or strings.
     """
-    refs = table.get("reference") or []
-    if isinstance(refs, Mapping):
-        refs = [refs]
     points = []
-    for ref in refs:
+    for ref in reference_sources(table):
         for method, by_ratio in (ref.get("values") or {}).items():
             for ratio, cell in (by_ratio or {}).items():
                 for metric, value in (cell or {}).items():

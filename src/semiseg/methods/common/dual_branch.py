@@ -21,7 +21,7 @@ from torch import Tensor
 import torch.nn.functional as F
 
 from semiseg.methods.base import Method, Step
-from semiseg.methods.common.losses import DiceCE, alhvr_code_dice_loss, masked_mean, one_hot
+from semiseg.methods.common.losses import DiceCE, alhvr_code_dice_loss, one_hot, reduce_region
 from semiseg.methods.common.regions import Regions, split_regions
 from semiseg.nets import init_weights
 from semiseg.nets.perturb import perturb_features
@@ -39,17 +39,6 @@ class Branch:
     logits_p: Tensor    # ŷ_x2 (logits), the same decoder on perturbed features F2
     features: Tensor    # decoder feature map on F1 (prototype stage)
     features_p: Tensor  # the same map on F2
-
-
-def reduce_region(loss_map: Tensor, mask: Tensor, how: str) -> Tensor:
-    """A per-pixel loss restricted to ``mask``: ``"region"`` averages over the masked pixels
-    (``sum(l·m) / sum(m)``, 0 for an empty mask); ``"all_pixels"`` divides the same sum by
-    every pixel of the map, so a term shrinks with its region."""
-    if how == "region":
-        return masked_mean(loss_map, mask)
-    if how == "all_pixels":
-        return (loss_map * mask.to(loss_map.dtype)).sum() / loss_map.numel()
-    raise ValueError(f"unknown reduction {how!r}; known: region, all_pixels")
 
 
 def cross_pseudo_map(logits: Tensor, other_logits: Tensor) -> Tensor:
@@ -110,11 +99,11 @@ class DualBranch(TwoNetwork):
     def supervised_loss(self, logits: Tensor, label: Tensor) -> tuple[Tensor, Tensor]:
         """CE and Dice; ``dice_form: alhvr_code`` takes the Dice of ALHVR's public code
         (:func:`~semiseg.methods.common.losses.alhvr_code_dice_loss`, without the factor 2)."""
-        ce, dice = super().supervised_loss(logits, label)
-        if self.params.get("dice_form", "standard") == "alhvr_code":
-            probs = torch.softmax(logits, dim=1)
-            dice = alhvr_code_dice_loss(probs, one_hot(label.long(), logits.shape[1]))
-        return DiceCE(ce, dice)
+        if self.params.get("dice_form", "standard") != "alhvr_code":
+            return super().supervised_loss(logits, label)
+        label = label.long()
+        dice = alhvr_code_dice_loss(torch.softmax(logits, dim=1), one_hot(label, logits.shape[1]))
+        return DiceCE(F.cross_entropy(logits, label), dice)
 
     def branches(self, x: Tensor, *, perturbed_grad: bool = True) -> list[Branch]:
         out = []

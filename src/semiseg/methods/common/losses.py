@@ -28,6 +28,7 @@ __all__ = [
     "dice_ce_loss",
     "masked_mean",
     "one_hot",
+    "reduce_region",
     "soft_dice_loss",
 ]
 
@@ -151,3 +152,14 @@ def masked_mean(x: Tensor, mask: Tensor, eps: float = 1e-16) -> Tensor:
     """
     m = torch.broadcast_to(mask.to(x.dtype), x.shape)
     return (x * m).sum() / (m.sum() + eps)
+
+
+def reduce_region(loss_map: Tensor, mask: Tensor, how: str) -> Tensor:
+    """A per-pixel loss restricted to ``mask``: ``"region"`` averages over the masked pixels
+    (``sum(l·m) / sum(m)``, 0 for an empty mask); ``"all_pixels"`` divides the same sum by
+    every pixel of the map, so a term shrinks with its region."""
+    if how == "region":
+        return masked_mean(loss_map, mask)
+    if how == "all_pixels":
+        return (loss_map * mask.to(loss_map.dtype)).sum() / loss_map.numel()
+    raise ValueError(f"unknown reduction {how!r}; known: region, all_pixels")

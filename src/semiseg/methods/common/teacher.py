@@ -33,6 +33,7 @@ from torch import Tensor, nn
 
 from semiseg.methods.base import Losses, Method, Step, two_stream
 from semiseg.methods.common.ema import ema_update
+from semiseg.methods.common.losses import reduce_region
 
 __all__ = ["TeacherStudent", "UnsupervisedContext", "frozen_copy", "input_noise"]
 
@@ -114,9 +115,7 @@ class TeacherStudent(Method):
 
     def reduce_unsupervised(self, loss_map: Tensor, weight: Tensor | None, ctx: UnsupervisedContext) -> Tensor:
         """``Σ weight·map / N`` over the N unlabeled pixels (the plain mean without a weight)."""
-        if weight is None:
-            return loss_map.mean()
-        return (weight.to(loss_map.dtype) * loss_map).sum() / loss_map.numel()
+        return loss_map.mean() if weight is None else reduce_region(loss_map, weight, "all_pixels")
 
     def unsupervised_loss(self, ctx: UnsupervisedContext) -> Tensor:
         return self.reduce_unsupervised(self.unsupervised_map(ctx), self.pixel_weight(ctx), ctx)

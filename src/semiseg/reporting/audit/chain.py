@@ -94,7 +94,8 @@ def audit(table_path, *, row: str, ratio: int, metric: str | None = None, root=N
     Raises ValueError for an unknown row, ratio or metric, FileNotFoundError for a missing table.
     """
     from semiseg.config import ConfigError, find_root, run_spec
-    from semiseg.metrics.segmentation import METRIC_NAMES, read_metrics_csv, summarise
+    from semiseg.metrics.csv_io import METRIC_NAMES, read_metrics_csv
+    from semiseg.metrics.summary import summarise
     from semiseg.reporting.build import parse_run_path
     from semiseg.reporting.tables import _METRICS  # (summary key, display factor), column order
     from semiseg.reporting.tables import COLUMNS, format_cell
