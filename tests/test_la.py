@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import time
 from pathlib import Path
 
 import h5py
@@ -20,7 +19,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from conftest import REPO, snakemake, write_yaml
+from conftest import REPO
 from semiseg.config import load_config, run_spec
 from semiseg.data.errors import DataError
 from semiseg.data.fetch import fetch, shipped_splits_digest
@@ -237,36 +236,7 @@ def test_a_broken_release_is_named(la_mini, tmp_path):
 
 
 # ----------------------------------------------------------------------------- the smoke table
-def la_workflow(root: Path, la_mini: Path) -> Path:
-    """The repository's workflow and catalogues for the LA table on LA-mini: smoke schedule, one
-    seed. LA-mini holds 20 of the 80 train volumes, so in this copy the upper bound (ratio 100)
-    is its 20; every other line of the catalogue is the repository's."""
-    import yaml
-
-    root.mkdir(parents=True)
-    shutil.copy(REPO / "Snakefile", root / "Snakefile")
-    shutil.copytree(REPO / "workflow", root / "workflow")
-    shutil.copytree(REPO / "config", root / "config")
-    la_yaml = root / "config" / "datasets" / "la.yaml"
-    catalogue = yaml.safe_load(la_yaml.read_text())
-    catalogue["la"]["ratios"]["100"] = catalogue["la"]["train_patients"] = len(_list(la_mini / "train.list"))
-    write_yaml(la_yaml, catalogue)
-    write_yaml(root / "config" / "config.yaml", {
-        "tables": ["la"], "schedule": "smoke", "seeds": [0], "device": "cpu", "results": "results",
-        "sources": {"la": {"path": str(la_mini)}}})
-    return root
-
-
-@pytest.fixture(scope="module")
-def smoke_la(la_mini, tmp_path_factory):
-    wf = la_workflow(tmp_path_factory.mktemp("la") / "wf", la_mini)
-    t0 = time.time()
-    # one thread per job, two jobs at a time on CI's 2 cores
-    proc = snakemake(wf, "--set-threads", "train=1", "infer=1", "--", "results/tables/la.md", timeout=3600)
-    seconds = time.time() - t0
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    print(f"\nsmoke LA table on LA-mini: {seconds:.0f} s")
-    return wf / "results"
+# built by the session fixture `la_smoke` (tests/conftest.py) from tests/smoke_targets.py
 
 
 def _rows(table: str) -> list[str]:
@@ -275,8 +245,8 @@ def _rows(table: str) -> list[str]:
 
 @pytest.mark.slow
 @pytest.mark.data
-def test_the_smoke_la_table_on_la_mini(smoke_la, la_mini):
-    res = smoke_la
+def test_the_la_smoke_table_on_la_mini(la_smoke, la_mini):
+    res = la_smoke
     desc = json.loads((res / "preprocessed" / "la" / "dataset.json").read_text())
     assert desc["patients"] == {"train": _list(la_mini / "train.list"), "val": [], "test": TEST_FIRST_4}
     for ratio, n in (("5", 4), ("10", 8), ("20", 16), ("100", 20)):
