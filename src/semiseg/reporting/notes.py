@@ -85,6 +85,16 @@ def footer_lines(
         "hallucinated scores Dice 0 and distances equal to the image diagonal (not 0 as in "
         f"SSL4MIS-style code). See [docs/metrics.md]({METRICS_DOC})."
     )
+    bootstrap = spec.get("bootstrap")
+    if bootstrap:
+        lines.append(
+            f"({bootstrap['confidence'] * 100:g}% CI low–high): percentile bootstrap confidence interval over "
+            f"the test cases: {bootstrap['resamples']} resamples of the test cases with replacement "
+            f"(numpy default_rng({bootstrap['seed']}), the same resampled case sets in every cell), each scored "
+            "as the mean over the row's seeds of the runs' means over the drawn cases. It shows how a value "
+            "depends on which cases were tested; the ± how it depends on training. "
+            f"See [docs/metrics.md]({METRICS_DOC})."
+        )
     unit = dataset_info.get("distance_unit")
     if unit:
         lines.append(f"95HD and ASD are in {escape(unit)}.")
