@@ -199,10 +199,7 @@ def _case_matrix(case_values: Mapping, keys: Sequence[tuple]) -> tuple[list[str]
                              f"{len(these)} cases, the first seed's: {len(cases)}); a bootstrap over cases "
                              "needs the same cases in every seed")
         for metric, _ in _METRICS:
-            column = np.asarray(frame[metric], dtype=float)
-            if not np.isfinite(column).all():
-                raise ValueError(f"case_values[{key!r}][{metric!r}] must be finite numbers")
-            rows[metric].append(column)
+            rows[metric].append(np.asarray(frame[metric], dtype=float))  # checked finite where resampled
     return cases or [], {metric: np.stack(columns) for metric, columns in rows.items()}
 
 
