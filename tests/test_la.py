@@ -294,7 +294,7 @@ def test_the_la_table_shows_each_papers_value_with_its_source(cfg):
     text = build_table(table, dataset_info={**info, "test_cases": 20, "own_schedule": "paper"}, results=results,
                        footer={}, run_info=smoke)
     assert _cells(text)[("V-Net (labeled only)", "8 (10%)")][0] == (
-        f"80.00 (smoke: 1 of 20 test volumes, 2 iterations — not a result) {VNET_8_PAPERS}")
+        f"80.00 (smoke: 1 of 20 test volumes, 1 iteration — not a result) {VNET_8_PAPERS}")
 
 
 # ----------------------------------------------------------------------------- the smoke table

@@ -48,7 +48,8 @@ def smoke_mark(info: Mapping | None, dataset_info: Mapping) -> str:
     if scored is not None and total is not None:
         parts.append(f"{scored} of {total} test volumes")
     if info.get("iterations") is not None:
-        parts.append(f"{info['iterations']} iterations")
+        n = info["iterations"]
+        parts.append(f"{n} iteration{'' if n == 1 else 's'}")
     head = "smoke" if smoke else f"schedule {info.get('schedule') or '?'}"
     return f"{head}: {', '.join(parts)} — not a result" if parts else f"{head} — not a result"
 
