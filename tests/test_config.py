@@ -287,3 +287,16 @@ def test_a_target_at_an_undefined_ratio_names_the_defined_ones(tmp_path):
     run = snakemake(root, "-n", "results/splits/tiny2d/99.json", timeout=300)
     assert run.returncode != 0
     assert "ratio 99 is not defined for tiny2d; defined: 25, 50" in run.stdout + run.stderr
+
+
+def test_a_smoke_test_stride_replaces_the_3d_protocol_s_in_the_spec_and_is_refused_on_2d(tiny_workflow):
+    cfg = load_config({"tables": ["la"], "schedule": "smoke"}, root=REPO)
+    smoke = run_spec(cfg, "la", "mean_teacher", 10, 0)
+    assert smoke["dataset"]["stride"] == smoke["schedule"]["test_stride"] == [80, 112, 112]
+    paper = run_spec(load_config({"tables": ["la"], "schedule": "paper"}, root=REPO), "la", "mean_teacher", 10, 0)
+    assert paper["dataset"]["stride"] == [4, 18, 18] and "test_stride" not in paper["schedule"]
+    schedules = yaml.safe_load((tiny_workflow / "config" / "schedules.yaml").read_text())
+    schedules["smoke"]["datasets"] = {"tiny2d": {"test_stride": [1, 8, 8]}}
+    write_yaml(tiny_workflow / "config" / "schedules.yaml", schedules)
+    with pytest.raises(ConfigError, match=r"schedules\.yaml: smoke\.datasets\.tiny2d\.test_stride: tiny2d is a 2D"):
+        load(tiny_workflow)

@@ -290,11 +290,13 @@ def test_the_la_table_shows_each_papers_value_with_its_source(cfg):
     for tag in ("BUARL T2", "SGRS-Net T2", "CRLN T1", "CRLN T1 best", "CRLN T2", "CRLN T2 best"):
         assert f"{tag}: " in footer
     # a smoke run's cell, as the smoke table has it: its mark, then the papers' values
-    smoke = {("supervised", 10, 0): {"schedule": "smoke", "iterations": 2, "test_cases": 1}}
+    smoke = {("supervised", 10, 0): {"schedule": "smoke", "iterations": 1, "test_cases": 1,
+                                     "test_stride": [80, 112, 112]}}
     text = build_table(table, dataset_info={**info, "test_cases": 20, "own_schedule": "paper"}, results=results,
                        footer={}, run_info=smoke)
     assert _cells(text)[("V-Net (labeled only)", "8 (10%)")][0] == (
-        f"80.00 (smoke: 1 of 20 test volumes, 1 iteration — not a result) {VNET_8_PAPERS}")
+        f"80.00 (smoke: 1 of 20 test volumes at stride 80×112×112, 1 iteration — not a result) "
+        f"{VNET_8_PAPERS}")
 
 
 # ----------------------------------------------------------------------------- the smoke table
@@ -314,7 +316,9 @@ def test_the_la_smoke_table_on_la_mini(la_smoke, la_mini):
     # the protocol ran: V-Net on 80 x 112 x 112 patches, last weights, sliding window on the test case
     config = json.loads((res / "runs" / "la" / "ua_mt" / "10" / "seed0" / "config.json").read_text())
     assert config["spec"]["dataset"]["patch_size"] == [80, 112, 112]
-    assert config["spec"]["dataset"]["stride"] == [4, 18, 18] and config["spec"]["method"]["network"] == "vnet"
+    assert config["spec"]["method"]["network"] == "vnet"
+    # the smoke schedule's coarser stride (one patch: 8 windows, not 45), named in the table
+    assert config["spec"]["dataset"]["stride"] == config["spec"]["schedule"]["test_stride"] == [80, 112, 112]
     assert config["summary"]["best_iteration"] == config["summary"]["iterations"]  # no val: the last weights
     predictions = sorted((res / "runs" / "la" / "bcp" / "5" / "seed0" / "predictions").glob("*.nii.gz"))
     assert [p.name for p in predictions] == [f"{TEST_FIRST_4[0]}.nii.gz"]
@@ -334,4 +338,5 @@ def test_the_la_smoke_table_on_la_mini(la_smoke, la_mini):
     measured = [row for row in rows if "not run" not in row]
     assert all(re.search(r"\| \d+\.\d\d", row) for row in measured), table
     assert "BUARL" in table and "Post-processing" not in table  # off in this protocol
+    assert "1 of 20 test volumes at stride 80×112×112, 1 iteration — not a result" in table
     print(f"\n{table}")

@@ -178,6 +178,10 @@ def load_config(config: dict | None = None, root: Path | str | None = None) -> d
             raise ConfigError(f"{where}.patch_size: needs {ds['dims']} numbers for a {ds['dims']}D dataset")
         if ds["dims"] == 3 and len(ds.get("stride", [])) != 3:
             raise ConfigError(f"{where}.stride: a 3D dataset needs a 3-number sliding-window stride")
+        for sched, body in schedules.items():
+            if ds["dims"] == 2 and "test_stride" in body.get("datasets", {}).get(name, {}):
+                raise ConfigError(f"{sched_file}: {sched}.datasets.{name}.test_stride: {name} is a 2D "
+                                  "dataset (predicted slice by slice); test_stride is for 3D datasets")
         n_train = ds.get("train_patients")
         count_param = LAYOUTS[ds["source"]["layout"]].train_count_param
         if n_train is None and count_param:
@@ -318,7 +322,8 @@ def run_spec(cfg: dict, dataset: str, method: str, ratio: int | str, seed: int |
             "labels": ds["labels"],
             "num_classes": len(ds["labels"]),
             "patch_size": ds["patch_size"],
-            "stride": ds.get("stride"),
+            # the schedule may coarsen it (smoke runs: fewer windows per volume)
+            "stride": resolved.get("test_stride", ds.get("stride")),
             # only when on: the specs (and fingerprints) of datasets without it stay as they were
             **({"largest_component": True} if ds.get("largest_component") else {}),
         },

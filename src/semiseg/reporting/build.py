@@ -68,6 +68,8 @@ def _run_info(metrics: Path, rows) -> dict:
             schedule = json.load(fh).get("spec", {}).get("schedule", {})
         info["schedule"] = schedule.get("name")
         info["iterations"] = schedule.get("iterations")
+        if schedule.get("test_stride"):
+            info["test_stride"] = schedule["test_stride"]
     return info
 
 

@@ -46,7 +46,9 @@ def smoke_mark(info: Mapping | None, dataset_info: Mapping) -> str:
         return ""
     parts = []
     if scored is not None and total is not None:
-        parts.append(f"{scored} of {total} test volumes")
+        stride = info.get("test_stride")
+        at = f" at stride {'×'.join(map(str, stride))}" if stride else ""
+        parts.append(f"{scored} of {total} test volumes{at}")
     if info.get("iterations") is not None:
         n = info["iterations"]
         parts.append(f"{n} iteration{'' if n == 1 else 's'}")
