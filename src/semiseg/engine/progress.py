@@ -45,6 +45,11 @@ __all__ = ["Progress", "format_duration", "write_rows_csv"]
 _NOT_TERMS = ("iteration", "lr", "val_dice")
 
 
+def _iterations(n: int) -> str:
+    """``'1 iteration'``, ``'4 iterations'``."""
+    return f"{n} iteration{'' if n == 1 else 's'}"
+
+
 def format_duration(seconds: float) -> str:
     """``H:MM:SS`` (``D days, H:MM:SS`` past a day); ``?`` when unknown."""
     if seconds != seconds or seconds < 0 or seconds == float("inf"):
@@ -113,7 +118,7 @@ class Progress:
         if iteration:
             self._line(f"resuming at iteration {iteration} of {self.total} ({len(rows or [])} logged rows)")
         else:
-            self._line(f"starting, {self.total} iterations")
+            self._line(f"starting, {_iterations(self.total)}")
 
     def update(self, row: dict) -> None:
         """One iteration is done; ``row`` is its ``train.csv`` row (``iteration`` counts from 0)."""
@@ -156,7 +161,7 @@ class Progress:
             self._bar = None
         if finished:
             took = self._clock() - self._first_time
-            self._line(f"finished {self._iteration - self._first_it} iterations in {format_duration(took)}")
+            self._line(f"finished {_iterations(self._iteration - self._first_it)} in {format_duration(took)}")
 
     # -- output --------------------------------------------------------------------------------
 
