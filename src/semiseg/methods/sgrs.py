@@ -139,7 +139,10 @@ class SGRS(TeacherStudent):
     - ``t_warm``: the code reaches 1 at iteration 6000 of 15k: ``consistency_rampup`` 0.4;
     - ``normalize``: the region CE (written as a sum in Eq. 10) is divided by every pixel of the
       view (code) or by the region's pixels (``region``);
-    - α = 0.75 (``mix_alpha``; the paper calls α "randomly generated").
+    - α = 0.75 (``mix_alpha``; the paper calls α "randomly generated");
+    - the supervised Dice is the one every method here uses (per class over the batch,
+      background included, :meth:`~semiseg.methods.base.Method.supervised_loss`); Eq. 11 as
+      written sums the classes together, which the region Dice terms follow.
 
     The public code's behaviours that change numbers, as switches (the paper's by default):
 
