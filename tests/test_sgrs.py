@@ -293,7 +293,7 @@ def test_sgrs_trains_through_the_engine_with_the_code_s_switches(tmp_path):
 
 # ---------------------------------------------------------------- catalogue and tables
 
-TABLES = ("sgrs_la", "sgrs_components", "sgrs_regions", "sgrs_augment", "sgrs_tau")
+TABLES = ("sgrs_la", "sgrs_components", "sgrs_regions", "sgrs_augment", "sgrs_tau", "sgrs_switches")
 
 
 @pytest.fixture(scope="module")
