@@ -4,7 +4,9 @@ the ablation variants on tiny hand-worked tensors; the catalogue and the LA tabl
 from __future__ import annotations
 
 import csv
+import json
 import math
+import re
 
 import pytest
 import torch
@@ -15,7 +17,6 @@ from helpers import run_spec, schema_defaults, tiny_store
 from semiseg.config import load_config, run_spec as config_run_spec, table_runs
 from semiseg.engine.loop import train
 from semiseg.methods import Step, build_method
-from semiseg.methods.common.losses import one_hot
 from semiseg.methods.sgrs import (mix_images, mix_lambda, region_ce, region_dice, synergy_regions,
                                   uncertainty)
 from semiseg.nets import UNet
@@ -360,3 +361,53 @@ def test_the_sgrs_tables_resolve_to_runs(cfg):
     for not_run in ("dtc", "urpc", "ss_net", "mc_net_plus", "caml", "co_bionet", "mcf"):
         assert rows[not_run]["run"] is False
     assert rows["sgrs"].get("run", True) and rows["bcp"].get("run", True)
+
+
+# ---------------------------------------------------------------- the LA smoke build (slow, data)
+
+
+def _table_rows(text):
+    rows = [line for line in text.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    return [[c.strip() for c in line.strip().strip("|").split(" | ")] for line in rows]
+
+
+def _train_columns(res, method):
+    with open(res / "runs" / "la" / method / "5" / "seed0" / "train.csv") as f:
+        return set(next(csv.reader(f)))
+
+
+@pytest.mark.slow
+@pytest.mark.data
+def test_the_sgrs_tables_on_la_mini(la_smoke):
+    res = la_smoke
+    rows = _table_rows((res / "tables" / "sgrs_la.md").read_text())
+    # V-Net 4 / 8 / all 20 of LA-mini, 7 methods not implemented and BCP and SGRS-Net at 4 and 8
+    assert len(rows) == 3 + 7 * 2 + 2 + 2
+    not_run = [r[0] for r in rows if r[3].startswith("not run")]
+    assert not_run == [m for m in ("DTC", "URPC", "SS-Net", "MC-Net+", "CAML", "Co-BioNet", "MCF") for _ in range(2)]
+    cells = {(r[0], r[1]): r[3:] for r in rows}
+    assert cells[("SGRS-Net", "4 (5%)")][0].endswith("(paper 89.70)")
+    assert cells[("SGRS-Net", "8 (10%)")][3].endswith("(paper 1.87)")
+    assert cells[("MCF", "8 (10%)")][3] == "not run (paper 2.79)"
+    for label in ("SGRS-Net", "BCP", "V-Net (labeled only)"):
+        assert all(re.match(r"\d+\.\d\d ", c) for (lab, _), cs in cells.items() if lab == label for c in cs)
+
+    rows = _table_rows((res / "tables" / "sgrs_switches.md").read_text())
+    cells = {r[0]: r[3:] for r in rows}
+    assert list(cells) == ["SGRS-Net (public code's settings)", "Baseline (single-network pseudo-labels, no MA)",
+                           "Flip.H in place of MA", "SGRS-Net"]
+    assert "T5 75.18" in cells["Baseline (single-network pseudo-labels, no MA)"][0]
+    assert "T7 88.69" in cells["Flip.H in place of MA"][0]
+    assert all(re.match(r"\d+\.\d\d ", c) for cs in cells.values() for c in cs)
+
+    # each switch reached its run: the spec, and the terms and statistics the step logged
+    code = json.loads((res / "runs" / "la" / "sgrs_code" / "5" / "seed0" / "config.json").read_text())["spec"]
+    assert code["schedule"]["lr_policy"] == "constant"
+    assert {k: code["method"]["params"][k] for k in ("delta_rule", "mix_lambda", "noise_std", "rampup_block")} == {
+        "delta_rule": "background_band", "mix_lambda": "sample", "noise_std": 0.1, "rampup_block": 150}
+    full = {"con_ce", "con_dice", "nr_ce", "nr_dice", "mix_lambda", "omega_fraction", "theta_fraction"}
+    assert full <= _train_columns(res, "sgrs") and full <= _train_columns(res, "sgrs_code")
+    baseline = _train_columns(res, "sgrs_baseline")  # one view, L_con on all of Y
+    assert {"con_ce", "con_dice"} <= baseline and not baseline & {"nr_ce", "mix_lambda", "omega_fraction"}
+    flip = _train_columns(res, "sgrs_flip_h")  # regions, no mix
+    assert {"nr_ce", "omega_fraction"} <= flip and "mix_lambda" not in flip
