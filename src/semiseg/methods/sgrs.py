@@ -140,6 +140,8 @@ class SGRS(TeacherStudent):
     - ``normalize``: the region CE (written as a sum in Eq. 10) is divided by every pixel of the
       view (code) or by the region's pixels (``region``);
     - α = 0.75 (``mix_alpha``; the paper calls α "randomly generated");
+    - the learning rate decays as the schedule says (``poly`` under ``paper``: the paper gives
+      lr 0.01 and no decay rule); ``ema_decay`` 0.99, the code's;
     - the supervised Dice is the one every method here uses (per class over the batch,
       background included, :meth:`~semiseg.methods.base.Method.supervised_loss`); Eq. 11 as
       written sums the classes together, which the region Dice terms follow.
