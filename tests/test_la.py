@@ -265,7 +265,7 @@ def test_the_la_table_shows_each_papers_value_with_its_source(cfg):
     info = {"train_patients": 80, "labeled_patients": {int(k): v for k, v in cfg["datasets"]["la"]["ratios"].items()}}
     text = build_table(table, dataset_info=info, results=results, footer={})
     cells = _cells(text)
-    assert len(cells) == 33  # 31 + the implemented SGRS-Net at 4 and 8
+    assert len(cells) == 31
     assert cells[("V-Net (labeled only)", "8 (10%)")] == [
         f"80.00 {VNET_8_PAPERS}", "70.00 (paper: BUARL T2 71.72; SGRS-Net T2 66.96)",
         "10.00 (paper: BUARL T2 13.35; SGRS-Net T2 21.20)", "3.00 (paper: BUARL T2 3.26; SGRS-Net T2 6.07)"]
@@ -326,7 +326,7 @@ def test_the_la_smoke_table_on_la_mini(la_smoke, la_mini):
 
     table = (res / "tables" / "la.md").read_text()
     rows = _rows(table)
-    assert len(rows) == 15 + 18, table  # 15 runs (SGRS-Net implemented: 2), 9 methods not implemented x 2 ratios
+    assert len(rows) == 15 + 16, table  # 15 runs, 8 methods not implemented x 2 ratios
     assert "| V-Net (labeled only) | 8 (10%) | 0 |" in table
     assert "| V-Net (all labeled, upper bound) | 20 (100%) | 0 |" in table
     cells = _cells(table)
@@ -334,7 +334,7 @@ def test_the_la_smoke_table_on_la_mini(la_smoke, la_mini):
     assert UAMT_16_PAPERS in cells[("UA-MT", "16 (20%)")][0], table
     not_run = [row.split("|")[1].strip() for row in rows if "not run" in row]
     assert not_run == [m for m in ("SASSNet", "DTC", "URPC", "MC-Net", "SS-Net", "CAML", "BUARL (BCP)",
-                                   "SGRS-Net", "CRLN") for _ in range(2)], table
+                                   "CRLN") for _ in range(2)], table
     measured = [row for row in rows if "not run" not in row]
     assert all(re.search(r"\| \d+\.\d\d", row) for row in measured), table
     assert "BUARL" in table and "Post-processing" not in table  # off in this protocol
