@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from semiseg.data.acdc import read_acdc_raw
+from semiseg.data.brats import read_brats_h5, read_brats_raw
 from semiseg.data.errors import DataError
 from semiseg.data.la import read_la_raw
 from semiseg.data.layouts import read_la_layout, read_slices_layout
@@ -20,6 +21,8 @@ READERS = {
     "la": read_la_layout,
     "la_raw": read_la_raw,
     "acdc_raw": read_acdc_raw,
+    "brats_raw": read_brats_raw,
+    "brats": read_brats_h5,
 }
 
 

@@ -56,6 +56,9 @@ LAYOUTS: dict[str, Layout] = {layout.name: layout for layout in (
            prefix_checked=True),
     Layout("la_raw", shipped_splits="config/datasets/la_splits", shipped_lists=("train.list", "test.list"),
            prefix_checked=True),
+    # BraTS 2019 (semiseg.data.brats): the training release, and its h5 copies
+    Layout("brats_raw", shipped_splits="config/datasets/brats_splits"),
+    Layout("brats", shipped_splits="config/datasets/brats_splits", prefix_checked=True),
 )}
 
 
