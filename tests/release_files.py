@@ -8,6 +8,7 @@ a "pancreas", abdominal organs), tiny volumes; no number computed on them is a r
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -74,3 +75,74 @@ def write_brats_release(root: Path, cases: list[str], *, shape=(30, 40, 36), geo
 def write_lists(root: Path, **lists: list[str]) -> None:
     for role, ids in lists.items():
         (root / f"{role}.list").write_text("".join(f"{i}\n" for i in ids))
+
+
+# Pancreas-CT: 512 x 512 slices of about 0.7-0.9 mm, 1.5-2.5 mm apart, stored with rescale
+# intercept -1024 (these: 40 x 44 slices of 0.78 mm, 1.5 mm apart, origin as a TCIA series').
+PANCREAS_GEOMETRY = {"spacing": (0.78125, 0.78125, 1.5), "origin": (-172.5, -180.0, -412.0),
+                     "direction": (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)}
+
+
+def pancreas_case(seed: int, shape=(24, 44, 40)) -> tuple[np.ndarray, np.ndarray]:
+    """``(hu, label)`` of one stand-in case, ``(Z, Y, X)``: int16 HU of a body (soft tissue ~40 HU,
+    air -1000 outside) with a brighter "pancreas" ellipsoid (label 1)."""
+    rng = np.random.default_rng(100 + seed)
+    z, y, x = shape
+    body = _ellipsoid(shape, (z / 2, y / 2, x / 2), (z, y / 2 - 2, x / 2 - 2))
+    centre = (z / 2 + rng.integers(-2, 3), y / 2 + rng.integers(-3, 4), x / 2 + rng.integers(-3, 4))
+    label = (_ellipsoid(shape, centre, (4 + rng.integers(0, 2), 5, 7)) & body).astype(np.uint8)
+    hu = np.where(body, rng.normal(40, 15, shape), -1000.0)
+    hu[label > 0] += 80
+    return np.round(hu).astype(np.int16), label
+
+
+def write_dicom_series(hu: np.ndarray, geometry: dict, folder: Path, *, intercept: int = -1024,
+                       skip: tuple[int, ...] = ()) -> Path:
+    """One CT series, a file per slice, as a scanner writes it: stored values ``hu - intercept``
+    (SimpleITK's writer applies the inverse rescale), ImagePositionPatient per slice, instance
+    numbers, one series UID. ``skip``: slice indices left out (a series with a missing slice)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    writer = sitk.ImageFileWriter()
+    writer.KeepOriginalImageUIDOn()
+    sx, sy, sz = geometry["spacing"]
+    d = np.asarray(geometry["direction"]).reshape(3, 3)
+    series = f"1.2.826.0.1.3680043.2.1125.{int(hashlib.sha1(str(folder).encode()).hexdigest()[:10], 16)}"
+    for k in range(hu.shape[0]):
+        if k in skip:
+            continue
+        sl = sitk.GetImageFromArray(hu[k:k + 1])
+        sl.SetSpacing((sx, sy, sz))
+        pos = np.asarray(geometry["origin"]) + d[:, 2] * sz * k
+        tags = {"0008|0060": "CT", "0008|0016": "1.2.840.10008.5.1.4.1.1.2", "0008|0018": f"{series}.{k + 1}",
+                "0020|000d": f"{series}.0", "0020|000e": series, "0020|0013": str(k + 1),
+                "0020|0032": "\\".join(f"{v:.4f}" for v in pos),
+                "0020|0037": "\\".join(f"{v:.6f}" for v in (*d[:, 0], *d[:, 1])),
+                "0018|0050": f"{sz}", "0028|1052": str(intercept), "0028|1053": "1"}
+        for tag, value in tags.items():
+            sl.SetMetaData(tag, value)
+        writer.SetFileName(os.fspath(folder / f"1-{k + 1:03d}.dcm"))
+        writer.Execute(sl)
+    return folder
+
+
+def write_pancreas_release(root: Path, numbers: list[int], *, shape=(24, 44, 40), geometry=PANCREAS_GEOMETRY,
+                           flip_label: bool = False) -> dict[int, tuple[Path, Path]]:
+    """``Pancreas-CT/PANCREAS_NNNN/<study>/<series>/1-NNN.dcm`` and
+    ``TCIA_pancreas_labels-02-05-2017/labelNNNN.nii.gz`` for the patient ``numbers``; returns each
+    one's DICOM folder and label file. ``flip_label``: the label file stores its slices in the
+    reverse order (origin at the last slice, slice axis pointing back), the same voxel centres."""
+    out = {}
+    for i, n in enumerate(numbers):
+        hu, label = pancreas_case(i, shape)
+        folder = write_dicom_series(hu, geometry, root / "Pancreas-CT" / f"PANCREAS_{n:04d}" / "1.2.3" / "1.2.3.4")
+        lab_path = root / "TCIA_pancreas_labels-02-05-2017" / f"label{n:04d}.nii.gz"
+        if flip_label:
+            d = np.asarray(geometry["direction"]).reshape(3, 3).copy()
+            origin = np.asarray(geometry["origin"]) + d[:, 2] * geometry["spacing"][2] * (shape[0] - 1)
+            d[:, 2] *= -1
+            write_nifti(label[::-1].copy(), {**geometry, "origin": tuple(origin), "direction": tuple(d.ravel())},
+                        lab_path)
+        else:
+            write_nifti(label, geometry, lab_path)
+        out[n] = (folder, lab_path)
+    return out

@@ -9,6 +9,7 @@ from semiseg.data.brats import read_brats_h5, read_brats_raw
 from semiseg.data.errors import DataError
 from semiseg.data.la import read_la_raw
 from semiseg.data.layouts import read_la_layout, read_slices_layout
+from semiseg.data.pancreas import read_pancreas_coranet_raw, read_pancreas_h5, read_pancreas_raw
 from semiseg.data.store import describe, write_store
 
 __all__ = ["preprocess", "READERS"]
@@ -23,6 +24,9 @@ READERS = {
     "acdc_raw": read_acdc_raw,
     "brats_raw": read_brats_raw,
     "brats": read_brats_h5,
+    "pancreas_raw": read_pancreas_raw,
+    "pancreas_coranet_raw": read_pancreas_coranet_raw,
+    "pancreas": read_pancreas_h5,
 }
 
 

@@ -59,6 +59,14 @@ LAYOUTS: dict[str, Layout] = {layout.name: layout for layout in (
     # BraTS 2019 (semiseg.data.brats): the training release, and its h5 copies
     Layout("brats_raw", shipped_splits="config/datasets/brats_splits"),
     Layout("brats", shipped_splits="config/datasets/brats_splits", prefix_checked=True),
+    # Pancreas-CT (semiseg.data.pancreas): the TCIA release under MC-Net's and CoraNet's
+    # conventions, and MC-Net's h5 copies
+    Layout("pancreas_raw", shipped_splits="config/datasets/pancreas_splits",
+           shipped_lists=("train.list", "test.list")),
+    Layout("pancreas_coranet_raw", shipped_splits="config/datasets/pancreas_coranet_splits",
+           shipped_lists=("train.list", "test.list")),
+    Layout("pancreas", shipped_splits="config/datasets/pancreas_splits", shipped_lists=("train.list", "test.list"),
+           prefix_checked=True),
 )}
 
 

@@ -67,6 +67,8 @@ def dicom_files(folder: Path) -> list[str]:
         raise DataError(folder, "the DICOM folder does not exist")
     found: dict[str, tuple[Path, list[str]]] = {}
     for sub in sorted({folder, *(p for p in folder.rglob("*") if p.is_dir())}):
+        if not any(p.is_file() for p in sub.iterdir()):
+            continue
         for uid in sitk.ImageSeriesReader.GetGDCMSeriesIDs(os.fspath(sub)) or ():
             if uid in found:
                 raise DataError(sub, f"DICOM series {uid} is also in {found[uid][0]}; one series, one folder")
