@@ -146,3 +146,43 @@ def write_pancreas_release(root: Path, numbers: list[int], *, shape=(24, 44, 40)
             write_nifti(label, geometry, lab_path)
         out[n] = (folder, lab_path)
     return out
+
+
+# AbdomenCT-1K: 512 x 512 axial slices of ~0.6-0.9 mm, 1-5 mm apart, origins and directions as
+# each source collection wrote them (these: 48 x 40 slices; one case with flipped in-plane axes).
+ABDOMEN_GEOMETRIES = (
+    {"spacing": (0.77, 0.77, 2.5), "origin": (-196.6, -190.3, -420.0),
+     "direction": (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)},
+    {"spacing": (0.68, 0.68, 1.0), "origin": (174.0, 171.2, -88.5),
+     "direction": (-1.0, 0.0, 0.0, 0.0, -1.0, 0.0, 0.0, 0.0, 1.0)},
+)
+
+
+def abdomen_case(seed: int, shape=(8, 48, 40)) -> tuple[np.ndarray, np.ndarray]:
+    """``(hu, mask)`` of one stand-in case, ``(Z, Y, X)``: int16 HU, mask with 1 liver, 2 kidney
+    (two), 3 spleen, 4 pancreas as blobs in a body."""
+    rng = np.random.default_rng(200 + seed)
+    z, y, x = shape
+    body = _ellipsoid(shape, (z / 2, y / 2, x / 2), (z, y / 2 - 1, x / 2 - 1))
+    mask = np.zeros(shape, np.uint8)
+    j = lambda: int(rng.integers(-1, 2))  # noqa: E731
+    organs = ((1, (z / 2, y * 0.4 + j(), x * 0.3 + j()), (z, 8, 7)), (2, (z / 2, y * 0.65, x * 0.25 + j()), (z, 4, 3)),
+              (2, (z / 2, y * 0.65, x * 0.75 + j()), (z, 4, 3)), (3, (z / 2, y * 0.4 + j(), x * 0.78), (z, 5, 4)),
+              (4, (z / 2, y * 0.55 + j(), x * 0.52), (z / 2, 2, 6)))
+    for value, centre, radii in organs:
+        mask[_ellipsoid(shape, centre, radii) & body] = value
+    hu = np.where(body, rng.normal(30, 20, shape), -1000.0)
+    for value, mean in ((1, 110), (2, 180), (3, 95), (4, 70)):
+        hu[mask == value] += mean
+    return np.round(hu).astype(np.int16), mask
+
+
+def write_abdomen_release(root: Path, numbers: list[int], *, shape=(8, 48, 40)) -> dict[int, tuple[Path, Path]]:
+    """``AbdomenCT-1K-ImagePart{1,2}/Case_NNNNN_0000.nii.gz`` and ``Mask/Case_NNNNN.nii.gz``."""
+    out = {}
+    for i, n in enumerate(numbers):
+        hu, mask = abdomen_case(i, shape)
+        geometry = ABDOMEN_GEOMETRIES[i % 2]
+        image = write_nifti(hu, geometry, root / f"AbdomenCT-1K-ImagePart{1 + i % 2}" / f"Case_{n:05d}_0000.nii.gz")
+        out[n] = (image, write_nifti(mask, geometry, root / "Mask" / f"Case_{n:05d}.nii.gz"))
+    return out

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from semiseg.data.abdomenct1k import read_abdomenct1k_raw
 from semiseg.data.acdc import read_acdc_raw
 from semiseg.data.brats import read_brats_h5, read_brats_raw
 from semiseg.data.errors import DataError
@@ -27,6 +28,7 @@ READERS = {
     "pancreas_raw": read_pancreas_raw,
     "pancreas_coranet_raw": read_pancreas_coranet_raw,
     "pancreas": read_pancreas_h5,
+    "abdomenct1k_raw": read_abdomenct1k_raw,
 }
 
 

@@ -67,6 +67,9 @@ LAYOUTS: dict[str, Layout] = {layout.name: layout for layout in (
            shipped_lists=("train.list", "test.list")),
     Layout("pancreas", shipped_splits="config/datasets/pancreas_splits", shipped_lists=("train.list", "test.list"),
            prefix_checked=True),
+    # AbdomenCT-1K (semiseg.data.abdomenct1k): the project's own 30 / 11 split, a source's lists replace it
+    Layout("abdomenct1k_raw", shipped_splits="config/datasets/abdomenct1k_splits",
+           shipped_lists=("train.list", "test.list")),
 )}
 
 
