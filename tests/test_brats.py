@@ -191,3 +191,29 @@ def test_a_release_without_lists_gets_ssl4mis_s(tmp_path):
     fetch("brats", {"layout": "brats_raw", "path": str(tmp_path / "rel")}, tmp_path / "raw", root=REPO)
     for role in ("train", "val", "test"):
         assert _list(tmp_path / "raw" / f"{role}.list") == _list(SPLITS / f"{role}.list")
+
+
+def test_export_puts_the_ground_truth_back_as_the_release_s_label_file(tmp_path):
+    from semiseg.inference.export import export_run
+    from semiseg.inference.run import write_label_nifti
+
+    ids = ["I_1", "J_1"]
+    base = write_brats_release(tmp_path / "rel", ids)
+    write_lists(tmp_path / "rel", train=ids[:1], val=[], test=ids[1:])
+    raw = tmp_path / "raw"
+    fetch("brats", {"layout": "brats_raw", "path": str(tmp_path / "rel")}, raw, root=REPO)
+    preprocess("brats", "brats_raw", raw, labels=LABELS, dims=3, store_path=tmp_path / "s.h5")
+    run = tmp_path / "run"
+    (run / "predictions").mkdir(parents=True)
+    with Store(tmp_path / "s.h5") as st:  # the infer stage's output, with the ground truth as prediction
+        write_label_nifti(st.read("J_1")[1], st.geometry("J_1"), run / "predictions" / "J_1.nii.gz")
+    export_run(run, tmp_path / "s.h5", tmp_path / "out", source_dir=raw)
+    back = sitk.ReadImage(str(tmp_path / "out" / "J_1_pred_source.nii.gz"))
+    source = sitk.ReadImage(str(base / "LGG" / "J_1" / "J_1_seg.nii.gz"))
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(back), sitk.GetArrayFromImage(source) > 0)
+    for what in ("GetSize", "GetSpacing", "GetOrigin", "GetDirection"):
+        assert getattr(back, what)() == getattr(source, what)(), what
+    with pytest.raises(DataError, match=r"layout 'brats' has no source grid"):
+        (raw / ".fetched.json").write_text('{"layout": "brats"}')
+        export_run(run, tmp_path / "s.h5", tmp_path / "out2", source_dir=raw)
+    assert not (tmp_path / "out2").exists()
