@@ -217,3 +217,41 @@ def test_export_puts_the_ground_truth_back_as_the_release_s_label_file(tmp_path)
         (raw / ".fetched.json").write_text('{"layout": "brats"}')
         export_run(run, tmp_path / "s.h5", tmp_path / "out2", source_dir=raw)
     assert not (tmp_path / "out2").exists()
+
+
+def test_a_table_asks_for_another_test_stride(cfg):
+    from semiseg.config import ConfigError, dataset_source, table_runs, table_spec
+
+    table = cfg["tables"]["brats_stride16"]
+    assert table["dataset"] == "brats_stride16x16x16" and cfg["tables"]["brats"]["dataset"] == "brats"
+    variant = cfg["datasets"]["brats_stride16x16x16"]
+    assert variant["variant_of"] == "brats" and variant["stride"] == [16, 16, 16]
+    assert {k: v for k, v in variant.items() if k not in ("stride", "variant_of")} == \
+        {k: v for k, v in cfg["datasets"]["brats"].items() if k != "stride"}
+    spec = run_spec(cfg, "brats_stride16x16x16", "supervised", 10, 0)
+    assert spec["dataset"]["stride"] == [16, 16, 16] and run_spec(cfg, "brats", "supervised", 10, 0)["dataset"]["stride"] == [64, 64, 64]
+    assert spec["schedule"] == {**run_spec(cfg, "brats", "supervised", 10, 0)["schedule"]}
+    assert all(r[0] == "brats_stride16x16x16" for r in table_runs(cfg, "brats_stride16"))
+    assert table_spec(cfg, "brats_stride16")["sliding_window"] == \
+        "96 x 96 x 96 windows (z, y, x), stride 16 x 16 x 16 (this table's; brats's default: 64 x 64 x 64)"
+    assert table_spec(cfg, "brats")["sliding_window"] == "96 x 96 x 96 windows (z, y, x), stride 64 x 64 x 64"
+    # a user's source of the dataset is the variant's too
+    import yaml
+    settings = {**yaml.safe_load((REPO / "config" / "config.yaml").read_text()), "sources": {"brats": {"path": "/b"}}}
+    assert dataset_source(load_config(settings, root=REPO), "brats_stride16x16x16")["path"] == "/b"
+
+
+def test_a_test_stride_on_a_2d_dataset_is_refused(tmp_path):
+    import shutil
+
+    import yaml
+    from semiseg.config import ConfigError
+
+    shutil.copytree(REPO / "config", tmp_path / "config")
+    shutil.copytree(REPO / "workflow" / "schemas", tmp_path / "workflow" / "schemas")
+    path = tmp_path / "config" / "tables" / "abdomenct1k.yaml"
+    tables = yaml.safe_load(path.read_text())
+    tables["abdomenct1k"]["stride"] = [1, 16, 16]
+    path.write_text(yaml.safe_dump(tables))
+    with pytest.raises(ConfigError, match=r"abdomenct1k\.yaml: abdomenct1k\.stride: a test stride is for a 3D dataset"):
+        load_config(root=tmp_path)
