@@ -173,3 +173,15 @@ def test_the_h5_copies(tmp_path):
     # image0018 is not its first test case
     with pytest.raises(DataError, match=r"test\.list: line 1 is 'image0018' where the protocol's"):
         fetch("pancreas", {"layout": "pancreas", "path": str(tmp_path / "c")}, tmp_path / "raw", root=REPO)
+
+
+def test_the_3d_preprocess_benchmark_runs(capsys):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("preprocess_3d", REPO / "benchmarks" / "preprocess_3d.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main(["--cases", "2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 7 and lines[0].split()[0] == "reader"
+    assert all(float(line.split()[-3]) > 0 and int(line.split()[-2]) > 0 for line in lines[1:])
