@@ -185,3 +185,28 @@ def test_the_3d_preprocess_benchmark_runs(capsys):
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 7 and lines[0].split()[0] == "reader"
     assert all(float(line.split()[-3]) > 0 and int(line.split()[-2]) > 0 for line in lines[1:])
+
+
+def test_export_writes_a_prediction_back_on_the_release_s_label_grid(tmp_path):
+    from semiseg.data.source_grids import source_grid_files
+    from semiseg.inference.export import export_run
+    from semiseg.inference.run import write_label_nifti
+
+    files = write_pancreas_release(tmp_path / "rel", [6, 7])
+    write_lists(tmp_path / "rel", train=["image0006"], test=["image0007"])
+    raw = tmp_path / "raw"
+    fetch("pancreas", {"layout": "pancreas_raw", "path": str(tmp_path / "rel")}, raw, root=REPO)
+    assert source_grid_files(raw, ["image0007"]) == {"image0007": raw / files[7][1].relative_to(tmp_path / "rel")}
+    with pytest.raises(DataError, match=r"no source label file of \['image0099'\]"):
+        source_grid_files(raw, ["image0099"])
+    preprocess("pancreas", "pancreas_raw", raw, labels=LABELS, dims=3, store_path=tmp_path / "s.h5")
+    (tmp_path / "run" / "predictions").mkdir(parents=True)
+    with Store(tmp_path / "s.h5") as st:
+        write_label_nifti(st.read("image0007")[1], st.geometry("image0007"),
+                          tmp_path / "run" / "predictions" / "image0007.nii.gz")
+    export_run(tmp_path / "run", tmp_path / "s.h5", tmp_path / "out", source_dir=raw)
+    back = sitk.ReadImage(str(tmp_path / "out" / "image0007_pred_source.nii.gz"))
+    source = sitk.ReadImage(str(files[7][1]))
+    assert back.GetSize() == source.GetSize() and np.allclose(back.GetOrigin(), source.GetOrigin())
+    agree = (sitk.GetArrayFromImage(back) == sitk.GetArrayFromImage(source)).mean()
+    assert agree > 0.98  # the 1 mm resampling is not invertible: boundary voxels may differ
