@@ -10,8 +10,9 @@ Pancreas-CT 24 x 44 x 40 at 0.78 x 0.78 x 1.5 mm, AbdomenCT-1K 8 x 48 x 40; the 
 155 x 240 x 240, about 100-250 x 512 x 512 and 40-1000 x 512 x 512). Each reader runs through
 ``semiseg.data.preprocess.preprocess``, the preprocess rule's call, into a temporary directory
 deleted afterwards (the h5 copies are made by this project's own MC-Net / SSL4MIS steps from the
-stand-ins' native grid, with gzip as the groups' copies use); one line per reader: seconds per case (writing the store included), store
-bytes per case, source bytes per case. Nothing is written into the repository.
+stand-ins' native grid, with gzip as the groups' copies use); one line per reader: seconds per
+case (writing the store included), store bytes per case, source bytes per case. Nothing is
+written into the repository.
 """
 
 from __future__ import annotations

@@ -220,7 +220,7 @@ def test_export_puts_the_ground_truth_back_as_the_release_s_label_file(tmp_path)
 
 
 def test_a_table_asks_for_another_test_stride(cfg):
-    from semiseg.config import ConfigError, dataset_source, table_runs, table_spec
+    from semiseg.config import dataset_source, table_runs, table_spec
 
     table = cfg["tables"]["brats_stride16"]
     assert table["dataset"] == "brats_stride16x16x16" and cfg["tables"]["brats"]["dataset"] == "brats"
@@ -229,7 +229,8 @@ def test_a_table_asks_for_another_test_stride(cfg):
     assert {k: v for k, v in variant.items() if k not in ("stride", "variant_of")} == \
         {k: v for k, v in cfg["datasets"]["brats"].items() if k != "stride"}
     spec = run_spec(cfg, "brats_stride16x16x16", "supervised", 10, 0)
-    assert spec["dataset"]["stride"] == [16, 16, 16] and run_spec(cfg, "brats", "supervised", 10, 0)["dataset"]["stride"] == [64, 64, 64]
+    assert spec["dataset"]["stride"] == [16, 16, 16]
+    assert run_spec(cfg, "brats", "supervised", 10, 0)["dataset"]["stride"] == [64, 64, 64]
     assert spec["schedule"] == {**run_spec(cfg, "brats", "supervised", 10, 0)["schedule"]}
     assert all(r[0] == "brats_stride16x16x16" for r in table_runs(cfg, "brats_stride16"))
     assert table_spec(cfg, "brats_stride16")["sliding_window"] == \
