@@ -9,6 +9,7 @@ a "pancreas", abdominal organs), tiny volumes; no number computed on them is a r
 from __future__ import annotations
 
 import hashlib
+import locale
 import os
 from pathlib import Path
 
@@ -102,6 +103,20 @@ def write_dicom_series(hu: np.ndarray, geometry: dict, folder: Path, *, intercep
     (SimpleITK's writer applies the inverse rescale), ImagePositionPatient per slice, instance
     numbers, one series UID. ``skip``: slice indices left out (a series with a missing slice)."""
     folder.mkdir(parents=True, exist_ok=True)
+    # ITK's DICOM writer switches the process to the C locale and leaves it there (Python's
+    # default text encoding becomes ASCII for every later test): put the locale back
+    categories = [getattr(locale, c) for c in ("LC_CTYPE", "LC_NUMERIC", "LC_COLLATE", "LC_TIME", "LC_MONETARY",
+                                               "LC_MESSAGES") if hasattr(locale, c)]
+    saved = {c: locale.setlocale(c) for c in categories}
+    try:
+        _write_slices(hu, geometry, folder, intercept, skip)
+    finally:
+        for category, value in saved.items():
+            locale.setlocale(category, value)
+    return folder
+
+
+def _write_slices(hu: np.ndarray, geometry: dict, folder: Path, intercept: int, skip: tuple[int, ...]) -> None:
     writer = sitk.ImageFileWriter()
     writer.KeepOriginalImageUIDOn()
     sx, sy, sz = geometry["spacing"]
@@ -122,7 +137,6 @@ def write_dicom_series(hu: np.ndarray, geometry: dict, folder: Path, *, intercep
             sl.SetMetaData(tag, value)
         writer.SetFileName(os.fspath(folder / f"1-{k + 1:03d}.dcm"))
         writer.Execute(sl)
-    return folder
 
 
 def write_pancreas_release(root: Path, numbers: list[int], *, shape=(24, 44, 40), geometry=PANCREAS_GEOMETRY,
