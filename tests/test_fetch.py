@@ -406,7 +406,40 @@ def _local_source(layout: str, where: Path) -> Path:
 
         release = _tiny_release(where)  # with its own three split lists
         return release
-    raise AssertionError(layout)
+    return _local_release_source(layout, where)
+
+
+def _local_release_source(layout: str, where: Path) -> Path:
+    """The BraTS, Pancreas-CT and AbdomenCT-1K layouts, from the stand-in release writers."""
+    import h5py
+
+    import release_files as rf
+
+    first = lambda name, role: (REPO / "config" / "datasets" / name / f"{role}.list").read_text().split()[:1]  # noqa: E731
+    if layout == "brats_raw":
+        rf.write_brats_release(where, ["B_1", "C_1"])
+        rf.write_lists(where, train=["B_1"], val=[], test=["C_1"])
+    elif layout in ("pancreas_raw", "pancreas_coranet_raw"):
+        rf.write_pancreas_release(where, [1, 2])
+        rf.write_lists(where, train=["image0001"], test=["image0002"])
+    elif layout == "abdomenct1k_raw":
+        rf.write_abdomen_release(where, [1, 2])
+        rf.write_lists(where, train=["Case_00001"], test=["Case_00002"])
+    elif layout in ("brats", "pancreas"):  # h5 copies: their lists must start as the protocol's
+        splits = "brats_splits" if layout == "brats" else "pancreas_splits"
+        roles = ("train", "val", "test") if layout == "brats" else ("train", "test")
+        lists = {role: first(splits, role) for role in roles}
+        folder = where / ("data" if layout == "brats" else "Pancreas_h5")
+        folder.mkdir(parents=True)
+        for i, case in enumerate(c for ids in lists.values() for c in ids):
+            image, label = rf.brats_case(i, (16, 16, 16))
+            name = f"{case}.h5" if layout == "brats" else f"{case}_norm.h5"
+            with h5py.File(folder / name, "w") as h5:
+                h5["image"], h5["label"] = image.astype(np.float32), (label > 0).astype(np.uint8)
+        rf.write_lists(where, **lists)
+    else:
+        raise AssertionError(layout)
+    return where
 
 
 def _shipped_la(role: str) -> list[str]:
@@ -417,10 +450,14 @@ def test_every_local_layout_is_a_source_the_fetch_stage_copies_from():
     from semiseg.data.preprocess import READERS
 
     generated = {"synthetic2d", "synthetic3d"}
-    assert set(READERS) - generated == {"slices", "la", "la_raw", "acdc_raw"}  # the layouts the next test covers
+    # the layouts the next test covers
+    assert set(READERS) - generated == {"slices", "la", "la_raw", "acdc_raw", "brats_raw", "brats", "pancreas_raw",
+                                        "pancreas_coranet_raw", "pancreas", "abdomenct1k_raw"}
 
 
-@pytest.mark.parametrize("layout, dims", [("slices", 2), ("la", 3), ("la_raw", 3), ("acdc_raw", 2)])
+@pytest.mark.parametrize("layout, dims", [("slices", 2), ("la", 3), ("la_raw", 3), ("acdc_raw", 2), ("brats_raw", 3),
+                                          ("brats", 3), ("pancreas_raw", 3), ("pancreas_coranet_raw", 3),
+                                          ("pancreas", 3), ("abdomenct1k_raw", 2)])
 def test_fetch_and_preprocess_never_write_into_the_source(tmp_path, layout, dims):
     from semiseg.data.preprocess import preprocess
 
@@ -429,7 +466,9 @@ def test_fetch_and_preprocess_never_write_into_the_source(tmp_path, layout, dims
     before = _snapshot(root)
     raw = tmp_path / "wf" / "results" / "raw" / "ds"
     fetch("ds", {"layout": layout, "path": str(src)}, raw, root=REPO)
-    labels = {"background": 0, "fg": 1} if layout in ("la", "la_raw") else {"background": 0, "RV": 1, "Myo": 2, "LV": 3}
+    labels = ({"background": 0, "fg": 1} if layout in ("la", "la_raw") or layout.startswith(("brats", "pancreas"))
+              else {"background": 0, "a": 1, "b": 2, "c": 3, "d": 4} if layout == "abdomenct1k_raw"
+              else {"background": 0, "RV": 1, "Myo": 2, "LV": 3})
     preprocess("ds", layout, raw, labels=labels, dims=dims, store_path=tmp_path / "wf" / "store.h5")
     # a later write into the results' copy (a tool, a user, a re-fetch) must not reach the source either
     for p in raw.rglob("*"):

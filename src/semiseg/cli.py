@@ -152,7 +152,8 @@ def cmd_export(args):
     from semiseg.inference.export import export_run
 
     out = Path(args.out) if args.out else Path(args.run_dir) / "export"
-    done = export_run(Path(args.run_dir), Path(args.store), out, cases=args.cases)
+    done = export_run(Path(args.run_dir), Path(args.store), out, cases=args.cases,
+                      source_dir=Path(args.source_dir) if args.source_dir else None)
     print(f"wrote image, ground truth and prediction of {len(done)} cases and labels.txt into {out}")
     return None  # a view of existing outputs, not a pipeline stage: no provenance record
 
@@ -272,6 +273,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--store", required=True, help="the dataset's store.h5")
     s.add_argument("--out", default=None, help="the folder to write (default: <run-dir>/export)")
     s.add_argument("--cases", nargs="+", default=None, help="only these case ids (default: every prediction)")
+    s.add_argument("--source-dir", default=None,
+                   help="the fetched release (results/raw/<dataset>) of a cropping or resampling reader: also "
+                        "write <case>_pred_source.nii.gz on the grid of its label file")
     s.set_defaults(func=cmd_export)
 
     s = sub.add_parser("audit", help="trace a table cell back to the fetched source; check every checksum")

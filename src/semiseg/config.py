@@ -38,6 +38,8 @@ __all__ = [
     "ratio_patients",
     "table_duplicates",
     "bootstrap_min_resamples",
+    "base_dataset",
+    "sliding_window_note",
 ]
 
 
@@ -194,6 +196,8 @@ def load_config(config: dict | None = None, root: Path | str | None = None) -> d
             if key in ds and ds[key] not in schedules:
                 raise ConfigError(f"{where}.{key}: unknown schedule {ds[key]!r}; allowed: {', '.join(sorted(schedules))}")
 
+    _add_stride_variants(datasets, tables, t_origin)
+
     if settings["schedule"] is not None and settings["schedule"] not in schedules:
         raise ConfigError(f"config: schedule: unknown schedule {settings['schedule']!r}; allowed: {', '.join(sorted(schedules))}")
     for ds_name in settings["sources"]:
@@ -248,6 +252,38 @@ def load_config(config: dict | None = None, root: Path | str | None = None) -> d
             "tables": tables, "schedules": schedules, "schedules_file": str(sched_file)}
 
 
+def _add_stride_variants(datasets: dict, tables: dict, t_origin: dict) -> None:
+    """A table's ``stride`` (another test stride than its 3D dataset's) makes a dataset entry of
+    its own, ``<dataset>_stride<z>x<y>x<x>``: the dataset's entry with that stride and
+    ``variant_of`` naming it, which the table then uses. Its runs are runs of their own (the
+    stride also scores the validation that chooses a checkpoint); ``config.sources``, the
+    schedules' per-dataset settings and the methods' per-dataset overrides of the dataset apply
+    to it too."""
+    for name, table in tables.items():
+        if "stride" not in table:
+            continue
+        where = f"{t_origin[name]}: {name}.stride"
+        base = datasets.get(table["dataset"])
+        if base is None:
+            continue  # reported as an unknown dataset below
+        if base["dims"] != 3 or len(table["stride"]) != 3:
+            raise ConfigError(f"{where}: a test stride is for a 3D dataset, 3 numbers (z, y, x); "
+                              f"{table['dataset']!r} is {base['dims']}D")
+        if list(table["stride"]) == list(base["stride"]):
+            continue
+        variant = f"{table['dataset']}_stride{'x'.join(str(v) for v in table['stride'])}"
+        entry = {**copy.deepcopy(base), "stride": list(table["stride"]), "variant_of": table["dataset"]}
+        if variant in datasets and datasets[variant] != entry:
+            raise ConfigError(f"{where}: dataset name {variant!r} is taken by another entry")
+        datasets[variant] = entry
+        table["dataset"] = variant
+
+
+def base_dataset(cfg: dict, dataset: str) -> str:
+    """The catalogue dataset a stride variant was made from (see ``_add_stride_variants``), else itself."""
+    return cfg["datasets"][dataset].get("variant_of", dataset)
+
+
 def schedules_fields_schema(root: Path) -> dict:
     """The schema of one set of schedule fields (used for a method's per-schedule overrides)."""
     s = read_schema(root, "schedules")
@@ -281,9 +317,11 @@ def _resolved_schedule(cfg: dict, dataset: str, method: str) -> tuple[str, dict]
     sched = cfg["schedules"][sname]
     entry = cfg["methods"][method]
     resolved = dict(sched["defaults"])
-    resolved.update(sched.get("datasets", {}).get(dataset, {}))
+    base = base_dataset(cfg, dataset)
+    resolved.update(sched.get("datasets", {}).get(dataset, sched.get("datasets", {}).get(base, {})))
     resolved.update(entry.get("schedule", {}).get(sname, {}))
-    resolved.update(entry.get("datasets", {}).get(dataset, {}).get("schedule", {}).get(sname, {}))
+    override = entry.get("datasets", {}).get(dataset, entry.get("datasets", {}).get(base, {}))
+    resolved.update(override.get("schedule", {}).get(sname, {}))
     return sname, resolved
 
 
@@ -293,7 +331,7 @@ def method_settings(cfg: dict, dataset: str, method: str) -> dict:
     (params merged key by key, network arguments over the dataset's)."""
     ds = cfg["datasets"][dataset]
     entry = cfg["methods"][method]
-    override = entry.get("datasets", {}).get(dataset, {})
+    override = entry.get("datasets", {}).get(dataset, entry.get("datasets", {}).get(base_dataset(cfg, dataset), {}))
     network = override.get("network", entry.get("network", ds.get("network", "unet")))
     args = dict(ds.get("network_args", {})) if network == ds.get("network", "unet") else {}
     args.update(entry.get("network_args", {}))
@@ -338,7 +376,8 @@ def run_spec(cfg: dict, dataset: str, method: str, ratio: int | str, seed: int |
 
 def dataset_source(cfg: dict, dataset: str) -> dict:
     """The fetch stage's input: the catalogue's ``source`` with ``config.sources``' override."""
-    return {**cfg["datasets"][dataset]["source"], **cfg["settings"]["sources"].get(dataset, {})}
+    sources = cfg["settings"]["sources"]
+    return {**cfg["datasets"][dataset]["source"], **sources.get(dataset, sources.get(base_dataset(cfg, dataset), {}))}
 
 
 def table_spec(cfg: dict, name: str) -> dict:
@@ -357,9 +396,21 @@ def table_spec(cfg: dict, name: str) -> dict:
         "own_schedule": schedule_name({**cfg, "settings": {**cfg["settings"], "schedule": None}}, table["dataset"]),
         "distance_unit": ds["distance_unit"],
         "largest_component": ds.get("largest_component", False),
+        **({"sliding_window": sliding_window_note(cfg, table["dataset"])} if ds["dims"] == 3 else {}),
         "supervised_methods": sorted(m for m, e in cfg["methods"].items() if e["algorithm"] == "supervised"),
         "fingerprint": table_fingerprint(cfg, name),
     }
+
+
+def sliding_window_note(cfg: dict, dataset: str) -> str:
+    """The footer's words for a 3D dataset's test windows: patch and stride (z, y, x), and whether
+    the stride is a table's own (a stride variant) or the dataset's."""
+    ds = cfg["datasets"][dataset]
+    x = lambda v: " x ".join(str(int(n)) for n in v)  # noqa: E731
+    text = f"{x(ds['patch_size'])} windows (z, y, x), stride {x(ds['stride'])}"
+    if "variant_of" in ds:
+        text += f" (this table's; {ds['variant_of']}'s default: {x(cfg['datasets'][ds['variant_of']]['stride'])})"
+    return text
 
 
 def table_runs(cfg: dict, table: str) -> list[tuple[str, str, int, int]]:

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from semiseg.data.abdomenct1k import read_abdomenct1k_raw
 from semiseg.data.acdc import read_acdc_raw
+from semiseg.data.brats import read_brats_h5, read_brats_raw
 from semiseg.data.errors import DataError
 from semiseg.data.la import read_la_raw
 from semiseg.data.layouts import read_la_layout, read_slices_layout
+from semiseg.data.pancreas import read_pancreas_coranet_raw, read_pancreas_h5, read_pancreas_raw
 from semiseg.data.store import describe, write_store
 
 __all__ = ["preprocess", "READERS"]
@@ -20,6 +23,12 @@ READERS = {
     "la": read_la_layout,
     "la_raw": read_la_raw,
     "acdc_raw": read_acdc_raw,
+    "brats_raw": read_brats_raw,
+    "brats": read_brats_h5,
+    "pancreas_raw": read_pancreas_raw,
+    "pancreas_coranet_raw": read_pancreas_coranet_raw,
+    "pancreas": read_pancreas_h5,
+    "abdomenct1k_raw": read_abdomenct1k_raw,
 }
 
 

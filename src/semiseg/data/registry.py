@@ -56,6 +56,20 @@ LAYOUTS: dict[str, Layout] = {layout.name: layout for layout in (
            prefix_checked=True),
     Layout("la_raw", shipped_splits="config/datasets/la_splits", shipped_lists=("train.list", "test.list"),
            prefix_checked=True),
+    # BraTS 2019 (semiseg.data.brats): the training release, and its h5 copies
+    Layout("brats_raw", shipped_splits="config/datasets/brats_splits"),
+    Layout("brats", shipped_splits="config/datasets/brats_splits", prefix_checked=True),
+    # Pancreas-CT (semiseg.data.pancreas): the TCIA release under MC-Net's and CoraNet's
+    # conventions, and MC-Net's h5 copies
+    Layout("pancreas_raw", shipped_splits="config/datasets/pancreas_splits",
+           shipped_lists=("train.list", "test.list")),
+    Layout("pancreas_coranet_raw", shipped_splits="config/datasets/pancreas_coranet_splits",
+           shipped_lists=("train.list", "test.list")),
+    Layout("pancreas", shipped_splits="config/datasets/pancreas_splits", shipped_lists=("train.list", "test.list"),
+           prefix_checked=True),
+    # AbdomenCT-1K (semiseg.data.abdomenct1k): the project's own 30 / 11 split, a source's lists replace it
+    Layout("abdomenct1k_raw", shipped_splits="config/datasets/abdomenct1k_splits",
+           shipped_lists=("train.list", "test.list")),
 )}
 
 

@@ -10,7 +10,10 @@ there). To look at them, ``export_run`` writes, into one folder::
     labels.txt            ITK-SNAP label description: value, colour, name of every class
 
 all three with the geometry of the source image (spacing, origin, direction), so they overlay in
-any viewer. In ITK-SNAP: File > Open Main Image ``<case>_image.nii.gz``, Segmentation > Open
+any viewer. With ``source_dir`` (a fetched release whose reader crops or resamples its scans:
+:data:`semiseg.data.source_grids.SOURCE_GRIDS`), also ``<case>_pred_source.nii.gz``: the prediction
+put back on the voxel grid of the release's own label file (nearest neighbour, 0 outside the
+stored box), to compare with that file directly. In ITK-SNAP: File > Open Main Image ``<case>_image.nii.gz``, Segmentation > Open
 Segmentation ``<case>_pred.nii.gz`` (or ``_gt``), Segmentation > Import Label Descriptions
 ``labels.txt``. In 3D Slicer: load the image, and the two label maps as segmentations.
 """
@@ -61,7 +64,8 @@ def write_itksnap_labels(labels: Mapping[str, int], path: Path) -> Path:
     return Path(path)
 
 
-def export_run(run_dir: Path, store_path: Path, out_dir: Path, cases: list[str] | None = None) -> list[str]:
+def export_run(run_dir: Path, store_path: Path, out_dir: Path, cases: list[str] | None = None,
+               source_dir: Path | None = None) -> list[str]:
     """Write image, ground truth and prediction of ``cases`` (default: every prediction of the
     run) and ``labels.txt`` into ``out_dir``; returns the cases. ``out_dir`` is written whole
     (a temporary folder beside it, then a rename) and replaces what was there."""
@@ -77,6 +81,10 @@ def export_run(run_dir: Path, store_path: Path, out_dir: Path, cases: list[str] 
     missing = [c for c in chosen if c not in available]
     if missing:
         raise DataError(pred_dir, f"no prediction of {missing}; the run predicted {available}")
+    if source_dir is not None:
+        from semiseg.data.source_grids import source_grid_files
+
+        sources = source_grid_files(Path(source_dir), chosen)
     tmp = out_dir.with_name(f".{out_dir.name}.partial")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -96,6 +104,12 @@ def export_run(run_dir: Path, store_path: Path, out_dir: Path, cases: list[str] 
                 write_nifti(label.astype(np.uint8), geometry, tmp / f"{cid}_gt.nii.gz")
                 # the prediction's own array, placed like the image (it already is, when infer wrote it)
                 write_nifti(sitk.GetArrayFromImage(pred).astype(np.uint8), geometry, tmp / f"{cid}_pred.nii.gz")
+                if source_dir is not None:
+                    from semiseg.data.volumes import read_volume, to_source_grid
+
+                    back = to_source_grid(sitk.GetArrayFromImage(pred), geometry, read_volume(sources[cid], "label"))
+                    write_nifti(sitk.GetArrayFromImage(back), {"spacing": back.GetSpacing(), "origin": back.GetOrigin(),
+                                "direction": back.GetDirection()}, tmp / f"{cid}_pred_source.nii.gz")
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

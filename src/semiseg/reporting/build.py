@@ -109,6 +109,7 @@ def table_from_runs(spec: dict, *, descriptor: Path, metrics: list[Path], out: P
     footer = {"schedule": spec.get("schedule"), "code_version": spec.get("code_version") or code_version(),
               "fingerprint": spec.get("fingerprint"),
               "Post-processing": POST_PROCESSING if spec.get("largest_component") else None,
+              "Sliding window": spec.get("sliding_window"),
               "generated": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
     text = build_table(table, dataset_info=info, results=results, footer={k: v for k, v in footer.items() if v},
                        supervised_methods=spec.get("supervised_methods", ["supervised"]), run_info=run_info,
