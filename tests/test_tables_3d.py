@@ -6,8 +6,13 @@ values.
 
 To keep it to minutes on 2 CPU cores, the copied catalogue shrinks what the stand-ins cannot fill:
 patches of 32^3 (64^2 slices) instead of 96^3 (256^2), strides to match, and ratios over the few
-stand-in cases; everything else (readers, networks, methods, tables) is the repository's.
+stand-in cases; and each table keeps, of its rows that run, the supervised bounds and ALHVR (a
+method runs on these datasets as on ACDC and LA, where the smoke builds run every row; here what
+is proven is the path from each release to its table). Everything else (readers, networks,
+methods, the tables' other rows and the papers' values) is the repository's.
 """
+
+KEPT_RUNS = ("supervised", "alhvr")
 
 from __future__ import annotations
 
@@ -50,6 +55,12 @@ def stand_in_workflow(root: Path) -> Path:
         catalogue = yaml.safe_load(path.read_text())
         catalogue[name].update(shrink, train_patients=max(shrink["ratios"].values()))
         write_yaml(path, catalogue)
+    for name in TABLES:
+        path = wf / "config" / "tables" / f"{name}.yaml"
+        catalogue = yaml.safe_load(path.read_text())
+        rows = catalogue[name]["rows"]
+        catalogue[name]["rows"] = [r for r in rows if r["method"] in KEPT_RUNS or r.get("run") is False]
+        write_yaml(path, catalogue)
     write_yaml(wf / "config" / "config.yaml", {
         "tables": list(TABLES), "schedule": "smoke", "seeds": [0], "device": "cpu", "results": "results",
         "sources": {"brats": {"path": str(data / "brats")}, "pancreas": {"path": str(data / "pancreas")},
@@ -61,7 +72,8 @@ def stand_in_workflow(root: Path) -> Path:
 def built(tmp_path_factory):
     wf = stand_in_workflow(tmp_path_factory.mktemp("tables3d"))
     t0 = time.time()
-    proc = snakemake(wf, "--set-threads", "train=1", "infer=1", timeout=1800)
+    proc = snakemake(wf, "--set-threads", "train=1", "infer=1", "--", *(f"results/tables/{t}.md" for t in TABLES),
+                     timeout=1800)
     print(f"\nthree smoke tables on stand-ins: {time.time() - t0:.0f} s")
     assert proc.returncode == 0, proc.stderr[-4000:]
     return wf / "results"
