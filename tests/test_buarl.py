@@ -322,3 +322,20 @@ def test_buarl_trains_through_the_engine(tmp_path, algorithm):
     assert summary["best_val_dice"] is not None
     log = (tmp_path / "run" / "train.csv").read_text()
     assert "labeled_uncertain" in log and "unlabeled_uncertain" in log
+    if algorithm == "buarl_bcp":  # the paper's Figure 5 from the run's evaluated network
+        from semiseg.reporting.buarl_figure import entropy_figure
+
+        out = entropy_figure(tmp_path / "run", store, split, tmp_path / "figs" / "entropy.png", n_slices=2)
+        assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_entropy_regions_shrink_with_the_percentile():
+    from semiseg.reporting.buarl_figure import entropy_regions
+
+    torch.manual_seed(0)
+    maps = entropy_regions(_small_unet().eval(), torch.randn(2, 1, 20, 20))
+    shares = [maps["masks"][q].sum(dim=(1, 2)) for q in (95, 97, 99)]
+    # each image's own percentile: at most 20, 12 and 4 of its 400 pixels lie strictly above
+    assert all(s.max().item() <= bound for s, bound in zip(shares, (20, 12, 4)))
+    assert torch.all(shares[0] >= shares[1]) and torch.all(shares[1] >= shares[2]) and shares[2].min() > 0
+    assert torch.equal(maps["masks"][99], uncertain_mask(maps["entropy"], 99))

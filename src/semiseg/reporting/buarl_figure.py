@@ -1,0 +1,110 @@
+"""BUARL's Figure 5 for one of our runs: the entropy of the trained network's prediction on a few
+unlabeled slices, and the regions above its 95th, 97th and 99th percentiles (the uncertain
+regions URL and CRL weight), from the run's evaluated network (``model.pt``).
+
+The slices are picked as ALHVR's region figure picks them (:func:`~semiseg.reporting.figures.pick_slices`);
+the entropy and the per-image percentile threshold are BUARL's own functions
+(:mod:`semiseg.methods.buarl`), with the run's ``entropy`` form.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from semiseg.io import atomic_path
+
+__all__ = ["ENTROPY_PERCENTILES", "entropy_figure", "entropy_regions"]
+
+#: The percentiles of the paper's Figure 5.
+ENTROPY_PERCENTILES = (95, 97, 99)
+#: Certain (below μ) and uncertain (above μ) pixels: the paper's red and green.
+CERTAIN, UNCERTAIN = "#D55E00", "#009E73"
+
+
+def entropy_regions(net: torch.nn.Module, images: torch.Tensor, percentiles: Sequence[float] = ENTROPY_PERCENTILES,
+                    form: str = "shannon") -> dict:
+    """The entropy map ``(n, *spatial)`` of ``net``'s softmax on ``images`` and, per percentile q,
+    the mask ``U > μ_q`` with μ_q each image's own q-th percentile (:func:`uncertain_mask`)."""
+    from semiseg.methods.buarl import entropy_map, uncertain_mask
+
+    with torch.no_grad():
+        u = entropy_map(torch.softmax(net(images), dim=1), form)
+    return {"entropy": u, "masks": {q: uncertain_mask(u, float(q), "image") for q in percentiles}}
+
+
+def _show(x: np.ndarray) -> np.ndarray:
+    """The 2D plane to draw: itself, or the middle z slice of a 3D patch."""
+    return x if x.ndim == 2 else x[x.shape[0] // 2]
+
+
+def entropy_figure(run_dir, store, split, out_png, n_slices: int = 4,
+                   percentiles: Sequence[float] = ENTROPY_PERCENTILES) -> Path:
+    """Draw BUARL's Figure 5 for a finished run into ``out_png`` (atomically); returns its path.
+
+    One row per unlabeled slice of ``split`` (3D: the middle slice of the volume's centre patch):
+    the image, the entropy map (nats, the run's ``entropy`` form; ``shannon`` for a run of another
+    method), and per percentile the image with the pixels above that image's μ in green and the
+    rest in red, titled with the share above (strictly above μ: under 100 − q % where values tie).
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.colors import ListedColormap
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Patch
+
+    from semiseg.data.store import Store
+    from semiseg.inference.run import load_run_network
+    from semiseg.reporting.figures import pick_slices
+
+    run_dir, out_png = Path(run_dir), Path(out_png)
+    if not (run_dir / "model.pt").exists():
+        raise FileNotFoundError(f"{run_dir / 'model.pt'}: not found; the entropy figure needs the run's evaluated network")
+    net, spec = load_run_network(run_dir, "cpu")
+    form = spec["method"]["params"].get("entropy", "shannon")
+    with open(split) as fh:
+        cases = json.load(fh)["cases"]["unlabeled"]
+    with Store(store) as st:
+        images, captions = pick_slices(st, cases, n_slices, spec["dataset"])
+    maps = entropy_regions(net, torch.from_numpy(images), percentiles, form)
+    entropy = maps["entropy"].numpy()
+
+    rows, cols = len(captions), 2 + len(percentiles)
+    fig = Figure(figsize=(cols * 2.4, rows * 2.4 + 0.9), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(rows, cols, squeeze=False)
+    two = ListedColormap([CERTAIN, UNCERTAIN])
+    vmax = float(np.log(spec["dataset"]["num_classes"]))
+    for r in range(rows):
+        image = _show(images[r, 0])
+        ax = axes[r, 0]
+        ax.imshow(image, cmap="gray", interpolation="nearest")
+        ax.set_ylabel(captions[r], fontsize=8)
+        if r == 0:
+            ax.set_title("image", fontsize=10)
+        ax = axes[r, 1]
+        shown = ax.imshow(_show(entropy[r]), cmap="magma", vmin=0.0, vmax=vmax, interpolation="nearest")
+        if r == 0:
+            ax.set_title("entropy U (nats)", fontsize=10)
+        for c, q in enumerate(percentiles, start=2):
+            mask = _show(maps["masks"][q][r].numpy())
+            ax = axes[r, c]
+            ax.imshow(image, cmap="gray", interpolation="nearest")
+            ax.imshow(mask.astype(np.int64), cmap=two, vmin=0, vmax=1, alpha=0.45, interpolation="nearest")
+            ax.set_title(f"U > {q:g}th pct: {100 * mask.mean():.1f} %" if r else
+                         f"{q:g}th percentile\nU > μ: {100 * mask.mean():.1f} %", fontsize=9)
+        for ax in axes[r]:
+            ax.set_xticks([])
+            ax.set_yticks([])
+    fig.colorbar(shown, ax=axes[:, 1].tolist(), location="bottom", shrink=0.8, label="U")
+    fig.legend(handles=[Patch(color=CERTAIN, label="certain (U ≤ μ)"), Patch(color=UNCERTAIN, label="uncertain (U > μ)")],
+               loc="outside lower center", ncol=2, fontsize=8, frameon=False)
+    fig.suptitle(f"{spec['method']['name']} on {spec['dataset']['name']}, {spec.get('ratio')}% labeled, "
+                 f"seed {spec.get('seed')}: entropy of the prediction and its per-image percentile regions",
+                 fontsize=10)
+    with atomic_path(out_png) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    return out_png
