@@ -22,8 +22,8 @@ __all__ = ["ENTROPY_PERCENTILES", "entropy_figure", "entropy_regions"]
 
 #: The percentiles of the paper's Figure 5.
 ENTROPY_PERCENTILES = (95, 97, 99)
-#: Certain (below μ) and uncertain (above μ) pixels: the paper's red and green.
-CERTAIN, UNCERTAIN = "#D55E00", "#009E73"
+#: The uncertain pixels (above μ): the paper's green.
+UNCERTAIN = "#009E73"
 
 
 def entropy_regions(net: torch.nn.Module, images: torch.Tensor, percentiles: Sequence[float] = ENTROPY_PERCENTILES,
@@ -48,8 +48,9 @@ def entropy_figure(run_dir, store, split, out_png, n_slices: int = 4,
 
     One row per unlabeled slice of ``split`` (3D: the middle slice of the volume's centre patch):
     the image, the entropy map (nats, the run's ``entropy`` form; ``shannon`` for a run of another
-    method), and per percentile the image with the pixels above that image's μ in green and the
-    rest in red, titled with the share above (strictly above μ: under 100 − q % where values tie).
+    method; each image in its own range, printed above it), and per percentile the image with the
+    pixels above that image's μ in green (the paper draws the rest in red; here the image shows
+    through), titled with the share above (strictly above μ: under 100 − q % where values tie).
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.colors import ListedColormap
@@ -76,32 +77,29 @@ def entropy_figure(run_dir, store, split, out_png, n_slices: int = 4,
     fig = Figure(figsize=(cols * 2.4, rows * 2.4 + 0.9), layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(rows, cols, squeeze=False)
-    two = ListedColormap([CERTAIN, UNCERTAIN])
-    vmax = float(np.log(spec["dataset"]["num_classes"]))
+    green = ListedColormap([UNCERTAIN])
     for r in range(rows):
-        image = _show(images[r, 0])
-        ax = axes[r, 0]
-        ax.imshow(image, cmap="gray", interpolation="nearest")
-        ax.set_ylabel(captions[r], fontsize=8)
+        image, u = _show(images[r, 0]), _show(entropy[r])
+        axes[r, 0].imshow(image, cmap="gray", interpolation="nearest")
+        axes[r, 0].set_ylabel(captions[r], fontsize=8)
+        # each image's own range: an early network's entropy is near ln C everywhere, and its
+        # structure is what the percentiles cut
+        axes[r, 1].imshow(u, cmap="magma", vmin=float(u.min()), vmax=float(u.max()), interpolation="nearest")
+        axes[r, 1].set_title(("entropy U (nats)\n" if r == 0 else "") + f"{u.min():.3f} to {u.max():.3f}", fontsize=9)
         if r == 0:
-            ax.set_title("image", fontsize=10)
-        ax = axes[r, 1]
-        shown = ax.imshow(_show(entropy[r]), cmap="magma", vmin=0.0, vmax=vmax, interpolation="nearest")
-        if r == 0:
-            ax.set_title("entropy U (nats)", fontsize=10)
+            axes[r, 0].set_title("image", fontsize=10)
         for c, q in enumerate(percentiles, start=2):
             mask = _show(maps["masks"][q][r].numpy())
             ax = axes[r, c]
             ax.imshow(image, cmap="gray", interpolation="nearest")
-            ax.imshow(mask.astype(np.int64), cmap=two, vmin=0, vmax=1, alpha=0.45, interpolation="nearest")
-            ax.set_title(f"U > {q:g}th pct: {100 * mask.mean():.1f} %" if r else
-                         f"{q:g}th percentile\nU > μ: {100 * mask.mean():.1f} %", fontsize=9)
+            ax.imshow(np.ma.masked_equal(mask.astype(np.int64), 0), cmap=green, vmin=1, vmax=1, alpha=0.8,
+                      interpolation="nearest")
+            ax.set_title((f"{q:g}th percentile\n" if r == 0 else "") + f"U > μ: {100 * mask.mean():.1f} %", fontsize=9)
         for ax in axes[r]:
             ax.set_xticks([])
             ax.set_yticks([])
-    fig.colorbar(shown, ax=axes[:, 1].tolist(), location="bottom", shrink=0.8, label="U")
-    fig.legend(handles=[Patch(color=CERTAIN, label="certain (U ≤ μ)"), Patch(color=UNCERTAIN, label="uncertain (U > μ)")],
-               loc="outside lower center", ncol=2, fontsize=8, frameon=False)
+    fig.legend(handles=[Patch(color=UNCERTAIN, label="uncertain: U above the image's q-th percentile μ (Eq. 4)")],
+               loc="outside lower center", ncol=1, fontsize=8, frameon=False)
     fig.suptitle(f"{spec['method']['name']} on {spec['dataset']['name']}, {spec.get('ratio')}% labeled, "
                  f"seed {spec.get('seed')}: entropy of the prediction and its per-image percentile regions",
                  fontsize=10)
