@@ -184,8 +184,8 @@ class BUARLMeanTeacher(BUARLWeights, MeanTeacher):
     start are kept, so the first, still random teacher does not teach). The paper's 12-point
     gain of Ours(MT) over MT at 3 labeled ACDC patients is more than a reweighting of MT's small
     consistency would give, which also points to this reading. ``mse`` keeps Mean Teacher's
-    MSE consistency and weights its per-pixel map by CRL (``Σ w·map / N``); with α = 1 (or
-    ``unlabeled_weighting: none``) and ``labeled_weighting: none`` or α = 1 that is Mean Teacher.
+    MSE consistency and weights its per-pixel map by CRL (``Σ w·map / N``); with both α = 1 (or
+    both weightings ``none``) that is Mean Teacher's loss.
 
     Parameters (workflow/schemas/params/buarl_mt.schema.yaml): Mean Teacher's (``ema_decay``,
     ``consistency``, ``consistency_rampup``, ``consistency_start``, ``rampup_block``,
