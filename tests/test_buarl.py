@@ -339,3 +339,89 @@ def test_entropy_regions_shrink_with_the_percentile():
     assert all(s.max().item() <= bound for s, bound in zip(shares, (20, 12, 4)))
     assert torch.all(shares[0] >= shares[1]) and torch.all(shares[1] >= shares[2]) and shares[2].min() > 0
     assert torch.equal(maps["masks"][99], uncertain_mask(maps["entropy"], 99))
+
+
+# ---------------------------------------------------------------- the tables on the real data
+# built by the session fixtures `acdc_smoke` and `la_smoke` (tests/conftest.py) from the lists of
+# tests/smoke_targets.py: smoke schedule, seed 0, one Snakemake call per dataset
+
+PAPER_ONLY = [m for m in ("SASSNet", "DTC", "URPC", "MC-Net", "SS-Net") for _ in range(2)]
+
+
+def _rows(table: str) -> list[str]:
+    return [line for line in table.splitlines() if line.startswith("| ") and "---" not in line][1:]
+
+
+def _check_table(results, name, ran, not_run, paper):
+    import re
+
+    table = (results / "tables" / f"{name}.md").read_text()
+    rows = _rows(table)
+    assert [r.split("|")[1].strip() for r in rows if "| not run" in r] == not_run, table
+    measured = [r for r in rows if "| not run" not in r]
+    assert len(measured) == ran and all(re.search(r"\| \d+\.\d\d", r) for r in measured), table
+    assert paper in table and "One seed (0)" in table and "arXiv:2502.07457" in table
+
+
+def _spec(results, dataset, method, ratio):
+    import json
+
+    return json.loads((results / "runs" / dataset / method / str(ratio) / "seed0" / "config.json").read_text())["spec"]
+
+
+def _last_log_row(results, dataset, method, ratio) -> dict:
+    import csv
+
+    with open(results / "runs" / dataset / method / str(ratio) / "seed0" / "train.csv") as fh:
+        return list(csv.DictReader(fh))[-1]
+
+
+@pytest.mark.slow
+@pytest.mark.data
+@pytest.mark.parametrize("name, ran, not_run, paper", [
+    ("buarl_acdc", 11, PAPER_ONLY, "(paper 88.42)"),     # Ours(BCP), 3 labeled
+    ("buarl_modules", 4, [], "(paper 89.45)"),           # + URL
+    ("buarl_regions", 4, [], "(paper 90.28)"),           # CRL / URL
+    ("buarl_mu", 3, [], "(paper 90.06)"),                # 99 / 99
+    ("buarl_remove", 2, [], "(paper 88.56)"),            # remove
+])
+def test_buarl_s_acdc_tables_build_on_the_real_data(acdc_smoke, name, ran, not_run, paper):
+    _check_table(acdc_smoke, name, ran, not_run, paper)
+
+
+@pytest.mark.slow
+@pytest.mark.data
+def test_buarl_s_acdc_runs_use_the_paper_s_settings_and_weights(acdc_smoke):
+    # the catalogue's ACDC percentiles, and each ablation's switch, reached the runs
+    params = _spec(acdc_smoke, "acdc", "buarl_bcp", 10)["method"]["params"]
+    assert (params["labeled_percentile"], params["unlabeled_percentile"], params["labeled_alpha"]) == (95, 99, 0.5)
+    assert _spec(acdc_smoke, "acdc", "buarl_bcp_remove", 10)["method"]["params"]["unlabeled_alpha"] == 0.0
+    assert _spec(acdc_smoke, "acdc", "buarl_bcp_mu_99_99", 10)["method"]["params"]["labeled_percentile"] == 99
+    assert _spec(acdc_smoke, "acdc", "buarl_mt", 5)["method"]["params"]["unlabeled_loss"] == "pseudo_label"
+    # the weights were computed in training: at most ~1 % (99th percentile) of the unlabeled
+    # pixels and ~5 % of the labeled ones are uncertain, and some are
+    row = _last_log_row(acdc_smoke, "acdc", "buarl_bcp", 10)
+    assert 0 < float(row["unlabeled_uncertain"]) <= 0.0101 and 0 < float(row["labeled_uncertain"]) <= 0.0501
+    assert "unlabeled_uncertain" not in _last_log_row(acdc_smoke, "acdc", "buarl_bcp_url_only", 10)
+
+
+@pytest.mark.slow
+@pytest.mark.data
+def test_the_entropy_figure_is_drawn_from_the_buarl_bcp_run(acdc_smoke):
+    import json
+
+    png = acdc_smoke / "figures" / "buarl_entropy_acdc_10.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    record = json.loads(png.with_suffix(".provenance.json").read_text())
+    assert record["rule"] == "entropy_figure" and record["wildcards"] == {"dataset": "acdc", "ratio": "10"}
+
+
+@pytest.mark.slow
+@pytest.mark.data
+def test_buarl_s_la_table_builds_on_la_mini(la_smoke):
+    _check_table(la_smoke, "buarl_la", 11, PAPER_ONLY, "(paper 90.21)")
+    # LA's percentiles are 95 / 95 (the catalogue's `la` settings), over BCP's LA schedule
+    params = _spec(la_smoke, "la", "buarl_bcp", 10)["method"]["params"]
+    assert (params["labeled_percentile"], params["unlabeled_percentile"], params["reset_optimizer"]) == (95, 95, True)
+    mt = _spec(la_smoke, "la", "buarl_mt", 5)["method"]["params"]
+    assert (mt["unlabeled_percentile"], mt["consistency_start"]) == (95, 0.0)
