@@ -106,3 +106,75 @@ def snakemake(root: Path, *args: str, timeout: int = 900) -> subprocess.Complete
 @pytest.fixture
 def tiny_workflow(tmp_path) -> Path:
     return make_workflow(tmp_path / "wf")
+
+
+# ----------------------------------------------------------------------------- real-data smoke builds
+def real_dataset(name: str) -> Path:
+    """../shared/data/<name> (with its train.list), or skip."""
+    data = shared_data()
+    path = data / name if data else Path("../shared/data") / name
+    if not (path / "train.list").is_file():
+        pytest.skip(f"real data not found at {path}")
+    return path
+
+
+def _list_file(path: Path) -> list[str]:
+    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+
+
+def repo_workflow(root: Path, tables: list[str], sources: dict) -> Path:
+    """The repository's workflow and catalogues in `root`: smoke schedule, one seed, CPU."""
+    root.mkdir(parents=True)
+    shutil.copy(REPO / "Snakefile", root / "Snakefile")
+    shutil.copytree(REPO / "workflow", root / "workflow")
+    shutil.copytree(REPO / "config", root / "config")
+    write_yaml(root / "config" / "config.yaml", {
+        "tables": list(tables), "schedule": "smoke", "seeds": [0], "device": "cpu", "results": "results",
+        "sources": sources})
+    return root
+
+
+def la_mini_workflow(root: Path, la_mini: Path, tables: list[str]) -> Path:
+    """The repository's workflow on LA-mini. LA-mini holds 20 of the 80 train volumes, so in this
+    copy the upper bound (ratio 100) is its 20; every other line of the catalogue is the
+    repository's."""
+    repo_workflow(root, tables, {"la": {"path": str(la_mini)}})
+    la_yaml = root / "config" / "datasets" / "la.yaml"
+    catalogue = yaml.safe_load(la_yaml.read_text())
+    catalogue["la"]["ratios"]["100"] = catalogue["la"]["train_patients"] = len(_list_file(la_mini / "train.list"))
+    write_yaml(la_yaml, catalogue)
+    return root
+
+
+def _build(root: Path, targets: list[str], what: str) -> Path:
+    import time
+
+    t0 = time.time()
+    # one thread per job, two jobs at a time on CI's 2 cores: no OpenMP threads fighting for a core
+    proc = snakemake(root, "--set-threads", "train=1", "infer=1", "--", *targets, timeout=3600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    print(f"\nsmoke build of {what}: {time.time() - t0:.0f} s")
+    return root / "results"
+
+
+@pytest.fixture(scope="session")
+def acdc_smoke(tmp_path_factory) -> Path:
+    """Every table and figure of tests/smoke_targets.py's ACDC lists, built on the real ACDC set
+    in one Snakemake call (smoke schedule, seed 0): the results directory."""
+    from smoke_targets import ACDC_FIGURES, ACDC_TABLES
+
+    acdc = real_dataset("ACDC")
+    root = repo_workflow(tmp_path_factory.mktemp("acdc") / "wf", ACDC_TABLES, {"acdc": {"path": str(acdc)}})
+    targets = [f"results/tables/{t}.md" for t in ACDC_TABLES] + [f"results/{f}" for f in ACDC_FIGURES]
+    return _build(root, targets, f"{len(ACDC_TABLES)} ACDC tables")
+
+
+@pytest.fixture(scope="session")
+def la_smoke(tmp_path_factory) -> Path:
+    """Every table and figure of tests/smoke_targets.py's LA lists, built on LA-mini in one
+    Snakemake call (smoke schedule, seed 0): the results directory."""
+    from smoke_targets import LA_FIGURES, LA_TABLES
+
+    root = la_mini_workflow(tmp_path_factory.mktemp("la") / "wf", real_dataset("LA-mini"), LA_TABLES)
+    targets = [f"results/tables/{t}.md" for t in LA_TABLES] + [f"results/{f}" for f in LA_FIGURES]
+    return _build(root, targets, f"{len(LA_TABLES)} LA tables on LA-mini")

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import time
 from pathlib import Path
 
 import h5py
@@ -20,7 +19,7 @@ import SimpleITK as sitk
 import torch
 from scipy import ndimage
 
-from conftest import REPO, snakemake, write_yaml
+from conftest import REPO
 from semiseg.config import load_config, run_spec
 from semiseg.data.acdc import read_acdc_raw, read_info_cfg
 from semiseg.data.errors import DataError
@@ -338,35 +337,8 @@ def test_the_checkpoint_is_chosen_on_val_never_on_test(acdc, cfg, tmp_path, monk
 
 
 # ----------------------------------------------------------------------------- the smoke tables
-ALHVR_TABLES = ("alhvr_acdc", "alhvr_ablation", "alhvr_beta", "alhvr_regions")
+# built by the session fixture `acdc_smoke` (tests/conftest.py) from tests/smoke_targets.py
 REGION_FIGURE = "figures/alhvr_regions_acdc_10.png"
-
-
-def acdc_workflow(root: Path, acdc: Path) -> Path:
-    """The repository's workflow and catalogues for the ACDC tables: smoke schedule, one seed."""
-    root.mkdir(parents=True)
-    shutil.copy(REPO / "Snakefile", root / "Snakefile")
-    shutil.copytree(REPO / "workflow", root / "workflow")
-    shutil.copytree(REPO / "config", root / "config")
-    write_yaml(root / "config" / "config.yaml", {
-        "tables": ["acdc", *ALHVR_TABLES], "schedule": "smoke", "seeds": [0], "device": "cpu",
-        "results": "results", "sources": {"acdc": {"path": str(acdc)}}})
-    return root
-
-
-@pytest.fixture(scope="module")
-def smoke_tables(acdc, tmp_path_factory):
-    """Every ACDC table of the repository and ALHVR's region figure, built on the real data with
-    the smoke schedule and one seed (the tables' own seeds would triple the runs)."""
-    wf = acdc_workflow(tmp_path_factory.mktemp("acdc") / "wf", acdc)
-    t0 = time.time()
-    # one thread per job, two jobs at a time on CI's 2 cores: no OpenMP threads fighting for a core
-    proc = snakemake(wf, "--set-threads", "train=1", "infer=1", "--", "all", f"results/{REGION_FIGURE}",
-                     timeout=3600)
-    seconds = time.time() - t0
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    print(f"\nsmoke ACDC tables and figure: {seconds:.0f} s")
-    return wf / "results"
 
 
 def _rows(table: str) -> list[str]:
@@ -374,8 +346,8 @@ def _rows(table: str) -> list[str]:
 
 
 @pytest.mark.slow
-def test_the_smoke_acdc_table_on_the_real_data(smoke_tables):
-    res = smoke_tables
+def test_the_smoke_acdc_table_on_the_real_data(acdc_smoke):
+    res = acdc_smoke
     desc = json.loads((res / "preprocessed" / "acdc" / "dataset.json").read_text())
     assert desc["patients"]["val"] == VAL and desc["patients"]["test"] == TEST
     z = {c: info["shape"][0] for c, info in desc["cases"].items()}
@@ -390,7 +362,7 @@ def test_the_smoke_acdc_table_on_the_real_data(smoke_tables):
     assert "(paper: BUARL T1, TraCoCo 87.59)" in table and "| BCP | 3 (5%) | 67 (95%) |" in table
     assert "(paper: ALHVR T2 83.65; BUARL T1 79.65)" in table  # MT at 7 labeled, both papers
     # a smoke run on ACDC is no result, and says so in the title and in each of its cells
-    assert table.splitlines()[0].endswith("— smoke: 2 of 40 test volumes, 4 iterations — not a result")
+    assert table.splitlines()[0].endswith("— smoke: 2 of 40 test volumes, 2 iterations — not a result")
     ran = [row for row in _rows(table) if "not run" not in row]
     assert len(ran) == 19 and all(row.count("not a result") == 4 for row in ran), table
     # every implemented row ran; the methods not implemented show their paper values only
@@ -407,8 +379,8 @@ def test_the_smoke_acdc_table_on_the_real_data(smoke_tables):
     ("alhvr_beta", 5, 0, "(paper 90.26)"),
     ("alhvr_regions", 7, 0, "(paper 88.46)"),
 ])
-def test_alhvr_s_tables_build_on_the_real_data(smoke_tables, name, rows, not_run, paper):
-    table = (smoke_tables / "tables" / f"{name}.md").read_text()
+def test_alhvr_s_tables_build_on_the_real_data(acdc_smoke, name, rows, not_run, paper):
+    table = (acdc_smoke / "tables" / f"{name}.md").read_text()
     assert len(_rows(table)) == rows, table
     assert len([row for row in _rows(table) if "| not run" in row]) == not_run and "One seed (0)" in table
     ran = [row for row in _rows(table) if "| not run" not in row]
@@ -417,8 +389,8 @@ def test_alhvr_s_tables_build_on_the_real_data(smoke_tables, name, rows, not_run
 
 
 @pytest.mark.slow
-def test_the_region_figure_is_drawn_from_the_alhvr_run(smoke_tables):
-    png = smoke_tables / REGION_FIGURE
+def test_the_region_figure_is_drawn_from_the_alhvr_run(acdc_smoke):
+    png = acdc_smoke / REGION_FIGURE
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     record = json.loads(png.with_suffix(".provenance.json").read_text())
     assert record["rule"] == "region_figure" and record["wildcards"] == {"dataset": "acdc", "ratio": "10"}

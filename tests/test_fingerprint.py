@@ -34,10 +34,11 @@ def test_each_stage_depends_on_what_it_imports_and_nothing_it_does_not():
     infer = rel(stage_files("infer"))
     assert {"inference/run.py", "inference/predict.py", "device.py", "nets/unet.py"} <= infer
     assert "engine/loop.py" not in infer  # infer needs the device choice, not the training loop
-    # the table writer, the papers' values it prints, the metrics it summarises, the run layout it
+    # the table writer, the papers' values it prints, the metrics it summarises (and resamples), the run layout it
     # reads seeds from, and the package version its footer prints
     assert rel(stage_files("table")) == {"reporting/build.py", "reporting/tables.py", "reporting/notes.py",
                                          "reporting/references.py", "metrics/csv_io.py", "metrics/summary.py",
+                                         "metrics/bootstrap.py",
                                          "paths.py", "__init__.py"}
     # plumbing is not followed: the config loader's result is itself a rule param (the run spec)
     for stage in ("fetch", "train", "table"):

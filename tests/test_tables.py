@@ -373,3 +373,14 @@ def test_runs_that_are_no_result_in_different_ways_are_all_named_in_the_title():
                                     " — not a result; smoke: 2 of 40 test volumes, 6 iterations — not a result")
     mt20 = table_rows(text)[2:][3]
     assert mt20[3].startswith("87.50 ± 0.71 (smoke: 2 of 40 test volumes, 6 iterations — not a result; smoke: 2 of 40")
+
+
+def test_the_smoke_mark_counts_iterations_in_words():
+    from semiseg.reporting.notes import smoke_mark
+
+    ds = {"test_cases": 20, "own_schedule": "paper"}
+    assert smoke_mark({"schedule": "smoke", "iterations": 1, "test_cases": 1}, ds) == (
+        "smoke: 1 of 20 test volumes, 1 iteration — not a result")
+    assert smoke_mark({"schedule": "smoke", "iterations": 2, "test_cases": 20}, ds) == (
+        "smoke: 20 of 20 test volumes, 2 iterations — not a result")
+    assert smoke_mark({"schedule": "paper", "iterations": 2, "test_cases": 20}, ds) == ""

@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,7 @@ __all__ = [
     "find_root",
     "ratio_patients",
     "table_duplicates",
+    "bootstrap_min_resamples",
 ]
 
 
@@ -46,6 +48,17 @@ def find_root(start: Path | None = None) -> Path:
         if (p / "workflow" / "schemas").is_dir():
             return p
     raise ConfigError(f"{here}: no workflow/schemas directory here or above; run from the semiseg checkout")
+
+
+def bootstrap_min_resamples(confidence: float) -> int:
+    """The fewest resamples a table's bootstrap interval at ``confidence`` may have: enough that
+    each tail of the percentile interval holds a resampled value, ``resamples * (1 - confidence)
+    / 2 >= 1``.
+
+    >>> bootstrap_min_resamples(0.95), bootstrap_min_resamples(0.9)
+    (40, 20)
+    """
+    return math.ceil(round(2.0 / (1.0 - confidence), 9))  # round: 2 / 0.05 is 40.00000000000004
 
 
 def table_duplicates(table: dict) -> list[str]:
@@ -197,6 +210,12 @@ def load_config(config: dict | None = None, root: Path | str | None = None) -> d
 
         for problem in check_references(table):
             raise ConfigError(f"{where}.{problem}")
+        boot = table.get("bootstrap")
+        if boot and boot["resamples"] < bootstrap_min_resamples(boot["confidence"]):
+            raise ConfigError(f"{where}.bootstrap.resamples: {boot['resamples']} resamples leave a tail of a "
+                              f"{boot['confidence']:g} interval empty; allowed: at least "
+                              f"{bootstrap_min_resamples(boot['confidence'])} (2 / (1 - confidence)), "
+                              "or a lower confidence")
         reference = reference_values(table)  # method -> ratio -> the sources' values
         paper_only = {row["method"] for row in table["rows"] if not row.get("run", True)} - set(methods)
         for i, row in enumerate(table["rows"]):

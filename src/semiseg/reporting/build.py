@@ -8,7 +8,7 @@ from pathlib import Path
 
 from semiseg import paths
 from semiseg.metrics.csv_io import read_metrics_csv
-from semiseg.metrics.summary import summarise
+from semiseg.metrics.summary import case_means, summarise
 from semiseg.reporting.tables import build_table, write_table
 
 __all__ = ["table_from_runs", "parse_run_path"]
@@ -90,12 +90,15 @@ def table_from_runs(spec: dict, *, descriptor: Path, metrics: list[Path], out: P
                 for seed in table["seeds"]:
                     results[(row["method"], int(ratio), int(seed))] = None
     run_info: dict = {}
+    case_values: dict = {}  # per-case values, for a table with a bootstrap interval
     for path in metrics:
         dataset, method, ratio, seed = parse_run_path(path)
         if dataset != table["dataset"]:
             raise ValueError(f"{path}: belongs to dataset {dataset!r}, the table is about {table['dataset']!r}")
         rows = read_metrics_csv(path)
         results[(method, ratio, seed)] = summarise(rows)
+        if table.get("bootstrap"):
+            case_values[(method, ratio, seed)] = case_means(rows)
         run_info[(method, ratio, seed)] = _run_info(Path(path), rows)
     info = {"train_patients": len(desc["patients"]["train"]),
             "labeled_patients": {int(k): v for k, v in spec["ratios"].items()},
@@ -106,6 +109,7 @@ def table_from_runs(spec: dict, *, descriptor: Path, metrics: list[Path], out: P
               "Post-processing": POST_PROCESSING if spec.get("largest_component") else None,
               "generated": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
     text = build_table(table, dataset_info=info, results=results, footer={k: v for k, v in footer.items() if v},
-                       supervised_methods=spec.get("supervised_methods", ["supervised"]), run_info=run_info)
+                       supervised_methods=spec.get("supervised_methods", ["supervised"]), run_info=run_info,
+                       case_values=case_values)
     write_table(text, out)
     return text

@@ -48,7 +48,8 @@ def smoke_mark(info: Mapping | None, dataset_info: Mapping) -> str:
     if scored is not None and total is not None:
         parts.append(f"{scored} of {total} test volumes")
     if info.get("iterations") is not None:
-        parts.append(f"{info['iterations']} iterations")
+        n = info["iterations"]
+        parts.append(f"{n} iteration{'' if n == 1 else 's'}")
     head = "smoke" if smoke else f"schedule {info.get('schedule') or '?'}"
     return f"{head}: {', '.join(parts)} — not a result" if parts else f"{head} — not a result"
 
@@ -85,6 +86,16 @@ def footer_lines(
         "hallucinated scores Dice 0 and distances equal to the image diagonal (not 0 as in "
         f"SSL4MIS-style code). See [docs/metrics.md]({METRICS_DOC})."
     )
+    bootstrap = spec.get("bootstrap")
+    if bootstrap:
+        lines.append(
+            f"({bootstrap['confidence'] * 100:g}% CI low–high): percentile bootstrap confidence interval over "
+            f"the test cases: {bootstrap['resamples']} resamples of the test cases with replacement "
+            f"(numpy default_rng({bootstrap['seed']}), the same resampled case sets in every cell), each scored "
+            "as the mean over the row's seeds of the runs' means over the drawn cases. It shows how a value "
+            "depends on which cases were tested; the ± how it depends on training. "
+            f"See [docs/metrics.md]({METRICS_DOC})."
+        )
     unit = dataset_info.get("distance_unit")
     if unit:
         lines.append(f"95HD and ASD are in {escape(unit)}.")

@@ -17,6 +17,13 @@ with its source's tag, identical values once with all their sources::
     not run (paper: BUARL T1 79.65; ALHVR T2 83.65)
     88.12 ± 0.40 (paper: BUARL T1, TraCoCo 88.84)
 
+A table whose spec has ``bootstrap`` (``resamples``, ``confidence``, ``seed``) adds to each
+value a percentile bootstrap confidence interval over the test cases
+(:mod:`semiseg.metrics.bootstrap`: the cases resampled, each resampled set averaged over the
+seeds), explained in the footer::
+
+    81.50 ± 0.71 (95% CI 79.80–83.05) (paper 80.10)
+
 A run under the ``smoke`` schedule on a dataset whose own schedule is another, or one scored
 on part of the test set, is no result: the title line says so, and so does every cell of it::
 
@@ -38,6 +45,7 @@ import numpy as np
 
 from semiseg.config import table_duplicates
 from semiseg.io import atomic_write
+from semiseg.metrics.bootstrap import interval_from_draws, resample_indices
 from semiseg.reporting.notes import METRICS_DOC, escape, footer_lines, smoke_mark
 from semiseg.reporting.references import reference_values
 
@@ -104,16 +112,20 @@ def format_references(references: Sequence[tuple[str | None, float]]) -> str:
 
 
 def format_cell(values: Sequence[float], *, reference: float | None = None,
-                references: Sequence[tuple[str | None, float]] = (), mark: str = "") -> str:
+                references: Sequence[tuple[str | None, float]] = (), mark: str = "",
+                interval: tuple[float, float] | None = None, confidence: float = 0.95) -> str:
     """Format one table cell from the per-seed values, already in display units.
 
     Two or more values print as ``mean ± std`` (sample std, ddof=1), one value as its mean, none
-    as ``not run``; ``mark`` (e.g. a smoke run's warning) follows in parentheses; then the
-    papers' values: ``reference`` as ``(paper x)``, or ``references`` as
+    as ``not run``; a bootstrap ``interval`` (low, high) at ``confidence`` follows as
+    ``(95% CI low–high)``; ``mark`` (e.g. a smoke run's warning) follows in parentheses; then
+    the papers' values: ``reference`` as ``(paper x)``, or ``references`` as
     :func:`format_references` prints them. All numbers have 2 decimals.
 
     >>> format_cell([81.0, 82.0], reference=80.1)
     '81.50 ± 0.71 (paper 80.10)'
+    >>> format_cell([81.0, 82.0], interval=(79.8, 83.05), reference=80.1)
+    '81.50 ± 0.71 (95% CI 79.80–83.05) (paper 80.10)'
     >>> format_cell([3.456])
     '3.46'
     >>> format_cell([30.0, 31.0], mark="smoke: 2 of 40 test volumes, 4 iterations — not a result")
@@ -125,6 +137,8 @@ def format_cell(values: Sequence[float], *, reference: float | None = None,
         text = f"{values[0]:.2f}"
     else:
         text = f"{statistics.fmean(values):.2f} ± {statistics.stdev(values):.2f}"
+    if interval is not None and values:
+        text += f" ({confidence * 100:g}% CI {interval[0]:.2f}–{interval[1]:.2f})"
     if mark and values:
         text += f" ({escape(mark)})"
     if reference is not None:
@@ -167,6 +181,28 @@ def _reference_values(spec: Mapping, method: str, ratio: int) -> dict[str, list[
     return out
 
 
+def _case_matrix(case_values: Mapping, keys: Sequence[tuple]) -> tuple[list[str], dict[str, np.ndarray]]:
+    """The finished runs' per-case values of one cell: the case ids (every run must have the
+    same) and metric -> ``(n_seeds, n_cases)``, in the summaries' units."""
+    cases: list[str] | None = None
+    rows: dict[str, list[np.ndarray]] = {metric: [] for metric, _ in _METRICS}
+    for key in keys:
+        if key not in case_values or case_values[key] is None:
+            raise KeyError(f"the table asks for a bootstrap interval, but case_values has no per-case values "
+                           f"for the run {key!r} (semiseg.metrics.summary.case_means of its metrics.csv)")
+        frame = case_values[key]
+        these = [str(case) for case in frame.index]
+        if cases is None:
+            cases = these
+        elif these != cases:
+            raise ValueError(f"the runs of {key[:2]!r} were scored on different test cases ({key!r}: "
+                             f"{len(these)} cases, the first seed's: {len(cases)}); a bootstrap over cases "
+                             "needs the same cases in every seed")
+        for metric, _ in _METRICS:
+            rows[metric].append(np.asarray(frame[metric], dtype=float))  # checked finite where resampled
+    return cases or [], {metric: np.stack(columns) for metric, columns in rows.items()}
+
+
 def _patient_cells(
     ratio: int, dataset_info: Mapping, *, supervised: bool
 ) -> tuple[str, str]:
@@ -198,6 +234,7 @@ def build_table(
     footer: Mapping,
     supervised_methods: Collection[str] = ("supervised",),
     run_info: Mapping[tuple[str, int, int], Mapping] | None = None,
+    case_values: Mapping[tuple[str, int, int], object] | None = None,
 ) -> str:
     """Render a table spec and the runs' summaries as markdown.
 
@@ -232,6 +269,13 @@ def build_table(
         dataset whose ``own_schedule`` is another, or scored on fewer than ``test_cases``
         volumes, is marked in the title line and in every cell as no result; smoke runs that
         are the dataset's own schedule put the schedule and its iterations in the title line.
+    case_values:
+        ``(method, ratio, seed)`` -> the run's per-case values, a frame as
+        :func:`semiseg.metrics.summary.case_means` returns (index: case ids; one column per
+        metric, Dice and Jaccard as fractions). Needed, for every finished run, only by a spec
+        with ``bootstrap`` (``resamples``, ``confidence``, ``seed``): each cell then shows the
+        percentile bootstrap interval over the test cases of its seed-averaged value
+        (:mod:`semiseg.metrics.bootstrap`; every seed of a cell must have the same cases).
 
     Returns
     -------
@@ -247,6 +291,11 @@ def build_table(
         raise ValueError(f"table {spec.get('title')!r}: {'; '.join(table_duplicates(spec))}")
     supervised = set(supervised_methods)
     run_info = run_info or {}
+    bootstrap = spec.get("bootstrap")
+    if bootstrap and not {"resamples", "confidence", "seed"} <= set(bootstrap):
+        raise ValueError(f"table {spec.get('title')!r}: bootstrap needs resamples, confidence and seed, got "
+                         f"{dict(bootstrap)!r} (the schema fills in confidence 0.95 and seed 0)")
+    draws: dict[int, np.ndarray] = {}  # n_cases -> the resampled case indices, shared by every cell
 
     header = "| " + " | ".join(COLUMNS) + " |"
     rule = "| " + " | ".join([":---", ":---", ":---", *["---:"] * len(_METRICS)]) + " |"
@@ -260,6 +309,7 @@ def build_table(
         for ratio in row["ratios"]:
             ratio = int(ratio)
             runs: list[dict[str, float]] = []
+            finished: list[tuple[str, int, int]] = []
             row_marks: list[str] = []
             if row.get("run", True):
                 for seed in seeds:
@@ -271,6 +321,7 @@ def build_table(
                         )
                     if results[key] is not None:
                         runs.append(_summary_values(results[key], key))
+                        finished.append(key)
                         info = run_info.get(key) or {}
                         if info.get("schedule") == "smoke" and info.get("iterations") is not None:
                             smoke_iterations.add(int(info["iterations"]))
@@ -287,10 +338,19 @@ def build_table(
                 ratio, dataset_info, supervised=method in supervised
             )
             cells = [name, labeled_cell, unlabeled_cell]
+            intervals: dict[str, tuple[float, float]] = {}
+            if bootstrap and finished:
+                cases, per_case = _case_matrix(case_values or {}, finished)
+                if len(cases) not in draws:
+                    draws[len(cases)] = resample_indices(len(cases), int(bootstrap["resamples"]), int(bootstrap["seed"]))
+                for metric, factor in _METRICS:
+                    ci = interval_from_draws(per_case[metric] * factor, draws[len(cases)], float(bootstrap["confidence"]))
+                    intervals[metric] = (ci.low, ci.high)
             for metric, factor in _METRICS:
                 values = [run[metric] * factor for run in runs]
-                cells.append(format_cell(values, references=reference.get(metric, ()),
-                                         mark="; ".join(row_marks)))
+                cells.append(format_cell(values, references=reference.get(metric, ()), mark="; ".join(row_marks),
+                                         interval=intervals.get(metric),
+                                         confidence=float(bootstrap["confidence"]) if bootstrap else 0.95))
             body.append("| " + " | ".join(cells) + " |")
 
     title = escape(spec["title"])
