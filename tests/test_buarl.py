@@ -341,6 +341,36 @@ def test_entropy_regions_shrink_with_the_percentile():
     assert torch.equal(maps["masks"][99], uncertain_mask(maps["entropy"], 99))
 
 
+# ---------------------------------------------------------------- the catalogue
+
+
+def test_the_catalogue_resolves_the_paper_s_percentiles_and_the_tables_carry_every_value():
+    from conftest import REPO
+    from semiseg.config import load_config, run_spec, table_runs
+    from semiseg.reporting.references import reference_values
+
+    cfg = load_config(root=REPO)
+    for method, dataset, q in (("buarl_mt", "acdc", (95, 99)), ("buarl_bcp", "acdc", (95, 99)),
+                               ("buarl_mt", "la", (95, 95)), ("buarl_bcp", "la", (95, 95)),
+                               ("buarl_bcp_mu_99_99", "la", (99, 99)), ("buarl_bcp_mu_95_95", "acdc", (95, 95))):
+        p = run_spec(cfg, dataset, method, 10, 0)["method"]["params"]
+        assert (p["labeled_percentile"], p["unlabeled_percentile"]) == q, (method, dataset)
+        assert p["labeled_alpha"] == 0.5 or method == "buarl_bcp_remove"
+    # BUARL on BCP keeps BCP's schedule and LA settings
+    assert run_spec(cfg, "la", "buarl_bcp", 10, 0)["schedule"] == run_spec(cfg, "la", "bcp", 10, 0)["schedule"]
+    full = {"dice", "jaccard", "hd95", "asd"}
+    for name in ("buarl_acdc", "buarl_la", "buarl_modules", "buarl_regions", "buarl_mu", "buarl_remove"):
+        table = cfg["tables"][name]
+        values = reference_values(table)
+        for row in table["rows"]:
+            for r in row["ratios"]:
+                assert set(values[row["method"]][r][0][1]) == full, (name, row["method"], r)
+    # the ablation tables at 7 labeled patients share BUARL's own run: 8 runs of their own
+    ablation = {m for name in ("buarl_modules", "buarl_regions", "buarl_mu", "buarl_remove")
+                for _d, m, _r, _s in table_runs(cfg, name)}
+    assert len(ablation - {"bcp", "buarl_bcp"}) == 8 and {"bcp", "buarl_bcp"} <= ablation
+
+
 # ---------------------------------------------------------------- the tables on the real data
 # built by the session fixtures `acdc_smoke` and `la_smoke` (tests/conftest.py) from the lists of
 # tests/smoke_targets.py: smoke schedule, seed 0, one Snakemake call per dataset
