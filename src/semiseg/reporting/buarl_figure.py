@@ -51,6 +51,8 @@ def entropy_figure(run_dir, store, split, out_png, n_slices: int = 4,
     method; each image in its own range, printed above it), and per percentile the image with the
     pixels above that image's μ in green (the paper draws the rest in red; here the image shows
     through), titled with the share above (strictly above μ: under 100 − q % where values tie).
+    3D: μ is the whole patch's percentile, as in training; the share printed is the shown
+    slice's, which may differ from 100 − q %.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.colors import ListedColormap
