@@ -8,8 +8,10 @@ fixture (the results directory of that build).
 
 # the real ACDC set (../shared/data/ACDC)
 ACDC_TABLES = ["acdc", "alhvr_acdc", "alhvr_ablation", "alhvr_beta", "alhvr_regions"]
+ACDC_TABLES += ["buarl_acdc", "buarl_modules", "buarl_regions", "buarl_mu", "buarl_remove"]
 ACDC_FIGURES = ["figures/alhvr_regions_acdc_10.png"]
+ACDC_FIGURES += ["figures/buarl_entropy_acdc_10.png"]
 
 # LA-mini (../shared/data/LA-mini): 20 of the 80 train volumes and 4 test volumes
-LA_TABLES = ["la", "sgrs_la", "sgrs_switches"]
+LA_TABLES = ["la", "sgrs_la", "sgrs_switches", "buarl_la"]
 LA_FIGURES: list[str] = []

@@ -127,12 +127,14 @@ def cmd_table(args):
 
 
 def cmd_figure(args):
+    from semiseg.reporting.buarl_figure import entropy_figure
     from semiseg.reporting.figures import region_figure
 
-    region_figure(Path(args.run_dir), Path(args.store), Path(args.split), Path(args.out), n_slices=args.slices)
-    log.info("wrote %s", args.out)
     run = Path(args.run_dir)
-    return (Path(args.out), [run / "models.pt", run / "config.json", Path(args.store), Path(args.split)],
+    draw, weights = {"regions": (region_figure, "models.pt"), "entropy": (entropy_figure, "model.pt")}[args.kind]
+    draw(run, Path(args.store), Path(args.split), Path(args.out), n_slices=args.slices)
+    log.info("wrote %s", args.out)
+    return (Path(args.out), [run / weights, run / "config.json", Path(args.store), Path(args.split)],
             [Path(args.out)], None, None)
 
 
@@ -248,8 +250,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_table)
 
     s = sub.add_parser("figure", help="draw a figure from a trained run")
-    s.add_argument("kind", choices=("regions",), help="regions: ALHVR's Figure 1 (image, both predictions, Ω1/Ω2/Ω3)")
-    s.add_argument("--run-dir", required=True, help="a two-network run: holds models.pt and config.json")
+    s.add_argument("kind", choices=("regions", "entropy"),
+                   help="regions: ALHVR's Figure 1 (image, both predictions, Ω1/Ω2/Ω3); entropy: BUARL's "
+                        "Figure 5 (the prediction's entropy and its 95/97/99th-percentile regions)")
+    s.add_argument("--run-dir", required=True,
+                   help="a finished run: config.json and models.pt (regions: a two-network run) or model.pt (entropy)")
     s.add_argument("--store", required=True, help="the dataset's h5 store")
     s.add_argument("--split", required=True, help="the run's split; slices come from its unlabeled cases")
     s.add_argument("--out", required=True, help="the PNG to write")

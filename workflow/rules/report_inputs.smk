@@ -12,15 +12,21 @@ def table_store(wildcards):
     return results(f"preprocessed/{CFG['tables'][wildcards.table]['dataset']}/store.h5")
 
 
+#: The figures drawn from a method's seed-0 run, shown on the page of every table with that
+#: method's row: ALHVR's regions, BUARL's entropy regions (rules/figures.smk).
+RUN_FIGURES = {"alhvr": "alhvr_regions", "buarl_bcp": "buarl_entropy"}
+
+
 def table_region_figures(wildcards):
-    """ALHVR's region figure at each ratio of the table's `alhvr` row (drawn from seed 0's run)."""
+    """The run figures (RUN_FIGURES) at each ratio of the table's `alhvr` and `buarl_bcp` rows
+    (drawn from seed 0's run)."""
     table = CFG["tables"][wildcards.table]
     if 0 not in [int(s) for s in table["seeds"]]:
         return []
     return [
-        results(f"figures/alhvr_regions_{table['dataset']}_{ratio}.png")
+        results(f"figures/{RUN_FIGURES[row['method']]}_{table['dataset']}_{ratio}.png")
         for row in table["rows"]
-        if row["method"] == "alhvr" and row.get("run", True)
+        if row["method"] in RUN_FIGURES and row.get("run", True)
         for ratio in row["ratios"]
     ]
 

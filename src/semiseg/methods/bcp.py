@@ -59,17 +59,22 @@ def halves(x: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def mixed_loss(logits: Tensor, background_label: Tensor, foreground_label: Tensor, mask: Tensor,
-               *, background_weight: float, foreground_weight: float) -> DiceCE:
+               *, background_weight: float, foreground_weight: float,
+               pixel_weight: Tensor | None = None) -> DiceCE:
     """BCP's ``mix_loss``: CE and Dice of each source's labels over its own region, weighted.
 
     ``ce = w_b * CE_M(background_label) + w_f * CE_(1-M)(foreground_label)`` with the masked
     mean CE ``sum(ce * m) / sum(m)``, and the same for the masked soft Dice (every sum of the
     Dice multiplied by the region mask, classes averaged with background). The step's loss is
     ``0.5 * (ce + dice)``.
+
+    ``pixel_weight`` (``(B, *spatial)``, None = 1) multiplies each pixel's CE and Dice sums in
+    both regions (``dice_ce_loss``'s ``weight``; each region's CE is still divided by its pixel
+    count), the hook of :meth:`BidirectionalCopyPaste.mix_weight`.
     """
     m = mask.expand(logits.shape[0], *mask.shape)
-    bg = dice_ce_loss(logits, background_label, mask=m)
-    fg = dice_ce_loss(logits, foreground_label, mask=1 - m)
+    bg = dice_ce_loss(logits, background_label, mask=m, weight=pixel_weight)
+    fg = dice_ce_loss(logits, foreground_label, mask=1 - m, weight=pixel_weight)
     return DiceCE(ce=background_weight * bg.ce + foreground_weight * fg.ce,
                   dice=background_weight * bg.dice + foreground_weight * fg.dice)
 
@@ -127,7 +132,8 @@ class BidirectionalCopyPaste(TeacherStudent):
     - Labeled and unlabeled batches must be the same size (BCP pairs them half by half).
 
     On the teacher–student base: no EMA warm-up and batch-norm buffers averaged too
-    (``update_model_ema``), no EMA during pre-training, its own two-stage step.
+    (``update_model_ema``), no EMA during pre-training, its own two-stage step. A method built
+    on BCP may weight each pixel of a mixed image's loss through :meth:`mix_weight` (BUARL).
 
     Parameters (workflow/schemas/params/bcp.schema.yaml): ``pretrain_fraction``,
     ``mask_ratio``, ``u_weight``, ``ema_decay``, ``largest_component``, ``handoff``,
@@ -177,14 +183,35 @@ class BidirectionalCopyPaste(TeacherStudent):
         (img_a, img_b), (lab_a, lab_b) = halves(batch["labeled_image"]), halves(batch["labeled_label"])
         mask = self._mask(img_a)
         logits = self.models[0](copy_paste(img_a, img_b, mask))
-        ce, dice = mixed_loss(logits, lab_a, lab_b, mask, background_weight=1.0, foreground_weight=1.0)
-        return Losses(total=0.5 * (ce + dice), terms={"ce": ce, "dice": dice}, stats={"stage": 0.0})
+        stats = {"stage": 0.0}
+        weight = self.mix_weight(logits, mask, None, None, stats)
+        ce, dice = mixed_loss(logits, lab_a, lab_b, mask, background_weight=1.0, foreground_weight=1.0,
+                              pixel_weight=weight)
+        return Losses(total=0.5 * (ce + dice), terms={"ce": ce, "dice": dice}, stats=stats)
 
     @torch.no_grad()
-    def pseudo_label(self, image: Tensor) -> Tensor:
-        """The teacher's label map ``(B, *spatial)``: argmax, then (optionally) the largest component."""
-        labels = self.teacher(image).argmax(dim=1)
+    def teacher_logits(self, image: Tensor) -> Tensor:
+        return self.teacher(image)
+
+    @torch.no_grad()
+    def pseudo_label(self, image: Tensor, logits: Tensor | None = None) -> Tensor:
+        """The teacher's label map ``(B, *spatial)``: argmax, then (optionally) the largest
+        component. ``logits``: the teacher's on ``image`` when already computed."""
+        labels = (self.teacher(image) if logits is None else logits).argmax(dim=1)
         return largest_connected_component(labels) if self.params["largest_component"] else labels
+
+    def mix_weight(self, logits: Tensor, mask: Tensor, unlabeled_in: str | None,
+                   teacher_logits: Tensor | None, stats: dict[str, float]) -> Tensor | None:
+        """Per-pixel weights ``(B, *spatial)`` on a mixed image's loss (both regions), or None (all 1:
+        BCP itself).
+
+        ``logits``: the student's on the mixed image; ``mask``: the paste mask (1 keeps the first
+        image, 0 the pasted block); ``unlabeled_in``: where the unlabeled image lies, ``"ones"``
+        (``u_a * M + l_a * (1 - M)``), ``"zeros"`` (``l_b * M + u_b * (1 - M)``) or None
+        (pre-training: labeled images only); ``teacher_logits``: the teacher's on that unlabeled
+        image, unmixed (its pixels sit where they are in the mix); ``stats``: the step's log.
+        """
+        return None
 
     def _self_train_step(self, batch) -> Losses:
         student, u, s = self.student, self.params["u_weight"], two_stream(batch)
@@ -192,15 +219,19 @@ class BidirectionalCopyPaste(TeacherStudent):
         if u_a.shape[0] != l_a.shape[0]:
             raise ValueError(f"bcp needs equal labeled and unlabeled batches, got "
                              f"{s.n_labeled} and {s.unlabeled.shape[0]}")
-        p_a, p_b = self.pseudo_label(u_a), self.pseudo_label(u_b)
+        t_a, t_b = self.teacher_logits(u_a), self.teacher_logits(u_b)
+        p_a, p_b = self.pseudo_label(u_a, t_a), self.pseudo_label(u_b, t_b)
         mask = self._mask(l_a)
         # Two forward passes, as BCP: each mixed batch gets its own batch-norm statistics.
         out_u = student(copy_paste(u_a, l_a, mask))
         out_l = student(copy_paste(l_b, u_b, mask))
-        on_u = mixed_loss(out_u, p_a, y_a, mask, background_weight=u, foreground_weight=1.0)
-        on_l = mixed_loss(out_l, y_b, p_b, mask, background_weight=1.0, foreground_weight=u)
+        stats = {"stage": 1.0}
+        on_u = mixed_loss(out_u, p_a, y_a, mask, background_weight=u, foreground_weight=1.0,
+                          pixel_weight=self.mix_weight(out_u, mask, "ones", t_a, stats))
+        on_l = mixed_loss(out_l, y_b, p_b, mask, background_weight=1.0, foreground_weight=u,
+                          pixel_weight=self.mix_weight(out_l, mask, "zeros", t_b, stats))
         ce, dice = on_u.ce + on_l.ce, on_u.dice + on_l.dice
-        return Losses(total=0.5 * (ce + dice), terms={"ce": ce, "dice": dice}, stats={"stage": 1.0})
+        return Losses(total=0.5 * (ce + dice), terms={"ce": ce, "dice": dice}, stats=stats)
 
     def ema_active(self, step: Step) -> bool:
         return not self.in_pretraining(step)

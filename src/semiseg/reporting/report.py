@@ -255,6 +255,13 @@ def table_page(spec: Mapping, *, table_md: Path, run_dirs: Sequence[Path], store
                     parts.append(f'<img alt="overlays {ratio}" src="{png}">')
     for fig_path in region_figures:
         data = base64.b64encode(Path(fig_path).read_bytes()).decode("ascii")
+        if Path(fig_path).stem.startswith("buarl_entropy"):
+            parts += [f"<h2>BUARL's entropy regions ({html.escape(Path(fig_path).stem)})</h2>",
+                      '<p class="note">Paper Figure 5 for our run: the entropy of the prediction on unlabeled '
+                      "slices, and the pixels above each image's 95th, 97th and 99th percentile of it (the "
+                      "uncertain regions URL and CRL weight).</p>",
+                      f'<img alt="BUARL entropy regions" src="data:image/png;base64,{data}">']
+            continue
         parts += [f"<h2>ALHVR's regions ({html.escape(Path(fig_path).stem)})</h2>",
                   '<p class="note">Paper Figure 1 for our run: image, both networks\' predictions, and the '
                   "regions Ω1 (reliable stable), Ω2 (reliable unstable), Ω3 (unreliable stable).</p>",

@@ -119,18 +119,37 @@ class DiceCE(NamedTuple):
 
 
 def dice_ce_loss(logits: Tensor, target: Tensor, *, mask: Tensor | None = None,
-                 include_background: bool = True, smooth: float = 1e-5) -> DiceCE:
+                 include_background: bool = True, smooth: float = 1e-5,
+                 weight: Tensor | None = None) -> DiceCE:
     """Cross-entropy and soft Dice of ``logits`` ``(B, C, *spatial)`` vs labels ``(B, *spatial)``.
 
     CE is the mean over all positions (``nn.CrossEntropyLoss()``) or, with ``mask``, the masked
     mean ``sum(ce * m) / (sum(m) + 1e-16)`` (BCP's ``mix_loss``); Dice is
     :func:`soft_dice_loss` of the softmax. The papers' supervised loss is ``result.total`` =
     ``0.5 * (ce + dice)``.
+
+    ``weight``: optional per-pixel weights ``(B, *spatial)`` (BUARL's region weights). They
+    multiply each position's CE and every sum of the Dice (with the mask, if any), but not the
+    count the CE is divided by (the mask's sum, or every position without one): weights of 1
+    give the unweighted loss, weights 0.5 on a region halve that region's share.
     """
     if target.dim() != logits.dim() - 1:
         raise ValueError(f"target must be (B, *spatial) integer labels for logits "
                          f"{tuple(logits.shape)}, got {tuple(target.shape)}")
     target = target.long()
+    if weight is not None:
+        ce_map = F.cross_entropy(logits, target, reduction="none")
+        weight = weight.reshape(ce_map.shape).to(ce_map.dtype)
+        if mask is None:
+            ce = (ce_map * weight).sum() / ce_map.numel()
+        else:
+            region = mask.reshape(ce_map.shape).to(ce_map.dtype)
+            ce = (ce_map * (region * weight)).sum() / (region.sum() + 1e-16)
+            weight = region * weight
+        probs = torch.softmax(logits, dim=1)
+        dice = soft_dice_loss(probs, one_hot(target, logits.shape[1]), smooth, mask=weight,
+                              include_background=include_background)
+        return DiceCE(ce, dice)
     if mask is None:
         ce = F.cross_entropy(logits, target)
     else:
