@@ -338,5 +338,5 @@ def test_the_la_smoke_table_on_la_mini(la_smoke, la_mini):
     measured = [row for row in rows if "not run" not in row]
     assert all(re.search(r"\| \d+\.\d\d", row) for row in measured), table
     assert "BUARL" in table and "Post-processing" not in table  # off in this protocol
-    assert "1 of 20 test volumes at stride 80×112×112, 1 iteration — not a result" in table
+    assert "1 of 4 test volumes at stride 80×112×112, 1 iteration — not a result" in table
     print(f"\n{table}")
