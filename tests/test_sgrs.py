@@ -411,3 +411,103 @@ def test_the_sgrs_tables_on_la_mini(la_smoke):
     assert {"con_ce", "con_dice"} <= baseline and not baseline & {"nr_ce", "mix_lambda", "omega_fraction"}
     flip = _train_columns(res, "sgrs_flip_h")  # regions, no mix
     assert {"nr_ce", "omega_fraction"} <= flip and "mix_lambda" not in flip
+
+
+# ------------------------------------------------ Pancreas-CT and BraTS2019 (paper Tables 3 and 4)
+
+# The paper's Tables 3 and 4 as printed (003, clean rows): row label -> (Dice, Jaccard, 95HD, ASD)
+# at the lower ratio, then at the higher one (and V-Net with all labeled).
+PAPER_T3 = """
+V-Net (labeled only)  29.32 19.61 43.67 15.42  54.94 40.87 47.48 17.43
+V-Net (all labeled, upper bound)  83.76 72.48 4.46 1.07
+DTC  47.57 33.41 44.17 15.31  66.58 51.79 15.46 4.16
+URPC  45.94 34.14 48.80 23.03  73.53 59.44 22.57 7.85
+SS-Net  41.39 27.65 52.12 19.37  73.44 58.82 12.56 2.91
+MC-Net+  32.45 21.22 58.57 24.84  70.00 55.66 16.03 3.87
+CAML  35.18 23.63 43.58 20.39  71.65 56.85 14.87 2.49
+Co-BioNet  52.82 39.20 29.46 6.16  77.89 64.79 8.81 1.39
+BCP  45.08 34.72 39.39 11.23  73.49 58.60 16.65 2.22
+MCF  63.65 49.72 18.06 3.97  65.39 51.43 13.85 2.39
+SGRS-Net  77.20 63.45 12.34 3.81  80.55 67.88 6.00 2.50
+"""
+PAPER_T4 = """
+V-Net (labeled only)  74.28 64.42 13.44 2.60  78.67 68.75 10.44 2.23
+V-Net (all labeled, upper bound)  88.58 80.34 6.19 1.36
+DTC  74.21 64.89 13.54 3.16  82.74 72.74 11.76 3.24
+URPC  78.74 68.20 17.43 4.51  84.16 74.29 11.01 2.63
+SS-Net  78.03 68.11 13.70 2.76  82.00 71.82 10.68 1.82
+MC-Net+  78.69 68.38 16.44 4.49  79.63 70.10 12.28 2.45
+CAML  79.34 69.64 11.02 2.36  81.58 72.31 10.30 1.94
+Co-BioNet  73.27 63.12 14.37 1.90  75.22 65.32 13.56 1.94
+BCP  79.30 68.89 12.00 1.94  84.35 75.01 10.95 2.60
+MCF  71.82 62.60 14.66 3.96  79.28 69.08 12.43 3.58
+SGRS-Net  80.62 70.21 14.58 3.64  85.67 76.05 9.33 2.76
+"""
+
+
+def _paper_cells(text, labeled):
+    """(row label, Labeled cell) -> the paper's four values, as printed."""
+    out = {}
+    for line in text.strip().splitlines():
+        label, values = line.split("  ", 1)
+        values = values.split()
+        cols = labeled[-1:] if label.endswith("upper bound)") else labeled[:2]
+        for i, col in enumerate(cols):
+            out[(label, col)] = values[4 * i:4 * i + 4]
+    assert all(len(v) == 4 for v in out.values())
+    return out
+
+
+def test_sgrs_settings_on_pancreas_and_brats_at_stride_16(cfg):
+    pancreas, brats = cfg["tables"]["sgrs_pancreas"]["dataset"], cfg["tables"]["sgrs_brats"]["dataset"]
+    assert pancreas == "pancreas" and brats == "brats_stride16x16x16"
+    assert cfg["datasets"]["brats"]["stride"] == [64, 64, 64]  # the dataset's own, not SGRS-Net's
+    # the BraTS rows of brats.yaml's stride-16 table are the same runs
+    assert cfg["tables"]["brats_stride16"]["dataset"] == brats
+    for dataset, iterations, rampup in ((pancreas, 15000, 0.4), (brats, 60000, 0.1), ("brats", 60000, 0.1)):
+        for method in ("sgrs", "sgrs_code"):
+            spec = config_run_spec(cfg, dataset, method, 5, 0)
+            s, p = spec["schedule"], spec["method"]["params"]
+            assert s["iterations"] == iterations and (s["labeled_batch_size"], s["unlabeled_batch_size"]) == (2, 2)
+            assert round(p["consistency_rampup"] * s["iterations"]) == 6000  # the code's warm-up, every dataset
+            assert p["consistency_rampup"] == rampup
+            assert spec["dataset"]["patch_size"] == [96, 96, 96] and spec["method"]["network"] == "vnet"
+            stride = [16, 16, 16] if dataset != "brats" else [64, 64, 64]
+            assert spec["dataset"]["stride"] == stride, (dataset, method)
+        assert config_run_spec(cfg, dataset, "sgrs_code", 5, 0)["method"]["params"]["rampup_block"] == 150
+    assert config_run_spec(cfg, "la", "sgrs", 5, 0)["method"]["params"]["consistency_rampup"] == 0.4
+    for name, dataset in (("sgrs_pancreas", pancreas), ("sgrs_brats", brats)):
+        runs = table_runs(cfg, name)
+        assert {(d, m, r) for d, m, r, _ in runs} == {
+            (dataset, m, r) for m in ("supervised", "bcp", "sgrs") for r in (5, 10)} | {(dataset, "supervised", 100)}
+    for name in ("pancreas", "brats_stride16"):  # the datasets' own tables run the implemented SGRS-Net
+        rows = {r["method"]: r for r in cfg["tables"][name]["rows"]}
+        assert "sgrs_net" not in rows and rows["sgrs"].get("run", True) and rows["sgrs"]["ratios"] == [5, 10]
+
+
+@pytest.mark.parametrize("name, paper, n_train", [("sgrs_pancreas", PAPER_T3, 62), ("sgrs_brats", PAPER_T4, 250)],
+                         ids=["pancreas", "brats"])
+def test_every_cell_of_the_sgrs_3d_tables_carries_its_paper_value(cfg, name, paper, n_train):
+    from semiseg.reporting.tables import build_table
+
+    table = cfg["tables"][name]
+    ratios = {int(k): v for k, v in cfg["datasets"][table["dataset"]]["ratios"].items()}
+    assert ratios[100] == n_train
+    labeled = [f"{ratios[r]} ({r}%)" for r in (5, 10, 100)]
+    results = {(row["method"], int(r), s): None for row in table["rows"] if row.get("run", True)
+               for r in row["ratios"] for s in table["seeds"]}
+    results[("sgrs", 5, 0)] = {"dice": 0.8, "jaccard": 0.7, "hd95": 10.0, "asd": 3.0}
+    text = build_table(table, dataset_info={"train_patients": n_train, "labeled_patients": ratios},
+                       results=results, footer={})
+    rows = [line for line in text.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    cells = {}
+    for line in rows:
+        c = [x.strip() for x in line.strip().strip("|").split(" | ")]
+        cells[(c[0], c[1])] = c[3:]
+    expected = _paper_cells(paper, labeled)
+    assert set(cells) == set(expected) and len(cells) == 21
+    for key, values in expected.items():
+        ours = ["80.00", "70.00", "10.00", "3.00"] if key == ("SGRS-Net", labeled[0]) else ["not run"] * 4
+        assert cells[key] == [f"{o} (paper {v})" for o, v in zip(ours, values)], key
+    # Unlabeled = train - labeled (the paper's 59 / 56 of 62 and 238 / 225 of 250)
+    assert f"| {labeled[0]} | {n_train - ratios[5]} (95%) |" in text
