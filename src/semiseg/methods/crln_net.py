@@ -60,27 +60,33 @@ class PairAttention(nn.Module):
     ``A'`` ``(B, C·K, N)``, ``N = prod(s)``: steps 1–4 of the module docstring.
     """
 
-    def __init__(self, in_channels: int, dim: int, dims: int):
+    def __init__(self, in_channels: int, dim: int, dims: int, *, update: bool = True):
         super().__init__()
+        self.update = update
         self.embed = _CONV[dims](in_channels, dim, 1)
         self.norm_tokens = nn.LayerNorm(dim)
         self.norm_q = nn.LayerNorm(dim)
-        self.q, self.k, self.v = nn.Linear(dim, dim), nn.Linear(dim, dim), nn.Linear(dim, dim)
-        self.out = nn.Linear(dim, dim)
-        self.norm_mlp = nn.LayerNorm(dim)
-        self.mlp = nn.Sequential(nn.Linear(dim, 4 * dim), nn.GELU(), nn.Linear(4 * dim, dim))
+        self.q, self.k = nn.Linear(dim, dim), nn.Linear(dim, dim)
+        if update:  # the last level's updated prototypes are not read: no update there
+            self.v = nn.Linear(dim, dim)
+            self.out = nn.Linear(dim, dim)
+            self.norm_mlp = nn.LayerNorm(dim)
+            self.mlp = nn.Sequential(nn.Linear(dim, 4 * dim), nn.GELU(), nn.Linear(4 * dim, dim))
         self.scale = dim ** -0.5
 
     def attention(self, prototypes: Tensor, features: Tensor) -> tuple[Tensor, Tensor]:
-        """``(A, v)``: the pre-softmax map ``q kᵀ·scale`` ``(B, C·K, N)`` and the values ``(B, N, D)``."""
+        """``(A, v)``: the pre-softmax map ``q kᵀ·scale`` ``(B, C·K, N)`` and the values ``(B, N, D)``
+        (None without a prototype update)."""
         tokens = self.norm_tokens(self.embed(features).flatten(2).transpose(1, 2))
         q = self.q(self.norm_q(prototypes))
-        return q @ self.k(tokens).transpose(1, 2) * self.scale, self.v(tokens)
+        return q @ self.k(tokens).transpose(1, 2) * self.scale, (self.v(tokens) if self.update else None)
 
     def forward(self, prototypes: Tensor, features: Tensor) -> tuple[Tensor, Tensor]:
         attn, v = self.attention(prototypes, features)
-        updated = prototypes + self.out(torch.softmax(attn, dim=-1) @ v)
-        updated = updated + self.mlp(self.norm_mlp(updated))
+        updated = prototypes
+        if self.update:
+            updated = prototypes + self.out(torch.softmax(attn, dim=-1) @ v)
+            updated = updated + self.mlp(self.norm_mlp(updated))
         return updated, attn + F.layer_norm(attn, attn.shape[-1:])
 
 
@@ -123,11 +129,13 @@ class CRLNNet(nn.Module):
         # A random start (the code's zeros give every prototype the same query).
         self.prototypes = nn.Parameter(torch.randn(num_classes, prototypes, dim) / math.sqrt(dim))
         widths = self._decoder_widths()
-        self.attn = nn.ModuleList(PairAttention(w, dim, dims) for w in widths)
-        self.aggregate = nn.ModuleList(Aggregation(prototypes, dims, spatial=spatial, cross=cross) for _ in widths)
-        # levels at 1/4 and 1/2 of the input size
+        self.attn = nn.ModuleList(PairAttention(w, dim, dims, update=i + 1 < len(widths)) for i, w in enumerate(widths))
+        # the levels whose maps make M(x) (at 1/4 and 1/2 of the input size), each with its own
+        # aggregation and upsampling
+        self.used = [0, 1] if levels == "both" else [1]
+        self.aggregate = nn.ModuleList(Aggregation(prototypes, dims, spatial=spatial, cross=cross) for _ in self.used)
         self.upsample = nn.ModuleList(
-            nn.Sequential(_UP[dims](num_classes, num_classes, f, stride=f), nn.ReLU()) for f in (4, 2))
+            nn.Sequential(_UP[dims](num_classes, num_classes, (4, 2)[i], stride=(4, 2)[i]), nn.ReLU()) for i in self.used)
         last = self._probe_channels()[-1]
         conv, bn = _CONV[dims], _BN[dims]
         self.rep_head = nn.Sequential(conv(last, dim, 3, padding=1, bias=False), bn(dim), nn.ReLU(), conv(dim, dim, 1))
@@ -158,7 +166,7 @@ class CRLNNet(nn.Module):
         out = []
         for i, f in enumerate(maps):
             protos, attn = self.attn[i](protos, f)
-            if self.levels == "both" or i == len(maps) - 1:
-                m = self.aggregate[i](attn, tuple(f.shape[2:]), self.num_classes)
-                out.append(self.upsample[i](m))
+            if i in self.used:
+                j = self.used.index(i)
+                out.append(self.upsample[j](self.aggregate[j](attn, tuple(f.shape[2:]), self.num_classes)))
         return torch.stack(out).mean(dim=0)
