@@ -11,5 +11,5 @@ ACDC_TABLES = ["acdc", "alhvr_acdc", "alhvr_ablation", "alhvr_beta", "alhvr_regi
 ACDC_FIGURES = ["figures/alhvr_regions_acdc_10.png"]
 
 # LA-mini (../shared/data/LA-mini): 20 of the 80 train volumes and 4 test volumes
-LA_TABLES = ["la"]
+LA_TABLES = ["la", "crln_la"]
 LA_FIGURES: list[str] = []

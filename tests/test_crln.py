@@ -3,6 +3,7 @@ term, the contrastive loss and its sampling, gradients and checkpoints, resume, 
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -310,3 +311,57 @@ def test_strong_augmentation_switch(strong):
     with pytest.raises(_Seen):
         m.training_step(b, Step(0, 10))
     assert torch.equal(seen[0][2:], b["unlabeled_image"]) is not strong
+
+
+# ---------------------------------------------------------------- the LA table (CRLN Tables 1-2)
+
+
+def _cells(table: str) -> dict[tuple[str, str], list[str]]:
+    rows = [line for line in table.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    out = {}
+    for line in rows:
+        cells = [c.strip() for c in line.strip().strip("|").split(" | ")]
+        out[(cells[0], cells[1])] = cells[3:]
+    return out
+
+
+def test_the_crln_la_table_shows_both_checkpoint_groups_of_the_paper():
+    from conftest import REPO
+    from semiseg.config import load_config
+    from semiseg.reporting.tables import build_table
+
+    cfg = load_config(root=REPO)
+    table = cfg["tables"]["crln_la"]
+    assert table["bootstrap"]["resamples"] == 100
+    results = {(row["method"], int(r), s): None for row in table["rows"] if row.get("run", True)
+               for r in row["ratios"] for s in table["seeds"]}
+    info = {"train_patients": 80, "labeled_patients": {int(k): v for k, v in cfg["datasets"]["la"]["ratios"].items()}}
+    cells = _cells(build_table(table, dataset_info=info, results=results, footer={}))
+    assert len(cells) == 10
+    assert cells[("CRLN", "8 (10%)")][0] == "not run (paper: CRLN T1 91.74; CRLN T1 best 91.85)"
+    assert cells[("CRLN", "16 (20%)")][0] == "not run (paper: CRLN T2 91.88; CRLN T2 best 91.95)"
+    # the paper prints ASD before 95HD: each lands in its own column
+    assert cells[("CRLN", "8 (10%)")][2:] == ["not run (paper: CRLN T1 4.60; CRLN T1 best 4.62)",
+                                              "not run (paper: CRLN T1 1.46; CRLN T1 best 1.41)"]
+    assert cells[("BCP", "8 (10%)")][0] == "not run (paper: CRLN T1 best 89.83)"
+    assert cells[("CRLN (code's version)", "8 (10%)")] == ["not run"] * 4
+
+
+@pytest.mark.slow
+@pytest.mark.data
+def test_the_crln_la_smoke_table_on_la_mini(la_smoke):
+    res = la_smoke
+    table = (res / "tables" / "crln_la.md").read_text()
+    cells = _cells(table)
+    assert len(cells) == 10, table
+    for label, labeled in (("CRLN", "8 (10%)"), ("CRLN", "16 (20%)"), ("CRLN (code's version)", "8 (10%)"),
+                           ("UA-MT", "8 (10%)"), ("BCP", "8 (10%)")):
+        dice = cells[(label, labeled)][0]
+        assert dice[0].isdigit() and "% CI " in dice, table  # measured, with its bootstrap interval
+    assert "(paper: CRLN T1 91.74; CRLN T1 best 91.85)" in cells[("CRLN", "8 (10%)")][0], table
+    assert "100 resamples" in table, table
+    config = json.loads((res / "runs" / "la" / "crln" / "10" / "seed0" / "config.json").read_text())
+    assert config["spec"]["method"]["params"]["xi_draw"] == "random"
+    assert config["summary"]["best_iteration"] == config["summary"]["iterations"]  # no val split: the last weights
+    code = json.loads((res / "runs" / "la" / "crln_code" / "10" / "seed0" / "config.json").read_text())
+    assert code["spec"]["method"]["params"]["confidence_weight"] == "image"
