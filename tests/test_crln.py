@@ -365,3 +365,38 @@ def test_the_crln_la_smoke_table_on_la_mini(la_smoke):
     assert config["summary"]["best_iteration"] == config["summary"]["iterations"]  # no val split: the last weights
     code = json.loads((res / "runs" / "la" / "crln_code" / "10" / "seed0" / "config.json").read_text())
     assert code["spec"]["method"]["params"]["confidence_weight"] == "image"
+
+
+def test_the_ablation_entries_switch_what_their_rows_say():
+    from conftest import REPO
+    from semiseg.config import load_config, method_settings
+
+    cfg = load_config(root=REPO)
+    p = {m: method_settings(cfg, "la", m)["params"] for m in cfg["methods"] if m.startswith("crln")}
+    assert (p["crln_baseline"]["strong_augmentation"], p["crln_baseline"]["rectify"],
+            p["crln_baseline"]["contrast_weight"]) == (False, False, 0.0)
+    assert (p["crln_strong"]["strong_augmentation"], p["crln_strong"]["rectify"]) == (True, False)
+    assert p["crln_strong_dim"]["rectify"] and p["crln_strong_dim"]["contrast_weight"] == 0.0
+    assert (p["crln_mr"]["positive"], p["crln_lp"]["positive"], p["crln"]["positive"]) == ("mean", "prototypes", "mixed")
+    assert (p["crln_dim_none"]["dim_spatial"], p["crln_dim_none"]["dim_cross"]) == (False, False)
+    assert (p["crln_dim_sa"]["dim_spatial"], p["crln_dim_sa"]["dim_cross"]) == (True, False)
+    assert [p[f"crln_k{k}"]["prototypes"] for k in (1, 4, 8)] + [p["crln"]["prototypes"]] == [1, 4, 8, 16]
+    assert (p["crln_code"]["xi_draw"], p["crln_code"]["confidence_weight"], p["crln_code"]["dim_levels"]) == \
+        ("fixed", "image", "last")
+    assert (p["crln"]["xi_draw"], p["crln"]["confidence_weight"], p["crln"]["dim_levels"]) == ("random", "voxel", "both")
+    from semiseg.config import run_spec as config_run_spec
+
+    paper = config_run_spec(load_config({"schedule": "paper"}, root=REPO), "la", "crln", 10, 0)["schedule"]
+    assert (paper["lr"], paper["weight_decay"], paper["nesterov"], paper["labeled_batch_size"],
+            paper["iterations"]) == (0.0025, 0.0005, True, 2, 40000)
+    for t in ("crln_la", "crln_components", "crln_dim", "crln_rectify", "crln_prototypes"):
+        assert cfg["tables"][t]["bootstrap"]["resamples"] == 100
+
+
+def test_dim_aggregation_switches_drop_their_steps():
+    from semiseg.methods.crln_net import Aggregation
+
+    assert isinstance(Aggregation(4, 2, spatial=False).spatial, nn.Identity)
+    assert isinstance(Aggregation(4, 2, cross=False).cross, nn.Identity)
+    full = Aggregation(4, 2)
+    assert full.spatial[0].groups == 4 and full.cross[0].kernel_size == (1, 1)
