@@ -13,5 +13,5 @@ ACDC_FIGURES = ["figures/alhvr_regions_acdc_10.png"]
 ACDC_FIGURES += ["figures/buarl_entropy_acdc_10.png"]
 
 # LA-mini (../shared/data/LA-mini): 20 of the 80 train volumes and 4 test volumes
-LA_TABLES = ["la", "sgrs_la", "sgrs_switches", "buarl_la"]
+LA_TABLES = ["la", "sgrs_la", "sgrs_switches", "buarl_la", "crln_la"]
 LA_FIGURES: list[str] = []

@@ -87,7 +87,8 @@ def build_optimizers(method, sched: dict) -> dict[str, torch.optim.Optimizer]:
         group["lr"] = sched["lr"] * float(group.pop("lr_scale", 1.0))
         groups.append(group)
     optimizers = {"main": torch.optim.SGD(groups, lr=sched["lr"], momentum=sched["momentum"],
-                                          weight_decay=sched["weight_decay"])}
+                                          weight_decay=sched["weight_decay"],
+                                          nesterov=bool(sched.get("nesterov", False)))}
     extra = method.extra_optimizers(sched)
     if "main" in extra:
         raise ValueError(f"method {method.algorithm!r}: an extra optimiser may not be called 'main'")
