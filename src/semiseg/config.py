@@ -15,12 +15,13 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import math
 from pathlib import Path
 from typing import Any
 
 from semiseg.data.registry import LAYOUTS
 from semiseg.schema import ConfigError, command_line_values, read_schema, read_yaml, validate
+from semiseg.table_config import (add_stride_variants, base_dataset, bootstrap_min_resamples, sliding_window_note,
+                                  table_duplicates)
 
 __all__ = [
     "ConfigError",
@@ -50,46 +51,6 @@ def find_root(start: Path | None = None) -> Path:
         if (p / "workflow" / "schemas").is_dir():
             return p
     raise ConfigError(f"{here}: no workflow/schemas directory here or above; run from the semiseg checkout")
-
-
-def bootstrap_min_resamples(confidence: float) -> int:
-    """The fewest resamples a table's bootstrap interval at ``confidence`` may have: enough that
-    each tail of the percentile interval holds a resampled value, ``resamples * (1 - confidence)
-    / 2 >= 1``.
-
-    >>> bootstrap_min_resamples(0.95), bootstrap_min_resamples(0.9)
-    (40, 20)
-    """
-    return math.ceil(round(2.0 / (1.0 - confidence), 9))  # round: 2 / 0.05 is 40.00000000000004
-
-
-def table_duplicates(table: dict) -> list[str]:
-    """What a table lists twice: a seed, a ratio of a row, a row label, or a method at one ratio
-    in two rows (the same runs twice: their seeds would count twice in mean ± std). Empty if
-    none. Checked when the config loads and again where the table is built."""
-    problems = []
-    seeds = list(table.get("seeds", []))
-    repeated = sorted({s for s in seeds if seeds.count(s) > 1})
-    if repeated:
-        problems.append(f"seeds: seed(s) {', '.join(map(str, repeated))} listed twice; each seed once")
-    seen_ratio: dict[tuple[str, int], int] = {}
-    seen_label: dict[str, int] = {}
-    for i, row in enumerate(table.get("rows", [])):
-        ratios = [int(r) for r in row.get("ratios", [])]
-        twice = sorted({r for r in ratios if ratios.count(r) > 1})
-        if twice:
-            problems.append(f"rows.{i}.ratios: ratio(s) {', '.join(map(str, twice))} listed twice")
-        label = row.get("label", row.get("method"))
-        if label in seen_label:
-            problems.append(f"rows.{i}: label {label!r} is also rows.{seen_label[label]}'s; each row's label once")
-        seen_label.setdefault(label, i)
-        for r in dict.fromkeys(ratios):
-            key = (row.get("method"), r)
-            if key in seen_ratio:
-                problems.append(f"rows.{i}: method {key[0]!r} at ratio {r} is also in rows.{seen_ratio[key]}; "
-                                f"the same runs in two rows")
-            seen_ratio.setdefault(key, i)
-    return problems
 
 
 def ratio_patients(cfg: dict, dataset: str, ratio: int | str) -> int:
@@ -196,7 +157,7 @@ def load_config(config: dict | None = None, root: Path | str | None = None) -> d
             if key in ds and ds[key] not in schedules:
                 raise ConfigError(f"{where}.{key}: unknown schedule {ds[key]!r}; allowed: {', '.join(sorted(schedules))}")
 
-    _add_stride_variants(datasets, tables, t_origin)
+    add_stride_variants(datasets, tables, t_origin)
 
     if settings["schedule"] is not None and settings["schedule"] not in schedules:
         raise ConfigError(f"config: schedule: unknown schedule {settings['schedule']!r}; allowed: {', '.join(sorted(schedules))}")
@@ -250,38 +211,6 @@ def load_config(config: dict | None = None, root: Path | str | None = None) -> d
             table["seeds"] = list(settings["seeds"])
     return {"root": str(root), "settings": settings, "datasets": datasets, "methods": methods,
             "tables": tables, "schedules": schedules, "schedules_file": str(sched_file)}
-
-
-def _add_stride_variants(datasets: dict, tables: dict, t_origin: dict) -> None:
-    """A table's ``stride`` (another test stride than its 3D dataset's) makes a dataset entry of
-    its own, ``<dataset>_stride<z>x<y>x<x>``: the dataset's entry with that stride and
-    ``variant_of`` naming it, which the table then uses. Its runs are runs of their own (the
-    stride also scores the validation that chooses a checkpoint); ``config.sources``, the
-    schedules' per-dataset settings and the methods' per-dataset overrides of the dataset apply
-    to it too."""
-    for name, table in tables.items():
-        if "stride" not in table:
-            continue
-        where = f"{t_origin[name]}: {name}.stride"
-        base = datasets.get(table["dataset"])
-        if base is None:
-            continue  # reported as an unknown dataset below
-        if base["dims"] != 3 or len(table["stride"]) != 3:
-            raise ConfigError(f"{where}: a test stride is for a 3D dataset, 3 numbers (z, y, x); "
-                              f"{table['dataset']!r} is {base['dims']}D")
-        if list(table["stride"]) == list(base["stride"]):
-            continue
-        variant = f"{table['dataset']}_stride{'x'.join(str(v) for v in table['stride'])}"
-        entry = {**copy.deepcopy(base), "stride": list(table["stride"]), "variant_of": table["dataset"]}
-        if variant in datasets and datasets[variant] != entry:
-            raise ConfigError(f"{where}: dataset name {variant!r} is taken by another entry")
-        datasets[variant] = entry
-        table["dataset"] = variant
-
-
-def base_dataset(cfg: dict, dataset: str) -> str:
-    """The catalogue dataset a stride variant was made from (see ``_add_stride_variants``), else itself."""
-    return cfg["datasets"][dataset].get("variant_of", dataset)
 
 
 def schedules_fields_schema(root: Path) -> dict:
@@ -400,17 +329,6 @@ def table_spec(cfg: dict, name: str) -> dict:
         "supervised_methods": sorted(m for m, e in cfg["methods"].items() if e["algorithm"] == "supervised"),
         "fingerprint": table_fingerprint(cfg, name),
     }
-
-
-def sliding_window_note(cfg: dict, dataset: str) -> str:
-    """The footer's words for a 3D dataset's test windows: patch and stride (z, y, x), and whether
-    the stride is a table's own (a stride variant) or the dataset's."""
-    ds = cfg["datasets"][dataset]
-    x = lambda v: " x ".join(str(int(n)) for n in v)  # noqa: E731
-    text = f"{x(ds['patch_size'])} windows (z, y, x), stride {x(ds['stride'])}"
-    if "variant_of" in ds:
-        text += f" (this table's; {ds['variant_of']}'s default: {x(cfg['datasets'][ds['variant_of']]['stride'])})"
-    return text
 
 
 def table_runs(cfg: dict, table: str) -> list[tuple[str, str, int, int]]:

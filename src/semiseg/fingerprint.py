@@ -59,7 +59,7 @@ STAGE_MODULES: dict[str, tuple[str, ...]] = {
 
 #: Modules not followed: they decide how a job runs, not what it computes (see the module doc).
 PLUMBING = frozenset({"semiseg.config", "semiseg.schema", "semiseg.cli", "semiseg.provenance", "semiseg.fingerprint",
-                       "semiseg.io"})
+                       "semiseg.io", "semiseg.table_config"})
 
 
 def _module_file(name: str) -> Path | None:

@@ -49,9 +49,9 @@ import numpy as np
 import SimpleITK as sitk
 
 from semiseg.data.errors import DataError
-from semiseg.data.layouts import Patients, _read_pair, read_case_lists
+from semiseg.data.layouts import Patients, read_case_lists
 from semiseg.data.store import Case
-from semiseg.data.volumes import check_label_values, check_same_grid, crop_geometry, read_volume
+from semiseg.data.volumes import check_label_values, check_same_grid, crop_geometry, read_h5_copies, read_volume
 
 __all__ = ["BRATS_LABELS", "MODALITY", "brats_brain_box", "preprocess_brats", "read_brats_h5", "read_brats_raw",
            "source_label_file"]
@@ -174,22 +174,4 @@ def read_brats_h5(src_dir: str | os.PathLike[str], dataset_name: str) -> tuple[I
             listed case without its file; while iterating for an h5 file without
             ``image``/``label``, not 3-D, with mismatched shapes or a label outside 0/1.
     """
-    src = Path(src_dir)
-    files, cases = read_case_lists(src, dataset_name)
-    paths: dict[str, Path] = {}
-    for role in _ROLES:
-        for case in cases[role]:
-            cands = [src / "data" / f"{case}.h5", src / f"{case}.h5"]
-            hit = next((p for p in cands if p.is_file()), None)
-            if hit is None:
-                raise DataError(files[role], f"case {case!r} is listed but neither {cands[0]} nor {cands[1]} exists")
-            paths[case] = hit
-
-    def generate() -> Iterator[Case]:
-        for role in _ROLES:
-            for case in cases[role]:
-                image, label = _read_pair(paths[case], ndim=3)
-                check_label_values(label, (0, 1), paths[case])
-                yield Case(case, case, image, label, (1.0, 1.0, 1.0), os.fspath(paths[case]))
-
-    return generate(), {role: list(cases[role]) for role in _ROLES}
+    return read_h5_copies(Path(src_dir), dataset_name, lambda src, case: [src / "data" / f"{case}.h5", src / f"{case}.h5"])

@@ -63,9 +63,9 @@ import SimpleITK as sitk
 
 from semiseg.data.errors import DataError
 from semiseg.data.la import crop_box
-from semiseg.data.layouts import Patients, _read_pair, read_case_lists
+from semiseg.data.layouts import Patients, read_case_lists
 from semiseg.data.store import Case
-from semiseg.data.volumes import check_label_values, crop_geometry, read_dicom_series, read_volume
+from semiseg.data.volumes import check_label_values, crop_geometry, read_dicom_series, read_h5_copies, read_volume
 
 __all__ = ["HU_WINDOW", "MARGIN", "MIN_EXTENT", "preprocess_coranet", "preprocess_mcnet", "read_pancreas_coranet_raw",
            "read_pancreas_h5", "read_pancreas_raw", "resample_1mm", "same_voxel_centres"]
@@ -266,24 +266,5 @@ def read_pancreas_coranet_raw(src_dir: str | os.PathLike[str], dataset_name: str
 
 def read_pancreas_h5(src_dir: str | os.PathLike[str], dataset_name: str) -> tuple[Iterator[Case], Patients]:
     """MC-Net's h5 copies (``Pancreas_h5/imageNNNN_norm.h5``; see the module docstring)."""
-    src = Path(src_dir)
-    files, cases = read_case_lists(src, dataset_name)
-    paths: dict[str, Path] = {}
-    for role in _ROLES:
-        for case in cases[role]:
-            cands = [src / "Pancreas_h5" / f"{case}_norm.h5", src / f"{case}_norm.h5"]
-            hit = next((p for p in cands if p.is_file()), None)
-            if hit is None:
-                raise DataError(files[role], f"case {case!r} is listed but neither {cands[0]} nor {cands[1]} exists")
-            paths[case] = hit
-
-    def generate() -> Iterator[Case]:
-        for role in _ROLES:
-            for case in cases[role]:
-                image, label = _read_pair(paths[case], ndim=3)
-                check_label_values(label, (0, 1), paths[case])
-                yield Case(case, case, np.ascontiguousarray(image.transpose(2, 1, 0)),
-                           np.ascontiguousarray(label.transpose(2, 1, 0)).astype(np.uint8),
-                           (1.0, 1.0, 1.0), os.fspath(paths[case]))
-
-    return generate(), {role: list(cases[role]) for role in _ROLES}
+    return read_h5_copies(Path(src_dir), dataset_name,
+                          lambda src, case: [src / "Pancreas_h5" / f"{case}_norm.h5", src / f"{case}_norm.h5"], xyz=True)

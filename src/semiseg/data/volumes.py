@@ -22,7 +22,7 @@ Every failure is a :class:`~semiseg.data.errors.DataError` naming the file at fa
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
@@ -175,3 +175,40 @@ def to_source_grid(label: np.ndarray, geometry: dict, reference: sitk.Image) -> 
     img.SetDirection(tuple(float(s) for s in geometry["direction"]))
     out = sitk.Resample(img, reference, sitk.Transform(), sitk.sitkNearestNeighbor, 0, sitk.sitkUInt8)
     return out
+
+
+def read_h5_copies(src: Path, dataset_name: str, names: Callable[[Path, str], list[Path]], *,
+                   xyz: bool = False):
+    """The cases of a directory of h5 copies (keys ``image``, ``label``; binary labels), in the
+    order of its train/val/test lists: ``(cases, patients)`` as every reader returns them.
+
+    ``names(src, case)`` lists where a case's file may be, first match wins; ``xyz``: the arrays
+    are stored (x, y, z) and are transposed to the store's (z, y, x). Raises :class:`DataError`
+    up front for a listed case without its file, and while iterating for a file that is not a
+    3-D image/label pair or has a label outside 0/1.
+    """
+    from semiseg.data.layouts import _read_pair, read_case_lists
+    from semiseg.data.store import Case
+
+    files, cases = read_case_lists(src, dataset_name)
+    roles = ("train", "val", "test")
+    paths: dict[str, Path] = {}
+    for role in roles:
+        for case in cases[role]:
+            cands = names(src, case)
+            hit = next((p for p in cands if p.is_file()), None)
+            if hit is None:
+                raise DataError(files[role], f"case {case!r} is listed but none of {', '.join(map(str, cands))} exists")
+            paths[case] = hit
+
+    def generate():
+        for role in roles:
+            for case in cases[role]:
+                image, label = _read_pair(paths[case], ndim=3)
+                check_label_values(label, (0, 1), paths[case])
+                if xyz:
+                    image = np.ascontiguousarray(image.transpose(2, 1, 0))
+                    label = np.ascontiguousarray(label.transpose(2, 1, 0))
+                yield Case(case, case, image, label.astype(np.uint8), (1.0, 1.0, 1.0), os.fspath(paths[case]))
+
+    return generate(), {role: list(cases[role]) for role in roles}
