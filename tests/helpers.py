@@ -58,3 +58,17 @@ def run_spec(algorithm: str = "mean_teacher", iterations: int = 6, params: dict 
             "method": {"name": algorithm, "algorithm": algorithm, "network": network or ("vnet" if three_d else "unet"),
                        "params": {**schema_defaults(algorithm), **(params or {})}},
             "schedule": schedule, "ratio": 50, "labeled_patients": 2, "seed": 7, "device": "cpu"}
+
+
+def pixel_net(weight: float, bias: float = 0.0):
+    """Two-class 1x1 convolution: logits ``[weight * x + bias, 0]`` at every pixel."""
+    import torch
+    from torch import nn
+
+    net = nn.Conv2d(1, 2, 1)
+    with torch.no_grad():
+        net.weight.zero_()
+        net.bias.zero_()
+        net.weight[0] = weight
+        net.bias[0] = bias
+    return net

@@ -10,9 +10,8 @@ import math
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
-from helpers import schema_defaults, tiny_store
+from helpers import pixel_net, schema_defaults, tiny_store
 from semiseg.methods import Step, build_method
 from semiseg.methods.base import StageContext
 from semiseg.methods.buarl import entropy_map, percentile_threshold, region_weight, uncertain_mask
@@ -31,17 +30,6 @@ def _method(algorithm, net_factory=None, num_classes=3, batch=2, **params):
 
 def _small_unet():
     return UNet(1, 3, dims=2, channels=(4, 8), dropout=(0.0, 0.0))
-
-
-def _pixel_net(weight: float, bias: float = 0.0) -> nn.Module:
-    """Two-class 1x1 convolution: logits ``[weight * x + bias, 0]`` at every pixel."""
-    net = nn.Conv2d(1, 2, 1)
-    with torch.no_grad():
-        net.weight.zero_()
-        net.bias.zero_()
-        net.weight[0] = weight
-        net.bias[0] = bias
-    return net
 
 
 def _batch(seed=0, b=2, size=16):
@@ -153,7 +141,7 @@ def test_url_on_the_supervised_loss_of_buarl_mt_by_hand():
     # 0.9933], entropies [0.6931, 0.1908, 0.1908, 0.0403]. The 50th percentile is 0.1908 (the
     # two tied middle values), so only pixel 0 is uncertain (strictly above): URL weights
     # [1, 0.5, 0.5, 0.5]. Labels all 0: CE_i = ln(1 + e^-x_i).
-    m = _method("buarl_mt", lambda: _pixel_net(1.0), num_classes=2, batch=1, labeled_percentile=50)
+    m = _method("buarl_mt", lambda: pixel_net(1.0), num_classes=2, batch=1, labeled_percentile=50)
     x = torch.tensor([0.0, 3.0, -3.0, 5.0]).reshape(1, 1, 1, 4)
     ce, _ = m.supervised_loss(m.student(x), torch.zeros(1, 1, 4, dtype=torch.long))
     per_pixel = [math.log(1 + math.exp(-v)) for v in (0.0, 3.0, -3.0, 5.0)]
@@ -263,7 +251,7 @@ def _bcp_weights(params, unlabeled_in="ones", seed=0):
     """The weight map BUARL(BCP) puts on one mixed 1 x 8 image: student logits [x, 0] on
     x = [0, 4, 4, 4 | 4, 4, 4, -0.2]; the teacher's logits on the unlabeled image [4, 0] at every
     column but 6 ([0, 0]: unsure there); paste mask keeps columns 0-3 (M = 1), pastes columns 4-7."""
-    m = _method("buarl_bcp", lambda: _pixel_net(1.0), num_classes=2, batch=1, labeled_percentile=75,
+    m = _method("buarl_bcp", lambda: pixel_net(1.0), num_classes=2, batch=1, labeled_percentile=75,
                 unlabeled_percentile=75, **params)
     x = torch.tensor([0.0, 4, 4, 4, 4, 4, 4, -0.2]).reshape(1, 1, 1, 8)
     mask = torch.tensor([[1, 1, 1, 1, 0, 0, 0, 0]])

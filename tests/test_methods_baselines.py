@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from conftest import REPO
-from helpers import schema_defaults, tiny_store
+from helpers import pixel_net, schema_defaults, tiny_store
 from semiseg.config import load_config
 from semiseg.engine.loop import train
 from semiseg.methods import Step, build_method
@@ -33,17 +33,6 @@ def _method(algorithm, net_factory, num_classes=2, batch=2, **params):
             "method": {"algorithm": algorithm, "params": {**_defaults(algorithm), **params}},
             "schedule": {"labeled_batch_size": batch, "unlabeled_batch_size": batch}}
     return build_method(spec, net_factory)
-
-
-def _pixel_net(weight: float, bias: float = 0.0) -> nn.Module:
-    """Two-class 1x1 convolution: logits ``[weight * x + bias, 0]`` at every pixel."""
-    net = nn.Conv2d(1, 2, 1)
-    with torch.no_grad():
-        net.weight.zero_()
-        net.bias.zero_()
-        net.weight[0] = weight
-        net.bias[0] = bias
-    return net
 
 
 def _small_unet():
@@ -82,7 +71,7 @@ def test_mean_teacher_consistency_is_the_mse_over_unlabeled_pixels_and_classes()
     # student p = [0.75, 0.25], [0.5, 0.5]; teacher p = [0.9, 0.1], [0.75, 0.25].
     # MSE over 2 pixels x 2 classes = (0.15^2 + 0.15^2 + 0.25^2 + 0.25^2) / 4 = 0.17 / 4 = 0.0425.
     # The labeled pixels (x = 5) are not in it: counted, they would make it a mean over 8 elements.
-    m = _method("mean_teacher", lambda: _pixel_net(1.0), batch=1, noise_std=0.0, consistency=0.1)
+    m = _method("mean_teacher", lambda: pixel_net(1.0), batch=1, noise_std=0.0, consistency=0.1)
     with torch.no_grad():
         m.teacher.bias[0] = math.log(3)
     batch = {"labeled_image": torch.full((1, 1, 1, 2), 5.0), "labeled_label": torch.zeros(1, 1, 2, dtype=torch.long),
@@ -182,7 +171,7 @@ def test_ua_mt_consistency_is_the_mse_over_certain_pixels():
     # student p = [0.6, 0.4], [0.5, 0.5]; teacher p = [0.8, 0.2] (entropy 0.5004),
     # [8/11, 3/11] (entropy 0.5860). At iteration 0 the threshold 0.5210 keeps pixel 1 only:
     # consistency = ((0.6 - 0.8)^2 + (0.4 - 0.2)^2) / 2 = 0.04.
-    m = _method("ua_mt", lambda: _pixel_net(1.0), batch=1, noise_std=0.0, consistency=0.1)
+    m = _method("ua_mt", lambda: pixel_net(1.0), batch=1, noise_std=0.0, consistency=0.1)
     with torch.no_grad():
         m.teacher.bias[0] = math.log(8 / 3)
     batch = {"labeled_image": torch.zeros(1, 1, 1, 2), "labeled_label": torch.zeros(1, 1, 2, dtype=torch.long),
@@ -268,14 +257,14 @@ def test_cps_cross_term_on_two_pixels():
     # net 1 logits [x ln 3, 0]: x = 1 -> p = [0.75, 0.25], x = -1 -> [0.25, 0.75]
     # net 2 logits [-x ln 4, 0]: x = 1 -> p = [0.2, 0.8] (label 1), x = -1 -> [0.8, 0.2] (label 0)
     x = torch.tensor([[[[1.0, -1.0]]]])
-    l1, l2 = _pixel_net(math.log(3))(x), _pixel_net(-math.log(4))(x)
+    l1, l2 = pixel_net(math.log(3))(x), pixel_net(-math.log(4))(x)
     assert cross_pseudo_loss(l1, l2).item() == pytest.approx(LN4)  # -ln 0.25 at both pixels
     assert cross_pseudo_loss(l2, l1).item() == pytest.approx(math.log(5))  # -ln 0.2 at both pixels
 
 
 @pytest.mark.parametrize("on_labeled, expected", [(False, LN4), (True, 1.5 * LN2)])
 def test_cps_method_applies_the_cross_term_to_the_chosen_images(on_labeled, expected):
-    nets = iter([_pixel_net(math.log(3)), _pixel_net(-math.log(4))])
+    nets = iter([pixel_net(math.log(3)), pixel_net(-math.log(4))])
     m = _method("cps", lambda: next(nets), batch=1, inits=["default", "default"], on_labeled=on_labeled)
     # labeled pixels x = 0: both nets say [0.5, 0.5] -> argmax 0 -> CE ln 2 each
     batch = {"labeled_image": torch.zeros(1, 1, 1, 2), "labeled_label": torch.zeros(1, 1, 2, dtype=torch.long),
@@ -390,7 +379,7 @@ def test_bcp_stages_teacher_copy_and_unlabeled_gradient():
 def _bcp_pixel_method(u_weight=0.5, largest_component=False):
     """BCP over 1x1-convolution networks (student logits ``[x, 0]``) with a fixed paste mask that
     keeps columns 0-1 (M = 1) and pastes columns 2-3 (M = 0) of a 1 x 4 image."""
-    m = _method("bcp", lambda: _pixel_net(1.0), batch=2, u_weight=u_weight,
+    m = _method("bcp", lambda: pixel_net(1.0), batch=2, u_weight=u_weight,
                 largest_component=largest_component)
     m._mask = lambda image: torch.tensor([[1, 1, 0, 0]])
     return m
@@ -430,7 +419,7 @@ def test_bcp_pseudo_labels_keep_the_largest_component_when_asked():
     image = torch.tensor([1.0, 0, 1, 1, 0, 0]).reshape(1, 1, 1, 6)
     labels = {}
     for keep in (False, True):
-        m = _method("bcp", lambda: _pixel_net(-1.0, 0.5), batch=1, largest_component=keep)
+        m = _method("bcp", lambda: pixel_net(-1.0, 0.5), batch=1, largest_component=keep)
         labels[keep] = m.pseudo_label(image)[0, 0].tolist()
     assert labels[False] == [1, 0, 1, 1, 0, 0]
     assert labels[True] == [0, 0, 1, 1, 0, 0]
