@@ -26,6 +26,7 @@ from torch import Tensor
 from semiseg.methods.base import Step, register
 from semiseg.methods.bcp import BidirectionalCopyPaste
 from semiseg.methods.common.losses import dice_ce_loss
+from semiseg.methods.common.pseudo import entropy
 from semiseg.methods.common.teacher import UnsupervisedContext
 from semiseg.methods.mean_teacher import MeanTeacher
 
@@ -48,8 +49,9 @@ def entropy_map(probs: Tensor, form: str = "shannon") -> Tensor:
     if form not in ENTROPY_FORMS:
         raise ValueError(f"unknown entropy form {form!r}; allowed: {', '.join(ENTROPY_FORMS)}")
     p = probs.detach().float()
-    terms = -torch.special.xlogy(p, p)
-    return terms.sum(dim=1) if form == "shannon" else terms.amax(dim=1)
+    if form == "shannon":
+        return entropy(p, dim=1, eps=0.0)
+    return (-torch.special.xlogy(p, p)).amax(dim=1)
 
 
 def percentile_threshold(u: Tensor, q: float, scope: str = "image") -> Tensor:
