@@ -234,3 +234,11 @@ def test_crln_runs_with_its_code_settings_on_pancreas_and_brats():
     assert method_settings(cfg, "pancreas", "crln_baseline")["params"]["contrast_weight"] == 0.0
     assert run_spec(cfg, brats, "crln", 10, 0)["dataset"]["stride"] == [16, 16, 16]
 
+
+
+def test_the_papers_3d_tables_are_listed_in_the_docs():
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    datasets = (REPO / "docs" / "datasets.md").read_text(encoding="utf-8")
+    for name in ("sgrs_pancreas", "sgrs_brats", "crln_pancreas", "crln_brats"):
+        assert (REPO / "config" / "tables" / f"{name}.yaml").is_file()
+        assert f"{name}.yaml" in readme and f"`{name}`" in datasets, name
