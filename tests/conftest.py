@@ -134,14 +134,21 @@ def repo_workflow(root: Path, tables: list[str], sources: dict) -> Path:
     return root
 
 
-def la_mini_workflow(root: Path, la_mini: Path, tables: list[str]) -> Path:
+def la_mini_workflow(root: Path, la_mini: Path, tables: list[str], patch: list[int] | None = None) -> Path:
     """The repository's workflow on LA-mini. LA-mini holds 20 of the 80 train volumes, so in this
     copy the upper bound (ratio 100) is its 20; every other line of the catalogue is the
-    repository's."""
+    repository's, unless `patch` (Z, Y, X) shrinks the training patch and, to match, the smoke
+    schedule's sliding-window stride."""
     repo_workflow(root, tables, {"la": {"path": str(la_mini)}})
     la_yaml = root / "config" / "datasets" / "la.yaml"
     catalogue = yaml.safe_load(la_yaml.read_text())
     catalogue["la"]["ratios"]["100"] = catalogue["la"]["train_patients"] = len(_list_file(la_mini / "train.list"))
+    if patch:
+        catalogue["la"]["patch_size"] = list(patch)
+        schedules_yaml = root / "config" / "schedules.yaml"
+        schedules = yaml.safe_load(schedules_yaml.read_text())
+        schedules["smoke"]["datasets"]["la"]["test_stride"] = list(patch)
+        write_yaml(schedules_yaml, schedules)
     write_yaml(la_yaml, catalogue)
     return root
 
@@ -178,3 +185,22 @@ def la_smoke(tmp_path_factory) -> Path:
     root = la_mini_workflow(tmp_path_factory.mktemp("la") / "wf", real_dataset("LA-mini"), LA_TABLES)
     targets = [f"results/tables/{t}.md" for t in LA_TABLES] + [f"results/{f}" for f in LA_FIGURES]
     return _build(root, targets, f"{len(LA_TABLES)} LA tables on LA-mini")
+
+
+@pytest.fixture(scope="session")
+def la_ablation_smoke(tmp_path_factory) -> Path:
+    """The LA ablation tables of tests/smoke_targets.py (LA_ABLATION_TABLES), built on LA-mini in
+    one Snakemake call with the smoke schedule and seed 0, on patches of LA_ABLATION_PATCH: the
+    results directory, each table at the one ratio LA_ABLATION_RATIO gives it."""
+    from smoke_targets import LA_ABLATION_PATCH, LA_ABLATION_RATIO, LA_ABLATION_TABLES
+
+    root = la_mini_workflow(tmp_path_factory.mktemp("la_ablation") / "wf", real_dataset("LA-mini"),
+                            LA_ABLATION_TABLES, patch=LA_ABLATION_PATCH)
+    for path in (root / "config" / "tables").glob("*.yaml"):
+        catalogue = yaml.safe_load(path.read_text())
+        for name in set(catalogue) & set(LA_ABLATION_TABLES):
+            for row in catalogue[name]["rows"]:
+                row["ratios"] = [LA_ABLATION_RATIO[name]]
+        write_yaml(path, catalogue)
+    targets = [f"results/tables/{t}.md" for t in LA_ABLATION_TABLES]
+    return _build(root, targets, f"{len(LA_ABLATION_TABLES)} LA ablation tables on LA-mini")
