@@ -15,14 +15,10 @@ from semiseg.methods.base import Losses, Method, Step, register, two_stream
 from semiseg.methods.common.losses import dice_ce_loss
 from semiseg.methods.common.teacher import TeacherStudent, frozen_copy
 from semiseg.methods.crln_net import CRLNNet
+from semiseg.methods.crln_rectify import RECTIFICATIONS, ConcatRectifier, rectify, rectify_fixed
 
-__all__ = ["CRLN", "beta_4_4", "contrastive_loss", "info_nce", "rectify", "sample_contrast", "strong_view",
-           "unsupervised_loss"]
-
-
-def rectify(logits: Tensor, relation: Tensor, a: Tensor) -> Tensor:
-    """The rectified logits ``z + (1 − a)·M(x)`` (``a = 1`` leaves ``z`` as it is)."""
-    return logits + (1.0 - a) * relation
+__all__ = ["CRLN", "beta_4_4", "contrastive_loss", "info_nce", "rectify", "rectify_fixed", "sample_contrast",
+           "strong_view", "unsupervised_loss"]
 
 
 def beta_4_4(n: int, generator: torch.Generator) -> Tensor:
@@ -220,7 +216,10 @@ class CRLN(TeacherStudent):
     :mod:`semiseg.methods.crln_net`). Ablations: ``rectify: false`` (no DIM, no M losses, no
     rectification), ``contrast_weight: 0``, ``positive: mean | prototypes`` (MR / LP only),
     ``strong_augmentation: false`` (the student sees the weak view), ``dim_spatial`` and
-    ``dim_cross`` (the DIM aggregation's SA and CI steps).
+    ``dim_cross`` (the DIM aggregation's SA and CI steps); ``rectification`` (Table 7:
+    ``learnable_v3`` the paper's ``z + (1 − a)·M``, ``fixed_v1`` the more confident of ``z`` and
+    ``M`` per voxel with nothing learned, ``learnable_v2`` a convolution over ``[z; M]`` trained in
+    ``a``'s place: :mod:`semiseg.methods.crln_rectify` says what the text gives and what is chosen).
 
     Validation and inference run the student's backbone (its plain logits): the inference stage
     loads a plain network. The code evaluates the teacher's rectified logits; not reproduced.
@@ -236,12 +235,32 @@ class CRLN(TeacherStudent):
                                    spatial=bool(p["dim_spatial"]), cross=bool(p["dim_cross"])))
         self.teacher = frozen_copy(self.models[0])
         self.a = nn.Parameter(torch.zeros(()))
+        self.rectification = p["rectification"]
+        if self.rectification not in RECTIFICATIONS:
+            raise ValueError(f"crln rectification must be one of {RECTIFICATIONS}, got {self.rectification!r}")
+        if self.rectification == "learnable_v2":
+            self.rectifier = ConcatRectifier(self.num_classes, self.dims)
 
     def eval_network(self) -> nn.Module:
         return self.models[0].backbone
 
     def extra_optimizers(self, schedule: dict) -> dict[str, torch.optim.Optimizer]:
-        return {"a": torch.optim.SGD([self.a], lr=float(schedule["lr"]), weight_decay=float(schedule["weight_decay"]))}
+        """The rectification's own SGD (the schedule's lr and weight decay, no momentum): ``a``
+        (learnable_v3) or the convolution (learnable_v2); none for fixed_v1."""
+        learned = {"learnable_v3": ("a", [self.a]),
+                   "learnable_v2": ("rectifier", list(getattr(self, "rectifier", nn.Module()).parameters()))}
+        if self.rectification not in learned:
+            return {}
+        name, params = learned[self.rectification]
+        return {name: torch.optim.SGD(params, lr=float(schedule["lr"]), weight_decay=float(schedule["weight_decay"]))}
+
+    def rectified(self, logits: Tensor, relation: Tensor) -> Tensor:
+        """The logits ``z`` rectified by the relationship map ``M`` (the ``rectification`` param)."""
+        if self.rectification == "fixed_v1":
+            return rectify_fixed(logits, relation)
+        if self.rectification == "learnable_v2":
+            return self.rectifier(logits, relation)
+        return rectify(logits, relation, self.a)
 
     def make_views(self, batch, generator):
         seed = int(torch.randint(0, 2 ** 62, (), generator=generator))
@@ -255,8 +274,9 @@ class CRLN(TeacherStudent):
         return dice_ce_loss(logits, label, include_background=not fg)
 
     def loss_of_a(self, logits: Tensor, relation: Tensor, label: Tensor) -> Tensor:
-        """Eq. 16: ``½[CE + Dice_fg]`` of the rectified logits, the network's outputs detached."""
-        ce, dice = self._supervised(rectify(logits.detach(), relation.detach(), self.a), label)
+        """Eq. 16: ``½[CE + Dice_fg]`` of the rectified logits, the network's outputs detached
+        (so only ``a``, or learnable_v2's convolution, learns from it)."""
+        ce, dice = self._supervised(self.rectified(logits.detach(), relation.detach()), label)
         return 0.5 * (ce + dice)
 
     def xi(self, generator: torch.Generator, device) -> Tensor:
@@ -274,7 +294,7 @@ class CRLN(TeacherStudent):
         on = self.rectifying(step)
         with torch.no_grad():
             zt, mt, _ = self.teacher.outputs(s.unlabeled)
-            probs_t = torch.softmax(rectify(zt, mt, self.a) if on else zt, dim=1)
+            probs_t = torch.softmax(self.rectified(zt, mt) if on else zt, dim=1)
             conf, pseudo = probs_t.max(dim=1)
         if p["strong_augmentation"]:
             xs, ys, cs = strong_view(s.unlabeled, pseudo, conf, g)
@@ -291,9 +311,10 @@ class CRLN(TeacherStudent):
         if float(p["contrast_weight"]) > 0:
             terms["cps"] = self._contrast(z, rep, s.label, ys, cs, on, g)
             total = total + float(p["contrast_weight"]) * terms["cps"]
-        if p["rectify"]:
-            terms["a_loss"] = self.loss_of_a(z[:nl], m[:nl], s.label)
-            total = total + terms["a_loss"]
+        if p["rectify"] and self.rectification != "fixed_v1":
+            name = "a_loss" if self.rectification == "learnable_v3" else "rectifier_loss"
+            terms[name] = self.loss_of_a(z[:nl], m[:nl], s.label)
+            total = total + terms[name]
         stats = {"a": float(self.a.detach()), "rectifying": float(on),
                  "confident": float((cs >= float(p["confidence_threshold"])).float().mean())}
         return Losses(total=total, terms=terms, stats=stats)

@@ -1,0 +1,132 @@
+"""CRLN's variants on tiny tensors: Table 7's rectification mechanisms, the evaluated network, the
+per-ratio ξ of its code's LA entry, the update of a; and a pinned step of the default."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from helpers import run_spec, tiny_store
+from semiseg.engine.loop import build_optimizers, train
+from semiseg.methods import Step, build_method
+from semiseg.methods.common.losses import dice_ce_loss
+from semiseg.methods.crln_rectify import ConcatRectifier, rectify_fixed
+from semiseg.nets import UNet
+
+
+def _unet():
+    return UNet(1, 3, channels=(4, 8, 16, 32, 64), dropout=(0,) * 5)
+
+
+def _method(**params):
+    return build_method(run_spec("crln", 10, params=params), _unet)
+
+
+def _batch(m, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    b = {"labeled_image": torch.randn(2, 1, 32, 32, generator=g),
+         "labeled_label": torch.randint(0, 3, (2, 32, 32), generator=g),
+         "unlabeled_image": torch.randn(2, 1, 32, 32, generator=g)}
+    return m.make_views(b, g)
+
+
+# ---------------------------------------------------------------- a pinned step of the default
+
+
+def _pinned_step(**params):
+    torch.manual_seed(0)
+    m = _method(rectify_start=0.0, confidence_threshold=0.35, **params)
+    with torch.no_grad():
+        m.a.fill_(0.25)
+    return m, m.training_step(_batch(m), Step(5, 10))
+
+
+def test_the_default_step_is_pinned():
+    # the values of the step as first built (v3 rectification, L_a in the step): the variants and
+    # the lazily read statistics leave them as they were
+    m, losses = _pinned_step()
+    assert float(losses.total.detach()) == pytest.approx(5.910983085632324, rel=1e-5)
+    assert float(losses.terms["unsup"]) == pytest.approx(0.989002, rel=1e-5)
+    assert float(losses.terms["a_loss"]) == pytest.approx(0.825572, rel=1e-5)
+    assert float(losses.stats["confident"]) == pytest.approx(0.87646484375)
+    assert float(losses.stats["a"]) == 0.25 and float(losses.stats["rectifying"]) == 1.0
+    assert m.rectification == "learnable_v3" and not hasattr(m, "rectifier")
+
+
+# ---------------------------------------------------------------- Table 7: rectification variants
+
+
+def test_fixed_v1_takes_the_more_confident_map_per_voxel():
+    # two voxels, two classes: voxel 0 z = [2, 0] (p 0.881) beats M = [0, 1] (0.731);
+    # voxel 1 M = [0, 3] (0.953) beats z = [0.5, 0] (0.622); a tie keeps z
+    z = torch.tensor([[2.0, 0.5, 1.0], [0.0, 0.0, 0.0]]).view(1, 2, 1, 3)
+    rel = torch.tensor([[0.0, 0.0, 0.0], [1.0, 3.0, 1.0]]).view(1, 2, 1, 3)
+    out = rectify_fixed(z, rel)
+    assert out.view(2, 3).tolist() == [[2.0, 0.0, 1.0], [0.0, 3.0, 0.0]]
+    assert out.argmax(dim=1).flatten().tolist() == [0, 1, 0]
+    m = _method(rectification="fixed_v1")
+    assert torch.equal(m.rectified(z, rel), out)
+    assert build_optimizers(m, {"lr": 0.01, "momentum": 0.9, "weight_decay": 0.0}).keys() == {"main"}
+    terms = m.training_step(_batch(m), Step(9, 10)).terms
+    assert "a_loss" not in terms and "rectifier_loss" not in terms and "ce_map" in terms
+
+
+def test_learnable_v2_is_a_convolution_over_the_concatenation():
+    r = ConcatRectifier(2, dims=2)
+    z = torch.tensor([[1.0, -2.0], [0.5, 4.0]]).view(1, 2, 1, 2)
+    rel = torch.tensor([[3.0, 0.0], [1.0, 2.0]]).view(1, 2, 1, 2)
+    assert torch.equal(r(z, rel), z + rel)  # it starts as z + M (v3 at a = 0)
+    with torch.no_grad():  # out0 = z0 + 2·M0 + 0.5, out1 = z1 − M1
+        r.conv.weight.copy_(torch.tensor([[1.0, 0.0, 2.0, 0.0], [0.0, 1.0, 0.0, -1.0]]).view(2, 4, 1, 1))
+        r.conv.bias.copy_(torch.tensor([0.5, 0.0]))
+    assert r(z, rel).view(2, 2).tolist() == [[7.5, -1.5], [-0.5, 2.0]]
+
+
+def test_learnable_v2_conv_learns_from_the_loss_of_a_and_is_checkpointed(tmp_path):
+    m = _method(rectification="learnable_v2", rectify_start=0.0)
+    losses = m.training_step(_batch(m), Step(5, 10))
+    assert "rectifier_loss" in losses.terms and "a_loss" not in losses.terms
+    losses.total.backward()
+    assert m.rectifier.conv.weight.grad.abs().sum() > 0 and m.rectifier.conv.bias.grad.abs().sum() > 0
+    assert m.a.grad is None
+    opts = build_optimizers(m, {"lr": 0.01, "momentum": 0.9, "weight_decay": 0.0})
+    assert set(opts) == {"main", "rectifier"}
+    assert {id(p) for p in opts["rectifier"].param_groups[0]["params"]} == {id(p) for p in m.rectifier.parameters()}
+    main = {id(p) for g in opts["main"].param_groups for p in g["params"]}
+    assert not main & {id(p) for p in m.rectifier.parameters()}
+    # in the training state: saved, moved by its optimiser
+    store, split = tiny_store(tmp_path / "store.h5")
+    spec = run_spec("crln", 3, params={"rectification": "learnable_v2", "rectify_start": 0.0, "anchors": 8,
+                                       "negatives": 4}, val_interval=3)
+    assert train(spec, store, split, tmp_path / "run", progress=False, stop_after=2) == {"stopped_at": 2}
+    state = torch.load(tmp_path / "run" / "checkpoints" / "state.pt", weights_only=False)
+    assert {"rectifier.conv.weight", "rectifier.conv.bias"} <= set(state["method"])
+    assert "rectifier" in state["optimizers"]
+    start = torch.cat([torch.eye(3), torch.eye(3)], dim=1).view(3, 6, 1, 1)
+    assert not torch.equal(state["method"]["rectifier.conv.weight"], start)
+
+
+def test_the_rectification_variants_reach_the_teachers_pseudo_labels(monkeypatch):
+    import semiseg.methods.crln as crln
+
+    seen = {}
+    for kind in ("learnable_v3", "fixed_v1", "learnable_v2"):
+        monkeypatch.setattr(crln, "strong_view", lambda x, y, c, g, k=kind: (seen.__setitem__(k, c), (x, y, c))[1])
+        torch.manual_seed(0)
+        m = _method(rectification=kind, rectify_start=0.0)
+        with torch.no_grad():
+            m.a.fill_(-50.0)
+        m.training_step(_batch(m), Step(5, 10))
+    assert not torch.equal(seen["learnable_v3"], seen["fixed_v1"])
+    assert not torch.equal(seen["learnable_v3"], seen["learnable_v2"])
+
+
+def test_the_table_7_entries_run_their_variant():
+    from conftest import REPO
+    from semiseg.config import load_config, method_settings, table_runs
+
+    cfg = load_config(root=REPO)
+    kinds = {m: method_settings(cfg, "la", m)["params"]["rectification"]
+             for m in ("crln", "crln_r_fixed_v1", "crln_r_learnable_v2")}
+    assert kinds == {"crln": "learnable_v3", "crln_r_fixed_v1": "fixed_v1", "crln_r_learnable_v2": "learnable_v2"}
+    assert {m for _, m, _, _ in table_runs(cfg, "crln_rectify")} == set(kinds)
