@@ -46,8 +46,8 @@ def test_the_default_step_is_pinned():
     # the lazily read statistics leave them as they were
     m, losses = _pinned_step()
     assert float(losses.total.detach()) == pytest.approx(5.910983085632324, rel=1e-5)
-    assert float(losses.terms["unsup"]) == pytest.approx(0.989002, rel=1e-5)
-    assert float(losses.terms["a_loss"]) == pytest.approx(0.825572, rel=1e-5)
+    assert float(losses.terms["unsup"].detach()) == pytest.approx(0.989002, rel=1e-5)
+    assert float(losses.terms["a_loss"].detach()) == pytest.approx(0.825572, rel=1e-5)
     assert float(losses.stats["confident"]) == pytest.approx(0.87646484375)
     assert float(losses.stats["a"]) == 0.25 and float(losses.stats["rectifying"]) == 1.0
     assert m.rectification == "learnable_v3" and not hasattr(m, "rectifier")
@@ -130,3 +130,58 @@ def test_the_table_7_entries_run_their_variant():
              for m in ("crln", "crln_r_fixed_v1", "crln_r_learnable_v2")}
     assert kinds == {"crln": "learnable_v3", "crln_r_fixed_v1": "fixed_v1", "crln_r_learnable_v2": "learnable_v2"}
     assert {m for _, m, _, _ in table_runs(cfg, "crln_rectify")} == set(kinds)
+
+
+# ---------------------------------------------------------------- the evaluated network
+
+
+def test_evaluate_switch_chooses_the_network_and_logits_inference_runs(tmp_path):
+    from semiseg.inference.run import load_run_network
+    from semiseg.methods.crln_rectify import Rectified
+
+    torch.manual_seed(0)
+    m = _method()
+    assert m.eval_network() is m.models[0].backbone  # the default: the student's plain logits
+    with torch.no_grad():  # teacher and student apart, and a visible rectification
+        for p in m.teacher.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+        m.a.fill_(-3.0)
+    x = torch.randn(1, 1, 32, 32)
+    m.eval()
+    student = m.eval_network()(x)
+    m.params["evaluate"] = "teacher"
+    assert m.eval_network() is m.teacher.backbone
+    teacher = m.eval_network()(x)
+    m.params["evaluate"] = "teacher_rectified"
+    net = m.eval_network()
+    assert isinstance(net, Rectified) and net.net is m.teacher and net.a is m.a
+    z, rel, _ = m.teacher.outputs(x)
+    rectified = net(x)
+    assert torch.allclose(rectified, z + 4.0 * rel) and torch.allclose(teacher, z)
+    assert not torch.allclose(student, teacher) and not torch.allclose(teacher, rectified)
+    assert "a" in net.state_dict() and "net.prototypes" in net.state_dict()
+    assert not any(k.startswith("net.") for k in m.state_dict())  # not a second copy in checkpoints
+    # the infer stage builds the same module from the run's spec and loads model.pt into it
+    spec = run_spec("crln", 10, params={"evaluate": "teacher_rectified"})
+    spec["method"]["network_args"] = {"channels": [4, 8, 16, 32, 64], "dropout": [0] * 5}
+    (tmp_path / "config.json").write_text(__import__("json").dumps({"spec": spec}))
+    torch.save(net.state_dict(), tmp_path / "model.pt")
+    loaded, _ = load_run_network(tmp_path, "cpu")
+    assert isinstance(loaded, Rectified) and torch.allclose(loaded(x), rectified)
+    plain = run_spec("crln", 10, params={"evaluate": "teacher"})
+    plain["method"]["network_args"] = spec["method"]["network_args"]
+    (tmp_path / "config.json").write_text(__import__("json").dumps({"spec": plain}))
+    torch.save(m.teacher.backbone.state_dict(), tmp_path / "model.pt")
+    assert isinstance(load_run_network(tmp_path, "cpu")[0], UNet)
+    with pytest.raises(ValueError, match="teacher_rectified needs rectify: true"):
+        _method(evaluate="teacher_rectified", rectify=False)
+
+
+def test_teacher_rectified_runs_each_rectification_variant():
+    torch.manual_seed(0)
+    x = torch.randn(1, 1, 32, 32)
+    for kind in ("fixed_v1", "learnable_v2"):
+        m = _method(evaluate="teacher_rectified", rectification=kind).eval()
+        z, rel, _ = m.teacher.outputs(x)
+        assert torch.allclose(m.eval_network()(x), m.rectified(z, rel))
+    assert "rectifier.conv.weight" in m.eval_network().state_dict()

@@ -15,7 +15,7 @@ from semiseg.methods.base import Losses, Method, Step, register, two_stream
 from semiseg.methods.common.losses import dice_ce_loss
 from semiseg.methods.common.teacher import TeacherStudent, frozen_copy
 from semiseg.methods.crln_net import CRLNNet
-from semiseg.methods.crln_rectify import RECTIFICATIONS, ConcatRectifier, rectify, rectify_fixed
+from semiseg.methods.crln_rectify import RECTIFICATIONS, ConcatRectifier, Rectified, rectify, rectify_fixed
 
 __all__ = ["CRLN", "beta_4_4", "contrastive_loss", "info_nce", "rectify", "rectify_fixed", "sample_contrast",
            "strong_view", "unsupervised_loss"]
@@ -221,8 +221,12 @@ class CRLN(TeacherStudent):
     ``M`` per voxel with nothing learned, ``learnable_v2`` a convolution over ``[z; M]`` trained in
     ``a``'s place: :mod:`semiseg.methods.crln_rectify` says what the text gives and what is chosen).
 
-    Validation and inference run the student's backbone (its plain logits): the inference stage
-    loads a plain network. The code evaluates the teacher's rectified logits; not reproduced.
+    Validation and inference run ``evaluate``: ``student`` (default: the student's backbone, its
+    plain logits), ``teacher`` (the EMA teacher's backbone) or ``teacher_rectified`` (the teacher's
+    logits rectified by its ``M(x)``, as the public code evaluates; ``model.pt`` then holds the
+    teacher's CRLNNet and ``a`` or the convolution, see :meth:`inference_network`). The paper
+    says only that testing uses the sliding window of UA-MT / MC-Net+, not which network or
+    logits; the default is the student's plain prediction, as the teacher–student methods here.
     """
 
     ema_buffers = "keep"
@@ -240,9 +244,24 @@ class CRLN(TeacherStudent):
             raise ValueError(f"crln rectification must be one of {RECTIFICATIONS}, got {self.rectification!r}")
         if self.rectification == "learnable_v2":
             self.rectifier = ConcatRectifier(self.num_classes, self.dims)
+        if p["evaluate"] == "teacher_rectified" and not p["rectify"]:
+            raise ValueError("crln evaluate: teacher_rectified needs rectify: true (without it there is no "
+                             "rectification); allowed with rectify: false: student, teacher")
 
     def eval_network(self) -> nn.Module:
-        return self.models[0].backbone
+        which = self.params["evaluate"]
+        if which == "student":
+            return self.models[0].backbone
+        if which == "teacher":
+            return self.teacher.backbone
+        # made on demand, not a submodule: the method's state dict keeps one name per parameter
+        return Rectified(self.teacher, self.rectification, self.a, getattr(self, "rectifier", None))
+
+    @classmethod
+    def inference_network(cls, spec, net_factory) -> nn.Module:
+        if spec["method"]["params"].get("evaluate", "student") != "teacher_rectified":
+            return net_factory()
+        return cls(spec, net_factory).eval_network()
 
     def extra_optimizers(self, schedule: dict) -> dict[str, torch.optim.Optimizer]:
         """The rectification's own SGD (the schedule's lr and weight decay, no momentum): ``a``

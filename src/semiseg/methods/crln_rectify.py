@@ -27,7 +27,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-__all__ = ["RECTIFICATIONS", "ConcatRectifier", "rectify", "rectify_fixed"]
+__all__ = ["RECTIFICATIONS", "ConcatRectifier", "Rectified", "rectify", "rectify_fixed"]
 
 #: The ``rectification`` param's values: the paper's CRLN first.
 RECTIFICATIONS = ("learnable_v3", "fixed_v1", "learnable_v2")
@@ -61,3 +61,28 @@ class ConcatRectifier(nn.Module):
 
     def forward(self, logits: Tensor, relation: Tensor) -> Tensor:
         return self.conv(torch.cat([logits, relation], dim=1))
+
+
+class Rectified(nn.Module):
+    """``forward(x)``: the rectified logits of a :class:`~semiseg.methods.crln_net.CRLNNet`
+    ``net`` (the evaluated network of ``evaluate: teacher_rectified``). It holds ``net`` and what
+    the ``kind`` of rectification learns (``a``, or the :class:`ConcatRectifier`), shared with the
+    method, so its state dict is all that inference needs."""
+
+    def __init__(self, net: nn.Module, kind: str, a: nn.Parameter, rectifier: nn.Module | None = None):
+        super().__init__()
+        if kind not in RECTIFICATIONS:
+            raise ValueError(f"crln rectification must be one of {RECTIFICATIONS}, got {kind!r}")
+        self.net, self.kind = net, kind
+        if kind == "learnable_v3":
+            self.a = a
+        elif kind == "learnable_v2":
+            self.rectifier = rectifier
+
+    def forward(self, x: Tensor) -> Tensor:
+        logits, relation = self.net.logits_and_map(x)
+        if self.kind == "fixed_v1":
+            return rectify_fixed(logits, relation)
+        if self.kind == "learnable_v2":
+            return self.rectifier(logits, relation)
+        return rectify(logits, relation, self.a)
