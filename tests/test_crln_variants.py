@@ -185,3 +185,55 @@ def test_teacher_rectified_runs_each_rectification_variant():
         z, rel, _ = m.teacher.outputs(x)
         assert torch.allclose(m.eval_network()(x), m.rectified(z, rel))
     assert "rectifier.conv.weight" in m.eval_network().state_dict()
+
+
+# ---------------------------------------------------------------- params per ratio (ξ of the code's LA entry)
+
+
+def _ratio_cfg(tmp_path, entry: dict):
+    from conftest import make_workflow
+
+    return make_workflow(tmp_path / "wf", methods_extra={"mt_ratio": {"algorithm": "mean_teacher", "description": "t",
+                                                                      **entry}})
+
+
+def test_ratio_params_apply_at_their_ratio_only_and_reach_the_run_spec(tmp_path):
+    from semiseg.config import load_config, method_settings, run_spec as config_run_spec, spec_hash
+
+    root = _ratio_cfg(tmp_path, {"params": {"consistency": 0.3},
+                                 "datasets": {"tiny2d": {"params": {"ema_decay": 0.9}}},
+                                 "ratio_params": {"tiny2d": {50: {"consistency": 0.8}}}})
+    cfg = load_config(root=root)
+    at25 = config_run_spec(cfg, "tiny2d", "mt_ratio", 25, 0)["method"]["params"]
+    at50 = config_run_spec(cfg, "tiny2d", "mt_ratio", "50", 0)["method"]["params"]  # a wildcard is a string
+    assert (at25["consistency"], at25["ema_decay"]) == (0.3, 0.9)
+    assert (at50["consistency"], at50["ema_decay"]) == (0.8, 0.9)
+    assert method_settings(cfg, "tiny2d", "mt_ratio")["params"]["consistency"] == 0.3  # no ratio: none applies
+    # the run spec is the train job's fingerprint: only the 50 % runs change with the ratio's params
+    plain = load_config(root=_ratio_cfg(tmp_path / "b", {"params": {"consistency": 0.3},
+                                                         "datasets": {"tiny2d": {"params": {"ema_decay": 0.9}}}}))
+    same = [spec_hash(config_run_spec(c, "tiny2d", "mt_ratio", r, 0)) for c in (cfg, plain) for r in (25, 50)]
+    assert same[0] == same[2] and same[1] != same[3]
+
+
+@pytest.mark.parametrize("ratio_params, message", [
+    ({"tiny2d": {30: {"consistency": 0.5}}}, r"mt_ratio\.ratio_params\.tiny2d\.30: ratio 30 is not defined for tiny2d; allowed: 25, 50"),
+    ({"tiny2d": {50: {"consistency": -1}}}, r"mt_ratio\.ratio_params\.tiny2d\.50"),
+    ({"tiny2d": {50: {"no_such_param": 1}}}, r"mt_ratio\.ratio_params\.tiny2d\.50"),
+    ({"tiny2d": {50: 0.5}}, r"ratio_params"),
+])
+def test_ratio_params_are_validated(tmp_path, ratio_params, message):
+    from semiseg.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match=message):
+        load_config(root=_ratio_cfg(tmp_path, {"ratio_params": ratio_params}))
+
+
+def test_the_code_entry_uses_xi_0_6_at_8_labeled_and_0_9_at_16():
+    from conftest import REPO
+    from semiseg.config import load_config, run_spec as config_run_spec
+
+    cfg = load_config(root=REPO)
+    xi = {(m, r): config_run_spec(cfg, "la", m, r, 0)["method"]["params"]["xi"]
+          for m in ("crln_code", "crln") for r in (10, 20)}
+    assert xi == {("crln_code", 10): 0.6, ("crln_code", 20): 0.9, ("crln", 10): 0.6, ("crln", 20): 0.6}
