@@ -44,13 +44,66 @@ def _pinned_step(**params):
 def test_the_default_step_is_pinned():
     # the values of the step as first built (v3 rectification, L_a in the step): the variants and
     # the lazily read statistics leave them as they were
-    m, losses = _pinned_step()
+    m, losses = _pinned_step(a_step="same")
     assert float(losses.total.detach()) == pytest.approx(5.910983085632324, rel=1e-5)
     assert float(losses.terms["unsup"].detach()) == pytest.approx(0.989002, rel=1e-5)
     assert float(losses.terms["a_loss"].detach()) == pytest.approx(0.825572, rel=1e-5)
     assert float(losses.stats["confident"]) == pytest.approx(0.87646484375)
     assert float(losses.stats["a"]) == 0.25 and float(losses.stats["rectifying"]) == 1.0
     assert m.rectification == "learnable_v3" and not hasattr(m, "rectifier")
+
+
+def test_a_step_after_leaves_the_steps_other_terms_as_they_were():
+    _, same = _pinned_step(a_step="same")
+    m, after = _pinned_step()
+    assert "a_loss" not in after.terms and set(after.terms) == set(same.terms) - {"a_loss"}
+    for k, v in after.terms.items():
+        assert torch.equal(v, same.terms[k]), k
+    assert torch.allclose(after.total, same.total - same.terms["a_loss"])
+    assert m._labeled is not None  # kept for the step of a after the optimiser's
+    # the statistics are tensors (no host sync in the step); the engine reads them with the terms
+    from semiseg.engine.loop import _loss_values
+
+    assert all(isinstance(after.stats[k], torch.Tensor) for k in ("a", "confident"))
+    values = _loss_values(after, 5, "crln")
+    assert set(values) == {"total", *after.terms}
+    assert after.stats == {"a": 0.25, "rectifying": 1.0, "confident": pytest.approx(0.87646484375)}
+
+
+def test_a_step_after_learns_from_the_updated_student_in_eval_mode():
+    torch.manual_seed(0)
+    m = _method(rectify_start=0.0)
+    opts = build_optimizers(m, {"lr": 0.1, "momentum": 0.9, "weight_decay": 0.01})
+    with torch.no_grad():
+        m.a.fill_(0.25)
+    b = _batch(m)
+    losses = m.training_step(b, Step(5, 10))
+    for opt in opts.values():
+        opt.zero_grad(set_to_none=True)
+    losses.total.backward()
+    assert m.a.grad is None  # Eq. 15 does not reach a
+    for opt in opts.values():
+        opt.step()
+    assert float(m.a.detach()) == 0.25
+    # what the step of a must be: Eq. 16 on the updated student's eval-mode outputs
+    stats = {k: v.clone() for k, v in m.student.state_dict().items() if "running" in k}
+    m.student.eval()
+    with torch.no_grad():
+        z, rel = m.student.logits_and_map(b["labeled_image"])
+    m.student.train()
+    a = torch.tensor(0.25, requires_grad=True)
+    ce, dice = dice_ce_loss(z + (1 - a) * rel, b["labeled_label"], include_background=False)
+    (grad,) = torch.autograd.grad(0.5 * (ce + dice), a)
+    m.after_optimizer_step(Step(5, 10))
+    assert float(m.a.detach()) == pytest.approx(0.25 - 0.1 * (float(grad) + 0.01 * 0.25), rel=1e-6) and float(grad) != 0
+    assert m.student.training and m._labeled is None
+    for k, v in m.student.state_dict().items():  # the extra pass leaves the batch-norm statistics
+        if "running" in k:
+            assert torch.equal(v, stats[k]), k
+    with pytest.raises(RuntimeError, match="build it first"):
+        fresh = _method()
+        fresh.training_step(_batch(fresh), Step(5, 10))
+        fresh.after_optimizer_step(Step(5, 10))
 
 
 # ---------------------------------------------------------------- Table 7: rectification variants
@@ -83,7 +136,7 @@ def test_learnable_v2_is_a_convolution_over_the_concatenation():
 
 
 def test_learnable_v2_conv_learns_from_the_loss_of_a_and_is_checkpointed(tmp_path):
-    m = _method(rectification="learnable_v2", rectify_start=0.0)
+    m = _method(rectification="learnable_v2", rectify_start=0.0, a_step="same")
     losses = m.training_step(_batch(m), Step(5, 10))
     assert "rectifier_loss" in losses.terms and "a_loss" not in losses.terms
     losses.total.backward()

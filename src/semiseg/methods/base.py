@@ -114,8 +114,9 @@ class Losses:
 
     total: torch.Tensor
     terms: dict[str, torch.Tensor] = field(default_factory=dict)
-    # Scalars worth logging that are not loss terms (a ramp weight, a mask ratio).
-    stats: dict[str, float] = field(default_factory=dict)
+    # Scalars worth logging that are not loss terms (a ramp weight, a mask ratio); a 0-dim tensor
+    # is read with the loss terms, in the engine's one transfer per step (no host sync of its own).
+    stats: dict[str, float | torch.Tensor] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
