@@ -290,3 +290,18 @@ def test_the_code_entry_uses_xi_0_6_at_8_labeled_and_0_9_at_16():
     xi = {(m, r): config_run_spec(cfg, "la", m, r, 0)["method"]["params"]["xi"]
           for m in ("crln_code", "crln") for r in (10, 20)}
     assert xi == {("crln_code", 10): 0.6, ("crln_code", 20): 0.9, ("crln", 10): 0.6, ("crln", 20): 0.6}
+
+
+def test_a_teacher_rectified_run_validates_saves_and_loads_its_evaluated_module(tmp_path):
+    from semiseg.inference.run import load_run_network
+    from semiseg.methods.crln_rectify import Rectified
+
+    store, split = tiny_store(tmp_path / "store.h5")
+    spec = run_spec("crln", 2, params={"evaluate": "teacher_rectified", "rectify_start": 0.0, "anchors": 8,
+                                       "negatives": 4}, val_interval=2)
+    summary = train(spec, store, split, tmp_path / "run", progress=False)
+    assert summary["best_val_dice"] is not None
+    net, _ = load_run_network(tmp_path / "run", "cpu")
+    assert isinstance(net, Rectified) and float(net.a.detach()) != 0.0  # a moved and was saved with the teacher
+    saved = torch.load(tmp_path / "run" / "model.pt")
+    assert "a" in saved and any(k.startswith("net.attn.") for k in saved)
