@@ -126,6 +126,7 @@ def load_config(config: dict | None = None, root: Path | str | None = None) -> d
             validate({**params, **override.get("params", {})}, algos[entry["algorithm"]],
                       f"{where}.datasets.{ds_name}.params")
             layers.append((f"{where}.datasets.{ds_name}.schedule", override.get("schedule", {})))
+        _check_ratio_params(entry, datasets, algos[entry["algorithm"]], where)
         for prefix, per_schedule in layers:
             for sched, overrides in per_schedule.items():
                 if sched not in schedules:
@@ -254,19 +255,37 @@ def _resolved_schedule(cfg: dict, dataset: str, method: str) -> tuple[str, dict]
     return sname, resolved
 
 
-def method_settings(cfg: dict, dataset: str, method: str) -> dict:
+def _check_ratio_params(entry: dict, datasets: dict, schema: dict, where: str) -> None:
+    """A method entry's ``ratio_params: {<dataset>: {<ratio>: {params}}}``: each ratio one the
+    dataset defines (when the dataset catalogue has it), each merged set of params valid."""
+    for ds_name, per_ratio in entry.get("ratio_params", {}).items():
+        merged = {**entry["params"], **entry.get("datasets", {}).get(ds_name, {}).get("params", {})}
+        for ratio, params in per_ratio.items():
+            field = f"{where}.ratio_params.{ds_name}.{ratio}"
+            defined = datasets.get(ds_name, {}).get("ratios")
+            if defined is not None and str(ratio) not in defined:
+                raise ConfigError(f"{field}: ratio {ratio} is not defined for {ds_name}; allowed: "
+                                  f"{', '.join(sorted(defined, key=int))}")
+            validate({**merged, **params}, schema, field)
+
+
+def method_settings(cfg: dict, dataset: str, method: str, ratio: int | str | None = None) -> dict:
     """A method entry's settings for runs on ``dataset``: ``algorithm``, ``network``,
     ``network_args`` and ``params``, with the entry's ``datasets.<dataset>`` overrides applied
-    (params merged key by key, network arguments over the dataset's)."""
+    (params merged key by key, network arguments over the dataset's) and, at ``ratio``, its
+    ``ratio_params.<dataset>.<ratio>`` over those params."""
     ds = cfg["datasets"][dataset]
     entry = cfg["methods"][method]
     override = entry.get("datasets", {}).get(dataset, entry.get("datasets", {}).get(base_dataset(cfg, dataset), {}))
+    by_ratio = entry.get("ratio_params", {})
+    by_ratio = by_ratio.get(dataset, by_ratio.get(base_dataset(cfg, dataset), {}))
+    at_ratio = {str(r): p for r, p in by_ratio.items()}.get(str(ratio), {}) if ratio is not None else {}
     network = override.get("network", entry.get("network", ds.get("network", "unet")))
     args = dict(ds.get("network_args", {})) if network == ds.get("network", "unet") else {}
     args.update(entry.get("network_args", {}))
     args.update(override.get("network_args", {}))
     return {"algorithm": entry["algorithm"], "network": network, "network_args": args,
-            "params": {**entry["params"], **override.get("params", {})}}
+            "params": {**entry["params"], **override.get("params", {}), **at_ratio}}
 
 
 def run_resources(cfg: dict, dataset: str, method: str) -> dict:
@@ -294,7 +313,7 @@ def run_spec(cfg: dict, dataset: str, method: str, ratio: int | str, seed: int |
             # only when on: the specs (and fingerprints) of datasets without it stay as they were
             **({"largest_component": True} if ds.get("largest_component") else {}),
         },
-        "method": {"name": method, **method_settings(cfg, dataset, method)},
+        "method": {"name": method, **method_settings(cfg, dataset, method, ratio)},
         "schedule": {"name": sname, **resolved},
         "ratio": int(ratio),
         "labeled_patients": labeled,

@@ -299,10 +299,14 @@ def _loss_values(losses, iteration: int, method: str) -> dict[str, float]:
     """The total and every named term as floats, read from the device in one transfer (one sync
     per iteration); stops on a NaN or infinite loss, naming every non-finite term (the total is
     only named when no term is: a bad term makes the total bad too, and the term is what one
-    needs to know)."""
+    needs to know). Statistics given as tensors are read in the same transfer and replaced in
+    ``losses.stats`` by their floats."""
     tensors = [losses.total, *losses.terms.values()]
-    values = dict(zip(["total", *losses.terms],
-                      torch.stack([v.detach().float().reshape(()) for v in tensors]).tolist()))
+    lazy = [k for k, v in losses.stats.items() if isinstance(v, torch.Tensor)]
+    read = torch.stack([v.detach().float().reshape(()).to(losses.total.device)
+                        for v in [*tensors, *(losses.stats[k] for k in lazy)]]).tolist()
+    values = dict(zip(["total", *losses.terms], read))
+    losses.stats.update(zip(lazy, read[len(tensors):]))
     if all(math.isfinite(v) for v in values.values()):
         return values
     bad = {name: v for name, v in values.items() if name != "total" and not math.isfinite(v)}

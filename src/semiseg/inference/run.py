@@ -24,6 +24,7 @@ from semiseg.device import explain_out_of_memory, select_device
 from semiseg.inference.export import LEGEND_NAME, write_itksnap_labels
 from semiseg.inference.predict import predict_volume
 from semiseg.io import atomic_dir, ensure_free
+from semiseg.methods import inference_network
 from semiseg.nets import network_for
 
 __all__ = ["infer", "load_run_network", "write_label_nifti", "write_nifti", "test_cases"]
@@ -35,7 +36,7 @@ def load_run_network(run_dir: Path, device) -> tuple[torch.nn.Module, dict]:
     """The evaluated network of a finished run (``model.pt`` + ``config.json``), in eval mode."""
     with open(run_dir / "config.json") as fh:
         spec = json.load(fh)["spec"]
-    net = network_for(spec)
+    net = inference_network(spec, lambda: network_for(spec))
     net.load_state_dict(torch.load(run_dir / "model.pt", map_location=device, weights_only=True))
     return net.to(device).eval(), spec
 

@@ -22,6 +22,8 @@ hook                       what the engine does with it
 ``after_optimizer_step``   after every optimiser step (EMA updates)
 ``eval_network()``         the network validation and inference run (a wrapper for
                            multi-head networks, see :mod:`semiseg.nets.heads`)
+``inference_network()``    a fresh module of ``eval_network()``'s shape for the infer stage to
+                           load ``model.pt`` into (default: the plain network)
 =========================  ==================================================================
 
 Families that share more than this live in :mod:`semiseg.methods.common`: the teacher–student
@@ -40,8 +42,8 @@ from torch import Tensor, nn
 from semiseg.methods.common.losses import dice_ce_loss
 from semiseg.methods.common.ramps import sigmoid_rampup
 
-__all__ = ["METHODS", "Losses", "Method", "StageContext", "Step", "TwoStream", "build_method", "register",
-           "two_stream"]
+__all__ = ["METHODS", "Losses", "Method", "StageContext", "Step", "TwoStream", "build_method", "inference_network",
+           "register", "two_stream"]
 
 METHODS: dict[str, type["Method"]] = {}
 
@@ -70,6 +72,15 @@ def build_method(spec: dict, net_factory: Callable[[], nn.Module]) -> "Method":
     if algo not in METHODS:
         raise ValueError(f"unknown algorithm {algo!r}; registered: {', '.join(sorted(METHODS))}")
     return METHODS[algo](spec, net_factory)
+
+
+def inference_network(spec: dict, net_factory: Callable[[], nn.Module]) -> nn.Module:
+    """A fresh module of the shape the run's ``eval_network()`` had, for its ``model.pt``
+    (:meth:`Method.inference_network` of the spec's algorithm)."""
+    algo = spec["method"]["algorithm"]
+    if algo not in METHODS:
+        raise ValueError(f"unknown algorithm {algo!r}; registered: {', '.join(sorted(METHODS))}")
+    return METHODS[algo].inference_network(spec, net_factory)
 
 
 @dataclass(frozen=True)
@@ -103,8 +114,9 @@ class Losses:
 
     total: torch.Tensor
     terms: dict[str, torch.Tensor] = field(default_factory=dict)
-    # Scalars worth logging that are not loss terms (a ramp weight, a mask ratio).
-    stats: dict[str, float] = field(default_factory=dict)
+    # Scalars worth logging that are not loss terms (a ramp weight, a mask ratio); a 0-dim tensor
+    # is read with the loss terms, in the engine's one transfer per step (no host sync of its own).
+    stats: dict[str, float | torch.Tensor] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -176,6 +188,12 @@ class Method(nn.Module):
     def eval_network(self) -> nn.Module:
         """The network inference and validation use (the first model unless overridden)."""
         return self.models[0]
+
+    @classmethod
+    def inference_network(cls, spec: dict, net_factory: Callable[[], nn.Module]) -> nn.Module:
+        """A fresh module of :meth:`eval_network`'s shape, into which inference loads the run's
+        ``model.pt``: the plain network, unless a method evaluates something else."""
+        return net_factory()
 
     def param_groups(self) -> list[dict[str, Any]]:
         """The main optimiser's parameter groups: by default every trainable parameter of

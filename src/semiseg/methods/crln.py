@@ -15,105 +15,11 @@ from semiseg.methods.base import Losses, Method, Step, register, two_stream
 from semiseg.methods.common.losses import dice_ce_loss
 from semiseg.methods.common.teacher import TeacherStudent, frozen_copy
 from semiseg.methods.crln_net import CRLNNet
+from semiseg.methods.crln_rectify import RECTIFICATIONS, ConcatRectifier, Rectified, rectify, rectify_fixed
+from semiseg.methods.crln_views import beta_4_4, strong_view
 
-__all__ = ["CRLN", "beta_4_4", "contrastive_loss", "info_nce", "rectify", "sample_contrast", "strong_view",
-           "unsupervised_loss"]
-
-
-def rectify(logits: Tensor, relation: Tensor, a: Tensor) -> Tensor:
-    """The rectified logits ``z + (1 − a)·M(x)`` (``a = 1`` leaves ``z`` as it is)."""
-    return logits + (1.0 - a) * relation
-
-
-def beta_4_4(n: int, generator: torch.Generator) -> Tensor:
-    """``n`` draws of Beta(4, 4) from ``generator``: the 4th smallest of 7 uniforms."""
-    return torch.rand(n, 7, generator=generator).sort(dim=1).values[:, 3]
-
-
-def _fit(x: Tensor, h: int, w: int, fill: float | None) -> Tensor:
-    """Centre-crop or pad the last two axes of ``x`` to ``(h, w)``: reflect-padded when ``fill``
-    is None, else padded with ``fill``."""
-    dh, dw = h - x.shape[-2], w - x.shape[-1]
-    if dh > 0 or dw > 0:
-        ph, pw = max(dh, 0), max(dw, 0)
-        pad = (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2)
-        if fill is None:
-            lead, flat = x.shape[:-2], x.reshape(1, -1, *x.shape[-2:])
-            flat = F.pad(flat, pad, mode="reflect")
-            x = flat.reshape(*lead, *flat.shape[-2:])
-        else:
-            x = F.pad(x, pad, value=fill)
-    top, left = (x.shape[-2] - h) // 2, (x.shape[-1] - w) // 2
-    return x[..., top:top + h, left:left + w]
-
-
-def strong_view(image: Tensor, label: Tensor, conf: Tensor, generator: torch.Generator, *,
-                scale: tuple[float, float] = (0.5, 1.5), noise_std: float = 0.1) -> tuple[Tensor, Tensor, Tensor]:
-    """The strong view of unlabeled images ``(B, 1, *spatial)`` with the teacher's labels and
-    confidences ``(B, *spatial)`` following every geometric change (the code's
-    ``generate_unsup_data`` and ``transform_u``):
-
-    1. per sample, an in-plane rescale by ``s ~ U(scale)`` (image (bi/tri)linear, labels and
-       confidences nearest), centre-cropped or padded back (image: reflect; label: −1, ignored;
-       confidence: 0);
-    2. CutMix: ``λ ~ Beta(4, 4)`` per batch, a box of ``int(W√(1−λ)) × int(H√(1−λ))`` in-plane
-       over the full depth, its centre per sample in ``[W/8, W) × [H/8, H)`` (clipped at the
-       border), pasted from ``randperm`` partners (a sample may be its own);
-    3. per sample: brightness ``×U(0.75, 1.25)`` with p = 0.8, clipped to the sample's range (the
-       code clips to [0, 1] on min-max images; the store's volumes are not min-max normalised);
-       noise ``clip(N(0, σ²), ±2σ)`` with p = 0.5; an in-plane rot90 (half turns on a
-       non-square plane) and a flip with p = 0.5.
-    """
-    b, device = image.shape[0], image.device
-    h, w = image.shape[-2:]
-    imgs, labs, confs = [], [], []
-    for i in range(b):
-        s = scale[0] + (scale[1] - scale[0]) * float(torch.rand((), generator=generator))
-        size = (*image.shape[2:-2], max(1, round(h * s)), max(1, round(w * s)))
-        mode = "trilinear" if image.dim() == 5 else "bilinear"
-        x = F.interpolate(image[i:i + 1], size=size, mode=mode, align_corners=False)
-        y = F.interpolate(label[i:i + 1, None].float(), size=size, mode="nearest")
-        c = F.interpolate(conf[i:i + 1, None].float(), size=size, mode="nearest")
-        imgs.append(_fit(x, h, w, None))
-        labs.append(_fit(y, h, w, -1.0)[:, 0].long())
-        confs.append(_fit(c, h, w, 0.0)[:, 0])
-    x, y, c = torch.cat(imgs), torch.cat(labs), torch.cat(confs)
-    # CutMix
-    lam = float(beta_4_4(1, generator))
-    cut_h, cut_w = int(h * math.sqrt(1 - lam)), int(w * math.sqrt(1 - lam))
-    partner = torch.randperm(b, generator=generator).tolist()
-    x0, y0, c0 = x.clone(), y.clone(), c.clone()
-    for i in range(b):
-        cy = int(torch.randint(h // 8, h, (), generator=generator))
-        cx = int(torch.randint(w // 8, w, (), generator=generator))
-        t, bo = max(cy - cut_h // 2, 0), min(cy + cut_h // 2, h)
-        le, r = max(cx - cut_w // 2, 0), min(cx + cut_w // 2, w)
-        j = partner[i]
-        x[i, ..., t:bo, le:r] = x0[j, ..., t:bo, le:r]
-        y[i, ..., t:bo, le:r] = y0[j, ..., t:bo, le:r]
-        c[i, ..., t:bo, le:r] = c0[j, ..., t:bo, le:r]
-    # per-sample photometric and rot/flip
-    out_x, out_y, out_c = [], [], []
-    for i in range(b):
-        u = torch.rand(3, generator=generator)
-        factor = 0.75 + 0.5 * float(torch.rand((), generator=generator))
-        k = int(torch.randint(0, 4, (), generator=generator))
-        axis = int(torch.randint(0, 2, (), generator=generator))
-        noise = torch.randn(x.shape[1:], generator=generator).to(device) * noise_std
-        xi, yi, ci = x[i], y[i], c[i]
-        if u[0] < 0.8:
-            xi = torch.minimum(torch.maximum(xi * factor, xi.min()), xi.max())
-        if u[1] < 0.5:
-            xi = xi + noise.clamp(-2 * noise_std, 2 * noise_std)
-        if u[2] < 0.5:
-            k = k if h == w else 2 * (k % 2)
-            xi = torch.flip(torch.rot90(xi, k, dims=(-2, -1)), dims=(xi.dim() - 2 + axis,))
-            yi = torch.flip(torch.rot90(yi, k, dims=(-2, -1)), dims=(yi.dim() - 2 + axis,))
-            ci = torch.flip(torch.rot90(ci, k, dims=(-2, -1)), dims=(ci.dim() - 2 + axis,))
-        out_x.append(xi)
-        out_y.append(yi)
-        out_c.append(ci)
-    return torch.stack(out_x), torch.stack(out_y), torch.stack(out_c)
+__all__ = ["CRLN", "beta_4_4", "contrastive_loss", "info_nce", "rectify", "rectify_fixed", "sample_contrast",
+           "strong_view", "unsupervised_loss"]
 
 
 def unsupervised_loss(logits: Tensor, target: Tensor, conf: Tensor, threshold: float, weight: str) -> Tensor:
@@ -209,10 +115,17 @@ class CRLN(TeacherStudent):
       is below ``anchor_threshold``; the positive mixes in the teacher's prototypes once
       rectification is on, ``ξ ~ U(0, xi)`` per class and step (the paper) or ``ξ = xi``
       (``xi_draw: fixed``, the code);
-    - ``L_a = ½[CE + Dice_fg](z_L + (1 − a)·M_L)`` with ``z_L, M_L`` detached: only ``a`` learns
-      from it (Eq. 16; the code evaluates them again after the step in eval mode, here the
-      step's own outputs are used);
-    - total ``L_sup + unsup_weight·L_u + contrast_weight·L_cps + L_a``.
+    - total ``L_sup + unsup_weight·L_u + contrast_weight·L_cps`` (Eq. 15);
+    - then ``a`` alone: ``L_a = ½[CE + Dice_fg](z_L + (1 − a)·M_L)`` (Eq. 16) and a step of its
+      optimiser, then the EMA. The paper: "the training alternates the minimisation of the
+      losses in (15) and (16) and the EMA"; so ``z_L, M_L`` are those of the student just
+      updated by (15), on the step's labeled images (``a_step: after``, the default). It does not
+      say in which mode: the student runs in eval mode, no gradient, as the public code (a
+      train-mode pass would move the batch-norm statistics a second time per step). The cost is
+      one more forward pass of the labeled images. ``a_step: same`` takes ``z_L, M_L`` from the
+      step's own training-mode forward pass instead, ``L_a`` joining the total (their inputs
+      detached, only ``a`` learns from it). learnable_v2's convolution learns as ``a`` does;
+      fixed_v1 learns nothing.
 
     Switches (the code's version, documented): ``confidence_weight: image`` (a per-image weight
     instead of the voxel mask), ``xi_draw: fixed``, ``dim_levels: last`` (the ½-resolution map
@@ -220,10 +133,17 @@ class CRLN(TeacherStudent):
     :mod:`semiseg.methods.crln_net`). Ablations: ``rectify: false`` (no DIM, no M losses, no
     rectification), ``contrast_weight: 0``, ``positive: mean | prototypes`` (MR / LP only),
     ``strong_augmentation: false`` (the student sees the weak view), ``dim_spatial`` and
-    ``dim_cross`` (the DIM aggregation's SA and CI steps).
+    ``dim_cross`` (the DIM aggregation's SA and CI steps); ``rectification`` (Table 7:
+    ``learnable_v3`` the paper's ``z + (1 − a)·M``, ``fixed_v1`` the more confident of ``z`` and
+    ``M`` per voxel with nothing learned, ``learnable_v2`` a convolution over ``[z; M]`` trained in
+    ``a``'s place: :mod:`semiseg.methods.crln_rectify` says what the text gives and what is chosen).
 
-    Validation and inference run the student's backbone (its plain logits): the inference stage
-    loads a plain network. The code evaluates the teacher's rectified logits; not reproduced.
+    Validation and inference run ``evaluate``: ``student`` (default: the student's backbone, its
+    plain logits), ``teacher`` (the EMA teacher's backbone) or ``teacher_rectified`` (the teacher's
+    logits rectified by its ``M(x)``, as the public code evaluates; ``model.pt`` then holds the
+    teacher's CRLNNet and ``a`` or the convolution, see :meth:`inference_network`). The paper
+    says only that testing uses the sliding window of UA-MT / MC-Net+, not which network or
+    logits; the default is the student's plain prediction, as the teacher–student methods here.
     """
 
     ema_buffers = "keep"
@@ -236,12 +156,54 @@ class CRLN(TeacherStudent):
                                    spatial=bool(p["dim_spatial"]), cross=bool(p["dim_cross"])))
         self.teacher = frozen_copy(self.models[0])
         self.a = nn.Parameter(torch.zeros(()))
+        self.rectification = p["rectification"]
+        if self.rectification not in RECTIFICATIONS:
+            raise ValueError(f"crln rectification must be one of {RECTIFICATIONS}, got {self.rectification!r}")
+        if self.rectification == "learnable_v2":
+            self.rectifier = ConcatRectifier(self.num_classes, self.dims)
+        self._labeled: tuple[Tensor, Tensor] | None = None  # the step's labeled batch, for a_step: after
+        self._rectifier_opt: torch.optim.Optimizer | None = None
+        if p["evaluate"] == "teacher_rectified" and not p["rectify"]:
+            raise ValueError("crln evaluate: teacher_rectified needs rectify: true (without it there is no "
+                             "rectification); allowed with rectify: false: student, teacher")
 
     def eval_network(self) -> nn.Module:
-        return self.models[0].backbone
+        which = self.params["evaluate"]
+        if which == "student":
+            return self.models[0].backbone
+        if which == "teacher":
+            return self.teacher.backbone
+        # made on demand, not a submodule: the method's state dict keeps one name per parameter
+        return Rectified(self.teacher, self.rectification, self.a, getattr(self, "rectifier", None))
+
+    @classmethod
+    def inference_network(cls, spec, net_factory) -> nn.Module:
+        if spec["method"]["params"].get("evaluate", "student") != "teacher_rectified":
+            return net_factory()
+        return cls(spec, net_factory).eval_network()
 
     def extra_optimizers(self, schedule: dict) -> dict[str, torch.optim.Optimizer]:
-        return {"a": torch.optim.SGD([self.a], lr=float(schedule["lr"]), weight_decay=float(schedule["weight_decay"]))}
+        """The rectification's own SGD (the schedule's lr and weight decay, no momentum): ``a``
+        (learnable_v3) or the convolution (learnable_v2); none for fixed_v1."""
+        learned = {"learnable_v3": ("a", [self.a]),
+                   "learnable_v2": ("rectifier", list(getattr(self, "rectifier", nn.Module()).parameters()))}
+        if self.rectification not in learned:
+            return {}
+        name, params = learned[self.rectification]
+        # kept: with a_step: after the method steps it itself (the engine's step finds no gradient)
+        self._rectifier_opt = torch.optim.SGD(params, lr=float(schedule["lr"]), weight_decay=float(schedule["weight_decay"]))
+        return {name: self._rectifier_opt}
+
+    def learns_rectification(self) -> bool:
+        return bool(self.params["rectify"]) and self.rectification != "fixed_v1"
+
+    def rectified(self, logits: Tensor, relation: Tensor) -> Tensor:
+        """The logits ``z`` rectified by the relationship map ``M`` (the ``rectification`` param)."""
+        if self.rectification == "fixed_v1":
+            return rectify_fixed(logits, relation)
+        if self.rectification == "learnable_v2":
+            return self.rectifier(logits, relation)
+        return rectify(logits, relation, self.a)
 
     def make_views(self, batch, generator):
         seed = int(torch.randint(0, 2 ** 62, (), generator=generator))
@@ -255,8 +217,9 @@ class CRLN(TeacherStudent):
         return dice_ce_loss(logits, label, include_background=not fg)
 
     def loss_of_a(self, logits: Tensor, relation: Tensor, label: Tensor) -> Tensor:
-        """Eq. 16: ``½[CE + Dice_fg]`` of the rectified logits, the network's outputs detached."""
-        ce, dice = self._supervised(rectify(logits.detach(), relation.detach(), self.a), label)
+        """Eq. 16: ``½[CE + Dice_fg]`` of the rectified logits, the network's outputs detached
+        (so only ``a``, or learnable_v2's convolution, learns from it)."""
+        ce, dice = self._supervised(self.rectified(logits.detach(), relation.detach()), label)
         return 0.5 * (ce + dice)
 
     def xi(self, generator: torch.Generator, device) -> Tensor:
@@ -274,7 +237,7 @@ class CRLN(TeacherStudent):
         on = self.rectifying(step)
         with torch.no_grad():
             zt, mt, _ = self.teacher.outputs(s.unlabeled)
-            probs_t = torch.softmax(rectify(zt, mt, self.a) if on else zt, dim=1)
+            probs_t = torch.softmax(self.rectified(zt, mt) if on else zt, dim=1)
             conf, pseudo = probs_t.max(dim=1)
         if p["strong_augmentation"]:
             xs, ys, cs = strong_view(s.unlabeled, pseudo, conf, g)
@@ -291,12 +254,36 @@ class CRLN(TeacherStudent):
         if float(p["contrast_weight"]) > 0:
             terms["cps"] = self._contrast(z, rep, s.label, ys, cs, on, g)
             total = total + float(p["contrast_weight"]) * terms["cps"]
-        if p["rectify"]:
-            terms["a_loss"] = self.loss_of_a(z[:nl], m[:nl], s.label)
-            total = total + terms["a_loss"]
-        stats = {"a": float(self.a.detach()), "rectifying": float(on),
-                 "confident": float((cs >= float(p["confidence_threshold"])).float().mean())}
+        if self.learns_rectification() and p["a_step"] == "same":
+            name = "a_loss" if self.rectification == "learnable_v3" else "rectifier_loss"
+            terms[name] = self.loss_of_a(z[:nl], m[:nl], s.label)
+            total = total + terms[name]
+        elif self.learns_rectification():
+            self._labeled = (s.labeled, s.label)
+        # tensors: read by the engine with the loss terms, in one transfer (no sync here)
+        stats = {"a": self.a.detach().clone(), "rectifying": float(on),
+                 "confident": (cs >= float(p["confidence_threshold"])).float().mean()}
         return Losses(total=total, terms=terms, stats=stats)
+
+    def after_optimizer_step(self, step: Step) -> None:
+        """``a_step: after``: Eq. 16's step of ``a`` (or learnable_v2's convolution) on the
+        student just updated, in eval mode; then the EMA."""
+        if self._labeled is not None:
+            x, label = self._labeled
+            self._labeled = None
+            if self._rectifier_opt is None:
+                raise RuntimeError("crln a_step: after steps the optimiser of extra_optimizers(); build it first "
+                                   "(semiseg.engine.loop.build_optimizers)")
+            was = self.student.training
+            self.student.eval()
+            with torch.no_grad():
+                z, m = self.student.logits_and_map(x)
+            self.student.train(was)
+            self._rectifier_opt.zero_grad(set_to_none=True)
+            self.loss_of_a(z, m, label).backward()
+            self._rectifier_opt.step()
+            self._rectifier_opt.zero_grad(set_to_none=True)
+        super().after_optimizer_step(step)
 
     def _contrast(self, z, rep, label, ys, cs, on: bool, g) -> Tensor:
         p = self.params

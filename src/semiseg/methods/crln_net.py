@@ -159,6 +159,11 @@ class CRLNNet(nn.Module):
         logits, stages = self.backbone.decoder.forward_stages(self.backbone.encode(x))
         return logits, self.relation_map(stages[-3:-1]), self.rep_head(stages[-1])
 
+    def logits_and_map(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """``(logits, M(x))`` without the representation head (what rectification reads)."""
+        logits, stages = self.backbone.decoder.forward_stages(self.backbone.encode(x))
+        return logits, self.relation_map(stages[-3:-1])
+
     def relation_map(self, maps: list[Tensor]) -> Tensor:
         """``M(x)`` from the ¼ and ½ resolution decoder maps (module docstring, steps 1–6)."""
         b = maps[0].shape[0]
