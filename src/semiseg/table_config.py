@@ -57,9 +57,11 @@ def add_stride_variants(datasets: dict, tables: dict, t_origin: dict) -> None:
     """A table's ``stride`` (another test stride than its 3D dataset's) makes a dataset entry of
     its own, ``<dataset>_stride<z>x<y>x<x>``: the dataset's entry with that stride and
     ``variant_of`` naming it, which the table then uses. Its runs are runs of their own (the
-    stride also scores the validation that chooses a checkpoint); ``config.sources``, the
-    schedules' per-dataset settings and the methods' per-dataset overrides of the dataset apply
-    to it too."""
+    stride also scores the validation that chooses a checkpoint), but its data is the dataset's:
+    the workflow fetches, preprocesses and splits the source once, under the dataset's name, and
+    the variant's jobs read that store and those splits (``base_dataset``). ``config.sources``,
+    the schedules' per-dataset settings and the methods' per-dataset overrides of the dataset
+    apply to it too."""
     for name, table in tables.items():
         if "stride" not in table:
             continue
@@ -81,7 +83,8 @@ def add_stride_variants(datasets: dict, tables: dict, t_origin: dict) -> None:
 
 
 def base_dataset(cfg: dict, dataset: str) -> str:
-    """The catalogue dataset a stride variant was made from (see ``add_stride_variants``), else itself."""
+    """The catalogue dataset a stride variant was made from (see ``add_stride_variants``), else
+    itself: the dataset whose preprocessed store and splits the variant's jobs read."""
     return cfg["datasets"][dataset].get("variant_of", dataset)
 
 
