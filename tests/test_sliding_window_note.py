@@ -4,12 +4,21 @@ and the dataset's (or the table's own) otherwise. Config only: seconds."""
 
 from __future__ import annotations
 
+import copy
+import functools
+
 from conftest import REPO
 from semiseg.config import load_config, run_spec, table_runs, table_spec
 
 
-def _cfg(schedule: str) -> dict:
+@functools.lru_cache(maxsize=None)
+def _loaded(schedule: str) -> dict:
     return load_config({"tables": ["la"], "schedule": schedule}, root=REPO)
+
+
+def _cfg(schedule: str) -> dict:
+    """The repository's config under ``schedule`` (a copy: tests change it)."""
+    return copy.deepcopy(_loaded(schedule))
 
 
 def test_the_la_smoke_footer_names_the_smoke_schedule_s_test_stride():
