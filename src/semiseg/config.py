@@ -41,6 +41,7 @@ __all__ = [
     "bootstrap_min_resamples",
     "base_dataset",
     "sliding_window_note",
+    "window_stride",
 ]
 
 
@@ -309,7 +310,7 @@ def run_spec(cfg: dict, dataset: str, method: str, ratio: int | str, seed: int |
             "num_classes": len(ds["labels"]),
             "patch_size": ds["patch_size"],
             # the schedule may coarsen it (smoke runs: fewer windows per volume)
-            "stride": resolved.get("test_stride", ds.get("stride")),
+            "stride": window_stride(cfg, dataset, method),
             # only when on: the specs (and fingerprints) of datasets without it stay as they were
             **({"largest_component": True} if ds.get("largest_component") else {}),
         },
@@ -320,6 +321,12 @@ def run_spec(cfg: dict, dataset: str, method: str, ratio: int | str, seed: int |
         "seed": int(seed),
         "device": cfg["settings"]["device"],
     }
+
+
+def window_stride(cfg: dict, dataset: str, method: str) -> list[int] | None:
+    """The sliding-window stride a run of ``method`` on ``dataset`` tests (and validates) at: the
+    schedule's ``test_stride`` where a layer of it sets one, else the dataset's (None for 2D)."""
+    return _resolved_schedule(cfg, dataset, method)[1].get("test_stride", cfg["datasets"][dataset].get("stride"))
 
 
 def dataset_source(cfg: dict, dataset: str) -> dict:
@@ -344,7 +351,11 @@ def table_spec(cfg: dict, name: str) -> dict:
         "own_schedule": schedule_name({**cfg, "settings": {**cfg["settings"], "schedule": None}}, table["dataset"]),
         "distance_unit": ds["distance_unit"],
         "largest_component": ds.get("largest_component", False),
-        **({"sliding_window": sliding_window_note(cfg, table["dataset"])} if ds["dims"] == 3 else {}),
+        # the stride the runs test at (a schedule's test_stride, e.g. smoke's on LA, else the dataset's)
+        **({"sliding_window": sliding_window_note(
+            cfg, table["dataset"], {row.get("label", row["method"]): window_stride(cfg, table["dataset"], row["method"])
+                                    for row in table["rows"] if row.get("run", True)},
+            schedule_name(cfg, table["dataset"]))} if ds["dims"] == 3 else {}),
         "supervised_methods": sorted(m for m, e in cfg["methods"].items() if e["algorithm"] == "supervised"),
         "fingerprint": table_fingerprint(cfg, name),
     }

@@ -57,9 +57,11 @@ def add_stride_variants(datasets: dict, tables: dict, t_origin: dict) -> None:
     """A table's ``stride`` (another test stride than its 3D dataset's) makes a dataset entry of
     its own, ``<dataset>_stride<z>x<y>x<x>``: the dataset's entry with that stride and
     ``variant_of`` naming it, which the table then uses. Its runs are runs of their own (the
-    stride also scores the validation that chooses a checkpoint); ``config.sources``, the
-    schedules' per-dataset settings and the methods' per-dataset overrides of the dataset apply
-    to it too."""
+    stride also scores the validation that chooses a checkpoint), but its data is the dataset's:
+    the workflow fetches, preprocesses and splits the source once, under the dataset's name, and
+    the variant's jobs read that store and those splits (``base_dataset``). ``config.sources``,
+    the schedules' per-dataset settings and the methods' per-dataset overrides of the dataset
+    apply to it too."""
     for name, table in tables.items():
         if "stride" not in table:
             continue
@@ -81,16 +83,43 @@ def add_stride_variants(datasets: dict, tables: dict, t_origin: dict) -> None:
 
 
 def base_dataset(cfg: dict, dataset: str) -> str:
-    """The catalogue dataset a stride variant was made from (see ``add_stride_variants``), else itself."""
+    """The catalogue dataset a stride variant was made from (see ``add_stride_variants``), else
+    itself: the dataset whose preprocessed store and splits the variant's jobs read."""
     return cfg["datasets"][dataset].get("variant_of", dataset)
 
 
-def sliding_window_note(cfg: dict, dataset: str) -> str:
-    """The footer's words for a 3D dataset's test windows: patch and stride (z, y, x), and whether
-    the stride is a table's own (a stride variant) or the dataset's."""
+def sliding_window_note(cfg: dict, dataset: str, used: dict[str, list[int]] | None = None,
+                        schedule: str | None = None) -> str:
+    """The footer's words for a 3D table's test windows: patch and stride (z, y, x), as its runs use
+    them. ``used`` maps each run row's label to the stride its runs test at (``run_spec``'s
+    ``dataset.stride``: a schedule's ``test_stride`` where one is set, else the dataset's), and
+    ``schedule`` names the schedule they run. The dataset's stride is named as its protocol (or,
+    for a stride variant, as the table's own, beside the base dataset's default); a stride that
+    is not the dataset's is named as the schedule's ``test_stride``, per row where rows differ.
+
+    >>> cfg = {"datasets": {"la": {"patch_size": [80, 112, 112], "stride": [4, 18, 18]}}}
+    >>> sliding_window_note(cfg, "la", {"U-Net": [4, 18, 18]}, "paper")
+    '80 x 112 x 112 windows (z, y, x), stride 4 x 18 x 18'
+    >>> sliding_window_note(cfg, "la", {"U-Net": [80, 112, 112], "MT": [80, 112, 112]}, "smoke")
+    "80 x 112 x 112 windows (z, y, x), stride 80 x 112 x 112 (the smoke schedule's test_stride; la's: 4 x 18 x 18)"
+    >>> sliding_window_note(cfg, "la", {"U-Net": [4, 18, 18], "MT": [80, 112, 112]}, "smoke")
+    "80 x 112 x 112 windows (z, y, x), stride 4 x 18 x 18 (U-Net; la's), 80 x 112 x 112 (MT; the smoke schedule's test_stride)"
+    """
     ds = cfg["datasets"][dataset]
     x = lambda v: " x ".join(str(int(n)) for n in v)  # noqa: E731
-    text = f"{x(ds['patch_size'])} windows (z, y, x), stride {x(ds['stride'])}"
-    if "variant_of" in ds:
-        text += f" (this table's; {ds['variant_of']}'s default: {x(cfg['datasets'][ds['variant_of']]['stride'])})"
-    return text
+    own = x(ds["stride"])
+    variant = ds.get("variant_of")
+    default = f"{variant}'s default: {x(cfg['datasets'][variant]['stride'])}" if variant else ""
+    by_stride: dict[str, list[str]] = {}
+    for label, stride in (used or {}).items():
+        by_stride.setdefault(x(stride), []).append(label)
+    schedule_words = f"the {schedule} schedule's test_stride" if schedule else "a schedule's test_stride"
+    text = f"{x(ds['patch_size'])} windows (z, y, x), stride "
+    if not by_stride or list(by_stride) == [own]:  # the dataset's (or the table's) own stride
+        return text + own + (f" (this table's; {default})" if variant else "")
+    if len(by_stride) == 1:  # every run at a schedule's test_stride
+        own_words = f"this table's: {own}; {default}" if variant else f"{dataset}'s: {own}"
+        return text + f"{next(iter(by_stride))} ({schedule_words}; {own_words})"
+    own_words = "this table's" if variant else f"{dataset}'s"
+    return text + ", ".join(f"{stride} ({', '.join(labels)}; {own_words if stride == own else schedule_words})"
+                            for stride, labels in by_stride.items())

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from semiseg import paths
 from semiseg import config as semiseg_config
-from semiseg.config import load_config, ratio_patients, run_resources, run_spec, table_runs
+from semiseg.config import base_dataset, load_config, ratio_patients, run_resources, run_spec, table_runs
 from semiseg.data.registry import shipped_splits_digest
 from semiseg.fingerprint import code_fingerprint
 
@@ -37,6 +37,11 @@ wildcard_constraints:
     seed=r"\d+",
 
 
+#: The datasets whose source is fetched, preprocessed and split: the catalogue's, not the stride
+#: variants a table's `stride` makes (their runs read the base dataset's store and splits: run_data).
+DATA_DATASETS = "|".join(sorted(d for d, entry in CFG["datasets"].items() if "variant_of" not in entry))
+
+
 def default_targets():
     return [results(paths.table(t)) for t in CFG["settings"]["tables"]]
 
@@ -50,6 +55,19 @@ def dataset_shipped_lists(wildcards):
     """The digest of the split lists the dataset's layout takes from config/ ("none" if it has its own)."""
     layout = json.loads(dataset_source(wildcards)).get("layout")
     return shipped_splits_digest(layout, ROOT)
+
+
+def run_data(what):
+    """The store (`what="store"`) or the split (`"split"`) a run's jobs read. A stride variant of a
+    dataset (a table's own test stride, semiseg.table_config) reads its base dataset's: the stride
+    changes only the sliding window, not the data, so the source is fetched, preprocessed and split
+    once for both."""
+
+    def get(wildcards):
+        data = base_dataset(CFG, wildcards.dataset)
+        return results(paths.store(data) if what == "store" else paths.split(data, wildcards.ratio))
+
+    return get
 
 
 def dataset_field(field):
@@ -95,7 +113,7 @@ def table_metrics(wildcards):
 
 
 def table_descriptor(wildcards):
-    dataset = CFG["tables"][wildcards.table]["dataset"]
+    dataset = base_dataset(CFG, CFG["tables"][wildcards.table]["dataset"])
     return results(paths.descriptor(dataset))
 
 

@@ -8,6 +8,8 @@ localrules:
 
 
 rule fetch:
+    wildcard_constraints:
+        dataset=DATA_DATASETS,
     output:
         directory(results(paths.raw_dir("{dataset}"))),
     params:
@@ -23,6 +25,8 @@ rule fetch:
 
 
 rule preprocess:
+    wildcard_constraints:
+        dataset=DATA_DATASETS,
     input:
         results(paths.raw_dir("{dataset}")),
     output:
@@ -44,6 +48,8 @@ rule preprocess:
 
 
 rule split:
+    wildcard_constraints:
+        dataset=DATA_DATASETS,
     input:
         results(paths.descriptor("{dataset}")),
     output:

@@ -5,8 +5,8 @@ rule infer:
     input:
         model=run_path("model.pt"),
         config=run_path("config.json"),
-        store=results(paths.store("{dataset}")),
-        split=results(paths.split("{dataset}", "{ratio}")),
+        store=run_data("store"),
+        split=run_data("split"),
     output:
         directory(run_path("predictions")),
     params:
@@ -29,7 +29,7 @@ rule infer:
 rule evaluate:
     input:
         predictions=run_path("predictions"),
-        store=results(paths.store("{dataset}")),
+        store=run_data("store"),
     output:
         run_path("metrics.csv"),
     params:

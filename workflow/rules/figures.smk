@@ -9,8 +9,8 @@ rule region_figure:
     input:
         models=os.path.join(REGION_FIGURE_RUN, "models.pt"),
         config=os.path.join(REGION_FIGURE_RUN, "config.json"),
-        store=results(paths.store("{dataset}")),
-        split=results(paths.split("{dataset}", "{ratio}")),
+        store=run_data("store"),
+        split=run_data("split"),
     output:
         results("figures/alhvr_regions_{dataset}_{ratio}.png"),
     params:
@@ -34,8 +34,8 @@ rule entropy_figure:
     input:
         model=os.path.join(ENTROPY_FIGURE_RUN, "model.pt"),
         config=os.path.join(ENTROPY_FIGURE_RUN, "config.json"),
-        store=results(paths.store("{dataset}")),
-        split=results(paths.split("{dataset}", "{ratio}")),
+        store=run_data("store"),
+        split=run_data("split"),
     output:
         results("figures/buarl_entropy_{dataset}_{ratio}.png"),
     params:

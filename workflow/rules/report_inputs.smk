@@ -9,7 +9,7 @@ def table_run_files(name):
 
 
 def table_store(wildcards):
-    return results(f"preprocessed/{CFG['tables'][wildcards.table]['dataset']}/store.h5")
+    return results(paths.store(base_dataset(CFG, CFG["tables"][wildcards.table]["dataset"])))
 
 
 #: The figures drawn from a method's seed-0 run, shown on the page of every table with that

@@ -3,8 +3,8 @@
 
 rule train:
     input:
-        store=results(paths.store("{dataset}")),
-        split=results(paths.split("{dataset}", "{ratio}")),
+        store=run_data("store"),
+        split=run_data("split"),
     output:
         model=run_path("model.pt"),
         models=run_path("models.pt"),

@@ -93,7 +93,7 @@ def audit(table_path, *, row: str, ratio: int, metric: str | None = None, root=N
     train spec, staleness), ``stale`` and ``status`` (``ok``, ``MISMATCH`` or ``missing``).
     Raises ValueError for an unknown row, ratio or metric, FileNotFoundError for a missing table.
     """
-    from semiseg.config import ConfigError, find_root, run_spec
+    from semiseg.config import ConfigError, base_dataset, dataset_source, find_root, run_spec
     from semiseg.metrics.csv_io import METRIC_NAMES, read_metrics_csv
     from semiseg.metrics.summary import summarise
     from semiseg.reporting.build import parse_run_path
@@ -126,6 +126,9 @@ def audit(table_path, *, row: str, ratio: int, metric: str | None = None, root=N
         table_spec = a.cfg["tables"][name]
     spec_row = _find_row(table_spec, row, ratio)
     method, dataset, seeds = spec_row["method"], table_spec["dataset"], [int(s) for s in table_spec["seeds"]]
+
+    # the dataset whose store and splits the runs read: a stride variant's are its base dataset's
+    data_name = base_dataset(a.cfg, dataset) if a.cfg is not None and dataset in a.cfg["datasets"] else dataset
 
     metrics_paths: dict[int, Path] = {}
     for m in (t_rec or {}).get("args", {}).get("metrics", []):
@@ -199,8 +202,8 @@ def audit(table_path, *, row: str, ratio: int, metric: str | None = None, root=N
             lk["made_by"] = train_step
             links.append(lk)
 
-        default_store = root / results / "preprocessed" / dataset / "store.h5"
-        default_split = root / results / "splits" / dataset / f"{ratio}.json"
+        default_store = root / results / "preprocessed" / data_name / "store.h5"
+        default_split = root / results / "splits" / data_name / f"{ratio}.json"
         read_by(split_readers, a.arg_path(tr_rec, "split", a.arg_path(i_rec, "split", default_split)), train, infer)
         read_by(store_readers, a.arg_path(tr_rec, "store", a.arg_path(i_rec, "store", default_store)),
                 train, infer, evaluate)
@@ -229,7 +232,7 @@ def audit(table_path, *, row: str, ratio: int, metric: str | None = None, root=N
         lk = a.link("split", split, ("split", s_path, s_rec), consumers)
         lk["made_by"] = add_step("split", s_path, s_rec, config_now=cfg_now)
         data.append(lk)
-        desc = a.arg_path(s_rec, "descriptor", split.parents[2] / "preprocessed" / dataset / "dataset.json")
+        desc = a.arg_path(s_rec, "descriptor", split.parents[2] / "preprocessed" / data_name / "dataset.json")
         read_by(descriptor_readers, desc, ("split", s_path, s_rec), ("table", t_rec_path, t_rec))
         read_by(store_readers, desc.parent / "store.h5")
 
@@ -245,11 +248,11 @@ def audit(table_path, *, row: str, ratio: int, metric: str | None = None, root=N
             lk = a.link(nm, f, ("preprocess", p_path, p_rec), readers)
             lk["made_by"] = key
             data.append(lk)
-        read_by(raw_readers, a.arg_path(p_rec, "raw", store.parents[2] / "raw" / dataset), ("preprocess", p_path, p_rec))
+        read_by(raw_readers, a.arg_path(p_rec, "raw", store.parents[2] / "raw" / data_name), ("preprocess", p_path, p_rec))
 
     for raw, consumers in raw_readers.items():
         f_path, f_rec = a.record("fetch", raw)
-        now = dataset_now(lambda ds: {"source": {**ds["source"], **a.cfg["settings"]["sources"].get(dataset, {})}})
+        now = dataset_now(lambda ds: {"source": dataset_source(a.cfg, dataset)})
         lk = a.link("source", raw, ("fetch", f_path, f_rec), consumers)
         lk["made_by"] = add_step("fetch", f_path, f_rec,
                                  config_now=None if now is None or f_rec is None else (f_rec.get("spec"), now))
