@@ -1,4 +1,5 @@
-"""Shared test helpers: a tiny case store with its split, a run spec, a params schema's defaults."""
+"""Shared test helpers: a tiny case store with its split, a run spec, a params schema's defaults,
+a rendered table's cells, a tiny CRLN."""
 
 from __future__ import annotations
 
@@ -72,3 +73,38 @@ def pixel_net(weight: float, bias: float = 0.0):
         net.weight[0] = weight
         net.bias[0] = bias
     return net
+
+
+def table_cells(text: str) -> dict[tuple[str, str], list[str]]:
+    """(row label, Labeled cell) -> the metric cells of a rendered results table (markdown)."""
+    rows = [line for line in text.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    out = {}
+    for line in rows:
+        cells = [c.strip() for c in line.strip().strip("|").split(" | ")]
+        out[(cells[0], cells[1])] = cells[3:]
+    return out
+
+
+def unet3():
+    """A tiny 2D U-Net: 1 channel in, 3 classes out, no dropout."""
+    from semiseg.nets import UNet
+
+    return UNet(1, 3, channels=(4, 8, 16, 32, 64), dropout=(0,) * 5)
+
+
+def crln_method(**params):
+    """A 2D CRLN method (3 classes, :func:`unet3`) at ratio 10 with ``params`` over the defaults."""
+    from semiseg.methods import build_method
+
+    return build_method(run_spec("crln", 10, params=params), unet3)
+
+
+def crln_views(m, seed: int = 0):
+    """``m.make_views`` of a seeded batch of 2 + 2 random 32 x 32 images with 3-class labels."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    b = {"labeled_image": torch.randn(2, 1, 32, 32, generator=g),
+         "labeled_label": torch.randint(0, 3, (2, 32, 32), generator=g),
+         "unlabeled_image": torch.randn(2, 1, 32, 32, generator=g)}
+    return m.make_views(b, g)

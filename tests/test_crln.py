@@ -11,32 +11,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from helpers import run_spec, tiny_store
+from helpers import crln_method as _method
+from helpers import crln_views as _batch
+from helpers import run_spec, table_cells, tiny_store
+from helpers import unet3 as _unet
 from semiseg.engine.loop import build_optimizers, train
-from semiseg.methods import Step, build_method
+from semiseg.methods import Step
 from semiseg.methods.common.losses import dice_ce_loss
 from semiseg.methods.crln import (contrastive_loss, info_nce, rectify, sample_contrast, strong_view,
                                   unsupervised_loss)
 from semiseg.methods.crln_net import CRLNNet, PairAttention
-from semiseg.nets import UNet, VNet
+from semiseg.nets import VNet
 
 SQ2 = math.sqrt(2.0)
 
 
-def _unet():
-    return UNet(1, 3, channels=(4, 8, 16, 32, 64), dropout=(0,) * 5)
-
-
-def _method(**params):
-    return build_method(run_spec("crln", 10, params=params), _unet)
-
-
-def _batch(m, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    b = {"labeled_image": torch.randn(2, 1, 32, 32, generator=g),
-         "labeled_label": torch.randint(0, 3, (2, 32, 32), generator=g),
-         "unlabeled_image": torch.randn(2, 1, 32, 32, generator=g)}
-    return m.make_views(b, g)
 
 
 # ---------------------------------------------------------------- the DIM
@@ -317,13 +306,7 @@ def test_strong_augmentation_switch(strong):
 # ---------------------------------------------------------------- the LA table (CRLN Tables 1-2)
 
 
-def _cells(table: str) -> dict[tuple[str, str], list[str]]:
-    rows = [line for line in table.splitlines() if line.startswith("| ") and "---" not in line][1:]
-    out = {}
-    for line in rows:
-        cells = [c.strip() for c in line.strip().strip("|").split(" | ")]
-        out[(cells[0], cells[1])] = cells[3:]
-    return out
+_cells = table_cells
 
 
 def test_the_crln_la_table_shows_both_checkpoint_groups_of_the_paper():

@@ -6,28 +6,16 @@ from __future__ import annotations
 import pytest
 import torch
 
+from helpers import crln_method as _method
+from helpers import crln_views as _batch
 from helpers import run_spec, tiny_store
 from semiseg.engine.loop import build_optimizers, train
-from semiseg.methods import Step, build_method
+from semiseg.methods import Step
 from semiseg.methods.common.losses import dice_ce_loss
 from semiseg.methods.crln_rectify import ConcatRectifier, rectify_fixed
 from semiseg.nets import UNet
 
 
-def _unet():
-    return UNet(1, 3, channels=(4, 8, 16, 32, 64), dropout=(0,) * 5)
-
-
-def _method(**params):
-    return build_method(run_spec("crln", 10, params=params), _unet)
-
-
-def _batch(m, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    b = {"labeled_image": torch.randn(2, 1, 32, 32, generator=g),
-         "labeled_label": torch.randint(0, 3, (2, 32, 32), generator=g),
-         "unlabeled_image": torch.randn(2, 1, 32, 32, generator=g)}
-    return m.make_views(b, g)
 
 
 # ---------------------------------------------------------------- a pinned step of the default

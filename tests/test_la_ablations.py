@@ -13,6 +13,8 @@ import re
 import pytest
 import torch
 
+from helpers import table_cells
+
 pytestmark = [pytest.mark.slow, pytest.mark.data]
 
 SMOKE = "smoke: 1 of 4 test volumes at stride 32×48×48, 1 iteration — not a result"
@@ -22,9 +24,7 @@ MEASURED = re.compile(r"\d+\.\d\d ")
 def _cells(res, table):
     """(row label, Labeled) -> the four metric cells of results/tables/<table>.md."""
     text = (res / "tables" / f"{table}.md").read_text()
-    lines = [line for line in text.splitlines() if line.startswith("| ") and "---" not in line][1:]
-    rows = [[c.strip() for c in line.strip().strip("|").split(" | ")] for line in lines]
-    return {(r[0], r[1]): r[3:] for r in rows}, text
+    return table_cells(text), text
 
 
 def _run(res, method, ratio):

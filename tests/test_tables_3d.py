@@ -28,6 +28,7 @@ import pytest
 import yaml
 
 from conftest import REPO, snakemake, write_yaml
+from helpers import table_cells
 from release_files import write_abdomen_release, write_brats_release, write_lists, write_pancreas_release
 
 TABLES = ("pancreas", "brats", "abdomenct1k", "sgrs_pancreas", "sgrs_brats", "crln_pancreas", "crln_brats")
@@ -176,12 +177,7 @@ def _crln_paper(text: str) -> dict:
     return out
 
 
-def _cells(text: str) -> dict:
-    out = {}
-    for line in _rows(text):
-        c = [x.strip() for x in line.strip().strip("|").split(" | ")]
-        out[(c[0], c[1])] = c[3:]
-    return out
+_cells = table_cells
 
 
 @pytest.mark.parametrize("name, paper, n_train", [("crln_pancreas", CRLN_T3, 62), ("crln_brats", CRLN_T4, 250)],

@@ -15,7 +15,7 @@ from semiseg.methods.base import Losses, Method, Step, register, two_stream
 from semiseg.methods.common.losses import dice_ce_loss
 from semiseg.methods.common.teacher import TeacherStudent, frozen_copy
 from semiseg.methods.crln_net import CRLNNet
-from semiseg.methods.crln_rectify import RECTIFICATIONS, ConcatRectifier, Rectified, rectify, rectify_fixed
+from semiseg.methods.crln_rectify import RECTIFICATIONS, ConcatRectifier, Rectified, rectified, rectify, rectify_fixed
 from semiseg.methods.crln_views import beta_4_4, strong_view
 
 __all__ = ["CRLN", "beta_4_4", "contrastive_loss", "info_nce", "rectify", "rectify_fixed", "sample_contrast",
@@ -199,11 +199,7 @@ class CRLN(TeacherStudent):
 
     def rectified(self, logits: Tensor, relation: Tensor) -> Tensor:
         """The logits ``z`` rectified by the relationship map ``M`` (the ``rectification`` param)."""
-        if self.rectification == "fixed_v1":
-            return rectify_fixed(logits, relation)
-        if self.rectification == "learnable_v2":
-            return self.rectifier(logits, relation)
-        return rectify(logits, relation, self.a)
+        return rectified(self.rectification, logits, relation, self.a, getattr(self, "rectifier", None))
 
     def make_views(self, batch, generator):
         seed = int(torch.randint(0, 2 ** 62, (), generator=generator))

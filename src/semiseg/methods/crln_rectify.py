@@ -27,7 +27,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-__all__ = ["RECTIFICATIONS", "ConcatRectifier", "Rectified", "rectify", "rectify_fixed"]
+__all__ = ["RECTIFICATIONS", "ConcatRectifier", "Rectified", "rectified", "rectify", "rectify_fixed"]
 
 #: The ``rectification`` param's values: the paper's CRLN first.
 RECTIFICATIONS = ("learnable_v3", "fixed_v1", "learnable_v2")
@@ -46,6 +46,17 @@ def rectify_fixed(logits: Tensor, relation: Tensor) -> Tensor:
     conf_z = torch.softmax(logits, dim=1).amax(dim=1, keepdim=True)
     conf_m = torch.softmax(relation, dim=1).amax(dim=1, keepdim=True)
     return torch.where(conf_m > conf_z, relation, logits)
+
+
+def rectified(kind: str, logits: Tensor, relation: Tensor, a: Tensor | None = None,
+              rectifier: nn.Module | None = None) -> Tensor:
+    """The logits ``z`` rectified by the relationship map ``M`` as ``kind`` does it: with ``a``
+    (learnable_v3), the ``rectifier`` (learnable_v2) or neither (fixed_v1)."""
+    if kind == "fixed_v1":
+        return rectify_fixed(logits, relation)
+    if kind == "learnable_v2":
+        return rectifier(logits, relation)
+    return rectify(logits, relation, a)
 
 
 class ConcatRectifier(nn.Module):
@@ -74,15 +85,8 @@ class Rectified(nn.Module):
         if kind not in RECTIFICATIONS:
             raise ValueError(f"crln rectification must be one of {RECTIFICATIONS}, got {kind!r}")
         self.net, self.kind = net, kind
-        if kind == "learnable_v3":
-            self.a = a
-        elif kind == "learnable_v2":
-            self.rectifier = rectifier
+        self.a = a if kind == "learnable_v3" else None
+        self.rectifier = rectifier if kind == "learnable_v2" else None
 
     def forward(self, x: Tensor) -> Tensor:
-        logits, relation = self.net.logits_and_map(x)
-        if self.kind == "fixed_v1":
-            return rectify_fixed(logits, relation)
-        if self.kind == "learnable_v2":
-            return self.rectifier(logits, relation)
-        return rectify(logits, relation, self.a)
+        return rectified(self.kind, *self.net.logits_and_map(x), self.a, self.rectifier)
