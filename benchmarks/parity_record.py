@@ -1,0 +1,282 @@
+"""Record short training trajectories with the official code of a method (parity records).
+
+    python benchmarks/parity_record.py --ssl4mis PATH [--methods mean_teacher cps ua_mt] [--out DIR]
+
+``PATH`` is a checkout of https://github.com/HiLab-git/SSL4MIS (its ``code/`` folder is put on
+``sys.path`` at run time). For each method the script runs the official training script's own
+``train()`` function — its network, losses, ramp, EMA and lr policy — on CPU in float64, with
+what needs a GPU, a dataset or a logger replaced by stand-ins:
+
+- ``.cuda()`` is the identity; the data loader yields the fixed batches of
+  ``tests/parity/inputs.py`` (2 + 2 synthetic 32 × 32 slices per iteration, no augmentation);
+- every network the script builds gets the seeded initial weights of
+  :func:`~parity.inputs.seeded_init`; ``torch.randn_like`` (the teacher's input noise) is the
+  seeded :class:`~parity.inputs.NoiseStream`; the global generator (dropout) is seeded before
+  every iteration;
+- the loss modules, the SGD optimisers and the TensorBoard writer record what they see: each
+  loss call's value, the lr of each step, the logged scalars;
+- the run is shortened by source edits named in the record (``setup.edits``): the ramp's
+  150-iteration "epoch" becomes 2 iterations, the consistency delay 1000 iterations 6.
+
+It writes ``<out>/<method>.json`` (default ``tests/parity/records``): the reference repository
+and commit, the setup, per iteration the lr, the total loss, each loss term and the
+consistency weight, and statistics of the final weights (:func:`~parity.inputs.weight_stats`).
+``tests/test_parity_trajectories.py`` replays each record with the project's method.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+
+from parity.inputs import NoiseStream, batch_at, seed_iteration, seeded_init, slices, weight_stats  # noqa: E402
+
+#: The fixed input every SSL4MIS record trains on.
+SETUP = {"size": 32, "n_labeled": 4, "n_unlabeled": 4, "labeled_bs": 2, "unlabeled_bs": 2, "iterations": 24,
+         "data_seed": 31, "init_seed": 7, "rng_seed": 11, "noise_seed": 13, "num_classes": 4}
+#: Parameters (by declaration order) whose final values a record checks one by one: the first
+#: convolution, the bottleneck block's last convolution and the output convolution.
+NAMED = [0, 36, -2]
+
+
+def git_commit(path: Path) -> str:
+    try:
+        return subprocess.run(["git", "-C", str(path), "rev-parse", "HEAD"], capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        raise SystemExit(f"{path}: not a git checkout (the record names the commit it came from)") from None
+
+
+class Recorder:
+    """What one run saw, per iteration: loss calls, the lr of each optimiser step, logged scalars."""
+
+    def __init__(self):
+        self.iterations: list[dict] = []
+        self.nets: list[torch.nn.Module] = []  # every network the script built, in order
+
+    def start(self, t: int) -> None:
+        self.iterations.append({"iteration": t, "calls": [], "lrs": [], "scalars": {}})
+
+    @property
+    def now(self) -> dict:
+        return self.iterations[-1]
+
+
+def recording_forward(cls, rec: Recorder, kind: str):
+    """``cls.forward`` that also records each call's value (patched onto the class, so that the
+    script's own ``super(DiceLoss, self)`` calls still resolve)."""
+    forward = cls.forward
+
+    def recorded(self, *args, **kwargs):
+        out = forward(self, *args, **kwargs)
+        rec.now["calls"].append((kind, float(out)))
+        return out
+
+    return recorded
+
+
+def recording_sgd(rec: Recorder, optimizers: list):
+    class RecordingSGD(torch.optim.SGD):
+        def __init__(self, params, *args, **kwargs):
+            params = list(params)
+            super().__init__(params, *args, **kwargs)
+            optimizers.append(self)
+
+        def step(self, closure=None):
+            rec.now["lrs"].append(self.param_groups[0]["lr"])
+            return super().step(closure)
+
+    return RecordingSGD
+
+
+class FixedLoader:
+    """The training loader: iteration ``t``'s fixed batch, labeled first; seeds dropout per iteration."""
+
+    def __init__(self, rec: Recorder, setup: dict):
+        self.rec, self.setup = rec, setup
+        n = setup["n_labeled"] + setup["n_unlabeled"]
+        self.images, self.labels = slices(n, setup["size"], setup["data_seed"])
+
+    def __len__(self):
+        return self.setup["iterations"]
+
+    def __iter__(self):
+        s = self.setup
+        for t in range(s["iterations"]):
+            xl, yl, xu = batch_at(t, self.images, self.labels, s["n_labeled"], s["labeled_bs"], s["unlabeled_bs"])
+            self.rec.start(t)
+            seed_iteration(s["rng_seed"], t)
+            # the unlabeled slices' labels are loaded by the script but never read
+            yield {"image": torch.cat([xl, xu]), "label": torch.cat([yl, torch.zeros_like(yl[: len(xu)])])}
+
+
+class Writer:
+    def __init__(self, rec: Recorder):
+        self.rec = rec
+
+    def add_scalar(self, tag, value, step):
+        self.rec.now["scalars"][tag] = float(value)
+
+    def __getattr__(self, name):  # add_image, close
+        return lambda *a, **k: None
+
+
+def stub_modules(rec: Recorder, setup: dict, init_seeds: list[int], code: Path) -> dict[str, types.ModuleType]:
+    """Stand-ins for the modules that need a dataset, a GPU or a logger; the network is the real one."""
+    sys.path.insert(0, str(code))
+    from networks.unet import UNet  # the official network
+
+    seeds = iter(init_seeds)
+
+    def net_factory(net_type="unet", in_chns=1, class_num=3):
+        if net_type != "unet":
+            raise SystemExit(f"parity records use the U-Net; the script asked for {net_type!r}")
+        rec.nets.append(seeded_init(UNet(in_chns=in_chns, class_num=class_num), next(seeds)))
+        return rec.nets[-1]
+
+    def module(name, **attrs):
+        m = types.ModuleType(name)
+        m.__dict__.update(attrs)
+        return m
+
+    class Dataset:
+        def __init__(self, *a, split="train", **k):
+            self.n = 2000 if split == "train" else 0
+
+        def __len__(self):
+            return self.n
+
+    def loader(dataset, *a, batch_sampler=None, **k):
+        return FixedLoader(rec, setup) if batch_sampler is not None else []
+
+    return {
+        "tensorboardX": module("tensorboardX", SummaryWriter=lambda *a, **k: Writer(rec)),
+        "torchvision": module("torchvision", transforms=module("transforms", Compose=lambda x: x),
+                              utils=module("utils", make_grid=lambda *a, **k: None)),
+        "torchvision.utils": module("torchvision.utils", make_grid=lambda *a, **k: None),
+        "dataloaders": module("dataloaders", utils=module("dataloaders.utils")),
+        "dataloaders.dataset": module("dataloaders.dataset", BaseDataSets=Dataset,
+                                      RandomGenerator=lambda *a, **k: None,
+                                      TwoStreamBatchSampler=lambda *a, **k: "fixed"),
+        "networks.net_factory": module("networks.net_factory", net_factory=net_factory),
+        "_loader": module("_loader", DataLoader=loader),
+    }
+
+
+@contextlib.contextmanager
+def patched(obj, name, value):
+    old = getattr(obj, name)
+    setattr(obj, name, value)
+    try:
+        yield
+    finally:
+        setattr(obj, name, old)
+
+
+def run_script(code: Path, script: str, argv: list[str], edits: list[tuple[str, str]], init_seeds: list[int],
+               setup: dict) -> tuple[Recorder, list]:
+    """Run ``code/script``'s ``train()`` with the stand-ins; return what it recorded and its optimisers."""
+    source = (code / script).read_text()
+    for old, new in edits:
+        if source.count(old) != 1:
+            raise SystemExit(f"{code / script}: expected {old!r} once, found it {source.count(old)} times "
+                             "(another version of the script?)")
+        source = source.replace(old, new)
+    rec, optimizers = Recorder(), []
+    stubs = stub_modules(rec, setup, init_seeds, code)
+    saved = {k: sys.modules.get(k) for k in stubs}
+    sys.modules.update(stubs)
+    torch.set_default_dtype(torch.float64)
+    try:
+        from utils import losses
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(patched(sys, "argv", [script, *argv]))
+            ns = {"__name__": "parity_" + Path(script).stem, "__file__": str(code / script)}
+            exec(compile(source, str(code / script), "exec"), ns)
+            ns["DataLoader"] = stubs["_loader"].DataLoader
+            for cls, kind in ((ns["CrossEntropyLoss"], "ce"), (losses.DiceLoss, "dice")):
+                stack.enter_context(patched(cls, "forward", recording_forward(cls, rec, kind)))
+            stack.enter_context(patched(torch.optim, "SGD", recording_sgd(rec, optimizers)))
+            stack.enter_context(patched(torch, "randn_like", NoiseStream(setup["noise_seed"])))
+            stack.enter_context(patched(torch.Tensor, "cuda", lambda self, *a, **k: self))
+            stack.enter_context(patched(torch.nn.Module, "cuda", lambda self, *a, **k: self))
+            ns["train"](ns["args"], "/nonexistent-parity-run")
+    finally:
+        torch.set_default_dtype(torch.float32)
+        for k, v in saved.items():
+            if v is None:
+                sys.modules.pop(k, None)
+            else:
+                sys.modules[k] = v
+        sys.path.remove(str(code))
+        for k in [k for k in sys.modules if k.split(".")[0] in ("utils", "networks", "val_2D")]:
+            del sys.modules[k]
+    return rec, optimizers
+
+
+def ssl4mis_argv(setup: dict, **extra) -> list[str]:
+    argv = ["--max_iterations", str(setup["iterations"]), "--batch_size",
+            str(setup["labeled_bs"] + setup["unlabeled_bs"]), "--labeled_bs", str(setup["labeled_bs"]),
+            "--num_classes", str(setup["num_classes"]), "--labeled_num", "7"]
+    for k, v in extra.items():
+        argv += [f"--{k}", str(v)]
+    return argv
+
+
+#: The ramp's "epoch" of 150 iterations shortened to 2, over 10 such epochs (20 of 24 iterations).
+RAMP_EDIT = [("iter_num//150", "iter_num//2")]
+RAMP = {"consistency_rampup": 10, "rampup_block": 2}
+
+
+def record_mean_teacher(code: Path) -> dict:
+    setup = dict(SETUP)
+    edits = RAMP_EDIT + [("if iter_num < 1000:", "if iter_num < 6:")]
+    rec, opts = run_script(code, "train_mean_teacher_2D.py", ssl4mis_argv(setup, consistency_rampup=10), edits,
+                           [setup["init_seed"]] * 2, setup)
+    rows = []
+    for it in rec.iterations:
+        calls, sc = it["calls"], it["scalars"]
+        rows.append({"iteration": it["iteration"], "lr": it["lrs"][0], "total": sc["info/total_loss"],
+                     "ce": calls[0][1], "dice": calls[1][1], "consistency": sc["info/consistency_loss"],
+                     "consistency_weight": sc["info/consistency_weight"]})
+    return {"method": "mean_teacher", "script": "code/train_mean_teacher_2D.py",
+            "setup": {**setup, **RAMP, "consistency_start_iterations": 6, "edits": edits,
+                      "init": "student and teacher: seeded_init(init_seed)"},
+            "iterations": rows,
+            "final": {"student": weight_stats(list(rec.nets[0].named_parameters()), NAMED)}}
+
+
+RECORDERS = {"mean_teacher": ("ssl4mis", "HiLab-git/SSL4MIS", record_mean_teacher)}
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--ssl4mis", type=Path, help="a checkout of HiLab-git/SSL4MIS")
+    ap.add_argument("--methods", nargs="+", default=list(RECORDERS), choices=list(RECORDERS))
+    ap.add_argument("--out", type=Path, default=REPO / "tests" / "parity" / "records")
+    args = ap.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    for name in args.methods:
+        option, repository, recorder = RECORDERS[name]
+        checkout = getattr(args, option)
+        if checkout is None:
+            raise SystemExit(f"{name}: pass --{option} PATH (a checkout of {repository})")
+        record = {"reference": {"repository": repository, "commit": git_commit(checkout)},
+                  **recorder(checkout.resolve() / "code")}
+        path = args.out / f"{name}.json"
+        path.write_text(json.dumps(record, indent=1) + "\n")
+        print(f"{path}: {len(record['iterations'])} iterations, final total {record['iterations'][-1]['total']:.6f}")
+
+
+if __name__ == "__main__":
+    main()
