@@ -238,25 +238,66 @@ RAMP_EDIT = [("iter_num//150", "iter_num//2")]
 RAMP = {"consistency_rampup": 10, "rampup_block": 2}
 
 
-def record_mean_teacher(code: Path) -> dict:
-    setup = dict(SETUP)
-    edits = RAMP_EDIT + [("if iter_num < 1000:", "if iter_num < 6:")]
-    rec, opts = run_script(code, "train_mean_teacher_2D.py", ssl4mis_argv(setup, consistency_rampup=10), edits,
-                           [setup["init_seed"]] * 2, setup)
+def teacher_rows(rec: Recorder) -> list[dict]:
+    """Mean Teacher / UA-MT: the logged scalars, CE and Dice from the loss calls."""
     rows = []
     for it in rec.iterations:
         calls, sc = it["calls"], it["scalars"]
         rows.append({"iteration": it["iteration"], "lr": it["lrs"][0], "total": sc["info/total_loss"],
                      "ce": calls[0][1], "dice": calls[1][1], "consistency": sc["info/consistency_loss"],
                      "consistency_weight": sc["info/consistency_weight"]})
+    return rows
+
+
+def record_mean_teacher(code: Path) -> dict:
+    setup = dict(SETUP)
+    edits = RAMP_EDIT + [("if iter_num < 1000:", "if iter_num < 6:")]
+    rec, _ = run_script(code, "train_mean_teacher_2D.py", ssl4mis_argv(setup, consistency_rampup=10), edits,
+                        [setup["init_seed"]] * 2, setup)
     return {"method": "mean_teacher", "script": "code/train_mean_teacher_2D.py",
             "setup": {**setup, **RAMP, "consistency_start_iterations": 6, "edits": edits,
                       "init": "student and teacher: seeded_init(init_seed)"},
-            "iterations": rows,
+            "iterations": teacher_rows(rec),
             "final": {"student": weight_stats(list(rec.nets[0].named_parameters()), NAMED)}}
 
 
-RECORDERS = {"mean_teacher": ("ssl4mis", "HiLab-git/SSL4MIS", record_mean_teacher)}
+def record_ua_mt(code: Path) -> dict:
+    setup = dict(SETUP)
+    edits = [("get_current_consistency_weight(iter_num//150)", "get_current_consistency_weight(iter_num//2)")]
+    rec, _ = run_script(code, "train_uncertainty_aware_mean_teacher_2D.py", ssl4mis_argv(setup, consistency_rampup=10),
+                        edits, [setup["init_seed"]] * 2, setup)
+    return {"method": "ua_mt", "script": "code/train_uncertainty_aware_mean_teacher_2D.py",
+            "setup": {**setup, **RAMP, "edits": edits, "init": "student and teacher: seeded_init(init_seed)"},
+            "iterations": teacher_rows(rec),
+            "final": {"student": weight_stats(list(rec.nets[0].named_parameters()), NAMED)}}
+
+
+def record_cps(code: Path) -> dict:
+    setup = dict(SETUP)
+    edits = [("get_current_consistency_weight(iter_num // 150)", "get_current_consistency_weight(iter_num // 2)")]
+    rec, _ = run_script(code, "train_cross_pseudo_supervision_2D.py", ssl4mis_argv(setup, consistency_rampup=10),
+                        edits, [setup["init_seed"], setup["init_seed"] + 1], setup)
+    rows = []
+    for it in rec.iterations:
+        (_, ce1), (_, dice1), (_, ce2), (_, dice2), (_, cps1), (_, cps2) = it["calls"]
+        sc = it["scalars"]
+        if it["lrs"][0] != it["lrs"][1]:
+            raise SystemExit("CPS: the two optimisers stepped with different lrs")
+        rows.append({"iteration": it["iteration"], "lr": it["lrs"][0],
+                     "total": sc["loss/model1_loss"] + sc["loss/model2_loss"], "ce1": ce1, "dice1": dice1,
+                     "ce2": ce2, "dice2": dice2, "cps1": cps1, "cps2": cps2,
+                     "consistency_weight": sc["consistency_weight/consistency_weight"]})
+    return {"method": "cps", "script": "code/train_cross_pseudo_supervision_2D.py",
+            "setup": {**setup, **RAMP, "edits": edits,
+                      "init": "model1: seeded_init(init_seed), model2: seeded_init(init_seed + 1)"},
+            "iterations": rows,
+            "final": {f"model{k + 1}": weight_stats(list(net.named_parameters()), NAMED)
+                      for k, net in enumerate(rec.nets)}}
+
+
+RECORDERS = {"mean_teacher": ("ssl4mis", "HiLab-git/SSL4MIS", record_mean_teacher),
+             "cps": ("ssl4mis", "HiLab-git/SSL4MIS", record_cps),
+             "ua_mt": ("ssl4mis", "HiLab-git/SSL4MIS", record_ua_mt)}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -134,3 +134,29 @@ def test_mean_teacher_follows_ssl4mis(monkeypatch):
                                  "consistency": "consistency", "consistency_weight": "consistency_weight"})
     bad += weight_mismatches(method.student, rec["final"]["student"])
     assert not bad, "\n".join(bad[:12])
+
+
+# ---- Cross pseudo supervision (SSL4MIS train_cross_pseudo_supervision_2D.py)
+
+def test_cps_follows_ssl4mis(monkeypatch):
+    rec = record("cps")
+    s = rec["setup"]
+    rows, method = replay(rec, "cps", ramp_params(s), {"models.0": s["init_seed"], "models.1": s["init_seed"] + 1},
+                          monkeypatch=monkeypatch)
+    bad = mismatches(rows, rec, {k: k for k in ("lr", "total", "ce1", "dice1", "ce2", "dice2", "cps1", "cps2",
+                                                "consistency_weight")})
+    for k, net in enumerate(method.models):
+        bad += weight_mismatches(net, rec["final"][f"model{k + 1}"])
+    assert not bad, "\n".join(bad[:12])
+
+
+# ---- Uncertainty-aware Mean Teacher (SSL4MIS train_uncertainty_aware_mean_teacher_2D.py)
+
+def test_ua_mt_follows_ssl4mis(monkeypatch):
+    rec = record("ua_mt")
+    s = rec["setup"]
+    rows, method = replay(rec, "ua_mt", ramp_params(s), {"models.0": s["init_seed"], "teacher": s["init_seed"]},
+                          monkeypatch=monkeypatch)
+    bad = mismatches(rows, rec, {k: k for k in ("lr", "total", "ce", "dice", "consistency", "consistency_weight")})
+    bad += weight_mismatches(method.student, rec["final"]["student"])
+    assert not bad, "\n".join(bad[:12])
