@@ -39,7 +39,8 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
-from parity.inputs import NoiseStream, batch_at, seed_iteration, seeded_init, slices, weight_stats  # noqa: E402
+from parity.inputs import (NoiseStream, PerturbStream, batch_at, seed_iteration, seeded_init,  # noqa: E402
+                           shapes_digest, slices, weight_stats)
 
 #: The fixed input every SSL4MIS record trains on.
 SETUP = {"size": 32, "n_labeled": 4, "n_unlabeled": 4, "labeled_bs": 2, "unlabeled_bs": 2, "iterations": 24,
@@ -65,7 +66,7 @@ class Recorder:
         self.nets: list[torch.nn.Module] = []  # every network the script built, in order
 
     def start(self, t: int) -> None:
-        self.iterations.append({"iteration": t, "calls": [], "lrs": [], "scalars": {}})
+        self.iterations.append({"iteration": t, "calls": [], "lrs": [], "scalars": {}, "locals": {}})
 
     @property
     def now(self) -> dict:
@@ -94,6 +95,12 @@ def recording_sgd(rec: Recorder, optimizers: list):
 
         def step(self, closure=None):
             rec.now["lrs"].append(self.param_groups[0]["lr"])
+            if not rec.now["locals"]:  # the training loop's scalars (loss terms), as it holds them
+                frame = sys._getframe(1)
+                while frame is not None and "iter_num" not in frame.f_locals:
+                    frame = frame.f_back
+                rec.now["locals"] = {k: float(v) for k, v in frame.f_locals.items()
+                                     if isinstance(v, float) or (isinstance(v, torch.Tensor) and v.dim() == 0)}
             return super().step(closure)
 
     return RecordingSGD
@@ -131,17 +138,22 @@ class Writer:
         return lambda *a, **k: None
 
 
+#: The 2D networks of the scripts' ``net_factory``, by ``net_type``: their class in ``networks/unet.py``.
+NETWORKS = {"unet": "UNet", "unet_fea_aux": "UNet_fea_aux"}
+
+
 def stub_modules(rec: Recorder, setup: dict, init_seeds: list[int], code: Path) -> dict[str, types.ModuleType]:
     """Stand-ins for the modules that need a dataset, a GPU or a logger; the network is the real one."""
     sys.path.insert(0, str(code))
-    from networks.unet import UNet  # the official network
+    from networks import unet  # the official networks
 
     seeds = iter(init_seeds)
 
-    def net_factory(net_type="unet", in_chns=1, class_num=3):
-        if net_type != "unet":
-            raise SystemExit(f"parity records use the U-Net; the script asked for {net_type!r}")
-        rec.nets.append(seeded_init(UNet(in_chns=in_chns, class_num=class_num), next(seeds)))
+    def net_factory(net_type="unet", in_chns=1, class_num=3, **kwargs):
+        if net_type not in NETWORKS:
+            raise SystemExit(f"parity records know the networks {sorted(NETWORKS)}; the script asked for {net_type!r}")
+        rec.nets.append(seeded_init(getattr(unet, NETWORKS[net_type])(in_chns=in_chns, class_num=class_num),
+                                    next(seeds)))
         return rec.nets[-1]
 
     def module(name, **attrs):
@@ -184,7 +196,7 @@ def patched(obj, name, value):
 
 
 def run_script(code: Path, script: str, argv: list[str], edits: list[tuple[str, str]], init_seeds: list[int],
-               setup: dict) -> tuple[Recorder, list]:
+               setup: dict, patches=None) -> tuple[Recorder, list]:
     """Run ``code/script``'s ``train()`` with the stand-ins; return what it recorded and its optimisers."""
     source = (code / script).read_text()
     for old, new in edits:
@@ -210,6 +222,8 @@ def run_script(code: Path, script: str, argv: list[str], edits: list[tuple[str, 
             stack.enter_context(patched(torch, "randn_like", NoiseStream(setup["noise_seed"])))
             stack.enter_context(patched(torch.Tensor, "cuda", lambda self, *a, **k: self))
             stack.enter_context(patched(torch.nn.Module, "cuda", lambda self, *a, **k: self))
+            if patches is not None:
+                patches(stack, setup)
             ns["train"](ns["args"], "/nonexistent-parity-run")
     finally:
         torch.set_default_dtype(torch.float32)
@@ -219,15 +233,17 @@ def run_script(code: Path, script: str, argv: list[str], edits: list[tuple[str, 
             else:
                 sys.modules[k] = v
         sys.path.remove(str(code))
-        for k in [k for k in sys.modules if k.split(".")[0] in ("utils", "networks", "val_2D")]:
+        for k in [k for k in sys.modules if k.split(".")[0] in ("utils", "networks", "val_2D", "dataloaders")]:
             del sys.modules[k]
     return rec, optimizers
 
 
-def ssl4mis_argv(setup: dict, **extra) -> list[str]:
+def ssl4mis_argv(setup: dict, labeled_num: str = "labeled_num", **extra) -> list[str]:
+    """The scripts' arguments for the setup (``labeled_num``: the option's name, ALHVR's is ``labelnum``;
+    7 patients, a key of their slice table whatever the stand-in data)."""
     argv = ["--max_iterations", str(setup["iterations"]), "--batch_size",
             str(setup["labeled_bs"] + setup["unlabeled_bs"]), "--labeled_bs", str(setup["labeled_bs"]),
-            "--num_classes", str(setup["num_classes"]), "--labeled_num", "7"]
+            "--num_classes", str(setup["num_classes"]), f"--{labeled_num}", "7"]
     for k, v in extra.items():
         argv += [f"--{k}", str(v)]
     return argv
@@ -256,7 +272,8 @@ def record_mean_teacher(code: Path) -> dict:
                         [setup["init_seed"]] * 2, setup)
     return {"method": "mean_teacher", "script": "code/train_mean_teacher_2D.py",
             "setup": {**setup, **RAMP, "consistency_start_iterations": 6, "edits": edits,
-                      "init": "student and teacher: seeded_init(init_seed)"},
+                      "init": "student and teacher: seeded_init(init_seed)",
+                      "shapes": shapes_digest(rec.nets[0])},
             "iterations": teacher_rows(rec),
             "final": {"student": weight_stats(list(rec.nets[0].named_parameters()), NAMED)}}
 
@@ -267,7 +284,8 @@ def record_ua_mt(code: Path) -> dict:
     rec, _ = run_script(code, "train_uncertainty_aware_mean_teacher_2D.py", ssl4mis_argv(setup, consistency_rampup=10),
                         edits, [setup["init_seed"]] * 2, setup)
     return {"method": "ua_mt", "script": "code/train_uncertainty_aware_mean_teacher_2D.py",
-            "setup": {**setup, **RAMP, "edits": edits, "init": "student and teacher: seeded_init(init_seed)"},
+            "setup": {**setup, **RAMP, "edits": edits, "init": "student and teacher: seeded_init(init_seed)",
+                      "shapes": shapes_digest(rec.nets[0])},
             "iterations": teacher_rows(rec),
             "final": {"student": weight_stats(list(rec.nets[0].named_parameters()), NAMED)}}
 
@@ -289,20 +307,71 @@ def record_cps(code: Path) -> dict:
                      "consistency_weight": sc["consistency_weight/consistency_weight"]})
     return {"method": "cps", "script": "code/train_cross_pseudo_supervision_2D.py",
             "setup": {**setup, **RAMP, "edits": edits,
-                      "init": "model1: seeded_init(init_seed), model2: seeded_init(init_seed + 1)"},
+                      "init": "model1: seeded_init(init_seed), model2: seeded_init(init_seed + 1)",
+                      "shapes": shapes_digest(rec.nets[0])},
             "iterations": rows,
             "final": {f"model{k + 1}": weight_stats(list(net.named_parameters()), NAMED)
                       for k, net in enumerate(rec.nets)}}
 
 
+def alhvr_perturbations(stack: contextlib.ExitStack, setup: dict) -> None:
+    """ALHVR's ``UNet_fea_aux`` draws its coin with ``random.random()``, feature dropout's γ with
+    ``np.random.uniform`` and feature noise with ``Uniform.sample``: all three from one
+    :class:`~parity.inputs.PerturbStream`."""
+    from networks import unet
+
+    stream = PerturbStream(setup["perturb_seed"])
+
+    class Uniform:
+        def __init__(self, low, high):
+            self.low, self.high = low, high
+
+        def sample(self, shape):
+            return self.low + (self.high - self.low) * stream.tensor(shape)
+
+    numpy = types.SimpleNamespace(random=types.SimpleNamespace(uniform=stream.scalar))
+    stack.enter_context(patched(unet, "random", types.SimpleNamespace(random=lambda: stream.scalar(0.0, 1.0))))
+    stack.enter_context(patched(unet, "np", numpy))
+    stack.enter_context(patched(unet, "Uniform", Uniform))
+
+
+def record_alhvr(code: Path) -> dict:
+    setup = {**SETUP, "perturb_seed": 17}
+    edits = [("get_current_consistency_weight(iter_num // 150)", "get_current_consistency_weight(iter_num // 2)")]
+    rec, _ = run_script(code, "train_ALHVR_acdc.py", ssl4mis_argv(setup, "labelnum", consistency_rampup=10), edits,
+                        [setup["init_seed"], setup["init_seed"] + 1], setup, patches=alhvr_perturbations)
+    rows = []
+    for it in rec.iterations:
+        v = it["locals"]
+        row = {"iteration": it["iteration"], "lr": it["lrs"][0], "total": v["loss"],
+               "consistency_weight": v["consistency_weight"]}
+        for k, net in (("1", "a"), ("2", "b")):
+            row.update({f"ce_{net}": v[f"loss_ce{k}"], f"dice_{net}": v[f"loss_dice{k}"],
+                        f"pc_ce_{net}": v[f"loss_pro_ce{k}"], f"pc_cos_{net}": v[f"loss_pro_cos{k}"],
+                        f"mh_mse_{net}": v[f"mse{k}"], f"mh_ent_{net}": v[f"loss_focus{k}"] - v[f"mse{k}"]})
+        rows.append(row)
+    return {"method": "alhvr_code", "script": "train_ALHVR/code/train_ALHVR_acdc.py",
+            "setup": {**setup, **RAMP, "edits": edits,
+                      "init": "model1: seeded_init(init_seed), model2: seeded_init(init_seed + 1)",
+                      "shapes": shapes_digest(rec.nets[0])},
+            "iterations": rows,
+            "final": {f"model{k + 1}": weight_stats(list(net.named_parameters()), NAMED)
+                      for k, net in enumerate(rec.nets)}}
+
+
+#: Where each repository keeps the training scripts.
+CODE = {"ssl4mis": "code", "alhvr": "train_ALHVR/code", "bcp": "code"}
+
 RECORDERS = {"mean_teacher": ("ssl4mis", "HiLab-git/SSL4MIS", record_mean_teacher),
              "cps": ("ssl4mis", "HiLab-git/SSL4MIS", record_cps),
-             "ua_mt": ("ssl4mis", "HiLab-git/SSL4MIS", record_ua_mt)}
+             "ua_mt": ("ssl4mis", "HiLab-git/SSL4MIS", record_ua_mt),
+             "alhvr_code": ("alhvr", "ziziyao/ALHVR", record_alhvr)}
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--ssl4mis", type=Path, help="a checkout of HiLab-git/SSL4MIS")
+    ap.add_argument("--alhvr", type=Path, help="a checkout of ziziyao/ALHVR")
     ap.add_argument("--methods", nargs="+", default=list(RECORDERS), choices=list(RECORDERS))
     ap.add_argument("--out", type=Path, default=REPO / "tests" / "parity" / "records")
     args = ap.parse_args(argv)
@@ -313,7 +382,7 @@ def main(argv: list[str] | None = None) -> None:
         if checkout is None:
             raise SystemExit(f"{name}: pass --{option} PATH (a checkout of {repository})")
         record = {"reference": {"repository": repository, "commit": git_commit(checkout)},
-                  **recorder(checkout.resolve() / "code")}
+                  **recorder(checkout.resolve() / CODE[option])}
         path = args.out / f"{name}.json"
         path.write_text(json.dumps(record, indent=1) + "\n")
         print(f"{path}: {len(record['iterations'])} iterations, final total {record['iterations'][-1]['total']:.6f}")

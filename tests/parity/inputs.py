@@ -17,7 +17,9 @@ here is stored: both sides rebuild the same tensors from the seeds in the record
   dropout took before it (the official scripts and the project draw noise and dropout masks in
   different orders); dropout itself draws from the global generator, seeded per iteration by
   :func:`seed_iteration` on both sides.
-- :func:`weight_stats`: the statistics of final weights a record keeps.
+- :class:`PerturbStream`: the same for the feature perturbations' draws (ALHVR).
+- :func:`weight_stats`, :func:`shapes_digest`: the statistics of final weights a record keeps,
+  and a digest of the parameter shapes that the name map by order relies on.
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ import math
 import torch
 from torch import Tensor, nn
 
-__all__ = ["NoiseStream", "batch_at", "seed_iteration", "seeded_init", "slices", "weight_stats"]
+__all__ = ["NoiseStream", "PerturbStream", "batch_at", "seed_iteration", "seeded_init", "shapes_digest", "slices",
+           "weight_stats"]
 
 
 @torch.no_grad()
@@ -103,3 +106,31 @@ def weight_stats(params: list[tuple[str, Tensor]], named: list[int]) -> dict:
             "tensors": [{"index": i, "name": params[i][0], "shape": list(params[i][1].shape),
                          "sum": float(params[i][1].detach().sum()), "l2": float(params[i][1].detach().norm()),
                          "checksum": checksum(params[i][1])} for i in named]}
+
+
+class PerturbStream:
+    """The random draws of a feature perturbation (ALHVR's coin, feature-dropout γ and feature
+    noise), the ``k``-th draw from ``Generator(seed·1000 + k)``: ``scalar(low, high)`` is
+    ``low + (high − low)·u``, ``tensor(shape)`` is ``u`` of that shape (float64)."""
+
+    def __init__(self, seed: int):
+        self.seed, self.calls = seed, 0
+
+    def _generator(self) -> torch.Generator:
+        self.calls += 1
+        return torch.Generator().manual_seed(self.seed * 1000 + self.calls - 1)
+
+    def scalar(self, low: float, high: float) -> float:
+        return low + (high - low) * float(torch.rand((), generator=self._generator(), dtype=torch.float64))
+
+    def tensor(self, shape) -> Tensor:
+        return torch.rand(tuple(shape), generator=self._generator(), dtype=torch.float64)
+
+
+def shapes_digest(module: nn.Module) -> str:
+    """A digest of the parameter shapes in declaration order: equal digests mean that
+    :func:`seeded_init` fills the same tensors on both sides."""
+    import hashlib
+
+    shapes = ";".join(",".join(map(str, p.shape)) for p in module.parameters())
+    return hashlib.sha1(shapes.encode()).hexdigest()[:16]
