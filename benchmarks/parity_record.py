@@ -80,7 +80,8 @@ def recording_forward(cls, rec: Recorder, kind: str):
 
     def recorded(self, *args, **kwargs):
         out = forward(self, *args, **kwargs)
-        rec.now["calls"].append((kind, float(out)))
+        if out.numel() == 1:  # a loss (not a per-pixel map)
+            rec.now["calls"].append((kind, float(out.detach())))
         return out
 
     return recorded
@@ -119,7 +120,7 @@ class FixedLoader:
 
     def __iter__(self):
         s = self.setup
-        for t in range(s["iterations"]):
+        for t in range(len(self.rec.iterations), s["iterations"]):  # a second stage goes on from the first
             xl, yl, xu = batch_at(t, self.images, self.labels, s["n_labeled"], s["labeled_bs"], s["unlabeled_bs"])
             self.rec.start(t)
             seed_iteration(s["rng_seed"], t)
@@ -139,7 +140,7 @@ class Writer:
 
 
 #: The 2D networks of the scripts' ``net_factory``, by ``net_type``: their class in ``networks/unet.py``.
-NETWORKS = {"unet": "UNet", "unet_fea_aux": "UNet_fea_aux"}
+NETWORKS = {"unet": "UNet", "unet_fea_aux": "UNet_fea_aux", "unet_2d": "UNet_2d"}
 
 
 def stub_modules(rec: Recorder, setup: dict, init_seeds: list[int], code: Path) -> dict[str, types.ModuleType]:
@@ -155,6 +156,12 @@ def stub_modules(rec: Recorder, setup: dict, init_seeds: list[int], code: Path) 
         rec.nets.append(seeded_init(getattr(unet, NETWORKS[net_type])(in_chns=in_chns, class_num=class_num),
                                     next(seeds)))
         return rec.nets[-1]
+
+    def bcp_net(in_chns=1, class_num=2, ema=False):
+        net = net_factory("unet_2d", in_chns, class_num)
+        for p in net.parameters() if ema else []:
+            p.detach_()
+        return net
 
     def module(name, **attrs):
         m = types.ModuleType(name)
@@ -179,8 +186,11 @@ def stub_modules(rec: Recorder, setup: dict, init_seeds: list[int], code: Path) 
         "dataloaders": module("dataloaders", utils=module("dataloaders.utils")),
         "dataloaders.dataset": module("dataloaders.dataset", BaseDataSets=Dataset,
                                       RandomGenerator=lambda *a, **k: None,
-                                      TwoStreamBatchSampler=lambda *a, **k: "fixed"),
-        "networks.net_factory": module("networks.net_factory", net_factory=net_factory),
+                                      TwoStreamBatchSampler=lambda *a, **k: "fixed",
+                                      ThreeStreamBatchSampler=lambda *a, **k: "fixed"),
+        "networks.net_factory": module("networks.net_factory", net_factory=net_factory, BCP_net=bcp_net),
+        # imported by BCP's script, unused by the functions it runs here
+        "cv2": module("cv2"), "imageio": module("imageio"),
         "_loader": module("_loader", DataLoader=loader),
     }
 
@@ -195,9 +205,21 @@ def patched(obj, name, value):
         setattr(obj, name, old)
 
 
+@contextlib.contextmanager
+def patched_item(mapping: dict, key, value):
+    old = mapping[key]
+    mapping[key] = value
+    try:
+        yield
+    finally:
+        mapping[key] = old
+
+
 def run_script(code: Path, script: str, argv: list[str], edits: list[tuple[str, str]], init_seeds: list[int],
-               setup: dict, patches=None) -> tuple[Recorder, list]:
-    """Run ``code/script``'s ``train()`` with the stand-ins; return what it recorded and its optimisers."""
+               setup: dict, patches=None, entry=None, on_recorder=None) -> tuple[Recorder, list]:
+    """Run ``code/script``'s ``train()`` (or ``entry(namespace, optimisers)``) with the stand-ins;
+    return what it recorded and its optimisers. ``patches(stack, setup, namespace)`` adds a
+    method's own stand-ins."""
     source = (code / script).read_text()
     for old, new in edits:
         if source.count(old) != 1:
@@ -205,6 +227,8 @@ def run_script(code: Path, script: str, argv: list[str], edits: list[tuple[str, 
                              "(another version of the script?)")
         source = source.replace(old, new)
     rec, optimizers = Recorder(), []
+    if on_recorder is not None:
+        on_recorder(rec)
     stubs = stub_modules(rec, setup, init_seeds, code)
     saved = {k: sys.modules.get(k) for k in stubs}
     sys.modules.update(stubs)
@@ -223,8 +247,11 @@ def run_script(code: Path, script: str, argv: list[str], edits: list[tuple[str, 
             stack.enter_context(patched(torch.Tensor, "cuda", lambda self, *a, **k: self))
             stack.enter_context(patched(torch.nn.Module, "cuda", lambda self, *a, **k: self))
             if patches is not None:
-                patches(stack, setup)
-            ns["train"](ns["args"], "/nonexistent-parity-run")
+                patches(stack, setup, ns)
+            if entry is None:
+                ns["train"](ns["args"], "/nonexistent-parity-run")
+            else:
+                entry(ns, optimizers)
     finally:
         torch.set_default_dtype(torch.float32)
         for k, v in saved.items():
@@ -314,7 +341,7 @@ def record_cps(code: Path) -> dict:
                       for k, net in enumerate(rec.nets)}}
 
 
-def alhvr_perturbations(stack: contextlib.ExitStack, setup: dict) -> None:
+def alhvr_perturbations(stack: contextlib.ExitStack, setup: dict, ns: dict) -> None:
     """ALHVR's ``UNet_fea_aux`` draws its coin with ``random.random()``, feature dropout's γ with
     ``np.random.uniform`` and feature noise with ``Uniform.sample``: all three from one
     :class:`~parity.inputs.PerturbStream`."""
@@ -362,16 +389,73 @@ def record_alhvr(code: Path) -> dict:
 #: Where each repository keeps the training scripts.
 CODE = {"ssl4mis": "code", "alhvr": "train_ALHVR/code", "bcp": "code"}
 
+class _NumpyWithStream:
+    """``numpy`` whose ``random.randint`` is a :class:`~parity.inputs.PerturbStream`'s."""
+
+    def __init__(self, stream: PerturbStream):
+        import numpy
+        self._numpy = numpy
+        self.random = types.SimpleNamespace(randint=stream.integer)
+
+    def __getattr__(self, name):
+        return getattr(self._numpy, name)
+
+
+def record_bcp_acdc(code: Path) -> dict:
+    """BCP's ACDC script: ``pre_train`` (8 iterations), its checkpoint written by the script's own
+    ``save_net_opt`` at the end (no validation here: the last state is the "best"), then
+    ``self_train`` (16 iterations) from it, as its ``__main__`` runs them."""
+    import tempfile
+
+    pre, self_train = 8, 16
+    setup = {**SETUP, "iterations": pre + self_train, "pretrain_iterations": pre, "mask_seed": 19}
+    argv = ssl4mis_argv(setup, "labelnum") + ["--pre_iterations", str(pre)]
+    argv[argv.index("--max_iterations") + 1] = str(self_train)
+
+    def patches(stack, setup, ns):
+        stack.enter_context(patched_item(ns, "np", _NumpyWithStream(PerturbStream(setup["mask_seed"]))))
+
+    def entry(ns, optimizers):
+        args = ns["args"]
+        with tempfile.TemporaryDirectory() as tmp:
+            ns["pre_snapshot_path"] = tmp
+            ns["pre_train"](args, tmp)
+            ns["save_net_opt"](rec_box[0].nets[0], optimizers[0], Path(tmp) / f"{args.model}_best_model.pth")
+            ns["self_train"](args, tmp, tmp)
+
+    rec_box = []
+    rec, _ = run_script(code, "ACDC_BCP_train.py", argv, [], [setup["init_seed"]] * 3, setup, patches=patches,
+                        entry=entry, on_recorder=rec_box.append)
+    rows = []
+    for it in rec.iterations:
+        sc = it["scalars"]
+        rows.append({"iteration": it["iteration"], "lr": it["lrs"][0], "total": sc["info/total_loss"],
+                     "ce": sc["info/mix_ce"], "dice": sc["info/mix_dice"], "stage": int(it["iteration"] >= pre)})
+
+    def unet(net):  # the U-Net's own parameters (UNet_2d also holds heads this script never uses)
+        return [(n, p) for n, p in net.named_parameters() if n.startswith(("encoder.", "decoder."))]
+
+    student, teacher = rec.nets[1], rec.nets[2]  # self_train's model and ema_model
+    return {"method": "bcp", "script": "code/ACDC_BCP_train.py",
+            "setup": {**setup, "edits": [], "init": "student: seeded_init(init_seed) (the teacher is the "
+                                                   "pre-trained student at the hand-off)",
+                      "shapes": shapes_digest(torch.nn.ModuleList([student.encoder, student.decoder]))},
+            "iterations": rows,
+            "final": {"student": weight_stats(unet(student), NAMED), "teacher": weight_stats(unet(teacher), NAMED)}}
+
+
 RECORDERS = {"mean_teacher": ("ssl4mis", "HiLab-git/SSL4MIS", record_mean_teacher),
              "cps": ("ssl4mis", "HiLab-git/SSL4MIS", record_cps),
              "ua_mt": ("ssl4mis", "HiLab-git/SSL4MIS", record_ua_mt),
-             "alhvr_code": ("alhvr", "ziziyao/ALHVR", record_alhvr)}
+             "alhvr_code": ("alhvr", "ziziyao/ALHVR", record_alhvr),
+             "bcp": ("bcp", "DeepMed-Lab-ECNU/BCP", record_bcp_acdc)}
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--ssl4mis", type=Path, help="a checkout of HiLab-git/SSL4MIS")
     ap.add_argument("--alhvr", type=Path, help="a checkout of ziziyao/ALHVR")
+    ap.add_argument("--bcp", type=Path, help="a checkout of DeepMed-Lab-ECNU/BCP (its ACDC script needs scikit-image)")
     ap.add_argument("--methods", nargs="+", default=list(RECORDERS), choices=list(RECORDERS))
     ap.add_argument("--out", type=Path, default=REPO / "tests" / "parity" / "records")
     args = ap.parse_args(argv)

@@ -17,7 +17,8 @@ here is stored: both sides rebuild the same tensors from the seeds in the record
   dropout took before it (the official scripts and the project draw noise and dropout masks in
   different orders); dropout itself draws from the global generator, seeded per iteration by
   :func:`seed_iteration` on both sides.
-- :class:`PerturbStream`: the same for the feature perturbations' draws (ALHVR).
+- :class:`PerturbStream`: the same for the feature perturbations' draws (ALHVR) and BCP's
+  paste-block corners.
 - :func:`weight_stats`, :func:`shapes_digest`: the statistics of final weights a record keeps,
   and a digest of the parameter shapes that the name map by order relies on.
 """
@@ -125,6 +126,10 @@ class PerturbStream:
 
     def tensor(self, shape) -> Tensor:
         return torch.rand(tuple(shape), generator=self._generator(), dtype=torch.float64)
+
+    def integer(self, low: int, high: int) -> int:
+        """An integer in ``[low, high)``: ``low + ⌊u·(high − low)⌋`` (BCP's paste-block corner)."""
+        return low + int(float(torch.rand((), generator=self._generator(), dtype=torch.float64)) * (high - low))
 
 
 def shapes_digest(module: nn.Module) -> str:
