@@ -10,6 +10,7 @@ repository each one names; ``docs/fidelity.md`` lists what they prove per method
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from pathlib import Path
@@ -27,6 +28,12 @@ from semiseg.nets import network_for, perturb
 
 RECORDS = Path(__file__).parent / "parity" / "records"
 REL = 1e-6
+
+
+@functools.cache
+def acdc_spec(method: str) -> str:
+    """The catalogue entry's run spec on ACDC (as JSON: each replay changes its own copy)."""
+    return json.dumps(run_spec(load_config(), "acdc", method, 5, 0))
 
 
 def record(name: str) -> dict:
@@ -59,7 +66,7 @@ def replay(rec: dict, method: str, params: dict, inits: dict[str, int], schedule
     method's networks (``models.0``, ``teacher``, …) gets ``seeded_init`` with which seed, in order.
     """
     s = rec["setup"]
-    spec = run_spec(load_config(), "acdc", method, 5, 0)
+    spec = json.loads(acdc_spec(method))
     spec["method"]["params"].update(params)
     spec["schedule"].update({"iterations": s["iterations"], "labeled_batch_size": s["labeled_bs"],
                              "unlabeled_batch_size": s["unlabeled_bs"], **(schedule or {})})
