@@ -336,7 +336,7 @@ def test_a_list_file_with_a_byte_order_mark_is_read_as_written(slices_layout, tm
 def test_a_latin1_list_file_is_named_with_its_line(slices_layout, tmp_path):
     import shutil
 
-    from semiseg.data.errors import DataError
+    from semiseg.errors import DataError
     from semiseg.data.layouts import read_slices_layout
 
     src = Path(shutil.copytree(slices_layout, tmp_path / "copy"))

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from semiseg.data.store import Case, write_store
-from semiseg.inference.run import write_label_nifti
+from semiseg.inference.export import write_label_nifti
 from semiseg.metrics.segmentation import write_metrics_csv
 from semiseg.reporting.report import check_schedule, markdown_to_html, reference_points, table_page
 

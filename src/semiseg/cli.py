@@ -300,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(name)s %(levelname)s: %(message)s", stream=sys.stderr)
     from semiseg.config import ConfigError
-    from semiseg.data.errors import DataError
+    from semiseg.errors import DataError
 
     if args.command in ("train", "infer", "evaluate"):
         from semiseg.allocator import tune_allocator

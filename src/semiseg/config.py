@@ -19,7 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from semiseg.data.registry import LAYOUTS
-from semiseg.schema import ConfigError, command_line_values, read_schema, read_yaml, validate
+from semiseg.fingerprint import code_fingerprint
+from semiseg.references import check_references, reference_values
+from semiseg.schema import ConfigError, command_line_values, find_root, read_schema, read_yaml, validate
 from semiseg.table_config import (add_stride_variants, base_dataset, bootstrap_min_resamples, sliding_window_note,
                                   table_duplicates)
 
@@ -41,17 +43,9 @@ __all__ = [
     "bootstrap_min_resamples",
     "base_dataset",
     "sliding_window_note",
+    "table_fingerprint",
     "window_stride",
 ]
-
-
-def find_root(start: Path | None = None) -> Path:
-    """The workflow root: the nearest parent of `start` (default: cwd) holding `workflow/schemas`."""
-    here = (start or Path.cwd()).resolve()
-    for p in (here, *here.parents):
-        if (p / "workflow" / "schemas").is_dir():
-            return p
-    raise ConfigError(f"{here}: no workflow/schemas directory here or above; run from the semiseg checkout")
 
 
 def ratio_patients(cfg: dict, dataset: str, ratio: int | str) -> int:
@@ -177,8 +171,6 @@ def load_config(config: dict | None = None, root: Path | str | None = None) -> d
         twice = table_duplicates(table)
         if twice:
             raise ConfigError(f"{where}.{twice[0]}")
-        from semiseg.reporting.references import check_references, reference_values
-
         for problem in check_references(table):
             raise ConfigError(f"{where}.{problem}")
         boot = table.get("bootstrap")
@@ -338,8 +330,6 @@ def dataset_source(cfg: dict, dataset: str) -> dict:
 def table_spec(cfg: dict, name: str) -> dict:
     """The table stage's input: the table entry, its dataset's ratios, schedule and distance unit,
     the supervised methods (the lower-bound rows) and the fingerprint of everything behind it."""
-    from semiseg.fingerprint import table_fingerprint
-
     table = cfg["tables"][name]
     ds = cfg["datasets"][table["dataset"]]
     return {
@@ -378,3 +368,14 @@ def spec_hash(obj: Any) -> str:
     """A short stable hash of a JSON-serialisable object (sorted keys)."""
     blob = json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def table_fingerprint(cfg: dict, name: str) -> str:
+    """What a table was built from, as one hash: every run's resolved spec, the train code of its
+    methods and the table code. Printed in the table's footnote; `semiseg audit` recomputes it."""
+    runs = table_runs(cfg, name)
+    return spec_hash({
+        "runs": [run_spec(cfg, *r) for r in runs],
+        "train_code": sorted({code_fingerprint("train", cfg["methods"][m]["algorithm"]) for _, m, _, _ in runs}),
+        "table_code": code_fingerprint("table"),
+    })

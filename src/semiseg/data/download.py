@@ -34,7 +34,7 @@ import urllib.request
 from pathlib import Path, PurePosixPath
 from typing import TextIO
 
-from semiseg.data.errors import DataError
+from semiseg.errors import DataError
 from semiseg.io import NoSpaceError, is_no_space, sha256_file
 
 __all__ = ["DownloadError", "Progress", "by_hand", "download", "filename_for"]

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from semiseg.io import atomic_path
-from semiseg.reporting.colours import LABEL_COLOURS as _CLASS_COLOURS
+from semiseg.colours import LABEL_COLOURS as _CLASS_COLOURS
 
 __all__ = ["REGION_COLOURS", "pick_slices", "region_figure", "region_maps"]
 

@@ -11,7 +11,7 @@ between test cases. A paper's value, where the spec gives one, is printed beside
 
     81.43 ± 0.52 (paper 80.10)
 
-and where the spec cites several papers (:mod:`semiseg.reporting.references`), every value
+and where the spec cites several papers (:mod:`semiseg.references`), every value
 with its source's tag, identical values once with all their sources::
 
     not run (paper: BUARL T1 79.65; ALHVR T2 83.65)
@@ -47,7 +47,7 @@ from semiseg.config import table_duplicates
 from semiseg.io import atomic_write
 from semiseg.metrics.bootstrap import interval_from_draws, resample_indices
 from semiseg.reporting.notes import METRICS_DOC, escape, footer_lines, smoke_mark
-from semiseg.reporting.references import reference_values
+from semiseg.references import reference_values
 
 __all__ = ["COLUMNS", "METRICS_DOC", "build_table", "format_cell", "write_table"]
 
@@ -246,7 +246,7 @@ def build_table(
         optional ``reference``: one source or a list of them, each ``source`` (paper and
         table), ``values`` (method -> ratio -> metric, Dice and Jaccard in percent, as the
         papers print them) and, with several sources, a ``tag`` each
-        (:mod:`semiseg.reporting.references`).
+        (:mod:`semiseg.references`).
     dataset_info:
         ``train_patients`` (int) and ``labeled_patients`` (``{ratio: n}``, int or str keys);
         optionally ``distance_unit`` (e.g. ``"mm"``) for the footer, ``test_cases`` (the

@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from semiseg.fingerprint import table_fingerprint
 from semiseg.reporting.audit.links import MISMATCH, MISSING, OK, Auditor, abs_path, show
 
 __all__ = ["audit"]
@@ -93,7 +92,7 @@ def audit(table_path, *, row: str, ratio: int, metric: str | None = None, root=N
     train spec, staleness), ``stale`` and ``status`` (``ok``, ``MISMATCH`` or ``missing``).
     Raises ValueError for an unknown row, ratio or metric, FileNotFoundError for a missing table.
     """
-    from semiseg.config import ConfigError, base_dataset, dataset_source, find_root, run_spec
+    from semiseg.config import ConfigError, base_dataset, dataset_source, find_root, run_spec, table_fingerprint
     from semiseg.metrics.csv_io import METRIC_NAMES, read_metrics_csv
     from semiseg.metrics.summary import summarise
     from semiseg.reporting.build import parse_run_path
