@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from semiseg import paths
 from semiseg.reporting.audit.links import MISMATCH, MISSING, OK, Auditor, abs_path, show
 
 __all__ = ["audit"]
@@ -136,7 +137,7 @@ def audit(table_path, *, row: str, ratio: int, metric: str | None = None, root=N
             metrics_paths[s] = abs_path(root, m)
     results = Path(a.cfg["settings"]["results"]) if a.cfg else Path("results")
     for s in seeds:
-        metrics_paths.setdefault(s, abs_path(root, results / "runs" / dataset / method / str(ratio) / f"seed{s}" / "metrics.csv"))
+        metrics_paths.setdefault(s, abs_path(root, results / paths.run_file(dataset, method, ratio, s, "metrics.csv")))
 
     steps: dict[str, dict] = {}
 
@@ -201,8 +202,8 @@ def audit(table_path, *, row: str, ratio: int, metric: str | None = None, root=N
             lk["made_by"] = train_step
             links.append(lk)
 
-        default_store = root / results / "preprocessed" / data_name / "store.h5"
-        default_split = root / results / "splits" / data_name / f"{ratio}.json"
+        default_store = root / results / paths.store(data_name)
+        default_split = root / results / paths.split(data_name, ratio)
         read_by(split_readers, a.arg_path(tr_rec, "split", a.arg_path(i_rec, "split", default_split)), train, infer)
         read_by(store_readers, a.arg_path(tr_rec, "store", a.arg_path(i_rec, "store", default_store)),
                 train, infer, evaluate)
@@ -231,9 +232,10 @@ def audit(table_path, *, row: str, ratio: int, metric: str | None = None, root=N
         lk = a.link("split", split, ("split", s_path, s_rec), consumers)
         lk["made_by"] = add_step("split", s_path, s_rec, config_now=cfg_now)
         data.append(lk)
-        desc = a.arg_path(s_rec, "descriptor", split.parents[2] / "preprocessed" / data_name / "dataset.json")
+        desc = a.arg_path(s_rec, "descriptor",
+                          paths.results_root(split, paths.split(data_name, ratio)) / paths.descriptor(data_name))
         read_by(descriptor_readers, desc, ("split", s_path, s_rec), ("table", t_rec_path, t_rec))
-        read_by(store_readers, desc.parent / "store.h5")
+        read_by(store_readers, desc.parent / paths.STORE_NAME)
 
     raw_readers: dict[Path, list] = {}
     for store, consumers in store_readers.items():
@@ -241,13 +243,14 @@ def audit(table_path, *, row: str, ratio: int, metric: str | None = None, root=N
         now = dataset_now(lambda ds: {"layout": ds["source"].get("layout"), "labels": ds["labels"], "dims": ds["dims"]})
         key = add_step("preprocess", p_path, p_rec,
                        config_now=None if now is None or p_rec is None else (p_rec.get("spec"), now))
-        desc = a.arg_path(p_rec, "descriptor", store.parent / "dataset.json")
+        desc = a.arg_path(p_rec, "descriptor", store.parent / paths.DESCRIPTOR_NAME)
         for nm, f, readers in (("store", store, consumers),
                                ("descriptor", desc, descriptor_readers.get(desc, [("table", t_rec_path, t_rec)]))):
             lk = a.link(nm, f, ("preprocess", p_path, p_rec), readers)
             lk["made_by"] = key
             data.append(lk)
-        read_by(raw_readers, a.arg_path(p_rec, "raw", store.parents[2] / "raw" / data_name), ("preprocess", p_path, p_rec))
+        raw = paths.results_root(store, paths.store(data_name)) / paths.raw_dir(data_name)
+        read_by(raw_readers, a.arg_path(p_rec, "raw", raw), ("preprocess", p_path, p_rec))
 
     for raw, consumers in raw_readers.items():
         f_path, f_rec = a.record("fetch", raw)
