@@ -11,7 +11,7 @@ import pytest
 
 from semiseg.data.store import Case, write_store
 from semiseg.inference.export import write_label_nifti
-from semiseg.metrics.segmentation import write_metrics_csv
+from semiseg.metrics.csv_io import write_metrics_csv
 from semiseg.reporting.report import check_schedule, markdown_to_html, reference_points, table_page
 
 LABELS = {"background": 0, "RV": 1, "Myo": 2, "LV": 3}
