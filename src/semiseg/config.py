@@ -106,6 +106,20 @@ def load_config(config: dict | None = None, root: Path | str | None = None) -> d
 
     algos = {f.name[: -len(".schema.yaml")]: read_yaml(f)
              for f in sorted((root / "workflow" / "schemas" / "params").glob("*.schema.yaml"))}
+    _check_methods(methods, m_origin, datasets, schedules, algos, root)
+    _check_datasets(datasets, ds_origin, schedules, sched_file)
+    add_stride_variants(datasets, tables, t_origin)
+    _check_settings(settings, datasets, tables, schedules)
+    _check_tables(tables, t_origin, datasets, methods)
+    if settings.get("seeds") is not None:  # one set of seeds for every table (a quick check)
+        for table in tables.values():
+            table["seeds"] = list(settings["seeds"])
+    return {"root": str(root), "settings": settings, "datasets": datasets, "methods": methods,
+            "tables": tables, "schedules": schedules, "schedules_file": str(sched_file)}
+
+
+def _check_methods(methods: dict, m_origin: dict, datasets: dict, schedules: dict, algos: dict, root: Path) -> None:
+    """Each method's algorithm, params (also as merged for each dataset and ratio) and schedule overrides."""
     for name, entry in methods.items():
         where = f"{m_origin[name]}: {name}"
         if entry["algorithm"] not in algos:
@@ -128,6 +142,9 @@ def load_config(config: dict | None = None, root: Path | str | None = None) -> d
                     raise ConfigError(f"{prefix}.{sched}: unknown schedule; allowed: {', '.join(sorted(schedules))}")
                 validate(overrides, schedules_fields_schema(root), f"{prefix}.{sched}")
 
+
+def _check_datasets(datasets: dict, ds_origin: dict, schedules: dict, sched_file: Path) -> None:
+    """Each dataset's labels, patch size, stride, ratios (against its training patients) and schedules."""
     for name, ds in datasets.items():
         where = f"{ds_origin[name]}: {name}"
         labels = ds["labels"]
@@ -153,8 +170,9 @@ def load_config(config: dict | None = None, root: Path | str | None = None) -> d
             if key in ds and ds[key] not in schedules:
                 raise ConfigError(f"{where}.{key}: unknown schedule {ds[key]!r}; allowed: {', '.join(sorted(schedules))}")
 
-    add_stride_variants(datasets, tables, t_origin)
 
+def _check_settings(settings: dict, datasets: dict, tables: dict, schedules: dict) -> None:
+    """What config.yaml names: a schedule, the datasets of ``sources``, the tables to build."""
     if settings["schedule"] is not None and settings["schedule"] not in schedules:
         raise ConfigError(f"config: schedule: unknown schedule {settings['schedule']!r}; allowed: {', '.join(sorted(schedules))}")
     for ds_name in settings["sources"]:
@@ -163,6 +181,10 @@ def load_config(config: dict | None = None, root: Path | str | None = None) -> d
     for name in settings["tables"]:
         if name not in tables:
             raise ConfigError(f"config: tables: unknown table {name!r}; allowed: {', '.join(sorted(tables))}")
+
+
+def _check_tables(tables: dict, t_origin: dict, datasets: dict, methods: dict) -> None:
+    """Each table's dataset, rows, ratios, bootstrap and papers' values."""
     for name, table in tables.items():
         where = f"{t_origin[name]}: {name}"
         if table["dataset"] not in datasets:
@@ -200,11 +222,6 @@ def load_config(config: dict | None = None, root: Path | str | None = None) -> d
             if m not in methods and m not in paper_only:
                 raise ConfigError(f"{where}.reference: values of unknown method {m!r}; allowed: "
                                   f"{', '.join(sorted(set(methods) | paper_only))}")
-    if settings.get("seeds") is not None:  # one set of seeds for every table (a quick check)
-        for table in tables.values():
-            table["seeds"] = list(settings["seeds"])
-    return {"root": str(root), "settings": settings, "datasets": datasets, "methods": methods,
-            "tables": tables, "schedules": schedules, "schedules_file": str(sched_file)}
 
 
 def schedules_fields_schema(root: Path) -> dict:
