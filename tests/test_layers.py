@@ -1,8 +1,10 @@
-"""The package's layers (docs/architecture.md, "Layers"): every import runs down or within its
-room, no two rooms of one line import each other, and no modules import each other in a circle."""
+"""The package's shape: its layers (docs/architecture.md, "Layers": every import runs down or
+within its room, no two rooms of one line import each other, no modules import each other in a
+circle) and short functions."""
 
 from __future__ import annotations
 
+import ast
 import re
 
 import pytest
@@ -104,7 +106,32 @@ def test_no_modules_import_each_other_in_a_circle():
     assert circles(package_imports()) == []
 
 
+#: The longest a function (or method) of src/ may be, docstring included.
+MAX_FUNCTION_LINES = 80
+
+
+def long_functions(source: str, name: str) -> list[str]:
+    return [f"{name}:{node.lineno} {node.name}: {node.end_lineno - node.lineno + 1} lines"
+            for node in ast.walk(ast.parse(source))
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+            and node.end_lineno - node.lineno + 1 > MAX_FUNCTION_LINES]
+
+
+def test_no_function_is_longer_than_80_lines():
+    found = [line for path in sorted(PACKAGE.rglob("*.py"))
+             for line in long_functions(path.read_text(encoding="utf-8"), path.relative_to(PACKAGE).as_posix())]
+    assert found == [], "split these along their seams:\n" + "\n".join(found)
+
+
 # ----------------------------------------------------------------------------- the checks themselves
+def test_a_long_function_is_named_with_its_length():
+    def source(lines):  # a method of `lines` lines: its def and lines - 1 statements
+        return "class A:\n    def f(self):\n" + "".join(f"        x{i} = {i}\n" for i in range(lines - 1))
+
+    assert long_functions(source(MAX_FUNCTION_LINES + 1), "a.py") == ["a.py:2 f: 81 lines"]
+    assert long_functions(source(MAX_FUNCTION_LINES), "a.py") == []
+
+
 FLOORS = [["semiseg.cli"], ["semiseg.engine", "semiseg.metrics"], ["semiseg.config"], ["semiseg.io"]]
 
 

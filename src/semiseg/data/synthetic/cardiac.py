@@ -254,6 +254,47 @@ def _check_knobs(*, noise, myo_contrast, heart_scale, distractors) -> None:
             raise ValueError(f"{name} must be a number in {low:g}..{high:g}, got {value!r}")
 
 
+def _check_shape(patients: int, slices: tuple[int, int], size: tuple[int, int]) -> tuple[int, int, tuple[int, int]]:
+    """The slice range and the slice size of :func:`write_synthetic2d`, as ints, once checked."""
+    if patients > 999:
+        raise ValueError("at most 999 patients (ids are patientNNN)")
+    low, high = (int(s) for s in slices)
+    if not 2 <= low <= high:
+        raise ValueError(f"slices must be (low, high) with 2 <= low <= high, got {slices!r}")
+    size = (int(size[0]), int(size[1]))
+    if min(size) < 32:
+        raise ValueError(f"size must be at least 32 x 32 pixels, got {size!r}")
+    return low, high, size
+
+
+def _cases_by_role(rng: np.random.Generator, n_train: int, n_val: int, n_test: int) -> dict[str, list[str]]:
+    """The patients numbered 1.. drawn into train/val/test at random; both frames of each as cases."""
+    numbers = rng.permutation(np.arange(1, n_train + n_val + n_test + 1))
+    roles = {
+        "train": numbers[:n_train],
+        "val": numbers[n_train:n_train + n_val],
+        "test": numbers[n_train + n_val:],
+    }
+    return {role: [f"patient{n:03d}_frame{f:02d}" for n in nums for f in (1, 2)]
+            for role, nums in roles.items()}
+
+
+def _write_lists(root: Path, cases: dict[str, list[str]], n_slices_of: dict[str, int],
+                 rng: np.random.Generator) -> None:
+    """The layout's lists: cases per role, the training slices (shuffled within a case, as in the
+    public file) and every slice sorted as strings."""
+    for role in ("train", "val", "test"):
+        write_list(root / f"{role}.list", cases[role])
+    train_slices = []
+    for case in cases["train"]:
+        order = rng.permutation(n_slices_of[case]) + 1
+        train_slices += [f"{case}_slice_{i}" for i in order]
+    write_list(root / "train_slices.list", train_slices)
+    write_list(root / "all_slices.list", sorted(
+        f"{case}_slice_{i}" for case, n in n_slices_of.items() for i in range(1, n + 1)
+    ))
+
+
 def _patient_frames(number: int, anatomy: dict[str, float], n_slices: int, size: tuple[int, int],
                     rng: np.random.Generator, knobs: dict[str, float]):
     """``(case, image, label)`` of a patient's two frames: end-diastole-like, then end-systole-like
@@ -321,26 +362,12 @@ def write_synthetic2d(
     check_count("n_val", n_val, 0)
     check_count("n_test", n_test, 1)
     _check_knobs(noise=noise, myo_contrast=myo_contrast, heart_scale=heart_scale, distractors=distractors)
-    if n_train + n_val + n_test > 999:
-        raise ValueError("at most 999 patients (ids are patientNNN)")
-    low, high = (int(s) for s in slices)
-    if not 2 <= low <= high:
-        raise ValueError(f"slices must be (low, high) with 2 <= low <= high, got {slices!r}")
-    size = (int(size[0]), int(size[1]))
-    if min(size) < 32:
-        raise ValueError(f"size must be at least 32 x 32 pixels, got {size!r}")
+    low, high, size = _check_shape(n_train + n_val + n_test, slices, size)
     knobs = {"noise": float(noise), "myo_contrast": float(myo_contrast), "distractors": float(distractors)}
 
     rng = np.random.default_rng(seed)
     total = n_train + n_val + n_test
-    numbers = rng.permutation(np.arange(1, total + 1))
-    roles = {
-        "train": numbers[:n_train],
-        "val": numbers[n_train:n_train + n_val],
-        "test": numbers[n_train + n_val:],
-    }
-    cases = {role: [f"patient{n:03d}_frame{f:02d}" for n in nums for f in (1, 2)]
-             for role, nums in roles.items()}
+    cases = _cases_by_role(rng, n_train, n_val, n_test)
     train_cases = set(cases["train"])
 
     out_dir = Path(out_dir)
@@ -359,14 +386,5 @@ def write_synthetic2d(
                     for z in range(n_slices):
                         write_h5(slice_dir / f"{case}_slice_{z + 1}.h5", image[z], label[z])
 
-        for role in ("train", "val", "test"):
-            write_list(root / f"{role}.list", cases[role])
-        train_slices = []
-        for case in cases["train"]:
-            order = rng.permutation(n_slices_of[case]) + 1
-            train_slices += [f"{case}_slice_{i}" for i in order]
-        write_list(root / "train_slices.list", train_slices)
-        write_list(root / "all_slices.list", sorted(
-            f"{case}_slice_{i}" for case, n in n_slices_of.items() for i in range(1, n + 1)
-        ))
+        _write_lists(root, cases, n_slices_of, rng)
     return out_dir
