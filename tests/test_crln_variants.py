@@ -10,7 +10,7 @@ from helpers import crln_method as _method
 from helpers import crln_views as _batch
 from helpers import run_spec, tiny_store
 from semiseg.engine.loop import build_optimizers, train
-from semiseg.methods import Step
+from semiseg.methods import Step, build_method
 from semiseg.methods.common.losses import dice_ce_loss
 from semiseg.methods.crln_rectify import ConcatRectifier, rectify_fixed
 from semiseg.nets import UNet
@@ -92,6 +92,32 @@ def test_a_step_after_learns_from_the_updated_student_in_eval_mode():
         fresh = _method()
         fresh.training_step(_batch(fresh), Step(5, 10))
         fresh.after_optimizer_step(Step(5, 10))
+
+
+def _two_class_crln(**params):
+    spec = run_spec("crln", 10, params=params)
+    spec["dataset"].update(num_classes=2, labels={"background": 0, "a": 1})
+    return build_method(spec, lambda: UNet(1, 2, channels=(4, 8, 16, 32, 64), dropout=(0,) * 5))
+
+
+def test_a_learns_with_the_main_optimisers_nesterov_momentum_as_the_code():
+    # Yaan-Wang/CRLN @2ca4e3c8, every train_semisup.py: optimizer_op = SGD(op_module, lr, wd,
+    # momentum 0.9, nesterov) and op_loss = ½[CE + dice_loss(p_1, y == 1)] of z + (1 − a)·M.
+    # 200 steps of that optimiser (its poly lr is stepped per 200-iteration epoch, so constant
+    # here) on these float64 inputs, run with the code's opmoudle and dice_loss: a = 0.29231...
+    # (plain SGD, the earlier form here: 0.034498)
+    g = torch.Generator().manual_seed(31)
+    z = torch.randn(2, 2, 6, 6, 4, generator=g, dtype=torch.float64)
+    rel = torch.rand(2, 2, 6, 6, 4, generator=g, dtype=torch.float64) * 2
+    y = torch.randint(0, 2, (2, 6, 6, 4), generator=g)
+    m = _two_class_crln().double()
+    opt = build_optimizers(m, {"lr": 2.5e-3, "momentum": 0.9, "nesterov": True, "weight_decay": 5e-4})["a"]
+    assert opt.defaults["momentum"] == 0.9 and opt.defaults["nesterov"] is True
+    for _ in range(200):
+        opt.zero_grad(set_to_none=True)
+        m.loss_of_a(z, rel, y).backward()
+        opt.step()
+    assert float(m.a.detach()) == pytest.approx(0.2923111264245452, rel=1e-9)
 
 
 # ---------------------------------------------------------------- Table 7: rectification variants

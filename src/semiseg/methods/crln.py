@@ -98,7 +98,8 @@ class CRLN(TeacherStudent):
     Networks: ``models[0]`` is a :class:`~semiseg.methods.crln_net.CRLNNet` (backbone, prototypes,
     DIM, representation head), ``teacher`` its EMA copy (decay ``min(1 − 1/(t+1), ema_decay)``,
     parameters only, as the code), ``a`` the rectification scalar (initial 0, not clamped) with
-    its own SGD (the schedule's lr and weight decay, no momentum, as the code).
+    its own SGD (the schedule's lr, momentum, Nesterov and weight decay, as the code's
+    ``optimizer_op``).
 
     Each iteration, rectification on once ``iteration ≥ rectify_start · total`` (code: 800 of
     40k):
@@ -183,15 +184,18 @@ class CRLN(TeacherStudent):
         return cls(spec, net_factory).eval_network()
 
     def extra_optimizers(self, schedule: dict) -> dict[str, torch.optim.Optimizer]:
-        """The rectification's own SGD (the schedule's lr and weight decay, no momentum): ``a``
-        (learnable_v3) or the convolution (learnable_v2); none for fixed_v1."""
+        """The rectification's own SGD with the main one's settings (the schedule's lr, momentum,
+        Nesterov and weight decay; the code: 0.9, Nesterov): ``a`` (learnable_v3) or the
+        convolution (learnable_v2); none for fixed_v1."""
         learned = {"learnable_v3": ("a", [self.a]),
                    "learnable_v2": ("rectifier", list(getattr(self, "rectifier", nn.Module()).parameters()))}
         if self.rectification not in learned:
             return {}
         name, params = learned[self.rectification]
         # kept: with a_step: after the method steps it itself (the engine's step finds no gradient)
-        self._rectifier_opt = torch.optim.SGD(params, lr=float(schedule["lr"]), weight_decay=float(schedule["weight_decay"]))
+        self._rectifier_opt = torch.optim.SGD(params, lr=float(schedule["lr"]), momentum=float(schedule["momentum"]),
+                                              weight_decay=float(schedule["weight_decay"]),
+                                              nesterov=bool(schedule.get("nesterov", False)))
         return {name: self._rectifier_opt}
 
     def learns_rectification(self) -> bool:
