@@ -327,8 +327,9 @@ CODE_SGRS_STEP = (1.3971645652385842, 0.8014911979045671, 0.8417555951522494, 0.
 
 def test_sgrs_code_switches_give_the_public_code_s_loss():
     out, label, teacher = _code_case()
+    code = _params(load_config(root=REPO), "sgrs_code")
     spec = {"dataset": {"num_classes": 2, "dims": 3},
-            "method": {"algorithm": "sgrs", "params": {**schema_defaults("sgrs"), **_params(load_config(root=REPO), "sgrs_code")}}}
+            "method": {"algorithm": "sgrs", "params": {**schema_defaults("sgrs"), **code}}}
     m = build_method(spec, lambda: _Fixed({6: out, 2: teacher}))
     batch = {"labeled_image": torch.zeros(2, 1, 4, 4, 3, dtype=torch.float64), "labeled_label": label,
              "unlabeled_image": torch.zeros(2, 1, 4, 4, 3, dtype=torch.float64)}
@@ -344,7 +345,7 @@ def test_sgrs_code_switches_give_the_public_code_s_loss():
                    {"unsup_reduction": "sum"}):
         m.params.update(switch)
         assert m.training_step(batch, Step(6000, 15000)).total.item() != pytest.approx(total, rel=1e-6), switch
-        m.params.update(_params(load_config(root=REPO), "sgrs_code"))
+        m.params.update(code)
 
 
 def test_region_dice_per_sample_by_hand():
@@ -358,8 +359,8 @@ def test_region_dice_per_sample_by_hand():
     assert region_dice_per_sample(p, y, mask, 1.0).item() == pytest.approx(expected, rel=1e-12)
     assert expected == pytest.approx(0.1190, abs=1e-4)
     # per sample: a second sample does not pool its sums with the first
-    two = region_dice_per_sample(torch.cat([p, p.flip(-1)]), torch.cat([y, y]), torch.cat([mask, mask]), 1.0)
-    assert two.item() != pytest.approx(region_dice(torch.cat([p, p.flip(-1)]), torch.cat([y, y]), torch.cat([mask, mask]), 1.0).item())
+    pp, yy, mm = torch.cat([p, p.flip(-1)]), torch.cat([y, y]), torch.cat([mask, mask])
+    assert region_dice_per_sample(pp, yy, mm, 1.0).item() != pytest.approx(region_dice(pp, yy, mm, 1.0).item())
 
 
 def _bn_net():

@@ -341,8 +341,8 @@ class SGRS(TeacherStudent):
             if kind == "con" and p["omega_ce"] == "agree" and len(probs) == 2:
                 ce_mask = mask | (reg.delta & (probs[0].argmax(dim=1) == probs[1].argmax(dim=1)))
             epsilon, eta = (float(p["epsilon"]), float(p["eta"])) if kind == "nr" else (0.0, 0.0)
-            terms[f"{kind}_ce"] = ce_scale * sum(region_ce(v, target, ce_mask, epsilon=epsilon, normalize=p["normalize"])
-                                                 for v in views)
+            terms[f"{kind}_ce"] = ce_scale * sum(
+                region_ce(v, target, ce_mask, epsilon=epsilon, normalize=p["normalize"]) for v in views)
             if p["region_dice"] == "per_sample":
                 smooth = eta if kind == "nr" else 1.0
                 dice = sum(region_dice_per_sample(torch.softmax(v, dim=1), target_1h, mask, smooth) for v in views)
