@@ -1,11 +1,16 @@
 """Record short training trajectories with the official code of a method (parity records).
 
-    python benchmarks/parity_record.py --ssl4mis PATH [--methods mean_teacher cps ua_mt] [--out DIR]
+    python benchmarks/parity_record.py [--ssl4mis PATH] [--alhvr PATH] [--bcp PATH]
+                                       [--methods NAME ...] [--out DIR]
 
-``PATH`` is a checkout of https://github.com/HiLab-git/SSL4MIS (its ``code/`` folder is put on
-``sys.path`` at run time). For each method the script runs the official training script's own
-``train()`` function — its network, losses, ramp, EMA and lr policy — on CPU in float64, with
-what needs a GPU, a dataset or a logger replaced by stand-ins:
+Each ``PATH`` is a checkout of a reference repository: https://github.com/HiLab-git/SSL4MIS
+(Mean Teacher, CPS, UA-MT: ``code/train_*_2D.py``), https://github.com/ziziyao/ALHVR
+(``train_ALHVR/code/train_ALHVR_acdc.py``) and https://github.com/DeepMed-Lab-ECNU/BCP
+(``code/ACDC_BCP_train.py``; it imports scikit-image). Its scripts' folder is put on
+``sys.path`` at run time and the training script is executed from the checkout: its own
+``train()`` (BCP: ``pre_train``, its checkpoint, ``self_train``) with its network, losses,
+ramp, EMA and lr policy, on CPU in float64, with what needs a GPU, a dataset or a logger
+replaced by stand-ins:
 
 - ``.cuda()`` is the identity; the data loader yields the fixed batches of
   ``tests/parity/inputs.py`` (2 + 2 synthetic 32 × 32 slices per iteration, no augmentation;
@@ -13,17 +18,21 @@ what needs a GPU, a dataset or a logger replaced by stand-ins:
   grow ×30 per step and no two implementations stay within 1e-6);
 - every network the script builds gets the seeded initial weights of
   :func:`~parity.inputs.seeded_init`; ``torch.randn_like`` (the teacher's input noise) is the
-  seeded :class:`~parity.inputs.NoiseStream`; the global generator (dropout) is seeded before
-  every iteration;
+  seeded :class:`~parity.inputs.NoiseStream`, ALHVR's feature-perturbation draws and BCP's
+  paste-block corners a :class:`~parity.inputs.PerturbStream`; the global generator (dropout)
+  is seeded before every iteration;
 - the loss modules, the SGD optimisers and the TensorBoard writer record what they see: each
-  loss call's value, the lr of each step, the logged scalars;
+  loss call's value, the lr of each step and the training loop's scalars at that step, the
+  logged scalars;
 - the run is shortened by source edits named in the record (``setup.edits``): the ramp's
-  150-iteration "epoch" becomes 2 iterations, the consistency delay 1000 iterations 6.
+  150-iteration "epoch" becomes 2 iterations, Mean Teacher's consistency delay 1000
+  iterations 6; BCP runs 8 pre-training and 16 self-training iterations.
 
 It writes ``<out>/<method>.json`` (default ``tests/parity/records``): the reference repository
 and commit, the setup, per iteration the lr, the total loss, each loss term and the
 consistency weight, and statistics of the final weights (:func:`~parity.inputs.weight_stats`).
-``tests/test_parity_trajectories.py`` replays each record with the project's method.
+``tests/test_parity_trajectories.py`` replays each record with the project's method;
+``docs/fidelity.md`` says what they prove.
 """
 
 from __future__ import annotations
@@ -458,11 +467,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--ssl4mis", type=Path, help="a checkout of HiLab-git/SSL4MIS")
     ap.add_argument("--alhvr", type=Path, help="a checkout of ziziyao/ALHVR")
     ap.add_argument("--bcp", type=Path, help="a checkout of DeepMed-Lab-ECNU/BCP (its ACDC script needs scikit-image)")
-    ap.add_argument("--methods", nargs="+", default=list(RECORDERS), choices=list(RECORDERS))
+    ap.add_argument("--methods", nargs="+", choices=list(RECORDERS),
+                    help="default: every method whose repository's checkout is given")
     ap.add_argument("--out", type=Path, default=REPO / "tests" / "parity" / "records")
     args = ap.parse_args(argv)
+    methods = args.methods or [name for name, (option, _, _) in RECORDERS.items() if getattr(args, option)]
+    if not methods:
+        raise SystemExit("pass at least one checkout: --ssl4mis, --alhvr or --bcp PATH")
     args.out.mkdir(parents=True, exist_ok=True)
-    for name in args.methods:
+    for name in methods:
         option, repository, recorder = RECORDERS[name]
         checkout = getattr(args, option)
         if checkout is None:
