@@ -114,7 +114,8 @@ def mismatches(rows: list[dict], rec: dict, names: dict[str, str]) -> list[str]:
     for got, want in zip(rows, rec["iterations"], strict=True):
         for ours, theirs in names.items():
             if not close(got[ours], want[theirs]):
-                out.append(f"iteration {want['iteration']}: {ours} {got[ours]!r} vs the code's {theirs} {want[theirs]!r}")
+                out.append(f"iteration {want['iteration']}: {ours} {got[ours]!r} "
+                           f"vs the code's {theirs} {want[theirs]!r}")
     return out
 
 
