@@ -117,9 +117,9 @@ def test_the_page_shows_table_per_class_metrics_parameters_and_figures(tmp_path,
     # job parameters are each run's own
     assert page.count("<td>smoke</td>") == 6 and "ema_decay" in page and "50.00 @ 4" in page
     # dice-vs-ratio, learning curves of the 3 (method, ratio) pairs, overlays at ratios 10 and 20
-    images = re.findall(r'<img alt="([^"]+)" src="data:image/png;base64,', page)
-    assert images == ["Dice against labeled ratio", "learning curves supervised 10", "learning curves supervised 20",
-                      "learning curves mean_teacher 10", "overlays 10", "overlays 20"]
+    images = re.findall(r'<img alt="([^"]+)" src="data:image/(?:png|jpeg);base64,', page)
+    assert images == ["Dice against labeled ratio", "validation Dice of every row", "learning curves supervised 10",
+                      "learning curves supervised 20", "learning curves mean_teacher 10", "overlays 10", "overlays 20"]
     assert "Somebody et al., Table 2" in page
 
 
@@ -175,7 +175,8 @@ def test_snakemake_report_shows_the_page_with_the_table_s_own_parameters(tmp_pat
     assert page == (root / "results" / "report" / "tiny.html").read_text()
     assert "Schedule: smoke" in page and page.count("<td>smoke</td>") == 1  # the run's own schedule
     images = re.findall(r'<img alt="([^"]+)"', page)
-    assert images == ["Dice against labeled ratio", "learning curves alhvr 25", "overlays 25", "ALHVR regions"]
+    assert images == ["Dice against labeled ratio", "validation Dice of every row", "learning curves alhvr 25",
+                      "overlays 25", "ALHVR regions"]
 
     if find_chromium() is None:
         if os.environ.get("SEMISEG_REQUIRE_CHROMIUM"):
@@ -191,3 +192,58 @@ def test_snakemake_report_shows_the_page_with_the_table_s_own_parameters(tmp_pat
     # the page is drawn in the report's frame: the right half has text and a table, not the menu's blank
     assert (shown[:, right] < 128).mean() > 0.01
     assert np.abs(shown[:, right] - menu[:, right]).mean() > 5
+
+
+# ----------------------------------------------------------------------------- rows that share a method
+TWO_UNETS = {"title": "Two U-Nets", "dataset": "toy", "seeds": [0, 1],
+             "rows": [{"method": "supervised", "ratios": [10], "label": "U-Net (labeled only)"},
+                      {"method": "mean_teacher", "ratios": [10], "label": "MT"},
+                      {"method": "supervised", "ratios": [20], "label": "U-Net (all labeled, upper bound)"}],
+             "reference": {"source": "Somebody et al., Table 2",
+                           "values": {"supervised": {10: {"dice": 79.0}, 20: {"dice": 91.0}}}}}
+
+
+def _figure_titles(page: str) -> dict[str, str]:
+    """alt text -> the image's bytes (base64) of every figure of a page."""
+    return dict(re.findall(r'<img alt="([^"]+)" src="data:image/\w+;base64,([^"]+)"', page))
+
+
+def test_two_rows_of_one_method_keep_their_own_names(tmp_path, runs):
+    """The labeled-only U-Net at 10 % is not called the upper bound, in any part of the page."""
+    from semiseg.reporting import report_figures
+
+    store = _store(tmp_path / "store.h5")
+    (tmp_path / "t.md").write_text(TABLE_MD)
+    titles = []
+    real = report_figures._figure
+
+    def recording(*args, **kwargs):  # every figure's texts, read when it is saved
+        fig = real(*args, **kwargs)
+        titles.append(fig)
+        return fig
+
+    import unittest.mock
+    with unittest.mock.patch.object(report_figures, "_figure", recording):
+        page = table_page({"name": "two", "table": TWO_UNETS}, table_md=tmp_path / "t.md", run_dirs=runs,
+                          store_path=store, out=tmp_path / "page.html").read_text()
+    per_class = re.findall(r"<tr><td>([^<]+)</td><td>(\d+)%</td><td>2</td>", page)
+    assert per_class == [("U-Net (labeled only)", "10"), ("MT", "10"), ("U-Net (all labeled, upper bound)", "20")]
+    params = re.findall(r"<tr><td>([^<]+)</td><td>(\d+)%</td><td>(\d)</td><td>smoke</td>", page)
+    assert params == [("U-Net (labeled only)", "10", "0"), ("U-Net (labeled only)", "10", "1"), ("MT", "10", "0"),
+                      ("MT", "10", "1"), ("U-Net (all labeled, upper bound)", "20", "0"),
+                      ("U-Net (all labeled, upper bound)", "20", "1")]
+
+    def texts(fig):
+        return [t.get_text() for t in fig.findobj(lambda a: hasattr(a, "get_text"))]
+
+    dice, val, curves_10, curves_mt, curves_20, overlays_10, overlays_20 = titles
+    legend = [t.get_text() for ax in dice.axes for t in (ax.get_legend().get_texts() if ax.get_legend() else [])]
+    assert legend == ["U-Net (labeled only)", "MT", "U-Net (all labeled, upper bound)"]
+    assert any(t.startswith("U-Net (labeled only), 10% labeled") for t in texts(curves_10))
+    assert any(t.startswith("U-Net (all labeled, upper bound), 20% labeled") for t in texts(curves_20))
+    val_legend = [t.get_text() for ax in val.axes if ax.get_legend() for t in ax.get_legend().get_texts()]
+    assert val_legend == ["U-Net (labeled only) (2 seeds)", "MT (2 seeds)", "U-Net (all labeled, upper bound) (2 seeds)"]
+    heads_10 = " ".join(ax.get_title() for ax in overlays_10.axes).replace("\n", " ")
+    heads_20 = " ".join(ax.get_title() for ax in overlays_20.axes).replace("\n", " ")
+    assert "U-Net (labeled only) (seed 0)" in heads_10 and "upper bound" not in heads_10
+    assert "U-Net (all labeled, upper bound) (seed 0)" in heads_20 and "labeled only" not in heads_20
