@@ -11,7 +11,7 @@
    whose schedule its runs do not share;
 5. the validation Dice of every row against the iteration, a panel per ratio; then learning
    curves of every run: each loss term of ``train.csv`` and the validation Dice, against the
-   iteration (one figure per row and ratio, a line per seed);
+   iteration (one figure per row, a colour per ratio, a line per seed);
 6. example overlays: for each ratio, the same test slices (image, ground truth, each row's
    prediction of its first seed);
 7. ALHVR's region figure (image, both networks, Ω1/Ω2/Ω3), when the table has an ``alhvr`` row.
@@ -279,10 +279,12 @@ def table_page(spec: Mapping, *, table_md: Path, run_dirs: Sequence[Path], store
             parts += ["<h2>Validation Dice of every row</h2>",
                       f'<img alt="validation Dice of every row" src="{_png(val)}">']
         parts.append("<h2>Learning curves</h2>")
-        for method, ratio, label in ran:
-            png = learning_curves(method, ratio, runs, label)
+        for row in table["rows"]:
+            ratios = [int(r) for r in row["ratios"] if any(key[:2] == (row["method"], int(r)) for key in runs)]
+            png = learning_curves(row["method"], ratios, runs, labels[(row["method"], ratios[0])]) if ratios else None
             if png:
-                parts.append(f'<img alt="learning curves {html.escape(method)} {ratio}" src="{png}">')
+                parts.append(f'<img alt="learning curves {html.escape(row["method"])} '
+                             f'{", ".join(map(str, ratios))}" src="{png}">')
         parts.append("<h2>Example predictions</h2>")
         with Store(store_path) as store:
             names = {v: k for k, v in store.labels.items()}

@@ -67,7 +67,7 @@ def _png(fig) -> str:
     return "data:image/png;base64," + base64.b64encode(out.getvalue()).decode("ascii")
 
 
-def _jpeg(fig) -> str:
+def _jpeg(fig, quality: int = 75) -> str:
     """The figure as a JPEG ``data:`` URI: images (slices with overlays) compress ten times
     better than as PNG."""
     from PIL import Image
@@ -75,7 +75,7 @@ def _jpeg(fig) -> str:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=DPI)
     out = io.BytesIO()
-    Image.open(io.BytesIO(buf.getvalue())).convert("RGB").save(out, format="jpeg", quality=85, optimize=True)
+    Image.open(io.BytesIO(buf.getvalue())).convert("RGB").save(out, format="jpeg", quality=quality, optimize=True)
     return "data:image/jpeg;base64," + base64.b64encode(out.getvalue()).decode("ascii")
 
 
@@ -142,10 +142,10 @@ def dice_vs_ratio_figure(table: Mapping, runs: Mapping, labels: Mapping[tuple[st
             for p in refs:
                 if p["method"] == method and p["ratio"] in ratios:
                     ax.plot([p["ratio"] * shift], [p["value"]], linestyle="none", marker=marker[p["source"]],
-                            markerfacecolor="none", markeredgecolor=colour, markersize=6)
-            # the legend's entry: our line where the row ran, else its papers' marker
-            ax.plot([], [], color=colour, marker="o" if ran or not sources else marker[sources[0]],
-                    markerfacecolor=colour if ran else "none", linestyle="-" if ran else "none", label=label)
+                            color=colour, markerfacecolor="none", markersize=6)
+            # the legend's entry names the row by its colour; the figure's legend says what the
+            # markers are
+            ax.plot([], [], color=colour, linewidth=4, label=label)
         ax.set_xscale("log")
         ax.set_xticks(all_ratios)
         ax.set_xticklabels([f"{r}%" for r in all_ratios])
@@ -171,24 +171,15 @@ def dice_vs_ratio(table: Mapping, runs: Mapping, labels: Mapping[tuple[str, int]
     return _png(dice_vs_ratio_figure(table, runs, labels))
 
 
-def _smooth(y: np.ndarray) -> np.ndarray:
-    """A centred moving average over ~1/50 of the run (nothing for short runs), NaN-aware."""
-    window = len(y) // 50
-    if window < 2:
-        return y
-    kernel = np.ones(window)
-    valid = np.isfinite(y)
-    num = np.convolve(np.where(valid, y, 0.0), kernel, mode="same")
-    den = np.convolve(valid.astype(float), kernel, mode="same")
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return num / den
-
-
-def _thin(x: np.ndarray, y: np.ndarray, points: int = 1000) -> tuple[np.ndarray, np.ndarray]:
-    """Every ``k``-th point of a long curve, ``k`` such that at most ~``points`` remain (a panel
-    is ~300 pixels wide: more points draw the same band, and cost bytes in the page)."""
-    step = max(1, len(x) // points)
-    return x[::step], y[::step]
+def _band(x: np.ndarray, y: np.ndarray, bins: int = 100) -> tuple[np.ndarray, ...]:
+    """A long curve summarised in ``bins`` bins of consecutive iterations (the last ``len % bins``
+    iterations dropped): each bin's first iteration, and the 10th percentile, mean and 90th
+    percentile of its values. A panel is ~200 pixels wide: 30,000 raw points draw the same band
+    as 100 bins, slower and in many more bytes of the page."""
+    size = len(x) // bins
+    y = y[: size * bins].reshape(bins, size)
+    low, high = np.percentile(y, [10, 90], axis=1)
+    return x[: size * bins: size], low, y.mean(axis=1), high
 
 
 def _stage_starts(curves) -> list[int]:
@@ -203,25 +194,31 @@ def _stage_starts(curves) -> list[int]:
     return starts
 
 
-def learning_curves(method: str, ratio: int, runs: Mapping, label: str) -> str | None:
-    """PNG (data URI): every loss term and logged quantity of the runs' ``train.csv`` and the
-    validation Dice against the iteration, one panel each, a line per seed; a stage flag
-    (:data:`_STAGE_FLAGS`) is a dashed line where the next stage starts, not a panel.
-    ``None`` when no run has a log."""
-    mine = sorted((key for key in runs if key[0] == method and key[1] == ratio and runs[key]["curves"] is not None),
-                  key=lambda key: key[2])
+def learning_curves(method: str, ratios: Sequence[int], runs: Mapping, label: str) -> str | None:
+    """PNG (data URI): a table row's training logs, every loss term and logged quantity of its runs'
+    ``train.csv`` and the validation Dice against the iteration, one panel each; a colour per
+    labeled ratio, a line per seed (a long log as the mean of :func:`_band`'s bins). A stage
+    flag (:data:`_STAGE_FLAGS`) is a dashed line where the next stage starts, not a panel.
+    One figure per row, not per ratio: an ACDC-size table's page stays small (module
+    :mod:`semiseg.reporting.report`). ``None`` when no run has a log."""
+    from matplotlib.lines import Line2D
+
+    mine = sorted((key for key in runs if key[0] == method and key[1] in ratios and runs[key]["curves"] is not None),
+                  key=lambda key: (list(ratios).index(key[1]), key[2]))
     if not mine:
         return None
     skip = (*_NOT_CURVES, *_STAGE_FLAGS)
     terms = list(dict.fromkeys(c for key in mine for c in runs[key]["curves"].columns if c not in skip))
     panels = terms + ["val_dice"]
     stages = sorted({it for key in mine for it in _stage_starts(runs[key]["curves"])})
+    colour = {r: METHOD_COLOURS[k % len(METHOD_COLOURS)] for k, r in enumerate(dict.fromkeys(k[1] for k in mine))}
     cols = min(4, len(panels))
     rows = math.ceil(len(panels) / cols)
-    fig = _figure(3.2 * cols, 2.4 * rows + 0.5)
+    fig = _figure(2.7 * cols, 2.0 * rows + 0.6)
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    binned = False
     for ax, name in zip(axes, panels):
-        for k, key in enumerate(mine):
+        for key in mine:
             df = runs[key]["curves"]
             if name not in df:
                 continue
@@ -229,15 +226,13 @@ def learning_curves(method: str, ratio: int, runs: Mapping, label: str) -> str |
             if data.empty:
                 continue
             x, y = data["iteration"].to_numpy() + 1, data[name].to_numpy(dtype=float)
-            colour = METHOD_COLOURS[k % len(METHOD_COLOURS)]
             if name == "val_dice":
-                ax.plot(x, 100 * y, marker=".", color=colour, label=f"seed {key[2]}")
-            else:
-                ax.plot(*_thin(x, y), color=colour, alpha=0.25 if len(y) >= 100 else 1.0, linewidth=0.8)
-                if len(y) >= 100:
-                    ax.plot(*_thin(x, _smooth(y)), color=colour, label=f"seed {key[2]}")
-                else:
-                    ax.lines[-1].set_label(f"seed {key[2]}")
+                x, y = x, 100 * y
+            elif len(y) >= 300:
+                x, _low, y, _high = _band(x, y)
+                binned = True
+            ax.plot(x, y, color=colour[key[1]], linewidth=0.9, marker="." if name == "val_dice" else None,
+                    markersize=3)
         for it in stages:
             ax.axvline(it, color="0.4", linestyle="--", linewidth=0.8)
         ax.set_title("validation Dice (%)" if name == "val_dice" else name, fontsize=9)
@@ -246,10 +241,14 @@ def learning_curves(method: str, ratio: int, runs: Mapping, label: str) -> str |
         ax.grid(alpha=0.3)
     for ax in axes[len(panels):]:
         ax.set_visible(False)
-    axes[len(panels) - 1].legend(fontsize=7)
-    stage_note = "; dashed: the next stage starts" if stages else ""
-    fig.suptitle(f"{label}, {ratio}% labeled: training log (thin: every iteration; thick: moving average"
-                 f"{stage_note})", fontsize=10)
+    seeds = {r: sum(1 for key in mine if key[1] == r) for r in colour}
+    handles = [Line2D([], [], color=c, label=f"{r}% labeled ({seeds[r]} seed{'s' if seeds[r] > 1 else ''})")
+               for r, c in colour.items()]
+    fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), fontsize=7, frameon=False)
+    notes = ["a line per seed"]
+    notes += ["each the mean of 100 bins of iterations"] if binned else []
+    notes += ["dashed: the next stage starts"] if stages else []
+    fig.suptitle(f"{label}: training log ({'; '.join(notes)})", fontsize=10)
     return _png(fig)
 
 
@@ -272,19 +271,21 @@ def val_dice_figure(rows: Sequence[tuple[str, int, str]], runs: Mapping):
             if seeds:
                 mean = pd.concat(seeds, axis=1).mean(axis=1).sort_index()
                 lines.append((label, mean.index.to_numpy() + 1, 100 * mean.to_numpy(dtype=float), len(seeds)))
-        for start in range(0, len(lines), ROWS_PER_PANEL):
-            panels.append((ratio, lines[start:start + ROWS_PER_PANEL]))
+        parts = math.ceil(len(lines) / ROWS_PER_PANEL)
+        for k in range(parts):
+            title = f"{ratio}% labeled" + (f" ({k + 1}/{parts})" if parts > 1 else "")
+            panels.append((title, lines[k * ROWS_PER_PANEL:(k + 1) * ROWS_PER_PANEL]))
     if not panels:
         return None
     cols = min(3, len(panels))
     nrows = math.ceil(len(panels) / cols)
     fig = _figure(4.2 * cols, 3.0 * nrows + 0.6)
     axes = fig.subplots(nrows, cols, squeeze=False, sharey=True).ravel()
-    for ax, (ratio, lines) in zip(axes, panels):
+    for ax, (title, lines) in zip(axes, panels):
         for k, (label, x, y, seeds) in enumerate(lines):
             ax.plot(x, y, color=METHOD_COLOURS[k], marker="." if len(x) < 30 else None, linewidth=1.2,
                     label=label + (f" ({seeds} seeds)" if seeds > 1 else ""))
-        ax.set_title(f"{ratio}% labeled", fontsize=9)
+        ax.set_title(title, fontsize=9)
         ax.set_xlabel("iteration", fontsize=8)
         ax.set_ylabel("validation Dice (%)", fontsize=8)
         ax.tick_params(labelsize=7)
@@ -307,6 +308,22 @@ def _pick_slices(store, cases: Sequence[str], n: int) -> list[tuple[str, int]]:
         area = (label > 0).reshape(label.shape[0], -1).sum(1)
         picks.append((case, int(np.argmax(area))))
     return picks
+
+
+def _crop(label: np.ndarray, margin: float = 0.3) -> tuple[slice, slice]:
+    """The part of a slice to show: the ground truth's bounding box grown by ``margin`` of its size
+    on each side (at least 8 pixels), kept inside the slice; the whole slice where it has no
+    foreground. The structures fill the panel instead of a corner of it (ACDC's heart is
+    ~60 of 256 pixels)."""
+    found = np.nonzero(label)
+    if not found[0].size:
+        return slice(None), slice(None)
+    out = []
+    for idx, size in zip(found, label.shape):
+        lo, hi = int(idx.min()), int(idx.max()) + 1
+        grow = max(8, int(margin * (hi - lo)))
+        out.append(slice(max(0, lo - grow), min(size, hi + grow)))
+    return tuple(out)
 
 
 def overlays(ratio: int, methods: Sequence[str], runs: Mapping, store, labels: Mapping[tuple[str, int], str],
@@ -335,25 +352,26 @@ def overlays(ratio: int, methods: Sequence[str], runs: Mapping, store, labels: M
     n_classes = max(class_names) + 1
     cmap = ListedColormap(["black", *[LABEL_COLOURS[(v - 1) % len(LABEL_COLOURS)] for v in range(1, n_classes)]])
     cols = 2 + len(shown)
-    fig = _figure(2.3 * cols, 2.4 * len(picks) + 0.8)
+    fig = _figure(1.7 * cols, 1.8 * len(picks) + 1.1)
     axes = fig.subplots(len(picks), cols, squeeze=False)
     for r, (case, z) in enumerate(picks):
         image, gt = store.read(case)
+        window = _crop(gt[z])
         layers = [(None, "image"), (gt, "ground truth")]
         for method, pred_dir, seed in shown:
             pred = sitk.GetArrayFromImage(sitk.ReadImage(str(pred_dir / f"{case}.nii.gz")))
-            # wrapped to the column's width (2.3 in at 8 pt: ~22 characters), so titles never overlap
-            layers.append((pred, textwrap.fill(f"{labels.get((method, ratio), method)} (seed {seed})", 22)))
+            # wrapped to the column's width (1.7 in at 7 pt: ~18 characters), so titles never overlap
+            layers.append((pred, textwrap.fill(f"{labels.get((method, ratio), method)} (seed {seed})", 18)))
         for c, (layer, title) in enumerate(layers):
             ax = axes[r, c]
-            ax.imshow(image[z], cmap="gray", interpolation="nearest")
+            ax.imshow(image[z][window], cmap="gray", interpolation="nearest")
             if layer is not None:
-                ax.imshow(np.ma.masked_equal(layer[z], 0), cmap=cmap, vmin=0, vmax=n_classes - 1, alpha=0.55,
-                          interpolation="nearest")
+                ax.imshow(np.ma.masked_equal(layer[z][window], 0), cmap=cmap, vmin=0, vmax=n_classes - 1,
+                          alpha=0.55, interpolation="nearest")
             ax.set_xticks([])
             ax.set_yticks([])
             if r == 0:
-                ax.set_title(title, fontsize=8)
+                ax.set_title(title, fontsize=7)
             if c == 0:
                 ax.set_ylabel(f"{case} z={z}", fontsize=8)
     handles = [Patch(color=LABEL_COLOURS[(v - 1) % len(LABEL_COLOURS)], label=class_names[v])
