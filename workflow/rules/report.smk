@@ -31,3 +31,20 @@ rule table_report:
         "semiseg --rule table_report --wildcards {params.wildcards:q}"
         " report --spec {params.spec:q} --table {input.table} --store {input.store}"
         " --runs {params.runs} --regions {input.regions} --out {output} 2> {log}"
+
+
+# A target that names no table, e.g. a mistyped `snakemake results/tables/acdcc.md`: its input
+# function stops the run with the list of tables. Never runs a job.
+rule unknown_table:
+    input:
+        unknown_table,
+    output:
+        results("{page}/{name}.{ext}"),
+    wildcard_constraints:
+        page="tables|report",
+        ext="md|html",
+        name=NOT_A_TABLE,
+    log:
+        results("logs/unknown_table/{page}/{name}.{ext}.log"),
+    shell:
+        "false"

@@ -1,4 +1,5 @@
 # Input functions of the report pages (rules/report.smk); no rule lives here.
+import re
 
 
 def table_run_files(name):
@@ -40,3 +41,17 @@ def table_report_spec(wildcards):
 
 def report_pages():
     return [results(f"report/{t}.html") for t in CFG["settings"]["tables"]]
+
+
+#: A file name under results/tables/ or results/report/ that names no table: the `name` of rule
+#: unknown_table, so that it never competes with rules table and table_report.
+NOT_A_TABLE = r"(?!(?:%s)\.(?:md|html)$)[^/]+" % "|".join(map(re.escape, sorted(CFG["tables"])))
+
+
+def unknown_table(wildcards):
+    """Refuse a target that names no table (`snakemake results/tables/acdcc.md`) with the list of
+    tables, where Snakemake would only say that no rule produces it."""
+    raise ValueError(
+        f"{results(wildcards.page)}/{wildcards.name}.{wildcards.ext}: there is no table {wildcards.name!r}; "
+        f"the tables (config/tables/*.yaml) are: {', '.join(sorted(CFG['tables']))}"
+    )
