@@ -404,3 +404,16 @@ def test_an_acdc_size_page_draws_inside_a_data_url_frame(acdc_size_page, tmp_pat
     shot = np.asarray(Image.open(screenshot(host, tmp_path / "host.png", size=(1400, 1200))).convert("L"), float)
     # the title, the table and the first figures: dark text and lines on white, not a blank frame
     assert (shot < 128).mean() > 0.01 and shot.std() > 20
+
+
+def test_overlay_column_titles_do_not_overlap(acdc_size_page):
+    _, figures = acdc_size_page
+    overlays = [f for f in figures if any("the same test slices" in t for t in _texts(f))]
+    assert len(overlays) == 4  # 5, 10, 20 and 100 %
+    for fig in overlays:
+        renderer = fig.canvas.get_renderer()
+        fig.draw(renderer)
+        boxes = [ax.title.get_window_extent(renderer) for ax in fig.axes if ax.get_title()]
+        assert len(boxes) >= 3
+        for left, right in zip(boxes, boxes[1:]):
+            assert left.x1 < right.x0, (left, right)
