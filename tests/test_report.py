@@ -193,6 +193,13 @@ def test_snakemake_report_shows_the_page_with_the_table_s_own_parameters(tmp_pat
     assert (shown[:, right] < 128).mean() > 0.01
     assert np.abs(shown[:, right] - menu[:, right]).mean() > 5
 
+    # the landing page links each table; one click on it shows the page as the menu's result does
+    assert "results/report/tiny.html</a>" in report and "javascript:app.setView(" in report
+    clicked = screenshot(root / "report.html", tmp_path / "clicked.png", click="results/report/tiny.html",
+                         size=(1600, 1000))
+    clicked = np.asarray(Image.open(clicked).convert("L"), dtype=float)
+    assert np.abs(clicked[:, right] - shown[:, right]).mean() < 1 and np.abs(clicked - menu).mean() > 5
+
 
 # ----------------------------------------------------------------------------- rows that share a method
 TWO_UNETS = {"title": "Two U-Nets", "dataset": "toy", "seeds": [0, 1],

@@ -1,6 +1,8 @@
 """The figures of a table's report page (:mod:`semiseg.reporting.report`): Dice against the
-labeled ratio with the papers' points, learning curves, and overlays of the same test slices,
-each a PNG as a ``data:`` URI. Matplotlib through its object API (no pyplot state)."""
+labeled ratio with the papers' points, the validation Dice of every row, learning curves, and
+overlays of the same test slices, each a ``data:`` URI (palette PNG; the overlays JPEG), at
+:data:`DPI`. Every name is a table row's, looked up by ``(method, ratio)``. Matplotlib through
+its object API (no pyplot state)."""
 
 from __future__ import annotations
 
@@ -42,8 +44,9 @@ _NOT_CURVES = ("iteration", "lr", "val_dice")
 #: loss: drawn as a dashed line where the stage changes in every panel, not as a curve.
 _STAGE_FLAGS = ("stage",)
 
-#: Rows per panel of the Dice-against-ratio figure: each with a colour of its own (the first six
-#: of METHOD_COLOURS; yellow and black are kept for nothing) and one legend entry.
+#: Rows per panel of the Dice-against-ratio and validation figures: each with a colour of its own
+#: (the first six of METHOD_COLOURS: yellow is faint on white, black reads as the axes) and one
+#: legend entry.
 ROWS_PER_PANEL = 6
 
 #: Marker of each paper source in the Dice-against-ratio figure, in the spec's order.
@@ -92,11 +95,12 @@ def _mean_std(values: Sequence[float]) -> tuple[float, float]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
-def _panels(table: Mapping) -> list[tuple[str, list[tuple[int, Mapping]]]]:
-    """The table's rows (index, row) in panels of at most :data:`ROWS_PER_PANEL`: first the rows
-    run here, then those with the papers' values only, each group split evenly."""
-    groups = (("Run here", [(k, r) for k, r in enumerate(table["rows"]) if r.get("run", True)]),
-              ("Papers' values only", [(k, r) for k, r in enumerate(table["rows"]) if not r.get("run", True)]))
+def _panels(table: Mapping) -> list[tuple[str, list[Mapping]]]:
+    """The table's rows in titled panels of at most :data:`ROWS_PER_PANEL`: first the rows run
+    here, then those with the papers' values only, each group split evenly (ACDC's 9 + 13 rows:
+    5 + 4, then 5 + 4 + 4)."""
+    groups = (("Run here", [r for r in table["rows"] if r.get("run", True)]),
+              ("Papers' values only", [r for r in table["rows"] if not r.get("run", True)]))
     panels = []
     for title, rows in groups:
         if not rows:
@@ -127,7 +131,7 @@ def dice_vs_ratio_figure(table: Mapping, runs: Mapping, labels: Mapping[tuple[st
     fig = _figure(6.0 * cols, 3.3 * nrows + 0.9)
     axes = fig.subplots(nrows, cols, squeeze=False, sharey=True).ravel()
     for ax, (title, rows) in zip(axes, panels):
-        for k, (_index, row) in enumerate(rows):
+        for k, row in enumerate(rows):
             colour = METHOD_COLOURS[k]
             # rows side by side around each ratio, so that their markers do not pile up
             shift = 1.04 ** (k - (len(rows) - 1) / 2)
@@ -176,6 +180,7 @@ def _band(x: np.ndarray, y: np.ndarray, bins: int = 100) -> tuple[np.ndarray, ..
     iterations dropped): each bin's first iteration, and the 10th percentile, mean and 90th
     percentile of its values. A panel is ~200 pixels wide: 30,000 raw points draw the same band
     as 100 bins, slower and in many more bytes of the page."""
+    bins = min(bins, len(x))
     size = len(x) // bins
     y = y[: size * bins].reshape(bins, size)
     low, high = np.percentile(y, [10, 90], axis=1)
