@@ -22,7 +22,8 @@ hold two rows of one method (U-Net with a few labeled patients and with all of t
 The figures are embedded in the page (``data:`` URIs; palette PNGs, overlays as JPEG), so the
 page is one file that the Snakemake report shows as it is and that opens on its own in a
 browser. The report shows it as a ``data:`` URL, which Chromium refuses above 2 MB: with an
-ACDC-size table (23 rows x ratios, 3 seeds) the page stays near 1 MB (tests/test_report.py).
+ACDC-size table (23 cells of a method at a ratio, 3 seeds each) the page stays near 1 MB
+(tests/test_report.py).
 Matplotlib is used through its object API (no pyplot state).
 """
 
@@ -39,8 +40,8 @@ from pathlib import Path
 from semiseg.metrics.csv_io import read_metrics_csv
 from semiseg.metrics.summary import summarise
 from semiseg.reporting.build import parse_run_path
-from semiseg.reporting.report_figures import (_mean_std, _png, dice_vs_ratio, learning_curves, overlays,
-                                              reference_points, val_dice_figure)
+from semiseg.reporting.report_figures import (_mean_std, dice_vs_ratio, learning_curves, overlays, reference_points,
+                                              val_dice)
 from semiseg.reporting.tables import write_table
 
 __all__ = ["markdown_to_html", "reference_points", "row_labels", "table_page", "check_schedule"]
@@ -274,10 +275,9 @@ def table_page(spec: Mapping, *, table_md: Path, run_dirs: Sequence[Path], store
         parts += ["<h2>Job parameters of the runs</h2>", _params_html(runs, labels)]
         ran = [(method, ratio, label) for (method, ratio), label in labels.items()
                if any(key[:2] == (method, ratio) for key in runs)]
-        val = val_dice_figure(ran, runs)
-        if val is not None:
-            parts += ["<h2>Validation Dice of every row</h2>",
-                      f'<img alt="validation Dice of every row" src="{_png(val)}">']
+        png = val_dice(ran, runs)
+        if png:
+            parts += ["<h2>Validation Dice of every row</h2>", f'<img alt="validation Dice of every row" src="{png}">']
         parts.append("<h2>Learning curves</h2>")
         for row in table["rows"]:
             ratios = [int(r) for r in row["ratios"] if any(key[:2] == (row["method"], int(r)) for key in runs)]

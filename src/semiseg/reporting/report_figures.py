@@ -17,7 +17,8 @@ import numpy as np
 from semiseg.colours import LABEL_COLOURS, METHOD_COLOURS
 from semiseg.references import reference_sources
 
-__all__ = ["dice_vs_ratio", "dice_vs_ratio_figure", "learning_curves", "overlays", "reference_points", "val_dice_figure"]
+__all__ = ["dice_vs_ratio", "dice_vs_ratio_figure", "learning_curves", "overlays", "reference_points", "val_dice",
+           "val_dice_figure"]
 
 def reference_points(table: Mapping) -> list[dict]:
     """The papers' values of a table entry: ``[{"method", "ratio", "metric", "value", "source", "tag"}]``.
@@ -255,6 +256,12 @@ def learning_curves(method: str, ratios: Sequence[int], runs: Mapping, label: st
     notes += ["dashed: the next stage starts"] if stages else []
     fig.suptitle(f"{label}: training log ({'; '.join(notes)})", fontsize=10)
     return _png(fig)
+
+
+def val_dice(rows: Sequence[tuple[str, int, str]], runs: Mapping) -> str | None:
+    """PNG (data URI) of :func:`val_dice_figure`, or ``None`` when no run logged a validation."""
+    fig = val_dice_figure(rows, runs)
+    return None if fig is None else _png(fig)
 
 
 def val_dice_figure(rows: Sequence[tuple[str, int, str]], runs: Mapping):
