@@ -109,7 +109,7 @@ def close(a: float, b: float, rel: float = REL) -> bool:
 
 def mismatches(rows: list[dict], rec: dict, names: dict[str, str]) -> list[str]:
     """Every (iteration, figure) where the replay and the record differ; ``names`` maps the
-    record's figure to the replay's logged column."""
+    replay's logged column to the record's figure."""
     out = []
     for got, want in zip(rows, rec["iterations"], strict=True):
         for ours, theirs in names.items():
