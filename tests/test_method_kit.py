@@ -18,7 +18,7 @@ from helpers import run_spec, schema_defaults, tiny_store
 from semiseg.config import ConfigError, load_config, method_settings, run_spec as config_run_spec
 from semiseg.engine.loop import train
 from semiseg.engine.lr import lr_factor
-from semiseg.methods import METHODS, Losses, Method, Step, build_method, register
+from semiseg.methods import METHODS, Losses, Method, Step, StepContext, build_method, register
 from semiseg.methods.base import StageContext
 from semiseg.methods.common.losses import alhvr_code_dice_loss, dice_ce_loss, one_hot
 from semiseg.methods.common.teacher import TeacherStudent
@@ -82,7 +82,7 @@ def test_alhvr_dice_form_switch_changes_only_the_dice_term():
     for form in ("standard", "alhvr_code"):
         m = _alhvr(dice_form=form, perturbation="noise")
         torch.manual_seed(3)
-        outs[form] = m.training_step(batch, Step(0, 10)).terms
+        outs[form] = m.training_step(StepContext(Step(0, 10), batch)).terms
     assert outs["standard"]["ce_a"].item() == pytest.approx(outs["alhvr_code"]["ce_a"].item())
     assert outs["alhvr_code"]["dice_a"].item() == pytest.approx(0.5 + 0.5 * outs["standard"]["dice_a"].item(),
                                                                 abs=1e-5)
@@ -100,7 +100,7 @@ def test_up2_projection_is_the_one_eighth_resolution_map_of_the_second_up_block(
     branches = m.branches(torch.cat([batch["labeled_image"], batch["unlabeled_image"]]))
     # four levels here: the second up block projects 16 -> 8 channels at 1/4 of 16
     assert branches[0].features.shape == (4, 8, 4, 4)
-    assert math.isfinite(m.training_step(batch, Step(0, 10)).total.item())
+    assert math.isfinite(m.training_step(StepContext(Step(0, 10), batch)).total.item())
     transposed = build_method({"dataset": {"num_classes": 3, "dims": 2},
                                "method": {"algorithm": "alhvr", "params": {**schema_defaults("alhvr"),
                                                                            "prototype_features": "up2_projection"}}},
@@ -154,7 +154,8 @@ class _Recorder(Method):
     def make_views(self, batch, generator):
         return {**batch, "labeled_image_strong": batch["labeled_image"] + 1.0}
 
-    def training_step(self, batch, step):
+    def training_step(self, ctx):
+        batch = ctx.batch
         assert torch.equal(batch["labeled_image_strong"], batch["labeled_image"] + 1.0)
         logits = self.models[0](batch["labeled_image"]) * self.scale + self.offset
         ce, dice = self.supervised_loss(logits, batch["labeled_label"])
@@ -229,10 +230,10 @@ def test_a_per_pixel_weighted_mean_teacher_is_a_dozen_lines(tmp_path):
         batch = {"labeled_image": torch.randn(2, 1, 16, 16), "labeled_label": torch.randint(0, 3, (2, 16, 16)),
                  "unlabeled_image": torch.randn(2, 1, 16, 16)}
         torch.manual_seed(0)
-        out = m.training_step(batch, Step(0, 3))
+        out = m.training_step(StepContext(Step(0, 3), batch))
         torch.manual_seed(0)
         logits = m.student(torch.cat([batch["labeled_image"], batch["unlabeled_image"]]))
-        teacher = torch.softmax(m.teacher(m.teacher_input(batch["unlabeled_image"], batch, Step(0, 3))), 1)
+        teacher = torch.softmax(m.teacher(m.teacher_input(batch["unlabeled_image"], StepContext(Step(0, 3), batch))), 1)
         per_pixel = ((torch.softmax(logits[2:], 1) - teacher) ** 2).mean(1)
         expected = (teacher.amax(1) * per_pixel).sum() / per_pixel.numel()
         assert out.terms["consistency"].item() == pytest.approx(expected.item(), rel=1e-5)

@@ -7,10 +7,11 @@ its algorithm: adding a method is adding a file, a params schema and a catalogue
 import importlib
 import pkgutil
 
-from semiseg.methods.base import METHODS, Losses, Method, Step, build_method, inference_network, register
+from semiseg.methods.base import (METHODS, Losses, Method, Step, StepContext, build_method, inference_network,
+                                  register)
 
 for _info in pkgutil.iter_modules(__path__):
     if _info.name not in ("base", "common"):
         importlib.import_module(f"{__name__}.{_info.name}")
 
-__all__ = ["METHODS", "Losses", "Method", "Step", "build_method", "inference_network", "register"]
+__all__ = ["METHODS", "Losses", "Method", "Step", "StepContext", "build_method", "inference_network", "register"]

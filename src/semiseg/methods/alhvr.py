@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from semiseg.methods.base import Losses, Step, register, two_stream
+from semiseg.methods.base import Losses, StepContext, register, two_stream
 from semiseg.methods.common.dual_branch import NETS, DualBranch, reduce_region
 from semiseg.methods.common.pseudo import entropy, sharpen, sharpen_distribution
 from semiseg.methods.common.regions import Regions, class_prototypes, prototype_similarity, resize_features
@@ -139,8 +139,11 @@ class ALHVR(DualBranch):
     public code); ``perturbation`` may pin noise or dropout instead of a random choice.
     """
 
-    def training_step(self, batch, step: Step) -> Losses:
-        s = two_stream(batch)
+    def prototype_source(self) -> tuple[str, int]:
+        return self.params["prototype_features"], int(self.params["prototype_stage"])
+
+    def training_step(self, ctx: StepContext) -> Losses:
+        s = two_stream(ctx.batch)
         nl = s.n_labeled
         branches = self.branches(s.images)
         terms = self.branch_supervised_terms(branches, s.label)
@@ -153,7 +156,7 @@ class ALHVR(DualBranch):
             unsup.update(self.cg_cpcl(branches, probs, regions, nl, reduction))
         if self.params["dtct"]:
             unsup.update(self.dtct(probs, probs_p, regions, reduction))
-        weight = self.weight(step)
+        weight = self.weight(ctx.step)
         total = sum(terms.values()) + weight * sum(unsup.values(), torch.zeros((), device=s.labeled.device))
         stats = {"gamma": float(regions.gamma), "lambda": weight, **regions.fractions()}
         return Losses(total=total, terms={**terms, **unsup}, stats=stats)

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from semiseg.methods.base import Losses, Method, Step, register, two_stream
+from semiseg.methods.base import Losses, Method, Step, StepContext, register, two_stream
 from semiseg.methods.common.losses import dice_ce_loss
 from semiseg.methods.common.teacher import TeacherStudent, frozen_copy
 from semiseg.methods.crln_net import CRLNNet
@@ -226,7 +226,8 @@ class CRLN(TeacherStudent):
             return torch.full((self.num_classes,), float(p["xi"]), device=device)
         return (torch.rand(self.num_classes, generator=generator) * float(p["xi"])).to(device)
 
-    def training_step(self, batch, step: Step) -> Losses:
+    def training_step(self, ctx: StepContext) -> Losses:
+        batch, step = ctx.batch, ctx.step
         p, s = self.params, two_stream(batch)
         nl = s.n_labeled
         g = torch.Generator().manual_seed(int(batch["crln_seed"]))
@@ -261,7 +262,7 @@ class CRLN(TeacherStudent):
                  "confident": (cs >= float(p["confidence_threshold"])).float().mean()}
         return Losses(total=total, terms=terms, stats=stats)
 
-    def after_optimizer_step(self, step: Step) -> None:
+    def after_optimizer_step(self, ctx: StepContext) -> None:
         """``a_step: after``: Eq. 16's step of ``a`` (or learnable_v2's convolution) on the
         student just updated, in eval mode; then the EMA."""
         if self._labeled is not None:
@@ -279,7 +280,7 @@ class CRLN(TeacherStudent):
             self.loss_of_a(z, m, label).backward()
             self._rectifier_opt.step()
             self._rectifier_opt.zero_grad(set_to_none=True)
-        super().after_optimizer_step(step)
+        super().after_optimizer_step(ctx)
 
     def _contrast(self, z, rep, label, ys, cs, on: bool, g) -> Tensor:
         p = self.params

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from semiseg.methods.base import Losses, Step, register, two_stream
+from semiseg.methods.base import Losses, Step, StepContext, register, two_stream
 from semiseg.methods.common.losses import one_hot, reduce_region
 from semiseg.methods.common.pseudo import entropy
 from semiseg.methods.common.teacher import TeacherStudent, input_noise
@@ -208,7 +208,7 @@ class SGRS(TeacherStudent):
 
     # ---- the teacher
 
-    def teacher_input(self, x: Tensor, batch, step: Step) -> Tensor:
+    def teacher_input(self, x: Tensor, ctx: StepContext) -> Tensor:
         std = float(self.params["noise_std"])
         return input_noise(x, std, float(self.params["noise_clip"])) if std > 0 else x
 
@@ -238,11 +238,11 @@ class SGRS(TeacherStudent):
 
     # ---- the step
 
-    def training_step(self, batch, step: Step) -> Losses:
-        s = two_stream(batch)
+    def training_step(self, ctx: StepContext) -> Losses:
+        s = two_stream(ctx.batch)
         n_l, n_u = s.n_labeled, s.unlabeled.shape[0]
         from_teacher = self.params["pseudo_labels"] == "teacher"
-        seen = self.teacher_input(s.unlabeled, batch, step) if from_teacher else s.unlabeled
+        seen = self.teacher_input(s.unlabeled, ctx) if from_teacher else s.unlabeled
         mixed, stats = self.second_view(s.labeled, seen)
         parts = [s.labeled, s.unlabeled] + ([mixed] if mixed is not None else [])
         logits = self.student(torch.cat(parts))
@@ -259,7 +259,7 @@ class SGRS(TeacherStudent):
         else:
             target = views[0].detach().argmax(dim=1)
         terms, region_stats = self.region_losses(views, target)
-        weight = self.consistency_weight(step)
+        weight = self.consistency_weight(ctx.step)
         unsup = sum(terms.values())
         total = float(self.params["supervised_weight"]) * (ce + dice) + weight * unsup
         return Losses(total=total, terms={"ce": ce, "dice": dice, **terms},
