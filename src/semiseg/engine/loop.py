@@ -51,7 +51,7 @@ from semiseg.methods import Step, build_method
 from semiseg.methods.base import StageContext, StepContext
 from semiseg.nets import network_for
 
-__all__ = ["TrainingError", "Preempted", "train", "mean_dice"]
+__all__ = ["TrainingError", "Preempted", "build_optimizers", "mean_dice", "run_second_phase", "train"]
 
 log = logging.getLogger("semiseg.train")
 
@@ -99,6 +99,22 @@ def build_optimizers(method, sched: dict) -> dict[str, torch.optim.Optimizer]:
         for group in opt.param_groups:
             group.setdefault("initial_lr", group["lr"])
     return optimizers
+
+
+def run_second_phase(method, optimizers: dict[str, torch.optim.Optimizer], ctx: StepContext) -> None:
+    """The method's :meth:`~semiseg.methods.base.Method.second_phase` after the main step: each
+    of its losses minimised by the optimiser it names alone (zeroed, back-propagated, stepped,
+    zeroed again so the next main step finds no stale gradient)."""
+    for name, loss in method.second_phase(ctx).items():
+        if name == "main" or name not in optimizers:
+            own = ", ".join(sorted(set(optimizers) - {"main"})) or "none"
+            raise TrainingError(f"method {method.algorithm!r}: its second phase names optimiser {name!r}, "
+                                f"not one of its extra_optimizers() ({own})")
+        opt = optimizers[name]
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
 
 
 class _Run:
@@ -253,7 +269,7 @@ class _Run:
             losses.total.backward()
             for opt in self.optimizers.values():
                 opt.step()
-            self._second_phase(ctx)
+            run_second_phase(self.method, self.optimizers, ctx)
         self.method.after_optimizer_step(ctx)
 
         row = {"iteration": it, "lr": self.sched["lr"] * factor, **values}
@@ -262,19 +278,6 @@ class _Run:
         if self.val_cases and (done % self.sched["val_interval"] == 0 or done == self.total):
             row["val_dice"] = self._validate(done, store)
         return row
-
-    def _second_phase(self, ctx: StepContext) -> None:
-        """The method's losses after the main step, each minimised by its own optimiser alone."""
-        for name, loss in self.method.second_phase(ctx).items():
-            if name not in self.optimizers or name == "main":
-                raise TrainingError(f"method {self.spec['method']['name']!r}: its second phase names optimiser "
-                                    f"{name!r}, not one of its extra_optimizers() "
-                                    f"({', '.join(sorted(set(self.optimizers) - {'main'})) or 'none'})")
-            opt = self.optimizers[name]
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
 
     def _validate(self, done: int, store: Store) -> float:
         dataset = self.dataset

@@ -27,10 +27,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-__all__ = ["RECTIFICATIONS", "ConcatRectifier", "Rectified", "rectified", "rectify", "rectify_fixed"]
-
-#: The ``rectification`` param's values: the paper's CRLN first.
-RECTIFICATIONS = ("learnable_v3", "fixed_v1", "learnable_v2")
+__all__ = ["ConcatRectifier", "Rectified", "rectified", "rectify", "rectify_fixed"]
 
 _CONV = {2: nn.Conv2d, 3: nn.Conv3d}
 
@@ -82,8 +79,6 @@ class Rectified(nn.Module):
 
     def __init__(self, net: nn.Module, kind: str, a: nn.Parameter, rectifier: nn.Module | None = None):
         super().__init__()
-        if kind not in RECTIFICATIONS:
-            raise ValueError(f"crln rectification must be one of {RECTIFICATIONS}, got {kind!r}")
         self.net, self.kind = net, kind
         self.a = a if kind == "learnable_v3" else None
         self.rectifier = rectifier if kind == "learnable_v2" else None

@@ -208,10 +208,6 @@ class SGRS(TeacherStudent):
 
     # ---- the teacher
 
-    def teacher_input(self, x: Tensor, ctx: StepContext) -> Tensor:
-        std = float(self.params["noise_std"])
-        return input_noise(x, std, float(self.params["noise_clip"])) if std > 0 else x
-
     def ema_active(self, step: Step) -> bool:
         return self.params["pseudo_labels"] == "teacher"
 

@@ -10,8 +10,8 @@ overrides only its difference from it (every hook gets the step's
 - :meth:`TeacherStudent.supervised_weight` — an optional per-pixel weight on the supervised
   term (BUARL's labeled-stream weights);
 - :meth:`TeacherStudent.teacher_input` — what the teacher sees (Gaussian input noise when the
-  method's params have ``noise_std``, the image itself otherwise; a mixing method returns a
-  mixed image);
+  method's ``noise_std`` is above 0, the image itself at 0; a mixing method returns a mixed
+  image);
 - :meth:`TeacherStudent.unsupervised_map` — the per-pixel loss ``(B, *spatial)`` between the
   student's prediction and the teacher's (default: squared softmax difference, mean over
   classes);
@@ -113,10 +113,10 @@ class TeacherStudent(Method):
     # ---- the teacher
 
     def teacher_input(self, x: Tensor, ctx: StepContext) -> Tensor:
-        """The teacher's input for the unlabeled images ``x``: noisy when the params say ``noise_std``."""
-        if "noise_std" in self.params:
-            return input_noise(x, float(self.params["noise_std"]), float(self.params["noise_clip"]))
-        return x
+        """The teacher's input for the unlabeled images ``x``: :func:`input_noise` when the params'
+        ``noise_std`` is above 0, the images themselves at 0."""
+        std = float(self.params["noise_std"])
+        return input_noise(x, std, float(self.params["noise_clip"])) if std > 0 else x
 
     @torch.no_grad()
     def teacher_probs(self, x: Tensor, ctx: StepContext) -> Tensor:
