@@ -20,7 +20,7 @@ from semiseg.methods import Step, StepContext
 from semiseg.methods.common.losses import dice_ce_loss
 from semiseg.methods.crln import (contrastive_loss, info_nce, rectify, sample_contrast, strong_view,
                                   unsupervised_loss)
-from semiseg.methods.crln_net import CRLNNet, PairAttention
+from semiseg.methods.crln.net import CRLNNet, PairAttention
 from semiseg.nets import VNet
 
 SQ2 = math.sqrt(2.0)
@@ -378,7 +378,7 @@ def test_the_ablation_entries_switch_what_their_rows_say():
 
 
 def test_dim_aggregation_switches_drop_their_steps():
-    from semiseg.methods.crln_net import Aggregation
+    from semiseg.methods.crln.net import Aggregation
 
     assert isinstance(Aggregation(4, 2, spatial=False).spatial, nn.Identity)
     assert isinstance(Aggregation(4, 2, cross=False).cross, nn.Identity)

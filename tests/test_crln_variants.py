@@ -12,7 +12,7 @@ from helpers import run_spec, tiny_store
 from semiseg.engine.loop import build_optimizers, run_second_phase, train
 from semiseg.methods import Step
 from semiseg.methods.common.losses import dice_ce_loss
-from semiseg.methods.crln_rectify import ConcatRectifier, rectify_fixed
+from semiseg.methods.crln.rectify import ConcatRectifier, rectify_fixed
 from semiseg.nets import UNet
 
 
@@ -179,7 +179,7 @@ def test_the_table_7_entries_run_their_variant():
 
 def test_evaluate_switch_chooses_the_network_and_logits_inference_runs(tmp_path):
     from semiseg.inference.run import load_run_network
-    from semiseg.methods.crln_rectify import Rectified
+    from semiseg.methods.crln.rectify import Rectified
 
     torch.manual_seed(0)
     m = _method()
@@ -283,7 +283,7 @@ def test_the_code_entry_uses_xi_0_6_at_8_labeled_and_0_9_at_16():
 
 def test_a_teacher_rectified_run_validates_saves_and_loads_its_evaluated_module(tmp_path):
     from semiseg.inference.run import load_run_network
-    from semiseg.methods.crln_rectify import Rectified
+    from semiseg.methods.crln.rectify import Rectified
 
     store, split = tiny_store(tmp_path / "store.h5")
     spec = run_spec("crln", 2, params={"evaluate": "teacher_rectified", "rectify_start": 0.0, "anchors": 8,

@@ -120,11 +120,13 @@ def _closure(roots) -> set[Path]:
 @lru_cache(maxsize=None)
 def registered_algorithms() -> dict[str, str]:
     """Algorithm name -> the module registering it, found by reading ``semiseg/methods/*.py``
-    for a class decorated ``@register("<name>")``: the same registry ``semiseg.methods``
-    builds by importing those modules, without importing them (building the workflow's DAG
-    then never imports torch)."""
+    and ``semiseg/methods/*/__init__.py`` (a method with helpers is a package) for a class
+    decorated ``@register("<name>")``: the same registry ``semiseg.methods`` builds by
+    importing those modules, without importing them (building the workflow's DAG then never
+    imports torch)."""
     found: dict[str, str] = {}
-    for path in sorted((PACKAGE / "methods").glob("*.py")):
+    methods = PACKAGE / "methods"
+    for path in sorted([*methods.glob("*.py"), *methods.glob("*/__init__.py")]):
         tree = ast.parse(path.read_bytes(), filename=str(path))
         for node in ast.walk(tree):
             if not isinstance(node, ast.ClassDef):

@@ -1,7 +1,9 @@
-"""Semi-supervised segmentation methods, one small module per algorithm over :class:`Method`.
+"""Semi-supervised segmentation methods, one home per algorithm over :class:`Method`.
 
-Every module of this package (but ``base`` and ``common``) is imported here, which registers
-its algorithm: adding a method is adding a file, a params schema and a catalogue entry.
+Every module and subpackage of this package but ``base`` and ``common`` is one method, imported
+here, which registers its algorithm: adding a method is adding a file (or, for a method with
+helpers of its own, a package such as ``crln/``, whose ``__init__`` registers it and whose other
+modules are its helpers), a params schema and a catalogue entry.
 """
 
 import importlib

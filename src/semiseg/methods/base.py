@@ -57,8 +57,9 @@ METHODS: dict[str, type["Method"]] = {}
 def register(name: str):
     """Class decorator: make a method available under `name` (the config's `algorithm`).
 
-    The decorator must be written literally as ``@register("<name>")`` on the class: the
-    workflow finds a method's source file by that text, without importing torch
+    The decorator must be written literally as ``@register("<name>")`` on the class, in a
+    module ``methods/<name>.py`` or a package's ``methods/<name>/__init__.py``: the workflow
+    finds a method's source file by that text, without importing torch
     (:func:`semiseg.fingerprint.method_files`).
     """
 

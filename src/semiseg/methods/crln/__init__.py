@@ -1,7 +1,7 @@
 """CRLN (Wang et al., "Leveraging Labelled Data Knowledge: A Cooperative Rectification Learning
 Network for Semi-supervised 3D Medical Image Segmentation", arXiv:2502.11456): a weak-to-strong
 teacher–student whose pseudo-labels are rectified by learned class prototypes (the DIM,
-:mod:`semiseg.methods.crln_net`), plus a contrastive loss with "unassertive" positives (CPS)."""
+:mod:`semiseg.methods.crln.net`), plus a contrastive loss with "unassertive" positives (CPS)."""
 
 from __future__ import annotations
 
@@ -14,9 +14,9 @@ from torch import Tensor, nn
 from semiseg.methods.base import Losses, Step, StepContext, register, two_stream
 from semiseg.methods.common.losses import dice_ce_loss
 from semiseg.methods.common.teacher import TeacherStudent
-from semiseg.methods.crln_net import CRLNNet
-from semiseg.methods.crln_rectify import ConcatRectifier, Rectified, rectified, rectify, rectify_fixed
-from semiseg.methods.crln_views import beta_4_4, strong_view
+from semiseg.methods.crln.net import CRLNNet
+from semiseg.methods.crln.rectify import ConcatRectifier, Rectified, rectified, rectify, rectify_fixed
+from semiseg.methods.crln.views import beta_4_4, strong_view
 
 __all__ = ["CRLN", "beta_4_4", "contrastive_loss", "info_nce", "rectify", "rectify_fixed", "sample_contrast",
            "strong_view", "unsupervised_loss"]
@@ -95,7 +95,7 @@ def contrastive_loss(rep: Tensor, labels: Tensor, valid: Tensor, uncertain: Tens
 class CRLN(TeacherStudent):
     """CRLN: weak-to-strong teacher–student, DIM rectification, collaborative positive supervision.
 
-    Networks: ``models[0]`` is a :class:`~semiseg.methods.crln_net.CRLNNet` (backbone, prototypes,
+    Networks: ``models[0]`` is a :class:`~semiseg.methods.crln.net.CRLNNet` (backbone, prototypes,
     DIM, representation head), ``teacher`` its EMA copy (decay ``min(1 − 1/(t+1), ema_decay)``,
     parameters only, as the code), ``a`` the rectification scalar (initial 0, not clamped) with
     its own SGD (the schedule's lr and weight decay, no momentum, as the code).
@@ -131,13 +131,13 @@ class CRLN(TeacherStudent):
     Switches (the code's version, documented): ``confidence_weight: image`` (a per-image weight
     instead of the voxel mask), ``xi_draw: fixed``, ``dim_levels: last`` (the ½-resolution map
     only). The code's query reshape in the attention is a bug and is not reproduced (see
-    :mod:`semiseg.methods.crln_net`). Ablations: ``rectify: false`` (no DIM, no M losses, no
+    :mod:`semiseg.methods.crln.net`). Ablations: ``rectify: false`` (no DIM, no M losses, no
     rectification), ``contrast_weight: 0``, ``positive: mean | prototypes`` (MR / LP only),
     ``strong_augmentation: false`` (the student sees the weak view), ``dim_spatial`` and
     ``dim_cross`` (the DIM aggregation's SA and CI steps); ``rectification`` (Table 7:
     ``learnable_v3`` the paper's ``z + (1 − a)·M``, ``fixed_v1`` the more confident of ``z`` and
     ``M`` per voxel with nothing learned, ``learnable_v2`` a convolution over ``[z; M]`` trained in
-    ``a``'s place: :mod:`semiseg.methods.crln_rectify` says what the text gives and what is chosen).
+    ``a``'s place: :mod:`semiseg.methods.crln.rectify` says what the text gives and what is chosen).
 
     Validation and inference run ``evaluate``: ``student`` (default: the student's backbone, its
     plain logits), ``teacher`` (the EMA teacher's backbone) or ``teacher_rectified`` (the teacher's
@@ -160,7 +160,7 @@ class CRLN(TeacherStudent):
             self.rectifier = ConcatRectifier(self.num_classes, self.dims)
 
     def build_student(self) -> nn.Module:
-        """The run's network as the backbone of a :class:`~semiseg.methods.crln_net.CRLNNet`."""
+        """The run's network as the backbone of a :class:`~semiseg.methods.crln.net.CRLNNet`."""
         p = self.params
         return CRLNNet(self.net_factory(), self.num_classes, self.dims, prototypes=int(p["prototypes"]),
                        dim=int(p["prototype_dim"]), levels=p["dim_levels"], spatial=bool(p["dim_spatial"]),

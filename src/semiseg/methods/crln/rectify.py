@@ -72,7 +72,7 @@ class ConcatRectifier(nn.Module):
 
 
 class Rectified(nn.Module):
-    """``forward(x)``: the rectified logits of a :class:`~semiseg.methods.crln_net.CRLNNet`
+    """``forward(x)``: the rectified logits of a :class:`~semiseg.methods.crln.net.CRLNNet`
     ``net`` (the evaluated network of ``evaluate: teacher_rectified``). It holds ``net`` and what
     the ``kind`` of rectification learns (``a``, or the :class:`ConcatRectifier`), shared with the
     method, so its state dict is all that inference needs."""
