@@ -13,7 +13,16 @@ from semiseg.methods.common.dual_branch import NETS, DualBranch, reduce_region
 from semiseg.methods.common.pseudo import entropy, sharpen, sharpen_distribution
 from semiseg.methods.common.regions import Regions, class_prototypes, prototype_similarity, resize_features
 
-__all__ = ["ALHVR", "NORMALIZE", "cg_cpcl_terms", "dtct_teacher"]
+__all__ = ["ALHVR", "FIGURES", "NORMALIZE", "cg_cpcl_terms", "dtct_teacher"]
+
+#: The figure drawn from an ``alhvr`` run (a literal, read by :mod:`semiseg.method_sources`).
+FIGURES = [{
+    "name": "alhvr_regions", "algorithm": "alhvr", "rule": "region_figure", "weights": "models.pt",
+    "draw": "semiseg.reporting.figures:region_figure",
+    "title": "ALHVR's regions", "alt": "ALHVR regions",
+    "note": "Paper Figure 1 for our run: image, both networks' predictions, and the regions Ω1 (reliable "
+            "stable), Ω2 (reliable unstable), Ω3 (unreliable stable).",
+}]
 
 
 def cg_cpcl_terms(sim: Tensor, target: Tensor, mask: Tensor, *, cosine: str = "all",

@@ -30,8 +30,18 @@ from semiseg.methods.common.pseudo import entropy
 from semiseg.methods.common.teacher import UnsupervisedContext
 from semiseg.methods.mean_teacher import MeanTeacher
 
-__all__ = ["BUARLBCP", "BUARLMeanTeacher", "BUARLWeights", "entropy_map", "percentile_threshold",
+__all__ = ["BUARLBCP", "BUARLMeanTeacher", "BUARLWeights", "FIGURES", "entropy_map", "percentile_threshold",
            "region_weight", "uncertain_mask"]
+
+#: The figure drawn from a ``buarl_bcp`` run (a literal, read by :mod:`semiseg.method_sources`).
+FIGURES = [{
+    "name": "buarl_entropy", "algorithm": "buarl_bcp", "rule": "entropy_figure", "weights": "model.pt",
+    "draw": "semiseg.reporting.buarl_figure:entropy_figure",
+    "title": "BUARL's entropy regions", "alt": "BUARL entropy regions",
+    "note": "Paper Figure 5 for our run: the entropy of the prediction on unlabeled slices, and the pixels "
+            "above each image's 95th, 97th and 99th percentile of it (the uncertain regions URL and CRL "
+            "weight).",
+}]
 
 ENTROPY_FORMS = ("shannon", "max_class")
 SCOPES = ("image", "batch")
