@@ -195,6 +195,57 @@ def test_stage_hooks_scalar_groups_are_optimised(tmp_path, recorder):
     assert opts["offset"].param_groups[0]["initial_lr"] == 0.5
 
 
+class _Phased(Method):
+    """A network, and a scalar ``shift`` that only a second phase after the main step trains
+    (towards the step's generator draw, logged through the context's statistics channel)."""
+
+    uses_unlabeled = False
+    phase_name = "shift"
+
+    def __init__(self, spec, net_factory):
+        super().__init__(spec, net_factory)
+        self.models.append(net_factory())
+        self.shift = nn.Parameter(torch.zeros(()))
+
+    def extra_optimizers(self, schedule):
+        return {"shift": torch.optim.SGD([self.shift], lr=0.5)}
+
+    def training_step(self, ctx):
+        logits = self.models[0](ctx.batch["labeled_image"])
+        ce, dice = self.supervised_loss(logits, ctx.batch["labeled_label"])
+        ctx.stats["draw"] = torch.rand((), generator=ctx.generator)  # read with the terms
+        ctx.stats["iteration_seen"] = float(ctx.step.iteration)
+        return Losses(total=ce + dice, terms={"ce": ce, "dice": dice})
+
+    def second_phase(self, ctx):
+        return {type(self).phase_name: (self.shift - ctx.stats["draw"]) ** 2}
+
+
+@pytest.fixture
+def phased():
+    register("test_phased")(_Phased)
+    yield _Phased
+    _Phased.phase_name = "shift"
+    del METHODS["test_phased"]
+
+
+def test_the_step_context_carries_statistics_and_a_second_phase(tmp_path, phased):
+    store, split = tiny_store(tmp_path / "store.h5")
+    spec = run_spec("test_phased", 2, params={}, val_interval=2, lr_policy="constant")
+    train(spec, store, split, tmp_path / "run", progress=False, stop_after=2)
+    with open(tmp_path / "run" / "checkpoints" / "train.csv.partial") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [float(r["iteration_seen"]) for r in rows] == [0.0, 1.0]
+    draws = [float(r["draw"]) for r in rows]
+    assert 0 < draws[0] < 1 and draws[0] != draws[1]
+    # the phase alone moves shift: (shift − d)² with lr 0.5 sets shift to d at each step
+    state = torch.load(tmp_path / "run" / "checkpoints" / "state.pt", weights_only=False)
+    assert state["method"]["shift"].item() == pytest.approx(draws[1], rel=1e-6)
+    phased.phase_name = "nowhere"
+    with pytest.raises(RuntimeError, match="names optimiser 'nowhere', not one of its extra_optimizers"):
+        train(spec, store, split, tmp_path / "bad", progress=False)
+
+
 def test_bcp_hands_off_from_the_best_pre_training_checkpoint():
     spec = run_spec("bcp", 10, params={"handoff": "best", "reset_optimizer": True})
     m = build_method(spec, lambda: UNet(1, 3, channels=(4, 8), dropout=(0, 0)))
