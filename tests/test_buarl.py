@@ -193,6 +193,22 @@ def test_alpha_one_is_bcp_exactly(iteration):
     assert not torch.equal(_step(half, batch, step).total, a.total)
 
 
+@pytest.mark.parametrize("iteration", [2, 7])  # pre-training, self-training
+def test_alpha_one_is_bcp_on_its_la_script_too(iteration):
+    batch, step = _batch(b=4), Step(iteration, 10)
+    bcp, ours = _twin("bcp", "buarl_bcp", pretrain_fraction=0.5, labeled_alpha=1.0, unlabeled_alpha=1.0, script="la")
+    acdc, _ = _twin("bcp", "buarl_bcp", pretrain_fraction=0.5, script="acdc")
+    for m in (bcp, ours, acdc):
+        m.on_stage_start("self_train", Step(5, 10), StageContext())
+    a, b = _step(bcp, batch, step), _step(ours, batch, step)
+    for name in ("ce", "dice"):
+        torch.testing.assert_close(b.terms[name], a.terms[name], rtol=1e-6, atol=1e-7)
+    assert not torch.allclose(_step(acdc, batch, step).total, a.total)
+    _, half = _twin("bcp", "buarl_bcp", pretrain_fraction=0.5, script="la")
+    half.on_stage_start("self_train", Step(5, 10), StageContext())
+    assert not torch.allclose(_step(half, batch, step).total, a.total)
+
+
 # ---------------------------------------------------------------- gradients and switches
 
 
