@@ -363,3 +363,39 @@ def test_methods_are_found_by_their_source_and_the_dag_never_imports_torch():
             "assert 'torch' not in sys.modules, 'torch imported'\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+# ---------------------------------------------------------------- no per-step state on self
+
+
+@pytest.mark.parametrize("algorithm", sorted(k for k in METHODS if not k.startswith(("test_", "_test"))))
+def test_a_step_leaves_no_state_on_the_method(algorithm):
+    # everything of a step travels in its context: a step and its post-step hooks add or rebind
+    # no plain attribute of the method (parameters, buffers and submodules are its state)
+    from helpers import unet3
+
+    m = build_method(run_spec(algorithm, 10), unet3)
+    g = torch.Generator().manual_seed(0)
+    batch = {"labeled_image": torch.randn(2, 1, 32, 32, generator=g),
+             "labeled_label": torch.randint(0, 3, (2, 32, 32), generator=g),
+             "unlabeled_image": torch.randn(2, 1, 32, 32, generator=g)}
+    before = {k: v for k, v in vars(m).items() if not k.startswith("_")}
+    ctx = StepContext(Step(9, 10), m.make_views(batch, g), g)
+    m.training_step(ctx).total.backward()
+    m.second_phase(ctx)
+    m.after_optimizer_step(ctx)
+    after = {k: v for k, v in vars(m).items() if not k.startswith("_")}
+    assert after.keys() == before.keys() and all(after[k] is before[k] for k in before)
+    # nor any private attribute beyond nn.Module's own
+    assert not [k for k in set(vars(m)) - set(vars(nn.Module())) if k.startswith("_")]
+
+
+def test_buarl_on_mean_teacher_is_only_its_weighting():
+    from semiseg.methods.buarl import BUARLMeanTeacher
+    from semiseg.methods.crln import CRLN
+
+    assert BUARLMeanTeacher.training_step is TeacherStudent.training_step
+    assert "__init__" not in vars(BUARLMeanTeacher)
+    # CRLN builds through the family's constructor and keeps its EMA step
+    assert CRLN.after_optimizer_step is TeacherStudent.after_optimizer_step
+    assert "build_student" in vars(CRLN)
