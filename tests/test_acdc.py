@@ -22,7 +22,7 @@ from scipy import ndimage
 from conftest import REPO
 from semiseg.config import load_config, run_spec
 from semiseg.data.acdc import read_acdc_raw, read_info_cfg
-from semiseg.data.errors import DataError
+from semiseg.errors import DataError
 from semiseg.data.layouts import read_slices_layout
 from semiseg.data.preprocess import preprocess
 from semiseg.data.splits import make_split
@@ -76,7 +76,7 @@ def test_the_catalogue_states_the_protocol(cfg):
 
 
 def test_the_table_has_the_papers_rows(cfg):
-    from semiseg.reporting.references import reference_sources, reference_values
+    from semiseg.references import reference_sources, reference_values
 
     table = cfg["tables"]["acdc"]
     rows = [(r["method"], tuple(r["ratios"])) for r in table["rows"]]

@@ -11,7 +11,8 @@ import pytest
 
 from conftest import REPO
 from semiseg.fingerprint import PACKAGE, registered_algorithms, stage_files
-from semiseg.method_sources import _figures_of, figure_file, figure_of, method_source_files, registered_figures
+from semiseg.method_sources import _figures_of, figure_of, method_source_files, registered_figures
+from semiseg.paths import figure
 
 
 def test_a_method_with_helpers_is_one_package():
@@ -37,7 +38,7 @@ def test_the_registered_figures_name_their_run_weights_and_drawing_function():
 
 
 def test_a_figure_file_names_its_registration():
-    assert figure_file("buarl_entropy", "acdc", 10) == "figures/buarl_entropy_acdc_10.png"
+    assert figure("buarl_entropy", "acdc", 10) == "figures/buarl_entropy_acdc_10.png"
     assert figure_of("results/figures/alhvr_regions_synthetic2d_10.png")["name"] == "alhvr_regions"
     with pytest.raises(ValueError, match=r"regions_acdc_10.png: not a registered figure"):
         figure_of("results/figures/regions_acdc_10.png")

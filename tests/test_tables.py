@@ -235,7 +235,7 @@ def test_each_source_of_a_cell_is_shown_with_its_tag():
 
 
 def test_the_sources_of_a_table_are_checked():
-    from semiseg.reporting.references import check_references, reference_values
+    from semiseg.references import check_references, reference_values
 
     untagged = [{**src, "tag": None} for src in TWO_SOURCES]
     assert any("reference.0.tag" in p for p in check_references({"reference": untagged}))
@@ -318,7 +318,7 @@ def _catalogue():
 
 
 def test_the_acdc_table_shows_each_papers_value_with_its_source():
-    from semiseg.reporting.references import reference_values
+    from semiseg.references import reference_values
 
     cfg = _catalogue()
     table = cfg["tables"]["acdc"]
@@ -340,7 +340,7 @@ def test_the_acdc_table_shows_each_papers_value_with_its_source():
 
 
 def test_the_alhvr_tables_carry_every_value_of_their_paper_tables():
-    from semiseg.reporting.references import reference_values
+    from semiseg.references import reference_values
 
     cfg = _catalogue()
     full = {"dice", "jaccard", "hd95", "asd"}

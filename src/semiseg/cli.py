@@ -176,7 +176,6 @@ def cmd_audit(args):
 # ----------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     from semiseg import __version__
-    from semiseg.method_sources import registered_figures
 
     p = argparse.ArgumentParser(prog="semiseg", description=__doc__.splitlines()[0])
     p.add_argument("--version", action="version", version=f"semiseg {__version__}")
@@ -185,7 +184,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wildcards", type=_json_arg, default=None,
                    help="that job's wildcards, as a JSON object (for the provenance record)")
     sub = p.add_subparsers(dest="command", required=True, metavar="<stage>")
+    for add in (_data_commands, _run_commands, _output_commands):
+        add(sub)
+    return p
 
+
+def _data_commands(sub) -> None:
+    """check-config, and the stages that make a dataset's store and splits."""
     s = sub.add_parser("check-config", help="validate config/ against workflow/schemas/")
     s.add_argument("--root", type=Path, default=None, help="workflow root (default: found from cwd)")
     s.set_defaults(func=cmd_check_config)
@@ -216,6 +221,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="the split JSON to write, results/splits/<dataset>/<ratio>.json")
     s.set_defaults(func=cmd_split)
 
+
+def _run_commands(sub) -> None:
+    """The stages of one run: train, infer, evaluate."""
     s = sub.add_parser("train", help="train one run (method × dataset × ratio × seed)")
     s.add_argument("--spec", type=_json_arg, required=True, help="the resolved run spec, as JSON")
     s.add_argument("--store", required=True, help="the dataset's h5 store")
@@ -244,6 +252,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--distance-unit", default="voxel", choices=("voxel", "mm"),
                    help="95HD/ASD in voxels of the native grid (the papers' protocol) or in mm (the store's spacing)")
     s.set_defaults(func=cmd_evaluate)
+
+
+def _output_commands(sub) -> None:
+    """What is made from finished runs: tables, figures, report pages, exports, audits."""
+    from semiseg.method_sources import registered_figures
 
     s = sub.add_parser("table", help="aggregate runs' metrics into a markdown table")
     s.add_argument("--spec", type=_json_arg, required=True, help="table spec + context, as JSON")
@@ -295,7 +308,6 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--format", default="text", choices=("text", "json"), help="indented text (default) or JSON")
     s.add_argument("--root", default=None, help="workflow directory (default: found from the table's location)")
     s.set_defaults(func=cmd_audit)
-    return p
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -303,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(name)s %(levelname)s: %(message)s", stream=sys.stderr)
     from semiseg.config import ConfigError
-    from semiseg.data.errors import DataError
+    from semiseg.errors import DataError
 
     if args.command in ("train", "infer", "evaluate"):
         from semiseg.allocator import tune_allocator

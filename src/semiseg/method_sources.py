@@ -17,7 +17,7 @@ example (BUARL's, in ``methods/buarl.py``)::
         "note": "Paper Figure 5 for our run: ...",
     }]
 
-draws ``results/figures/buarl_entropy_<dataset>_<ratio>.png`` (:func:`figure_file`) with rule
+draws ``results/figures/buarl_entropy_<dataset>_<ratio>.png`` (:func:`semiseg.paths.figure`) with rule
 ``entropy_figure`` from the seed-0 run of the catalogue entry ``buarl_bcp`` (its ``model.pt``
 and ``config.json``), by calling ``entropy_figure(run_dir, store, split, out_png,
 n_slices=...)``; the report page of every table with a ``buarl_bcp`` row shows it under its
@@ -30,7 +30,7 @@ import ast
 from functools import lru_cache
 from pathlib import Path
 
-__all__ = ["FIGURE_FIELDS", "figure_file", "figure_of", "method_source_files", "registered_figures"]
+__all__ = ["FIGURE_FIELDS", "figure_of", "method_source_files", "registered_figures"]
 
 PACKAGE = Path(__file__).resolve().parent
 
@@ -83,14 +83,9 @@ def registered_figures() -> dict[str, dict]:
     return found
 
 
-def figure_file(name: str, dataset: str, ratio) -> str:
-    """The figure's file under ``results/``: ``figures/<name>_<dataset>_<ratio>.png``."""
-    return f"figures/{name}_{dataset}_{ratio}.png"
-
-
 def figure_of(path) -> dict:
-    """The registration of a figure file (:func:`figure_file`): the longest registered name that
-    starts its stem."""
+    """The registration of a figure file (:func:`semiseg.paths.figure`): the longest registered
+    name that starts its stem."""
     stem = Path(path).stem
     names = [n for n in registered_figures() if stem.startswith(f"{n}_")]
     if not names:

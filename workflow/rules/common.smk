@@ -8,7 +8,7 @@ from semiseg import config as semiseg_config
 from semiseg.config import base_dataset, load_config, ratio_patients, run_resources, run_spec, table_runs
 from semiseg.data.registry import shipped_splits_digest
 from semiseg.fingerprint import code_fingerprint
-from semiseg.method_sources import figure_file, registered_figures
+from semiseg.method_sources import registered_figures
 
 # The checkout's root (config/, workflow/schemas/), whichever Snakefile was run: this file is
 # its workflow/rules/common.smk.
@@ -27,6 +27,25 @@ def results(path):
 def run_path(path=""):
     """A path inside one run's directory (the rule pattern of semiseg.paths.run_file)."""
     return results(paths.run_file("{dataset}", "{method}", "{ratio}", "{seed}", path))
+
+
+def log_path(stage, key):
+    """A job's log (semiseg.paths.log); `key` a wildcard pattern, e.g. "{dataset}"."""
+    return results(paths.log(stage, key))
+
+
+def run_log(stage):
+    """The log of one run's job of `stage` (train, infer, evaluate)."""
+    return log_path(stage, paths.run_key("{dataset}", "{method}", "{ratio}", "{seed}"))
+
+
+def figure_file(name):
+    """The figure `name` drawn from a run of the job's dataset and ratio (semiseg.paths.figure)."""
+    return results(paths.figure(name, "{dataset}", "{ratio}"))
+
+
+def figure_log(name):
+    return log_path("figures", Path(paths.figure(name, "{dataset}", "{ratio}")).stem)
 
 
 

@@ -15,14 +15,14 @@ for _figure in registered_figures().values():
             store=run_data("store"),
             split=run_data("split"),
         output:
-            results(figure_file(_figure["name"], "{dataset}", "{ratio}")),
+            figure_file(_figure["name"]),
         params:
             run_dir=lambda wildcards, input: str(Path(input.config).parent),
             slices=4,
             code=code_fingerprint("figure"),
             wildcards=job_wildcards,
         log:
-            results("logs/" + figure_file(_figure["name"], "{dataset}", "{ratio}").removesuffix(".png") + ".log"),
+            figure_log(_figure["name"]),
         shell:
             f"semiseg --rule {_figure['rule']} --wildcards {{params.wildcards:q}}"
             f" figure {_figure['name']} --run-dir {{params.run_dir}} --store {{input.store}} --split {{input.split}}"

@@ -217,7 +217,7 @@ def table_page(spec: Mapping, *, table_md: Path, run_dirs: Sequence[Path], store
 
     ``spec``: ``name`` and ``table`` (the catalogue entry). ``run_dirs``: the runs the table was
     built from (each with ``metrics.csv``, ``config.json``, ``train.csv``, ``predictions/``).
-    ``figures``: files of registered figures (:func:`semiseg.method_sources.figure_file`).
+    ``figures``: files of registered figures (:func:`semiseg.paths.figure`).
     """
     from semiseg.data.store import Store
 
