@@ -71,7 +71,7 @@ def test_an_externally_managed_python_gets_the_project_environment(first_run):
     project, python, proc = first_run
     assert proc.returncode == 0, proc.stderr[-3000:]
     line = proc.stdout.splitlines()[0]
-    assert line.startswith(f"setup.sh: installing into .venv/, the project's environment (Python {python_version(python)} ")
+    assert line.startswith(f"setup.sh: installing into .venv/, the project's environment (Python {'.'.join(map(str, python_version(python)))} ")
     assert line.endswith(", without its packages)")
     venv_python = project / ".venv" / "bin" / "python"
     assert semiseg_origin(venv_python) == str(project / "src" / "semiseg" / "__init__.py")
@@ -119,12 +119,12 @@ def test_a_python_without_venv_is_told_which_package_to_install(tmp_path):
 
     proc = setup(project, wrapper)
     assert proc.returncode == 1
-    package = f"python{python_version(python).rsplit('.', 1)[0]}-venv"
+    package = "python{}.{}-venv".format(*python_version(python))
     assert f"Install the {package} package (Debian/Ubuntu: sudo apt install {package}" in " ".join(proc.stderr.split())
     assert not (project / ".venv").exists()
 
 
-def python_version(python: Path) -> str:
-    return subprocess.run([python, "-c", "import sys; print('%d.%d.%d' % sys.version_info[:3])"],
-                          capture_output=True, text=True, timeout=60).stdout.strip()
-
+def python_version(python: Path) -> tuple[int, int, int]:
+    proc = subprocess.run([python, "-c", "import sys; print(*sys.version_info[:3])"], capture_output=True, text=True,
+                          timeout=60)
+    return tuple(int(part) for part in proc.stdout.split())
