@@ -39,7 +39,7 @@ if [ -n "$SEMISEG_VENV" ]; then
     fi
     system_site=--system-site-packages
     [ "$SEMISEG_BASE_MANAGED" = 1 ] && system_site=
-    trap 'rm -rf .venv' INT TERM
+    trap 'rm -rf .venv; exit 1' INT TERM
     if ! "$SEMISEG_BASE_PY" -m venv $system_site .venv; then
       rm -rf .venv
       echo "setup.sh: '$SEMISEG_BASE_PY -m venv .venv' failed (above); nothing was installed" >&2
