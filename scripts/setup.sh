@@ -47,7 +47,7 @@ if [ -n "$SEMISEG_VENV" ]; then
     fi
     trap - INT TERM
   fi
-  cfg() { sed -n "s/^$1 *= *//p" .venv/pyvenv.cfg | head -n 1; }
+  cfg() { [ ! -f .venv/pyvenv.cfg ] || sed -n "s/^$1 *= *//p" .venv/pyvenv.cfg | head -n 1; }
   made=$(cfg version)
   if [ -n "$made" ] && [ "${made%.*}" != "${SEMISEG_BASE_VERSION%.*}" ]; then
     echo "setup.sh: .venv/ was made with Python $made, not with $SEMISEG_BASE_PY (Python" \
