@@ -3,8 +3,8 @@
 #
 # $PYTHON (default python3) itself when it runs inside a virtual environment or a conda env (an
 # activated one, or one named by its path); otherwise the project's own virtual environment,
-# .venv/, made from it by setup.sh. A distribution's Python (Debian 12, Ubuntu 23.04 and later,
-# Fedora 38 and later) is "externally managed" (PEP 668): pip refuses to install into it.
+# .venv/, made from it by setup.sh. A distribution's Python (Debian 12, Ubuntu 23.04 and later, among
+# others) is "externally managed" (PEP 668): pip refuses to install into it.
 #
 # Sets SEMISEG_PY (the interpreter to install into and run), SEMISEG_BIN (its scripts directory:
 # `semiseg`, `snakemake`), SEMISEG_ENV (the environment's directory), SEMISEG_VENV (1 when that is
