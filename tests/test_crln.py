@@ -125,6 +125,18 @@ def test_unsupervised_loss_voxel_mask_and_image_weight_by_hand():
     assert math.isclose(float(unsupervised_loss(*two, 0.97, "image")), 2 / 3 * ln2 * 3 / 7, rel_tol=1e-6)
 
 
+def test_a_confidence_exactly_on_the_threshold_counts():
+    # the code (VnetLA/module_list.py, compute_unsupervised_loss) counts logits.ge(strong_threshold):
+    # a voxel at exactly τ = 0.97 is confident. Two valid voxels, CE = ln 2 each, one on τ.
+    logits = torch.zeros(1, 2, 1, 2)
+    target = torch.tensor([[[0, 1]]])
+    conf = torch.tensor([[[0.97, 0.5]]])
+    ln2 = math.log(2)
+    assert math.isclose(float(unsupervised_loss(logits, target, conf, 0.97, "voxel")), ln2 / 2, rel_tol=1e-6)
+    # image: w = 1/2, the mean of w·ℓ over both voxels
+    assert math.isclose(float(unsupervised_loss(logits, target, conf, 0.97, "image")), ln2 / 2, rel_tol=1e-6)
+
+
 def test_strong_view_moves_labels_and_confidences_with_the_image():
     g = torch.Generator().manual_seed(3)
     label = torch.randint(0, 3, (4, 6, 16, 16))

@@ -94,6 +94,18 @@ def test_three_regions_by_hand_including_an_agreeing_pixel_in_delta():
     assert bool((total == 1).all())  # a partition
 
 
+def test_an_uncertainty_exactly_on_tau_is_certain():
+    # The code's Δ is the open band 0.425 < p0 < 0.575 (train.py): its edges, where the entropy
+    # equals τ, are outside Δ, so Δ is H > τ, strictly. (0.5, 0.5) has H = ln 2 in nats, and
+    # (0.5, 0.5) against itself agrees: on τ = ln 2 the pixel is in Ω, not Δ.
+    half = probs((0.5, 0.5)).float()
+    assert uncertainty(half, "entropy_ln").item() == torch.tensor(LN(2)).item()  # exactly on τ
+    reg = synergy_regions(half, half, LN(2), "entropy_ln")
+    assert (reg.delta.item(), reg.omega.item(), reg.theta.item()) == (False, True, False)
+    # just below τ the pixel is uncertain
+    assert synergy_regions(half, half, LN(2) - 1e-6, "entropy_ln").delta.item()
+
+
 def test_tau_units_natural_log_and_the_code_s_background_band():
     assert uncertainty(probs((0.9, 0.1)), "entropy_log10").item() == pytest.approx(0.1412, abs=1e-4)
     assert uncertainty(probs((0.9, 0.1)), "entropy_ln").item() == pytest.approx(0.3251, abs=1e-4)
