@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from helpers import run_spec, tiny_store
-from semiseg.engine.data import StreamSampler
+from semiseg.engine.data import ResidentSet, StreamSampler
 from semiseg.engine.loop import TrainingError, mean_dice, train
 from semiseg.inference.predict import sliding_window_starts
 from semiseg.methods import Losses, Method, register
@@ -39,6 +39,28 @@ def test_stream_sampler_walks_permutations_and_is_a_function_of_the_iteration():
     assert again.indices(7) == s.indices(7)
     assert StreamSampler(5, 2, seed=4, stream=0).indices(0) != s.indices(0) or \
         StreamSampler(5, 2, seed=4, stream=0).indices(1) != s.indices(1)
+
+
+def test_the_3d_crop_reaches_every_offset_and_crops_the_label_with_the_image():
+    # a (4, 3, 5) volume whose voxel (z, y, x) holds 100z + 10y + x, as image and as label; crops
+    # of 2 x 2 x 2 start at z 0-2, y 0-1, x 0-3 (24 offsets). Rotations and flips move the voxels
+    # of a crop but keep its smallest value, 100z + 10y + x of its start.
+    z, y, x = torch.meshgrid(torch.arange(4), torch.arange(3), torch.arange(5), indexing="ij")
+    code = 100 * z + 10 * y + x
+    volumes = ResidentSet(3, (2, 2, 2), "cpu", [code[None].float()], [code])
+    g = torch.Generator().manual_seed(0)
+    starts = set()
+    for _ in range(100):
+        image, label = volumes.batch([0, 0, 0], g, with_label=True)
+        assert image.shape == (3, 1, 2, 2, 2) and label.shape == (3, 2, 2, 2) and label.dtype == torch.long
+        assert torch.equal(image[:, 0], label.float())  # the label's crop, turned as the image's
+        for crop in label:
+            start = int(crop.min())
+            starts.add(start)
+            s = torch.tensor([start // 100, start // 10 % 10, start % 10])
+            assert sorted(crop.flatten().tolist()) == sorted(code[s[0]:s[0] + 2, s[1]:s[1] + 2, s[2]:s[2] + 2]
+                                                           .flatten().tolist())
+    assert starts == {100 * a + 10 * b + c for a in range(3) for b in range(2) for c in range(4)}
 
 
 def test_sliding_window_worked_example():
