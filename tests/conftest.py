@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 import yaml
@@ -23,6 +24,31 @@ def shared_data() -> Path | None:
     return None
 
 
+def missing_data(reason: str) -> NoReturn:
+    """Skip a test whose real data is absent; fail it instead under SEMISEG_REQUIRE_DATA=1 (set by
+    .ci/run, where the data must be there: a skip would hide that the data tests did not run)."""
+    if os.environ.get("SEMISEG_REQUIRE_DATA") == "1":
+        pytest.fail(f"SEMISEG_REQUIRE_DATA=1 but {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+def needs_file(path: Path, reason: str) -> pytest.MarkDecorator:
+    """Mark a test that reads ``path``: where it is absent the test skips saying ``reason``, or
+    fails under SEMISEG_REQUIRE_DATA=1 (:func:`missing_data`, in :func:`pytest_runtest_setup`)."""
+    return pytest.mark.needs_file(path, reason=reason)
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "needs_file(path, reason): needs that file of ../shared/data")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    for mark in item.iter_markers("needs_file"):
+        if not Path(mark.args[0]).is_file():
+            missing_data(mark.kwargs["reason"])
+
+
 @pytest.fixture(scope="session", autouse=True)
 def one_torch_thread():
     """Tests use tiny tensors: one thread avoids oversubscribing a shared 2-core machine."""
@@ -35,7 +61,7 @@ def one_torch_thread():
 def shared_data_dir() -> Path:
     d = shared_data()
     if d is None:
-        pytest.skip("real data not found: ../shared/data is absent beside the checkout (set SEMISEG_SHARED_DATA)")
+        missing_data("real data not found: ../shared/data is absent beside the checkout (set SEMISEG_SHARED_DATA)")
     return d
 
 
@@ -110,11 +136,11 @@ def tiny_workflow(tmp_path) -> Path:
 
 # ----------------------------------------------------------------------------- real-data smoke builds
 def real_dataset(name: str) -> Path:
-    """../shared/data/<name> (with its train.list), or skip."""
+    """../shared/data/<name> (with its train.list), or skip (fail under SEMISEG_REQUIRE_DATA=1)."""
     data = shared_data()
     path = data / name if data else Path("../shared/data") / name
     if not (path / "train.list").is_file():
-        pytest.skip(f"real data not found at {path}")
+        missing_data(f"real data not found at {path}")
     return path
 
 

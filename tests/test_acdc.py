@@ -19,7 +19,7 @@ import SimpleITK as sitk
 import torch
 from scipy import ndimage
 
-from conftest import REPO
+from conftest import REPO, missing_data
 from semiseg.config import load_config, run_spec
 from semiseg.data.acdc import read_acdc_raw, read_info_cfg
 from semiseg.data.errors import DataError
@@ -55,7 +55,7 @@ def _list(path: Path) -> list[str]:
 def acdc(shared_data_dir) -> Path:
     path = shared_data_dir / "ACDC"
     if not (path / "train.list").is_file():
-        pytest.skip(f"real ACDC not found at {path}")
+        missing_data(f"real ACDC not found at {path}")
     return path
 
 
