@@ -29,14 +29,41 @@ def _pinned_step(**params):
     return m, m.training_step(_batch(m), Step(5, 10))
 
 
-def test_the_default_step_is_pinned():
-    # the values of the step as first built (v3 rectification, L_a in the step): the variants and
-    # the lazily read statistics leave them as they were
+def test_the_default_step_is_eq_15_of_its_parts():
+    # The step of the default (v3 rectification, L_a in the step) rebuilt from its parts: the
+    # teacher's rectified pseudo-labels z_T + (1 − a)·M_T at a = 0.25, their strong view (drawn
+    # from the step's seed), then L_sup = ½[CE + Dice_fg of z_L and of M_L], the voxel-masked
+    # L_u (conf ≥ 0.35 over the valid voxels), L_a = ½[CE + Dice_fg](z_L + 0.75·M_L) and the
+    # total L_sup + ½L_u + ½L_cps + L_a (L_cps, by hand in test_crln.py, read from the step).
+    # No optimiser is involved: the values do not depend on the optimiser of a.
+    import torch.nn.functional as F
+
+    from semiseg.methods.crln import strong_view
+
     m, losses = _pinned_step(a_step="same")
-    assert float(losses.total.detach()) == pytest.approx(5.910983085632324, rel=1e-5)
-    assert float(losses.terms["unsup"].detach()) == pytest.approx(0.989002, rel=1e-5)
-    assert float(losses.terms["a_loss"].detach()) == pytest.approx(0.825572, rel=1e-5)
-    assert float(losses.stats["confident"]) == pytest.approx(0.87646484375)
+    b = _batch(m)  # the same seeded views as _pinned_step's
+    xl, yl, xu = b["labeled_image"], b["labeled_label"], b["unlabeled_image"]
+    with torch.no_grad():
+        zt, mt, _ = m.teacher.outputs(xu)
+        conf, pseudo = torch.softmax(zt + 0.75 * mt, dim=1).max(dim=1)
+        xs, ys, cs = strong_view(xu, pseudo, conf, torch.Generator().manual_seed(int(b["crln_seed"])))
+        z, rel, _ = m.student.outputs(torch.cat([xl, xs]))
+    parts = {"ce": 0, "dice": 1, "ce_map": 0, "dice_map": 1}
+    expected = {k: dice_ce_loss((z if k in ("ce", "dice") else rel)[:2], yl, include_background=False)[i]
+                for k, i in parts.items()}
+    valid = ys >= 0
+    ce_u = F.cross_entropy(z[2:], ys.clamp_min(0), reduction="none")
+    expected["unsup"] = (ce_u * valid * (cs >= 0.35)).sum() / valid.sum()
+    expected["a_loss"] = 0.5 * sum(dice_ce_loss(z[:2] + 0.75 * rel[:2], yl, include_background=False))
+    assert set(losses.terms) == set(expected) | {"cps"}
+    for k, v in expected.items():
+        assert float(losses.terms[k].detach()) == pytest.approx(float(v), rel=1e-5), k
+    cps = losses.terms["cps"].detach()
+    total = 0.5 * sum(expected[k] for k in parts) + 0.5 * expected["unsup"] + 0.5 * cps + expected["a_loss"]
+    assert float(losses.total.detach()) == pytest.approx(float(total), rel=1e-5)
+    assert 0 < float(expected["unsup"]) and 0 < float(cps)
+    assert float(losses.stats["confident"]) == pytest.approx(float((cs >= 0.35).float().mean()))
+    assert 0.0 < float(losses.stats["confident"]) < 1.0  # the threshold splits the voxels
     assert float(losses.stats["a"]) == 0.25 and float(losses.stats["rectifying"]) == 1.0
     assert m.rectification == "learnable_v3" and not hasattr(m, "rectifier")
 
