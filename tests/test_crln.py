@@ -102,8 +102,12 @@ def test_the_loss_of_a_reaches_a_only():
     ce, dice = dice_ce_loss(z.detach() + 0.7 * rel.detach(), y, include_background=False)
     assert torch.allclose(loss, 0.5 * (ce + dice))
     loss.backward()
-    assert m.a.grad is not None and m.a.grad != 0
-    assert z.grad is None and rel.grad is None
+    # by the chain rule, dL/da = −Σ dL/dr · M at r = z + 0.7·M
+    r = (z.detach() + 0.7 * rel.detach()).requires_grad_()
+    ce, dice = dice_ce_loss(r, y, include_background=False)
+    (0.5 * (ce + dice)).backward()
+    assert float(m.a.grad) == pytest.approx(float(-(r.grad * rel.detach()).sum()), rel=1e-5)
+    assert m.a.grad != 0 and z.grad is None and rel.grad is None
 
 
 # ---------------------------------------------------------------- the weak-to-strong term
@@ -292,7 +296,11 @@ def test_rectified_teacher_changes_the_pseudo_labels(monkeypatch):
     b = _batch(m)
     m.training_step(b, Step(0, 10))
     m.training_step(b, Step(9, 10))
-    assert not torch.equal(seen[0][1], seen[1][1])
+    with torch.no_grad():
+        z, rel, _ = m.teacher.outputs(b["unlabeled_image"])
+    # before rectify_start the teacher's own argmax, after it the argmax of z + 51·M
+    assert torch.equal(seen[0][0], z.argmax(dim=1)) and torch.equal(seen[1][0], (z + 51.0 * rel).argmax(dim=1))
+    assert not torch.equal(seen[0][0], seen[1][0])
 
 
 class _Seen(Exception):

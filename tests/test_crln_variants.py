@@ -177,14 +177,24 @@ def test_learnable_v2_conv_learns_from_the_loss_of_a_and_is_checkpointed(tmp_pat
 def test_the_rectification_variants_reach_the_teachers_pseudo_labels(monkeypatch):
     import semiseg.methods.crln as crln
 
-    seen = {}
+    seen, expected = {}, {}
     for kind in ("learnable_v3", "fixed_v1", "learnable_v2"):
         monkeypatch.setattr(crln, "strong_view", lambda x, y, c, g, k=kind: (seen.__setitem__(k, c), (x, y, c))[1])
         torch.manual_seed(0)
         m = _method(rectification=kind, rectify_start=0.0)
         with torch.no_grad():
             m.a.fill_(-50.0)
-        m.training_step(_batch(m), Step(5, 10))
+        b = _batch(m)
+        m.training_step(b, Step(5, 10))
+        with torch.no_grad():
+            z, rel, _ = m.teacher.outputs(b["unlabeled_image"])
+        expected[kind] = {  # each variant's confidence, from the teacher's z and M by its definition
+            "learnable_v3": torch.softmax(z + 51.0 * rel, dim=1).amax(dim=1),  # a = -50
+            "fixed_v1": torch.maximum(torch.softmax(z, dim=1).amax(dim=1), torch.softmax(rel, dim=1).amax(dim=1)),
+            "learnable_v2": torch.softmax(z + rel, dim=1).amax(dim=1),  # the convolution starts as z + M
+        }[kind]
+    for kind in seen:
+        assert torch.allclose(seen[kind], expected[kind], atol=1e-6), kind
     assert not torch.equal(seen["learnable_v3"], seen["fixed_v1"])
     assert not torch.equal(seen["learnable_v3"], seen["learnable_v2"])
 
