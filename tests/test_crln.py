@@ -218,6 +218,24 @@ def test_confidence_thresholds_choose_valid_voxels_and_anchors(monkeypatch):
 # ---------------------------------------------------------------- parameters, checkpoints, resume
 
 
+def _assert_gradient_is_the_slope(loss, params, step=1e-6):
+    """The central difference of ``loss()`` along the gradient ``g`` already in ``params``' grads
+    (normalised) equals ``|g|``; the parameters are left as they were."""
+    norm = math.sqrt(sum(float((p.grad ** 2).sum()) for p in params))
+    assert norm > 0
+    direction = [p.grad / norm for p in params]
+    with torch.no_grad():
+        for p, d in zip(params, direction):
+            p.add_(step * d)
+        up = float(loss())
+        for p, d in zip(params, direction):
+            p.sub_(2 * step * d)
+        down = float(loss())
+        for p, d in zip(params, direction):
+            p.add_(step * d)
+    assert (up - down) / (2 * step) == pytest.approx(norm, rel=1e-4)
+
+
 def test_every_new_parameter_gets_a_gradient():
     m = _method(rectify_start=0.0, a_step="same")  # a_step: after is tested in test_crln_variants.py
     losses = m.training_step(_batch(m), Step(5, 10))
@@ -228,6 +246,17 @@ def test_every_new_parameter_gets_a_gradient():
             assert p.grad is not None and p.grad.abs().sum() > 0, name
     assert m.a.grad is not None and m.a.grad != 0
     assert all(p.grad is None for p in m.teacher.parameters())
+    # In float64 the gradients are the total's: its central difference along the gradient (steps
+    # of 1e-6) is the gradient's norm. For the new parameters, without the two terms that stop
+    # gradients by design (CPS's positives and negatives, L_a's inputs); for a, with L_a.
+    for params, switches in (("new", {"contrast_weight": 0.0}), ("a", {"a_step": "same"})):
+        m64 = _method(rectify_start=0.0, **switches).double()
+        b64 = {k: v.double() if v.is_floating_point() else v for k, v in _batch(m64).items()}
+        m64.training_step(b64, Step(5, 10)).total.backward()
+        chosen = [m64.a] if params == "a" else \
+            [p for name, p in m64.models[0].named_parameters()
+             if not name.startswith("backbone.") and p.grad is not None]  # the head for CPS has none
+        _assert_gradient_is_the_slope(lambda: m64.training_step(b64, Step(5, 10)).total, chosen)
     opts = build_optimizers(m, {"lr": 0.01, "momentum": 0.9, "weight_decay": 0.0})
     main = {id(p) for g in opts["main"].param_groups for p in g["params"]}
     assert id(net.prototypes) in main and id(m.a) not in main

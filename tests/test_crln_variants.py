@@ -157,6 +157,18 @@ def test_learnable_v2_conv_learns_from_the_loss_of_a_and_is_checkpointed(tmp_pat
     losses.total.backward()
     assert m.rectifier.conv.weight.grad.abs().sum() > 0 and m.rectifier.conv.bias.grad.abs().sum() > 0
     assert m.a.grad is None
+    # the gradient by the chain rule: with r = conv([z; M]), dL/dW[o, i] = Σ dL/dr_o · [z; M]_i
+    # over the voxels, dL/db[o] = Σ dL/dr_o
+    g = torch.Generator().manual_seed(1)
+    z, rel, y = torch.randn(2, 3, 8, 8, generator=g), torch.rand(2, 3, 8, 8, generator=g), \
+        torch.randint(0, 3, (2, 8, 8), generator=g)
+    m.rectifier.zero_grad()
+    m.loss_of_a(z, rel, y).backward()
+    r = m.rectifier(z, rel).detach().requires_grad_()
+    (0.5 * sum(dice_ce_loss(r, y, include_background=False))).backward()
+    weight = torch.einsum("bohw,bihw->oi", r.grad, torch.cat([z, rel], dim=1))
+    assert torch.allclose(m.rectifier.conv.weight.grad.view(3, 6), weight, atol=1e-7)
+    assert torch.allclose(m.rectifier.conv.bias.grad, r.grad.sum(dim=(0, 2, 3)), atol=1e-7)
     opts = build_optimizers(m, {"lr": 0.01, "momentum": 0.9, "weight_decay": 0.0})
     assert set(opts) == {"main", "rectifier"}
     assert {id(p) for p in opts["rectifier"].param_groups[0]["params"]} == {id(p) for p in m.rectifier.parameters()}

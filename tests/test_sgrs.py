@@ -285,13 +285,33 @@ def test_unsupervised_terms_reach_the_student_s_gradient_and_not_the_teacher_s()
     m = sgrs(tau=1.0)  # no Δ, so Ω and Θ hold every pixel
     out = m.training_step(tiny_batch(seed=1), Step(9, 10))
     assert float(out.stats["omega_fraction"]) > 0 and float(out.stats["theta_fraction"]) > 0
+    # in float64, each term's gradient g is the term's own: its central difference along g/|g|
+    # (steps of 1e-6, too small to move a region's border) is |g|
+    m = sgrs(tau=1.0).double()
+    batch = {k: v.double() if v.is_floating_point() else v for k, v in tiny_batch(seed=1).items()}
+
+    def term(name):
+        torch.manual_seed(0)  # the same mix and noise at every evaluation
+        return m.training_step(batch, Step(9, 10)).terms[name]
+
     for name in UNSUPERVISED:
         m.zero_grad()
-        out = m.training_step(tiny_batch(seed=1), Step(9, 10))
-        out.terms[name].backward()
-        grad = sum(p.grad.abs().sum() for p in m.student.parameters() if p.grad is not None)
-        assert grad > 0, name
+        term(name).backward()
         assert all(p.grad is None for p in m.teacher.parameters())
+        params = [p for p in m.student.parameters() if p.grad is not None]
+        norm = math.sqrt(sum(float((p.grad ** 2).sum()) for p in params))
+        assert norm > 0, name
+        direction = [p.grad / norm for p in params]
+        with torch.no_grad():
+            for p, d in zip(params, direction):
+                p.add_(1e-6 * d)
+            up = float(term(name))
+            for p, d in zip(params, direction):
+                p.sub_(2e-6 * d)
+            down = float(term(name))
+            for p, d in zip(params, direction):
+                p.add_(1e-6 * d)
+        assert (up - down) / 2e-6 == pytest.approx(norm, rel=1e-4), name
     # the total carries them: λ(t) = 1 at the end of the warm-up
     for w_sup in (1.0, 0.5):
         out = sgrs(tau=1.0, supervised_weight=w_sup).training_step(tiny_batch(seed=1), Step(9, 10))
