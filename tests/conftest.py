@@ -193,11 +193,17 @@ def _build(root: Path, targets: list[str], what: str) -> Path:
 @pytest.fixture(scope="session")
 def acdc_smoke(tmp_path_factory) -> Path:
     """Every table and figure of tests/smoke_targets.py's ACDC lists, built on the real ACDC set
-    in one Snakemake call (smoke schedule, seed 0): the results directory."""
-    from smoke_targets import ACDC_FIGURES, ACDC_TABLES
+    in one Snakemake call (smoke schedule at ACDC_ITERATIONS iterations, seed 0): the results
+    directory."""
+    from smoke_targets import ACDC_FIGURES, ACDC_ITERATIONS, ACDC_TABLES
 
     acdc = real_dataset("ACDC")
     root = repo_workflow(tmp_path_factory.mktemp("acdc") / "wf", ACDC_TABLES, {"acdc": {"path": str(acdc)}})
+    schedules_yaml = root / "config" / "schedules.yaml"
+    schedules = yaml.safe_load(schedules_yaml.read_text())
+    schedules["smoke"]["datasets"]["acdc"].update(iterations=ACDC_ITERATIONS, val_interval=ACDC_ITERATIONS,
+                                                  checkpoint_interval=ACDC_ITERATIONS)
+    write_yaml(schedules_yaml, schedules)
     targets = [f"results/tables/{t}.md" for t in ACDC_TABLES] + [f"results/{f}" for f in ACDC_FIGURES]
     return _build(root, targets, f"{len(ACDC_TABLES)} ACDC tables")
 
@@ -217,14 +223,17 @@ def la_smoke(tmp_path_factory) -> Path:
 def la_ablation_smoke(tmp_path_factory) -> Path:
     """The LA ablation tables of tests/smoke_targets.py (LA_ABLATION_TABLES), built on LA-mini in
     one Snakemake call with the smoke schedule and seed 0, on patches of LA_ABLATION_PATCH: the
-    results directory, each table at the one ratio LA_ABLATION_RATIO gives it."""
-    from smoke_targets import LA_ABLATION_PATCH, LA_ABLATION_RATIO, LA_ABLATION_TABLES
+    results directory, each table at the one ratio LA_ABLATION_RATIO gives it, with the rows
+    LA_ABLATION_ROWS keeps."""
+    from smoke_targets import LA_ABLATION_PATCH, LA_ABLATION_RATIO, LA_ABLATION_ROWS, LA_ABLATION_TABLES
 
     root = la_mini_workflow(tmp_path_factory.mktemp("la_ablation") / "wf", real_dataset("LA-mini"),
                             LA_ABLATION_TABLES, patch=LA_ABLATION_PATCH)
     for path in (root / "config" / "tables").glob("*.yaml"):
         catalogue = yaml.safe_load(path.read_text())
         for name in set(catalogue) & set(LA_ABLATION_TABLES):
+            if name in LA_ABLATION_ROWS:
+                catalogue[name]["rows"] = [r for r in catalogue[name]["rows"] if r["method"] in LA_ABLATION_ROWS[name]]
             for row in catalogue[name]["rows"]:
                 row["ratios"] = [LA_ABLATION_RATIO[name]]
         write_yaml(path, catalogue)

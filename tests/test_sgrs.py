@@ -382,6 +382,10 @@ def test_tau_sweep_values_are_the_bands_they_claim(cfg):
     for name, p in (("sgrs_tau_0244", 0.25), ("sgrs_tau_0265", 0.3), ("sgrs_tau_0281", 0.35),
                     ("sgrs_tau_0292", 0.4), ("sgrs_tau_0299", 0.45)):
         assert _params(cfg, name)["tau"] == pytest.approx(h10(p), abs=1e-4)
+    # the table's rows in increasing τ, SGRS-Net's 0.296 among them, each at its own value
+    taus = [config_run_spec(cfg, "la", r["method"], 5, 0)["method"]["params"]["tau"]
+            for r in cfg["tables"]["sgrs_tau"]["rows"]]
+    assert taus == sorted(taus) and len(set(taus)) == 6 and 0.296 in taus
 
 
 def test_the_sgrs_tables_resolve_to_runs(cfg):
