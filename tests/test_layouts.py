@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import needs_file
-from semiseg.data.errors import DataError
+from semiseg.errors import DataError
 from semiseg.data.layouts import read_la_layout, read_slices_layout
 from semiseg.data.store import Store, describe, write_store
 from semiseg.data.synthetic import LA_FILE_NAME, LA_IMAGE_DIR, write_synthetic2d, write_synthetic3d
