@@ -10,6 +10,7 @@ import h5py
 import numpy as np
 import pytest
 
+from conftest import needs_file
 from semiseg.errors import DataError
 from semiseg.data.layouts import read_la_layout, read_slices_layout
 from semiseg.data.store import Store, describe, write_store
@@ -21,14 +22,10 @@ SHARED_DATA = Path(
 )
 ACDC = SHARED_DATA / "ACDC"
 LA = SHARED_DATA / "LA-mini"
-needs_acdc = pytest.mark.skipif(
-    not (ACDC / "train.list").is_file(),
-    reason=f"real ACDC not found at {ACDC}; set SEMISEG_SHARED_DATA to the folder holding ACDC/",
-)
-needs_la = pytest.mark.skipif(
-    not (LA / "train.list").is_file(),
-    reason=f"real LA-mini not found at {LA}; set SEMISEG_SHARED_DATA to the folder with LA-mini/",
-)
+needs_acdc = needs_file(ACDC / "train.list",
+                        f"real ACDC not found at {ACDC}; set SEMISEG_SHARED_DATA to the folder holding ACDC/")
+needs_la = needs_file(LA / "train.list",
+                      f"real LA-mini not found at {LA}; set SEMISEG_SHARED_DATA to the folder with LA-mini/")
 ACDC_LABELS = {"background": 0, "RV": 1, "Myo": 2, "LV": 3}
 
 

@@ -166,6 +166,21 @@ def test_ua_mt_uncertainty_mask_on_a_2x2_image():
     assert (u < uncertainty_threshold(100, 100, 2)).all()
 
 
+@pytest.mark.parametrize("passes", [8, 3])
+def test_ua_mt_uncertainty_is_each_unlabeled_image_s_own(passes):
+    # Teacher logits [x, 0], noise off: every pass of an image gives the same p0 = sigmoid(x), so
+    # its uncertainty is the entropy (1e-6 inside the log) of its own p0, whichever images share
+    # the batch. Three images of two pixels: p0 = (0.5, 0.75), (0.9, 0.7), (0.75, 0.5).
+    # Passes mixed across images would average them: (0.5 + 0.9) / 2 = 0.7 at image 1's pixel 1.
+    m = _method("ua_mt", lambda: pixel_net(1.0), batch=3, noise_std=0.0, passes=passes)
+    x = torch.tensor([[0.0, math.log(3)], [math.log(9), math.log(7 / 3)], [math.log(3), 0.0]]).view(3, 1, 1, 2)
+    u = m.teacher_uncertainty(x, {"unlabeled_image": x}, Step(0, 100))
+    h = {0.5: 0.6931452, 0.75: 0.5623331, 0.9: 0.3250810, 0.7: 0.6108623}  # -p ln p - (1-p) ln(1-p)
+    expected = torch.tensor([[h[0.5], h[0.75]], [h[0.9], h[0.7]], [h[0.75], h[0.5]]]).view(3, 1, 1, 2)
+    assert u.shape == (3, 1, 1, 2)
+    assert torch.allclose(u, expected, atol=1e-6)
+
+
 def test_ua_mt_consistency_is_the_mse_over_certain_pixels():
     # Student logits [x, 0]; teacher [x + ln(8/3), 0]; noise off. Unlabeled pixels x = ln 1.5, 0:
     # student p = [0.6, 0.4], [0.5, 0.5]; teacher p = [0.8, 0.2] (entropy 0.5004),
