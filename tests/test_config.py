@@ -300,3 +300,36 @@ def test_a_smoke_test_stride_replaces_the_3d_protocol_s_in_the_spec_and_is_refus
     write_yaml(tiny_workflow / "config" / "schedules.yaml", schedules)
     with pytest.raises(ConfigError, match=r"schedules\.yaml: smoke\.datasets\.tiny2d\.test_stride: tiny2d is a 2D"):
         load(tiny_workflow)
+
+
+
+def _repo_copy_edited(root, file, change):
+    """The repository's workflow and catalogues in `root`, with `change` applied to one file's YAML."""
+    shutil.copytree(REPO / "workflow", root / "workflow")
+    shutil.copytree(REPO / "config", root / "config")
+    data = yaml.safe_load((root / "config" / file).read_text())
+    change(data)
+    write_yaml(root / "config" / file, data)
+    return root
+
+
+@pytest.mark.parametrize("file, change, fragment", [
+    ("datasets/pancreas.yaml", lambda d: d["pancreas"].update(stride=[16, 120, 16]),
+     "pancreas.yaml: pancreas.stride: [16, 120, 16] steps further than pancreas's patch [96, 96, 96] on the y axis"),
+    ("schedules.yaml", lambda s: s["paper"].setdefault("datasets", {}).setdefault("pancreas", {}).update(
+        test_stride=[16, 160, 160]),
+     "schedules.yaml: paper.datasets.pancreas.test_stride: [16, 160, 160] steps further than pancreas's patch "
+     "[96, 96, 96] on the y, x axis"),
+    ("methods/baselines.yaml", lambda m: m["mean_teacher"].setdefault("schedule", {}).setdefault("smoke", {}).update(
+        test_stride=[4, 18, 113]),
+     "baselines.yaml: mean_teacher.schedule.smoke.test_stride: [4, 18, 113] steps further than "),
+    ("tables/brats.yaml", lambda t: t["brats"].update(stride=[97, 16, 16]),
+     "brats.yaml: brats.stride: [97, 16, 16] steps further than brats's patch [96, 96, 96] on the z axis"),
+], ids=["dataset-stride", "schedule-test-stride", "method-test-stride", "table-stride"])
+def test_a_sliding_window_stride_past_the_patch_is_refused_at_load(tmp_path, file, change, fragment):
+    """Windows further apart than the patch leave voxels no window predicts (they would read as
+    background): every place a stride is set is checked against the patch of the runs it reaches."""
+    root = _repo_copy_edited(tmp_path / "wf", file, change)
+    with pytest.raises(ConfigError) as exc:
+        load_config({"tables": ["demo"]}, root=root)
+    assert fragment in str(exc.value)

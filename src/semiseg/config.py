@@ -20,8 +20,8 @@ from typing import Any
 
 from semiseg.data.registry import LAYOUTS
 from semiseg.schema import ConfigError, command_line_values, read_schema, read_yaml, validate
-from semiseg.table_config import (add_stride_variants, base_dataset, bootstrap_min_resamples, sliding_window_note,
-                                  table_duplicates)
+from semiseg.table_config import (add_stride_variants, base_dataset, bootstrap_min_resamples, check_window_stride,
+                                  sliding_window_note, table_duplicates)
 
 __all__ = [
     "ConfigError",
@@ -211,8 +211,10 @@ def load_config(config: dict | None = None, root: Path | str | None = None) -> d
     if settings.get("seeds") is not None:  # one set of seeds for every table (a quick check)
         for table in tables.values():
             table["seeds"] = list(settings["seeds"])
-    return {"root": str(root), "settings": settings, "datasets": datasets, "methods": methods,
-            "tables": tables, "schedules": schedules, "schedules_file": str(sched_file)}
+    cfg = {"root": str(root), "settings": settings, "datasets": datasets, "methods": methods,
+           "tables": tables, "schedules": schedules, "schedules_file": str(sched_file)}
+    _check_window_strides(cfg, ds_origin, m_origin)
+    return cfg
 
 
 def schedules_fields_schema(root: Path) -> dict:
@@ -241,19 +243,48 @@ EXECUTION_DEFAULTS = {"checkpoint_interval": 1000, "runtime": 720, "mem_mb": 160
                       "infer_mem_mb": 8000}
 
 
-def _resolved_schedule(cfg: dict, dataset: str, method: str) -> tuple[str, dict]:
-    """The schedule's name and its fields for one run: defaults <- dataset <- the method's
-    overrides <- the method's overrides for this dataset."""
-    sname = schedule_name(cfg, dataset)
-    sched = cfg["schedules"][sname]
-    entry = cfg["methods"][method]
-    resolved = dict(sched["defaults"])
+def _schedule_layers(cfg: dict, dataset: str, method: str, sname: str) -> list[tuple[str, dict]]:
+    """The layers of schedule ``sname`` for a run of ``method`` on ``dataset``, each with the field
+    that sets it, in the order they apply: defaults <- dataset <- the method's overrides <- the
+    method's overrides for this dataset (a stride variant takes its base dataset's)."""
+    sched, entry = cfg["schedules"][sname], cfg["methods"][method]
     base = base_dataset(cfg, dataset)
-    resolved.update(sched.get("datasets", {}).get(dataset, sched.get("datasets", {}).get(base, {})))
-    resolved.update(entry.get("schedule", {}).get(sname, {}))
-    override = entry.get("datasets", {}).get(dataset, entry.get("datasets", {}).get(base, {}))
-    resolved.update(override.get("schedule", {}).get(sname, {}))
+    per_ds = sched.get("datasets", {})
+    ds_key = dataset if dataset in per_ds else base
+    overrides = entry.get("datasets", {})
+    m_key = dataset if dataset in overrides else base
+    return [(f"{sname}.defaults", sched["defaults"]),
+            (f"{sname}.datasets.{ds_key}", per_ds.get(ds_key, {})),
+            (f"{method}.schedule.{sname}", entry.get("schedule", {}).get(sname, {})),
+            (f"{method}.datasets.{m_key}.schedule.{sname}", overrides.get(m_key, {}).get("schedule", {}).get(sname, {}))]
+
+
+def _resolved_schedule(cfg: dict, dataset: str, method: str) -> tuple[str, dict]:
+    """The schedule's name and its fields for one run (:func:`_schedule_layers`, merged)."""
+    sname = schedule_name(cfg, dataset)
+    resolved: dict = {}
+    for _, layer in _schedule_layers(cfg, dataset, method, sname):
+        resolved.update(layer)
     return sname, resolved
+
+
+def _check_window_strides(cfg: dict, ds_origin: dict, m_origin: dict) -> None:
+    """Every sliding-window stride a 3D run can test at is at most the patch on each axis: a
+    larger step leaves voxels between two windows that no window predicts (they would silently
+    read as background). Checked for the datasets' ``stride`` and, under every schedule and
+    method, for the ``test_stride`` that replaces it, naming the file and field that sets it."""
+    for name, ds in cfg["datasets"].items():
+        if ds["dims"] != 3:
+            continue
+        if name in ds_origin:  # a stride variant's stride was checked with its table's
+            check_window_stride(ds["stride"], ds["patch_size"], f"{ds_origin[name]}: {name}.stride", name)
+        for sname in cfg["schedules"]:
+            for method in cfg["methods"]:
+                layers = _schedule_layers(cfg, name, method, sname)
+                field, layer = next(((f, lay) for f, lay in reversed(layers) if "test_stride" in lay), (None, None))
+                if layer is not None:
+                    where = cfg["schedules_file"] if field.startswith(f"{sname}.") else m_origin[method]
+                    check_window_stride(layer["test_stride"], ds["patch_size"], f"{where}: {field}.test_stride", name)
 
 
 def _check_ratio_params(entry: dict, datasets: dict, schema: dict, where: str) -> None:
