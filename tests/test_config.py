@@ -8,7 +8,7 @@ import shutil
 import pytest
 import yaml
 
-from conftest import REPO, make_workflow, snakemake, tiny_table, write_yaml
+from conftest import REPO, make_workflow, shipped_datasets, snakemake, tiny_table, write_yaml
 from semiseg.config import EXECUTION_FIELDS, ConfigError, load_config, run_resources, run_spec, schedule_name, table_runs
 
 
@@ -333,3 +333,26 @@ def test_a_sliding_window_stride_past_the_patch_is_refused_at_load(tmp_path, fil
     with pytest.raises(ConfigError) as exc:
         load_config({"tables": ["demo"]}, root=root)
     assert fragment in str(exc.value)
+
+
+@pytest.mark.parametrize("key", ["datasets", "ratio_params"])
+def test_a_misspelled_dataset_in_a_method_s_settings_is_refused(tmp_path, key):
+    """Renaming mean_teacher's `datasets.la` to `left_atrium` once gave "config OK", and LA runs
+    then used the 2D consistency delay: a dataset neither catalogue defines is refused."""
+    settings = {"datasets": {"left_atrium": {"params": {"consistency_start": 0.0}}},
+                "ratio_params": {"left_atrium": {10: {"consistency": 0.2}}}}[key]
+    root = _repo_copy_edited(tmp_path / "wf", "methods/baselines.yaml", lambda m: m["mean_teacher"].update({key: settings}))
+    with pytest.raises(ConfigError, match=rf"baselines\.yaml: mean_teacher\.{key}\.left_atrium: unknown dataset; "
+                                          r"allowed: abdomenct1k, acdc, .*la, "):
+        load_config({"tables": ["demo"]}, root=root)
+
+
+def test_a_small_catalogue_reuses_the_shipped_methods_by_naming_their_datasets(tmp_path):
+    """The tests' tiny dataset catalogue serves the shipped methods, whose per-dataset settings
+    name the shipped datasets: it lists them in catalogues.other_datasets, explicitly."""
+    root = make_workflow(tmp_path)
+    assert load(root)["settings"]["catalogues"]["other_datasets"] == shipped_datasets()
+    config = yaml.safe_load((root / "config" / "config.yaml").read_text())
+    del config["catalogues"]
+    with pytest.raises(ConfigError, match=r"\.datasets\.\w+: unknown dataset; allowed: tiny2d \(a dataset of another"):
+        load_config(config, root=root)

@@ -119,9 +119,15 @@ def load_config(config: dict | None = None, root: Path | str | None = None) -> d
         params = entry.setdefault("params", {})
         validate(params, algos[entry["algorithm"]], f"{where}.params")
         layers = [(f"{where}.schedule", entry.get("schedule", {}))]
+        for key in ("datasets", "ratio_params"):
+            for ds_name in entry.get(key, {}):
+                if ds_name not in datasets and ds_name not in cats["other_datasets"]:
+                    raise ConfigError(f"{where}.{key}.{ds_name}: unknown dataset; allowed: "
+                                      f"{', '.join(sorted(set(datasets) | set(cats['other_datasets'])))} (a dataset "
+                                      "of another dataset catalogue this method catalogue serves: list it in "
+                                      "config.catalogues.other_datasets)")
         for ds_name, override in entry.get("datasets", {}).items():
-            # a dataset this catalogue does not define is allowed (the method catalogue is shared
-            # by dataset catalogues; its settings then never apply) but still validated
+            # a dataset of catalogues.other_datasets is validated, though its settings never apply:
             # the merged params, as a run on that dataset gets them, must be valid (a copy: the
             # validator fills in defaults, which must not land in the override)
             validate({**params, **override.get("params", {})}, algos[entry["algorithm"]],
@@ -289,7 +295,7 @@ def _check_window_strides(cfg: dict, ds_origin: dict, m_origin: dict) -> None:
 
 def _check_ratio_params(entry: dict, datasets: dict, schema: dict, where: str) -> None:
     """A method entry's ``ratio_params: {<dataset>: {<ratio>: {params}}}``: each ratio one the
-    dataset defines (when the dataset catalogue has it), each merged set of params valid."""
+    dataset defines (a dataset of ``catalogues.other_datasets``: any), each merged set of params valid."""
     for ds_name, per_ratio in entry.get("ratio_params", {}).items():
         merged = {**entry["params"], **entry.get("datasets", {}).get(ds_name, {}).get("params", {})}
         for ratio, params in per_ratio.items():
