@@ -356,3 +356,20 @@ def test_a_small_catalogue_reuses_the_shipped_methods_by_naming_their_datasets(t
     del config["catalogues"]
     with pytest.raises(ConfigError, match=r"\.datasets\.\w+: unknown dataset; allowed: tiny2d \(a dataset of another"):
         load_config(config, root=root)
+
+
+
+@pytest.mark.parametrize("results, fragment", [
+    ("/", "'/' is outside the workflow directory"),
+    ("", "'' is the workflow directory itself"),
+    (".", "'.' is the workflow directory itself"),
+    ("../elsewhere", "'../elsewhere' is outside the workflow directory"),
+    ("results/../..", "'results/../..' is outside the workflow directory"),
+], ids=["root", "empty", "dot", "parent", "dotdot"])
+def test_results_must_be_a_folder_inside_the_workflow(tmp_path, results, fragment):
+    root = make_workflow(tmp_path / "wf")
+    c = yaml.safe_load((root / "config" / "config.yaml").read_text())
+    with pytest.raises(ConfigError, match=r"^config: results: ") as exc:
+        load_config({**c, "results": results}, root=root)
+    assert fragment in str(exc.value)
+    assert load_config({**c, "results": "out/results"}, root=root)["settings"]["results"] == "out/results"

@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +65,19 @@ def ratio_patients(cfg: dict, dataset: str, ratio: int | str) -> int:
     return ratios[str(ratio)]
 
 
+def _check_results(results: str, root: Path) -> None:
+    """``results`` must name a folder inside the workflow directory, not the directory itself: every
+    output goes there, and nothing may be written outside it (``"/"`` or ``".."`` would write over
+    whatever is there; ``""`` or ``"."`` would mix outputs with the checkout). Judged on the path
+    as written, so a ``results`` that is a symbolic link to a larger disk stays allowed."""
+    top = os.path.normpath(os.path.abspath(root))
+    where = os.path.normpath(os.path.join(top, results))
+    if os.path.commonpath([top, where]) != top or where == top:
+        what = "the workflow directory itself" if where == top else "outside the workflow directory"
+        raise ConfigError(f"config: results: {results!r} is {what} ({where}); allowed: a folder inside {top}, "
+                          "given relative to it, e.g. results")
+
+
 def _load_catalogue(root: Path, location: str, kind: str) -> tuple[dict, dict[str, Path]]:
     """Merge every YAML file of a catalogue directory (or one file); remember where each entry came from."""
     path = root / location
@@ -100,6 +114,7 @@ def load_config(config: dict | None = None, root: Path | str | None = None) -> d
     config_schema = read_schema(root, "config")
     command_line_values(settings, config_schema)
     validate(settings, config_schema, "config (config/config.yaml + --config overrides)")
+    _check_results(settings["results"], root)
     cats = settings["catalogues"]
     for key, default in (("datasets", "config/datasets"), ("methods", "config/methods"),
                          ("tables", "config/tables"), ("schedules", "config/schedules.yaml")):
