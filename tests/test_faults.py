@@ -414,3 +414,33 @@ def test_predictions_on_a_full_disk_are_an_error_not_truncated_files(tmp_path, m
                                       rf"predictions\)"):
         infer(run, store, split, run / "predictions", device="cpu")
     assert not [p for p in run.iterdir() if "predictions" in p.name]
+
+
+# ----------------------------------------------------------------------------- a damaged model.pt
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "empty", "missing-key"])
+def test_a_damaged_model_pt_names_the_file_and_the_job_that_writes_it(tmp_path, damage, capsys):
+    from semiseg.cli import main
+
+    store, split = _tiny_store(tmp_path / "store.h5")
+    run = tmp_path / "run"
+    train(_spec(iterations=1), store, split, run, progress=False)
+    model = run / "model.pt"
+    if damage == "truncated":
+        model.write_bytes(model.read_bytes()[: model.stat().st_size // 2])
+    elif damage == "garbage":
+        model.write_bytes(os.urandom(4096))
+    elif damage == "empty":
+        model.write_bytes(b"")
+    else:
+        weights = torch.load(model, weights_only=True)
+        weights.pop(next(iter(weights)))
+        torch.save(weights, model)
+    with pytest.raises(ValueError, match=rf"^{re.escape(str(model))}: not this run's network \(.*\); it is written by "
+                                         r"the train job of the run \(dataset \w+, method \w+, ratio \d+, seed \d+"):
+        infer(run, store, split, run / "predictions", device="cpu")
+    assert not (run / "predictions").exists()
+    code = main(["infer", "--run-dir", str(run), "--store", str(store), "--split", str(split), "--out",
+                 str(run / "predictions"), "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert code == 2 and f"semiseg infer: error: {model}: not this run's network" in err
+    assert "Traceback" not in err
