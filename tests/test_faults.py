@@ -444,3 +444,36 @@ def test_a_damaged_model_pt_names_the_file_and_the_job_that_writes_it(tmp_path, 
     err = capsys.readouterr().err
     assert code == 2 and f"semiseg infer: error: {model}: not this run's network" in err
     assert "Traceback" not in err
+
+
+# ----------------------------------------------------------------------------- a damaged state.pt
+@pytest.mark.parametrize("also_previous", [False, True], ids=["previous-good", "previous-damaged-too"])
+def test_a_damaged_state_is_moved_aside_and_the_run_resumes_from_the_one_before(tmp_path, caplog, also_previous):
+    """A state.pt truncated by a full disk during a save once stopped every retry (--forcerun
+    included) with a raw PytorchStreamReader traceback until removed by hand. Now the state before
+    it is resumed (or, when that is damaged too, the run starts over, saying so), bit for bit."""
+    from semiseg.engine.state import damaged_path, previous_path
+
+    store, split = _tiny_store(tmp_path / "store.h5")
+    spec = _spec(iterations=6, checkpoint_interval=2, val_interval=2)
+    reference = tmp_path / "uninterrupted"
+    train(spec, store, split, reference, progress=False)
+    out = tmp_path / "run"
+    assert train(spec, store, split, out, progress=False, stop_after=4) == {"stopped_at": 4}
+    state = out / "checkpoints" / "state.pt"
+    assert torch.load(previous_path(state), weights_only=False)["iteration"] == 2
+    state.write_bytes(state.read_bytes()[:1000])
+    if also_previous:
+        previous_path(state).write_bytes(b"")
+    with caplog.at_level("WARNING", logger="semiseg.train"):
+        assert train(spec, store, split, out, progress=False, stop_after=5) == {"stopped_at": 5}
+    words = (re.escape(f"{state} cannot be read (") + ".*" + rf"\); moved it aside to {re.escape(str(damaged_path(state)))}"
+             + (". No earlier state to resume from: training this run from the start" if also_previous else
+                f" and resuming from the state before it, {re.escape(str(previous_path(state)))} \\(iteration 2\\)"))
+    assert re.search(words, caplog.text), caplog.text
+    assert damaged_path(state).stat().st_size == 1000
+    summary = train(spec, store, split, out, progress=False)
+    assert summary["resumed_from"] == 5
+    for name in ("model.pt", "models.pt"):
+        got, want = torch.load(out / name), torch.load(reference / name)
+        assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in got)
