@@ -477,3 +477,45 @@ def test_a_damaged_state_is_moved_aside_and_the_run_resumes_from_the_one_before(
     for name in ("model.pt", "models.pt"):
         got, want = torch.load(out / name), torch.load(reference / name)
         assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in got)
+
+
+# ----------------------------------------------------------------------------- the job's log
+def test_a_second_attempt_leaves_the_log_of_a_training_still_running_alone(tmp_path):
+    """After `kill -9` of Snakemake its trainer runs on; the refused second attempt used to empty
+    that trainer's log (the rule's `2> {log}` truncated it before the run lock said no). Now the log
+    is locked by the process writing it and emptied only by one that holds it."""
+    spec = _spec(iterations=100000, checkpoint_interval=100000, val_interval=100000)
+    cmd, out = _start_training(tmp_path, spec)
+    log = tmp_path / "logs" / "train.log"
+    with_log = [cmd[0], "-m", "semiseg.cli", "--log", str(log), *cmd[3:]]
+    first = subprocess.Popen(with_log, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        t = time.time()
+        while "starting" not in (log.read_text() if log.exists() else ""):
+            assert first.poll() is None and time.time() - t < 120, first.stderr.read()[-2000:]
+            time.sleep(0.2)
+        before = log.read_text()
+        second = subprocess.run(with_log, capture_output=True, text=True, timeout=120)
+        assert second.returncode == 3
+        assert f"semiseg train: error: {log}: another process writes this job's log" in second.stderr
+        assert log.read_text().startswith(before)  # the first trainer's log is whole
+    finally:
+        first.kill()
+        first.wait()
+
+
+def test_an_error_reaches_the_console_even_when_the_log_cannot_be_written(tmp_path):
+    """With 0 bytes free the job's log (on the same disk) stays empty, and Snakemake only says
+    "check log file(s)": the error line goes to the console too (/dev/full: every write fails)."""
+    store, split = _tiny_store(tmp_path / "store.h5")
+    run = tmp_path / "run"
+    train(_spec(iterations=1), store, split, run, progress=False)
+    (run / "model.pt").write_bytes(b"")
+    infer_cmd = ["infer", "--run-dir", str(run), "--store", str(store), "--split", str(split), "--out",
+                 str(run / "predictions"), "--device", "cpu"]
+    for log in (tmp_path / "infer.log", Path("/dev/full")):
+        proc = subprocess.run([sys.executable, "-m", "semiseg.cli", "--log", str(log), *infer_cmd],
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 2
+        assert f"semiseg infer: error: {run / 'model.pt'}: not this run's network" in proc.stderr
+    assert f"semiseg infer: error: {run / 'model.pt'}: not this run's network" in (tmp_path / "infer.log").read_text()

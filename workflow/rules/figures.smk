@@ -21,9 +21,9 @@ rule region_figure:
     log:
         results("logs/figures/alhvr_regions_{dataset}_{ratio}.log"),
     shell:
-        "semiseg --rule region_figure --wildcards {params.wildcards:q}"
+        "semiseg --rule region_figure --wildcards {params.wildcards:q} --log {log:q}"
         " figure regions --run-dir {params.run_dir} --store {input.store} --split {input.split}"
-        " --slices {params.slices} --out {output} 2> {log}"
+        " --slices {params.slices} --out {output}"
 
 
 # The run BUARL's entropy figure is drawn from: BUARL on BCP, seed 0, at the figure's dataset and ratio.
@@ -46,6 +46,6 @@ rule entropy_figure:
     log:
         results("logs/figures/buarl_entropy_{dataset}_{ratio}.log"),
     shell:
-        "semiseg --rule entropy_figure --wildcards {params.wildcards:q}"
+        "semiseg --rule entropy_figure --wildcards {params.wildcards:q} --log {log:q}"
         " figure entropy --run-dir {params.run_dir} --store {input.store} --split {input.split}"
-        " --slices {params.slices} --out {output} 2> {log}"
+        " --slices {params.slices} --out {output}"

@@ -28,6 +28,6 @@ rule table_report:
     log:
         results("logs/report/{table}.log"),
     shell:
-        "semiseg --rule table_report --wildcards {params.wildcards:q}"
+        "semiseg --rule table_report --wildcards {params.wildcards:q} --log {log:q}"
         " report --spec {params.spec:q} --table {input.table} --store {input.store}"
-        " --runs {params.runs} --regions {input.regions} --out {output} 2> {log}"
+        " --runs {params.runs} --regions {input.regions} --out {output}"

@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 from semiseg.fingerprint import table_fingerprint
-from semiseg.reporting.audit.links import MISMATCH, MISSING, OK, Auditor, abs_path, show
+from semiseg.reporting.audit.links import MISMATCH, MISSING, OK, Auditor, abs_path, check_override, show
 
 __all__ = ["audit"]
 
@@ -72,7 +72,8 @@ def _find_row(spec: dict, row: str, ratio: int) -> dict:
     return matches[0]
 
 
-def audit(table_path, *, row: str, ratio: int, metric: str | None = None, root=None) -> dict:
+def audit(table_path, *, row: str, ratio: int, metric: str | None = None, root=None, overrides=(),
+          configfiles=()) -> dict:
     """Trace the cell (``row``, ``ratio``) of a built table back to the fetched source.
 
     Args:
@@ -84,6 +85,9 @@ def audit(table_path, *, row: str, ratio: int, metric: str | None = None, root=N
         root: the workflow directory the table was built in (record paths are relative to it,
             and its ``config/config.yaml`` is what staleness is judged against); default: the
             nearest parent of the table holding ``workflow/schemas``, else of the cwd.
+        overrides, configfiles: the build's ``snakemake --config KEY=VALUE ...`` and
+            ``--configfile FILE ...`` (:func:`~semiseg.reporting.audit.links.build_config`), so
+            that a smoke or one-seed build is judged against the config it was built with.
 
     Returns a JSON-serialisable dict: ``table``, ``row``, ``ratio``, ``cell`` (per metric: the
     text shown, the text recomputed from the runs' metrics, per-seed values), ``chain`` (the table
@@ -100,6 +104,8 @@ def audit(table_path, *, row: str, ratio: int, metric: str | None = None, root=N
     from semiseg.reporting.tables import _METRICS  # (summary key, display factor), column order
     from semiseg.reporting.tables import COLUMNS, format_cell
 
+    for item in overrides:
+        check_override(item)
     table_path = Path(table_path).resolve()
     if not table_path.is_file():
         raise FileNotFoundError(f"{table_path}: no such table")
@@ -112,7 +118,7 @@ def audit(table_path, *, row: str, ratio: int, metric: str | None = None, root=N
         except ConfigError:
             root = find_root()
     root = Path(root).resolve()
-    a = Auditor(root)
+    a = Auditor(root, overrides, configfiles)
     name = table_path.stem
 
     # the table and its record -----------------------------------------------------
@@ -295,7 +301,10 @@ def audit(table_path, *, row: str, ratio: int, metric: str | None = None, root=N
     stale = [{"step": k, "stage": s["stage"], **st} for k, s in steps.items() for st in s["stale"]]
     return {
         "table": show(root, table_path), "root": str(root),
-        "config": "config/config.yaml (as it is now; --config overrides of the original run are not recorded)",
+        "config": "config/config.yaml as it is now" + "".join(
+            f" + --configfile {f}" for f in configfiles) + "".join(f" + --config {o}" for o in overrides)
+        + ("" if overrides or configfiles else " (give the build's --config / --configfile overrides to judge a build "
+                                               "made with them)"),
         "config_error": a.cfg_error,
         "row": {"method": method, "label": spec_row.get("label")}, "ratio": ratio, "metric": metric,
         "seeds": seeds, "cell": cell, "chain": [t_link], "runs": runs, "data": data, "steps": steps,
