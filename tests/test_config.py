@@ -373,3 +373,22 @@ def test_results_must_be_a_folder_inside_the_workflow(tmp_path, results, fragmen
         load_config({**c, "results": results}, root=root)
     assert fragment in str(exc.value)
     assert load_config({**c, "results": "out/results"}, root=root)["settings"]["results"] == "out/results"
+
+
+def test_a_build_about_to_train_a_long_schedule_on_the_cpu_warns_with_the_budget_first(tmp_path):
+    """A `paper` build on a CPU started dozens of trainings budgeted at 12 h each without a word:
+    before the first job, the build names how many, their schedule and the budget."""
+    from semiseg.config import cpu_training_warning
+
+    root = make_workflow(tmp_path / "wf")
+    runs = table_runs(load(root), "tiny")
+    assert cpu_training_warning(load(root), runs) is None  # smoke runs: no warning
+    _edit(root, "datasets", lambda d: d["tiny2d"].update(schedule="paper"))
+    config = yaml.safe_load((root / "config" / "config.yaml").read_text())
+    # a source the generated layout refuses: the fetch, the first job, fails at once
+    write_yaml(root / "config" / "config.yaml", {**config, "sources": {"tiny2d": {"path": "/nowhere"}}})
+    run = snakemake(root, timeout=300)
+    assert run.returncode != 0
+    assert ("semiseg: warning: 2 trainings of the paper schedule (up to 30000 iterations each) are about to start "
+            "on the CPU. Each is budgeted at up to 12 h on a GPU (the schedule's runtime), 24 h in all") in run.stderr
+    assert run.stderr.index("semiseg: warning:") < run.stderr.index("rule fetch")

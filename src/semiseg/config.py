@@ -43,6 +43,7 @@ __all__ = [
     "base_dataset",
     "sliding_window_note",
     "window_stride",
+    "cpu_training_warning",
 ]
 
 
@@ -379,6 +380,29 @@ def window_stride(cfg: dict, dataset: str, method: str) -> list[int] | None:
     """The sliding-window stride a run of ``method`` on ``dataset`` tests (and validates) at: the
     schedule's ``test_stride`` where a layer of it sets one, else the dataset's (None for 2D)."""
     return _resolved_schedule(cfg, dataset, method)[1].get("test_stride", cfg["datasets"][dataset].get("stride"))
+
+
+#: A training budgeted at this many minutes or more (its schedule's ``runtime``) is not a smoke
+#: run: a build that starts one on a CPU is warned first.
+LONG_RUN_MINUTES = 120
+
+
+def cpu_training_warning(cfg: dict, runs) -> str | None:
+    """The warning a build gives before it starts the trainings ``runs`` ((dataset, method,
+    ratio, seed) each) on a CPU, with the estimate the schedules' ``runtime`` budgets give; None
+    when none of them is budgeted at :data:`LONG_RUN_MINUTES` or more (a smoke build)."""
+    budgets = [run_resources(cfg, run[0], run[1])["runtime"] for run in runs]
+    long = [(run, minutes) for run, minutes in zip(runs, budgets) if minutes >= LONG_RUN_MINUTES]
+    if not long:
+        return None
+    schedules = sorted({schedule_name(cfg, run[0]) for run, _ in long})
+    iterations = max(_resolved_schedule(cfg, run[0], run[1])[1].get("iterations", 0) for run, _ in long)
+    total = sum(minutes for _, minutes in long) / 60
+    return (f"{len(long)} training{'s' if len(long) > 1 else ''} of the {' and '.join(schedules)} schedule (up to "
+            f"{iterations} iterations each) are about to start on the CPU. Each is budgeted at up to "
+            f"{max(m for _, m in long) / 60:g} h on a GPU (the schedule's runtime), {total:g} h in all, and takes far "
+            "longer on a CPU. To check the pipeline first, build with --config schedule=smoke seeds=[0]; to train, "
+            "use a GPU (device: cuda) or a cluster (--profile profiles/slurm).")
 
 
 def dataset_source(cfg: dict, dataset: str) -> dict:
