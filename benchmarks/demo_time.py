@@ -39,7 +39,8 @@ def run(root: Path, cores: int) -> tuple[float, str]:
 def dice_by_row(root: Path) -> dict[tuple[str, int], list[float]]:
     """(method, ratio) -> the runs' Dice in %, one per seed, from the runs' metrics.csv."""
     sys.path.insert(0, str(REPO / "src"))
-    from semiseg.metrics.segmentation import read_metrics_csv, summarise
+    from semiseg.metrics.csv_io import read_metrics_csv
+    from semiseg.metrics.summary import summarise
 
     out: dict[tuple[str, int], list[float]] = {}
     for metrics in sorted((root / "results" / "runs").glob("*/*/*/seed*/metrics.csv")):

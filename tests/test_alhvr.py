@@ -379,6 +379,22 @@ def test_region_figure_draws_a_png(tmp_path, tiny_data):
 
 
 # ----------------------------------------------------------------------------- catalogue
+def test_the_code_entry_takes_the_code_s_three_switches_and_is_a_row_of_table_2():
+    cfg = load_config(root=REPO)
+    code, paper = (run_spec(cfg, "acdc", m, 10, 0) for m in ("alhvr_code", "alhvr"))
+    assert {k: v for k, v in code["method"]["params"].items() if paper["method"]["params"][k] != v} == {
+        "dice_form": "alhvr_code", "prototype_features": "up2_projection", "ce_batch_broadcast": True}
+    assert code["schedule"] == paper["schedule"] and code["method"]["network"] == "unet"
+    assert {(m, r) for _d, m, r, _s in table_runs(cfg, "alhvr_acdc") if m.startswith("alhvr")} == {
+        ("alhvr", 10), ("alhvr", 20), ("alhvr_code", 10)}
+    # the three together run a step on a U-Net
+    spec = {"dataset": {"num_classes": 3, "dims": 2},
+            "method": {"algorithm": "alhvr", "params": code["method"]["params"]}}
+    torch.manual_seed(0)
+    m = build_method(spec, lambda: UNet(1, 3, channels=(4, 8, 16, 32), dropout=(0, 0, 0, 0)))
+    assert math.isfinite(m.training_step(tiny_batch(), Step(5, 10)).total.item())
+
+
 def test_catalogue_entries_and_tables(tmp_path):
     root = tmp_path / "wf"
     shutil.copytree(REPO / "workflow", root / "workflow")

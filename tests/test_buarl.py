@@ -192,6 +192,22 @@ def test_alpha_one_is_bcp_exactly(iteration):
     assert not torch.equal(_step(half, batch, step).total, a.total)
 
 
+@pytest.mark.parametrize("iteration", [2, 7])  # pre-training, self-training
+def test_alpha_one_is_bcp_on_its_la_script_too(iteration):
+    batch, step = _batch(b=4), Step(iteration, 10)
+    bcp, ours = _twin("bcp", "buarl_bcp", pretrain_fraction=0.5, labeled_alpha=1.0, unlabeled_alpha=1.0, script="la")
+    acdc, _ = _twin("bcp", "buarl_bcp", pretrain_fraction=0.5, script="acdc")
+    for m in (bcp, ours, acdc):
+        m.on_stage_start("self_train", Step(5, 10), StageContext())
+    a, b = _step(bcp, batch, step), _step(ours, batch, step)
+    for name in ("ce", "dice"):
+        torch.testing.assert_close(b.terms[name], a.terms[name], rtol=1e-6, atol=1e-7)
+    assert not torch.allclose(_step(acdc, batch, step).total, a.total)
+    _, half = _twin("bcp", "buarl_bcp", pretrain_fraction=0.5, script="la")
+    half.on_stage_start("self_train", Step(5, 10), StageContext())
+    assert not torch.allclose(_step(half, batch, step).total, a.total)
+
+
 # ---------------------------------------------------------------- gradients and switches
 
 
@@ -335,7 +351,7 @@ def test_entropy_regions_shrink_with_the_percentile():
 def test_the_catalogue_resolves_the_paper_s_percentiles_and_the_tables_carry_every_value():
     from conftest import REPO
     from semiseg.config import load_config, run_spec, table_runs
-    from semiseg.reporting.references import reference_values
+    from semiseg.references import reference_values
 
     cfg = load_config(root=REPO)
     for method, dataset, q in (("buarl_mt", "acdc", (95, 99)), ("buarl_bcp", "acdc", (95, 99)),

@@ -22,6 +22,7 @@ from semiseg.methods.common import (
     sigmoid_rampup,
     soft_dice_loss,
 )
+from semiseg.methods.common.losses import per_sample_dice_loss
 
 # ---------------------------------------------------------------- ramps
 
@@ -152,6 +153,26 @@ def test_soft_dice_mask():
         pytest.approx(expected)
     with pytest.raises(ValueError, match="same shape"):
         soft_dice_loss(probs, target[:, :1])
+
+
+def test_per_sample_dice_hand_worked():
+    # sample 0 as test_soft_dice_hand_worked, linear denominator: class 1 p = [0.8, 0.6],
+    # t = [1, 0]: 1 - 1.6 / (1.4 + 1) = 1/3; class 0 p = [0.2, 0.4], t = [0, 1]:
+    # 1 - 0.8 / (0.6 + 1) = 1/2. Sample 1 predicts [1, 0] for class 1 where t = [1, 0]: 0 and 0.
+    probs = torch.tensor([[[0.2, 0.4], [0.8, 0.6]], [[0.0, 1.0], [1.0, 0.0]]])
+    target = one_hot(torch.tensor([[1, 0], [1, 0]]), 2)
+    assert per_sample_dice_loss(probs, target, smooth=0).item() == pytest.approx((1 / 3 + 1 / 2 + 0 + 0) / 4)
+    assert per_sample_dice_loss(probs, target, smooth=0, include_background=False).item() == pytest.approx(1 / 6)
+    # the mask multiplies every sum; an empty one gives 1 - s / (s + eps)
+    mask = torch.tensor([[1.0, 0.0], [0.0, 0.0]])
+    # sample 0, pixel 0: class 1 1 - 1.6 / 1.8, class 0 1 - 0 / 0.2 = 1; sample 1: 1 - s / (s + eps)
+    s, eps = 1.0, 1e-8
+    expected = ((1 - (1.6 + s) / (1.8 + s + eps)) + (1 - s / (0.2 + s + eps)) + 2 * (1 - s / (s + eps))) / 4
+    assert per_sample_dice_loss(probs, target, s, mask=mask, eps=eps).item() == pytest.approx(expected, rel=1e-6)
+    # dice_ce_loss's per_sample switch takes it instead of SSL4MIS's
+    logits = torch.log(probs)
+    ce, dice = dice_ce_loss(logits, torch.tensor([[1, 0], [1, 0]]), per_sample=True, smooth=0)
+    assert dice.item() == pytest.approx((1 / 3 + 1 / 2) / 4, rel=1e-6)
 
 
 def test_dice_ce_loss_hand_worked():

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from helpers import crln_method as _method
 from helpers import crln_views as _batch
 from helpers import run_spec, tiny_store
 from semiseg.engine.loop import build_optimizers, train
-from semiseg.methods import Step
+from semiseg.methods import Step, build_method
 from semiseg.methods.common.losses import dice_ce_loss
+from semiseg.methods.crln import contrastive_loss
 from semiseg.methods.crln_rectify import ConcatRectifier, rectify_fixed
 from semiseg.nets import UNet
 
@@ -92,6 +94,94 @@ def test_a_step_after_learns_from_the_updated_student_in_eval_mode():
         fresh = _method()
         fresh.training_step(_batch(fresh), Step(5, 10))
         fresh.after_optimizer_step(Step(5, 10))
+
+
+def _two_class_crln(**params):
+    spec = run_spec("crln", 10, params=params)
+    spec["dataset"].update(num_classes=2, labels={"background": 0, "a": 1})
+    return build_method(spec, lambda: UNet(1, 2, channels=(4, 8, 16, 32, 64), dropout=(0,) * 5))
+
+
+def test_a_learns_with_the_main_optimisers_nesterov_momentum_as_the_code():
+    # Yaan-Wang/CRLN @2ca4e3c8, every train_semisup.py: optimizer_op = SGD(op_module, lr, wd,
+    # momentum 0.9, nesterov) and op_loss = ½[CE + dice_loss(p_1, y == 1)] of z + (1 − a)·M.
+    # 200 steps of that optimiser (its poly lr is stepped per 200-iteration epoch, so constant
+    # here) on these float64 inputs, run with the code's opmoudle and dice_loss: a = 0.29231...
+    # (plain SGD, the earlier form here: 0.034498)
+    g = torch.Generator().manual_seed(31)
+    z = torch.randn(2, 2, 6, 6, 4, generator=g, dtype=torch.float64)
+    rel = torch.rand(2, 2, 6, 6, 4, generator=g, dtype=torch.float64) * 2
+    y = torch.randint(0, 2, (2, 6, 6, 4), generator=g)
+    m = _two_class_crln().double()
+    opt = build_optimizers(m, {"lr": 2.5e-3, "momentum": 0.9, "nesterov": True, "weight_decay": 5e-4})["a"]
+    assert opt.defaults["momentum"] == 0.9 and opt.defaults["nesterov"] is True
+    for _ in range(200):
+        opt.zero_grad(set_to_none=True)
+        m.loss_of_a(z, rel, y).backward()
+        opt.step()
+    assert float(m.a.detach()) == pytest.approx(0.2923111264245452, rel=1e-9)
+
+
+def _cps_case():
+    """6 voxels, representation dim 3: class 0 = multiples of one vector (never uncertain, so no
+    anchors, and any negative has the same cosine to an anchor), class 1 = three vectors whose
+    first is uncertain (every anchor); (C, K, D) prototypes. Sampling cannot change the loss."""
+    u0 = torch.tensor([1.0, 0.2, -0.5], dtype=torch.float64)
+    rep = torch.stack([u0, 2 * u0, 3 * u0, torch.tensor([0.3, 1.0, 0.4], dtype=torch.float64),
+                       torch.tensor([2.0, 0.5, 1.5], dtype=torch.float64),
+                       torch.tensor([-0.4, 3.0, 0.1], dtype=torch.float64)])
+    labels = torch.tensor([0, 0, 0, 1, 1, 1])
+    p1 = torch.tensor([0.01, 0.01, 0.01, 0.6, 0.99, 0.99], dtype=torch.float64)
+    protos = torch.tensor([[[0.5, -1.0, 0.3], [0.1, 0.4, 0.9]], [[1.0, 0.0, -0.2], [0.3, 0.8, 0.6]]],
+                          dtype=torch.float64)
+    return rep, labels, p1, protos
+
+
+# Yaan-Wang/CRLN @2ca4e3c8 VnetLA/module_list.py compute_cps_loss on _cps_case (as (1, 3, 1, 1, 6)
+# tensors, all voxels valid, strong_threshold 0.97, temp 0.5, 4 queries, 3 negatives; cls the
+# prototypes as its (1, C, R, K) layout, con_xi 0.6), run five times each (sampling-free):
+CODE_CPS_PLAIN = 0.2528576738026526
+CODE_CPS_MIXED = 0.26076757844393794
+
+
+def test_cps_code_forms_equal_the_code_and_the_defaults_differ():
+    rep, labels, p1, protos = _cps_case()
+    valid, uncertain = torch.ones(6, dtype=torch.bool), torch.tensor([False] * 3 + [True, False, False])
+    kw = dict(num_classes=2, anchors=4, negatives=3, temperature=0.5)
+
+    def loss(protos_, **switches):
+        return float(contrastive_loss(F.normalize(rep, dim=1), labels, valid, uncertain, protos_,
+                                      None if protos_ is None else torch.tensor([0.6, 0.6], dtype=torch.float64),
+                                      generator=torch.Generator().manual_seed(0), **kw, **switches))
+
+    code = dict(positive_rep=rep, divide_by="present")
+    assert loss(None, **code) == pytest.approx(CODE_CPS_PLAIN, rel=1e-12)
+    assert loss(protos, **code) == pytest.approx(CODE_CPS_MIXED, rel=1e-12)
+    # each of the two forms matters: class 0 is present without anchors (sum / 2, not / 1) and
+    # class 1's raw and normalised means point differently
+    assert loss(None, positive_rep=rep) == pytest.approx(2 * CODE_CPS_PLAIN, rel=1e-12)
+    assert loss(None, divide_by="present") != pytest.approx(CODE_CPS_PLAIN, rel=1e-3)
+    assert loss(protos) != pytest.approx(2 * CODE_CPS_MIXED, rel=1e-3)
+
+
+def test_crln_code_selects_the_codes_cps_forms_through_the_step():
+    from conftest import REPO
+    from semiseg.config import load_config, run_spec as config_run_spec
+
+    cfg = load_config(root=REPO)
+    params = {m: config_run_spec(cfg, "la", m, 10, 0)["method"]["params"] for m in ("crln_code", "crln")}
+    assert (params["crln_code"]["positive_mean"], params["crln_code"]["contrast_divisor"]) == ("raw", "present")
+    assert (params["crln"]["positive_mean"], params["crln"]["contrast_divisor"]) == ("normalized", "sampled")
+    rep, labels, p1, protos = _cps_case()
+    m = _two_class_crln(prototypes=2, prototype_dim=3, xi=0.6, xi_draw="fixed", anchors=4, negatives=3,
+                        positive_mean="raw", contrast_divisor="present").double()
+    with torch.no_grad():
+        m.teacher.prototypes.copy_(protos)
+    z = torch.log(torch.stack([1 - p1, p1])).view(1, 2, 1, 6)  # the student's probabilities p1
+    none = torch.zeros(0, 1, 6)
+    out = m._contrast(z, rep.T.reshape(1, 3, 1, 6), labels.view(1, 1, 6), none.long(), none.double(), True,
+                      torch.Generator().manual_seed(0))
+    assert float(out) == pytest.approx(CODE_CPS_MIXED, rel=1e-8)  # ξ is drawn in float32 by the method
 
 
 # ---------------------------------------------------------------- Table 7: rectification variants

@@ -21,7 +21,7 @@ import SimpleITK as sitk
 
 from conftest import REPO
 from semiseg.config import load_config, run_spec
-from semiseg.data.errors import DataError
+from semiseg.errors import DataError
 from semiseg.data.fetch import fetch, shipped_splits_digest
 from semiseg.data.la import crop_box, preprocess_la, read_la_raw
 from semiseg.data.layouts import read_la_layout

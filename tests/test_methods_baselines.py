@@ -447,6 +447,61 @@ def test_bcp_self_training_step_uses_the_largest_component_pseudo_labels():
     assert dice[True] - dice[False] == pytest.approx(0.6 - 1 / 3, abs=1e-4)
 
 
+def _bcp_script_method(script):
+    """BCP on 4 + 4 float64 3D patches (6 x 6 x 4) of two classes with a fixed paste mask (zeros
+    on [1:5, 2:6, 0:3]), student and teacher the 1x1x1 convolution with logits
+    [1.5·x + 0.2, −x − 0.1], no largest-component step; iterations 0-4 of 10 pre-train."""
+    def conv():
+        net = nn.Conv3d(1, 2, 1).double()
+        with torch.no_grad():
+            net.weight.copy_(torch.tensor([1.5, -1.0]).view(2, 1, 1, 1, 1))
+            net.bias.copy_(torch.tensor([0.2, -0.1]))
+        return net
+
+    spec = {"dataset": {"num_classes": 2, "dims": 3},
+            "method": {"algorithm": "bcp", "params": {**_defaults("bcp"), "script": script, "largest_component": False,
+                                                      "pretrain_fraction": 0.5}},
+            "schedule": {"labeled_batch_size": 4, "unlabeled_batch_size": 4}}
+    m = build_method(spec, conv)
+    mask = torch.ones(6, 6, 4, dtype=torch.long)
+    mask[1:5, 2:6, 0:3] = 0
+    m._mask = lambda image: mask
+    g = torch.Generator().manual_seed(31)
+    batch = {"labeled_image": torch.randn(4, 1, 6, 6, 4, generator=g, dtype=torch.float64),
+             "labeled_label": torch.randint(0, 2, (4, 6, 6, 4), generator=g)}
+    batch["unlabeled_image"] = torch.randn(4, 1, 6, 6, 4, generator=g, dtype=torch.float64)
+    return m, batch
+
+
+# BCP's LA_BCP_train.py (DeepMed-Lab-ECNU/BCP @7879f98) on these tensors, run with its
+# utils/BCP_utils.py mix_loss and utils/losses.py mask_DiceLoss: pre_train's
+# (CE + mask_DiceLoss)/2 of a_l·M + b_l·(1 − M) against the mixed label, and self_train's
+# mix_loss(l_a·M + u_a·(1 − M), y_a, p_a) + mix_loss(u_b·M + l_b·(1 − M), p_b, y_b, unlab=True),
+# its pseudo-labels p_1 ≥ 0.5 without the largest component
+CODE_LA_PRETRAIN = 0.8462800961412202
+CODE_LA_SELF_TRAIN = 1.893290916458343
+
+
+def test_bcp_la_script_equals_bcp_s_la_code():
+    m, batch = _bcp_script_method("la")
+    assert m.training_step(batch, Step(0, 10)).total.item() == pytest.approx(CODE_LA_PRETRAIN, rel=1e-12)
+    assert m.training_step(batch, Step(5, 10)).total.item() == pytest.approx(CODE_LA_SELF_TRAIN, rel=1e-12)
+    # the ACDC script's losses on the same tensors are another loss (about twice the
+    # pre-training one: the masked form adds the two regions' means)
+    m, batch = _bcp_script_method("acdc")
+    pre, self_train = (m.training_step(batch, Step(i, 10)).total.item() for i in (0, 5))
+    assert pre > 1.5 * CODE_LA_PRETRAIN and self_train != pytest.approx(CODE_LA_SELF_TRAIN, rel=1e-2)
+
+
+def test_bcp_s_la_settings_take_the_la_script_and_acdc_keeps_its_own():
+    from semiseg.config import run_spec as config_run_spec
+
+    cfg = load_config(root=REPO)
+    script = {(m, d): config_run_spec(cfg, d, m, 10, 0)["method"]["params"]["script"]
+              for m in ("bcp", "buarl_bcp", "buarl_bcp_mu_95_95", "buarl_bcp_url_only") for d in ("acdc", "la")}
+    assert {k for k, v in script.items() if v == "la"} == {(m, "la") for m, _ in script}
+
+
 def test_bcp_refuses_unequal_batches():
     spec = {"dataset": {"num_classes": 3, "dims": 2},
             "method": {"algorithm": "bcp", "params": _defaults("bcp")},

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from semiseg.data.store import Case, write_store
-from semiseg.inference.run import write_label_nifti
-from semiseg.metrics.segmentation import write_metrics_csv
+from semiseg.inference.export import write_label_nifti
+from semiseg.metrics.csv_io import write_metrics_csv
 from semiseg.reporting.report import check_schedule, markdown_to_html, reference_points, table_page
 
 LABELS = {"background": 0, "RV": 1, "Myo": 2, "LV": 3}

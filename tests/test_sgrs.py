@@ -292,6 +292,122 @@ def test_sgrs_trains_through_the_engine_with_the_code_s_switches(tmp_path):
     assert {"con_ce", "nr_dice", "omega_fraction", "mix_lambda"} <= set(rows[0])
 
 
+# ---------------------------------------------------------------- the public code's loss and EMA
+
+
+class _Fixed(torch.nn.Module):
+    """Returns the logits stored for the batch size it is given, whatever the input."""
+
+    def __init__(self, by_batch):
+        super().__init__()
+        self.by_batch = by_batch
+        self.w = torch.nn.Parameter(torch.zeros((), dtype=torch.float64))  # for the optimiser's sake
+
+    def forward(self, x):
+        return self.by_batch[x.shape[0]] + self.w
+
+
+def _code_case():
+    """The student's float64 logits on cat(L, U, M) (2 + 2 + 2 patches 4 x 4 x 3, two classes),
+    the labels, and the teacher's logits on U (its argmax: the pseudo-labels)."""
+    g = torch.Generator().manual_seed(31)
+    out = torch.randn(6, 2, 4, 4, 3, generator=g, dtype=torch.float64) * 1.5
+    label = torch.randint(0, 2, (2, 4, 4, 3), generator=g)
+    teacher = torch.randn(2, 2, 4, 4, 3, generator=g, dtype=torch.float64)
+    return out, label, teacher
+
+
+# SGRS-Net's code (ortonwang/SGRS-Net @c99025f, code/train.py lines 190-256 with its
+# utils/losses.py and ramps.py, tau 0.425, ce_w 0.2, dice_w 20) on _code_case at iter_num 6000
+# (weight 1), with its Θ-mask broadcast removed (the smoothed CE times the (B, *spatial) Θ mask):
+# loss, supervised_loss, loss_seg_ce_unlab, loss_seg_dice_unlab. With the broadcast the loss is
+# 1.3942019002735542 (its CE_unl 0.8358302652221894).
+CODE_SGRS_STEP = (1.3971645652385842, 0.8014911979045671, 0.8417555951522494, 0.34959113951578474)
+
+
+def test_sgrs_code_switches_give_the_public_code_s_loss():
+    out, label, teacher = _code_case()
+    code = _params(load_config(root=REPO), "sgrs_code")
+    spec = {"dataset": {"num_classes": 2, "dims": 3},
+            "method": {"algorithm": "sgrs", "params": {**schema_defaults("sgrs"), **code}}}
+    m = build_method(spec, lambda: _Fixed({6: out, 2: teacher}))
+    batch = {"labeled_image": torch.zeros(2, 1, 4, 4, 3, dtype=torch.float64), "labeled_label": label,
+             "unlabeled_image": torch.zeros(2, 1, 4, 4, 3, dtype=torch.float64)}
+    losses = m.training_step(batch, Step(6000, 15000))
+    total, sup, ce_unl, dice_unl = CODE_SGRS_STEP
+    assert losses.stats["consistency_weight"] == 1.0
+    assert losses.total.item() == pytest.approx(total, rel=1e-12)
+    assert 0.5 * (losses.terms["ce"] + losses.terms["dice"]).item() == pytest.approx(sup, rel=1e-12)
+    assert (losses.terms["con_ce"] + losses.terms["nr_ce"]).item() == pytest.approx(0.5 * ce_unl, rel=1e-12)
+    assert (losses.terms["con_dice"] + losses.terms["nr_dice"]).item() == pytest.approx(0.5 * dice_unl, rel=1e-12)
+    # each switch matters on these tensors (the paper's side of one of them moves the total)
+    for switch in ({"dice_form": "standard"}, {"omega_ce": "omega"}, {"region_dice": "equation"},
+                   {"unsup_reduction": "sum"}):
+        m.params.update(switch)
+        assert m.training_step(batch, Step(6000, 15000)).total.item() != pytest.approx(total, rel=1e-6), switch
+        m.params.update(code)
+
+
+def test_region_dice_per_sample_by_hand():
+    from semiseg.methods.sgrs import region_dice_per_sample
+
+    # one sample, one masked pixel p = (0.2, 0.8), y = (0, 1), s = 1 (the docstring's example)
+    p = probs([0.2, 0.8], [0.5, 0.5])
+    y = probs([0.0, 1.0], [1.0, 0.0])
+    mask = torch.tensor([[[True, False]]])
+    expected = ((1 - 1 / (1.2 + 1e-8)) + (1 - 2.6 / (2.8 + 1e-8))) / 2
+    assert region_dice_per_sample(p, y, mask, 1.0).item() == pytest.approx(expected, rel=1e-12)
+    assert expected == pytest.approx(0.1190, abs=1e-4)
+    # per sample: a second sample does not pool its sums with the first
+    pp, yy, mm = torch.cat([p, p.flip(-1)]), torch.cat([y, y]), torch.cat([mask, mask])
+    assert region_dice_per_sample(pp, yy, mm, 1.0).item() != pytest.approx(region_dice(pp, yy, mm, 1.0).item())
+
+
+def _bn_net():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3, padding=1), torch.nn.BatchNorm2d(2), torch.nn.Conv2d(2, 2, 1))
+    with torch.no_grad():
+        net[1].running_mean.fill_(0.3)
+        net[1].running_var.fill_(2.0)
+    return net
+
+
+# The code's WeightEMA (utils/util2.py, alpha 0.99) then update_ema_variables(model, ema, 0.99,
+# iter_num) after iter_num += 1, three steps, each after the student's parameter i moved by
+# 0.05·k·(i + 1) and its running mean by 0.1·k (k = 1, 2, 3), from identical float32 nets
+# (_bn_net): the sums of the teacher's parameters, running mean and running variance, then the
+# student's.
+CODE_SGRS_EMA = ((10.918726174160838, 0.6198946833610535, 3.99997615814209),
+                 (22.644413717091084, 1.799240231513977, 3.997600793838501))
+
+
+def test_double_ema_equals_the_code_s_two_updates():
+    spec = {"dataset": {"num_classes": 2, "dims": 2},
+            "method": {"algorithm": "sgrs", "params": {**schema_defaults("sgrs"), "double_ema": True}}}
+    m = build_method(spec, _bn_net)
+    for k in (1, 2, 3):
+        with torch.no_grad():
+            for i, p in enumerate(m.student.parameters()):
+                p.add_(0.05 * k * (i + 1))
+            m.student[1].running_mean.add_(0.1 * k)
+        m.after_optimizer_step(Step(k - 1, 100))
+
+    def sums(net):
+        return (float(sum(p.detach().double().sum() for p in net.parameters())),
+                float(net[1].running_mean.double().sum()), float(net[1].running_var.double().sum()))
+
+    for got, code in zip((sums(m.teacher), sums(m.student)), CODE_SGRS_EMA):
+        assert got == pytest.approx(code, rel=1e-6)
+    # one Mean Teacher update per step (the default) leaves the student and another teacher
+    m = build_method({**spec, "method": {**spec["method"], "params": schema_defaults("sgrs")}}, _bn_net)
+    for k in (1, 2, 3):
+        with torch.no_grad():
+            for i, p in enumerate(m.student.parameters()):
+                p.add_(0.05 * k * (i + 1))
+        m.after_optimizer_step(Step(k - 1, 100))
+    assert sums(m.teacher)[0] != pytest.approx(CODE_SGRS_EMA[0][0], rel=1e-3)
+
+
 # ---------------------------------------------------------------- catalogue and tables
 
 TABLES = ("sgrs_la", "sgrs_components", "sgrs_regions", "sgrs_augment", "sgrs_tau", "sgrs_switches")

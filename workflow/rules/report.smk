@@ -5,7 +5,7 @@
 
 rule table_report:
     input:
-        table=results("tables/{table}.md"),
+        table=results(paths.table("{table}")),
         store=table_store,
         metrics=table_run_files("metrics.csv"),
         train_logs=table_run_files("train.csv"),
@@ -14,7 +14,7 @@ rule table_report:
         regions=table_region_figures,
     output:
         report(
-            results("report/{table}.html"),
+            results(paths.report_page("{table}")),
             caption="../report/table.rst",
             category="Tables",
             labels={"table": "{table}"},
@@ -26,7 +26,7 @@ rule table_report:
         code=code_fingerprint("report"),
         wildcards=job_wildcards,
     log:
-        results("logs/report/{table}.log"),
+        log_path("report", "{table}"),
     shell:
         "semiseg --rule table_report --wildcards {params.wildcards:q} --log {log:q}"
         " report --spec {params.spec:q} --table {input.table} --store {input.store}"

@@ -4,7 +4,7 @@
 def table_run_files(name):
     """The file `name` of every run of the table (metrics.csv, train.csv, config.json, predictions)."""
     return lambda wildcards: [
-        results(f"runs/{d}/{m}/{r}/seed{s}/{name}") for d, m, r, s in table_runs(CFG, wildcards.table)
+        results(paths.run_file(d, m, r, s, name)) for d, m, r, s in table_runs(CFG, wildcards.table)
     ]
 
 
@@ -24,7 +24,7 @@ def table_region_figures(wildcards):
     if 0 not in [int(s) for s in table["seeds"]]:
         return []
     return [
-        results(f"figures/{RUN_FIGURES[row['method']]}_{table['dataset']}_{ratio}.png")
+        results(paths.figure(RUN_FIGURES[row["method"]], table["dataset"], ratio))
         for row in table["rows"]
         if row["method"] in RUN_FIGURES and row.get("run", True)
         for ratio in row["ratios"]
@@ -39,4 +39,4 @@ def table_report_spec(wildcards):
 
 
 def report_pages():
-    return [results(f"report/{t}.html") for t in CFG["settings"]["tables"]]
+    return [results(paths.report_page(t)) for t in CFG["settings"]["tables"]]

@@ -60,7 +60,7 @@ def halves(x: Tensor) -> tuple[Tensor, Tensor]:
 
 def mixed_loss(logits: Tensor, background_label: Tensor, foreground_label: Tensor, mask: Tensor,
                *, background_weight: float, foreground_weight: float,
-               pixel_weight: Tensor | None = None) -> DiceCE:
+               pixel_weight: Tensor | None = None, per_sample_dice: bool = False) -> DiceCE:
     """BCP's ``mix_loss``: CE and Dice of each source's labels over its own region, weighted.
 
     ``ce = w_b * CE_M(background_label) + w_f * CE_(1-M)(foreground_label)`` with the masked
@@ -71,10 +71,14 @@ def mixed_loss(logits: Tensor, background_label: Tensor, foreground_label: Tenso
     ``pixel_weight`` (``(B, *spatial)``, None = 1) multiplies each pixel's CE and Dice sums in
     both regions (``dice_ce_loss``'s ``weight``; each region's CE is still divided by its pixel
     count), the hook of :meth:`BidirectionalCopyPaste.mix_weight`.
+
+    ``per_sample_dice``: the Dice of BCP's LA script (``mask_DiceLoss``: per sample and class,
+    linear denominator, :func:`~semiseg.methods.common.losses.per_sample_dice_loss`) instead of
+    SSL4MIS's, which its ACDC script uses.
     """
     m = mask.expand(logits.shape[0], *mask.shape)
-    bg = dice_ce_loss(logits, background_label, mask=m, weight=pixel_weight)
-    fg = dice_ce_loss(logits, foreground_label, mask=1 - m, weight=pixel_weight)
+    bg = dice_ce_loss(logits, background_label, mask=m, weight=pixel_weight, per_sample=per_sample_dice)
+    fg = dice_ce_loss(logits, foreground_label, mask=1 - m, weight=pixel_weight, per_sample=per_sample_dice)
     return DiceCE(ce=background_weight * bg.ce + foreground_weight * fg.ce,
                   dice=background_weight * bg.dice + foreground_weight * fg.dice)
 
@@ -125,8 +129,17 @@ class BidirectionalCopyPaste(TeacherStudent):
       follow. The block side is ``int(s * mask_ratio)`` per axis, as in the code.
     - Pseudo-labels are the argmax of the teacher's softmax for every dataset (BCP's LA script
       thresholds the foreground probability at 0.5: the same for two classes, up to ties).
-    - The pre-training loss is the masked form (ACDC's script); LA's script uses the plain
-      CE + Dice of the mixed label there.
+    - ``script``: which of BCP's two scripts the losses follow; they differ in three ways that
+      change numbers. ``acdc`` (schema default; ACDC_BCP_train.py): SSL4MIS's Dice (squared
+      denominator, one per class over the batch), pre-training by :func:`mixed_loss` (each
+      region's labels over its own region, both weights 1), and the labeled halves pasted into
+      the unlabeled ones first, as above. ``la`` (the catalogue's LA settings; LA_BCP_train.py):
+      BCP's ``mask_DiceLoss`` everywhere (per sample and class, linear denominator, background
+      included, smoothing 1e-5), pre-training by the plain ``½(CE + Dice)`` of the mixed label
+      (the masked form adds two region means: about twice its gradient), and the mixes the other
+      way round: ``l_a * M + u_a * (1 - M)`` (``y_a`` outside, weight 1; ``p_a`` inside,
+      ``u_weight``) forwarded first, then ``u_b * M + l_b * (1 - M)`` (``p_b`` outside,
+      ``u_weight``; ``y_b`` inside, 1).
     - The teacher runs in the mode the engine sets (train mode, as in BCP: dropout active,
       batch statistics).
     - Labeled and unlabeled batches must be the same size (BCP pairs them half by half).
@@ -137,7 +150,7 @@ class BidirectionalCopyPaste(TeacherStudent):
 
     Parameters (workflow/schemas/params/bcp.schema.yaml): ``pretrain_fraction``,
     ``mask_ratio``, ``u_weight``, ``ema_decay``, ``largest_component``, ``handoff``,
-    ``reset_optimizer``.
+    ``reset_optimizer``, ``script``.
     """
 
     ema_warmup = False
@@ -185,8 +198,11 @@ class BidirectionalCopyPaste(TeacherStudent):
         logits = self.models[0](copy_paste(img_a, img_b, mask))
         stats = {"stage": 0.0}
         weight = self.mix_weight(logits, mask, None, None, stats)
-        ce, dice = mixed_loss(logits, lab_a, lab_b, mask, background_weight=1.0, foreground_weight=1.0,
-                              pixel_weight=weight)
+        if self.params["script"] == "la":  # the plain loss of the mixed label
+            ce, dice = dice_ce_loss(logits, copy_paste(lab_a, lab_b, mask), weight=weight, per_sample=True)
+        else:
+            ce, dice = mixed_loss(logits, lab_a, lab_b, mask, background_weight=1.0, foreground_weight=1.0,
+                                  pixel_weight=weight)
         return Losses(total=0.5 * (ce + dice), terms={"ce": ce, "dice": dice}, stats=stats)
 
     @torch.no_grad()
@@ -222,10 +238,20 @@ class BidirectionalCopyPaste(TeacherStudent):
         t_a, t_b = self.teacher_logits(u_a), self.teacher_logits(u_b)
         p_a, p_b = self.pseudo_label(u_a, t_a), self.pseudo_label(u_b, t_b)
         mask = self._mask(l_a)
+        stats = {"stage": 1.0}
+        if self.params["script"] == "la":
+            # LA_BCP_train.py: the unlabeled halves pasted into the labeled ones first
+            out_l = student(copy_paste(l_a, u_a, mask))
+            out_u = student(copy_paste(u_b, l_b, mask))
+            on_l = mixed_loss(out_l, y_a, p_a, mask, background_weight=1.0, foreground_weight=u, per_sample_dice=True,
+                              pixel_weight=self.mix_weight(out_l, mask, "zeros", t_a, stats))
+            on_u = mixed_loss(out_u, p_b, y_b, mask, background_weight=u, foreground_weight=1.0, per_sample_dice=True,
+                              pixel_weight=self.mix_weight(out_u, mask, "ones", t_b, stats))
+            ce, dice = on_l.ce + on_u.ce, on_l.dice + on_u.dice
+            return Losses(total=0.5 * (ce + dice), terms={"ce": ce, "dice": dice}, stats=stats)
         # Two forward passes, as BCP: each mixed batch gets its own batch-norm statistics.
         out_u = student(copy_paste(u_a, l_a, mask))
         out_l = student(copy_paste(l_b, u_b, mask))
-        stats = {"stage": 1.0}
         on_u = mixed_loss(out_u, p_a, y_a, mask, background_weight=u, foreground_weight=1.0,
                           pixel_weight=self.mix_weight(out_u, mask, "ones", t_a, stats))
         on_l = mixed_loss(out_l, y_b, p_b, mask, background_weight=1.0, foreground_weight=u,

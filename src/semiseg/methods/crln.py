@@ -73,21 +73,30 @@ def info_nce(anchor: Tensor, positive: Tensor, negatives: Tensor, temperature: f
 
 def contrastive_loss(rep: Tensor, labels: Tensor, valid: Tensor, uncertain: Tensor, prototypes: Tensor | None,
                      xi: Tensor | None, *, num_classes: int, anchors: int, negatives: int, temperature: float,
-                     generator: torch.Generator) -> Tensor:
+                     generator: torch.Generator, positive_rep: Tensor | None = None,
+                     divide_by: str = "sampled") -> Tensor:
     """CPS over flat representations ``rep`` ``(N, D)``: per sampled class (:func:`sample_contrast`)
     the InfoNCE of its anchors against the positive ``r_c`` (the mean of the valid ``rep`` of the
     class, no gradient) or, with ``prototypes`` ``(C, K, D)`` and ``xi`` ``(C,)``, the
     unassertive ``(r_c + ξ_c·p̄_c)/(1 + ξ_c)`` with ``p̄_c`` the mean of the class's prototypes
     (``xi = inf`` gives the prototypes alone); negatives carry no gradient (as ReCo). The sum is
-    divided by the number of classes sampled; 0 when none is."""
+    divided by the number of classes sampled (``divide_by="sampled"``) or by the number of
+    classes with valid voxels (``"present"``, the code's, which counts a class without uncertain
+    anchors too); 0 when none is sampled. ``positive_rep`` ``(N, D)``: the representations
+    ``r_c`` is the mean of, when not ``rep`` (the code: the raw ones, ``rep`` normalised)."""
+    if divide_by not in ("sampled", "present"):
+        raise ValueError(f"divide_by must be 'sampled' or 'present', got {divide_by!r}")
     drawn = sample_contrast(labels, valid, uncertain, num_classes, anchors, negatives, generator)
+    means = rep if positive_rep is None else positive_rep
     total = rep.sum() * 0.0
     for c, (a, n) in drawn.items():
-        pos = rep[valid & (labels == c)].mean(dim=0).detach()
+        pos = means[valid & (labels == c)].mean(dim=0).detach()
         if prototypes is not None:
             p = prototypes[c].mean(dim=0).detach()
             pos = p if math.isinf(float(xi[c])) else (pos + xi[c] * p) / (1 + xi[c])
         total = total + info_nce(rep[a], pos, rep[n].detach(), temperature)
+    if divide_by == "present" and drawn:
+        return total / (valid[:, None] & (labels[:, None] == torch.arange(num_classes, device=labels.device))).any(0).sum()
     return total / max(len(drawn), 1)
 
 
@@ -98,7 +107,8 @@ class CRLN(TeacherStudent):
     Networks: ``models[0]`` is a :class:`~semiseg.methods.crln_net.CRLNNet` (backbone, prototypes,
     DIM, representation head), ``teacher`` its EMA copy (decay ``min(1 − 1/(t+1), ema_decay)``,
     parameters only, as the code), ``a`` the rectification scalar (initial 0, not clamped) with
-    its own SGD (the schedule's lr and weight decay, no momentum, as the code).
+    its own SGD (the schedule's lr, momentum, Nesterov and weight decay, as the code's
+    ``optimizer_op``).
 
     Each iteration, rectification on once ``iteration ≥ rectify_start · total`` (code: 800 of
     40k):
@@ -129,7 +139,9 @@ class CRLN(TeacherStudent):
 
     Switches (the code's version, documented): ``confidence_weight: image`` (a per-image weight
     instead of the voxel mask), ``xi_draw: fixed``, ``dim_levels: last`` (the ½-resolution map
-    only). The code's query reshape in the attention is a bug and is not reproduced (see
+    only), ``positive_mean: raw`` (CPS's class mean of the raw representations, not the
+    L2-normalised ones), ``contrast_divisor: present`` (CPS's sum over the classes divided by the
+    classes present, not those that gave anchors). The code's query reshape in the attention is a bug and is not reproduced (see
     :mod:`semiseg.methods.crln_net`). Ablations: ``rectify: false`` (no DIM, no M losses, no
     rectification), ``contrast_weight: 0``, ``positive: mean | prototypes`` (MR / LP only),
     ``strong_augmentation: false`` (the student sees the weak view), ``dim_spatial`` and
@@ -183,15 +195,18 @@ class CRLN(TeacherStudent):
         return cls(spec, net_factory).eval_network()
 
     def extra_optimizers(self, schedule: dict) -> dict[str, torch.optim.Optimizer]:
-        """The rectification's own SGD (the schedule's lr and weight decay, no momentum): ``a``
-        (learnable_v3) or the convolution (learnable_v2); none for fixed_v1."""
+        """The rectification's own SGD with the main one's settings (the schedule's lr, momentum,
+        Nesterov and weight decay; the code: 0.9, Nesterov): ``a`` (learnable_v3) or the
+        convolution (learnable_v2); none for fixed_v1."""
         learned = {"learnable_v3": ("a", [self.a]),
                    "learnable_v2": ("rectifier", list(getattr(self, "rectifier", nn.Module()).parameters()))}
         if self.rectification not in learned:
             return {}
         name, params = learned[self.rectification]
         # kept: with a_step: after the method steps it itself (the engine's step finds no gradient)
-        self._rectifier_opt = torch.optim.SGD(params, lr=float(schedule["lr"]), weight_decay=float(schedule["weight_decay"]))
+        self._rectifier_opt = torch.optim.SGD(params, lr=float(schedule["lr"]), momentum=float(schedule["momentum"]),
+                                              weight_decay=float(schedule["weight_decay"]),
+                                              nesterov=bool(schedule.get("nesterov", False)))
         return {name: self._rectifier_opt}
 
     def learns_rectification(self) -> bool:
@@ -289,10 +304,12 @@ class CRLN(TeacherStudent):
         probs = torch.softmax(z.detach(), dim=1).movedim(1, -1).reshape(-1, z.shape[1])
         own = probs.gather(1, labels.clamp_min(0)[:, None])[:, 0]
         uncertain = own < float(p["anchor_threshold"])
-        flat = F.normalize(rep, dim=1).movedim(1, -1).reshape(-1, rep.shape[1])
+        raw = rep.movedim(1, -1).reshape(-1, rep.shape[1])
         use_protos = on and p["positive"] != "mean"
-        return contrastive_loss(flat, labels, valid, uncertain,
+        return contrastive_loss(F.normalize(raw, dim=1), labels, valid, uncertain,
                                 self.teacher.prototypes if use_protos else None,
                                 self.xi(g, rep.device) if use_protos else None,
                                 num_classes=self.num_classes, anchors=int(p["anchors"]), negatives=int(p["negatives"]),
-                                temperature=float(p["temperature"]), generator=g)
+                                temperature=float(p["temperature"]), generator=g,
+                                positive_rep=raw if p["positive_mean"] == "raw" else None,
+                                divide_by=p["contrast_divisor"])

@@ -13,14 +13,18 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from semiseg.methods.base import Losses, Step, register, two_stream
-from semiseg.methods.common.losses import one_hot, reduce_region
+from semiseg.methods.common.ema import ema_update
+from semiseg.methods.common.losses import alhvr_code_dice_loss, one_hot, per_sample_dice_loss, reduce_region
 from semiseg.methods.common.pseudo import entropy
 from semiseg.methods.common.teacher import TeacherStudent, input_noise
 
 __all__ = ["SGRS", "SynergyRegions", "mix_images", "mix_lambda", "region_ce", "region_dice",
-           "synergy_regions", "uncertainty"]
+           "region_dice_per_sample", "synergy_regions", "uncertainty"]
 
 AUGMENTS = ("mix", "flip_h", "flip_v", "none")
+#: The factor ``double_ema`` multiplies the student's tensors by ``1 −`` after each step (the
+#: code's WeightEMA: ``0.02 × 0.01``, its base lr hard-coded).
+DOUBLE_EMA_SHRINK = 2e-4
 REGION_LOSSES = ("con", "nr", "none")
 
 
@@ -111,6 +115,18 @@ def region_dice(probs: Tensor, target_onehot: Tensor, mask: Tensor, eta: float =
     return torch.where(m.sum() > 0, loss, torch.zeros_like(loss))
 
 
+def region_dice_per_sample(probs: Tensor, target_onehot: Tensor, mask: Tensor, smooth: float) -> Tensor:
+    """The public code's region Dice (nnU-Net's ``SoftDiceLoss(smooth=s)`` with ``loss_mask``):
+    ``1 − mean_{b,c} (2Σ_v p·y·m + s)/(Σ_v (p + y)·m + s + 1e-8)``, per sample and class,
+    background included; ``s = 1`` on L_con's region, ``η`` on L_NR's. An empty region gives
+    ``1 − s/(s + 1e-8)``, about 0.
+
+    Worked example: one sample, one masked pixel, ``p = (0.2, 0.8)``, ``y = (0, 1)``, ``s = 1``:
+    class 0 ``1 − 1/(0.2 + 1 + 1e-8)``, class 1 ``1 − 2.6/(1.8 + 1 + 1e-8)``, mean 0.1190.
+    """
+    return per_sample_dice_loss(probs, target_onehot, smooth, mask=mask, eps=1e-8)
+
+
 @register("sgrs")
 class SGRS(TeacherStudent):
     """Mean teacher + Mix Augmentation + Synergy Evaluation + Regional Loss Evaluation.
@@ -157,25 +173,30 @@ class SGRS(TeacherStudent):
       15k iterations it reaches 1 at 6000, as ``min(t // 150, 40) / 40``);
     - a constant learning rate (the code never decays it): the schedule's ``lr_policy:
       constant`` (the ``sgrs_code`` catalogue entry);
-    - ``supervised_weight: 0.5``: the code's ``0.5·(CE + Dice)``.
+    - ``supervised_weight: 0.5``: the code's ``0.5·(CE + Dice)``;
+    - ``dice_form: sgrs_code``: the code's supervised Dice, ``1 − I/(Σp² + Σt² + 1e-10)`` per
+      class over the batch, without the Dice coefficient's factor 2 (a perfect prediction scores
+      0.5; it is ALHVR's code's Dice,
+      :func:`~semiseg.methods.common.losses.alhvr_code_dice_loss`), so Dice weighs half as much
+      as CE;
+    - ``omega_ce: agree``: L_con's CE covers every pixel where the two argmaxes agree, the Δ ones
+      included (the code masks it with "argmax agrees"; its Dice keeps Ω);
+    - ``region_dice: per_sample``: the code's region Dice, nnU-Net's ``SoftDiceLoss`` per sample
+      and class with a linear denominator, background included, and the smoothing in numerator
+      and denominator: ``1 − mean_{b,c} (2Σp·y·m + s)/(Σ(p + y)·m + s + 1e-8)``, ``s = 1`` on
+      L_con's region and ``η`` on L_NR's (:func:`region_dice_per_sample`);
+    - ``unsup_reduction: code``: the unsupervised terms as the code weighs them,
+      ``0.5·(CE_unl + D_unl)`` with CE averaged over the two views and Dice over the four
+      view × region terms: each CE term of the sum ×¼, each Dice term ×⅛;
+    - ``double_ema``: the code's two EMA updates per step (:meth:`after_optimizer_step`).
 
-    Defects of the public code that are not reproduced:
+    A defect of the public code that is not reproduced: the Θ-mask broadcast. Its
+    ``(B, *spatial)`` smoothed-CE map times the ``(B, 1, *spatial)`` Θ mask broadcasts to
+    ``(B, B, *spatial)``, so each sample's smoothed CE is weighted by the batch-mean Θ mask, not
+    its own (one unlabeled image per batch, or Θ masks equal across the batch, leave it inert).
 
-    - the Θ-mask broadcast: its ``(B, *spatial)`` smoothed-CE map times the ``(B, 1, *spatial)``
-      Θ mask broadcasts to ``(B, B, *spatial)``, so each sample's smoothed CE is weighted by the
-      batch-mean Θ mask, not its own;
-    - the supervised Dice lacks the Dice coefficient's factor 2 (a perfect prediction scores
-      0.5);
-    - the EMA is applied twice per step (a decay-0.99 average of every float tensor that also
-      shrinks the student's by 2e-4, then the warmed-up 0.99 average of the parameters: an
-      effective ≈ 0.98).
-
-    Other differences from the code, not offered: its Ω CE is masked with "argmax agrees"
-    (Δ pixels that agree get plain CE); its region Dice is per sample and per class with a
-    linear denominator and the smoothing (1 on Ω, η on Θ) in numerator and denominator; its
-    unsupervised terms are averaged, not summed, over U and M and scaled by 0.5 (CE 0.25, Dice
-    0.125 of the paper's sum); it keeps the checkpoint that scores best on the test list (here
-    the last weights are evaluated).
+    Other differences from the code, not offered: it keeps the checkpoint that scores best on the
+    test list (here the last weights are evaluated).
 
     Ablation switches (paper Tables 5-7):
 
@@ -214,6 +235,35 @@ class SGRS(TeacherStudent):
 
     def ema_active(self, step: Step) -> bool:
         return self.params["pseudo_labels"] == "teacher"
+
+    def after_optimizer_step(self, step: Step) -> None:
+        """The teacher's EMA; with ``double_ema`` the code's two updates per step: MixMatch's
+        ``WeightEMA`` (decay ``ema_decay`` over every floating-point tensor of the state,
+        batch-norm statistics included, after which the student's are multiplied by
+        ``1 − 2e-4``: the code's ``0.02 × 0.01``, about 200× its weight decay's pull), then Mean
+        Teacher's update of the parameters with the warm-up ``min(1 − 1/(t + 2), ema_decay)``
+        (the code counts the step before it: its first update has decay 0.5). The teacher's
+        effective decay is about ``0.99² ≈ 0.98``."""
+        if not (self.params["double_ema"] and self.ema_active(step)):
+            return super().after_optimizer_step(step)
+        decay = float(self.params["ema_decay"])
+        with torch.no_grad():
+            student = self.student.state_dict()
+            for name, t in self.teacher.state_dict().items():
+                if t.is_floating_point():
+                    t.lerp_(student[name].to(t.dtype), 1.0 - decay)
+                    student[name].mul_(1.0 - DOUBLE_EMA_SHRINK)
+        ema_update(self.teacher, self.student, decay, step.iteration + 1, buffers="keep")
+
+    # ---- the supervised term
+
+    def supervised_loss(self, logits: Tensor, label: Tensor) -> tuple[Tensor, Tensor]:
+        """CE and Dice of the labeled images; ``dice_form: sgrs_code``: the code's Dice, without
+        the factor 2."""
+        if self.params["dice_form"] != "sgrs_code":
+            return super().supervised_loss(logits, label)
+        dice = alhvr_code_dice_loss(torch.softmax(logits, dim=1), one_hot(label, logits.shape[1]))
+        return F.cross_entropy(logits, label), dice
 
     # ---- the second view
 
@@ -279,16 +329,26 @@ class SGRS(TeacherStudent):
                 reg = SynergyRegions(delta=everything, omega=everything, theta=everything)
         regions = {"omega": reg.omega, "theta": reg.theta, "delta": reg.delta}
         target_1h = one_hot(target, views[0].shape[1])
+        # unsup_reduction code: CE averaged over the 2 views, Dice over the 4 view x region terms, x 0.5
+        ce_scale, dice_scale = (0.25, 0.125) if p["unsup_reduction"] == "code" else (1.0, 1.0)
         terms: dict[str, Tensor] = {}
         for kind in ("con", "nr"):
             chosen = [regions[r] for r in regions if p[f"{r}_loss"] == kind]
             if not chosen:
                 continue
             mask = torch.stack(chosen).any(dim=0)
+            ce_mask = mask
+            if kind == "con" and p["omega_ce"] == "agree" and len(probs) == 2:
+                ce_mask = mask | (reg.delta & (probs[0].argmax(dim=1) == probs[1].argmax(dim=1)))
             epsilon, eta = (float(p["epsilon"]), float(p["eta"])) if kind == "nr" else (0.0, 0.0)
-            terms[f"{kind}_ce"] = sum(region_ce(v, target, mask, epsilon=epsilon, normalize=p["normalize"])
-                                      for v in views)
-            terms[f"{kind}_dice"] = sum(region_dice(torch.softmax(v, dim=1), target_1h, mask, eta) for v in views)
+            terms[f"{kind}_ce"] = ce_scale * sum(
+                region_ce(v, target, ce_mask, epsilon=epsilon, normalize=p["normalize"]) for v in views)
+            if p["region_dice"] == "per_sample":
+                smooth = eta if kind == "nr" else 1.0
+                dice = sum(region_dice_per_sample(torch.softmax(v, dim=1), target_1h, mask, smooth) for v in views)
+            else:
+                dice = sum(region_dice(torch.softmax(v, dim=1), target_1h, mask, eta) for v in views)
+            terms[f"{kind}_dice"] = dice_scale * dice
         stats = {}
         if len(views) == 2:
             stats = {f"{r}_fraction": m.float().mean() for r, m in regions.items()}  # read with the losses

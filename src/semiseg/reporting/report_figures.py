@@ -12,8 +12,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from semiseg.reporting.colours import LABEL_COLOURS, METHOD_COLOURS
-from semiseg.reporting.references import reference_sources
+from semiseg.colours import LABEL_COLOURS, METHOD_COLOURS
+from semiseg.references import reference_sources
 
 __all__ = ["dice_vs_ratio", "learning_curves", "overlays", "reference_points"]
 

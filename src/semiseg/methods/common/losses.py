@@ -11,7 +11,9 @@ labeled images (SSL4MIS, UA-MT, MC-Net, BCP...), with SSL4MIS's ``DiceLoss``:
 
 UA-MT's LA script takes the Dice of the foreground channel only; that is
 ``include_background=False`` with two classes. BCP multiplies every sum by a mask to restrict
-the loss to the pasted or the surrounding region; that is ``mask=``.
+the loss to the pasted or the surrounding region; that is ``mask=``. BCP's LA script and
+SGRS-Net's region terms take another Dice, per sample with a linear denominator
+(:func:`per_sample_dice_loss`; ``per_sample=True`` in :func:`dice_ce_loss`).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ __all__ = [
     "dice_ce_loss",
     "masked_mean",
     "one_hot",
+    "per_sample_dice_loss",
     "reduce_region",
     "soft_dice_loss",
 ]
@@ -92,6 +95,35 @@ def soft_dice_loss(probs: Tensor, target_onehot: Tensor, smooth: float = 1e-5, *
     return per_class.mean()
 
 
+def per_sample_dice_loss(probs: Tensor, target_onehot: Tensor, smooth: float = 1e-5, *,
+                         mask: Tensor | None = None, include_background: bool = True, eps: float = 0.0) -> Tensor:
+    """Soft Dice loss per sample and class with a linear denominator:
+    ``1 − mean_{b,c} (2 Σ p·t·m + s) / (Σ (p + t)·m + s + eps)``, the sums over each sample's
+    positions only, ``m`` the optional ``(B, *spatial)`` / ``(B, 1, *spatial)`` mask (or weights).
+
+    BCP's ``mask_DiceLoss`` (its LA script: ``s = 1e-5``, background included) and nnU-Net's
+    ``SoftDiceLoss`` as SGRS-Net's code uses it (``s`` in numerator and denominator,
+    ``eps = 1e-8``). An empty mask gives ``1 − s/(s + eps)``: 0 without ``eps``. Worked example,
+    one sample, one class: ``p = [0.8, 0.6]``, ``t = [1, 0]`` gives ``1 − 1.6 / 2.4 = 1/3`` (up to
+    ``s``; :func:`soft_dice_loss`'s squared denominator gives 0.2).
+    """
+    if probs.shape != target_onehot.shape:
+        raise ValueError(f"probs {tuple(probs.shape)} and target {tuple(target_onehot.shape)} "
+                         "must have the same shape")
+    target = target_onehot.to(probs.dtype)
+    dims = tuple(range(2, probs.dim()))
+    inter, total = probs * target, probs + target
+    if mask is not None:
+        weight = _channel_mask(mask, probs)
+        inter, total = inter * weight, total * weight
+    per_class = 1.0 - (2.0 * inter.sum(dim=dims) + smooth) / (total.sum(dim=dims) + smooth + eps)
+    if not include_background:
+        if per_class.shape[1] < 2:
+            raise ValueError("include_background=False needs at least two classes")
+        per_class = per_class[:, 1:]
+    return per_class.mean()
+
+
 def alhvr_code_dice_loss(probs: Tensor, target_onehot: Tensor) -> Tensor:
     """The Dice loss of ALHVR's public code: per class ``1 - I / (Σp² + Σt² + 1e-10)``, classes
     averaged with background. Without the Dice coefficient's factor 2 it is
@@ -120,7 +152,7 @@ class DiceCE(NamedTuple):
 
 def dice_ce_loss(logits: Tensor, target: Tensor, *, mask: Tensor | None = None,
                  include_background: bool = True, smooth: float = 1e-5,
-                 weight: Tensor | None = None) -> DiceCE:
+                 weight: Tensor | None = None, per_sample: bool = False) -> DiceCE:
     """Cross-entropy and soft Dice of ``logits`` ``(B, C, *spatial)`` vs labels ``(B, *spatial)``.
 
     CE is the mean over all positions (``nn.CrossEntropyLoss()``) or, with ``mask``, the masked
@@ -132,7 +164,11 @@ def dice_ce_loss(logits: Tensor, target: Tensor, *, mask: Tensor | None = None,
     multiply each position's CE and every sum of the Dice (with the mask, if any), but not the
     count the CE is divided by (the mask's sum, or every position without one): weights of 1
     give the unweighted loss, weights 0.5 on a region halve that region's share.
+
+    ``per_sample``: the Dice is :func:`per_sample_dice_loss` (BCP's LA ``mask_DiceLoss``), not
+    SSL4MIS's.
     """
+    dice_loss = per_sample_dice_loss if per_sample else soft_dice_loss
     if target.dim() != logits.dim() - 1:
         raise ValueError(f"target must be (B, *spatial) integer labels for logits "
                          f"{tuple(logits.shape)}, got {tuple(target.shape)}")
@@ -147,8 +183,8 @@ def dice_ce_loss(logits: Tensor, target: Tensor, *, mask: Tensor | None = None,
             ce = (ce_map * (region * weight)).sum() / (region.sum() + 1e-16)
             weight = region * weight
         probs = torch.softmax(logits, dim=1)
-        dice = soft_dice_loss(probs, one_hot(target, logits.shape[1]), smooth, mask=weight,
-                              include_background=include_background)
+        dice = dice_loss(probs, one_hot(target, logits.shape[1]), smooth, mask=weight,
+                         include_background=include_background)
         return DiceCE(ce, dice)
     if mask is None:
         ce = F.cross_entropy(logits, target)
@@ -156,8 +192,8 @@ def dice_ce_loss(logits: Tensor, target: Tensor, *, mask: Tensor | None = None,
         ce_map = F.cross_entropy(logits, target, reduction="none")
         ce = masked_mean(ce_map, mask.reshape(ce_map.shape))
     probs = torch.softmax(logits, dim=1)
-    dice = soft_dice_loss(probs, one_hot(target, logits.shape[1]), smooth, mask=mask,
-                          include_background=include_background)
+    dice = dice_loss(probs, one_hot(target, logits.shape[1]), smooth, mask=mask,
+                     include_background=include_background)
     return DiceCE(ce, dice)
 
 
