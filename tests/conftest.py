@@ -94,6 +94,12 @@ TINY_SCHEDULE = {
 }
 
 
+def shipped_datasets() -> list[str]:
+    """The datasets of the repository's catalogue: a tiny catalogue that reuses config/methods/ lists
+    them as ``catalogues.other_datasets`` (the methods' per-dataset settings name them)."""
+    return sorted(name for f in (REPO / "config" / "datasets").glob("*.yaml") for name in yaml.safe_load(f.read_text()))
+
+
 def tiny_table(methods=("supervised", "mean_teacher"), ratios=(25,), seeds=(0,), name="tiny"):
     return {name: {"title": f"Tiny table {name}", "dataset": "tiny2d", "seeds": list(seeds),
                    "rows": [{"method": m, "ratios": list(ratios)} for m in methods]}}
@@ -118,7 +124,8 @@ def make_workflow(root: Path, *, tables: dict | None = None, methods_extra: dict
     if methods_extra:
         write_yaml(root / "config" / "methods" / "extra.yaml", methods_extra)
     write_yaml(root / "config" / "config.yaml", {"tables": list(tables), "schedule": None, "device": "cpu",
-                                                  "results": "results", "sources": {}})
+                                                  "results": "results", "sources": {},
+                                                  "catalogues": {"other_datasets": shipped_datasets()}})
     return root
 
 

@@ -311,3 +311,22 @@ def test_broken_la_layouts(la_like: Path, tmp_path: Path) -> None:
     shutil.rmtree(src / LA_IMAGE_DIR)
     with pytest.raises(DataError, match="image directory does not exist"):
         read_la_layout(src, "la")
+
+
+@pytest.mark.parametrize("damage, fragment", [
+    (lambda h5: h5["label"].__setitem__(Ellipsis, 0), "the label has no atrium voxel"),
+    (lambda h5: h5["image"].__setitem__(Ellipsis, 3.0), "the image is constant"),
+], ids=["all-zero-label", "constant-image"])
+def test_the_la_layout_refuses_what_the_raw_release_s_importer_refuses(la_like: Path, tmp_path: Path, damage,
+                                                                        fragment) -> None:
+    """An all-zero label passed the h5 layout (`la`) but not the raw release's (`la_raw`): both refuse it."""
+    import h5py
+
+    src = Path(shutil.copytree(la_like, tmp_path / "copy"))
+    case = _lines(src / "train.list")[1]
+    path = src / LA_IMAGE_DIR / case / LA_FILE_NAME
+    with h5py.File(path, "r+") as h5:
+        damage(h5)
+    with pytest.raises(DataError, match=fragment) as info:
+        list(read_la_layout(src, "la")[0])
+    assert info.value.path == str(path)

@@ -25,10 +25,49 @@ def _record(args, started, primary, inputs, outputs, spec, algorithm) -> None:
     from semiseg.provenance import write_record
 
     plain = {k: v for k, v in vars(args).items()
-             if k not in ("func", "spec", "verbose", "rule", "wildcards") and v is not None}
+             if k not in ("func", "spec", "verbose", "rule", "wildcards", "log") and v is not None}
     write_record(args.command, primary_output=primary, inputs=inputs, outputs=outputs,
                  args=json.loads(json.dumps(plain, default=str)), started=started, spec=spec,
                  code=code_fingerprint(args.command, algorithm), rule=args.rule, wildcards=args.wildcards)
+
+
+class LogBusy(RuntimeError):
+    """Another process writes this job's log: an earlier attempt of the job still runs."""
+
+
+def _open_log(path: Path):
+    """Send this process's stderr (its log messages, warnings, tracebacks) to the job's log `path`,
+    and return a stream to the stderr it had (Snakemake's console), for the errors.
+
+    The log is locked (``flock``) for as long as the process runs and emptied only once the lock is
+    held: a second attempt of a job whose first still runs (a training left running when
+    Snakemake was killed with -9) is refused before it touches the log the first one writes.
+
+    Raises:
+        LogBusy: another process holds the log.
+    """
+    import fcntl
+    import os
+    import stat
+
+    from semiseg.io import file_mode
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, file_mode())
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise LogBusy(f"{path}: another process writes this job's log (an earlier attempt of the job that still "
+                      "runs, e.g. a training left running when Snakemake was killed); not starting a second one, "
+                      "and that log is left as it is. Wait for it to end, or stop it, and run again") from None
+    if stat.S_ISREG(os.fstat(fd).st_mode):
+        os.ftruncate(fd, 0)
+    console = os.fdopen(os.dup(2), "w", buffering=1)
+    sys.stderr.flush()
+    os.dup2(fd, 2)  # the lock belongs to the open file, which fd 2 now shares: it lasts as long as the process
+    os.close(fd)
+    return console
 
 
 def _json_arg(text: str):
@@ -183,6 +222,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rule", default=None, help="the workflow rule running this stage (for the provenance record)")
     p.add_argument("--wildcards", type=_json_arg, default=None,
                    help="that job's wildcards, as a JSON object (for the provenance record)")
+    p.add_argument("--log", type=Path, default=None,
+                   help="the job's log: stderr goes there, once no earlier attempt of the job still writes it; "
+                        "an error also goes to the console")
     sub = p.add_subparsers(dest="command", required=True, metavar="<stage>")
     for add in (_data_commands, _run_commands, _output_commands):
         add(sub)
@@ -307,11 +349,34 @@ def _output_commands(sub) -> None:
                    help="recompute this column of the cell (default: all four)")
     s.add_argument("--format", default="text", choices=("text", "json"), help="indented text (default) or JSON")
     s.add_argument("--root", default=None, help="workflow directory (default: found from the table's location)")
+    s.add_argument("--config", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
+                   help="the build's `snakemake --config` overrides (e.g. schedule=smoke seeds=[0]): staleness is "
+                        "judged against the config the build ran with")
+    s.add_argument("--configfile", nargs="+", action="extend", default=[], metavar="FILE",
+                   help="the build's `snakemake --configfile` files, merged over config/config.yaml")
     s.set_defaults(func=cmd_audit)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    console = None
+    if args.log is not None:
+        try:
+            console = _open_log(args.log)
+        except LogBusy as exc:
+            print(f"semiseg {args.command}: error: {exc}", file=sys.stderr)
+            return 3
+
+    def error(text: str) -> None:
+        """An error line for the log and, with --log, for the console too (the log may be on a
+        full disk, and Snakemake's own message only says to read it)."""
+        for stream in (sys.stderr, console):
+            if stream is not None:
+                try:
+                    print(text, file=stream, flush=True)
+                except OSError:
+                    pass
+
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(name)s %(levelname)s: %(message)s", stream=sys.stderr)
     from semiseg.config import ConfigError
@@ -331,7 +396,7 @@ def main(argv: list[str] | None = None) -> int:
         if made is not None:
             _record(args, started, *made)
     except (ConfigError, DataError, ValueError, FileNotFoundError) as exc:
-        print(f"semiseg {args.command}: error: {exc}", file=sys.stderr)
+        error(f"semiseg {args.command}: error: {exc}")
         return 2
     except Exception as exc:  # noqa: BLE001 - named errors from the engine
         from semiseg.device import ResourceError
@@ -341,8 +406,10 @@ def main(argv: list[str] | None = None) -> int:
 
         if isinstance(exc, (TrainingError, ResourceError, RunFolderBusy, NoSpaceError)) or is_no_space(exc):
             what = exc if not is_no_space(exc) else f"no space left on the device ({exc})"
-            print(f"semiseg {args.command}: error: {what}", file=sys.stderr)
+            error(f"semiseg {args.command}: error: {what}")
             return 3
+        if console is not None:
+            error(f"semiseg {args.command}: error: {type(exc).__name__}: {exc} (the traceback is in {args.log})")
         raise
     return 0
 

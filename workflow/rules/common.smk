@@ -1,6 +1,7 @@
 # Paths, catalogues and input functions shared by the rules. No rule lives here.
 import json
 import os
+import sys
 from pathlib import Path
 
 from semiseg import paths
@@ -60,6 +61,23 @@ wildcard_constraints:
 #: The datasets whose source is fetched, preprocessed and split: the catalogue's, not the stride
 #: variants a table's `stride` makes (their runs read the base dataset's store and splits: run_data).
 DATA_DATASETS = "|".join(sorted(d for d, entry in CFG["datasets"].items() if "variant_of" not in entry))
+
+
+def warn_before_long_cpu_training():
+    """Before the first job: a build about to train longer than a smoke schedule on this machine's
+    CPU says so, with the schedules' budget (semiseg.config.cpu_training_warning). Nothing under a
+    cluster executor (its jobs run where the GPUs are) or with device: cuda."""
+    if not workflow.local_exec or CFG["settings"]["device"] == "cuda":
+        return
+    runs = [(j.wildcards.dataset, j.wildcards.method, j.wildcards.ratio, j.wildcards.seed)
+            for j in workflow.dag.needrun_jobs() if j.rule.name == "train"]
+    text = semiseg_config.cpu_training_warning(CFG, runs)
+    if text and CFG["settings"]["device"] == "auto":
+        import torch  # only here: the DAG itself never imports torch
+
+        text = None if torch.cuda.is_available() else text
+    if text:
+        print(f"semiseg: warning: {text}", file=sys.stderr, flush=True)
 
 
 def default_targets():
