@@ -356,6 +356,26 @@ def test_bcp_mixed_loss_weights_each_region():
     assert out2.ce.item() == pytest.approx(out.ce.item()) and out2.dice.item() == pytest.approx(out.dice.item())
 
 
+def test_bcp_dice_smoothing_is_each_script_s_by_hand():
+    # Uniform logits (p = 0.5 / 0.5) on two pixels, both label 0, both in the background region
+    # (the pasted region is empty: CE and Dice 0 there). Background Dice with smoothing s: class 0
+    # 1 - (2 + s)/(0.5 + 2 + s), class 1 (absent) 1 - s/(0.5 + s); CE ln 2.
+    def by_hand(s):
+        return 0.5 * ((1 - (2 + s) / (2.5 + s)) + (1 - s / (0.5 + s)))
+
+    logits, mask, label = torch.zeros(1, 2, 1, 2, dtype=torch.float64), torch.ones(1, 2), torch.zeros(1, 1, 2)
+    for (script, smoothing), s in {("acdc", "script"): 1e-10, ("la", "script"): 1e-5,
+                                   ("acdc", "ssl4mis"): 1e-5, ("la", "ssl4mis"): 1e-5}.items():
+        m = _method("bcp", _small_unet, script=script, dice_smoothing=smoothing)
+        assert m.dice_smooth == s, (script, smoothing)
+        out = mixed_loss(logits, label, label, mask, background_weight=1.0, foreground_weight=1.0, smooth=m.dice_smooth)
+        assert out.ce.item() == pytest.approx(LN2, rel=1e-12)
+        assert out.dice.item() == pytest.approx(by_hand(s), rel=1e-12)
+    # the ACDC script's 1e-10 and SSL4MIS's 1e-5 give Dice losses 1.04e-5 apart here, mostly
+    # the absent class's 1 - s/(0.5 + s)
+    assert by_hand(1e-10) - by_hand(1e-5) == pytest.approx(1.04e-5, rel=1e-3)
+
+
 def test_bcp_stages_teacher_copy_and_unlabeled_gradient():
     m = _method("bcp", _small_unet, num_classes=3, pretrain_fraction=0.5)
     teacher0 = [p.clone() for p in m.teacher.parameters()]
