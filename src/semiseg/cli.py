@@ -67,11 +67,11 @@ def cmd_preprocess(args):
     from semiseg.data.preprocess import preprocess
 
     desc = preprocess(args.dataset, args.layout, Path(args.raw), labels=args.labels, dims=args.dims,
-                      store_path=Path(args.store))
+                      store_path=Path(args.store), params=args.params)
     _write_json(desc, args.descriptor)
     log.info("preprocessed %s: %d cases", args.dataset, len(desc["cases"]))
     return (Path(args.store), [Path(args.raw)], [Path(args.store), Path(args.descriptor)],
-            {"layout": args.layout, "labels": args.labels, "dims": args.dims}, None)
+            {"layout": args.layout, "labels": args.labels, "dims": args.dims, "params": args.params}, None)
 
 
 def cmd_split(args):
@@ -210,6 +210,8 @@ def _data_commands(sub) -> None:
     s.add_argument("--dims", type=int, required=True, choices=(2, 3), help="2: slice-wise dataset, 3: volumetric")
     s.add_argument("--store", required=True, help="the h5 store to write")
     s.add_argument("--descriptor", required=True, help="the dataset.json to write beside it")
+    s.add_argument("--params", type=_json_arg, default=None,
+                   help="the source's params, as JSON: the reader's options for a layout that takes them (nnunet)")
     s.set_defaults(func=cmd_preprocess)
 
     s = sub.add_parser("split", help="write the labeled/unlabeled/val/test patients of one ratio")

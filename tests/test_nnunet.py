@@ -1,0 +1,166 @@
+"""The ``nnunet`` layout: nnU-Net v2 and Decathlon datasets written here (3-D, two channels), read
+into a store through the fetch and preprocess stages; the splits; every bad input named."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from nnunet_data import CHANNELS, LABELS, ORIGIN, SHAPE, SPACING, case_arrays, write_v1, write_v2
+from semiseg.data.fetch import fetch
+from semiseg.data.nnunet import read_nnunet_raw
+from semiseg.data.preprocess import preprocess
+from semiseg.data.store import Store
+from semiseg.errors import DataError
+
+SEEDED = {"seed": 3, "val": 1}
+
+
+def _cases(root, **kwargs):
+    cases, roles = read_nnunet_raw(root, "tiny", **{"split": SEEDED, **kwargs})
+    return list(cases), roles
+
+
+@pytest.fixture
+def v2(tmp_path):
+    return write_v2(tmp_path / "Dataset001_Tiny")
+
+
+@pytest.fixture
+def v1(tmp_path):
+    return write_v1(tmp_path / "Task05_Prostate")
+
+
+@pytest.mark.parametrize("form", ["v2", "v1"])
+def test_both_forms_read_the_same_cases(form, request):
+    root = request.getfixturevalue(form)
+    cases, roles = _cases(root, channel="ADC", normalize="none", labels=LABELS)
+    ids = sorted(c.case_id for c in cases if c.case_id not in roles["test"])
+    prefix = "case_0" if form == "v2" else "prostate_"
+    assert len(ids) == 6 and all(i.startswith(prefix) for i in ids)
+    assert len(roles["val"]) == 1 and len(roles["train"]) == 5 and len(roles["test"]) == 2
+    for case in cases:
+        index = int(case.case_id.rsplit("_", 1)[1])
+        channels, label = case_arrays(index)
+        np.testing.assert_array_equal(case.image, channels[CHANNELS.index("ADC")])
+        np.testing.assert_array_equal(case.label, label)
+        assert case.spacing == pytest.approx(tuple(reversed(SPACING))) and case.origin == pytest.approx(ORIGIN)
+        assert case.patient == case.case_id
+
+
+def test_channel_by_index_and_zscore(v2):
+    cases, _ = _cases(v2, channel=0)
+    t2 = case_arrays(int(cases[0].case_id[-3:]))[0][0]
+    np.testing.assert_allclose(cases[0].image, (t2 - t2.mean()) / t2.std(), atol=1e-4)
+
+
+def test_seeded_split_is_reproducible_and_draws_test_from_training(v2):
+    _, a = _cases(v2, split={"seed": 7, "val": 1, "test": 2})
+    _, b = _cases(v2, split={"seed": 7, "val": 1, "test": 2})
+    _, c = _cases(v2, split={"seed": 8, "val": 1, "test": 2})
+    assert a == b and a != c
+    assert [len(a[r]) for r in ("train", "val", "test")] == [3, 1, 2]
+    assert sorted(a["train"] + a["val"] + a["test"]) == [f"case_{i:03d}" for i in range(6)]
+
+
+def test_a_fold_of_splits_final(v2):
+    _, roles = _cases(v2, split={"fold": 1})
+    assert roles == {"train": [f"case_{i:03d}" for i in range(4)], "val": ["case_004", "case_005"],
+                     "test": ["case_006", "case_007"]}
+
+
+def test_preprocess_through_fetch(v1, tmp_path):
+    raw = tmp_path / "raw"
+    fetch("tiny", {"layout": "nnunet", "path": str(v1)}, raw)
+    desc = preprocess("tiny", "nnunet", raw, labels=LABELS, dims=3, store_path=tmp_path / "store.h5",
+                      params={"channel": "T2", "split": SEEDED})
+    assert [len(desc["patients"][r]) for r in ("train", "val", "test")] == [5, 1, 2]
+    with Store(tmp_path / "store.h5") as store:
+        assert store.labels == LABELS and len(store) == 8
+        assert store.shape("prostate_06") == SHAPE
+        assert store.geometry("prostate_06")["spacing"] == pytest.approx(SPACING)
+
+
+# -- bad inputs: each names the file at fault --------------------------------------------------------
+
+
+def _raises(root, name, **kwargs):
+    with pytest.raises(DataError) as err:
+        cases, _ = read_nnunet_raw(root, "tiny", **{"split": SEEDED, **kwargs})
+        list(cases)
+    assert err.value.path.endswith(name), err.value
+    return str(err.value)
+
+
+def test_a_missing_channel_file(v2):
+    (v2 / "imagesTr" / "case_002_0001.nii.gz").unlink()
+    assert "missing" in _raises(v2, "imagesTr/case_002_0001.nii.gz")
+
+
+def test_a_missing_decathlon_file(v1):
+    (v1 / "imagesTr" / "prostate_01.nii.gz").unlink()
+    assert "training[1]" in _raises(v1, "imagesTr/prostate_01.nii.gz")
+
+
+def test_label_values_outside_labels(v2):
+    label = sitk.ReadImage(str(v2 / "labelsTr" / "case_004.nii.gz"))
+    array = sitk.GetArrayFromImage(label)
+    array[0, 0, 0] = 5
+    out = sitk.GetImageFromArray(array)
+    out.CopyInformation(label)
+    sitk.WriteImage(out, str(v2 / "labelsTr" / "case_004.nii.gz"))
+    assert "[5]" in _raises(v2, "labelsTr/case_004.nii.gz")
+
+
+@pytest.mark.parametrize("what", ["channel", "label"])
+def test_geometry_mismatch(v2, what):
+    path = v2 / ("imagesTr/case_001_0001.nii.gz" if what == "channel" else "labelsTr/case_001.nii.gz")
+    img = sitk.ReadImage(str(path))
+    img.SetOrigin((0.0, 0.0, 0.0))
+    sitk.WriteImage(img, str(path))
+    assert "origin" in _raises(v2, path.relative_to(v2).as_posix())
+
+
+def test_a_decathlon_image_with_too_few_channels(v1):
+    path = v1 / "imagesTr" / "prostate_03.nii.gz"
+    img = sitk.ReadImage(str(path))
+    sitk.WriteImage(img[:, :, :, 0], str(path))
+    assert "1 channel(s)" in _raises(v1, "imagesTr/prostate_03.nii.gz")
+
+
+def test_num_training_disagrees_with_the_folder(v2):
+    meta = json.loads((v2 / "dataset.json").read_text())
+    (v2 / "dataset.json").write_text(json.dumps({**meta, "numTraining": 9}))
+    assert "numTraining is 9" in _raises(v2, "dataset.json")
+
+
+def test_an_image_without_its_label(v2):
+    (v2 / "labelsTr" / "case_003.nii.gz").unlink()
+    _raises(v2, "imagesTr/case_003_0000.nii.gz")
+
+
+def test_a_decathlon_label_not_in_the_training_list(v1):
+    shutil.copy(v1 / "labelsTr" / "prostate_00.nii.gz", v1 / "labelsTr" / "extra.nii.gz")
+    assert "not in the 'training' list" in _raises(v1, "labelsTr/extra.nii.gz")
+
+
+def test_labels_that_differ_from_the_catalogue(v2):
+    assert "differ from the catalogue" in _raises(v2, "dataset.json", labels={"background": 0, "tumour": 1})
+
+
+def test_an_unknown_channel(v2):
+    assert "'DWI'" in _raises(v2, "dataset.json", channel="DWI")
+
+
+def test_a_fold_naming_a_case_the_folder_lacks(v2):
+    (v2 / "splits_final.json").write_text(json.dumps([{"train": ["case_000", "case_999"], "val": []}]))
+    assert "case_999" in _raises(v2, "splits_final.json", split={"fold": 0})
+
+
+def test_no_test_cases(v2):
+    shutil.rmtree(v2 / "labelsTs")
+    _raises(v2, "labelsTs")
