@@ -164,3 +164,42 @@ def test_a_fold_naming_a_case_the_folder_lacks(v2):
 def test_no_test_cases(v2):
     shutil.rmtree(v2 / "labelsTs")
     _raises(v2, "labelsTs")
+
+
+# -- through the command line: fetch, preprocess, split, export to nnU-Net and back ------------------
+
+
+def test_the_stages_and_the_export_read_back_identically(v2, tmp_path):
+    from semiseg.cli import main
+    from semiseg.data.nnunet import read_dataset_json
+
+    results = tmp_path / "results"
+    store, descriptor = results / "preprocessed/tiny/store.h5", results / "preprocessed/tiny/dataset.json"
+    params = {"channel": "T2", "split": {"fold": 0}, "normalize": "none"}
+    assert main(["fetch", "--dataset", "tiny", "--source", json.dumps({"layout": "nnunet", "path": str(v2)}),
+                 "--out", str(results / "raw/tiny")]) == 0
+    assert main(["preprocess", "--dataset", "tiny", "--layout", "nnunet", "--raw", str(results / "raw/tiny"),
+                 "--labels", json.dumps(LABELS), "--dims", "3", "--params", json.dumps(params),
+                 "--store", str(store), "--descriptor", str(descriptor)]) == 0
+    assert main(["split", "--descriptor", str(descriptor), "--ratio", "50", "--labeled-patients", "2",
+                 "--out", str(results / "splits/tiny/50.json")]) == 0
+    split = json.loads((results / "splits/tiny/50.json").read_text())
+    assert split["labeled"] == ["case_002", "case_003"] and split["val"] == ["case_000", "case_001"]
+
+    assert main(["export", "--format", "nnunet", "tiny", "50", "--results", str(results)]) == 0
+    out = results / "nnunet_raw" / "Dataset500_tiny_50pct"
+    meta = read_dataset_json(out)
+    assert meta.version == 2 and meta.labels == LABELS and meta.channels == {0: "image"}
+    assert json.loads((out / "splits_final.json").read_text()) == [{"train": split["labeled"], "val": split["val"]}]
+    assert sorted(p.name for p in (out / "imagesTs").iterdir()) == ["case_006_0000.nii.gz", "case_007_0000.nii.gz"]
+
+    cases, roles = read_nnunet_raw(out, "back", split={"fold": 0}, normalize="none", labels=LABELS)
+    assert roles == {"train": split["labeled"], "val": split["val"], "test": split["test"]}
+    with Store(store) as original:
+        for case in cases:
+            image, label = original.read(case.case_id)
+            np.testing.assert_array_equal(case.image, image)
+            np.testing.assert_array_equal(case.label, label)
+            geometry = original.geometry(case.case_id)
+            assert case.spacing == tuple(reversed(geometry["spacing"])) and case.origin == geometry["origin"]
+            assert case.direction == geometry["direction"]

@@ -151,12 +151,33 @@ def cmd_report(args):
 
 
 def cmd_export(args):
+    if args.format == "nnunet":
+        return _export_nnunet(args)
     from semiseg.inference.export import export_run
+
+    if not (args.run_dir and args.store):
+        raise ValueError("export --format view needs --run-dir and --store")
 
     out = Path(args.out) if args.out else Path(args.run_dir) / "export"
     done = export_run(Path(args.run_dir), Path(args.store), out, cases=args.cases,
                       source_dir=Path(args.source_dir) if args.source_dir else None)
     print(f"wrote image, ground truth and prediction of {len(done)} cases and labels.txt into {out}")
+    return None  # a view of existing outputs, not a pipeline stage: no provenance record
+
+
+def _export_nnunet(args):
+    from semiseg import paths
+    from semiseg.inference.export import export_nnunet
+
+    if not (args.dataset and args.ratio):
+        raise ValueError("export --format nnunet needs the dataset and the ratio: semiseg export --format nnunet "
+                         "<dataset> <ratio>")
+    results = Path(args.results)
+    out = (Path(args.out) if args.out
+           else results / "nnunet_raw" / f"Dataset{args.dataset_id:03d}_{args.dataset}_{args.ratio}pct")
+    roles = export_nnunet(results / paths.store(args.dataset), results / paths.split(args.dataset, args.ratio), out)
+    print(f"wrote {len(roles['labeled'])} labeled, {len(roles['val'])} val and {len(roles['test'])} test cases "
+          f"as an nnU-Net raw dataset into {out}")
     return None  # a view of existing outputs, not a pipeline stage: no provenance record
 
 
@@ -286,11 +307,21 @@ def _output_commands(sub) -> None:
     s.set_defaults(func=cmd_report)
 
     s = sub.add_parser("export", help="write a run's predictions beside their images and ground truth, "
-                                      "placed in patient space, with an ITK-SNAP label file")
-    s.add_argument("--run-dir", required=True,
+                                      "placed in patient space, with an ITK-SNAP label file; or (--format "
+                                      "nnunet) a dataset's split as an nnU-Net raw dataset")
+    s.add_argument("--format", choices=("view", "nnunet"), default="view",
+                   help="view (default): a run's predictions for a viewer; nnunet: the split <dataset> <ratio>")
+    s.add_argument("dataset", nargs="?", default=None, help="--format nnunet: the dataset")
+    s.add_argument("ratio", nargs="?", type=int, default=None, help="--format nnunet: the labeled percent")
+    s.add_argument("--results", default="results",
+                   help="--format nnunet: the results directory holding the store and the split (default: results)")
+    s.add_argument("--dataset-id", type=int, default=500,
+                   help="--format nnunet: the nnU-Net dataset number in the default folder name (default: 500)")
+    s.add_argument("--run-dir", default=None,
                    help="a run with predictions/ (runs/<dataset>/<method>/<ratio>/seed<seed>)")
-    s.add_argument("--store", required=True, help="the dataset's store.h5")
-    s.add_argument("--out", default=None, help="the folder to write (default: <run-dir>/export)")
+    s.add_argument("--store", default=None, help="the dataset's store.h5")
+    s.add_argument("--out", default=None, help="the folder to write (default: <run-dir>/export; --format nnunet: "
+                                               "<results>/nnunet_raw/Dataset<id>_<dataset>_<ratio>pct)")
     s.add_argument("--cases", nargs="+", default=None, help="only these case ids (default: every prediction)")
     s.add_argument("--source-dir", default=None,
                    help="the fetched release (results/raw/<dataset>) of a cropping or resampling reader: also "
