@@ -203,3 +203,56 @@ def test_the_stages_and_the_export_read_back_identically(v2, tmp_path):
             geometry = original.geometry(case.case_id)
             assert case.spacing == tuple(reversed(geometry["spacing"])) and case.origin == geometry["origin"]
             assert case.direction == geometry["direction"]
+
+
+# -- a user's dataset through config alone ------------------------------------------------------------
+
+
+def _own_dataset(name: str, path, params: dict, dims: int) -> dict:
+    """A catalogue entry as docs/datasets.md has a user write it."""
+    return {name: {
+        "description": f"{name}: a user's own data in nnU-Net's layout.",
+        "source": {"layout": "nnunet", "params": params},
+        "dims": dims, "network": "unet", "network_args": {"channels": [4, 8, 16, 32], "dropout": [0.0, 0.0, 0.1, 0.2]}, "labels": LABELS, "ratios": {"40": 2, "100": 5},
+        "patch_size": [16, 16] if dims == 2 else [8, 16, 16], "stride": [4, 8, 8], "schedule": "smoke"}}
+
+
+def _own_workflow(root, v2, v1):
+    from conftest import make_workflow, write_yaml
+
+    tables = {f"own_{name}": {"title": f"Own data {name}", "dataset": name, "seeds": [0],
+                              "rows": [{"method": "supervised", "ratios": [40]}]} for name in ("mine_v2", "mine_v1")}
+    make_workflow(root, tables=tables)
+    write_yaml(root / "config" / "datasets" / "mine.yaml", {
+        **_own_dataset("mine_v2", v2, {"channel": "ADC", "split": {"fold": 0}}, dims=2),
+        **_own_dataset("mine_v1", v1, {"channel": 0, "split": {"seed": 0, "val": 1, "test": 2}}, dims=3)})
+    write_yaml(root / "config" / "config.yaml", {
+        "tables": list(tables), "schedule": None, "device": "cpu", "results": "results",
+        "sources": {"mine_v2": {"path": str(v2)}, "mine_v1": {"path": str(v1)}}})
+    return root
+
+
+def test_a_user_dataset_needs_only_a_config_entry(v2, v1, tmp_path):
+    from semiseg.config import dataset_source, load_config, ratio_patients
+
+    cfg = load_config(root=_own_workflow(tmp_path / "wf", v2, v1))
+    source = dataset_source(cfg, "mine_v2")
+    assert source["path"] == str(v2)
+    assert source["params"] == {"channel": "ADC", "split": {"fold": 0}, "normalize": "zscore"}
+    assert ratio_patients(cfg, "mine_v1", "40") == 2
+
+
+@pytest.mark.slow
+def test_a_table_on_each_form_through_config_alone(v2, v1, tmp_path):
+    from conftest import snakemake
+
+    root = _own_workflow(tmp_path / "wf", v2, v1)
+    proc = snakemake(root, "--set-threads", "train=1", "infer=1")
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    for name, test_cases in (("mine_v2", ["case_006", "case_007"]), ("mine_v1", None)):
+        table = (root / "results" / "tables" / f"own_{name}.md").read_text()
+        assert "Supervised" in table or "supervised" in table
+        split = json.loads((root / "results" / "splits" / name / "40.json").read_text())
+        if test_cases:
+            assert split["test"] == test_cases
+        assert len(split["labeled"]) == 2 and len(split["test"]) == 2
