@@ -256,3 +256,84 @@ def test_a_table_on_each_form_through_config_alone(v2, v1, tmp_path):
         if test_cases:
             assert split["test"] == test_cases
         assert len(split["labeled"]) == 2 and len(split["test"]) == 2
+
+
+# -- another tool's predictions, scored as a run is ------------------------------------------------------
+
+
+@pytest.fixture
+def scored(v2, tmp_path):
+    """A store and split of the v2 dataset, and a folder predicting its test cases (the labels,
+    with one voxel changed), as another tool would write it: the label files' own geometry."""
+    from semiseg.data.splits import make_split
+
+    desc = preprocess("tiny", "nnunet", v2, labels=LABELS, dims=3, store_path=tmp_path / "store.h5",
+                      params={"split": {"fold": 0}})
+    (tmp_path / "split.json").write_text(json.dumps(make_split(desc, 50, 2)))
+    preds = tmp_path / "preds"
+    preds.mkdir()
+    for case in ("case_006", "case_007"):
+        img = sitk.ReadImage(str(v2 / "labelsTs" / f"{case}.nii.gz"))
+        array = sitk.GetArrayFromImage(img)
+        array[4, 8, 8] = 2
+        out = sitk.GetImageFromArray(array)
+        out.CopyInformation(img)
+        sitk.WriteImage(out, str(preds / f"{case}.nii.gz"))
+    return tmp_path / "store.h5", tmp_path / "split.json", preds
+
+
+def test_external_predictions_score_as_a_run_does(scored, tmp_path):
+    from semiseg.cli import main
+    from semiseg.metrics.csv_io import read_metrics_csv
+    from semiseg.metrics.evaluate import evaluate
+    from semiseg.provenance import path_digest
+
+    store, split, preds = scored
+    assert main(["evaluate-external", "--predictions", str(preds), "--store", str(store), "--split", str(split),
+                 "--out", str(tmp_path / "external.csv")]) == 0
+    evaluate(preds, store, tmp_path / "run.csv")
+    external, run = read_metrics_csv(tmp_path / "external.csv"), read_metrics_csv(tmp_path / "run.csv")
+    assert len(external) == 4 and external.equals(run)  # 2 cases x 2 foreground classes
+    assert ((external["dice"] > 0.98) & (external["dice"] < 1.0)).all()  # one voxel of core called rim
+    record = json.loads((tmp_path / "provenance.evaluate-external.json").read_text())
+    assert record["spec"]["predictions"] == {"folder": str(preds.resolve()), "cases": 2,
+                                             "sha256": path_digest(preds)["sha256"]}
+
+
+def _external_raises(scored, name):
+    from semiseg.metrics.external import evaluate_external
+
+    store, split, preds = scored
+    with pytest.raises(DataError) as err:
+        evaluate_external(preds, store, split, preds.parent / "m.csv")
+    assert err.value.path.endswith(name), err.value
+    return str(err.value)
+
+
+def test_external_missing_case(scored):
+    (scored[2] / "case_007.nii.gz").unlink()
+    assert "missing" in _external_raises(scored, "preds/case_007.nii.gz")
+
+
+def test_external_extra_case(scored):
+    shutil.copy(scored[2] / "case_007.nii.gz", scored[2] / "case_001.nii.gz")
+    assert "extra" in _external_raises(scored, "preds/case_001.nii.gz")
+
+
+def test_external_geometry_mismatch(scored):
+    path = scored[2] / "case_006.nii.gz"
+    img = sitk.ReadImage(str(path))
+    img.SetSpacing((1.0, 1.0, 1.0))
+    sitk.WriteImage(img, str(path))
+    assert "spacing" in _external_raises(scored, "preds/case_006.nii.gz")
+
+
+def test_external_label_outside_the_classes(scored):
+    path = scored[2] / "case_006.nii.gz"
+    img = sitk.ReadImage(str(path))
+    array = sitk.GetArrayFromImage(img)
+    array[0, 0, 0] = 7
+    out = sitk.GetImageFromArray(array)
+    out.CopyInformation(img)
+    sitk.WriteImage(out, str(path))
+    assert "[7]" in _external_raises(scored, "preds/case_006.nii.gz")

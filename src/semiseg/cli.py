@@ -117,6 +117,16 @@ def cmd_evaluate(args):
     return Path(args.out), [Path(args.predictions), Path(args.store)], [Path(args.out)], None, None
 
 
+def cmd_evaluate_external(args):
+    from semiseg.metrics.external import evaluate_external
+
+    made = evaluate_external(Path(args.predictions), Path(args.store), Path(args.split), Path(args.out),
+                             distance_unit=args.distance_unit)
+    log.info("evaluated %d cases of %s (sha256 %s) into %s", made["cases"], made["folder"], made["sha256"], args.out)
+    return (Path(args.out), [Path(args.predictions), Path(args.store), Path(args.split)], [Path(args.out)],
+            {"predictions": made}, None)
+
+
 def cmd_table(args):
     from semiseg.reporting.build import table_from_runs
 
@@ -273,6 +283,16 @@ def _run_commands(sub) -> None:
     s.add_argument("--distance-unit", default="voxel", choices=("voxel", "mm"),
                    help="95HD/ASD in voxels of the native grid (the papers' protocol) or in mm (the store's spacing)")
     s.set_defaults(func=cmd_evaluate)
+
+    s = sub.add_parser("evaluate-external", help="score another tool's predictions of a split's test cases "
+                                                 "(<case>.nii.gz each, on the case's grid) as a run is scored")
+    s.add_argument("--predictions", required=True, help="the folder of <case>.nii.gz label maps")
+    s.add_argument("--store", required=True, help="the dataset's h5 store (the ground truth)")
+    s.add_argument("--split", required=True, help="the split whose test cases the folder must predict, exactly")
+    s.add_argument("--out", required=True, help="metrics.csv")
+    s.add_argument("--distance-unit", default="voxel", choices=("voxel", "mm"),
+                   help="95HD/ASD in voxels of the native grid (the papers' protocol) or in mm (the store's spacing)")
+    s.set_defaults(func=cmd_evaluate_external)
 
 
 def _output_commands(sub) -> None:

@@ -52,6 +52,7 @@ STAGE_MODULES: dict[str, tuple[str, ...]] = {
     "train": ("semiseg.engine.loop",),
     "infer": ("semiseg.inference.run",),
     "evaluate": ("semiseg.metrics.evaluate",),
+    "evaluate-external": ("semiseg.metrics.external",),
     "figure": ("semiseg.reporting.figures", "semiseg.reporting.buarl_figure"),
     "table": ("semiseg.reporting.build",),
     "report": ("semiseg.reporting.report",),
