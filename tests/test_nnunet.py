@@ -208,12 +208,14 @@ def test_the_stages_and_the_export_read_back_identically(v2, tmp_path):
 # -- a user's dataset through config alone ------------------------------------------------------------
 
 
-def _own_dataset(name: str, path, params: dict, dims: int) -> dict:
-    """A catalogue entry as docs/datasets.md has a user write it."""
+def _own_dataset(name: str, params: dict, dims: int) -> dict:
+    """A catalogue entry as docs/datasets.md has a user write it (the path in config.yaml's sources)."""
     return {name: {
         "description": f"{name}: a user's own data in nnU-Net's layout.",
         "source": {"layout": "nnunet", "params": params},
-        "dims": dims, "network": "unet", "network_args": {"channels": [4, 8, 16, 32], "dropout": [0.0, 0.0, 0.1, 0.2]}, "labels": LABELS, "ratios": {"40": 2, "100": 5},
+        "dims": dims, "network": "unet", "labels": LABELS, "ratios": {"40": 2, "100": 5},
+        # four levels: an 8-slice patch halves three times
+        "network_args": {"channels": [4, 8, 16, 32], "dropout": [0.0, 0.0, 0.1, 0.2]},
         "patch_size": [16, 16] if dims == 2 else [8, 16, 16], "stride": [4, 8, 8], "schedule": "smoke"}}
 
 
@@ -224,8 +226,8 @@ def _own_workflow(root, v2, v1):
                               "rows": [{"method": "supervised", "ratios": [40]}]} for name in ("mine_v2", "mine_v1")}
     make_workflow(root, tables=tables)
     write_yaml(root / "config" / "datasets" / "mine.yaml", {
-        **_own_dataset("mine_v2", v2, {"channel": "ADC", "split": {"fold": 0}}, dims=2),
-        **_own_dataset("mine_v1", v1, {"channel": 0, "split": {"seed": 0, "val": 1, "test": 2}}, dims=3)})
+        **_own_dataset("mine_v2", {"channel": "ADC", "split": {"fold": 0}}, dims=2),
+        **_own_dataset("mine_v1", {"channel": 0, "split": {"seed": 0, "val": 1, "test": 2}}, dims=3)})
     write_yaml(root / "config" / "config.yaml", {
         "tables": list(tables), "schedule": None, "device": "cpu", "results": "results",
         "sources": {"mine_v2": {"path": str(v2)}, "mine_v1": {"path": str(v1)}}})

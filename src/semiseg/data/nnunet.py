@@ -220,9 +220,12 @@ def _split(meta: DatasetJson, root: Path, split: Mapping) -> dict[str, list[str]
     test_ids = [c.case_id for c in meta.test]
     if "fold" in split:
         path = root / SPLITS_FINAL
-        folds = json.loads(path.read_text()) if path.is_file() else None
-        if folds is None:
+        if not path.is_file():
             raise DataError(path, "missing: the split names a fold of splits_final.json")
+        try:
+            folds = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise DataError(path, f"is not valid JSON ({exc})") from None
         k = split["fold"]
         if not isinstance(folds, list) or not 0 <= k < len(folds) or not isinstance(folds[k], Mapping):
             raise DataError(path, f"has no fold {k} (a list of {{train, val}} objects expected)")

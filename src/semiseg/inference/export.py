@@ -47,8 +47,8 @@ from semiseg.data.store import Store
 from semiseg.errors import DataError
 from semiseg.io import atomic_dir, ensure_free
 
-__all__ = ["LABEL_COLOURS", "LEGEND_NAME", "export_nnunet", "export_run", "itksnap_labels", "write_itksnap_labels", "write_label_nifti",
-           "write_nifti"]
+__all__ = ["LABEL_COLOURS", "LEGEND_NAME", "export_nnunet", "export_run", "itksnap_labels", "write_itksnap_labels",
+           "write_label_nifti", "write_nifti"]
 
 #: File name of the label description written beside predictions and exports.
 LEGEND_NAME = "labels.txt"
