@@ -106,11 +106,11 @@ def cmd_preprocess(args):
     from semiseg.data.preprocess import preprocess
 
     desc = preprocess(args.dataset, args.layout, Path(args.raw), labels=args.labels, dims=args.dims,
-                      store_path=Path(args.store))
+                      store_path=Path(args.store), params=args.params)
     _write_json(desc, args.descriptor)
     log.info("preprocessed %s: %d cases", args.dataset, len(desc["cases"]))
     return (Path(args.store), [Path(args.raw)], [Path(args.store), Path(args.descriptor)],
-            {"layout": args.layout, "labels": args.labels, "dims": args.dims}, None)
+            {"layout": args.layout, "labels": args.labels, "dims": args.dims, "params": args.params}, None)
 
 
 def cmd_split(args):
@@ -156,6 +156,16 @@ def cmd_evaluate(args):
     return Path(args.out), [Path(args.predictions), Path(args.store)], [Path(args.out)], None, None
 
 
+def cmd_evaluate_external(args):
+    from semiseg.metrics.external import evaluate_external
+
+    made = evaluate_external(Path(args.predictions), Path(args.store), Path(args.split), Path(args.out),
+                             distance_unit=args.distance_unit)
+    log.info("evaluated %d cases of %s (sha256 %s) into %s", made["cases"], made["folder"], made["sha256"], args.out)
+    return (Path(args.out), [Path(args.predictions), Path(args.store), Path(args.split)], [Path(args.out)],
+            {"predictions": made}, None)
+
+
 def cmd_table(args):
     from semiseg.reporting.build import table_from_runs
 
@@ -192,12 +202,33 @@ def cmd_report(args):
 
 
 def cmd_export(args):
+    if args.format == "nnunet":
+        return _export_nnunet(args)
     from semiseg.inference.export import export_run
+
+    if not (args.run_dir and args.store):
+        raise ValueError("export --format view needs --run-dir and --store")
 
     out = Path(args.out) if args.out else Path(args.run_dir) / "export"
     done = export_run(Path(args.run_dir), Path(args.store), out, cases=args.cases,
                       source_dir=Path(args.source_dir) if args.source_dir else None)
     print(f"wrote image, ground truth and prediction of {len(done)} cases and labels.txt into {out}")
+    return None  # a view of existing outputs, not a pipeline stage: no provenance record
+
+
+def _export_nnunet(args):
+    from semiseg import paths
+    from semiseg.inference.export import export_nnunet
+
+    if not (args.dataset and args.ratio):
+        raise ValueError("export --format nnunet needs the dataset and the ratio: semiseg export --format nnunet "
+                         "<dataset> <ratio>")
+    results = Path(args.results)
+    out = (Path(args.out) if args.out
+           else results / "nnunet_raw" / f"Dataset{args.dataset_id:03d}_{args.dataset}_{args.ratio}pct")
+    roles = export_nnunet(results / paths.store(args.dataset), results / paths.split(args.dataset, args.ratio), out)
+    print(f"wrote {len(roles['labeled'])} labeled, {len(roles['val'])} val and {len(roles['test'])} test cases "
+          f"as an nnU-Net raw dataset into {out}")
     return None  # a view of existing outputs, not a pipeline stage: no provenance record
 
 
@@ -254,6 +285,8 @@ def _data_commands(sub) -> None:
     s.add_argument("--dims", type=int, required=True, choices=(2, 3), help="2: slice-wise dataset, 3: volumetric")
     s.add_argument("--store", required=True, help="the h5 store to write")
     s.add_argument("--descriptor", required=True, help="the dataset.json to write beside it")
+    s.add_argument("--params", type=_json_arg, default=None,
+                   help="the source's params, as JSON: the reader's options for a layout that takes them (nnunet)")
     s.set_defaults(func=cmd_preprocess)
 
     s = sub.add_parser("split", help="write the labeled/unlabeled/val/test patients of one ratio")
@@ -295,6 +328,16 @@ def _run_commands(sub) -> None:
                    help="95HD/ASD in voxels of the native grid (the papers' protocol) or in mm (the store's spacing)")
     s.set_defaults(func=cmd_evaluate)
 
+    s = sub.add_parser("evaluate-external", help="score another tool's predictions of a split's test cases "
+                                                 "(<case>.nii.gz each, on the case's grid) as a run is scored")
+    s.add_argument("--predictions", required=True, help="the folder of <case>.nii.gz label maps")
+    s.add_argument("--store", required=True, help="the dataset's h5 store (the ground truth)")
+    s.add_argument("--split", required=True, help="the split whose test cases the folder must predict, exactly")
+    s.add_argument("--out", required=True, help="metrics.csv")
+    s.add_argument("--distance-unit", default="voxel", choices=("voxel", "mm"),
+                   help="95HD/ASD in voxels of the native grid (the papers' protocol) or in mm (the store's spacing)")
+    s.set_defaults(func=cmd_evaluate_external)
+
 
 def _output_commands(sub) -> None:
     """What is made from finished runs: tables, figures, report pages, exports, audits."""
@@ -330,11 +373,21 @@ def _output_commands(sub) -> None:
     s.set_defaults(func=cmd_report)
 
     s = sub.add_parser("export", help="write a run's predictions beside their images and ground truth, "
-                                      "placed in patient space, with an ITK-SNAP label file")
-    s.add_argument("--run-dir", required=True,
+                                      "placed in patient space, with an ITK-SNAP label file; or (--format "
+                                      "nnunet) a dataset's split as an nnU-Net raw dataset")
+    s.add_argument("--format", choices=("view", "nnunet"), default="view",
+                   help="view (default): a run's predictions for a viewer; nnunet: the split <dataset> <ratio>")
+    s.add_argument("dataset", nargs="?", default=None, help="--format nnunet: the dataset")
+    s.add_argument("ratio", nargs="?", type=int, default=None, help="--format nnunet: the labeled percent")
+    s.add_argument("--results", default="results",
+                   help="--format nnunet: the results directory holding the store and the split (default: results)")
+    s.add_argument("--dataset-id", type=int, default=500,
+                   help="--format nnunet: the nnU-Net dataset number in the default folder name (default: 500)")
+    s.add_argument("--run-dir", default=None,
                    help="a run with predictions/ (runs/<dataset>/<method>/<ratio>/seed<seed>)")
-    s.add_argument("--store", required=True, help="the dataset's store.h5")
-    s.add_argument("--out", default=None, help="the folder to write (default: <run-dir>/export)")
+    s.add_argument("--store", default=None, help="the dataset's store.h5")
+    s.add_argument("--out", default=None, help="the folder to write (default: <run-dir>/export; --format nnunet: "
+                                               "<results>/nnunet_raw/Dataset<id>_<dataset>_<ratio>pct)")
     s.add_argument("--cases", nargs="+", default=None, help="only these case ids (default: every prediction)")
     s.add_argument("--source-dir", default=None,
                    help="the fetched release (results/raw/<dataset>) of a cropping or resampling reader: also "

@@ -7,7 +7,7 @@ from pathlib import Path
 from semiseg import paths
 from semiseg import config as semiseg_config
 from semiseg.config import base_dataset, load_config, ratio_patients, run_resources, run_spec, table_runs
-from semiseg.data.registry import shipped_splits_digest
+from semiseg.data.registry import LAYOUTS, shipped_splits_digest
 from semiseg.fingerprint import code_fingerprint
 from semiseg.method_sources import registered_figures
 
@@ -106,6 +106,13 @@ def run_data(what):
         return results(paths.store(data) if what == "store" else paths.split(data, wildcards.ratio))
 
     return get
+
+
+def dataset_reader_params(wildcards):
+    """The source's params as JSON for `semiseg preprocess`: its reader's options where its layout takes
+    them (semiseg.data.registry's reader_params), else {} (a generator's params are the fetch stage's)."""
+    source = semiseg_config.dataset_source(CFG, wildcards.dataset)
+    return json.dumps(source.get("params", {}) if LAYOUTS[source["layout"]].reader_params else {}, sort_keys=True)
 
 
 def dataset_field(field):

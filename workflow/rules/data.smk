@@ -36,6 +36,7 @@ rule preprocess:
         layout=lambda wildcards: CFG["datasets"][wildcards.dataset]["source"]["layout"],
         labels=dataset_labels,
         dims=dataset_field("dims"),
+        reader_params=dataset_reader_params,
         code=code_fingerprint("preprocess"),
         wildcards=job_wildcards,
     log:
@@ -43,7 +44,7 @@ rule preprocess:
     shell:
         "semiseg --rule preprocess --wildcards {params.wildcards:q} --log {log:q}"
         " preprocess --dataset {wildcards.dataset} --layout {params.layout} --raw {input}"
-        " --labels {params.labels:q} --dims {params.dims}"
+        " --labels {params.labels:q} --dims {params.dims} --params {params.reader_params:q}"
         " --store {output.store} --descriptor {output.descriptor}"
 
 
