@@ -7,10 +7,10 @@ import json
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from conftest import REPO
 from semiseg.data.store import Case, write_store
+from semiseg.schema import read_schema
 
 LABELS = {"background": 0, "a": 1, "b": 2}
 
@@ -18,10 +18,9 @@ LABELS = {"background": 0, "a": 1, "b": 2}
 def schema_defaults(algorithm: str) -> dict:
     """The params schema's defaults: what a catalogue entry without params runs ({} for an
     algorithm a test registers without a schema)."""
-    path = REPO / "workflow" / "schemas" / "params" / f"{algorithm}.schema.yaml"
-    if not path.exists():
+    if not (REPO / "workflow" / "schemas" / "params" / f"{algorithm}.schema.yaml").exists():
         return {}
-    schema = yaml.safe_load(path.read_text())
+    schema = read_schema(REPO, f"params/{algorithm}")  # the shared definitions joined in
     return {k: v["default"] for k, v in schema["properties"].items()}
 
 
