@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from conftest import REPO
-from helpers import pixel_net, schema_defaults, tiny_store
+from helpers import method_on_defaults, pixel_net, schema_defaults, small_unet, squares_batch, tiny_store
 from semiseg.config import load_config
 from semiseg.engine.loop import train
 from semiseg.methods import Step, StepContext, build_method
@@ -21,7 +21,6 @@ from semiseg.methods.bcp import copy_paste, halves, mixed_loss, paste_mask
 from semiseg.methods.common.teacher import UnsupervisedContext
 from semiseg.methods.cps import cross_pseudo_loss
 from semiseg.methods.ua_mt import mc_uncertainty, uncertainty_threshold
-from semiseg.nets import UNet
 
 LN2, LN4 = math.log(2), math.log(4)
 
@@ -30,24 +29,10 @@ _defaults = schema_defaults
 
 
 def _method(algorithm, net_factory, num_classes=2, batch=2, **params):
-    spec = {"dataset": {"num_classes": num_classes, "dims": 2},
-            "method": {"algorithm": algorithm, "params": {**_defaults(algorithm), **params}},
-            "schedule": {"labeled_batch_size": batch, "unlabeled_batch_size": batch}}
-    return build_method(spec, net_factory)
+    return method_on_defaults(algorithm, net_factory, num_classes, batch, **params)
 
 
-def _small_unet():
-    return UNet(1, 3, dims=2, channels=(4, 8), dropout=(0.0, 0.0))
-
-
-def _batch(seed=0, b=2, size=16):
-    g = torch.Generator().manual_seed(seed)
-    label = torch.zeros(b, size, size, dtype=torch.long)
-    label[:, 4:12, 4:12] = 1
-    label[:, 6:10, 6:10] = 2
-    image = label[:, None].float() / 2 + 0.1 * torch.randn(b, 1, size, size, generator=g)
-    return {"labeled_image": image, "labeled_label": label,
-            "unlabeled_image": image.flip(-1) + 0.05 * torch.randn(b, 1, size, size, generator=g)}
+_small_unet, _batch = small_unet, squares_batch
 
 
 def _grads(method, batch, step, seed=0):
