@@ -150,3 +150,49 @@ def test_different_cases_or_no_bootstrap_settings_are_refused():
         table_comparisons(_spec(), values, ["supervised"])
     with pytest.raises(ValueError, match="paired comparisons need bootstrap's resamples"):
         table_comparisons({**_spec(), "bootstrap": None}, _case_values(), ["supervised"])
+
+
+# ----------------------------------------------------------------------------- in the table
+def _rows(text: str) -> list[list[str]]:
+    return [[c.strip() for c in line.strip("|").split("|")] for line in text.splitlines() if line.startswith("| ")]
+
+
+def test_the_difference_column_prints_the_hand_worked_statistics():
+    from semiseg.reporting.tables import build_table
+
+    values = _case_values()
+    results = {key: {m: float(f[m].mean()) for m in ("dice", "jaccard", "hd95", "asd")} for key, f in values.items()}
+    results.update({("supervised", 100, 0): None, ("supervised", 100, 1): None})
+    info = {"train_patients": 10, "labeled_patients": {10: 1, 20: 2, 100: 10}}
+    text = build_table(_spec(columns=["dice", "difference"]), dataset_info=info, results=results, footer={},
+                       case_values=values)
+    rows = _rows(text)
+    assert rows[0] == ["Method", "Labeled", "Unlabeled", "Dice↑ (%)", "ΔDice vs comparator (%)"]
+    draws = resample_indices(6, 20, 4)
+
+    def interval(per_case):
+        means = sorted(sum(per_case[j] for j in draw) / 6 for draw in draws)
+        return means[0] + 0.95 * (means[1] - means[0]), means[18] + 0.05 * (means[19] - means[18])
+
+    low, high = interval([2, 4, 2, 4, 2, 4])
+    # 3 ± sqrt(2) = 1.41; p 2/64 = 0.03125 -> 0.031; Holm 0.0625 -> 0.062 (below 0.1: distinguishable)
+    assert rows[4][4] == f"+3.00 ± 1.41 vs U-Net (90% CI {low:.2f}–{high:.2f}; p 0.031, Holm 0.062)"
+    low, high = interval([1, 1, 1, 1, 1, -1])
+    assert rows[5][4] == (f"+0.67 ± 0.00 vs U-Net (90% CI {low:.2f}–{high:.2f}; p 0.22, Holm 0.22; "
+                          "not distinguishable)")
+    # the labeled-only rows and the upper bound are compared with nothing
+    assert [rows[i][4] for i in (2, 3, 6)] == ["—", "—", "—"]
+    assert any("Holm-adjusted over the table's 2 comparisons" in line and "adjusted p of 0.1 or more" in line
+               for line in text.splitlines())
+
+
+def test_a_difference_column_without_bootstrap_or_a_bad_compare_to_is_a_config_error():
+    from semiseg.table_config import comparison_problems
+
+    spec = _spec(columns=["dice", "difference"])
+    assert comparison_problems(spec) == []
+    assert comparison_problems({**spec, "bootstrap": None}) == [
+        "columns: 'difference' needs bootstrap (its interval's resamples, confidence, seed), "
+        "e.g. bootstrap: {resamples: 1000}"]
+    spec["rows"][1]["compare_to"] = "cps"
+    assert comparison_problems(spec) == ["rows.1.compare_to: 'cps' is no other row of the table run at ratio 10"]

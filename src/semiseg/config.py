@@ -20,8 +20,8 @@ from typing import Any
 
 from semiseg.data.registry import LAYOUTS
 from semiseg.schema import ConfigError, command_line_values, read_schema, read_yaml, validate
-from semiseg.table_config import (add_stride_variants, base_dataset, bootstrap_min_resamples, sliding_window_note,
-                                  table_duplicates)
+from semiseg.table_config import (add_stride_variants, base_dataset, bootstrap_min_resamples, comparison_problems,
+                                  sliding_window_note, table_duplicates)
 
 __all__ = [
     "ConfigError",
@@ -187,6 +187,8 @@ def load_config(config: dict | None = None, root: Path | str | None = None) -> d
                               f"{boot['confidence']:g} interval empty; allowed: at least "
                               f"{bootstrap_min_resamples(boot['confidence'])} (2 / (1 - confidence)), "
                               "or a lower confidence")
+        for problem in comparison_problems(table):
+            raise ConfigError(f"{where}.{problem}")
         reference = reference_values(table)  # method -> ratio -> the sources' values
         paper_only = {row["method"] for row in table["rows"] if not row.get("run", True)} - set(methods)
         for i, row in enumerate(table["rows"]):

@@ -20,9 +20,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from semiseg.metrics.bootstrap import resample_indices
-from semiseg.metrics.paired import PairedComparison, compare, holm
+from semiseg.metrics.paired import EXACT_CASES, PairedComparison, compare, holm
+from semiseg.reporting.notes import METRICS_DOC, escape
 
-__all__ = ["Comparison", "comparators", "table_comparisons"]
+__all__ = ["Comparison", "comparators", "difference_cell", "difference_footer", "table_comparisons"]
 
 #: The metric compared, and its factor from the summaries' fraction to the printed percent.
 METRIC, FACTOR = "dice", 100.0
@@ -113,3 +114,44 @@ def table_comparisons(spec: Mapping, case_values: Mapping[tuple[str, int, int], 
     return {key: Comparison(comparator=other, comparator_label=labels[other], seeds=seeds, stats=stats,
                             holm_p=p, distinguishable=p < 1 - confidence)
             for (key, (other, seeds, stats)), p in zip(raw.items(), adjusted)}
+
+
+def _p(value: float) -> str:
+    """A p-value with two significant digits: ``0.031``, ``0.22``, ``1``."""
+    return f"{value:.2g}"
+
+
+def difference_cell(comparison: Comparison | None) -> str:
+    """A row's ``difference`` cell: ``+3.00 ± 1.41 vs U-Net (95% CI 2.33–3.67; p 0.031, Holm
+    0.062)``, the ± the sample std of the per-seed differences (left out with one seed), with
+    ``; not distinguishable`` where the Holm-adjusted p-value is not below ``1 - confidence``;
+    ``—`` for a row compared with nothing.
+
+    >>> from semiseg.metrics.paired import PairedComparison
+    >>> stats = PairedComparison(3.0, (4.0, 2.0), 2.33, 3.67, 0.95, 0.03125, 64, True)
+    >>> difference_cell(Comparison(("supervised", 10), "U-Net", (0, 1), stats, 0.0625, False))
+    '+3.00 ± 1.41 vs U-Net (95% CI 2.33–3.67; p 0.031, Holm 0.062; not distinguishable)'
+    """
+    if comparison is None:
+        return "—"
+    c = comparison.stats
+    text = f"{c.estimate:+.2f}"
+    if len(c.per_seed) > 1:
+        text += f" ± {float(np.std(c.per_seed, ddof=1)):.2f}"
+    text += (f" vs {escape(comparison.comparator_label)} ({c.confidence * 100:g}% CI {c.low:.2f}–{c.high:.2f}; "
+             f"p {_p(c.p_value)}, Holm {_p(comparison.holm_p)}")
+    return text + ("" if comparison.distinguishable else "; not distinguishable") + ")"
+
+
+def difference_footer(spec: Mapping, comparisons: Mapping[tuple[str, int], Comparison]) -> str:
+    """The footer line that says how the ``difference`` column is computed."""
+    bootstrap = spec["bootstrap"]
+    alpha = 1 - float(bootstrap["confidence"])
+    return ("ΔDice vs comparator: each row's Dice minus that of its comparator at the same ratio (the row its "
+            "compare_to names, else the labeled-only row), paired by seed and test case: the mean ± the sample "
+            "std over seeds of each seed's mean difference; the percentile bootstrap interval of the mean "
+            "difference over the test cases (the resampled case sets of the cells' CI); the two-sided p-value of a paired permutation "
+            "test over the test cases (the sign of each case's seed-averaged difference flipped: all 2^n "
+            f"patterns up to {EXACT_CASES} cases, so with n cases p is at least 2/2^n), Holm-adjusted over the "
+            f"table's {len(comparisons)} comparison{'s' if len(comparisons) != 1 else ''}. \"not distinguishable\": "
+            f"an adjusted p of {alpha:g} or more. See [docs/metrics.md]({METRICS_DOC}).")
