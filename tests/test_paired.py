@@ -196,3 +196,21 @@ def test_a_difference_column_without_bootstrap_or_a_bad_compare_to_is_a_config_e
         "e.g. bootstrap: {resamples: 1000}"]
     spec["rows"][1]["compare_to"] = "cps"
     assert comparison_problems(spec) == ["rows.1.compare_to: 'cps' is no other row of the table run at ratio 10"]
+
+
+def test_the_audit_reads_the_metric_cells_of_a_table_with_more_columns():
+    from semiseg.reporting.audit.chain import _parse_table
+    from semiseg.reporting.tables import build_table
+
+    values = _case_values()
+    results = {key: {m: float(f[m].mean()) for m in ("dice", "jaccard", "hd95", "asd")} for key, f in values.items()}
+    results.update({("supervised", 100, 0): None, ("supervised", 100, 1): None})
+    info = {"train_patients": 10, "labeled_patients": {10: 1, 20: 2, 100: 10}}
+    text = build_table(_spec(columns=["difference", "dice", "asd"]), dataset_info=info, results=results,
+                       footer={}, case_values=values)
+    rows, _ = _parse_table(text)
+    assert [(r["name"], r["ratio"]) for r in rows] == [("U-Net", 10), ("U-Net", 20), ("MT", 10), ("MT", 20),
+                                                       ("upper bound", 100)]
+    # seed 0: 0.525 + 0.04 = 0.565, seed 1: 0.625 + 0.02 = 0.645; sample std 0.08 / sqrt(2)
+    assert rows[2]["cells"]["Dice↑ (%)"].startswith("60.50 ± 5.66 (90% CI")
+    assert rows[2]["cells"]["ASD↓"] == "1.00 ± 0.00 (90% CI 1.00–1.00)" and "95HD↓" not in rows[2]["cells"]
