@@ -214,3 +214,23 @@ def test_the_audit_reads_the_metric_cells_of_a_table_with_more_columns():
     # seed 0: 0.525 + 0.04 = 0.565, seed 1: 0.625 + 0.02 = 0.645; sample std 0.08 / sqrt(2)
     assert rows[2]["cells"]["Dice↑ (%)"].startswith("60.50 ± 5.66 (90% CI")
     assert rows[2]["cells"]["ASD↓"] == "1.00 ± 0.00 (90% CI 1.00–1.00)" and "95HD↓" not in rows[2]["cells"]
+
+
+def test_the_demos_consistency_is_at_full_weight_for_most_of_its_training():
+    # the demo's Mean Teacher (config/tables/demo.yaml on synthetic2d) once reached 29 % of its
+    # consistency weight by its last iteration (a staircase of 150 over all 300 iterations)
+    from conftest import REPO
+    from semiseg.config import load_config, run_spec
+    from semiseg.methods import Step, build_method
+    from semiseg.nets import network_for
+
+    cfg = load_config(root=REPO)
+    demo = cfg["tables"]["demo"]
+    assert "difference" in demo["columns"] and demo["bootstrap"]["confidence"] == 0.95
+    spec = run_spec(cfg, "synthetic2d", "mean_teacher", 10, 0)
+    total = int(spec["schedule"]["iterations"])
+    method = build_method(spec, lambda: network_for(spec))
+    weights = [method.consistency_weight(Step(iteration=it, total=total)) for it in range(total)]
+    full = float(spec["method"]["params"]["consistency"])
+    assert weights[0] > 0  # on from the first iteration
+    assert sum(w == pytest.approx(full) for w in weights) >= 0.7 * total  # full for the last 70 %
