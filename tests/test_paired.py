@@ -234,3 +234,37 @@ def test_the_demos_consistency_is_at_full_weight_for_most_of_its_training():
     full = float(spec["method"]["params"]["consistency"])
     assert weights[0] > 0  # on from the first iteration
     assert sum(w == pytest.approx(full) for w in weights) >= 0.7 * total  # full for the last 70 %
+
+
+def test_the_report_page_draws_the_forest_plot_and_the_cost_plot(tmp_path):
+    import base64
+    import json
+
+    from semiseg.metrics.summary import summarise
+    from semiseg.reporting.comparison_figures import comparison_sections
+
+    runs = {}
+    for (method, ratio, seed), frame in _case_values().items():
+        d = tmp_path / "runs" / "d" / method / str(ratio) / f"seed{seed}"
+        (d / "predictions").mkdir(parents=True)
+        lines = ["case,class,class_name,dice,jaccard,hd95,asd,pred_empty,gt_empty"]
+        lines += [f"{case},1,A,{float(row.dice)!r},{float(row.jaccard)!r},3.0,1.0,False,False" for case, row in frame.iterrows()]
+        (d / "metrics.csv").write_text("\n".join(lines) + "\n")
+        algorithm = "supervised" if method == "supervised" else "mean_teacher"
+        config = {"spec": {"method": {"algorithm": algorithm}},
+                  "summary": {"wall_seconds": 60.0 * (1 + (method != "supervised")), "device": "cpu",
+                              "device_name": "CPU X", "peak_memory_mb": 400.0, "peak_memory_kind": "process max RSS"}}
+        (d / "config.json").write_text(json.dumps(config))
+        runs[(method, ratio, seed)] = {"dir": d, "config": config, "summary": summarise(read_csv(d / "metrics.csv"))}
+    html_parts = comparison_sections(_spec(columns=["dice", "difference", "cost"]), runs)
+    assert [p for p in html_parts if p.startswith("<h2>")] == ["<h2>Paired differences</h2>", "<h2>Dice against cost</h2>"]
+    images = [p.split('src="data:image/png;base64,')[1].rstrip('">') for p in html_parts if "<img" in p]
+    assert len(images) == 2 and all(base64.b64decode(i).startswith(b"\x89PNG") for i in images)
+    # without the columns, nothing
+    assert comparison_sections(_spec(), runs) == []
+
+
+def read_csv(path):
+    from semiseg.metrics.csv_io import read_metrics_csv
+
+    return read_metrics_csv(path)

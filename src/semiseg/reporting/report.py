@@ -13,7 +13,10 @@
    against the iteration (one figure per method and ratio, a line per seed);
 6. example overlays: for each ratio, the same test slices (image, ground truth, each method's
    prediction of its first seed);
-7. ALHVR's region figure (image, both networks, Ω1/Ω2/Ω3), when the table has an ``alhvr`` row.
+7. ALHVR's region figure (image, both networks, Ω1/Ω2/Ω3), when the table has an ``alhvr`` row;
+8. for a table whose ``columns`` has ``difference``, a forest plot of the paired differences, and
+   with ``cost``, Dice against device time per ratio (:mod:`semiseg.reporting.comparison_figures`),
+   after the Dice-against-ratio figure.
 
 The figures are PNGs embedded in the page (``data:`` URIs), so the page is one file that the
 Snakemake report shows as it is and that opens on its own in a browser. Matplotlib is used
@@ -32,6 +35,7 @@ from pathlib import Path
 from semiseg.metrics.csv_io import read_metrics_csv
 from semiseg.metrics.summary import summarise
 from semiseg.reporting.build import parse_run_path
+from semiseg.reporting.comparison_figures import comparison_sections
 from semiseg.reporting.report_figures import _mean_std, dice_vs_ratio, learning_curves, overlays, reference_points
 from semiseg.reporting.tables import write_table
 
@@ -239,6 +243,7 @@ def table_page(spec: Mapping, *, table_md: Path, run_dirs: Sequence[Path], store
     sources = sorted({p["source"] for p in reference_points(table) if p["source"]})
     if sources:
         parts.append('<p class="note">Papers\' values: ' + "; ".join(html.escape(s) for s in sources) + ".</p>")
+    parts += comparison_sections(table, runs)  # the `difference` and `cost` columns' figures
     if runs:
         parts += ["<h2>Job parameters of the runs</h2>", _params_html(runs, labels), "<h2>Learning curves</h2>"]
         for method in methods:
