@@ -12,11 +12,11 @@ from conftest import REPO
 from release_files import ABDOMEN_GEOMETRIES, abdomen_case, write_abdomen_release, write_lists, write_nifti
 from semiseg.config import load_config
 from semiseg.data.abdomenct1k import read_abdomenct1k_raw, window
-from semiseg.data.errors import DataError
+from semiseg.errors import DataError
 from semiseg.data.fetch import fetch
 from semiseg.data.preprocess import READERS, preprocess
 from semiseg.data.store import Store
-from semiseg.inference.run import write_label_nifti
+from semiseg.inference.export import write_label_nifti
 
 SPLITS = REPO / "config" / "datasets" / "abdomenct1k_splits"
 LABELS = {"background": 0, "liver": 1, "kidney": 2, "spleen": 3, "pancreas": 4}

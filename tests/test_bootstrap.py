@@ -11,10 +11,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from semiseg.metrics.bootstrap import bootstrap_interval, interval_from_draws, resample_indices
+from semiseg.metrics.bootstrap import interval_from_draws, resample_indices
 from semiseg.reporting.tables import build_table, format_cell
 
 DRAWS = np.array([[0, 0, 0, 0], [0, 1, 2, 3], [3, 3, 3, 3], [0, 0, 1, 1]])
+
+
+def bootstrap_interval(values, *, resamples, confidence, seed):
+    """A cell's interval as the table builds it: the draws of its case count, then the interval."""
+    return interval_from_draws(values, resample_indices(np.shape(values)[-1], resamples, seed), confidence)
 
 
 # ----------------------------------------------------------------------------- the computation
@@ -85,7 +90,7 @@ def test_bad_inputs_are_named():
     with pytest.raises(ValueError, match="must all be finite"):
         bootstrap_interval([0.5, float("nan")], resamples=100, confidence=0.95, seed=0)
     with pytest.raises(ValueError, match=r"\(n_seeds, n_cases\)"):
-        bootstrap_interval([], resamples=100, confidence=0.95, seed=0)
+        interval_from_draws([], DRAWS, confidence=0.95)
     with pytest.raises(ValueError, match="draws must be"):
         interval_from_draws([1.0, 2.0, 3.0], DRAWS, confidence=0.5)  # 4 draws of 4 cases for 3 cases
 

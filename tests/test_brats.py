@@ -13,7 +13,7 @@ from conftest import REPO
 from release_files import BRATS_GEOMETRY, brats_case, write_brats_release, write_lists, write_nifti
 from semiseg.config import load_config, run_spec
 from semiseg.data.brats import preprocess_brats, read_brats_h5, read_brats_raw
-from semiseg.data.errors import DataError
+from semiseg.errors import DataError
 from semiseg.data.fetch import fetch
 from semiseg.data.preprocess import READERS, preprocess
 from semiseg.data.splits import make_split
@@ -195,7 +195,7 @@ def test_a_release_without_lists_gets_ssl4mis_s(tmp_path):
 
 def test_export_puts_the_ground_truth_back_as_the_release_s_label_file(tmp_path):
     from semiseg.inference.export import export_run
-    from semiseg.inference.run import write_label_nifti
+    from semiseg.inference.export import write_label_nifti
 
     ids = ["I_1", "J_1"]
     base = write_brats_release(tmp_path / "rel", ids)

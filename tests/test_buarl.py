@@ -351,7 +351,7 @@ def test_entropy_regions_shrink_with_the_percentile():
 def test_the_catalogue_resolves_the_paper_s_percentiles_and_the_tables_carry_every_value():
     from conftest import REPO
     from semiseg.config import load_config, run_spec, table_runs
-    from semiseg.reporting.references import reference_values
+    from semiseg.references import reference_values
 
     cfg = load_config(root=REPO)
     for method, dataset, q in (("buarl_mt", "acdc", (95, 99)), ("buarl_bcp", "acdc", (95, 99)),

@@ -221,7 +221,7 @@ def test_the_run_folder_lock_holds_across_processes_and_dies_with_its_holder(tmp
 @pytest.mark.parametrize("mask", [0o022, 0o002], ids=["022", "002"])
 def test_outputs_honour_the_umask(tmp_path, mask):
     from semiseg.data.fetch import fetch
-    from semiseg.metrics.segmentation import write_metrics_csv
+    from semiseg.metrics.csv_io import write_metrics_csv
     from semiseg.provenance import write_record
     from semiseg.reporting.tables import write_table
 
@@ -336,7 +336,7 @@ def test_a_list_file_with_a_byte_order_mark_is_read_as_written(slices_layout, tm
 def test_a_latin1_list_file_is_named_with_its_line(slices_layout, tmp_path):
     import shutil
 
-    from semiseg.data.errors import DataError
+    from semiseg.errors import DataError
     from semiseg.data.layouts import read_slices_layout
 
     src = Path(shutil.copytree(slices_layout, tmp_path / "copy"))

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from semiseg.data.errors import DataError
+from semiseg.errors import DataError
 from semiseg.data.fetch import DOWNLOADS, MANIFEST, DownloadError, download, fetch
 
 REPO = Path(__file__).resolve().parents[1]

@@ -10,7 +10,7 @@ import pytest
 import SimpleITK as sitk
 
 from semiseg.data.acdc import read_acdc_raw
-from semiseg.data.errors import DataError
+from semiseg.errors import DataError
 from semiseg.data.store import IDENTITY_DIRECTION, Case, Store, write_store
 from semiseg.engine.loop import train
 from semiseg.inference.export import export_run, itksnap_labels

@@ -10,7 +10,7 @@ import h5py
 import numpy as np
 import pytest
 
-from semiseg.data.errors import DataError
+from semiseg.errors import DataError
 from semiseg.data.layouts import read_la_layout, read_slices_layout
 from semiseg.data.store import Store, describe, write_store
 from semiseg.data.synthetic import LA_FILE_NAME, LA_IMAGE_DIR, write_synthetic2d, write_synthetic3d

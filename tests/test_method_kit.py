@@ -304,8 +304,7 @@ def test_methods_are_found_by_their_source_and_the_dag_never_imports_torch():
 
     assert set(registered_algorithms()) == set(METHODS) - {k for k in METHODS if k.startswith("test_")}
     code = ("import sys\n"
-            "from semiseg.config import load_config\n"
-            "from semiseg.fingerprint import code_fingerprint, table_fingerprint\n"
+            "from semiseg.config import load_config, table_fingerprint\n"
             f"cfg = load_config(root={str(REPO)!r})\n"
             "[table_fingerprint(cfg, t) for t in cfg['tables']]\n"
             "assert 'torch' not in sys.modules, 'torch imported'\n")

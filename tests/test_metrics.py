@@ -365,7 +365,7 @@ def test_the_evaluate_stage_measures_distances_in_voxels_unless_the_dataset_asks
 
     from semiseg.data.store import Case, write_store
     from semiseg.metrics.evaluate import evaluate
-    from semiseg.metrics.segmentation import read_metrics_csv
+    from semiseg.metrics.csv_io import read_metrics_csv
 
     gt = np.zeros((4, 20, 20), np.uint8)
     gt[1:3, 5:10, 5:10] = 1

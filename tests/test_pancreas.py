@@ -14,7 +14,7 @@ from conftest import REPO
 from release_files import PANCREAS_GEOMETRY, pancreas_case, write_dicom_series, write_lists, write_pancreas_release
 from release_files import write_nifti
 from semiseg.config import load_config
-from semiseg.data.errors import DataError
+from semiseg.errors import DataError
 from semiseg.data.fetch import fetch
 from semiseg.data.pancreas import (preprocess_coranet, preprocess_mcnet, read_pancreas_coranet_raw,
                                    read_pancreas_h5, read_pancreas_raw, resample_1mm)
@@ -190,7 +190,7 @@ def test_the_3d_preprocess_benchmark_runs(capsys):
 def test_export_writes_a_prediction_back_on_the_release_s_label_grid(tmp_path):
     from semiseg.data.source_grids import source_grid_files
     from semiseg.inference.export import export_run
-    from semiseg.inference.run import write_label_nifti
+    from semiseg.inference.export import write_label_nifti
 
     files = write_pancreas_release(tmp_path / "rel", [6, 7])
     write_lists(tmp_path / "rel", train=["image0006"], test=["image0007"])

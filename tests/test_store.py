@@ -11,7 +11,7 @@ import h5py
 import numpy as np
 import pytest
 
-from semiseg.data.errors import DataError
+from semiseg.errors import DataError
 from semiseg.data.store import Case, Store, describe, sha256_file, write_store
 
 LABELS = {"background": 0, "RV": 1, "Myo": 2, "LV": 3}

@@ -182,7 +182,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wildcards", type=_json_arg, default=None,
                    help="that job's wildcards, as a JSON object (for the provenance record)")
     sub = p.add_subparsers(dest="command", required=True, metavar="<stage>")
+    for add in (_data_commands, _run_commands, _output_commands):
+        add(sub)
+    return p
 
+
+def _data_commands(sub) -> None:
+    """check-config, and the stages that make a dataset's store and splits."""
     s = sub.add_parser("check-config", help="validate config/ against workflow/schemas/")
     s.add_argument("--root", type=Path, default=None, help="workflow root (default: found from cwd)")
     s.set_defaults(func=cmd_check_config)
@@ -213,6 +219,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="the split JSON to write, results/splits/<dataset>/<ratio>.json")
     s.set_defaults(func=cmd_split)
 
+
+def _run_commands(sub) -> None:
+    """The stages of one run: train, infer, evaluate."""
     s = sub.add_parser("train", help="train one run (method × dataset × ratio × seed)")
     s.add_argument("--spec", type=_json_arg, required=True, help="the resolved run spec, as JSON")
     s.add_argument("--store", required=True, help="the dataset's h5 store")
@@ -242,6 +251,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="95HD/ASD in voxels of the native grid (the papers' protocol) or in mm (the store's spacing)")
     s.set_defaults(func=cmd_evaluate)
 
+
+def _output_commands(sub) -> None:
+    """What is made from finished runs: tables, figures, report pages, exports, audits."""
     s = sub.add_parser("table", help="aggregate runs' metrics into a markdown table")
     s.add_argument("--spec", type=_json_arg, required=True, help="table spec + context, as JSON")
     s.add_argument("--descriptor", required=True, help="the dataset's dataset.json")
@@ -292,7 +304,6 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--format", default="text", choices=("text", "json"), help="indented text (default) or JSON")
     s.add_argument("--root", default=None, help="workflow directory (default: found from the table's location)")
     s.set_defaults(func=cmd_audit)
-    return p
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -300,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(name)s %(levelname)s: %(message)s", stream=sys.stderr)
     from semiseg.config import ConfigError
-    from semiseg.data.errors import DataError
+    from semiseg.errors import DataError
 
     if args.command in ("train", "infer", "evaluate"):
         from semiseg.allocator import tune_allocator

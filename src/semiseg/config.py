@@ -19,7 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from semiseg.data.registry import LAYOUTS
-from semiseg.schema import ConfigError, command_line_values, read_schema, read_yaml, validate
+from semiseg.fingerprint import code_fingerprint
+from semiseg.references import check_references, reference_values
+from semiseg.schema import ConfigError, command_line_values, find_root, read_schema, read_yaml, validate
 from semiseg.table_config import (add_stride_variants, base_dataset, bootstrap_min_resamples, comparison_problems,
                                   sliding_window_note, table_duplicates)
 
@@ -41,17 +43,9 @@ __all__ = [
     "bootstrap_min_resamples",
     "base_dataset",
     "sliding_window_note",
+    "table_fingerprint",
     "window_stride",
 ]
-
-
-def find_root(start: Path | None = None) -> Path:
-    """The workflow root: the nearest parent of `start` (default: cwd) holding `workflow/schemas`."""
-    here = (start or Path.cwd()).resolve()
-    for p in (here, *here.parents):
-        if (p / "workflow" / "schemas").is_dir():
-            return p
-    raise ConfigError(f"{here}: no workflow/schemas directory here or above; run from the semiseg checkout")
 
 
 def ratio_patients(cfg: dict, dataset: str, ratio: int | str) -> int:
@@ -112,6 +106,20 @@ def load_config(config: dict | None = None, root: Path | str | None = None) -> d
 
     algos = {f.name[: -len(".schema.yaml")]: read_yaml(f)
              for f in sorted((root / "workflow" / "schemas" / "params").glob("*.schema.yaml"))}
+    _check_methods(methods, m_origin, datasets, schedules, algos, root)
+    _check_datasets(datasets, ds_origin, schedules, sched_file)
+    add_stride_variants(datasets, tables, t_origin)
+    _check_settings(settings, datasets, tables, schedules)
+    _check_tables(tables, t_origin, datasets, methods)
+    if settings.get("seeds") is not None:  # one set of seeds for every table (a quick check)
+        for table in tables.values():
+            table["seeds"] = list(settings["seeds"])
+    return {"root": str(root), "settings": settings, "datasets": datasets, "methods": methods,
+            "tables": tables, "schedules": schedules, "schedules_file": str(sched_file)}
+
+
+def _check_methods(methods: dict, m_origin: dict, datasets: dict, schedules: dict, algos: dict, root: Path) -> None:
+    """Each method's algorithm, params (also as merged for each dataset and ratio) and schedule overrides."""
     for name, entry in methods.items():
         where = f"{m_origin[name]}: {name}"
         if entry["algorithm"] not in algos:
@@ -134,6 +142,9 @@ def load_config(config: dict | None = None, root: Path | str | None = None) -> d
                     raise ConfigError(f"{prefix}.{sched}: unknown schedule; allowed: {', '.join(sorted(schedules))}")
                 validate(overrides, schedules_fields_schema(root), f"{prefix}.{sched}")
 
+
+def _check_datasets(datasets: dict, ds_origin: dict, schedules: dict, sched_file: Path) -> None:
+    """Each dataset's labels, patch size, stride, ratios (against its training patients) and schedules."""
     for name, ds in datasets.items():
         where = f"{ds_origin[name]}: {name}"
         labels = ds["labels"]
@@ -159,8 +170,9 @@ def load_config(config: dict | None = None, root: Path | str | None = None) -> d
             if key in ds and ds[key] not in schedules:
                 raise ConfigError(f"{where}.{key}: unknown schedule {ds[key]!r}; allowed: {', '.join(sorted(schedules))}")
 
-    add_stride_variants(datasets, tables, t_origin)
 
+def _check_settings(settings: dict, datasets: dict, tables: dict, schedules: dict) -> None:
+    """What config.yaml names: a schedule, the datasets of ``sources``, the tables to build."""
     if settings["schedule"] is not None and settings["schedule"] not in schedules:
         raise ConfigError(f"config: schedule: unknown schedule {settings['schedule']!r}; allowed: {', '.join(sorted(schedules))}")
     for ds_name in settings["sources"]:
@@ -169,6 +181,10 @@ def load_config(config: dict | None = None, root: Path | str | None = None) -> d
     for name in settings["tables"]:
         if name not in tables:
             raise ConfigError(f"config: tables: unknown table {name!r}; allowed: {', '.join(sorted(tables))}")
+
+
+def _check_tables(tables: dict, t_origin: dict, datasets: dict, methods: dict) -> None:
+    """Each table's dataset, rows, ratios, bootstrap and papers' values."""
     for name, table in tables.items():
         where = f"{t_origin[name]}: {name}"
         if table["dataset"] not in datasets:
@@ -177,8 +193,6 @@ def load_config(config: dict | None = None, root: Path | str | None = None) -> d
         twice = table_duplicates(table)
         if twice:
             raise ConfigError(f"{where}.{twice[0]}")
-        from semiseg.reporting.references import check_references, reference_values
-
         for problem in check_references(table):
             raise ConfigError(f"{where}.{problem}")
         boot = table.get("bootstrap")
@@ -210,11 +224,6 @@ def load_config(config: dict | None = None, root: Path | str | None = None) -> d
             if m not in methods and m not in paper_only:
                 raise ConfigError(f"{where}.reference: values of unknown method {m!r}; allowed: "
                                   f"{', '.join(sorted(set(methods) | paper_only))}")
-    if settings.get("seeds") is not None:  # one set of seeds for every table (a quick check)
-        for table in tables.values():
-            table["seeds"] = list(settings["seeds"])
-    return {"root": str(root), "settings": settings, "datasets": datasets, "methods": methods,
-            "tables": tables, "schedules": schedules, "schedules_file": str(sched_file)}
 
 
 def schedules_fields_schema(root: Path) -> dict:
@@ -340,8 +349,6 @@ def dataset_source(cfg: dict, dataset: str) -> dict:
 def table_spec(cfg: dict, name: str) -> dict:
     """The table stage's input: the table entry, its dataset's ratios, schedule and distance unit,
     the supervised methods (the lower-bound rows) and the fingerprint of everything behind it."""
-    from semiseg.fingerprint import table_fingerprint
-
     table = cfg["tables"][name]
     ds = cfg["datasets"][table["dataset"]]
     return {
@@ -380,3 +387,14 @@ def spec_hash(obj: Any) -> str:
     """A short stable hash of a JSON-serialisable object (sorted keys)."""
     blob = json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def table_fingerprint(cfg: dict, name: str) -> str:
+    """What a table was built from, as one hash: every run's resolved spec, the train code of its
+    methods and the table code. Printed in the table's footnote; `semiseg audit` recomputes it."""
+    runs = table_runs(cfg, name)
+    return spec_hash({
+        "runs": [run_spec(cfg, *r) for r in runs],
+        "train_code": sorted({code_fingerprint("train", cfg["methods"][m]["algorithm"]) for _, m, _, _ in runs}),
+        "table_code": code_fingerprint("table"),
+    })

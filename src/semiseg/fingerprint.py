@@ -40,7 +40,7 @@ from functools import lru_cache
 from pathlib import Path
 
 __all__ = ["PLUMBING", "STAGE_MODULES", "code_fingerprint", "method_files", "module_imports",
-           "registered_algorithms", "stage_files", "table_fingerprint"]
+           "registered_algorithms", "stage_files"]
 
 PACKAGE = Path(__file__).resolve().parent
 
@@ -162,16 +162,3 @@ def code_fingerprint(stage: str, algorithm: str | None = None) -> str:
         h.update(str(f.relative_to(PACKAGE)).encode() + b"\0")
         h.update(f.read_bytes() + b"\0")
     return h.hexdigest()[:16]
-
-
-def table_fingerprint(cfg: dict, name: str) -> str:
-    """What a table was built from, as one hash: every run's resolved spec, the train code of its
-    methods and the table code. Printed in the table's footnote; `semiseg audit` recomputes it."""
-    from semiseg.config import run_spec, spec_hash, table_runs
-
-    runs = table_runs(cfg, name)
-    return spec_hash({
-        "runs": [run_spec(cfg, *r) for r in runs],
-        "train_code": sorted({code_fingerprint("train", cfg["methods"][m]["algorithm"]) for _, m, _, _ in runs}),
-        "table_code": code_fingerprint("table"),
-    })

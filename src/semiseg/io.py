@@ -66,19 +66,19 @@ def dir_mode() -> int:
 def read_text(path: str | os.PathLike[str]) -> str:
     """The text of a UTF-8 file (a byte-order mark, as some editors write, is dropped).
 
-    Raises :class:`~semiseg.data.errors.DataError` naming the file, the line and the byte when the
+    Raises :class:`~semiseg.errors.DataError` naming the file, the line and the byte when the
     file is not UTF-8 (e.g. Latin-1), and for a missing file.
     """
     try:
         data = Path(path).read_bytes()
     except FileNotFoundError:
-        from semiseg.data.errors import DataError
+        from semiseg.errors import DataError
 
         raise DataError(path, "file does not exist") from None
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        from semiseg.data.errors import DataError
+        from semiseg.errors import DataError
 
         line = data[: exc.start].count(b"\n") + 1
         raise DataError(path, f"line {line}: byte 0x{data[exc.start]:02x} is not UTF-8 text (is the file in "
@@ -88,7 +88,7 @@ def read_text(path: str | os.PathLike[str]) -> str:
 def sha256_file(path: str | os.PathLike[str], chunk_size: int = _CHUNK) -> str:
     """The hex sha256 of a file, read in `chunk_size` pieces (constant memory).
 
-    Raises :class:`~semiseg.data.errors.DataError` ("file does not exist") for a missing file.
+    Raises :class:`~semiseg.errors.DataError` ("file does not exist") for a missing file.
     """
     digest = hashlib.sha256()
     try:
@@ -96,7 +96,7 @@ def sha256_file(path: str | os.PathLike[str], chunk_size: int = _CHUNK) -> str:
             while chunk := handle.read(chunk_size):
                 digest.update(chunk)
     except FileNotFoundError:
-        from semiseg.data.errors import DataError
+        from semiseg.errors import DataError
 
         raise DataError(path, "file does not exist") from None
     return digest.hexdigest()

@@ -12,35 +12,48 @@ the layout is written once. Each function returns a path relative to the results
 ``runs/{dataset}/{method}/{ratio}/seed{seed}/``  model.pt, models.pt, train.csv, config.json,
                                         predictions/, metrics.csv
 ``tables/{name}.md``                    a table
+``figures/{figure}_{dataset}_{ratio}.png``  a figure drawn from one run
+``report/{name}.html``                  a table's report page
+``logs/{stage}/{key}.log``              a job's log: ``key`` its dataset, table or run
 ======================================  ===========================================
 """
 
 from __future__ import annotations
 
 import re
-from pathlib import PurePosixPath
+from pathlib import PurePath, PurePosixPath
 
-__all__ = ["descriptor", "parse_run_path", "raw_dir", "run_dir", "run_file", "split", "store", "table"]
+__all__ = ["DESCRIPTOR_NAME", "STORE_NAME", "descriptor", "figure", "log", "parse_run_path", "raw_dir", "report_page", "results_root", "run_dir",
+           "run_file", "run_key", "split", "store", "table"]
 
 
 def raw_dir(dataset: str) -> str:
     return f"raw/{dataset}"
 
 
+#: The file names of a dataset's case store and its descriptor, side by side in one folder.
+STORE_NAME, DESCRIPTOR_NAME = "store.h5", "dataset.json"
+
+
 def store(dataset: str) -> str:
-    return f"preprocessed/{dataset}/store.h5"
+    return f"preprocessed/{dataset}/{STORE_NAME}"
 
 
 def descriptor(dataset: str) -> str:
-    return f"preprocessed/{dataset}/dataset.json"
+    return f"preprocessed/{dataset}/{DESCRIPTOR_NAME}"
 
 
 def split(dataset: str, ratio) -> str:
     return f"splits/{dataset}/{ratio}.json"
 
 
+def run_key(dataset: str, method: str, ratio, seed) -> str:
+    """What names one run below ``runs/`` (and below a stage's ``logs/``)."""
+    return f"{dataset}/{method}/{ratio}/seed{seed}"
+
+
 def run_dir(dataset: str, method: str, ratio, seed) -> str:
-    return f"runs/{dataset}/{method}/{ratio}/seed{seed}"
+    return f"runs/{run_key(dataset, method, ratio, seed)}"
 
 
 def run_file(dataset: str, method: str, ratio, seed, name: str = "") -> str:
@@ -51,6 +64,28 @@ def run_file(dataset: str, method: str, ratio, seed, name: str = "") -> str:
 
 def table(name: str) -> str:
     return f"tables/{name}.md"
+
+
+def figure(name: str, dataset: str, ratio) -> str:
+    """The figure ``name`` drawn from a run of ``dataset`` at ``ratio``."""
+    return f"figures/{name}_{dataset}_{ratio}.png"
+
+
+def report_page(name: str) -> str:
+    return f"report/{name}.html"
+
+
+def log(stage: str, key: str) -> str:
+    """The log of one job of ``stage``; ``key`` names the job: ``"{dataset}"``, ``"{dataset}/{ratio}"``,
+    a table, a figure or a :func:`run_key`."""
+    return f"logs/{stage}/{key}.log"
+
+
+def results_root(path: PurePath, relative: str) -> PurePath:
+    """The results directory of ``path``, a file laid out as ``relative`` (one of this module's
+    paths) in it: ``results_root(Path("out/splits/acdc/10.json"), split("acdc", 10))`` is ``out``.
+    Only the depth of ``relative`` counts, so a recorded path under other names is placed alike."""
+    return path.parents[len(PurePosixPath(relative).parts) - 1]
 
 
 _RUN = re.compile(r"runs/(?P<dataset>[^/]+)/(?P<method>[^/]+)/(?P<ratio>\d+)/seed(?P<seed>\d+)(?:/|$)")

@@ -15,11 +15,20 @@ from typing import Any
 import yaml
 from jsonschema import Draft202012Validator, validators
 
-__all__ = ["ConfigError", "command_line_values", "read_schema", "read_yaml", "validate"]
+__all__ = ["ConfigError", "command_line_values", "find_root", "read_schema", "read_yaml", "validate"]
 
 
 class ConfigError(ValueError):
     """A configuration file or field is wrong; the message names the file and the field."""
+
+
+def find_root(start: Path | None = None) -> Path:
+    """The workflow root: the nearest parent of `start` (default: cwd) holding `workflow/schemas`."""
+    here = (start or Path.cwd()).resolve()
+    for p in (here, *here.parents):
+        if (p / "workflow" / "schemas").is_dir():
+            return p
+    raise ConfigError(f"{here}: no workflow/schemas directory here or above; run from the semiseg checkout")
 
 
 def _with_defaults(cls):

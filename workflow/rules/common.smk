@@ -28,6 +28,25 @@ def run_path(path=""):
     return results(paths.run_file("{dataset}", "{method}", "{ratio}", "{seed}", path))
 
 
+def log_path(stage, key):
+    """A job's log (semiseg.paths.log); `key` a wildcard pattern, e.g. "{dataset}"."""
+    return results(paths.log(stage, key))
+
+
+def run_log(stage):
+    """The log of one run's job of `stage` (train, infer, evaluate)."""
+    return log_path(stage, paths.run_key("{dataset}", "{method}", "{ratio}", "{seed}"))
+
+
+def figure_file(name):
+    """The figure `name` drawn from a run of the job's dataset and ratio (semiseg.paths.figure)."""
+    return results(paths.figure(name, "{dataset}", "{ratio}"))
+
+
+def figure_log(name):
+    return log_path("figures", Path(paths.figure(name, "{dataset}", "{ratio}")).stem)
+
+
 
 wildcard_constraints:
     dataset="|".join(sorted(CFG["datasets"])),

@@ -18,7 +18,7 @@ rule fetch:
         code=code_fingerprint("fetch"),
         wildcards=job_wildcards,
     log:
-        results("logs/fetch/{dataset}.log"),
+        log_path("fetch", "{dataset}"),
     shell:
         "semiseg --rule fetch --wildcards {params.wildcards:q}"
         " fetch --dataset {wildcards.dataset} --source {params.source:q} --out {output} 2> {log}"
@@ -39,7 +39,7 @@ rule preprocess:
         code=code_fingerprint("preprocess"),
         wildcards=job_wildcards,
     log:
-        results("logs/preprocess/{dataset}.log"),
+        log_path("preprocess", "{dataset}"),
     shell:
         "semiseg --rule preprocess --wildcards {params.wildcards:q}"
         " preprocess --dataset {wildcards.dataset} --layout {params.layout} --raw {input}"
@@ -59,7 +59,7 @@ rule split:
         code=code_fingerprint("split"),
         wildcards=job_wildcards,
     log:
-        results("logs/split/{dataset}/{ratio}.log"),
+        log_path("split", "{dataset}/{ratio}"),
     shell:
         "semiseg --rule split --wildcards {params.wildcards:q}"
         " split --descriptor {input} --ratio {wildcards.ratio}"

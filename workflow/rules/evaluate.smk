@@ -19,7 +19,7 @@ rule infer:
         runtime=run_resource("infer_runtime"),
         mem_mb=run_resource("infer_mem_mb"),
     log:
-        results("logs/infer/{dataset}/{method}/{ratio}/seed{seed}.log"),
+        run_log("infer"),
     shell:
         "semiseg --rule infer --wildcards {params.wildcards:q}"
         " infer --run-dir {params.run_dir} --store {input.store} --split {input.split}"
@@ -37,7 +37,7 @@ rule evaluate:
         distance_unit=dataset_field("distance_unit"),
         wildcards=job_wildcards,
     log:
-        results("logs/evaluate/{dataset}/{method}/{ratio}/seed{seed}.log"),
+        run_log("evaluate"),
     shell:
         "semiseg --rule evaluate --wildcards {params.wildcards:q}"
         " evaluate --predictions {input.predictions} --store {input.store} --out {output}"

@@ -12,14 +12,14 @@ rule region_figure:
         store=run_data("store"),
         split=run_data("split"),
     output:
-        results("figures/alhvr_regions_{dataset}_{ratio}.png"),
+        figure_file("alhvr_regions"),
     params:
         run_dir=lambda wildcards, input: str(Path(input.config).parent),
         slices=4,
         code=code_fingerprint("figure"),
         wildcards=job_wildcards,
     log:
-        results("logs/figures/alhvr_regions_{dataset}_{ratio}.log"),
+        figure_log("alhvr_regions"),
     shell:
         "semiseg --rule region_figure --wildcards {params.wildcards:q}"
         " figure regions --run-dir {params.run_dir} --store {input.store} --split {input.split}"
@@ -37,14 +37,14 @@ rule entropy_figure:
         store=run_data("store"),
         split=run_data("split"),
     output:
-        results("figures/buarl_entropy_{dataset}_{ratio}.png"),
+        figure_file("buarl_entropy"),
     params:
         run_dir=lambda wildcards, input: str(Path(input.config).parent),
         slices=4,
         code=code_fingerprint("figure"),
         wildcards=job_wildcards,
     log:
-        results("logs/figures/buarl_entropy_{dataset}_{ratio}.log"),
+        figure_log("buarl_entropy"),
     shell:
         "semiseg --rule entropy_figure --wildcards {params.wildcards:q}"
         " figure entropy --run-dir {params.run_dir} --store {input.store} --split {input.split}"

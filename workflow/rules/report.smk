@@ -5,7 +5,7 @@
 
 rule table_report:
     input:
-        table=results("tables/{table}.md"),
+        table=results(paths.table("{table}")),
         store=table_store,
         metrics=table_run_files("metrics.csv"),
         train_logs=table_run_files("train.csv"),
@@ -14,7 +14,7 @@ rule table_report:
         regions=table_region_figures,
     output:
         report(
-            results("report/{table}.html"),
+            results(paths.report_page("{table}")),
             caption="../report/table.rst",
             category="Tables",
             labels={"table": "{table}"},
@@ -26,8 +26,36 @@ rule table_report:
         code=code_fingerprint("report"),
         wildcards=job_wildcards,
     log:
-        results("logs/report/{table}.log"),
+        log_path("report", "{table}"),
     shell:
         "semiseg --rule table_report --wildcards {params.wildcards:q}"
         " report --spec {params.spec:q} --table {input.table} --store {input.store}"
         " --runs {params.runs} --regions {input.regions} --out {output} 2> {log}"
+
+
+# A target that names no table, e.g. a mistyped `snakemake results/tables/acdcc.md`: the input
+# function stops the run with the list of tables. Neither rule ever runs a job.
+rule unknown_table:
+    input:
+        unknown_table,
+    output:
+        results(paths.table("{name}")),
+    wildcard_constraints:
+        name=NOT_A_TABLE,
+    log:
+        log_path("unknown_table", "{name}"),
+    shell:
+        "false"
+
+
+rule unknown_report_page:
+    input:
+        unknown_table,
+    output:
+        results(paths.report_page("{name}")),
+    wildcard_constraints:
+        name=NOT_A_TABLE,
+    log:
+        log_path("unknown_report_page", "{name}"),
+    shell:
+        "false"

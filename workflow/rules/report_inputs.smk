@@ -1,10 +1,11 @@
 # Input functions of the report pages (rules/report.smk); no rule lives here.
+import re
 
 
 def table_run_files(name):
     """The file `name` of every run of the table (metrics.csv, train.csv, config.json, predictions)."""
     return lambda wildcards: [
-        results(f"runs/{d}/{m}/{r}/seed{s}/{name}") for d, m, r, s in table_runs(CFG, wildcards.table)
+        results(paths.run_file(d, m, r, s, name)) for d, m, r, s in table_runs(CFG, wildcards.table)
     ]
 
 
@@ -24,7 +25,7 @@ def table_region_figures(wildcards):
     if 0 not in [int(s) for s in table["seeds"]]:
         return []
     return [
-        results(f"figures/{RUN_FIGURES[row['method']]}_{table['dataset']}_{ratio}.png")
+        results(paths.figure(RUN_FIGURES[row["method"]], table["dataset"], ratio))
         for row in table["rows"]
         if row["method"] in RUN_FIGURES and row.get("run", True)
         for ratio in row["ratios"]
@@ -39,4 +40,18 @@ def table_report_spec(wildcards):
 
 
 def report_pages():
-    return [results(f"report/{t}.html") for t in CFG["settings"]["tables"]]
+    return [results(paths.report_page(t)) for t in CFG["settings"]["tables"]]
+
+
+#: A name that is no table: the `name` of rules unknown_table and unknown_report_page, so that
+#: they never compete with rules table and table_report (a table's name has no dot).
+NOT_A_TABLE = r"(?!(?:%s)\.)[^/]+" % "|".join(map(re.escape, sorted(CFG["tables"])))
+
+
+def unknown_table(wildcards):
+    """Refuse a target that names no table (`snakemake results/tables/acdcc.md`) with the list of
+    tables, where Snakemake would only say that no rule produces it."""
+    raise ValueError(
+        f"there is no table {wildcards.name!r}; the tables (config/tables/*.yaml) are: "
+        f"{', '.join(sorted(CFG['tables']))}"
+    )

@@ -12,7 +12,7 @@ rule table:
         spec=table_spec,
         wildcards=job_wildcards,
     log:
-        results("logs/tables/{table}.log"),
+        log_path("tables", "{table}"),
     shell:
         "semiseg --rule table --wildcards {params.wildcards:q}"
         " table --spec {params.spec:q} --descriptor {input.descriptor}"

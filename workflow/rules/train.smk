@@ -23,7 +23,7 @@ rule train:
         mem_mb=run_resource("mem_mb"),
         checkpoint_interval=run_resource("checkpoint_interval"),
     log:
-        results("logs/train/{dataset}/{method}/{ratio}/seed{seed}.log"),
+        run_log("train"),
     shell:
         "semiseg --rule train --wildcards {params.wildcards:q}"
         " train --spec {params.spec:q} --code-fingerprint {params.code}"

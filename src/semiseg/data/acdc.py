@@ -44,7 +44,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from semiseg.data.errors import DataError
+from semiseg.errors import DataError
 from semiseg.data.store import Case
 from semiseg.io import read_text
 

@@ -15,7 +15,7 @@ import tarfile
 import zipfile
 from pathlib import Path, PurePosixPath
 
-from semiseg.data.errors import DataError
+from semiseg.errors import DataError
 from semiseg.io import NoSpaceError, is_no_space
 
 __all__ = ["extract", "unwrap"]

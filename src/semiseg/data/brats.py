@@ -48,7 +48,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from semiseg.data.errors import DataError
+from semiseg.errors import DataError
 from semiseg.data.layouts import Patients, read_case_lists
 from semiseg.data.store import Case
 from semiseg.data.volumes import check_label_values, check_same_grid, crop_geometry, read_h5_copies, read_volume

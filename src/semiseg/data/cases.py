@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from semiseg.data.errors import DataError
+from semiseg.errors import DataError
 
 __all__ = ["IDENTITY_DIRECTION", "ORIGIN_ZERO", "Case", "check_case", "check_geometry", "check_labels"]
 

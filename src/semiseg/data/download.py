@@ -34,7 +34,7 @@ import urllib.request
 from pathlib import Path, PurePosixPath
 from typing import TextIO
 
-from semiseg.data.errors import DataError
+from semiseg.errors import DataError
 from semiseg.io import NoSpaceError, is_no_space, sha256_file
 
 __all__ = ["DownloadError", "Progress", "by_hand", "download", "filename_for"]
@@ -163,6 +163,67 @@ def _drop_empty(partial: Path) -> None:
         partial.unlink()
 
 
+class _Attempt:
+    """One request: where in the file it starts (0 once the server sends the whole file), the
+    bytes received, the size announced (None: not said)."""
+
+    def __init__(self, offset: int):
+        self.offset, self.received, self.total = offset, 0, None
+
+
+def _receive(resp, attempt: _Attempt, url: str, partial: Path, meter_for) -> None:
+    """Append the response's bytes to ``partial`` (206: the range asked for) or write them afresh
+    (200: the whole file), counting them in ``attempt``; ``meter_for(total, start)`` counts them
+    on screen."""
+    if resp.status == 206:
+        if _range_start(resp) != attempt.offset:  # not the bytes asked for: start afresh
+            partial.unlink(missing_ok=True)
+            raise http.client.HTTPException(f"the server sent another range than bytes={attempt.offset}-")
+        mode = "ab"
+    else:  # 200: the whole file (the server ignores Range, or we start afresh)
+        if attempt.offset:
+            log.info("%s: the server does not resume; downloading from the start", url)
+        mode, attempt.offset = "wb", 0
+    attempt.total = _expected_size(resp, attempt.offset)
+    meter = meter_for(attempt.total, attempt.offset)
+    try:
+        with open(partial, mode) as fh:
+            while chunk := resp.read(_CHUNK):
+                fh.write(chunk)
+                attempt.received += len(chunk)
+                meter.update(len(chunk))
+    finally:
+        meter.done()
+
+
+def _refused(exc: urllib.error.HTTPError, url: str, partial: Path, hint: str) -> None:
+    """Raise :class:`DownloadError` for a 4xx status (no retry can help); return for any other."""
+    if not 400 <= exc.code < 500:
+        return
+    _drop_empty(partial)
+    if exc.code in _AUTH_STATUSES:
+        raise DownloadError(url, f"{_describe(exc)}: the server refused access; the download "
+                                 f"needs credentials (or they expired). {hint}") from None
+    raise DownloadError(url, f"{_describe(exc)}: no file to download there; the URL may have "
+                             f"moved. {hint}") from None
+
+
+def _verify(partial: Path, url: str, sha256: str | None, hint: str) -> None:
+    """``partial`` has the expected digest; else :class:`DataError` (and a mismatch is deleted)."""
+    digest = sha256_file(partial)
+    size = partial.stat().st_size
+    if sha256 is None:
+        raise DataError(url, f"downloaded {size} bytes with sha256 {digest}, but the source names no "
+                             f"sha256 to check them against. If {url} is what you expect, add "
+                             f"`sha256: {digest}` to the dataset's source; the download stays in "
+                             f"{partial} and the next run only verifies it.")
+    if digest != sha256.lower():
+        partial.unlink()
+        raise DataError(url, f"checksum mismatch: expected sha256 {sha256}, got {digest} ({size} bytes); "
+                             f"the download was deleted. Either the file on the server changed (check the "
+                             f"sha256 in the config) or it was corrupted on the way (run again). {hint}")
+
+
 def download(url: str, dest: Path, *, sha256: str | None, dataset: str = "data", how_to_get: str = "",
              retries: int = 3, backoff: float = 2.0, timeout: float = 60.0,
              progress: TextIO | None = None, progress_interval: float = 30.0) -> Path:
@@ -206,55 +267,30 @@ def download(url: str, dest: Path, *, sha256: str | None, dataset: str = "data",
 
     failures = 0
     while True:
-        offset = partial.stat().st_size if partial.exists() else 0
+        attempt = _Attempt(partial.stat().st_size if partial.exists() else 0)
         headers = {"User-Agent": "semiseg-fetch", "Accept-Encoding": "identity"}
-        if offset:
-            headers["Range"] = f"bytes={offset}-"
-        received, total = 0, None
+        if attempt.offset:
+            headers["Range"] = f"bytes={attempt.offset}-"
         try:
             with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout) as resp:
-                if resp.status == 206:
-                    if _range_start(resp) != offset:  # not the bytes asked for: start afresh
-                        partial.unlink(missing_ok=True)
-                        raise http.client.HTTPException(f"the server sent another range than bytes={offset}-")
-                    mode = "ab"
-                else:  # 200: the whole file (the server ignores Range, or we start afresh)
-                    if offset:
-                        log.info("%s: the server does not resume; downloading from the start", url)
-                    mode, offset = "wb", 0
-                total = _expected_size(resp, offset)
-                meter = Progress(dest.name, total=total, start=offset, stream=progress, interval=progress_interval)
-                try:
-                    with open(partial, mode) as fh:
-                        while chunk := resp.read(_CHUNK):
-                            fh.write(chunk)
-                            received += len(chunk)
-                            meter.update(len(chunk))
-                finally:
-                    meter.done()
-            size = offset + received
+                _receive(resp, attempt, url, partial, lambda total, start: Progress(
+                    dest.name, total=total, start=start, stream=progress, interval=progress_interval))
+            size, total = attempt.offset + attempt.received, attempt.total
             if total is None or size == total:
                 break
             error = f"the connection closed after {size} of {total} bytes"
             if size > total:  # more than the server announced: start again from nothing
                 partial.unlink()
         except urllib.error.HTTPError as exc:
-            if exc.code == 416 and offset:  # nothing left to send: the partial file is complete
+            if exc.code == 416 and attempt.offset:  # nothing left to send: the partial file is complete
                 break
-            if 400 <= exc.code < 500:
-                _drop_empty(partial)
-            if exc.code in _AUTH_STATUSES:
-                raise DownloadError(url, f"{_describe(exc)}: the server refused access; the download "
-                                         f"needs credentials (or they expired). {hint}") from None
-            if 400 <= exc.code < 500:
-                raise DownloadError(url, f"{_describe(exc)}: no file to download there; the URL may have "
-                                         f"moved. {hint}") from None
+            _refused(exc, url, partial, hint)
             error = _describe(exc)
         except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
             if is_no_space(exc):  # another attempt cannot help; the next run resumes what arrived
-                raise NoSpaceError(partial, max(total or 0, offset + received)) from None
+                raise NoSpaceError(partial, max(attempt.total or 0, attempt.offset + attempt.received)) from None
             error = _describe(exc)
-        failures = 0 if received else failures + 1
+        failures = 0 if attempt.received else failures + 1
         if failures > retries:
             _drop_empty(partial)
             kept = (f" {partial.stat().st_size} bytes are kept in {partial} and the next run resumes "
@@ -265,17 +301,6 @@ def download(url: str, dest: Path, *, sha256: str | None, dataset: str = "data",
         log.warning("%s: %s; retrying in %.0f s (%d of %d)", url, error, wait, failures, retries)
         time.sleep(wait)
 
-    digest = sha256_file(partial)
-    size = partial.stat().st_size
-    if sha256 is None:
-        raise DataError(url, f"downloaded {size} bytes with sha256 {digest}, but the source names no "
-                             f"sha256 to check them against. If {url} is what you expect, add "
-                             f"`sha256: {digest}` to the dataset's source; the download stays in "
-                             f"{partial} and the next run only verifies it.")
-    if digest != sha256.lower():
-        partial.unlink()
-        raise DataError(url, f"checksum mismatch: expected sha256 {sha256}, got {digest} ({size} bytes); "
-                             f"the download was deleted. Either the file on the server changed (check the "
-                             f"sha256 in the config) or it was corrupted on the way (run again). {hint}")
+    _verify(partial, url, sha256, hint)
     os.replace(partial, dest)
     return dest

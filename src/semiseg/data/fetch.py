@@ -46,7 +46,7 @@ from pathlib import Path
 
 from semiseg.data.archives import extract, unwrap
 from semiseg.data.download import DownloadError, by_hand, download, filename_for
-from semiseg.data.errors import DataError
+from semiseg.errors import DataError
 from semiseg.data.registry import LAYOUTS, shipped_splits_digest
 from semiseg.data.synthetic import write_synthetic2d, write_synthetic3d
 from semiseg.io import atomic_dir, read_text, sha256_file
@@ -146,7 +146,7 @@ def _tree_bytes(src: Path) -> int:
 # ----------------------------------------------------------------------------- split lists
 def _default_root() -> Path:
     """The workflow directory: the checkout around the current directory, else the directory itself."""
-    from semiseg.config import ConfigError, find_root
+    from semiseg.schema import ConfigError, find_root
 
     try:
         return find_root()
@@ -221,7 +221,7 @@ def fetch(dataset: str, source: dict, out_dir: Path, *, how_to_get: str = "", ro
         how_to_get: instructions printed with every error that means "no data here".
         root: the workflow directory; relative ``path`` values and the shipped split lists are
             found from it (default: the checkout around the current directory, found by
-            :func:`semiseg.config.find_root`, else the current directory).
+            :func:`semiseg.schema.find_root`, else the current directory).
         downloads: where downloads are kept (default ``<out_dir>/../.downloads/<dataset>``).
         retries, backoff, timeout, progress: see :func:`semiseg.data.download.download`.
     """

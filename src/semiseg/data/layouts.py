@@ -53,7 +53,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from semiseg.data.errors import DataError
+from semiseg.errors import DataError
 from semiseg.data.layout_names import LA_FILE_NAME, LA_IMAGE_DIR
 from semiseg.data.store import Case
 from semiseg.io import read_text

@@ -61,7 +61,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from semiseg.data.errors import DataError
+from semiseg.errors import DataError
 from semiseg.data.la import crop_box
 from semiseg.data.layouts import Patients, read_case_lists
 from semiseg.data.store import Case

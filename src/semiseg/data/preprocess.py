@@ -7,7 +7,7 @@ from pathlib import Path
 from semiseg.data.abdomenct1k import read_abdomenct1k_raw
 from semiseg.data.acdc import read_acdc_raw
 from semiseg.data.brats import read_brats_h5, read_brats_raw
-from semiseg.data.errors import DataError
+from semiseg.errors import DataError
 from semiseg.data.la import read_la_raw
 from semiseg.data.layouts import read_la_layout, read_slices_layout
 from semiseg.data.pancreas import read_pancreas_coranet_raw, read_pancreas_h5, read_pancreas_raw

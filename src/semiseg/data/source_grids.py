@@ -14,7 +14,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from semiseg.data.errors import DataError
+from semiseg.errors import DataError
 
 __all__ = ["SOURCE_GRIDS", "source_grid_files"]
 

@@ -50,7 +50,7 @@ import h5py
 import numpy as np
 
 from semiseg.data.cases import IDENTITY_DIRECTION, ORIGIN_ZERO, Case, check_case, check_geometry, check_labels
-from semiseg.data.errors import DataError
+from semiseg.errors import DataError
 from semiseg.io import atomic_path, ensure_free, sha256_file
 
 __all__ = [

@@ -1,7 +1,7 @@
 """Reading medical volumes (NIfTI, DICOM series) for the importers of the official releases, with
 the checks they share, and the geometry of what the importers cut out of a volume.
 
-Every failure is a :class:`~semiseg.data.errors.DataError` naming the file at fault:
+Every failure is a :class:`~semiseg.errors.DataError` naming the file at fault:
 
 - :func:`read_volume`: a NIfTI (or any file SimpleITK reads) as a ``sitk.Image``, 3-D;
 - :func:`read_dicom_series`: the one DICOM series of a folder, checked for missing slices (the
@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from semiseg.data.errors import DataError
+from semiseg.errors import DataError
 
 __all__ = ["check_label_values", "check_same_grid", "crop_geometry", "dicom_files", "read_dicom_series",
            "read_volume", "to_source_grid"]

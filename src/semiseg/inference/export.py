@@ -20,6 +20,7 @@ Segmentation ``<case>_pred.nii.gz`` (or ``_gt``), Segmentation > Import Label De
 
 from __future__ import annotations
 
+import gzip
 import os
 import shutil
 from collections.abc import Mapping
@@ -28,11 +29,13 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-from semiseg.data.errors import DataError
+from semiseg.colours import LABEL_COLOURS
 from semiseg.data.store import Store
-from semiseg.reporting.colours import LABEL_COLOURS
+from semiseg.errors import DataError
+from semiseg.io import ensure_free
 
-__all__ = ["LABEL_COLOURS", "LEGEND_NAME", "export_run", "itksnap_labels", "write_itksnap_labels"]
+__all__ = ["LABEL_COLOURS", "LEGEND_NAME", "export_run", "itksnap_labels", "write_itksnap_labels", "write_label_nifti",
+           "write_nifti"]
 
 #: File name of the label description written beside predictions and exports.
 LEGEND_NAME = "labels.txt"
@@ -64,12 +67,41 @@ def write_itksnap_labels(labels: Mapping[str, int], path: Path) -> Path:
     return Path(path)
 
 
+def write_nifti(array: np.ndarray, geometry: dict, path: Path) -> None:
+    """Write a (Z, Y, X) array placed by ``geometry`` (:meth:`Store.geometry`: SimpleITK's
+    ``spacing`` and ``origin`` as (x, y, z), ``direction`` row-major).
+
+    SimpleITK writes a truncated or empty file without an error when the disk fills up, so the
+    space is checked first and the file is read back."""
+    ensure_free(path, array.nbytes)
+    img = sitk.GetImageFromArray(array)
+    img.SetSpacing(tuple(float(s) for s in geometry["spacing"]))
+    img.SetOrigin(tuple(float(s) for s in geometry["origin"]))
+    img.SetDirection(tuple(float(s) for s in geometry["direction"]))
+    sitk.WriteImage(img, str(path), useCompression=True)
+    try:
+        if str(path).endswith(".gz"):
+            with gzip.open(path, "rb") as fh:  # a truncated stream fails its length and CRC check
+                while fh.read(1 << 20):
+                    pass
+        same = np.array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(path))), array)
+    except (RuntimeError, OSError, EOFError):
+        same = False
+    if not same:
+        ensure_free(path, array.nbytes)  # the usual cause
+        raise OSError(f"{path}: the image written does not read back the same; is the disk failing?")
+
+
+def write_label_nifti(label: np.ndarray, geometry: dict, path: Path) -> None:
+    """Write a (Z, Y, X) label map (uint8) placed by ``geometry``, as :func:`write_nifti`."""
+    write_nifti(label.astype(np.uint8), geometry, path)
+
+
 def export_run(run_dir: Path, store_path: Path, out_dir: Path, cases: list[str] | None = None,
                source_dir: Path | None = None) -> list[str]:
     """Write image, ground truth and prediction of ``cases`` (default: every prediction of the
     run) and ``labels.txt`` into ``out_dir``; returns the cases. ``out_dir`` is written whole
     (a temporary folder beside it, then a rename) and replaces what was there."""
-    from semiseg.inference.run import write_nifti
 
     run_dir, out_dir = Path(run_dir), Path(out_dir)
     pred_dir = run_dir / "predictions"

@@ -10,24 +10,21 @@ ground truth beside each prediction (:mod:`semiseg.inference.export`).
 
 from __future__ import annotations
 
-import gzip
 import json
 import logging
 from pathlib import Path
 
-import numpy as np
-import SimpleITK as sitk
 import torch
 
 from semiseg.data.store import Store
 from semiseg.device import explain_out_of_memory, select_device
-from semiseg.inference.export import LEGEND_NAME, write_itksnap_labels
+from semiseg.inference.export import LEGEND_NAME, write_itksnap_labels, write_label_nifti
 from semiseg.inference.predict import predict_volume
-from semiseg.io import atomic_dir, ensure_free
+from semiseg.io import atomic_dir
 from semiseg.methods import inference_network
 from semiseg.nets import network_for
 
-__all__ = ["infer", "load_run_network", "write_label_nifti", "write_nifti", "test_cases"]
+__all__ = ["infer", "load_run_network", "test_cases"]
 
 log = logging.getLogger("semiseg.infer")
 
@@ -39,36 +36,6 @@ def load_run_network(run_dir: Path, device) -> tuple[torch.nn.Module, dict]:
     net = inference_network(spec, lambda: network_for(spec))
     net.load_state_dict(torch.load(run_dir / "model.pt", map_location=device, weights_only=True))
     return net.to(device).eval(), spec
-
-
-def write_nifti(array: np.ndarray, geometry: dict, path: Path) -> None:
-    """Write a (Z, Y, X) array placed by ``geometry`` (:meth:`Store.geometry`: SimpleITK's
-    ``spacing`` and ``origin`` as (x, y, z), ``direction`` row-major).
-
-    SimpleITK writes a truncated or empty file without an error when the disk fills up, so the
-    space is checked first and the file is read back."""
-    ensure_free(path, array.nbytes)
-    img = sitk.GetImageFromArray(array)
-    img.SetSpacing(tuple(float(s) for s in geometry["spacing"]))
-    img.SetOrigin(tuple(float(s) for s in geometry["origin"]))
-    img.SetDirection(tuple(float(s) for s in geometry["direction"]))
-    sitk.WriteImage(img, str(path), useCompression=True)
-    try:
-        if str(path).endswith(".gz"):
-            with gzip.open(path, "rb") as fh:  # a truncated stream fails its length and CRC check
-                while fh.read(1 << 20):
-                    pass
-        same = np.array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(path))), array)
-    except (RuntimeError, OSError, EOFError):
-        same = False
-    if not same:
-        ensure_free(path, array.nbytes)  # the usual cause
-        raise OSError(f"{path}: the image written does not read back the same; is the disk failing?")
-
-
-def write_label_nifti(label: np.ndarray, geometry: dict, path: Path) -> None:
-    """Write a (Z, Y, X) label map (uint8) placed by ``geometry``, as :func:`write_nifti`."""
-    write_nifti(label.astype(np.uint8), geometry, path)
 
 
 def test_cases(split: dict, spec: dict) -> list[str]:

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike
 
-__all__ = ["BootstrapInterval", "bootstrap_interval", "interval_from_draws", "resample_indices"]
+__all__ = ["BootstrapInterval", "interval_from_draws", "resample_indices"]
 
 
 @dataclass(frozen=True)
@@ -89,15 +89,3 @@ def interval_from_draws(values: ArrayLike, draws: np.ndarray, confidence: float)
     return BootstrapInterval(estimate=float(per_case.mean()), low=float(low), high=float(high),
                              std=float(resampled.std(ddof=1)), resamples=int(draws.shape[0]),
                              confidence=float(confidence))
-
-
-def bootstrap_interval(values: ArrayLike, *, resamples: int, confidence: float, seed: int) -> BootstrapInterval:
-    """The percentile bootstrap interval over test cases of a value averaged over seeds.
-
-    ``values``: ``(n_seeds, n_cases)`` per-case values (column ``j`` is the same case in every
-    row), or ``(n_cases,)`` for one seed. Deterministic: the draws are
-    :func:`resample_indices` ``(n_cases, resamples, seed)``. One case, or identical cases, give
-    ``low == high == estimate`` and ``std == 0``.
-    """
-    array = _per_case(values)
-    return interval_from_draws(array, resample_indices(array.shape[1], resamples, seed), confidence)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import SimpleITK as sitk
 
-from semiseg.data.errors import DataError
+from semiseg.errors import DataError
 from semiseg.data.store import Store
 from semiseg.metrics.binary import case_metrics
 from semiseg.metrics.csv_io import write_metrics_csv

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from semiseg.io import atomic_path
-from semiseg.reporting.colours import LABEL_COLOURS as _CLASS_COLOURS
+from semiseg.colours import LABEL_COLOURS as _CLASS_COLOURS
 
 __all__ = ["REGION_COLOURS", "pick_slices", "region_figure", "region_maps"]
 
@@ -91,6 +91,28 @@ def _show(x: np.ndarray) -> np.ndarray:
     return x if x.ndim == 2 else x[x.shape[0] // 2]
 
 
+def _two_network_run(run_dir: Path):
+    """The method of a finished two-network run, every network loaded (``models.pt``), in eval
+    mode; and the run's spec."""
+    from semiseg.methods import build_method
+    from semiseg.methods.common.dual_branch import DualBranch
+    from semiseg.nets import network_for
+
+    with open(run_dir / "config.json") as fh:
+        spec = json.load(fh)["spec"]
+    weights = run_dir / "models.pt"
+    if not weights.exists():
+        raise FileNotFoundError(f"{weights}: not found; the region figure needs every network of the run "
+                                "(model.pt holds only the evaluated one)")
+    method = build_method(spec, lambda: network_for(spec))
+    if not isinstance(method, DualBranch):
+        raise ValueError(f"{run_dir}: algorithm {spec['method']['algorithm']!r} has no ALHVR regions; "
+                         "the region figure needs a two-network method (alhvr, cps_regions)")
+    method.models.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+    method.eval()
+    return method, spec
+
+
 def region_figure(run_dir, store, split, out_png, n_slices: int = 4) -> Path:
     """Draw ALHVR's Figure 1 for a finished run into ``out_png``; returns its path.
 
@@ -112,24 +134,10 @@ def region_figure(run_dir, store, split, out_png, n_slices: int = 4) -> Path:
     from matplotlib.patches import Patch
 
     from semiseg.data.store import Store
-    from semiseg.methods import build_method
-    from semiseg.methods.common.dual_branch import DualBranch
-    from semiseg.nets import network_for
 
-    run_dir, out_png = Path(run_dir), Path(out_png)
-    with open(run_dir / "config.json") as fh:
-        spec = json.load(fh)["spec"]
-    weights = run_dir / "models.pt"
-    if not weights.exists():
-        raise FileNotFoundError(f"{weights}: not found; the region figure needs every network of the run "
-                                "(model.pt holds only the evaluated one)")
+    out_png = Path(out_png)
+    method, spec = _two_network_run(Path(run_dir))
     ds = spec["dataset"]
-    method = build_method(spec, lambda: network_for(spec))
-    if not isinstance(method, DualBranch):
-        raise ValueError(f"{run_dir}: algorithm {spec['method']['algorithm']!r} has no ALHVR regions; "
-                         "the region figure needs a two-network method (alhvr, cps_regions)")
-    method.models.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
-    method.eval()
     with open(split) as fh:
         cases = json.load(fh)["cases"]["unlabeled"]
     with Store(store) as st:

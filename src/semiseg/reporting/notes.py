@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from semiseg.reporting.references import reference_sources
+from semiseg.references import reference_sources
 
 __all__ = ["METRICS_DOC", "escape", "footer_lines", "smoke_mark"]
 

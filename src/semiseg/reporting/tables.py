@@ -11,7 +11,7 @@ between test cases. A paper's value, where the spec gives one, is printed beside
 
     81.43 ± 0.52 (paper 80.10)
 
-and where the spec cites several papers (:mod:`semiseg.reporting.references`), every value
+and where the spec cites several papers (:mod:`semiseg.references`), every value
 with its source's tag, identical values once with all their sources::
 
     not run (paper: BUARL T1 79.65; ALHVR T2 83.65)
@@ -30,12 +30,18 @@ metrics): ``difference`` is each row's paired Dice difference to its comparator
 time and peak memory (:mod:`semiseg.reporting.cost`)::
 
     +3.00 ± 1.41 vs U-Net (95% CI 2.33–3.67; p 0.031, Holm 0.062; not distinguishable)
-    0.012 h/run, 412 MB peak (cpu: AMD EPYC 7B13)
+    0.0167 h/run, 412 MB peak (cpu: AMD EPYC 7B13)
 
 A run under the ``smoke`` schedule on a dataset whose own schedule is another, or one scored
-on part of the test set, is no result: the title line says so, and so does every cell of it::
+on part of the test set, is no result: the title line says so, once, and every cell of it
+carries a footnote mark that the notes under the table explain (one mark per kind of run, in
+table order: ``†``, ``‡``, ``§``, ``¶``, then ``†5``, ...)::
 
-    30.12 ± 1.20 (smoke: 2 of 40 test volumes, 4 iterations — not a result)
+    # ACDC — smoke: 2 of 40 test volumes, 2 iterations — not a result
+    ...
+    | MT | 7 (10%) | 63 (90%) | 30.12 ± 1.20 (†) (paper 83.65) | ...
+    ...
+    - Not a result: † smoke: 2 of 40 test volumes, 2 iterations — not a result. ...
 
 Worked example: two seeds with Dice 0.80 and 0.82 print as ``81.00 ± 1.41``
 (mean 0.81; sample std ``sqrt(((0.80-0.81)**2 + (0.82-0.81)**2) / 1) = 0.01414``; x 100).
@@ -48,18 +54,20 @@ import numbers
 import os
 import statistics
 from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from semiseg.config import table_duplicates
 from semiseg.io import atomic_write
 from semiseg.metrics.bootstrap import interval_from_draws, resample_indices
-from semiseg.reporting.comparisons import difference_cell, difference_footer, table_comparisons
+from semiseg.reporting.comparisons import Comparison, difference_cell, difference_footer, table_comparisons
 from semiseg.reporting.cost import cost_cell, cost_footer
 from semiseg.reporting.notes import METRICS_DOC, escape, footer_lines, smoke_mark
-from semiseg.reporting.references import reference_values
+from semiseg.references import reference_values
 
-__all__ = ["COLUMNS", "METRICS_DOC", "build_table", "format_cell", "write_table"]
+__all__ = ["COLUMNS", "METRICS_DOC", "TableRow", "TableRuns", "build_table", "compute_table", "footnote_mark",
+           "format_cell", "render_table", "write_table"]
 
 #: Table header, in column order.
 COLUMNS: tuple[str, ...] = (
@@ -82,7 +90,7 @@ _METRICS: tuple[tuple[str, float], ...] = (
     ("asd", 1.0),
 )
 
-#: The header of each column a spec's ``columns`` may choose (the first four: COLUMNS[3:]).
+#: The header of each column a spec's ``columns`` may choose (the metrics' are COLUMNS[3:]).
 COLUMN_TITLES: dict[str, str] = {
     **{metric: title for (metric, _), title in zip(_METRICS, COLUMNS[3:])},
     "difference": "ΔDice vs comparator (%)",
@@ -90,6 +98,18 @@ COLUMN_TITLES: dict[str, str] = {
 }
 
 _NOT_RUN = "not run"
+
+#: Footnote marks of the runs that are no result, one per kind (module docstring).
+_FOOTNOTES = ("†", "‡", "§", "¶")
+
+
+def footnote_mark(index: int) -> str:
+    """The ``index``-th footnote mark (0-based): ``†``, ``‡``, ``§``, ``¶``, then ``†5``, ``†6``, ...
+
+    >>> [footnote_mark(k) for k in (0, 1, 4)]
+    ['†', '‡', '†5']
+    """
+    return _FOOTNOTES[index] if index < len(_FOOTNOTES) else f"{_FOOTNOTES[0]}{index + 1}"
 
 def _is_finite_number(value: object) -> bool:
     return (
@@ -263,7 +283,7 @@ def build_table(
         optional ``reference``: one source or a list of them, each ``source`` (paper and
         table), ``values`` (method -> ratio -> metric, Dice and Jaccard in percent, as the
         papers print them) and, with several sources, a ``tag`` each
-        (:mod:`semiseg.reporting.references`).
+        (:mod:`semiseg.references`).
     dataset_info:
         ``train_patients`` (int) and ``labeled_patients`` (``{ratio: n}``, int or str keys);
         optionally ``distance_unit`` (e.g. ``"mm"``) for the footer, ``test_cases`` (the
@@ -284,8 +304,9 @@ def build_table(
         ``(method, ratio, seed)`` -> what the run says of itself: ``schedule`` (name),
         ``iterations``, ``test_cases`` (volumes scored). A run under the ``smoke`` schedule on a
         dataset whose ``own_schedule`` is another, or scored on fewer than ``test_cases``
-        volumes, is marked in the title line and in every cell as no result; smoke runs that
-        are the dataset's own schedule put the schedule and its iterations in the title line.
+        volumes, is named in the title line as no result and its cells carry a footnote mark
+        (:func:`footnote_mark`) that the notes explain; smoke runs that are the dataset's own
+        schedule put the schedule and its iterations in the title line.
     case_values:
         ``(method, ratio, seed)`` -> the run's per-case values, a frame as
         :func:`semiseg.metrics.summary.case_means` returns (index: case ids; one column per
@@ -301,6 +322,55 @@ def build_table(
         A row with no finished run keeps its place, shows the paper values if any and says
         ``not run``.
     """
+    table = compute_table(spec, dataset_info=dataset_info, results=results, supervised_methods=supervised_methods,
+                          run_info=run_info, case_values=case_values)
+    return render_table(spec, table, dataset_info=dataset_info, footer=footer)
+
+
+@dataclass
+class TableRow:
+    """One row of a table (a method at a ratio) as computed from its runs, before any text.
+
+    ``runs``: the finished seeds' summaries (Dice and Jaccard as fractions); ``marks``: why they
+    are no result (:func:`semiseg.reporting.notes.smoke_mark`); ``references``: metric -> the
+    papers' values; ``intervals``: metric -> the bootstrap interval, in the table's units;
+    ``difference``: the paired comparison with its comparator (a ``difference`` column), ``costs``:
+    the finished runs' costs (a ``cost`` column, :func:`semiseg.reporting.cost.run_cost`)."""
+
+    label: str
+    ratio: int
+    supervised: bool
+    runs: list[dict[str, float]]
+    marks: list[str]
+    references: dict[str, list[tuple[str | None, float]]]
+    intervals: dict[str, tuple[float, float]]
+    difference: Comparison | None = None
+    costs: list[Mapping | None] = field(default_factory=list)
+
+
+@dataclass
+class TableRuns:
+    """A table as computed: its rows in spec order, the seeds asked for, the marks of the runs
+    that are no result (table order), the iteration counts of its smoke runs and its paired
+    comparisons."""
+
+    rows: list[TableRow]
+    n_seeds: int
+    marks: list[str] = field(default_factory=list)
+    smoke_iterations: set[int] = field(default_factory=set)
+    comparisons: dict[tuple[str, int], Comparison] = field(default_factory=dict)
+
+
+def compute_table(
+    spec: Mapping,
+    *,
+    dataset_info: Mapping,
+    results: Mapping[tuple[str, int, int], Mapping | None],
+    supervised_methods: Collection[str] = ("supervised",),
+    run_info: Mapping[tuple[str, int, int], Mapping] | None = None,
+    case_values: Mapping[tuple[str, int, int], object] | None = None,
+) -> TableRuns:
+    """The rows of :func:`build_table` (same arguments) from the runs, with no text yet."""
     seeds = [int(seed) for seed in spec["seeds"]]
     if not seeds:
         raise ValueError("table spec lists no seeds")
@@ -313,79 +383,106 @@ def build_table(
         raise ValueError(f"table {spec.get('title')!r}: bootstrap needs resamples, confidence and seed, got "
                          f"{dict(bootstrap)!r} (the schema fills in confidence 0.95 and seed 0)")
     draws: dict[int, np.ndarray] = {}  # n_cases -> the resampled case indices, shared by every cell
-    columns = list(spec.get("columns") or [metric for metric, _ in _METRICS])
-    comparisons = table_comparisons(spec, case_values or {}, supervised) if "difference" in columns else {}
 
-    header = "| " + " | ".join([*COLUMNS[:3], *(COLUMN_TITLES[c] for c in columns)]) + " |"
-    rule = "| " + " | ".join([":---", ":---", ":---", *["---:"] * len(columns)]) + " |"
-    body = []
-    partial_rows = False
-    marks: list[str] = []  # the warnings of the runs that are no result, in table order
-    smoke_iterations: set[int] = set()
+    table = TableRuns(rows=[], n_seeds=len(seeds))
+    if "difference" in (spec.get("columns") or ()):
+        table.comparisons = table_comparisons(spec, case_values or {}, supervised)
     for row in spec["rows"]:
         method = row["method"]
-        label = row.get("label") or method
         for ratio in row["ratios"]:
             ratio = int(ratio)
             runs: list[dict[str, float]] = []
             finished: list[tuple[str, int, int]] = []
             row_marks: list[str] = []
             if row.get("run", True):
-                for seed in seeds:
-                    key = (method, ratio, seed)
-                    if key not in results:
-                        raise KeyError(
-                            f"results has no entry for {key!r}; pass None for a run that was "
-                            "not made"
-                        )
-                    if results[key] is not None:
-                        runs.append(_summary_values(results[key], key))
-                        finished.append(key)
-                        info = run_info.get(key) or {}
-                        if info.get("schedule") == "smoke" and info.get("iterations") is not None:
-                            smoke_iterations.add(int(info["iterations"]))
-                        mark = smoke_mark(info, dataset_info)
-                        if mark and mark not in row_marks:
-                            row_marks.append(mark)
-            marks += [m for m in row_marks if m not in marks]
-            reference = _reference_values(spec, method, ratio)
-            name = escape(label)
-            if runs and len(runs) < len(seeds):
-                partial_rows = True
-                name += f" ({len(runs)}/{len(seeds)} seeds)"
-            labeled_cell, unlabeled_cell = _patient_cells(
-                ratio, dataset_info, supervised=method in supervised
-            )
-            cells = [name, labeled_cell, unlabeled_cell]
-            intervals: dict[str, tuple[float, float]] = {}
-            if bootstrap and finished:
-                cases, per_case = _case_matrix(case_values or {}, finished)
-                if len(cases) not in draws:
-                    draws[len(cases)] = resample_indices(len(cases), int(bootstrap["resamples"]), int(bootstrap["seed"]))
-                for metric, factor in _METRICS:
-                    ci = interval_from_draws(per_case[metric] * factor, draws[len(cases)], float(bootstrap["confidence"]))
-                    intervals[metric] = (ci.low, ci.high)
-            factors = dict(_METRICS)
-            for column in columns:
-                if column == "difference":
-                    cells.append(difference_cell(comparisons.get((method, ratio))))
-                elif column == "cost":
-                    cells.append(cost_cell([(run_info.get(key) or {}).get("cost") for key in finished]))
-                else:
-                    values = [run[column] * factors[column] for run in runs]
-                    cells.append(format_cell(values, references=reference.get(column, ()),
-                                             mark="; ".join(row_marks), interval=intervals.get(column),
-                                             confidence=float(bootstrap["confidence"]) if bootstrap else 0.95))
-            body.append("| " + " | ".join(cells) + " |")
+                runs, finished, row_marks = _row_runs(table, method, ratio, seeds, results, run_info, dataset_info)
+            table.marks += [m for m in row_marks if m not in table.marks]
+            intervals = _intervals(bootstrap, finished, case_values or {}, draws) if bootstrap and finished else {}
+            table.rows.append(TableRow(row.get("label") or method, ratio, method in supervised, runs, row_marks,
+                                       _reference_values(spec, method, ratio), intervals,
+                                       table.comparisons.get((method, ratio)),
+                                       [(run_info.get(key) or {}).get("cost") for key in finished]))
+    return table
 
+
+def _row_runs(table: TableRuns, method: str, ratio: int, seeds: list[int], results: Mapping, run_info: Mapping,
+              dataset_info: Mapping) -> tuple[list[dict[str, float]], list[tuple[str, int, int]], list[str]]:
+    """The summaries and keys of a row's finished seeds, and the marks of those that are no result
+    (a smoke run's iterations go into ``table``)."""
+    runs, finished, row_marks = [], [], []
+    for seed in seeds:
+        key = (method, ratio, seed)
+        if key not in results:
+            raise KeyError(
+                f"results has no entry for {key!r}; pass None for a run that was "
+                "not made"
+            )
+        if results[key] is not None:
+            runs.append(_summary_values(results[key], key))
+            finished.append(key)
+            info = run_info.get(key) or {}
+            if info.get("schedule") == "smoke" and info.get("iterations") is not None:
+                table.smoke_iterations.add(int(info["iterations"]))
+            mark = smoke_mark(info, dataset_info)
+            if mark and mark not in row_marks:
+                row_marks.append(mark)
+    return runs, finished, row_marks
+
+
+def _intervals(bootstrap: Mapping, finished: list[tuple[str, int, int]], case_values: Mapping,
+               draws: dict[int, np.ndarray]) -> dict[str, tuple[float, float]]:
+    """metric -> the bootstrap interval of a cell over its test cases, in the table's units."""
+    intervals: dict[str, tuple[float, float]] = {}
+    cases, per_case = _case_matrix(case_values, finished)
+    if len(cases) not in draws:
+        draws[len(cases)] = resample_indices(len(cases), int(bootstrap["resamples"]), int(bootstrap["seed"]))
+    for metric, factor in _METRICS:
+        ci = interval_from_draws(per_case[metric] * factor, draws[len(cases)], float(bootstrap["confidence"]))
+        intervals[metric] = (ci.low, ci.high)
+    return intervals
+
+
+def render_table(spec: Mapping, table: TableRuns, *, dataset_info: Mapping, footer: Mapping) -> str:
+    """The markdown of a computed table (see :func:`build_table`)."""
+    bootstrap = spec.get("bootstrap")
+    columns = list(spec.get("columns") or [metric for metric, _ in _METRICS])
+    header = "| " + " | ".join([*COLUMNS[:3], *(COLUMN_TITLES[c] for c in columns)]) + " |"
+    rule = "| " + " | ".join([":---", ":---", ":---", *["---:"] * len(columns)]) + " |"
+    factors = dict(_METRICS)
+    body = []
+    partial_rows = False
+    for row in table.rows:
+        footnotes = ", ".join(footnote_mark(k) for k in sorted(table.marks.index(m) for m in row.marks))
+        name = escape(row.label)
+        if row.runs and len(row.runs) < table.n_seeds:
+            partial_rows = True
+            name += f" ({len(row.runs)}/{table.n_seeds} seeds)"
+        labeled_cell, unlabeled_cell = _patient_cells(
+            row.ratio, dataset_info, supervised=row.supervised
+        )
+        cells = [name, labeled_cell, unlabeled_cell]
+        for column in columns:
+            if column == "difference":
+                cells.append(difference_cell(row.difference))
+            elif column == "cost":
+                cells.append(cost_cell(row.costs))
+            else:
+                values = [run[column] * factors[column] for run in row.runs]
+                cells.append(format_cell(values, references=row.references.get(column, ()), mark=footnotes,
+                                         interval=row.intervals.get(column),
+                                         confidence=float(bootstrap["confidence"]) if bootstrap else 0.95))
+        body.append("| " + " | ".join(cells) + " |")
+
+    marks = table.marks
     title = escape(spec["title"])
     smoke_note = ""
     if marks:
-        title += " — " + marks[0] if len(marks) == 1 else " — not a result: " + "; ".join(marks)
-        smoke_note = ("Not a result: " + "; ".join(marks) + ". A pipeline check under a short schedule "
+        named = "; ".join(f"{footnote_mark(k)} {m}" for k, m in enumerate(marks))
+        title += " — " + marks[0] if len(marks) == 1 else " — not a result: " + named
+        smoke_note = ("Not a result: " + named + ". A pipeline check under a short schedule "
                       "or on part of the test set; build the table under its own schedule for numbers.")
-    elif smoke_iterations:
-        its = "/".join(str(n) for n in sorted(smoke_iterations))
+    elif table.smoke_iterations:
+        its = "/".join(str(n) for n in sorted(table.smoke_iterations))
         title += f" (smoke schedule, {its} iterations)"
     intro = (
         f"Dataset `{escape(spec['dataset'])}`: {dataset_info['train_patients']} training "
@@ -394,9 +491,9 @@ def build_table(
     notes = footer_lines(spec, dataset_info=dataset_info, footer=footer, partial_rows=partial_rows,
                           smoke_note=smoke_note)
     if "difference" in columns:
-        notes.insert(1, difference_footer(spec, comparisons))
+        notes.insert(1, difference_footer(spec, table.comparisons))
     if "cost" in columns:
-        notes.insert(1, cost_footer([(run_info.get(key) or {}).get("cost") for key in run_info]))
+        notes.insert(1, cost_footer([cost for row in table.rows for cost in row.costs]))
     parts = [f"# {title}", "", intro, "", header, rule, *body, "", *[f"- {line}" for line in notes]]
     return "\n".join(parts) + "\n"
 

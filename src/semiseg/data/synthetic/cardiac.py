@@ -19,6 +19,7 @@ fades the target look-alikes out, ``heart_scale`` enlarges the heart in the imag
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -53,24 +54,30 @@ def _smooth_walk(rng: np.random.Generator, n: int, step: float) -> np.ndarray:
     return walk - walk[n // 2]
 
 
-def _cardiac_case(
-    anatomy: dict[str, float], contraction: dict[str, float], n_slices: int,
-    size: tuple[int, int], rng: np.random.Generator, *, noise: float = 1.0, myo_contrast: float = 0.0,
-    distractors: float = 1.0,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Render one short-axis volume (base at z=0, apex at the last slice) and its label map.
+@dataclass(frozen=True)
+class _Heart:
+    """One case's heart, per slice (``(Z, 1, 1)`` parameters, ``(Z, Y, X)`` fields): centre,
+    rotation and LV semi-axes, the LV's ellipse-frame coordinates ``u``, ``v``, the signed
+    distances to the LV cavity, the epicardium and the RV, and how far the heart reaches from its
+    centre (pixels)."""
 
-    ``noise`` scales the texture and Rician noise amplitudes; ``myo_contrast`` is added to the
-    myocardium's intensity (tissue is drawn from 0.25..0.40); ``distractors`` weighs the bright
-    background blobs and the epicardial fat (0: drawn but not painted). None changes what is drawn.
-    """
-    ny, nx = size
-    scale = float(min(size))
-    zz = np.arange(n_slices, dtype=np.float64)[:, None, None]
-    depth = zz / max(n_slices - 1, 1)  # 0 at the base, 1 at the apex
-    yy = np.arange(ny, dtype=np.float64)[None, :, None]
-    xx = np.arange(nx, dtype=np.float64)[None, None, :]
+    cx: np.ndarray
+    cy: np.ndarray
+    theta: np.ndarray
+    lv_a: np.ndarray
+    lv_b: np.ndarray
+    u: np.ndarray
+    v: np.ndarray
+    s_lv: np.ndarray
+    s_epi: np.ndarray
+    s_rv: np.ndarray
+    reach: float
 
+
+def _heart(anatomy: dict[str, float], contraction: dict[str, float], depth: np.ndarray, xx: np.ndarray,
+           yy: np.ndarray, scale: float, rng: np.random.Generator) -> _Heart:
+    """The heart of one frame at ``depth`` (0 at the base, 1 at the apex, ``(Z, 1, 1)``)."""
+    n_slices = depth.shape[0]
     # Heart geometry per slice: the LV narrows toward the apex, the RV ends before it.
     cx = anatomy["cx"] + _smooth_walk(rng, n_slices, 0.006 * scale)[:, None, None]
     cy = anatomy["cy"] + _smooth_walk(rng, n_slices, 0.006 * scale)[:, None, None]
@@ -95,20 +102,17 @@ def _cardiac_case(
     )
     s_rv = np.minimum(s_rv_ellipse, -s_epi)
     s_rv[np.broadcast_to(rv_short < 1.0, s_rv.shape)] = -np.inf  # RV gone toward the apex
+    return _Heart(cx, cy, theta, lv_a, lv_b, u, v, s_lv, s_epi, s_rv, float(np.max(offset + rv_long)))
 
-    label = np.zeros((n_slices, ny, nx), dtype=np.uint8)
-    label[s_epi > 0] = 2
-    label[s_lv > 0] = 3
-    label[s_rv > 0] = 1
 
-    # Intensities of this case (cine SSFP: bright blood, grey tissue, dark lungs, bright fat).
-    tissue = rng.uniform(0.25, 0.40)
-    myo = tissue + rng.uniform(-0.06, 0.08) + myo_contrast
-    lv_blood = rng.uniform(0.70, 0.95)
-    rv_blood = lv_blood * rng.uniform(0.82, 1.0)
-    edge = 0.6  # partial-volume width of every boundary, in pixels
-
-    image = np.full((n_slices, ny, nx), 0.02)
+def _body_and_lookalikes(shape: tuple[int, int, int], xx: np.ndarray, yy: np.ndarray, rng: np.random.Generator,
+                         anatomy: dict[str, float], heart_reach: float, *, tissue: float, myo: float,
+                         distractors: float, edge: float) -> np.ndarray:
+    """The image around the heart: the body's tissue, two dark lungs and 2-4 bright blobs placed
+    clear of the heart, about half of them an LV look-alike with a tissue-grey rim."""
+    n_slices, ny, nx = shape
+    scale = float(min(ny, nx))
+    image = np.full(shape, 0.02)
     body_a, body_b = rng.uniform(0.46, 0.56, 2) * scale
     s_body, _, _ = _ellipse_field(
         xx, yy, np.array(nx / 2 + rng.uniform(-0.04, 0.04) * scale),
@@ -117,7 +121,6 @@ def _cardiac_case(
     )
     paint(image, sigmoid(s_body / 1.5), tissue)
 
-    heart_reach = float(np.max(offset + rv_long))
     for kind in ["lung"] * 2 + ["blob"] * int(rng.integers(2, 5)):
         low, high = (0.10, 0.18) if kind == "lung" else (0.03, 0.07)
         radius = rng.uniform(low, high) * scale
@@ -144,31 +147,80 @@ def _cardiac_case(
             )
             paint(image, distractors * sigmoid(s_rim / edge), myo + rng.uniform(-0.03, 0.03))
         paint(image, distractors * sigmoid(s_blob / edge), rng.uniform(0.6, 0.95))
+    return image
 
+
+def _paint_heart(image: np.ndarray, heart: _Heart, xx: np.ndarray, yy: np.ndarray, rng: np.random.Generator, *,
+                 scale: float, myo: float, lv_blood: float, rv_blood: float, distractors: float,
+                 edge: float) -> None:
+    """Paint the heart over ``image``: epicardial fat, myocardium, LV blood with its papillary
+    muscles, RV blood."""
     # Epicardial fat: a bright band over part of the heart's outline (labelled background).
     fat_width = rng.uniform(1.0, 2.5) * scale / 96
     start, span = rng.uniform(0, 2 * np.pi), rng.uniform(0.8, 2.2)
-    in_sector = np.mod(np.arctan2(v, u) - start, 2 * np.pi) < span
-    paint(image, distractors * sigmoid(np.minimum(s_epi + fat_width, -s_epi) / edge) * in_sector,
-           rng.uniform(0.6, 0.85))
+    in_sector = np.mod(np.arctan2(heart.v, heart.u) - start, 2 * np.pi) < span
+    paint(image, distractors * sigmoid(np.minimum(heart.s_epi + fat_width, -heart.s_epi) / edge) * in_sector,
+          rng.uniform(0.6, 0.85))
 
-    paint(image, sigmoid(s_epi / edge), myo)
-    paint(image, sigmoid(s_lv / edge), lv_blood)
+    paint(image, sigmoid(heart.s_epi / edge), myo)
+    paint(image, sigmoid(heart.s_lv / edge), lv_blood)
     # Papillary muscles: dark spots inside the cavity that still belong to the LV label.
     for _ in range(int(rng.integers(1, 3))):
         angle = rng.uniform(0, 2 * np.pi)
-        px = cx + 0.55 * lv_a * np.cos(angle + theta)
-        py = cy + 0.55 * lv_b * np.sin(angle + theta)
-        pr = 0.22 * lv_b
-        s_pap, _, _ = _ellipse_field(xx, yy, px, py, theta, pr, pr)
-        paint(image, sigmoid(np.minimum(s_pap, s_lv) / edge), myo + rng.uniform(0.0, 0.15))
-    paint(image, sigmoid(s_rv / edge), rv_blood)
+        px = heart.cx + 0.55 * heart.lv_a * np.cos(angle + heart.theta)
+        py = heart.cy + 0.55 * heart.lv_b * np.sin(angle + heart.theta)
+        pr = 0.22 * heart.lv_b
+        s_pap, _, _ = _ellipse_field(xx, yy, px, py, heart.theta, pr, pr)
+        paint(image, sigmoid(np.minimum(s_pap, heart.s_lv) / edge), myo + rng.uniform(0.0, 0.15))
+    paint(image, sigmoid(heart.s_rv / edge), rv_blood)
 
-    image += noise * rng.uniform(0.02, 0.05) * texture(rng, image.shape, (0, 2.0, 2.0))
+
+def _acquire(image: np.ndarray, rng: np.random.Generator, noise: float) -> np.ndarray:
+    """What the scanner adds: tissue texture, partial-volume blur, a bias field, Rician noise;
+    min-max scaled to [0, 1]."""
+    image = image + noise * rng.uniform(0.02, 0.05) * texture(rng, image.shape, (0, 2.0, 2.0))
     image = ndimage.gaussian_filter(image, (0, rng.uniform(0.5, 0.9), rng.uniform(0.5, 0.9)))
     image = image * bias_field(rng, image.shape)
     image = rician(rng, np.clip(image, 0.0, None), noise * rng.uniform(0.025, 0.06))
-    return minmax(image), label
+    return minmax(image)
+
+
+def _cardiac_case(
+    anatomy: dict[str, float], contraction: dict[str, float], n_slices: int,
+    size: tuple[int, int], rng: np.random.Generator, *, noise: float = 1.0, myo_contrast: float = 0.0,
+    distractors: float = 1.0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Render one short-axis volume (base at z=0, apex at the last slice) and its label map.
+
+    ``noise`` scales the texture and Rician noise amplitudes; ``myo_contrast`` is added to the
+    myocardium's intensity (tissue is drawn from 0.25..0.40); ``distractors`` weighs the bright
+    background blobs and the epicardial fat (0: drawn but not painted). None changes what is drawn.
+    """
+    ny, nx = size
+    scale = float(min(size))
+    zz = np.arange(n_slices, dtype=np.float64)[:, None, None]
+    depth = zz / max(n_slices - 1, 1)  # 0 at the base, 1 at the apex
+    yy = np.arange(ny, dtype=np.float64)[None, :, None]
+    xx = np.arange(nx, dtype=np.float64)[None, None, :]
+    heart = _heart(anatomy, contraction, depth, xx, yy, scale, rng)
+
+    label = np.zeros((n_slices, ny, nx), dtype=np.uint8)
+    label[heart.s_epi > 0] = 2
+    label[heart.s_lv > 0] = 3
+    label[heart.s_rv > 0] = 1
+
+    # Intensities of this case (cine SSFP: bright blood, grey tissue, dark lungs, bright fat).
+    tissue = rng.uniform(0.25, 0.40)
+    myo = tissue + rng.uniform(-0.06, 0.08) + myo_contrast
+    lv_blood = rng.uniform(0.70, 0.95)
+    rv_blood = lv_blood * rng.uniform(0.82, 1.0)
+    edge = 0.6  # partial-volume width of every boundary, in pixels
+
+    image = _body_and_lookalikes((n_slices, ny, nx), xx, yy, rng, anatomy, heart.reach, tissue=tissue, myo=myo,
+                                 distractors=distractors, edge=edge)
+    _paint_heart(image, heart, xx, yy, rng, scale=scale, myo=myo, lv_blood=lv_blood, rv_blood=rv_blood,
+                 distractors=distractors, edge=edge)
+    return _acquire(image, rng, noise), label
 
 
 def _cardiac_anatomy(rng: np.random.Generator, size: tuple[int, int], heart_scale: float = 1.0) -> dict[str, float]:
@@ -192,6 +244,68 @@ def _cardiac_anatomy(rng: np.random.Generator, size: tuple[int, int], heart_scal
     anatomy["cx"] = rng.uniform(min(reach, nx / 2), max(nx - reach, nx / 2))
     anatomy["cy"] = rng.uniform(min(reach, ny / 2), max(ny - reach, ny / 2))
     return anatomy
+
+
+def _check_knobs(*, noise, myo_contrast, heart_scale, distractors) -> None:
+    """The difficulty knobs of :func:`write_synthetic2d` are numbers in their ranges."""
+    for name, value, low, high in (("noise", noise, 0.0, 10.0), ("myo_contrast", myo_contrast, -0.2, 0.5),
+                                   ("heart_scale", heart_scale, 0.5, 2.0), ("distractors", distractors, 0.0, 1.0)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+            raise ValueError(f"{name} must be a number in {low:g}..{high:g}, got {value!r}")
+
+
+def _check_shape(patients: int, slices: tuple[int, int], size: tuple[int, int]) -> tuple[int, int, tuple[int, int]]:
+    """The slice range and the slice size of :func:`write_synthetic2d`, as ints, once checked."""
+    if patients > 999:
+        raise ValueError("at most 999 patients (ids are patientNNN)")
+    low, high = (int(s) for s in slices)
+    if not 2 <= low <= high:
+        raise ValueError(f"slices must be (low, high) with 2 <= low <= high, got {slices!r}")
+    size = (int(size[0]), int(size[1]))
+    if min(size) < 32:
+        raise ValueError(f"size must be at least 32 x 32 pixels, got {size!r}")
+    return low, high, size
+
+
+def _cases_by_role(rng: np.random.Generator, n_train: int, n_val: int, n_test: int) -> dict[str, list[str]]:
+    """The patients numbered 1.. drawn into train/val/test at random; both frames of each as cases."""
+    numbers = rng.permutation(np.arange(1, n_train + n_val + n_test + 1))
+    roles = {
+        "train": numbers[:n_train],
+        "val": numbers[n_train:n_train + n_val],
+        "test": numbers[n_train + n_val:],
+    }
+    return {role: [f"patient{n:03d}_frame{f:02d}" for n in nums for f in (1, 2)]
+            for role, nums in roles.items()}
+
+
+def _write_lists(root: Path, cases: dict[str, list[str]], n_slices_of: dict[str, int],
+                 rng: np.random.Generator) -> None:
+    """The layout's lists: cases per role, the training slices (shuffled within a case, as in the
+    public file) and every slice sorted as strings."""
+    for role in ("train", "val", "test"):
+        write_list(root / f"{role}.list", cases[role])
+    train_slices = []
+    for case in cases["train"]:
+        order = rng.permutation(n_slices_of[case]) + 1
+        train_slices += [f"{case}_slice_{i}" for i in order]
+    write_list(root / "train_slices.list", train_slices)
+    write_list(root / "all_slices.list", sorted(
+        f"{case}_slice_{i}" for case, n in n_slices_of.items() for i in range(1, n + 1)
+    ))
+
+
+def _patient_frames(number: int, anatomy: dict[str, float], n_slices: int, size: tuple[int, int],
+                    rng: np.random.Generator, knobs: dict[str, float]):
+    """``(case, image, label)`` of a patient's two frames: end-diastole-like, then end-systole-like
+    (smaller cavities, thicker wall)."""
+    frames = {
+        1: {"lv": 1.0, "wall": 1.0, "rv": 1.0},
+        2: {"lv": rng.uniform(0.70, 0.82), "wall": rng.uniform(1.2, 1.4), "rv": rng.uniform(0.75, 0.90)},
+    }
+    for frame, contraction in frames.items():
+        yield (f"patient{number:03d}_frame{frame:02d}",
+               *_cardiac_case(anatomy, contraction, n_slices, size, rng, **knobs))
 
 
 def write_synthetic2d(
@@ -247,33 +361,13 @@ def write_synthetic2d(
     check_count("n_train", n_train, 1)
     check_count("n_val", n_val, 0)
     check_count("n_test", n_test, 1)
-    if isinstance(noise, bool) or not isinstance(noise, (int, float)) or not 0.0 <= noise <= 10.0:
-        raise ValueError(f"noise must be a number in 0..10, got {noise!r}")
-    if isinstance(myo_contrast, bool) or not isinstance(myo_contrast, (int, float)) or not -0.2 <= myo_contrast <= 0.5:
-        raise ValueError(f"myo_contrast must be a number in -0.2..0.5, got {myo_contrast!r}")
-    if isinstance(heart_scale, bool) or not isinstance(heart_scale, (int, float)) or not 0.5 <= heart_scale <= 2.0:
-        raise ValueError(f"heart_scale must be a number in 0.5..2, got {heart_scale!r}")
-    if isinstance(distractors, bool) or not isinstance(distractors, (int, float)) or not 0.0 <= distractors <= 1.0:
-        raise ValueError(f"distractors must be a number in 0..1, got {distractors!r}")
-    if n_train + n_val + n_test > 999:
-        raise ValueError("at most 999 patients (ids are patientNNN)")
-    low, high = (int(s) for s in slices)
-    if not 2 <= low <= high:
-        raise ValueError(f"slices must be (low, high) with 2 <= low <= high, got {slices!r}")
-    size = (int(size[0]), int(size[1]))
-    if min(size) < 32:
-        raise ValueError(f"size must be at least 32 x 32 pixels, got {size!r}")
+    _check_knobs(noise=noise, myo_contrast=myo_contrast, heart_scale=heart_scale, distractors=distractors)
+    low, high, size = _check_shape(n_train + n_val + n_test, slices, size)
+    knobs = {"noise": float(noise), "myo_contrast": float(myo_contrast), "distractors": float(distractors)}
 
     rng = np.random.default_rng(seed)
     total = n_train + n_val + n_test
-    numbers = rng.permutation(np.arange(1, total + 1))
-    roles = {
-        "train": numbers[:n_train],
-        "val": numbers[n_train:n_train + n_val],
-        "test": numbers[n_train + n_val:],
-    }
-    cases = {role: [f"patient{n:03d}_frame{f:02d}" for n in nums for f in (1, 2)]
-             for role, nums in roles.items()}
+    cases = _cases_by_role(rng, n_train, n_val, n_test)
     train_cases = set(cases["train"])
 
     out_dir = Path(out_dir)
@@ -285,30 +379,12 @@ def write_synthetic2d(
             patient_rng = np.random.default_rng((seed, number))
             anatomy = _cardiac_anatomy(patient_rng, size, float(heart_scale))
             n_slices = int(patient_rng.integers(low, high + 1))
-            frames = {
-                1: {"lv": 1.0, "wall": 1.0, "rv": 1.0},
-                2: {"lv": patient_rng.uniform(0.70, 0.82), "wall": patient_rng.uniform(1.2, 1.4),
-                    "rv": patient_rng.uniform(0.75, 0.90)},
-            }
-            for frame, contraction in frames.items():
-                case = f"patient{number:03d}_frame{frame:02d}"
-                image, label = _cardiac_case(anatomy, contraction, n_slices, size, patient_rng,
-                                             noise=float(noise), myo_contrast=float(myo_contrast),
-                                             distractors=float(distractors))
+            for case, image, label in _patient_frames(number, anatomy, n_slices, size, patient_rng, knobs):
                 write_h5(root / "data" / f"{case}.h5", image, label)
                 n_slices_of[case] = n_slices
                 if case in train_cases:
                     for z in range(n_slices):
                         write_h5(slice_dir / f"{case}_slice_{z + 1}.h5", image[z], label[z])
 
-        for role in ("train", "val", "test"):
-            write_list(root / f"{role}.list", cases[role])
-        train_slices = []
-        for case in cases["train"]:
-            order = rng.permutation(n_slices_of[case]) + 1
-            train_slices += [f"{case}_slice_{i}" for i in order]
-        write_list(root / "train_slices.list", train_slices)
-        write_list(root / "all_slices.list", sorted(
-            f"{case}_slice_{i}" for case, n in n_slices_of.items() for i in range(1, n + 1)
-        ))
+        _write_lists(root, cases, n_slices_of, rng)
     return out_dir

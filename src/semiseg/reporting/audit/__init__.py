@@ -39,9 +39,8 @@ Exit status of the command line: 0 when every link and the cell are ``ok`` (stal
 2 for a usage error (unknown table, row or ratio). See ``docs/provenance.md``.
 """
 
-from semiseg.fingerprint import table_fingerprint
 from semiseg.reporting.audit.chain import audit
 from semiseg.reporting.audit.links import MISMATCH, MISSING, OK
 from semiseg.reporting.audit.text import format_audit, run_cli
 
-__all__ = ["audit", "format_audit", "table_fingerprint", "run_cli", "OK", "MISMATCH", "MISSING"]
+__all__ = ["audit", "format_audit", "run_cli", "OK", "MISMATCH", "MISSING"]

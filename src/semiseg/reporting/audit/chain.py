@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import re
+from functools import cached_property
 from pathlib import Path
 
-from semiseg.fingerprint import table_fingerprint
+from semiseg import paths
 from semiseg.reporting.audit.links import MISMATCH, MISSING, OK, Auditor, abs_path, show
 
 __all__ = ["audit"]
@@ -97,91 +98,120 @@ def audit(table_path, *, row: str, ratio: int, metric: str | None = None, root=N
     train spec, staleness), ``stale`` and ``status`` (``ok``, ``MISMATCH`` or ``missing``).
     Raises ValueError for an unknown row, ratio or metric, FileNotFoundError for a missing table.
     """
-    from semiseg.config import ConfigError, base_dataset, dataset_source, find_root, run_spec
-    from semiseg.metrics.csv_io import METRIC_NAMES, read_metrics_csv
-    from semiseg.metrics.summary import summarise
-    from semiseg.reporting.build import parse_run_path
-    from semiseg.reporting.tables import _METRICS  # (summary key, display factor), column order
-    from semiseg.reporting.tables import COLUMNS, format_cell
+    from semiseg.metrics.csv_io import METRIC_NAMES
 
     table_path = Path(table_path).resolve()
     if not table_path.is_file():
         raise FileNotFoundError(f"{table_path}: no such table")
     if metric is not None and metric not in METRIC_NAMES:
         raise ValueError(f"unknown metric {metric!r}; allowed: {', '.join(METRIC_NAMES)}")
-    ratio = int(ratio)
+    trace = _Trace(table_path, row, int(ratio), _workflow_root(table_path, root))
+    t_link = trace.table_link()
+    runs = [trace.run(seed) for seed in trace.seeds]
+    data = trace.split_links() + trace.store_links() + trace.source_links()
+    cell = _cell(trace.spec_row.get("label") or trace.method, trace.md_rows, runs, trace.ratio, metric)
+    return trace.verdict(t_link, runs, data, cell, metric)
+
+
+def _workflow_root(table_path: Path, root) -> Path:
+    """``root``, else the workflow around the table, else around the cwd."""
+    from semiseg.config import ConfigError, find_root
+
     if root is None:
         try:
             root = find_root(table_path.parent)
         except ConfigError:
             root = find_root()
-    root = Path(root).resolve()
-    a = Auditor(root)
-    name = table_path.stem
+    return Path(root).resolve()
 
-    # the table and its record -----------------------------------------------------
-    t_rec_path, t_rec = a.record("table", table_path)
-    spec = (t_rec or {}).get("spec") or {}
-    table_spec = spec.get("table")
-    if table_spec is None:
-        if a.cfg is None or name not in a.cfg["tables"]:
-            raise ValueError(f"{table_path}: no table record ({show(root, t_rec_path)}) and no table {name!r} "
-                             "in the config; cannot tell which runs made it")
-        table_spec = a.cfg["tables"][name]
-    spec_row = _find_row(table_spec, row, ratio)
-    method, dataset, seeds = spec_row["method"], table_spec["dataset"], [int(s) for s in table_spec["seeds"]]
 
-    # the dataset whose store and splits the runs read: a stride variant's are its base dataset's
-    data_name = base_dataset(a.cfg, dataset) if a.cfg is not None and dataset in a.cfg["datasets"] else dataset
+def _read_by(readers: dict, path: Path, *consumers) -> None:
+    have = readers.setdefault(path, [])
+    have += [c for c in consumers if c not in have]
 
-    metrics_paths: dict[int, Path] = {}
-    for m in (t_rec or {}).get("args", {}).get("metrics", []):
-        d, meth, r, s = parse_run_path(m)
-        if (d, meth, r) == (dataset, method, ratio):
-            metrics_paths[s] = abs_path(root, m)
-    results = Path(a.cfg["settings"]["results"]) if a.cfg else Path("results")
-    for s in seeds:
-        metrics_paths.setdefault(s, abs_path(root, results / "runs" / dataset / method / str(ratio) / f"seed{s}" / "metrics.csv"))
 
-    steps: dict[str, dict] = {}
+class _Trace:
+    """The chain of one cell as :func:`audit` follows it: the table and its record, each seed's
+    run, the data files the seeds share, and every step (record) met on the way, once each."""
 
-    def add_step(stage, rec_path, rec, **kw) -> str:
-        key = show(root, rec_path)
-        if key not in steps:
-            steps[key] = a.step(stage, rec_path, rec, **kw)
+    def __init__(self, table_path: Path, row: str, ratio: int, root: Path):
+        from semiseg.config import base_dataset
+        from semiseg.reporting.build import parse_run_path
+
+        self.table_path, self.ratio, self.root = table_path, ratio, root
+        self.a = a = Auditor(root)
+        self.name = name = table_path.stem
+        self.t_rec_path, self.t_rec = a.record("table", table_path)
+        self.spec = (self.t_rec or {}).get("spec") or {}
+        table_spec = self.spec.get("table")
+        if table_spec is None:
+            if a.cfg is None or name not in a.cfg["tables"]:
+                raise ValueError(f"{table_path}: no table record ({show(root, self.t_rec_path)}) and no table "
+                                 f"{name!r} in the config; cannot tell which runs made it")
+            table_spec = a.cfg["tables"][name]
+        self.table_spec = table_spec
+        self.spec_row = _find_row(table_spec, row, ratio)
+        self.method, self.dataset = self.spec_row["method"], table_spec["dataset"]
+        self.seeds = [int(s) for s in table_spec["seeds"]]
+        dataset, method = self.dataset, self.method
+        # the dataset whose store and splits the runs read: a stride variant's are its base dataset's
+        self.data_name = base_dataset(a.cfg, dataset) if a.cfg is not None and dataset in a.cfg["datasets"] else dataset
+
+        self.metrics_paths: dict[int, Path] = {}
+        for m in (self.t_rec or {}).get("args", {}).get("metrics", []):
+            d, meth, r, s = parse_run_path(m)
+            if (d, meth, r) == (dataset, method, ratio):
+                self.metrics_paths[s] = abs_path(root, m)
+        self.results = Path(a.cfg["settings"]["results"]) if a.cfg else Path("results")
+        for s in self.seeds:
+            self.metrics_paths.setdefault(s, abs_path(root, self.results / paths.run_file(dataset, method, ratio, s,
+                                                                                          "metrics.csv")))
+        self.steps: dict[str, dict] = {}
+        self.table_producer = ("table", self.t_rec_path, self.t_rec)
+        # Readers of the shared data files, gathered over the seeds: {path: [(stage, record path, record)]}.
+        self.split_readers: dict[Path, list] = {}
+        self.store_readers: dict[Path, list] = {}
+        self.descriptor_readers: dict[Path, list] = {}
+        self.raw_readers: dict[Path, list] = {}
+
+    def add_step(self, stage, rec_path, rec, **kw) -> str:
+        key = show(self.root, rec_path)
+        if key not in self.steps:
+            self.steps[key] = self.a.step(stage, rec_path, rec, **kw)
         return key
 
-    t_link = a.link("table", table_path, ("table", t_rec_path, t_rec), [])
-    t_cfg = None
-    if t_rec is not None:
-        t_cfg = a.config_now(lambda cfg: cfg["tables"][name])
-        t_cfg = None if t_cfg is None else (table_spec, t_cfg)
-    t_link["made_by"] = add_step("table", t_rec_path, t_rec, config_now=t_cfg)
-    text = table_path.read_text(encoding="utf-8")
-    md_rows, footnote = _parse_table(text)
-    fp_now = a.config_now(lambda cfg: table_fingerprint(cfg, name))
-    t_link["fingerprint"] = {"footnote": footnote, "recorded": spec.get("fingerprint"),
-                             "now": fp_now if isinstance(fp_now, str) else None}
-    if footnote is not None and spec.get("fingerprint") not in (None, footnote):
-        t_link["status"] = MISMATCH
-        t_link["problems"].append(f"footnote fingerprint {footnote} is not the record's {spec.get('fingerprint')}")
-    if isinstance(fp_now, str) and footnote is not None and fp_now != footnote:
-        steps[t_link["made_by"]]["stale"].append(
-            {"reason": "stale: code or config changed",
-             "detail": f"table fingerprint {footnote} in the footnote, {fp_now} now (a run's spec or code, or the table code)"})
+    # the table and its record -----------------------------------------------------
+    def table_link(self) -> dict:
+        from semiseg.config import table_fingerprint
+
+        a, name, spec = self.a, self.name, self.spec
+        t_link = a.link("table", self.table_path, self.table_producer, [])
+        t_cfg = None
+        if self.t_rec is not None:
+            t_cfg = a.config_now(lambda cfg: cfg["tables"][name])
+            t_cfg = None if t_cfg is None else (self.table_spec, t_cfg)
+        t_link["made_by"] = self.add_step("table", self.t_rec_path, self.t_rec, config_now=t_cfg)
+        text = self.table_path.read_text(encoding="utf-8")
+        self.md_rows, footnote = _parse_table(text)
+        fp_now = a.config_now(lambda cfg: table_fingerprint(cfg, name))
+        t_link["fingerprint"] = {"footnote": footnote, "recorded": spec.get("fingerprint"),
+                                 "now": fp_now if isinstance(fp_now, str) else None}
+        if footnote is not None and spec.get("fingerprint") not in (None, footnote):
+            t_link["status"] = MISMATCH
+            t_link["problems"].append(f"footnote fingerprint {footnote} is not the record's {spec.get('fingerprint')}")
+        if isinstance(fp_now, str) and footnote is not None and fp_now != footnote:
+            self.steps[t_link["made_by"]]["stale"].append(
+                {"reason": "stale: code or config changed",
+                 "detail": f"table fingerprint {footnote} in the footnote, {fp_now} now (a run's spec or code, or the "
+                           "table code)"})
+        return t_link
 
     # per seed: metrics ← predictions ← model + config -----------------------------------
-    # Readers of the shared data files, gathered over the seeds: {path: [(stage, record path, record)]}.
-    split_readers: dict[Path, list] = {}
-    store_readers: dict[Path, list] = {}
+    def run(self, seed: int) -> dict:
+        from semiseg.config import run_spec
 
-    def read_by(readers: dict, path: Path, *consumers) -> None:
-        have = readers.setdefault(path, [])
-        have += [c for c in consumers if c not in have]
-
-    runs = []
-    for seed in seeds:
-        metrics = metrics_paths[seed]
+        a, dataset, method, ratio = self.a, self.dataset, self.method, self.ratio
+        metrics = self.metrics_paths[seed]
         run_dir = metrics.parent
         e_path, e_rec = a.record("evaluate", metrics)
         pred = a.arg_path(e_rec, "predictions", run_dir / "predictions")
@@ -189,88 +219,136 @@ def audit(table_path, *, row: str, ratio: int, metric: str | None = None, root=N
         train_dir = a.arg_path(i_rec, "run_dir", run_dir)
         tr_path, tr_rec = a.record("train", train_dir)
         algorithm = ((tr_rec or {}).get("spec") or {}).get("method", {}).get("algorithm")
-        spec_now = a.config_now(lambda cfg, seed=seed: run_spec(cfg, dataset, method, ratio, seed))
+        spec_now = a.config_now(lambda cfg: run_spec(cfg, dataset, method, ratio, seed))
         tr_cfg = None if spec_now is None or tr_rec is None else (tr_rec.get("spec"), spec_now)
         evaluate, infer, train = ("evaluate", e_path, e_rec), ("infer", i_path, i_rec), ("train", tr_path, tr_rec)
 
         links = []
-        lk = a.link("metrics", metrics, evaluate, [("table", t_rec_path, t_rec)])
-        lk["made_by"] = add_step("evaluate", e_path, e_rec)
+        lk = a.link("metrics", metrics, evaluate, [self.table_producer])
+        lk["made_by"] = self.add_step("evaluate", e_path, e_rec)
         links.append(lk)
         lk = a.link("predictions", pred, infer, [evaluate])
-        lk["made_by"] = add_step("infer", i_path, i_rec)
+        lk["made_by"] = self.add_step("infer", i_path, i_rec)
         links.append(lk)
-        train_step = add_step("train", tr_path, tr_rec, config_now=tr_cfg, algorithm=algorithm)
+        train_step = self.add_step("train", tr_path, tr_rec, config_now=tr_cfg, algorithm=algorithm)
         for nm, f in (("model", train_dir / "model.pt"), ("config", train_dir / "config.json")):
             lk = a.link(nm, f, train, [infer])
             lk["made_by"] = train_step
             links.append(lk)
 
-        default_store = root / results / "preprocessed" / data_name / "store.h5"
-        default_split = root / results / "splits" / data_name / f"{ratio}.json"
-        read_by(split_readers, a.arg_path(tr_rec, "split", a.arg_path(i_rec, "split", default_split)), train, infer)
-        read_by(store_readers, a.arg_path(tr_rec, "store", a.arg_path(i_rec, "store", default_store)),
-                train, infer, evaluate)
-
-        value = {}
-        if metrics.is_file():
-            try:
-                value = {k: v for k, v in summarise(read_metrics_csv(metrics)).items() if k in METRIC_NAMES}
-            except ValueError as exc:
-                value = {"error": str(exc)}
-        runs.append({"seed": seed, "run_dir": show(root, run_dir), "summary": value, "links": links})
+        default_store = self.root / self.results / paths.store(self.data_name)
+        default_split = self.root / self.results / paths.split(self.data_name, ratio)
+        _read_by(self.split_readers, a.arg_path(tr_rec, "split", a.arg_path(i_rec, "split", default_split)),
+                 train, infer)
+        _read_by(self.store_readers, a.arg_path(tr_rec, "store", a.arg_path(i_rec, "store", default_store)),
+                 train, infer, evaluate)
+        return {"seed": seed, "run_dir": show(self.root, run_dir), "summary": _summary(metrics), "links": links}
 
     # split ← descriptor + store ← raw: files the seeds share ----------------------------------
-    data = []
-    ds_cfg = a.config_now(lambda cfg: cfg["datasets"][dataset])
+    @cached_property
+    def dataset_cfg(self):
+        """The dataset's catalogue entry now (see :meth:`Auditor.config_now`)."""
+        return self.a.config_now(lambda cfg: cfg["datasets"][self.dataset])
 
-    def dataset_now(fn):
+    def dataset_now(self, fn):
+        ds_cfg = self.dataset_cfg
         return None if ds_cfg is None else (ds_cfg if isinstance(ds_cfg, Exception) else fn(ds_cfg))
 
-    descriptor_readers: dict[Path, list] = {}
-    for split, consumers in split_readers.items():
-        s_path, s_rec = a.record("split", split)
-        now = dataset_now(lambda ds: {"labeled_patients": ds["ratios"].get(str(ratio))})
-        cfg_now = None if now is None or s_rec is None else (
-            {"labeled_patients": (s_rec.get("args") or {}).get("labeled_patients")}, now)
-        lk = a.link("split", split, ("split", s_path, s_rec), consumers)
-        lk["made_by"] = add_step("split", s_path, s_rec, config_now=cfg_now)
-        data.append(lk)
-        desc = a.arg_path(s_rec, "descriptor", split.parents[2] / "preprocessed" / data_name / "dataset.json")
-        read_by(descriptor_readers, desc, ("split", s_path, s_rec), ("table", t_rec_path, t_rec))
-        read_by(store_readers, desc.parent / "store.h5")
-
-    raw_readers: dict[Path, list] = {}
-    for store, consumers in store_readers.items():
-        p_path, p_rec = a.record("preprocess", store)
-        now = dataset_now(lambda ds: {"layout": ds["source"].get("layout"), "labels": ds["labels"], "dims": ds["dims"]})
-        key = add_step("preprocess", p_path, p_rec,
-                       config_now=None if now is None or p_rec is None else (p_rec.get("spec"), now))
-        desc = a.arg_path(p_rec, "descriptor", store.parent / "dataset.json")
-        for nm, f, readers in (("store", store, consumers),
-                               ("descriptor", desc, descriptor_readers.get(desc, [("table", t_rec_path, t_rec)]))):
-            lk = a.link(nm, f, ("preprocess", p_path, p_rec), readers)
-            lk["made_by"] = key
+    def split_links(self) -> list[dict]:
+        a, data_name, ratio = self.a, self.data_name, self.ratio
+        data = []
+        for split, consumers in self.split_readers.items():
+            s_path, s_rec = a.record("split", split)
+            now = self.dataset_now(lambda ds: {"labeled_patients": ds["ratios"].get(str(ratio))})
+            cfg_now = None if now is None or s_rec is None else (
+                {"labeled_patients": (s_rec.get("args") or {}).get("labeled_patients")}, now)
+            lk = a.link("split", split, ("split", s_path, s_rec), consumers)
+            lk["made_by"] = self.add_step("split", s_path, s_rec, config_now=cfg_now)
             data.append(lk)
-        read_by(raw_readers, a.arg_path(p_rec, "raw", store.parents[2] / "raw" / data_name), ("preprocess", p_path, p_rec))
+            desc = a.arg_path(s_rec, "descriptor",
+                              paths.results_root(split, paths.split(data_name, ratio)) / paths.descriptor(data_name))
+            _read_by(self.descriptor_readers, desc, ("split", s_path, s_rec), self.table_producer)
+            _read_by(self.store_readers, desc.parent / paths.STORE_NAME)
+        return data
 
-    for raw, consumers in raw_readers.items():
-        f_path, f_rec = a.record("fetch", raw)
-        now = dataset_now(lambda ds: {"source": dataset_source(a.cfg, dataset)})
-        lk = a.link("source", raw, ("fetch", f_path, f_rec), consumers)
-        lk["made_by"] = add_step("fetch", f_path, f_rec,
-                                 config_now=None if now is None or f_rec is None else (f_rec.get("spec"), now))
-        man = a.manifest(raw) if raw.is_dir() else {"path": show(root, raw / ".fetched.json"), "status": MISSING}
-        lk["manifest"] = man
-        if man["status"] != OK:
-            parts = [f"{len(man[k])} {k}" for k in ("mismatched", "missing", "extra") if man.get(k)]
-            lk["problems"].append(f"manifest {man['path']}: " + (", ".join(parts) or "absent or unreadable"))
-            if man["status"] == MISMATCH or lk["status"] == OK:
-                lk["status"] = man["status"]
-        data.append(lk)
+    def store_links(self) -> list[dict]:
+        a, data_name = self.a, self.data_name
+        data = []
+        for store, consumers in self.store_readers.items():
+            p_path, p_rec = a.record("preprocess", store)
+            now = self.dataset_now(lambda ds: {"layout": ds["source"].get("layout"), "labels": ds["labels"],
+                                               "dims": ds["dims"]})
+            key = self.add_step("preprocess", p_path, p_rec,
+                                config_now=None if now is None or p_rec is None else (p_rec.get("spec"), now))
+            desc = a.arg_path(p_rec, "descriptor", store.parent / paths.DESCRIPTOR_NAME)
+            for nm, f, readers in (("store", store, consumers),
+                                   ("descriptor", desc, self.descriptor_readers.get(desc, [self.table_producer]))):
+                lk = a.link(nm, f, ("preprocess", p_path, p_rec), readers)
+                lk["made_by"] = key
+                data.append(lk)
+            raw = paths.results_root(store, paths.store(data_name)) / paths.raw_dir(data_name)
+            _read_by(self.raw_readers, a.arg_path(p_rec, "raw", raw), ("preprocess", p_path, p_rec))
+        return data
 
-    # the cell -----------------------------------------------------------------------------
-    label = spec_row.get("label") or method
+    def source_links(self) -> list[dict]:
+        from semiseg.config import dataset_source
+
+        a = self.a
+        data = []
+        for raw, consumers in self.raw_readers.items():
+            f_path, f_rec = a.record("fetch", raw)
+            now = self.dataset_now(lambda ds: {"source": dataset_source(a.cfg, self.dataset)})
+            lk = a.link("source", raw, ("fetch", f_path, f_rec), consumers)
+            lk["made_by"] = self.add_step("fetch", f_path, f_rec,
+                                          config_now=None if now is None or f_rec is None else (f_rec.get("spec"), now))
+            man = (a.manifest(raw) if raw.is_dir()
+                   else {"path": show(self.root, raw / ".fetched.json"), "status": MISSING})
+            lk["manifest"] = man
+            if man["status"] != OK:
+                parts = [f"{len(man[k])} {k}" for k in ("mismatched", "missing", "extra") if man.get(k)]
+                lk["problems"].append(f"manifest {man['path']}: " + (", ".join(parts) or "absent or unreadable"))
+                if man["status"] == MISMATCH or lk["status"] == OK:
+                    lk["status"] = man["status"]
+            data.append(lk)
+        return data
+
+    # the verdict --------------------------------------------------------------------------
+    def verdict(self, t_link: dict, runs: list[dict], data: list[dict], cell: dict, metric: str | None) -> dict:
+        root = self.root
+        all_links = [t_link, *[lk for r in runs for lk in r["links"]], *data]
+        statuses = {lk["status"] for lk in all_links} | {cell["status"]}
+        status = MISMATCH if MISMATCH in statuses else (MISSING if MISSING in statuses else OK)
+        stale = [{"step": k, "stage": s["stage"], **st} for k, s in self.steps.items() for st in s["stale"]]
+        return {
+            "table": show(root, self.table_path), "root": str(root),
+            "config": "config/config.yaml (as it is now; --config overrides of the original run are not recorded)",
+            "config_error": self.a.cfg_error,
+            "row": {"method": self.method, "label": self.spec_row.get("label")}, "ratio": self.ratio,
+            "metric": metric, "seeds": self.seeds, "cell": cell, "chain": [t_link], "runs": runs, "data": data,
+            "steps": self.steps, "stale": stale, "status": status,
+            "counts": {s: sum(lk["status"] == s for lk in all_links) for s in (OK, MISMATCH, MISSING)},
+        }
+
+
+def _summary(metrics: Path) -> dict:
+    """A run's summary metrics from its ``metrics.csv`` ({} when absent, ``error`` when unreadable)."""
+    from semiseg.metrics.csv_io import METRIC_NAMES, read_metrics_csv
+    from semiseg.metrics.summary import summarise
+
+    if not metrics.is_file():
+        return {}
+    try:
+        return {k: v for k, v in summarise(read_metrics_csv(metrics)).items() if k in METRIC_NAMES}
+    except ValueError as exc:
+        return {"error": str(exc)}
+
+
+# the cell -----------------------------------------------------------------------------
+def _cell(label: str, md_rows: list[dict], runs: list[dict], ratio: int, metric: str | None) -> dict:
+    """The cell as shown beside the cell recomputed from the runs' summaries, metric by metric."""
+    from semiseg.reporting.tables import _METRICS  # (summary key, display factor), column order
+    from semiseg.reporting.tables import COLUMNS, format_cell
+
     md = [r for r in md_rows if r["name"] == label and r["ratio"] is not None and int(r["ratio"]) == ratio]
     cell = {"row_label": label, "found": bool(md), "metrics": {}, "status": OK}
     columns = dict(zip([k for k, _ in _METRICS], COLUMNS[3:]))
@@ -291,18 +369,4 @@ def audit(table_path, *, row: str, ratio: int, metric: str | None = None, root=N
             cell["status"] = MISMATCH
     if not md:
         cell["status"] = MISSING
-
-    # the verdict --------------------------------------------------------------------------
-    all_links = [t_link, *[lk for r in runs for lk in r["links"]], *data]
-    statuses = {lk["status"] for lk in all_links} | {cell["status"]}
-    status = MISMATCH if MISMATCH in statuses else (MISSING if MISSING in statuses else OK)
-    stale = [{"step": k, "stage": s["stage"], **st} for k, s in steps.items() for st in s["stale"]]
-    return {
-        "table": show(root, table_path), "root": str(root),
-        "config": "config/config.yaml (as it is now; --config overrides of the original run are not recorded)",
-        "config_error": a.cfg_error,
-        "row": {"method": method, "label": spec_row.get("label")}, "ratio": ratio, "metric": metric,
-        "seeds": seeds, "cell": cell, "chain": [t_link], "runs": runs, "data": data, "steps": steps,
-        "stale": stale, "status": status,
-        "counts": {s: sum(lk["status"] == s for lk in all_links) for s in (OK, MISMATCH, MISSING)},
-    }
+    return cell
