@@ -279,7 +279,8 @@ def build_table(
     ----------
     spec:
         One entry of ``config/tables/*.yaml`` (already validated): ``title``, ``dataset``,
-        ``seeds``, ``rows`` (``method``, ``ratios``, optional ``label`` and ``run``) and an
+        ``seeds``, ``rows`` (``method``, ``ratios``, optional ``label``, ``run`` and
+        ``compare_to``), optional ``columns`` (module docstring) and an
         optional ``reference``: one source or a list of them, each ``source`` (paper and
         table), ``values`` (method -> ratio -> metric, Dice and Jaccard in percent, as the
         papers print them) and, with several sources, a ``tag`` each
