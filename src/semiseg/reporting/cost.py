@@ -85,8 +85,8 @@ def cost_footer(costs: Sequence[Mapping | None]) -> str:
     kinds = sorted({c.get("peak_memory_kind") or "?" for c in costs if c is not None})
     line = ("Cost: device time per run is the training's wall time (its config.json summary) plus the "
             "inference's (its infer record), in hours, the mean over the row's runs; peak memory is the largest "
-            f"of the row's trainings ({', '.join(kinds) if kinds else 'none recorded'}: on a GPU the CUDA "
-            "allocator's peak, on a CPU the process's maximum resident size).")
+            "of the row's trainings' peaks: on a GPU the CUDA allocator's peak, on a CPU the process's maximum "
+            f"resident size (here: {', '.join(kinds) if kinds else 'none recorded'}).")
     if len(devices) > 1:
         line += (f" The runs used {len(devices)} devices ({escape('; '.join(devices))}): their times are not "
                  "comparable and are never averaged together; a cell with runs on several gives each its own.")

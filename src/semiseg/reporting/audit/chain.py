@@ -355,9 +355,11 @@ def _cell(label: str, md_rows: list[dict], runs: list[dict], ratio: int, metric:
     for key, factor in _METRICS:
         if metric is not None and key != metric:
             continue
+        if md and columns[key] not in md[0]["cells"]:  # a table whose `columns` leave this metric out
+            continue
         values = [r["summary"][key] * factor for r in runs if key in r["summary"]]
         recomputed = format_cell(values)
-        shown_full = md[0]["cells"].get(columns[key]) if md else None
+        shown_full = md[0]["cells"][columns[key]] if md else None
         shown = _value_part(shown_full) if shown_full is not None else None
         status = OK if shown == recomputed else MISMATCH
         cell["metrics"][key] = {"column": columns[key], "shown": shown_full, "recomputed": recomputed,
