@@ -124,3 +124,15 @@ def test_largest_component_option_of_the_protocol():
     diag = np.zeros((3, 3, 3), np.uint8)
     diag[0, 0, 0] = diag[1, 1, 1] = 1
     np.testing.assert_array_equal(keep_largest_component(diag), diag)
+
+
+def test_a_stride_past_the_patch_is_refused_rather_than_leaving_voxels_background():
+    """X = 20, patch 4, stride 6: windows at 0, 6, 12 and 16 (pulled back) cover 0..3, 6..9 and
+    12..19; voxels 4, 5, 10 and 11 of each of the 2 x 2 rows are in no window (16 voxels)."""
+    image = np.ones((2, 2, 20), np.float32)
+    for predict in (predict_volume_3d, predict_volume_3d_reference):
+        with pytest.raises(ValueError, match=r"stride \[1, 1, 6\]\) leaves 16 of the 80 voxels of a \[2, 2, 20\] "
+                                             r"volume in no window"):
+            predict(LabelEcho(2), image, (2, 2, 4), (1, 1, 6), 2, CPU)
+    # a stride equal to the patch tiles the volume: every voxel is predicted
+    assert predict_volume_3d(LabelEcho(2), image, (2, 2, 4), (1, 1, 4), 2, CPU).all()

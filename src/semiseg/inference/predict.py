@@ -117,9 +117,19 @@ def predict_volume_3d(net: nn.Module, image: np.ndarray, patch_size, stride, num
             else:
                 score[(slice(None), *sl)] += p * weight
                 count[sl] += weight
+    _check_covered(int((count == 0).sum()), vol.shape, patch_size, stride)
     crop = tuple(slice(lo, lo + s) for (lo, _), s in zip(pads, shape))
     label = (score / count).argmax(0)[crop]
     return label.to(torch.uint8).cpu().numpy()
+
+
+def _check_covered(uncovered: int, shape, patch_size, stride) -> None:
+    """Refuse a prediction in which some voxels lie in no window (a stride larger than the patch):
+    their score would be 0 / 0 and their label background, a wrong number that looks right."""
+    if uncovered:
+        raise ValueError(f"the sliding window (patch {list(patch_size)}, stride {list(stride)}) leaves {uncovered} "
+                         f"of the {math.prod(shape)} voxels of a {list(shape)} volume in no window; the stride must "
+                         "be at most the patch on each axis (config/datasets/ `stride`, a schedule's `test_stride`)")
 
 
 @torch.no_grad()
@@ -139,6 +149,7 @@ def predict_volume_3d_reference(net: nn.Module, image: np.ndarray, patch_size, s
         x = torch.from_numpy(np.ascontiguousarray(vol[sl]))[None, None].to(device)
         score[(slice(None), *sl)] += torch.softmax(net(x), 1)[0].float().cpu().numpy()
         count[sl] += 1
+    _check_covered(int((count == 0).sum()), vol.shape, patch_size, stride)
     label = (score / count).argmax(0).astype(np.uint8)
     crop = tuple(slice(lo, lo + s) for (lo, _), s in zip(pads, shape))
     return label[crop]
