@@ -102,7 +102,12 @@ def _step_reads(algorithm: str, params: dict | None = None, allowed=frozenset())
              "unlabeled_image": torch.randn(2, 1, 32, 32, generator=g)}
     ctx = StepContext(Step(9, 10), m.make_views(batch, g), g)
     with host_reads(allowed) as counts:
-        m.training_step(ctx)
+        losses = m.training_step(ctx)
+    losses.total.backward()
+    with host_reads() as after:  # the second phase and the EMA read nothing either
+        m.second_phase(ctx)
+        m.after_optimizer_step(ctx)
+    assert not after, f"{algorithm}'s post-step hooks read the device: {dict(after)}"
     return counts
 
 
