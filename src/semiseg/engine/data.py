@@ -66,7 +66,9 @@ def _nearest_map(shape: tuple[int, int], size: tuple[int, int]) -> np.ndarray | 
     pixel = ndimage.zoom(numbers, (size[0] / y, size[1] / x), order=0)
     if pixel.shape != size or not pixel.all():
         return None
-    return (pixel - 1).ravel()
+    pixel = (pixel - 1).ravel()
+    pixel.flags.writeable = False  # shared by every call for these shapes
+    return pixel
 
 
 class ResidentSet:
