@@ -160,7 +160,7 @@ def test_ua_mt_uncertainty_is_each_unlabeled_image_s_own(passes):
     # Passes mixed across images would average them: (0.5 + 0.9) / 2 = 0.7 at image 1's pixel 1.
     m = _method("ua_mt", lambda: pixel_net(1.0), batch=3, noise_std=0.0, passes=passes)
     x = torch.tensor([[0.0, math.log(3)], [math.log(9), math.log(7 / 3)], [math.log(3), 0.0]]).view(3, 1, 1, 2)
-    u = m.teacher_uncertainty(x, {"unlabeled_image": x}, Step(0, 100))
+    u = m.teacher_uncertainty(x, StepContext(Step(0, 100), {"unlabeled_image": x}))
     h = {0.5: 0.6931452, 0.75: 0.5623331, 0.9: 0.3250810, 0.7: 0.6108623}  # -p ln p - (1-p) ln(1-p)
     expected = torch.tensor([[h[0.5], h[0.75]], [h[0.9], h[0.7]], [h[0.75], h[0.5]]]).view(3, 1, 1, 2)
     assert u.shape == (3, 1, 1, 2)

@@ -173,7 +173,7 @@ class ALHVR(DualBranch):
             unsup.update(self.dtct(probs, probs_p, regions, reduction))
         weight = self.weight(ctx.step)
         total = sum(terms.values()) + weight * sum(unsup.values(), torch.zeros((), device=s.labeled.device))
-        stats = {"gamma": float(regions.gamma), "lambda": weight, **regions.fractions()}
+        stats = {"gamma": regions.gamma, "lambda": weight, **regions.fractions()}
         return Losses(total=total, terms={**terms, **unsup}, stats=stats)
 
     def cg_cpcl(self, branches, probs, regions: Regions, nl: int, reduction) -> dict[str, Tensor]:

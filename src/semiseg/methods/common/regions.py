@@ -110,9 +110,10 @@ class Regions:
         """An integer map: 1 in Ω1, 2 in Ω2, 3 in Ω3 (every pixel is in exactly one)."""
         return 3 - self.reliable[0].long() - self.reliable[1].long()
 
-    def fractions(self) -> dict[str, float]:
-        """Share of pixels in each region, for logging."""
-        return {f"omega{i}": float(m.float().mean()) for i, m in
+    def fractions(self) -> dict[str, Tensor]:
+        """Share of pixels in each region, for logging: 0-d tensors, which the engine reads with
+        the loss terms in its one transfer per step."""
+        return {f"omega{i}": m.float().mean() for i, m in
                 enumerate((self.omega1, self.omega2, self.omega3), start=1)}
 
 
