@@ -57,6 +57,14 @@ def one_torch_thread():
     torch.set_num_threads(1)
 
 
+@pytest.fixture(scope="module")
+def cfg() -> dict:
+    """The checkout's own configuration (config/), loaded once per test module."""
+    from semiseg.config import load_config
+
+    return load_config(root=REPO)
+
+
 @pytest.fixture(scope="session")
 def shared_data_dir() -> Path:
     d = shared_data()

@@ -1,5 +1,5 @@
 """Shared test helpers: a tiny case store with its split, a run spec, a params schema's defaults,
-a rendered table's cells, a tiny CRLN."""
+a tiny network, method and batch, a rendered table's cells, a tiny CRLN, a shared data set's folder."""
 
 from __future__ import annotations
 
@@ -7,21 +7,34 @@ import json
 from pathlib import Path
 
 import numpy as np
-import yaml
 
-from conftest import REPO
+from conftest import REPO, missing_data
 from semiseg.data.store import Case, write_store
+from semiseg.schema import read_schema
 
 LABELS = {"background": 0, "a": 1, "b": 2}
+
+
+def data_set_folder(shared_data_dir: Path, folder: str, name: str) -> Path:
+    """``<shared data>/<folder>``; a missing data set (skipped, failed under SEMISEG_REQUIRE_DATA=1)
+    when it holds no ``train.list``."""
+    path = shared_data_dir / folder
+    if not (path / "train.list").is_file():
+        missing_data(f"{name} not found at {path}")
+    return path
+
+
+def read_list(path: Path) -> list[str]:
+    """The non-blank lines of a split list, stripped."""
+    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
 
 
 def schema_defaults(algorithm: str) -> dict:
     """The params schema's defaults: what a catalogue entry without params runs ({} for an
     algorithm a test registers without a schema)."""
-    path = REPO / "workflow" / "schemas" / "params" / f"{algorithm}.schema.yaml"
-    if not path.exists():
+    if not (REPO / "workflow" / "schemas" / "params" / f"{algorithm}.schema.yaml").exists():
         return {}
-    schema = yaml.safe_load(path.read_text())
+    schema = read_schema(REPO, f"params/{algorithm}")  # the shared definitions joined in
     return {k: v["default"] for k, v in schema["properties"].items()}
 
 
@@ -90,6 +103,38 @@ def unet3():
     from semiseg.nets import UNet
 
     return UNet(1, 3, channels=(4, 8, 16, 32, 64), dropout=(0,) * 5)
+
+
+def small_unet():
+    """A 2-level 2D U-Net: 1 channel in, 3 classes out, no dropout."""
+    from semiseg.nets import UNet
+
+    return UNet(1, 3, dims=2, channels=(4, 8), dropout=(0.0, 0.0))
+
+
+def method_on_defaults(algorithm: str, net_factory=None, num_classes: int = 3, batch: int = 2, **params):
+    """A 2D ``algorithm`` on ``net_factory``'s network (default :func:`small_unet`), its schema
+    defaults with ``params`` over them, for batches of ``batch`` labeled and ``batch`` unlabeled images."""
+    from semiseg.methods import build_method
+
+    spec = {"dataset": {"num_classes": num_classes, "dims": 2},
+            "method": {"algorithm": algorithm, "params": {**schema_defaults(algorithm), **params}},
+            "schedule": {"labeled_batch_size": batch, "unlabeled_batch_size": batch}}
+    return build_method(spec, net_factory or small_unet)
+
+
+def squares_batch(seed: int = 0, b: int = 2, size: int = 16) -> dict:
+    """``b`` labeled ``size``² images of a square (label 1) around a smaller one (label 2) in
+    seeded noise, and as unlabeled images the same flipped left-right under fresh noise."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    label = torch.zeros(b, size, size, dtype=torch.long)
+    label[:, 4:12, 4:12] = 1
+    label[:, 6:10, 6:10] = 2
+    image = label[:, None].float() / 2 + 0.1 * torch.randn(b, 1, size, size, generator=g)
+    return {"labeled_image": image, "labeled_label": label,
+            "unlabeled_image": image.flip(-1) + 0.05 * torch.randn(b, 1, size, size, generator=g)}
 
 
 def crln_method(**params):

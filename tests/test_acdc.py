@@ -19,8 +19,9 @@ import SimpleITK as sitk
 import torch
 from scipy import ndimage
 
-from conftest import REPO, missing_data
-from semiseg.config import load_config, run_spec
+from conftest import REPO
+from helpers import data_set_folder, read_list
+from semiseg.config import run_spec
 from semiseg.data.acdc import read_acdc_raw, read_info_cfg
 from semiseg.errors import DataError
 from semiseg.data.layouts import read_slices_layout
@@ -47,21 +48,9 @@ TEST = ["patient011", "patient013", "patient084", "patient033", "patient093", "p
 LABELED_SLICES = {3: 68, 7: 136, 14: 256, 70: 1312}
 
 
-def _list(path: Path) -> list[str]:
-    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
-
-
 @pytest.fixture(scope="module")
 def acdc(shared_data_dir) -> Path:
-    path = shared_data_dir / "ACDC"
-    if not (path / "train.list").is_file():
-        missing_data(f"real ACDC not found at {path}")
-    return path
-
-
-@pytest.fixture(scope="module")
-def cfg():
-    return load_config(root=REPO)
+    return data_set_folder(shared_data_dir, "ACDC", "real ACDC")
 
 
 # ----------------------------------------------------------------------------- catalogue
@@ -99,9 +88,9 @@ def test_the_table_has_the_papers_rows(cfg):
 # ----------------------------------------------------------------------------- split
 def test_the_shipped_split_is_the_common_layouts(acdc):
     for role in ("train", "val", "test"):
-        patients = list(dict.fromkeys(c.partition("_frame")[0] for c in _list(acdc / f"{role}.list")))
-        assert _list(SPLITS / f"{role}.list") == patients, role
-    train, val, test = (_list(SPLITS / f"{r}.list") for r in ("train", "val", "test"))
+        patients = list(dict.fromkeys(c.partition("_frame")[0] for c in read_list(acdc / f"{role}.list")))
+        assert read_list(SPLITS / f"{role}.list") == patients, role
+    train, val, test = (read_list(SPLITS / f"{r}.list") for r in ("train", "val", "test"))
     assert (len(train), len(val), len(test)) == (70, 10, 20)
     assert train[:14] == TRAIN_FIRST_14 and val == VAL and test == TEST
     assert sorted(train + val + test) == [f"patient{i:03d}" for i in range(1, 101)]
@@ -111,15 +100,15 @@ def test_labeled_patients_and_slices_of_each_ratio(acdc, cfg):
     """The split stage's labeled patients hold the slices every paper trains on (7 -> 136)."""
     _, patients = read_slices_layout(acdc, "acdc")  # checks the layout; reads no voxels
     slices: dict[str, int] = {}
-    for s in _list(acdc / "train_slices.list"):
+    for s in read_list(acdc / "train_slices.list"):
         case = s.rpartition("_slice_")[0]
         slices[case] = slices.get(case, 0) + 1
     cases = {c: {"patient": c.partition("_frame")[0]}
-             for role in ("train", "val", "test") for c in _list(acdc / f"{role}.list")}
+             for role in ("train", "val", "test") for c in read_list(acdc / f"{role}.list")}
     descriptor = {"name": "acdc", "patients": patients, "cases": cases}
     for ratio, n in cfg["datasets"]["acdc"]["ratios"].items():
         split = make_split(descriptor, int(ratio), n)
-        assert split["labeled"] == _list(SPLITS / "train.list")[:n]
+        assert split["labeled"] == read_list(SPLITS / "train.list")[:n]
         assert split["val"] == VAL and split["test"] == TEST
         assert len(split["cases"]["labeled"]) == 2 * n  # ED + ES of each patient
         assert sum(slices[c] for c in split["cases"]["labeled"]) == LABELED_SLICES[n]
@@ -353,7 +342,7 @@ def test_the_smoke_acdc_table_on_the_real_data(acdc_smoke):
     z = {c: info["shape"][0] for c, info in desc["cases"].items()}
     for ratio, n in (("5", 3), ("10", 7), ("20", 14), ("100", 70)):
         split = json.loads((res / "splits" / "acdc" / f"{ratio}.json").read_text())
-        assert split["labeled"] == _list(SPLITS / "train.list")[:n]
+        assert split["labeled"] == read_list(SPLITS / "train.list")[:n]
         assert sum(z[c] for c in split["cases"]["labeled"]) == LABELED_SLICES[n]
     table = (res / "tables" / "acdc.md").read_text()
     assert len(_rows(table)) == 23 + 29, table  # run here: 23 rows; papers' values only: 29

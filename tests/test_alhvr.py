@@ -26,13 +26,8 @@ from semiseg.methods.common.regions import (
     split_regions,
 )
 from semiseg.nets import UNet, build_network
+from helpers import schema_defaults
 from test_engine import _spec, _tiny_store
-
-
-def schema_defaults(algorithm):
-    """Every parameter's default from its schema (the methods index params without fallbacks)."""
-    schema = yaml.safe_load((REPO / "workflow" / "schemas" / "params" / f"{algorithm}.schema.yaml").read_text())
-    return {name: prop["default"] for name, prop in schema["properties"].items()}
 
 
 ALHVR_DEFAULTS = schema_defaults("alhvr")

@@ -28,11 +28,6 @@ def _list(path):
     return [line.strip() for line in path.read_text().splitlines() if line.strip()]
 
 
-@pytest.fixture(scope="module")
-def cfg():
-    return load_config(root=REPO)
-
-
 def test_the_catalogue_states_the_protocol(cfg):
     ds = cfg["datasets"]["brats"]
     assert ds["dims"] == 3 and ds["network"] == "vnet" and ds["labels"] == LABELS

@@ -11,35 +11,16 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import pixel_net, schema_defaults, tiny_store
-from semiseg.methods import Step, StepContext, build_method
+from helpers import method_on_defaults, pixel_net, schema_defaults, small_unet, squares_batch, tiny_store
+from semiseg.methods import Step, StepContext
 from semiseg.methods.base import StageContext
 from semiseg.methods.buarl import entropy_map, percentile_threshold, region_weight, uncertain_mask
 from semiseg.methods.common.losses import dice_ce_loss
-from semiseg.nets import UNet
 
 LN2 = math.log(2)
 
 
-def _method(algorithm, net_factory=None, num_classes=3, batch=2, **params):
-    spec = {"dataset": {"num_classes": num_classes, "dims": 2},
-            "method": {"algorithm": algorithm, "params": {**schema_defaults(algorithm), **params}},
-            "schedule": {"labeled_batch_size": batch, "unlabeled_batch_size": batch}}
-    return build_method(spec, net_factory or _small_unet)
-
-
-def _small_unet():
-    return UNet(1, 3, dims=2, channels=(4, 8), dropout=(0.0, 0.0))
-
-
-def _batch(seed=0, b=2, size=16):
-    g = torch.Generator().manual_seed(seed)
-    label = torch.zeros(b, size, size, dtype=torch.long)
-    label[:, 4:12, 4:12] = 1
-    label[:, 6:10, 6:10] = 2
-    image = label[:, None].float() / 2 + 0.1 * torch.randn(b, 1, size, size, generator=g)
-    return {"labeled_image": image, "labeled_label": label,
-            "unlabeled_image": image.flip(-1) + 0.05 * torch.randn(b, 1, size, size, generator=g)}
+_method, _small_unet, _batch = method_on_defaults, small_unet, squares_batch
 
 
 def _twin(base: str, buarl: str, **params):

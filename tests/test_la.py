@@ -19,8 +19,9 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from conftest import REPO, missing_data
-from semiseg.config import load_config, run_spec
+from conftest import REPO
+from helpers import data_set_folder, read_list
+from semiseg.config import run_spec
 from semiseg.errors import DataError
 from semiseg.data.fetch import fetch, shipped_splits_digest
 from semiseg.data.la import crop_box, preprocess_la, read_la_raw
@@ -38,21 +39,9 @@ TRAIN_FIRST_16 = ["06SR5RBREL16DQ6M8LWS", "0RZDK210BSMWAA6467LU", "1D7CUD1955YZP
 TEST_FIRST_4 = ["UPT6DX9IQY9JAZ7HJKA7", "UTBUJIWZMKP64E3N73YC", "ULHWPWKKLTE921LQLH1P", "V0MZOWJ6MU3RMRCV9EXR"]
 
 
-def _list(path: Path) -> list[str]:
-    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
-
-
 @pytest.fixture(scope="module")
 def la_mini(shared_data_dir) -> Path:
-    path = shared_data_dir / "LA-mini"
-    if not (path / "train.list").is_file():
-        missing_data(f"LA-mini not found at {path}")
-    return path
-
-
-@pytest.fixture(scope="module")
-def cfg():
-    return load_config(root=REPO)
+    return data_set_folder(shared_data_dir, "LA-mini", "LA-mini")
 
 
 # ----------------------------------------------------------------------------- catalogue, split
@@ -72,7 +61,7 @@ def test_the_catalogue_states_the_protocol(cfg):
 
 
 def test_the_shipped_split_is_ua_mt_s():
-    train, test = _list(SPLITS / "train.list"), _list(SPLITS / "test.list")
+    train, test = read_list(SPLITS / "train.list"), read_list(SPLITS / "test.list")
     assert (len(train), len(test), len(set(train) | set(test))) == (80, 20, 100)
     assert train[:16] == TRAIN_FIRST_16 and test[:4] == TEST_FIRST_4
     assert not (SPLITS / "val.list").exists()  # the protocol has no validation split
@@ -80,12 +69,12 @@ def test_the_shipped_split_is_ua_mt_s():
 
 @pytest.mark.data
 def test_la_mini_is_a_first_part_of_the_protocol(la_mini):
-    assert _list(la_mini / "train.list") == _list(SPLITS / "train.list")[:20]
-    assert _list(la_mini / "test.list") == _list(SPLITS / "test.list")[:4]
+    assert read_list(la_mini / "train.list") == read_list(SPLITS / "train.list")[:20]
+    assert read_list(la_mini / "test.list") == read_list(SPLITS / "test.list")[:4]
 
 
 def test_labeled_volumes_are_the_first_of_the_train_list(cfg):
-    train, test = _list(SPLITS / "train.list"), _list(SPLITS / "test.list")
+    train, test = read_list(SPLITS / "train.list"), read_list(SPLITS / "test.list")
     descriptor = {"name": "la", "patients": {"train": train, "val": [], "test": test},
                   "cases": {c: {"patient": c} for c in train + test}}
     for ratio, n in cfg["datasets"]["la"]["ratios"].items():
@@ -99,7 +88,7 @@ def test_labeled_volumes_are_the_first_of_the_train_list(cfg):
 @pytest.mark.data
 def test_a_trimmed_copy_keeps_its_lists_and_a_wrong_one_is_refused(la_mini, tmp_path):
     record = fetch("la", {"layout": "la", "path": str(la_mini)}, tmp_path / "raw", root=REPO)
-    assert _list(tmp_path / "raw" / "train.list") == _list(la_mini / "train.list")
+    assert read_list(tmp_path / "raw" / "train.list") == read_list(la_mini / "train.list")
     assert record["source"]["splits_checked_against"] == str(SPLITS.resolve())
     assert "train.list" in record["files"] and len([f for f in record["files"] if f.endswith(".h5")]) == 24
 
@@ -117,7 +106,7 @@ def test_a_copy_without_lists_gets_the_protocol_s(tmp_path):
     (src / IMAGES / "X").mkdir(parents=True)
     (src / IMAGES / "X" / "mri_norm2.h5").write_bytes(b"not read by fetch")
     fetch("la", {"layout": "la", "path": str(src)}, tmp_path / "raw", root=REPO)
-    assert _list(tmp_path / "raw" / "train.list") == _list(SPLITS / "train.list")
+    assert read_list(tmp_path / "raw" / "train.list") == read_list(SPLITS / "train.list")
     assert not (tmp_path / "raw" / "val.list").exists()
     assert shipped_splits_digest("la", REPO) == shipped_splits_digest("la_raw", REPO) != "none"
 
@@ -308,10 +297,10 @@ def test_the_la_table_shows_each_papers_value_with_its_source(cfg):
 def test_the_la_smoke_table_on_la_mini(la_smoke, la_mini):
     res = la_smoke
     desc = json.loads((res / "preprocessed" / "la" / "dataset.json").read_text())
-    assert desc["patients"] == {"train": _list(la_mini / "train.list"), "val": [], "test": TEST_FIRST_4}
+    assert desc["patients"] == {"train": read_list(la_mini / "train.list"), "val": [], "test": TEST_FIRST_4}
     for ratio, n in (("5", 4), ("10", 8), ("20", 16), ("100", 20)):
         split = json.loads((res / "splits" / "la" / f"{ratio}.json").read_text())
-        assert split["labeled"] == _list(SPLITS / "train.list")[:n] and split["val"] == []
+        assert split["labeled"] == read_list(SPLITS / "train.list")[:n] and split["val"] == []
     assert json.loads((res / "splits" / "la" / "5.json").read_text())["labeled"] == TRAIN_FIRST_16[:4]
     # the protocol ran: V-Net on 80 x 112 x 112 patches, last weights, sliding window on the test case
     config = json.loads((res / "runs" / "la" / "ua_mt" / "10" / "seed0" / "config.json").read_text())

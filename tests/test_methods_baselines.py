@@ -12,15 +12,15 @@ import torch
 from torch import nn
 
 from conftest import REPO
-from helpers import pixel_net, schema_defaults, tiny_store
+from helpers import method_on_defaults, pixel_net, schema_defaults, small_unet, squares_batch, tiny_store
 from semiseg.config import load_config
 from semiseg.engine.loop import train
 from semiseg.methods import Step, StepContext, build_method
 from semiseg.methods.base import StageContext
 from semiseg.methods.bcp import copy_paste, halves, mixed_loss, paste_mask
+from semiseg.methods.common.teacher import UnsupervisedContext
 from semiseg.methods.cps import cross_pseudo_loss
-from semiseg.methods.ua_mt import masked_consistency, mc_uncertainty, uncertainty_threshold
-from semiseg.nets import UNet
+from semiseg.methods.ua_mt import mc_uncertainty, uncertainty_threshold
 
 LN2, LN4 = math.log(2), math.log(4)
 
@@ -29,24 +29,10 @@ _defaults = schema_defaults
 
 
 def _method(algorithm, net_factory, num_classes=2, batch=2, **params):
-    spec = {"dataset": {"num_classes": num_classes, "dims": 2},
-            "method": {"algorithm": algorithm, "params": {**_defaults(algorithm), **params}},
-            "schedule": {"labeled_batch_size": batch, "unlabeled_batch_size": batch}}
-    return build_method(spec, net_factory)
+    return method_on_defaults(algorithm, net_factory, num_classes, batch, **params)
 
 
-def _small_unet():
-    return UNet(1, 3, dims=2, channels=(4, 8), dropout=(0.0, 0.0))
-
-
-def _batch(seed=0, b=2, size=16):
-    g = torch.Generator().manual_seed(seed)
-    label = torch.zeros(b, size, size, dtype=torch.long)
-    label[:, 4:12, 4:12] = 1
-    label[:, 6:10, 6:10] = 2
-    image = label[:, None].float() / 2 + 0.1 * torch.randn(b, 1, size, size, generator=g)
-    return {"labeled_image": image, "labeled_label": label,
-            "unlabeled_image": image.flip(-1) + 0.05 * torch.randn(b, 1, size, size, generator=g)}
+_small_unet, _batch = small_unet, squares_batch
 
 
 def _grads(method, batch, step, seed=0):
@@ -200,12 +186,18 @@ def test_ua_mt_consistency_is_the_mse_over_certain_pixels():
 
 def test_ua_mt_masked_consistency_normalizers_by_hand():
     # C = 4, two pixels; pixel 0 kept: (0.25 - 0.97)^2 + 3 (0.25 - 0.01)^2 = 0.5184 + 0.1728 = 0.6912
-    student = torch.full((1, 4, 1, 2), 0.25)
+    student_logits = torch.zeros(1, 4, 1, 2)  # softmax 0.25 everywhere
     teacher = torch.tensor([[0.97, 0.01, 0.01, 0.01], [0.0, 0.0, 0.0, 1.0]]).T.reshape(1, 4, 1, 2)
-    mask = torch.tensor([[[[True, False]]]])
-    assert masked_consistency(student, teacher, mask, 4).item() == pytest.approx(0.6912 / 4)  # 0.1728
-    assert masked_consistency(student, teacher, mask, 2).item() == pytest.approx(0.6912 / 2)  # 0.3456
-    assert masked_consistency(student, teacher, torch.zeros_like(mask), 2).item() == 0.0
+    mask = torch.tensor([[[True, False]]])
+
+    def masked_consistency(mask, mse_normalizer):  # the method's own hooks, as its step runs them
+        m = _method("ua_mt", lambda: _class_net(0.0), num_classes=4, batch=1, mse_normalizer=mse_normalizer)
+        ctx = UnsupervisedContext(StepContext(Step(0, 100), {}), student_logits, teacher)
+        return m.reduce_unsupervised(m.unsupervised_map(ctx), mask, ctx)
+
+    assert masked_consistency(mask, "classes").item() == pytest.approx(0.6912 / 4)  # 0.1728
+    assert masked_consistency(mask, "two").item() == pytest.approx(0.6912 / 2)  # 0.3456
+    assert masked_consistency(torch.zeros_like(mask), "two").item() == 0.0
 
 
 def _class_net(weight0: float, num_classes: int = 4) -> nn.Module:

@@ -120,8 +120,9 @@ def load_config(config: dict | None = None, root: Path | str | None = None) -> d
     schedules, _ = _load_catalogue(root, cats["schedules"], "schedules")
     sched_file = root / cats["schedules"]
 
-    algos = {f.name[: -len(".schema.yaml")]: read_yaml(f)
-             for f in sorted((root / "workflow" / "schemas" / "params").glob("*.schema.yaml"))}
+    algos = {name: read_schema(root, f"params/{name}")
+             for name in sorted(f.name[: -len(".schema.yaml")]
+                                for f in (root / "workflow" / "schemas" / "params").glob("*.schema.yaml"))}
     _check_methods(methods, m_origin, datasets, cats["other_datasets"], schedules, algos, root)
     _check_datasets(datasets, ds_origin, schedules, sched_file)
     add_stride_variants(datasets, tables, t_origin)

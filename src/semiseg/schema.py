@@ -121,5 +121,36 @@ def read_yaml(path: Path) -> Any:
 
 
 def read_schema(root: Path, name: str) -> dict:
-    """``workflow/schemas/<name>.schema.yaml`` under the workflow root."""
-    return read_yaml(root / "workflow" / "schemas" / f"{name}.schema.yaml")
+    """``workflow/schemas/<name>.schema.yaml`` under the workflow root (``name`` may name a
+    sub-folder: ``params/mean_teacher``), with its references to other files joined in."""
+    path = root / "workflow" / "schemas" / f"{name}.schema.yaml"
+    return _join_refs(read_yaml(path), path, {})
+
+
+def _join_refs(node: Any, path: Path, files: dict) -> Any:
+    """`node` with every ``{"$ref": "<file>#/<pointer>", ...}`` that names another file replaced by
+    the definition it points to, the keys beside the ``$ref`` taking the place of the
+    definition's (a method's own ``default``). A reference within the file (``#/...``) is left to
+    the validator. Joined, the schema is one plain document: the validator fills in the defaults
+    it sees, and a message names the field as it would without the reference."""
+    if isinstance(node, list):
+        return [_join_refs(v, path, files) for v in node]
+    if not isinstance(node, dict):
+        return node
+    out = {k: _join_refs(v, path, files) for k, v in node.items()}
+    ref = node.get("$ref")
+    if not isinstance(ref, str) or ref.startswith("#"):
+        return out
+    file, _, pointer = ref.partition("#")
+    target_path = (path.parent / file).resolve()
+    if not target_path.is_file():
+        raise ConfigError(f"{path}: $ref {ref!r}: no file {target_path}")
+    if target_path not in files:
+        files[target_path] = read_yaml(target_path)
+    target = files[target_path]
+    for part in [p.replace("~1", "/").replace("~0", "~") for p in pointer.split("/") if p]:
+        if not isinstance(target, dict) or part not in target:
+            raise ConfigError(f"{path}: $ref {ref!r}: {target_path.name} has no {pointer}")
+        target = target[part]
+    del out["$ref"]
+    return {**_join_refs(copy.deepcopy(target), target_path, files), **out}

@@ -25,7 +25,6 @@ AUGMENTS = ("mix", "flip_h", "flip_v", "none")
 #: The factor ``double_ema`` multiplies the student's tensors by ``1 −`` after each step (the
 #: code's WeightEMA: ``0.02 × 0.01``, its base lr hard-coded).
 DOUBLE_EMA_SHRINK = 2e-4
-REGION_LOSSES = ("con", "nr", "none")
 
 
 def mix_lambda(n: int, alpha: float, per_sample: bool) -> Tensor:
@@ -220,9 +219,6 @@ class SGRS(TeacherStudent):
         if p["augment"] not in AUGMENTS:
             raise ValueError(f"sgrs: augment {p['augment']!r} unknown; known: {', '.join(AUGMENTS)}")
         kinds = {p[f"{r}_loss"] for r in ("omega", "theta", "delta")}
-        if not kinds <= set(REGION_LOSSES):
-            raise ValueError(f"sgrs: region losses must be in {REGION_LOSSES}, got "
-                             f"omega {p['omega_loss']!r}, theta {p['theta_loss']!r}, delta {p['delta_loss']!r}")
         if p["augment"] == "none" and len(kinds) > 1:
             raise ValueError("sgrs: augment 'none' gives no second prediction to evaluate synergy on; "
                              "omega_loss, theta_loss and delta_loss must then be the same (the loss on all of Y), "

@@ -13,7 +13,7 @@ from semiseg.methods.common.pseudo import entropy
 from semiseg.methods.common.ramps import sigmoid_rampup
 from semiseg.methods.common.teacher import TeacherStudent, UnsupervisedContext
 
-__all__ = ["UAMT", "masked_consistency", "mc_uncertainty", "uncertainty_threshold"]
+__all__ = ["UAMT", "mc_uncertainty", "uncertainty_threshold"]
 
 
 def uncertainty_threshold(iteration: int, total: int, num_classes: int, *, start: float = 0.75,
@@ -30,19 +30,6 @@ def uncertainty_threshold(iteration: int, total: int, num_classes: int, *, start
     """
     ramp = sigmoid_rampup(iteration, rampup * total)
     return (start + (1.0 - start) * ramp) * math.log(num_classes)
-
-
-def masked_consistency(student_probs: Tensor, teacher_probs: Tensor, mask: Tensor,
-                       normalizer: int) -> Tensor:
-    """``sum(mask · (student − teacher)²) / (normalizer · sum(mask) + 1e-16)``.
-
-    ``mask`` is per pixel ``(B, 1, *spatial)``; the squared differences ``(B, C, *spatial)`` are
-    summed over the kept pixels and every class. ``normalizer = C`` makes it the mean over the
-    kept (pixel, class) elements; UA-MT's and SSL4MIS's code divide by ``2 · sum(mask)`` for any
-    C. Worked example: one kept pixel with squared differences ``0.5184, 0.0576 x 3`` (C = 4)
-    sums to 0.6912: 0.1728 with ``normalizer = 4``, 0.3456 with 2. An empty mask gives 0.
-    """
-    return _certain_mean(((student_probs - teacher_probs) ** 2).sum(dim=1), mask.squeeze(1), normalizer)
 
 
 def _certain_mean(loss_map: Tensor, mask: Tensor, normalizer: int) -> Tensor:
@@ -96,7 +83,7 @@ class UAMT(TeacherStudent):
     - ``mse_normalizer``: the masked MSE's denominator, ``classes`` (schema default,
       ``C·sum(mask)``: the mean over the kept (pixel, class) elements) or ``two`` (the code's
       ``2·sum(mask) + 1e-16`` for any C: that mean for LA's two classes, twice it for ACDC's
-      four), see :func:`masked_consistency`.
+      four), see :meth:`reduce_unsupervised`.
 
     Choices where the paper or the code leave room:
 
@@ -153,4 +140,8 @@ class UAMT(TeacherStudent):
         return mask
 
     def reduce_unsupervised(self, loss_map, weight, ctx) -> Tensor:
+        """The masked MSE ``sum(mask · map) / (normalizer · sum(mask) + 1e-16)``, ``normalizer`` C
+        (``classes``) or 2 (``two``). Worked example: one kept pixel of four classes with squared
+        differences ``0.5184, 0.0576 x 3`` sums to 0.6912: 0.1728 with ``classes``, 0.3456 with
+        ``two``. An empty mask gives 0."""
         return _certain_mean(loss_map, weight, self._mse_normalizer())
