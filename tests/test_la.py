@@ -289,14 +289,14 @@ def test_the_la_table_shows_each_papers_value_with_its_source(cfg):
     footer = next(line for line in text.splitlines() if line.startswith("- Paper values"))
     for tag in ("BUARL T2", "SGRS-Net T2", "CRLN T1", "CRLN T1 best", "CRLN T2", "CRLN T2 best"):
         assert f"{tag}: " in footer
-    # a smoke run's cell, as the smoke table has it: its mark, then the papers' values
+    # a smoke run's cell, as the smoke table has it: its footnote mark, then the papers' values
     smoke = {("supervised", 10, 0): {"schedule": "smoke", "iterations": 1, "test_cases": 1,
                                      "test_stride": [80, 112, 112]}}
     text = build_table(table, dataset_info={**info, "test_cases": 20, "own_schedule": "paper"}, results=results,
                        footer={}, run_info=smoke)
     assert _cells(text)[("V-Net (labeled only)", "8 (10%)")][0] == (
-        f"80.00 (smoke: 1 of 20 test volumes at stride 80×112×112, 1 iteration — not a result) "
-        f"{VNET_8_PAPERS}")
+        f"80.00 (†) {VNET_8_PAPERS}")
+    assert "Not a result: † smoke: 1 of 20 test volumes at stride 80×112×112, 1 iteration — not a result." in text
 
 
 # ----------------------------------------------------------------------------- the smoke table

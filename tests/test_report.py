@@ -117,8 +117,8 @@ def test_the_page_shows_table_per_class_metrics_parameters_and_figures(tmp_path,
     # job parameters are each run's own
     assert page.count("<td>smoke</td>") == 6 and "ema_decay" in page and "50.00 @ 4" in page
     # dice-vs-ratio, learning curves of the 3 (method, ratio) pairs, overlays at ratios 10 and 20
-    images = re.findall(r'<img alt="([^"]+)" src="data:image/png;base64,', page)
-    assert images == ["Dice against labeled ratio", "learning curves supervised 10", "learning curves supervised 20",
+    images = re.findall(r'<img alt="([^"]+)" src="data:image/(?:png|jpeg);base64,', page)
+    assert images == ["Dice against labeled ratio", "validation Dice of every row", "learning curves supervised 10, 20",
                       "learning curves mean_teacher 10", "overlays 10", "overlays 20"]
     assert "Somebody et al., Table 2" in page
 
@@ -175,7 +175,8 @@ def test_snakemake_report_shows_the_page_with_the_table_s_own_parameters(tmp_pat
     assert page == (root / "results" / "report" / "tiny.html").read_text()
     assert "Schedule: smoke" in page and page.count("<td>smoke</td>") == 1  # the run's own schedule
     images = re.findall(r'<img alt="([^"]+)"', page)
-    assert images == ["Dice against labeled ratio", "learning curves alhvr 25", "overlays 25", "ALHVR regions"]
+    assert images == ["Dice against labeled ratio", "validation Dice of every row", "learning curves alhvr 25",
+                      "overlays 25", "ALHVR regions"]
 
     if find_chromium() is None:
         if os.environ.get("SEMISEG_REQUIRE_CHROMIUM"):
@@ -191,3 +192,235 @@ def test_snakemake_report_shows_the_page_with_the_table_s_own_parameters(tmp_pat
     # the page is drawn in the report's frame: the right half has text and a table, not the menu's blank
     assert (shown[:, right] < 128).mean() > 0.01
     assert np.abs(shown[:, right] - menu[:, right]).mean() > 5
+
+    # the landing page links each table; one click on it shows the page as the menu's result does
+    assert "results/report/tiny.html</a>" in report and "javascript:app.setView(" in report
+    clicked = screenshot(root / "report.html", tmp_path / "clicked.png", click="results/report/tiny.html",
+                         size=(1600, 1000))
+    clicked = np.asarray(Image.open(clicked).convert("L"), dtype=float)
+    assert np.abs(clicked[:, right] - shown[:, right]).mean() < 1 and np.abs(clicked - menu).mean() > 5
+
+
+# ----------------------------------------------------------------------------- rows that share a method
+TWO_UNETS = {"title": "Two U-Nets", "dataset": "toy", "seeds": [0, 1],
+             "rows": [{"method": "supervised", "ratios": [10], "label": "U-Net (labeled only)"},
+                      {"method": "mean_teacher", "ratios": [10], "label": "MT"},
+                      {"method": "supervised", "ratios": [20], "label": "U-Net (all labeled, upper bound)"}],
+             "reference": {"source": "Somebody et al., Table 2",
+                           "values": {"supervised": {10: {"dice": 79.0}, 20: {"dice": 91.0}}}}}
+
+
+def _page_and_figures(spec: dict, **kwargs) -> tuple[str, list]:
+    """:func:`table_page`'s page, and every matplotlib figure it drew, in order."""
+    from semiseg.reporting import report_figures
+
+    figures = []
+    real = report_figures._figure
+
+    def recording(*args, **kw):
+        figures.append(real(*args, **kw))
+        return figures[-1]
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(report_figures, "_figure", recording)
+        return table_page(spec, **kwargs).read_text(), figures
+
+
+def test_two_rows_of_one_method_keep_their_own_names(tmp_path, runs):
+    """The labeled-only U-Net at 10 % is not called the upper bound, in any part of the page."""
+    store = _store(tmp_path / "store.h5")
+    (tmp_path / "t.md").write_text(TABLE_MD)
+    page, titles = _page_and_figures({"name": "two", "table": TWO_UNETS}, table_md=tmp_path / "t.md",
+                                     run_dirs=runs, store_path=store, out=tmp_path / "page.html")
+    per_class = re.findall(r"<tr><td>([^<]+)</td><td>(\d+)%</td><td>2</td>", page)
+    assert per_class == [("U-Net (labeled only)", "10"), ("MT", "10"), ("U-Net (all labeled, upper bound)", "20")]
+    params = re.findall(r"<tr><td>([^<]+)</td><td>(\d+)%</td><td>(\d)</td><td>smoke</td>", page)
+    assert params == [("U-Net (labeled only)", "10", "0"), ("U-Net (labeled only)", "10", "1"), ("MT", "10", "0"),
+                      ("MT", "10", "1"), ("U-Net (all labeled, upper bound)", "20", "0"),
+                      ("U-Net (all labeled, upper bound)", "20", "1")]
+
+    def texts(fig):
+        return [t.get_text() for t in fig.findobj(lambda a: hasattr(a, "get_text"))]
+
+    dice, val, curves_10, curves_mt, curves_20, overlays_10, overlays_20 = titles
+    legend = [t.get_text() for ax in dice.axes for t in (ax.get_legend().get_texts() if ax.get_legend() else [])]
+    assert legend == ["U-Net (labeled only)", "MT", "U-Net (all labeled, upper bound)"]
+    assert any(t.startswith("U-Net (labeled only): training log") for t in texts(curves_10))
+    assert any(t.startswith("U-Net (all labeled, upper bound): training log") for t in texts(curves_20))
+    val_legend = [t.get_text() for ax in val.axes if ax.get_legend() for t in ax.get_legend().get_texts()]
+    assert val_legend == ["U-Net (labeled only) (2 seeds)", "MT (2 seeds)", "U-Net (all labeled, upper bound) (2 seeds)"]
+    heads_10 = " ".join(ax.get_title() for ax in overlays_10.axes).replace("\n", " ")
+    heads_20 = " ".join(ax.get_title() for ax in overlays_20.axes).replace("\n", " ")
+    assert "U-Net (labeled only) (seed 0)" in heads_10 and "upper bound" not in heads_10
+    assert "U-Net (all labeled, upper bound) (seed 0)" in heads_20 and "labeled only" not in heads_20
+
+
+# ----------------------------------------------------------------------------- a page of ACDC's size
+#: The report shows a page as a data: URL in a frame; Chromium loads none over 2 MB (2 * 1024**2
+#: characters). The page must stay well under it.
+DATA_URL_LIMIT = 2 * 1024 ** 2
+
+
+def _acdc_table() -> dict:
+    """The shipped ACDC table (22 rows, 9 of them run: 23 method x ratio cells of 3 seeds), on the
+    toy dataset's runs."""
+    import yaml
+
+    with open(os.path.join(os.path.dirname(__file__), "..", "config", "tables", "acdc.yaml")) as fh:
+        return {**yaml.safe_load(fh)["acdc"], "dataset": "toy"}
+
+
+def _acdc_size_runs(root, table, rng) -> tuple[list, object]:
+    """Fabricated runs of every run cell of ``table``: ACDC-like slices (20 test cases of 8 x 224 x 192),
+    a 3000-iteration train.csv (BCP's with its stage flag), predictions of each cell's first seed."""
+    import pandas as pd
+
+    yy, xx = np.mgrid[:224, :192]
+    cases = []
+    for i in range(20):
+        cy, cx = 112 + rng.integers(-20, 20), 96 + rng.integers(-20, 20)
+        r = np.hypot(yy - cy, xx - cx)
+        label = np.where(r < 18, 3, np.where(r < 26, 2, np.where((r < 40) & (xx < cx - 10), 1, 0))).astype(np.uint8)
+        image = 0.3 + 0.2 * label + 0.1 * np.sin(xx / 9.0) * np.cos(yy / 13.0) + rng.normal(0, 0.05, (8, 224, 192))
+        cases.append(Case(f"p{i:03d}_frame01", f"p{i:03d}", image.astype(np.float32), np.repeat(label[None], 8, 0)))
+    write_store(root / "store.h5", name="toy", dims=2, labels=LABELS, cases=cases)
+    store = root / "store.h5"
+    dirs = []
+    it = np.arange(3000)
+    for row in (r for r in table["rows"] if r.get("run", True)):
+        for ratio in row["ratios"]:
+            for seed in table["seeds"]:
+                d = root / "runs" / "toy" / row["method"] / str(ratio) / f"seed{seed}"
+                (d / "predictions").mkdir(parents=True)
+                dice = min(0.95, 0.6 + ratio / 100 + rng.normal(0, 0.02))
+                write_metrics_csv([{"case": c.case_id, "class": v, "class_name": n, "dice": dice, "jaccard": dice / 2,
+                                    "hd95": 3.0 * v, "asd": 1.0, "pred_empty": False, "gt_empty": False}
+                                   for c in cases for n, v in LABELS.items() if v], d / "metrics.csv")
+                (d / "config.json").write_text(json.dumps({"spec": {
+                    "schedule": {"name": "smoke", "iterations": 3000}, "method": {"name": row["method"], "params": {}}}}))
+                log = {"iteration": it, "lr": 0.01 * (1 - it / 3000) ** 0.9,
+                       "total": 1 / (1 + it / 300) + rng.normal(0, 0.05, it.size),
+                       "ce": 0.5 / (1 + it / 300) + rng.normal(0, 0.03, it.size),
+                       "dice": 0.5 / (1 + it / 500) + rng.normal(0, 0.03, it.size),
+                       "consistency": rng.gamma(2, 0.01, it.size),
+                       "val_dice": np.where((it + 1) % 200 == 0, dice - 0.3 * np.exp(-it / 800), np.nan)}
+                if row["method"] == "bcp":
+                    log["stage"] = (it >= 1000).astype(float)
+                pd.DataFrame(log).to_csv(d / "train.csv", index=False)
+                if seed == table["seeds"][0]:
+                    for c in cases[:4]:
+                        pred = np.where(rng.random(c.label.shape) < 0.02, 0, c.label).astype(np.uint8)
+                        write_label_nifti(pred, {"spacing": (1, 1, 1), "origin": (0, 0, 0),
+                                                 "direction": (1, 0, 0, 0, 1, 0, 0, 0, 1)},
+                                          d / "predictions" / f"{c.case_id}.nii.gz")
+                dirs.append(d)
+    return dirs, store
+
+
+@pytest.fixture(scope="module")
+def acdc_size_page(tmp_path_factory):
+    """The real page generator on an ACDC-size table: (page path, table, runs, store)."""
+    root = tmp_path_factory.mktemp("acdc_size")
+    table = _acdc_table()
+    dirs, store = _acdc_size_runs(root, table, np.random.default_rng(0))
+    (root / "acdc.md").write_text(f"# {table['title']}\n\n| Method | Labeled |\n| :--- | :--- |\n| U-Net | 3 (5%) |\n\n"
+                                  "- Schedule: smoke\n")
+    page, figures = _page_and_figures({"name": "acdc", "table": table}, table_md=root / "acdc.md", run_dirs=dirs,
+                                      store_path=store, out=root / "acdc.html")
+    return page, figures
+
+
+def _texts(fig) -> list[str]:
+    return [t.get_text() for t in fig.findobj(lambda a: hasattr(a, "get_text"))]
+
+
+def test_an_acdc_size_page_is_well_under_the_report_s_data_url_limit(acdc_size_page):
+    """Before: 7.5 MB (PNG figures, one per method x ratio, 3 overlay slices), blank in the report."""
+    import base64
+
+    page, _ = acdc_size_page
+    data_url = "data:text/html;base64," + base64.b64encode(page.encode()).decode()
+    assert len(data_url) < 0.75 * DATA_URL_LIMIT, f"{len(data_url) / 1e6:.2f} MB as the report's data: URL"
+    # every row is named by its own label (the U-Net rows share a method)
+    per_class = re.findall(r"<tr><td>([^<]+)</td><td>(\d+)%</td><td>3</td>", page)
+    assert per_class[:4] == [("U-Net (labeled only)", "5"), ("U-Net (labeled only)", "10"),
+                             ("U-Net (labeled only)", "20"), ("U-Net (all labeled, upper bound)", "100")]
+    assert len(per_class) == 23
+
+
+def test_the_dice_against_ratio_plot_reads_at_acdc_size(acdc_size_page):
+    """At most six rows a panel, each its own colour; each row once; nothing outside the figure;
+    rows side by side, not on top of each other, at each ratio."""
+    from matplotlib.colors import to_hex
+
+    from semiseg.reporting.report_figures import ROWS_PER_PANEL
+
+    _, figures = acdc_size_page
+    fig = figures[0]
+    assert "Dice against the labeled ratio" in _texts(fig)
+    table = _acdc_table()
+    named = []
+    for ax in (ax for ax in fig.axes if ax.get_visible()):
+        legend = ax.get_legend()
+        entries = [t.get_text() for t in legend.get_texts()]
+        colours = [to_hex(h.get_color()) for h in legend.legend_handles]
+        assert 0 < len(entries) <= ROWS_PER_PANEL and len(set(colours)) == len(colours), (entries, colours)
+        named += entries
+        colours_at = {}  # x -> the colours of the points drawn there
+        for line in ax.get_lines():
+            for x in line.get_xdata():
+                colours_at.setdefault(float(x), set()).add(to_hex(line.get_color()))
+        assert all(len(c) == 1 for c in colours_at.values()), "two rows' points at the same x"
+    assert named == [r["label"] for r in table["rows"] if r.get("run", True)] + \
+        [r["label"] for r in table["rows"] if not r.get("run", True)]
+    renderer = fig.canvas.get_renderer()
+    fig.draw(renderer)
+    drawn, frame = fig.get_tightbbox(renderer), fig.bbox
+    assert drawn.x0 >= frame.x0 - 1 and drawn.y0 >= frame.y0 - 1 and drawn.x1 <= frame.x1 + 1 \
+        and drawn.y1 <= frame.y1 + 1, (drawn, frame)
+
+
+def test_bcp_s_stage_flag_is_a_stage_line_not_a_loss_panel(acdc_size_page):
+    _, figures = acdc_size_page
+    bcp = next(f for f in figures if any(t.startswith("BCP: training log") for t in _texts(f)))
+    titles = [ax.get_title() for ax in bcp.axes if ax.get_visible()]
+    assert titles == ["total", "ce", "dice", "consistency", "validation Dice (%)"]
+    assert "dashed: the next stage starts" in " ".join(_texts(bcp))
+    assert all(any(line.get_linestyle() == "--" and line.get_xdata()[0] == 1001 for line in ax.get_lines())
+               for ax in bcp.axes if ax.get_visible())
+
+
+def test_an_acdc_size_page_draws_inside_a_data_url_frame(acdc_size_page, tmp_path):
+    """The report shows a page as a data: URL in a frame: Chromium draws it (it leaves the frame
+    blank above 2 MB)."""
+    import base64
+
+    from semiseg.reporting.browser import find_chromium, screenshot
+
+    if find_chromium() is None:
+        if os.environ.get("SEMISEG_REQUIRE_CHROMIUM"):
+            pytest.fail("SEMISEG_REQUIRE_CHROMIUM is set but Chromium is not installed (scripts/install_chromium.sh)")
+        pytest.skip("Chromium is not installed (apt-get install -y chromium, or scripts/install_chromium.sh)")
+    from PIL import Image
+
+    page, _ = acdc_size_page
+    data_url = "data:text/html;base64," + base64.b64encode(page.encode()).decode()
+    host = tmp_path / "host.html"
+    host.write_text(f'<!DOCTYPE html><html><body style="margin:0"><iframe src="{data_url}" '
+                    'style="border:0;width:1400px;height:1200px"></iframe></body></html>')
+    shot = np.asarray(Image.open(screenshot(host, tmp_path / "host.png", size=(1400, 1200))).convert("L"), float)
+    # the title, the table and the first figures: dark text and lines on white, not a blank frame
+    assert (shot < 128).mean() > 0.01 and shot.std() > 20
+
+
+def test_overlay_column_titles_do_not_overlap(acdc_size_page):
+    _, figures = acdc_size_page
+    overlays = [f for f in figures if any("the same test slices" in t for t in _texts(f))]
+    assert len(overlays) == 4  # 5, 10, 20 and 100 %
+    for fig in overlays:
+        renderer = fig.canvas.get_renderer()
+        fig.draw(renderer)
+        boxes = [ax.title.get_window_extent(renderer) for ax in fig.axes if ax.get_title()]
+        assert len(boxes) >= 3
+        for left, right in zip(boxes, boxes[1:]):
+            assert left.x1 < right.x0, (left, right)

@@ -265,7 +265,7 @@ def _smoke_info(test_cases):
     return {key: {"schedule": "smoke", "iterations": 4, "test_cases": test_cases} for key in full_results()}
 
 
-def test_a_smoke_run_on_a_benchmark_is_marked_no_result_in_the_title_and_every_cell():
+def test_a_smoke_run_on_a_benchmark_is_named_once_and_every_cell_carries_its_footnote_mark():
     info = {**DATASET_INFO, "test_cases": 40, "own_schedule": "paper"}
     text = build_table(SPEC, dataset_info=info, results=full_results(), footer=FOOTER, run_info=_smoke_info(2))
     mark = "smoke: 2 of 40 test volumes, 4 iterations — not a result"
@@ -273,9 +273,10 @@ def test_a_smoke_run_on_a_benchmark_is_marked_no_result_in_the_title_and_every_c
     body = table_rows(text)[2:]
     for row in body:
         for cell in row[3:]:
-            assert f"({mark})" in cell, cell
-    assert body[2][3] == f"81.93 ± 0.71 ({mark}) (paper 80.10)"
-    assert f"- Not a result: {mark}." in text
+            assert cell.count("(†)") == 1 and "smoke" not in cell, cell  # the mark, not the words again
+    assert body[2][3] == "81.93 ± 0.71 (†) (paper 80.10)"
+    assert f"- Not a result: † {mark}." in text
+    assert text.count(mark) == 2  # the title and the note that explains the mark
 
 
 def test_smoke_on_a_dataset_whose_schedule_is_smoke_is_a_result_named_in_the_title():
@@ -371,10 +372,11 @@ def test_runs_that_are_no_result_in_different_ways_are_all_named_in_the_title():
     run_info = _smoke_info(2)
     run_info[("mean_teacher", 20, 0)] = {"schedule": "smoke", "iterations": 6, "test_cases": 2}
     text = build_table(SPEC, dataset_info=info, results=full_results(), footer=FOOTER, run_info=run_info)
-    assert text.splitlines()[0] == ("# Synthetic 2D demo — not a result: smoke: 2 of 40 test volumes, 4 iterations"
-                                    " — not a result; smoke: 2 of 40 test volumes, 6 iterations — not a result")
-    mt20 = table_rows(text)[2:][3]
-    assert mt20[3].startswith("87.50 ± 0.71 (smoke: 2 of 40 test volumes, 6 iterations — not a result; smoke: 2 of 40")
+    assert text.splitlines()[0] == ("# Synthetic 2D demo — not a result: † smoke: 2 of 40 test volumes, 4 iterations"
+                                    " — not a result; ‡ smoke: 2 of 40 test volumes, 6 iterations — not a result")
+    rows = table_rows(text)[2:]
+    assert rows[3][3].startswith("87.50 ± 0.71 (†, ‡)")  # MT at 20 %: seed 0 ran 6 iterations, seed 1 4
+    assert rows[0][3].startswith("81.00 ± 1.41 (†)")
 
 
 def test_the_smoke_mark_counts_iterations_in_words():

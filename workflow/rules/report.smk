@@ -31,3 +31,31 @@ rule table_report:
         "semiseg --rule table_report --wildcards {params.wildcards:q}"
         " report --spec {params.spec:q} --table {input.table} --store {input.store}"
         " --runs {params.runs} --regions {input.regions} --out {output} 2> {log}"
+
+
+# A target that names no table, e.g. a mistyped `snakemake results/tables/acdcc.md`: the input
+# function stops the run with the list of tables. Neither rule ever runs a job.
+rule unknown_table:
+    input:
+        unknown_table,
+    output:
+        results(paths.table("{name}")),
+    wildcard_constraints:
+        name=NOT_A_TABLE,
+    log:
+        log_path("unknown_table", "{name}"),
+    shell:
+        "false"
+
+
+rule unknown_report_page:
+    input:
+        unknown_table,
+    output:
+        results(paths.report_page("{name}")),
+    wildcard_constraints:
+        name=NOT_A_TABLE,
+    log:
+        log_path("unknown_report_page", "{name}"),
+    shell:
+        "false"

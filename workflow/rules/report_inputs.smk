@@ -1,4 +1,5 @@
 # Input functions of the report pages (rules/report.smk); no rule lives here.
+import re
 
 
 def table_run_files(name):
@@ -40,3 +41,17 @@ def table_report_spec(wildcards):
 
 def report_pages():
     return [results(paths.report_page(t)) for t in CFG["settings"]["tables"]]
+
+
+#: A name that is no table: the `name` of rules unknown_table and unknown_report_page, so that
+#: they never compete with rules table and table_report (a table's name has no dot).
+NOT_A_TABLE = r"(?!(?:%s)\.)[^/]+" % "|".join(map(re.escape, sorted(CFG["tables"])))
+
+
+def unknown_table(wildcards):
+    """Refuse a target that names no table (`snakemake results/tables/acdcc.md`) with the list of
+    tables, where Snakemake would only say that no rule produces it."""
+    raise ValueError(
+        f"there is no table {wildcards.name!r}; the tables (config/tables/*.yaml) are: "
+        f"{', '.join(sorted(CFG['tables']))}"
+    )

@@ -57,23 +57,40 @@ _SCRIPT = """<script>
 </script>"""
 
 
-def screenshot(report: Path, out: Path, *, show: str | None = None, size=(1600, 1400),
-               wait_ms: int = 8000, chromium: str | None = None, timeout: float = 120) -> Path:
+# Clicks the first link whose text is CLICK once the report's landing page shows it.
+_CLICK = """<script>
+(function () {
+  const want = %s;
+  function click() {
+    const link = Array.from(document.querySelectorAll("a")).find(function (a) { return a.textContent.trim() === want; });
+    if (!link) { return setTimeout(click, 50); }
+    link.click();
+    document.title = "semiseg: clicked " + want;
+  }
+  window.addEventListener("load", click);
+})();
+</script>"""
+
+
+def screenshot(report: Path, out: Path, *, show: str | None = None, click: str | None = None,
+               size=(1600, 1400), wait_ms: int = 8000, chromium: str | None = None, timeout: float = 120) -> Path:
     """Save a PNG of ``report`` as headless Chromium draws it; with ``show``, of the result whose
-    path ends with it (e.g. ``report/demo.html``). Raises ``FileNotFoundError`` without Chromium,
-    ``RuntimeError`` when Chromium fails or writes no image."""
+    path ends with it (e.g. ``report/demo.html``); with ``click``, after a click on the link whose
+    text it is (e.g. a table's link on the landing page). Raises ``FileNotFoundError`` without
+    Chromium, ``RuntimeError`` when Chromium fails or writes no image."""
     exe = chromium or find_chromium()
     if not exe:
         raise FileNotFoundError("Chromium not found (looked for $SEMISEG_CHROMIUM, " + ", ".join(_NAMES)
                                 + "); on Debian/Ubuntu: apt-get install -y chromium")
     report, out = Path(report).resolve(), Path(out).resolve()
     page = report.read_text(encoding="utf-8")
-    if show:
+    if show or click:
         # the report's own scripts hold "</body>" in strings: the document's is the last one
         head, tag, tail = page.rpartition("</body>")
         if not tag:
             raise RuntimeError(f"{report}: no </body>; not an HTML report")
-        page = head + _SCRIPT % json.dumps(show) + tag + tail
+        script = _SCRIPT % json.dumps(show) if show else _CLICK % json.dumps(click)
+        page = head + script + tag + tail
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="semiseg-browser-") as tmp:
         copy = Path(tmp) / "report.html"

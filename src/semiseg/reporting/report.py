@@ -4,26 +4,34 @@
 
 1. the table itself (``results/tables/<name>.md``, rendered as an HTML table, word for word);
 2. per-class metrics: Dice and 95HD of each class (RV, Myo, LV for ACDC), mean ± std over seeds;
-3. Dice against the labeled ratio, a line per method, with the papers' values of the table's
-   ``reference`` as open markers in the method's colour;
+3. Dice against the labeled ratio, a line per row, with the papers' values of the table's
+   ``reference`` as open markers in the row's colour, in panels of a few rows each;
 4. the runs' job parameters, read from each run's own ``config.json`` (what it was trained
    with), checked against the table's ``Schedule:`` line: a page is never written beside a table
    whose schedule its runs do not share;
-5. learning curves of every run: each loss term of ``train.csv`` and the validation Dice,
-   against the iteration (one figure per method and ratio, a line per seed);
-6. example overlays: for each ratio, the same test slices (image, ground truth, each method's
+5. the validation Dice of every row against the iteration, a panel per ratio; then learning
+   curves of every run: each loss term of ``train.csv`` and the validation Dice, against the
+   iteration (one figure per row, a colour per ratio, a line per seed);
+6. example overlays: for each ratio, the same test slices (image, ground truth, each row's
    prediction of its first seed);
 7. ALHVR's region figure (image, both networks, Ω1/Ω2/Ω3), when the table has an ``alhvr`` row.
 
-The figures are PNGs embedded in the page (``data:`` URIs), so the page is one file that the
-Snakemake report shows as it is and that opens on its own in a browser. Matplotlib is used
-through its object API (no pyplot state).
+Every name on the page is the row's ``label``, looked up by ``(method, ratio)``: a table may
+hold two rows of one method (U-Net with a few labeled patients and with all of them).
+
+The figures are embedded in the page (``data:`` URIs; palette PNGs, overlays as JPEG), so the
+page is one file that the Snakemake report shows as it is and that opens on its own in a
+browser. The report shows it as a ``data:`` URL, which Chromium refuses above 2 MB: with an
+ACDC-size table (23 cells of a method at a ratio, 3 seeds each) the page stays near 1 MB
+(tests/test_report.py).
+Matplotlib is used through its object API (no pyplot state).
 """
 
 from __future__ import annotations
 
 import base64
 import html
+import io
 import json
 import re
 from collections.abc import Mapping, Sequence
@@ -32,10 +40,11 @@ from pathlib import Path
 from semiseg.metrics.csv_io import read_metrics_csv
 from semiseg.metrics.summary import summarise
 from semiseg.reporting.build import parse_run_path
-from semiseg.reporting.report_figures import _mean_std, dice_vs_ratio, learning_curves, overlays, reference_points
+from semiseg.reporting.report_figures import (_mean_std, dice_vs_ratio, learning_curves, overlays, reference_points,
+                                              val_dice)
 from semiseg.reporting.tables import write_table
 
-__all__ = ["markdown_to_html", "reference_points", "table_page", "check_schedule"]
+__all__ = ["markdown_to_html", "reference_points", "row_labels", "table_page", "check_schedule"]
 
 # ----------------------------------------------------------------------------- markdown
 def _inline(text: str) -> str:
@@ -145,7 +154,14 @@ def check_schedule(table_md: str, runs: Mapping) -> str | None:
     return names[0] if names else None
 
 
-def _per_class_html(table: Mapping, runs: Mapping, labels: Mapping[str, str]) -> str:
+def row_labels(table: Mapping) -> dict[tuple[str, int], str]:
+    """``(method, ratio)`` → the name of the table row that holds it (its ``label``, else the
+    method): two rows of one method (``supervised`` at 10 % and at 100 %) keep their own names."""
+    return {(row["method"], int(ratio)): row.get("label") or row["method"]
+            for row in table["rows"] for ratio in row["ratios"]}
+
+
+def _per_class_html(table: Mapping, runs: Mapping, labels: Mapping[tuple[str, int], str]) -> str:
     classes = list(dict.fromkeys(c for r in runs.values() for c in r["summary"]["per_class"]))
     head = "".join(f"<th>{html.escape(c)} Dice (%)</th>" for c in classes)
     head += "".join(f"<th>{html.escape(c)} 95HD</th>" for c in classes)
@@ -166,19 +182,19 @@ def _per_class_html(table: Mapping, runs: Mapping, labels: Mapping[str, str]) ->
                         continue
                     mean, std = _mean_std(vals)
                     cells.append(f"<td>{mean:.2f} ± {std:.2f}</td>" if len(vals) > 1 else f"<td>{mean:.2f}</td>")
-            body.append(f"<tr><td>{html.escape(labels.get(method, method))}</td><td>{int(ratio)}%</td>"
+            body.append(f"<tr><td>{html.escape(labels[(method, int(ratio))])}</td><td>{int(ratio)}%</td>"
                         f"<td>{len(keys)}</td>{''.join(cells)}</tr>")
     return (f"<table><thead><tr><th>Method</th><th>Labeled</th><th>Seeds</th>{head}</tr></thead>"
             f"<tbody>{''.join(body)}</tbody></table>")
 
 
-def _params_html(runs: Mapping, labels: Mapping[str, str]) -> str:
+def _params_html(runs: Mapping, labels: Mapping[tuple[str, int], str]) -> str:
     keys = ("name", "iterations", "labeled_batch_size", "unlabeled_batch_size", "lr", "val_interval",
             "max_test_cases")
     body = []
-    order = {m: k for k, m in enumerate(labels)}  # the table's row order
-    for (method, ratio, seed), run in sorted(runs.items(), key=lambda kv: (order.get(kv[0][0], len(order)),
-                                                                          kv[0][1], kv[0][2])):
+    order = {key: k for k, key in enumerate(labels)}  # the table's row order
+    for (method, ratio, seed), run in sorted(runs.items(), key=lambda kv: (order.get(kv[0][:2], len(order)),
+                                                                          kv[0][2])):
         spec = run["config"]["spec"]
         sched = spec["schedule"]
         summary = run["config"].get("summary", {})
@@ -186,13 +202,29 @@ def _params_html(runs: Mapping, labels: Mapping[str, str]) -> str:
         params = json.dumps(spec["method"].get("params", {}), sort_keys=True)
         best = summary.get("best_val_dice")
         best_text = "–" if best is None else f"{100 * best:.2f} @ {summary.get('best_iteration')}"
-        body.append(f"<tr><td>{html.escape(labels.get(method, method))}</td><td>{ratio}%</td><td>{seed}</td>{cells}"
+        body.append(f"<tr><td>{html.escape(labels.get((method, ratio), method))}</td><td>{ratio}%</td>"
+                    f"<td>{seed}</td>{cells}"
                     f"<td>{best_text}</td>"
                     f"<td><code>{html.escape(params)}</code></td>"
                     f"<td><code>{html.escape(str(run['dir']))}</code></td></tr>")
     head = "".join(f"<th>{k.replace('_', ' ')}</th>" for k in ("schedule", *keys[1:]))
     return (f"<table><thead><tr><th>Method</th><th>Labeled</th><th>Seed</th>{head}<th>best val Dice</th>"
             f"<th>method parameters</th><th>run</th></tr></thead><tbody>{''.join(body)}</tbody></table>")
+
+
+def _embedded_image(path: Path, width: int = 800) -> str:
+    """A run figure's PNG as a JPEG ``data:`` URI at most ``width`` pixels wide: the figures are
+    drawn at 120 dpi for their own files, and several of them as PNG would make the page too
+    big for the report (module docstring)."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        image = image.convert("RGB")
+        if image.width > width:
+            image = image.resize((width, round(image.height * width / image.width)), Image.Resampling.LANCZOS)
+        buf = io.BytesIO()
+        image.save(buf, format="jpeg", quality=85, optimize=True)
+    return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
 _STYLE = """
@@ -210,7 +242,7 @@ h2 { border-bottom: 1px solid #ddd; padding-bottom: 0.2em; margin-top: 1.6em; }
 
 
 def table_page(spec: Mapping, *, table_md: Path, run_dirs: Sequence[Path], store_path: Path,
-               region_figures: Sequence[Path] = (), out: Path, overlay_slices: int = 3) -> Path:
+               region_figures: Sequence[Path] = (), out: Path, overlay_slices: int = 2) -> Path:
     """Write the report page of one table to ``out`` (atomically) and return its path.
 
     ``spec``: ``name`` and ``table`` (the catalogue entry). ``run_dirs``: the runs the table was
@@ -222,7 +254,7 @@ def table_page(spec: Mapping, *, table_md: Path, run_dirs: Sequence[Path], store
     text = Path(table_md).read_text()
     runs = _read_runs(run_dirs)
     schedule = check_schedule(text, runs)
-    labels = {row["method"]: row.get("label") or row["method"] for row in table["rows"]}
+    labels = row_labels(table)
     methods = list(dict.fromkeys(row["method"] for row in table["rows"]))
     parts = [f"<h1>{html.escape(table['title'])}</h1>",
              f'<p class="note">Report page of <code>{html.escape(str(table_md))}</code>: the table as built, then '
@@ -240,12 +272,19 @@ def table_page(spec: Mapping, *, table_md: Path, run_dirs: Sequence[Path], store
     if sources:
         parts.append('<p class="note">Papers\' values: ' + "; ".join(html.escape(s) for s in sources) + ".</p>")
     if runs:
-        parts += ["<h2>Job parameters of the runs</h2>", _params_html(runs, labels), "<h2>Learning curves</h2>"]
-        for method in methods:
-            for ratio in sorted({r for (m, r, _s) in runs if m == method}):
-                png = learning_curves(method, ratio, runs, labels[method])
-                if png:
-                    parts.append(f'<img alt="learning curves {html.escape(method)} {ratio}" src="{png}">')
+        parts += ["<h2>Job parameters of the runs</h2>", _params_html(runs, labels)]
+        ran = [(method, ratio, label) for (method, ratio), label in labels.items()
+               if any(key[:2] == (method, ratio) for key in runs)]
+        png = val_dice(ran, runs)
+        if png:
+            parts += ["<h2>Validation Dice of every row</h2>", f'<img alt="validation Dice of every row" src="{png}">']
+        parts.append("<h2>Learning curves</h2>")
+        for row in table["rows"]:
+            ratios = [int(r) for r in row["ratios"] if any(key[:2] == (row["method"], int(r)) for key in runs)]
+            png = learning_curves(row["method"], ratios, runs, labels[(row["method"], ratios[0])]) if ratios else None
+            if png:
+                parts.append(f'<img alt="learning curves {html.escape(row["method"])} '
+                             f'{", ".join(map(str, ratios))}" src="{png}">')
         parts.append("<h2>Example predictions</h2>")
         with Store(store_path) as store:
             names = {v: k for k, v in store.labels.items()}
@@ -254,18 +293,18 @@ def table_page(spec: Mapping, *, table_md: Path, run_dirs: Sequence[Path], store
                 if png:
                     parts.append(f'<img alt="overlays {ratio}" src="{png}">')
     for fig_path in region_figures:
-        data = base64.b64encode(Path(fig_path).read_bytes()).decode("ascii")
+        data = _embedded_image(fig_path)
         if Path(fig_path).stem.startswith("buarl_entropy"):
             parts += [f"<h2>BUARL's entropy regions ({html.escape(Path(fig_path).stem)})</h2>",
                       '<p class="note">Paper Figure 5 for our run: the entropy of the prediction on unlabeled '
                       "slices, and the pixels above each image's 95th, 97th and 99th percentile of it (the "
                       "uncertain regions URL and CRL weight).</p>",
-                      f'<img alt="BUARL entropy regions" src="data:image/png;base64,{data}">']
+                      f'<img alt="BUARL entropy regions" src="{data}">']
             continue
         parts += [f"<h2>ALHVR's regions ({html.escape(Path(fig_path).stem)})</h2>",
                   '<p class="note">Paper Figure 1 for our run: image, both networks\' predictions, and the '
                   "regions Ω1 (reliable stable), Ω2 (reliable unstable), Ω3 (unreliable stable).</p>",
-                  f'<img alt="ALHVR regions" src="data:image/png;base64,{data}">']
+                  f'<img alt="ALHVR regions" src="{data}">']
     page = ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>{html.escape(table['title'])}</title><style>{_STYLE}</style></head><body>\n"
             + "\n".join(parts) + "\n</body></html>\n")

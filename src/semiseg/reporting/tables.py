@@ -25,9 +25,15 @@ seeds), explained in the footer::
     81.50 ± 0.71 (95% CI 79.80–83.05) (paper 80.10)
 
 A run under the ``smoke`` schedule on a dataset whose own schedule is another, or one scored
-on part of the test set, is no result: the title line says so, and so does every cell of it::
+on part of the test set, is no result: the title line says so, once, and every cell of it
+carries a footnote mark that the notes under the table explain (one mark per kind of run, in
+table order: ``†``, ``‡``, ``§``, ``¶``, then ``†5``, ...)::
 
-    30.12 ± 1.20 (smoke: 2 of 40 test volumes, 4 iterations — not a result)
+    # ACDC — smoke: 2 of 40 test volumes, 2 iterations — not a result
+    ...
+    | MT | 7 (10%) | 63 (90%) | 30.12 ± 1.20 (†) (paper 83.65) | ...
+    ...
+    - Not a result: † smoke: 2 of 40 test volumes, 2 iterations — not a result. ...
 
 Worked example: two seeds with Dice 0.80 and 0.82 print as ``81.00 ± 1.41``
 (mean 0.81; sample std ``sqrt(((0.80-0.81)**2 + (0.82-0.81)**2) / 1) = 0.01414``; x 100).
@@ -50,8 +56,8 @@ from semiseg.metrics.bootstrap import interval_from_draws, resample_indices
 from semiseg.reporting.notes import METRICS_DOC, escape, footer_lines, smoke_mark
 from semiseg.references import reference_values
 
-__all__ = ["COLUMNS", "METRICS_DOC", "TableRow", "TableRuns", "build_table", "compute_table", "format_cell",
-           "render_table", "write_table"]
+__all__ = ["COLUMNS", "METRICS_DOC", "TableRow", "TableRuns", "build_table", "compute_table", "footnote_mark",
+           "format_cell", "render_table", "write_table"]
 
 #: Table header, in column order.
 COLUMNS: tuple[str, ...] = (
@@ -75,6 +81,18 @@ _METRICS: tuple[tuple[str, float], ...] = (
 )
 
 _NOT_RUN = "not run"
+
+#: Footnote marks of the runs that are no result, one per kind (module docstring).
+_FOOTNOTES = ("†", "‡", "§", "¶")
+
+
+def footnote_mark(index: int) -> str:
+    """The ``index``-th footnote mark (0-based): ``†``, ``‡``, ``§``, ``¶``, then ``†5``, ``†6``, ...
+
+    >>> [footnote_mark(k) for k in (0, 1, 4)]
+    ['†', '‡', '†5']
+    """
+    return _FOOTNOTES[index] if index < len(_FOOTNOTES) else f"{_FOOTNOTES[0]}{index + 1}"
 
 def _is_finite_number(value: object) -> bool:
     return (
@@ -269,8 +287,9 @@ def build_table(
         ``(method, ratio, seed)`` -> what the run says of itself: ``schedule`` (name),
         ``iterations``, ``test_cases`` (volumes scored). A run under the ``smoke`` schedule on a
         dataset whose ``own_schedule`` is another, or scored on fewer than ``test_cases``
-        volumes, is marked in the title line and in every cell as no result; smoke runs that
-        are the dataset's own schedule put the schedule and its iterations in the title line.
+        volumes, is named in the title line as no result and its cells carry a footnote mark
+        (:func:`footnote_mark`) that the notes explain; smoke runs that are the dataset's own
+        schedule put the schedule and its iterations in the title line.
     case_values:
         ``(method, ratio, seed)`` -> the run's per-case values, a frame as
         :func:`semiseg.metrics.summary.case_means` returns (index: case ids; one column per
@@ -404,6 +423,7 @@ def render_table(spec: Mapping, table: TableRuns, *, dataset_info: Mapping, foot
     body = []
     partial_rows = False
     for row in table.rows:
+        footnotes = ", ".join(footnote_mark(k) for k in sorted(table.marks.index(m) for m in row.marks))
         name = escape(row.label)
         if row.runs and len(row.runs) < table.n_seeds:
             partial_rows = True
@@ -414,7 +434,7 @@ def render_table(spec: Mapping, table: TableRuns, *, dataset_info: Mapping, foot
         cells = [name, labeled_cell, unlabeled_cell]
         for metric, factor in _METRICS:
             values = [run[metric] * factor for run in row.runs]
-            cells.append(format_cell(values, references=row.references.get(metric, ()), mark="; ".join(row.marks),
+            cells.append(format_cell(values, references=row.references.get(metric, ()), mark=footnotes,
                                      interval=row.intervals.get(metric),
                                      confidence=float(bootstrap["confidence"]) if bootstrap else 0.95))
         body.append("| " + " | ".join(cells) + " |")
@@ -423,8 +443,9 @@ def render_table(spec: Mapping, table: TableRuns, *, dataset_info: Mapping, foot
     title = escape(spec["title"])
     smoke_note = ""
     if marks:
-        title += " — " + marks[0] if len(marks) == 1 else " — not a result: " + "; ".join(marks)
-        smoke_note = ("Not a result: " + "; ".join(marks) + ". A pipeline check under a short schedule "
+        named = "; ".join(f"{footnote_mark(k)} {m}" for k, m in enumerate(marks))
+        title += " — " + marks[0] if len(marks) == 1 else " — not a result: " + named
+        smoke_note = ("Not a result: " + named + ". A pipeline check under a short schedule "
                       "or on part of the test set; build the table under its own schedule for numbers.")
     elif table.smoke_iterations:
         its = "/".join(str(n) for n in sorted(table.smoke_iterations))

@@ -1,0 +1,491 @@
+"""Record short training trajectories with the official code of a method (parity records).
+
+    python benchmarks/parity_record.py [--ssl4mis PATH] [--alhvr PATH] [--bcp PATH]
+                                       [--methods NAME ...] [--out DIR]
+
+Each ``PATH`` is a checkout of a reference repository: https://github.com/HiLab-git/SSL4MIS
+(Mean Teacher, CPS, UA-MT: ``code/train_*_2D.py``), https://github.com/ziziyao/ALHVR
+(``train_ALHVR/code/train_ALHVR_acdc.py``) and https://github.com/DeepMed-Lab-ECNU/BCP
+(``code/ACDC_BCP_train.py``; it imports scikit-image). Its scripts' folder is put on
+``sys.path`` at run time and the training script is executed from the checkout: its own
+``train()`` (BCP: ``pre_train``, its checkpoint, ``self_train``) with its network, losses,
+ramp, EMA and lr policy, on CPU in float64, with what needs a GPU, a dataset or a logger
+replaced by stand-ins:
+
+- ``.cuda()`` is the identity; the data loader yields the fixed batches of
+  ``tests/parity/inputs.py`` (2 + 2 synthetic 32 × 32 slices per iteration, no augmentation;
+  at 16 × 16 batch norm normalises two values at the 1 × 1 bottleneck, where rounding errors
+  grow ×30 per step and no two implementations stay within 1e-6);
+- every network the script builds gets the seeded initial weights of
+  :func:`~parity.inputs.seeded_init`; ``torch.randn_like`` (the teacher's input noise) is the
+  seeded :class:`~parity.inputs.NoiseStream`, ALHVR's feature-perturbation draws and BCP's
+  paste-block corners a :class:`~parity.inputs.PerturbStream`; the global generator (dropout)
+  is seeded before every iteration;
+- the loss modules, the SGD optimisers and the TensorBoard writer record what they see: each
+  loss call's value, the lr of each step and the training loop's scalars at that step, the
+  logged scalars;
+- the run is shortened by source edits named in the record (``setup.edits``): the ramp's
+  150-iteration "epoch" becomes 2 iterations, Mean Teacher's consistency delay 1000
+  iterations 6; BCP runs 8 pre-training and 16 self-training iterations.
+
+It writes ``<out>/<method>.json`` (default ``tests/parity/records``): the reference repository
+and commit, the setup, per iteration the lr, the total loss, each loss term and the
+consistency weight, and statistics of the final weights (:func:`~parity.inputs.weight_stats`).
+``tests/test_parity_trajectories.py`` replays each record with the project's method;
+``docs/fidelity.md`` says what they prove.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+
+from parity.inputs import (NoiseStream, PerturbStream, batch_at, seed_iteration, seeded_init,  # noqa: E402
+                           shapes_digest, slices, weight_stats)
+
+#: The fixed input every SSL4MIS record trains on.
+SETUP = {"size": 32, "n_labeled": 4, "n_unlabeled": 4, "labeled_bs": 2, "unlabeled_bs": 2, "iterations": 24,
+         "data_seed": 31, "init_seed": 7, "rng_seed": 11, "noise_seed": 13, "num_classes": 4}
+#: Parameters (by declaration order) whose final values a record checks one by one: the first
+#: convolution, the bottleneck block's last convolution and the output convolution.
+NAMED = [0, 36, -2]
+
+
+def git_commit(path: Path) -> str:
+    try:
+        return subprocess.run(["git", "-C", str(path), "rev-parse", "HEAD"], capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        raise SystemExit(f"{path}: not a git checkout (the record names the commit it came from)") from None
+
+
+class Recorder:
+    """What one run saw, per iteration: loss calls, the lr of each optimiser step, logged scalars."""
+
+    def __init__(self):
+        self.iterations: list[dict] = []
+        self.nets: list[torch.nn.Module] = []  # every network the script built, in order
+
+    def start(self, t: int) -> None:
+        self.iterations.append({"iteration": t, "calls": [], "lrs": [], "scalars": {}, "locals": {}})
+
+    @property
+    def now(self) -> dict:
+        return self.iterations[-1]
+
+
+def recording_forward(cls, rec: Recorder, kind: str):
+    """``cls.forward`` that also records each call's value (patched onto the class, so that the
+    script's own ``super(DiceLoss, self)`` calls still resolve)."""
+    forward = cls.forward
+
+    def recorded(self, *args, **kwargs):
+        out = forward(self, *args, **kwargs)
+        if out.numel() == 1:  # a loss (not a per-pixel map)
+            rec.now["calls"].append((kind, float(out.detach())))
+        return out
+
+    return recorded
+
+
+def recording_sgd(rec: Recorder, optimizers: list):
+    class RecordingSGD(torch.optim.SGD):
+        def __init__(self, params, *args, **kwargs):
+            params = list(params)
+            super().__init__(params, *args, **kwargs)
+            optimizers.append(self)
+
+        def step(self, closure=None):
+            rec.now["lrs"].append(self.param_groups[0]["lr"])
+            if not rec.now["locals"]:  # the training loop's scalars (loss terms), as it holds them
+                frame = sys._getframe(1)
+                while frame is not None and "iter_num" not in frame.f_locals:
+                    frame = frame.f_back
+                rec.now["locals"] = {k: float(v) for k, v in frame.f_locals.items()
+                                     if isinstance(v, float) or (isinstance(v, torch.Tensor) and v.dim() == 0)}
+            return super().step(closure)
+
+    return RecordingSGD
+
+
+class FixedLoader:
+    """The training loader: iteration ``t``'s fixed batch, labeled first; seeds dropout per iteration."""
+
+    def __init__(self, rec: Recorder, setup: dict):
+        self.rec, self.setup = rec, setup
+        n = setup["n_labeled"] + setup["n_unlabeled"]
+        self.images, self.labels = slices(n, setup["size"], setup["data_seed"])
+
+    def __len__(self):
+        return self.setup["iterations"]
+
+    def __iter__(self):
+        s = self.setup
+        for t in range(len(self.rec.iterations), s["iterations"]):  # a second stage goes on from the first
+            xl, yl, xu = batch_at(t, self.images, self.labels, s["n_labeled"], s["labeled_bs"], s["unlabeled_bs"])
+            self.rec.start(t)
+            seed_iteration(s["rng_seed"], t)
+            # the unlabeled slices' labels are loaded by the script but never read
+            yield {"image": torch.cat([xl, xu]), "label": torch.cat([yl, torch.zeros_like(yl[: len(xu)])])}
+
+
+class Writer:
+    def __init__(self, rec: Recorder):
+        self.rec = rec
+
+    def add_scalar(self, tag, value, step):
+        self.rec.now["scalars"][tag] = float(value)
+
+    def __getattr__(self, name):  # add_image, close
+        return lambda *a, **k: None
+
+
+#: The 2D networks of the scripts' ``net_factory``, by ``net_type``: their class in ``networks/unet.py``.
+NETWORKS = {"unet": "UNet", "unet_fea_aux": "UNet_fea_aux", "unet_2d": "UNet_2d"}
+
+
+def stub_modules(rec: Recorder, setup: dict, init_seeds: list[int], code: Path) -> dict[str, types.ModuleType]:
+    """Stand-ins for the modules that need a dataset, a GPU or a logger; the network is the real one."""
+    sys.path.insert(0, str(code))
+    from networks import unet  # the official networks
+
+    seeds = iter(init_seeds)
+
+    def net_factory(net_type="unet", in_chns=1, class_num=3, **kwargs):
+        if net_type not in NETWORKS:
+            raise SystemExit(f"parity records know the networks {sorted(NETWORKS)}; the script asked for {net_type!r}")
+        rec.nets.append(seeded_init(getattr(unet, NETWORKS[net_type])(in_chns=in_chns, class_num=class_num),
+                                    next(seeds)))
+        return rec.nets[-1]
+
+    def bcp_net(in_chns=1, class_num=2, ema=False):
+        net = net_factory("unet_2d", in_chns, class_num)
+        for p in net.parameters() if ema else []:
+            p.detach_()
+        return net
+
+    def module(name, **attrs):
+        m = types.ModuleType(name)
+        m.__dict__.update(attrs)
+        return m
+
+    class Dataset:
+        def __init__(self, *a, split="train", **k):
+            self.n = 2000 if split == "train" else 0
+
+        def __len__(self):
+            return self.n
+
+    def loader(dataset, *a, batch_sampler=None, **k):
+        return FixedLoader(rec, setup) if batch_sampler is not None else []
+
+    return {
+        "tensorboardX": module("tensorboardX", SummaryWriter=lambda *a, **k: Writer(rec)),
+        "torchvision": module("torchvision", transforms=module("transforms", Compose=lambda x: x),
+                              utils=module("utils", make_grid=lambda *a, **k: None)),
+        "torchvision.utils": module("torchvision.utils", make_grid=lambda *a, **k: None),
+        "dataloaders": module("dataloaders", utils=module("dataloaders.utils")),
+        "dataloaders.dataset": module("dataloaders.dataset", BaseDataSets=Dataset,
+                                      RandomGenerator=lambda *a, **k: None,
+                                      TwoStreamBatchSampler=lambda *a, **k: "fixed",
+                                      ThreeStreamBatchSampler=lambda *a, **k: "fixed"),
+        "networks.net_factory": module("networks.net_factory", net_factory=net_factory, BCP_net=bcp_net),
+        # imported by BCP's script, unused by the functions it runs here
+        "cv2": module("cv2"), "imageio": module("imageio"),
+        "_loader": module("_loader", DataLoader=loader),
+    }
+
+
+@contextlib.contextmanager
+def patched(obj, name, value):
+    old = getattr(obj, name)
+    setattr(obj, name, value)
+    try:
+        yield
+    finally:
+        setattr(obj, name, old)
+
+
+@contextlib.contextmanager
+def patched_item(mapping: dict, key, value):
+    old = mapping[key]
+    mapping[key] = value
+    try:
+        yield
+    finally:
+        mapping[key] = old
+
+
+def run_script(code: Path, script: str, argv: list[str], edits: list[tuple[str, str]], init_seeds: list[int],
+               setup: dict, patches=None, entry=None, on_recorder=None) -> tuple[Recorder, list]:
+    """Run ``code/script``'s ``train()`` (or ``entry(namespace, optimisers)``) with the stand-ins;
+    return what it recorded and its optimisers. ``patches(stack, setup, namespace)`` adds a
+    method's own stand-ins."""
+    source = (code / script).read_text()
+    for old, new in edits:
+        if source.count(old) != 1:
+            raise SystemExit(f"{code / script}: expected {old!r} once, found it {source.count(old)} times "
+                             "(another version of the script?)")
+        source = source.replace(old, new)
+    rec, optimizers = Recorder(), []
+    if on_recorder is not None:
+        on_recorder(rec)
+    stubs = stub_modules(rec, setup, init_seeds, code)
+    saved = {k: sys.modules.get(k) for k in stubs}
+    sys.modules.update(stubs)
+    torch.set_default_dtype(torch.float64)
+    try:
+        from utils import losses
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(patched(sys, "argv", [script, *argv]))
+            ns = {"__name__": "parity_" + Path(script).stem, "__file__": str(code / script)}
+            exec(compile(source, str(code / script), "exec"), ns)
+            ns["DataLoader"] = stubs["_loader"].DataLoader
+            for cls, kind in ((ns["CrossEntropyLoss"], "ce"), (losses.DiceLoss, "dice")):
+                stack.enter_context(patched(cls, "forward", recording_forward(cls, rec, kind)))
+            stack.enter_context(patched(torch.optim, "SGD", recording_sgd(rec, optimizers)))
+            stack.enter_context(patched(torch, "randn_like", NoiseStream(setup["noise_seed"])))
+            stack.enter_context(patched(torch.Tensor, "cuda", lambda self, *a, **k: self))
+            stack.enter_context(patched(torch.nn.Module, "cuda", lambda self, *a, **k: self))
+            if patches is not None:
+                patches(stack, setup, ns)
+            if entry is None:
+                ns["train"](ns["args"], "/nonexistent-parity-run")
+            else:
+                entry(ns, optimizers)
+    finally:
+        torch.set_default_dtype(torch.float32)
+        for k, v in saved.items():
+            if v is None:
+                sys.modules.pop(k, None)
+            else:
+                sys.modules[k] = v
+        sys.path.remove(str(code))
+        for k in [k for k in sys.modules if k.split(".")[0] in ("utils", "networks", "val_2D", "dataloaders")]:
+            del sys.modules[k]
+    return rec, optimizers
+
+
+def ssl4mis_argv(setup: dict, labeled_num: str = "labeled_num", **extra) -> list[str]:
+    """The scripts' arguments for the setup (``labeled_num``: the option's name, ALHVR's is ``labelnum``;
+    7 patients, a key of their slice table whatever the stand-in data)."""
+    argv = ["--max_iterations", str(setup["iterations"]), "--batch_size",
+            str(setup["labeled_bs"] + setup["unlabeled_bs"]), "--labeled_bs", str(setup["labeled_bs"]),
+            "--num_classes", str(setup["num_classes"]), f"--{labeled_num}", "7"]
+    for k, v in extra.items():
+        argv += [f"--{k}", str(v)]
+    return argv
+
+
+#: The ramp's "epoch" of 150 iterations shortened to 2, over 10 such epochs (20 of 24 iterations).
+RAMP_EDIT = [("iter_num//150", "iter_num//2")]
+RAMP = {"consistency_rampup": 10, "rampup_block": 2}
+
+
+def teacher_rows(rec: Recorder) -> list[dict]:
+    """Mean Teacher / UA-MT: the logged scalars, CE and Dice from the loss calls."""
+    rows = []
+    for it in rec.iterations:
+        calls, sc = it["calls"], it["scalars"]
+        rows.append({"iteration": it["iteration"], "lr": it["lrs"][0], "total": sc["info/total_loss"],
+                     "ce": calls[0][1], "dice": calls[1][1], "consistency": sc["info/consistency_loss"],
+                     "consistency_weight": sc["info/consistency_weight"]})
+    return rows
+
+
+def record_mean_teacher(code: Path) -> dict:
+    setup = dict(SETUP)
+    edits = RAMP_EDIT + [("if iter_num < 1000:", "if iter_num < 6:")]
+    rec, _ = run_script(code, "train_mean_teacher_2D.py", ssl4mis_argv(setup, consistency_rampup=10), edits,
+                        [setup["init_seed"]] * 2, setup)
+    return {"method": "mean_teacher", "script": "code/train_mean_teacher_2D.py",
+            "setup": {**setup, **RAMP, "consistency_start_iterations": 6, "edits": edits,
+                      "init": "student and teacher: seeded_init(init_seed)",
+                      "shapes": shapes_digest(rec.nets[0])},
+            "iterations": teacher_rows(rec),
+            "final": {"student": weight_stats(list(rec.nets[0].named_parameters()), NAMED)}}
+
+
+def record_ua_mt(code: Path) -> dict:
+    setup = dict(SETUP)
+    edits = [("get_current_consistency_weight(iter_num//150)", "get_current_consistency_weight(iter_num//2)")]
+    rec, _ = run_script(code, "train_uncertainty_aware_mean_teacher_2D.py", ssl4mis_argv(setup, consistency_rampup=10),
+                        edits, [setup["init_seed"]] * 2, setup)
+    return {"method": "ua_mt", "script": "code/train_uncertainty_aware_mean_teacher_2D.py",
+            "setup": {**setup, **RAMP, "edits": edits, "init": "student and teacher: seeded_init(init_seed)",
+                      "shapes": shapes_digest(rec.nets[0])},
+            "iterations": teacher_rows(rec),
+            "final": {"student": weight_stats(list(rec.nets[0].named_parameters()), NAMED)}}
+
+
+def record_cps(code: Path) -> dict:
+    setup = dict(SETUP)
+    edits = [("get_current_consistency_weight(iter_num // 150)", "get_current_consistency_weight(iter_num // 2)")]
+    rec, _ = run_script(code, "train_cross_pseudo_supervision_2D.py", ssl4mis_argv(setup, consistency_rampup=10),
+                        edits, [setup["init_seed"], setup["init_seed"] + 1], setup)
+    rows = []
+    for it in rec.iterations:
+        (_, ce1), (_, dice1), (_, ce2), (_, dice2), (_, cps1), (_, cps2) = it["calls"]
+        sc = it["scalars"]
+        if it["lrs"][0] != it["lrs"][1]:
+            raise SystemExit("CPS: the two optimisers stepped with different lrs")
+        rows.append({"iteration": it["iteration"], "lr": it["lrs"][0],
+                     "total": sc["loss/model1_loss"] + sc["loss/model2_loss"], "ce1": ce1, "dice1": dice1,
+                     "ce2": ce2, "dice2": dice2, "cps1": cps1, "cps2": cps2,
+                     "consistency_weight": sc["consistency_weight/consistency_weight"]})
+    return {"method": "cps", "script": "code/train_cross_pseudo_supervision_2D.py",
+            "setup": {**setup, **RAMP, "edits": edits,
+                      "init": "model1: seeded_init(init_seed), model2: seeded_init(init_seed + 1)",
+                      "shapes": shapes_digest(rec.nets[0])},
+            "iterations": rows,
+            "final": {f"model{k + 1}": weight_stats(list(net.named_parameters()), NAMED)
+                      for k, net in enumerate(rec.nets)}}
+
+
+def alhvr_perturbations(stack: contextlib.ExitStack, setup: dict, ns: dict) -> None:
+    """ALHVR's ``UNet_fea_aux`` draws its coin with ``random.random()``, feature dropout's γ with
+    ``np.random.uniform`` and feature noise with ``Uniform.sample``: all three from one
+    :class:`~parity.inputs.PerturbStream`."""
+    from networks import unet
+
+    stream = PerturbStream(setup["perturb_seed"])
+
+    class Uniform:
+        def __init__(self, low, high):
+            self.low, self.high = low, high
+
+        def sample(self, shape):
+            return self.low + (self.high - self.low) * stream.tensor(shape)
+
+    numpy = types.SimpleNamespace(random=types.SimpleNamespace(uniform=stream.scalar))
+    stack.enter_context(patched(unet, "random", types.SimpleNamespace(random=lambda: stream.scalar(0.0, 1.0))))
+    stack.enter_context(patched(unet, "np", numpy))
+    stack.enter_context(patched(unet, "Uniform", Uniform))
+
+
+def record_alhvr(code: Path) -> dict:
+    setup = {**SETUP, "perturb_seed": 17}
+    edits = [("get_current_consistency_weight(iter_num // 150)", "get_current_consistency_weight(iter_num // 2)")]
+    rec, _ = run_script(code, "train_ALHVR_acdc.py", ssl4mis_argv(setup, "labelnum", consistency_rampup=10), edits,
+                        [setup["init_seed"], setup["init_seed"] + 1], setup, patches=alhvr_perturbations)
+    rows = []
+    for it in rec.iterations:
+        v = it["locals"]
+        row = {"iteration": it["iteration"], "lr": it["lrs"][0], "total": v["loss"],
+               "consistency_weight": v["consistency_weight"]}
+        for k, net in (("1", "a"), ("2", "b")):
+            row.update({f"ce_{net}": v[f"loss_ce{k}"], f"dice_{net}": v[f"loss_dice{k}"],
+                        f"pc_ce_{net}": v[f"loss_pro_ce{k}"], f"pc_cos_{net}": v[f"loss_pro_cos{k}"],
+                        f"mh_mse_{net}": v[f"mse{k}"], f"mh_ent_{net}": v[f"loss_focus{k}"] - v[f"mse{k}"]})
+        rows.append(row)
+    return {"method": "alhvr_code", "script": "train_ALHVR/code/train_ALHVR_acdc.py",
+            "setup": {**setup, **RAMP, "edits": edits,
+                      "init": "model1: seeded_init(init_seed), model2: seeded_init(init_seed + 1)",
+                      "shapes": shapes_digest(rec.nets[0])},
+            "iterations": rows,
+            "final": {f"model{k + 1}": weight_stats(list(net.named_parameters()), NAMED)
+                      for k, net in enumerate(rec.nets)}}
+
+
+#: Where each repository keeps the training scripts.
+CODE = {"ssl4mis": "code", "alhvr": "train_ALHVR/code", "bcp": "code"}
+
+class _NumpyWithStream:
+    """``numpy`` whose ``random.randint`` is a :class:`~parity.inputs.PerturbStream`'s."""
+
+    def __init__(self, stream: PerturbStream):
+        import numpy
+        self._numpy = numpy
+        self.random = types.SimpleNamespace(randint=stream.integer)
+
+    def __getattr__(self, name):
+        return getattr(self._numpy, name)
+
+
+def record_bcp_acdc(code: Path) -> dict:
+    """BCP's ACDC script: ``pre_train`` (8 iterations), its checkpoint written by the script's own
+    ``save_net_opt`` at the end (no validation here: the last state is the "best"), then
+    ``self_train`` (16 iterations) from it, as its ``__main__`` runs them."""
+    import tempfile
+
+    pre, self_train = 8, 16
+    setup = {**SETUP, "iterations": pre + self_train, "pretrain_iterations": pre, "mask_seed": 19}
+    argv = ssl4mis_argv(setup, "labelnum") + ["--pre_iterations", str(pre)]
+    argv[argv.index("--max_iterations") + 1] = str(self_train)
+
+    def patches(stack, setup, ns):
+        stack.enter_context(patched_item(ns, "np", _NumpyWithStream(PerturbStream(setup["mask_seed"]))))
+
+    def entry(ns, optimizers):
+        args = ns["args"]
+        with tempfile.TemporaryDirectory() as tmp:
+            ns["pre_snapshot_path"] = tmp
+            ns["pre_train"](args, tmp)
+            ns["save_net_opt"](rec_box[0].nets[0], optimizers[0], Path(tmp) / f"{args.model}_best_model.pth")
+            ns["self_train"](args, tmp, tmp)
+
+    rec_box = []
+    rec, _ = run_script(code, "ACDC_BCP_train.py", argv, [], [setup["init_seed"]] * 3, setup, patches=patches,
+                        entry=entry, on_recorder=rec_box.append)
+    rows = []
+    for it in rec.iterations:
+        sc = it["scalars"]
+        rows.append({"iteration": it["iteration"], "lr": it["lrs"][0], "total": sc["info/total_loss"],
+                     "ce": sc["info/mix_ce"], "dice": sc["info/mix_dice"], "stage": int(it["iteration"] >= pre)})
+
+    def unet(net):  # the U-Net's own parameters (UNet_2d also holds heads this script never uses)
+        return [(n, p) for n, p in net.named_parameters() if n.startswith(("encoder.", "decoder."))]
+
+    student, teacher = rec.nets[1], rec.nets[2]  # self_train's model and ema_model
+    return {"method": "bcp", "script": "code/ACDC_BCP_train.py",
+            "setup": {**setup, "edits": [], "init": "student: seeded_init(init_seed) (the teacher is the "
+                                                   "pre-trained student at the hand-off)",
+                      "shapes": shapes_digest(torch.nn.ModuleList([student.encoder, student.decoder]))},
+            "iterations": rows,
+            "final": {"student": weight_stats(unet(student), NAMED), "teacher": weight_stats(unet(teacher), NAMED)}}
+
+
+RECORDERS = {"mean_teacher": ("ssl4mis", "HiLab-git/SSL4MIS", record_mean_teacher),
+             "cps": ("ssl4mis", "HiLab-git/SSL4MIS", record_cps),
+             "ua_mt": ("ssl4mis", "HiLab-git/SSL4MIS", record_ua_mt),
+             "alhvr_code": ("alhvr", "ziziyao/ALHVR", record_alhvr),
+             "bcp": ("bcp", "DeepMed-Lab-ECNU/BCP", record_bcp_acdc)}
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--ssl4mis", type=Path, help="a checkout of HiLab-git/SSL4MIS")
+    ap.add_argument("--alhvr", type=Path, help="a checkout of ziziyao/ALHVR")
+    ap.add_argument("--bcp", type=Path, help="a checkout of DeepMed-Lab-ECNU/BCP (its ACDC script needs scikit-image)")
+    ap.add_argument("--methods", nargs="+", choices=list(RECORDERS),
+                    help="default: every method whose repository's checkout is given")
+    ap.add_argument("--out", type=Path, default=REPO / "tests" / "parity" / "records")
+    args = ap.parse_args(argv)
+    methods = args.methods or [name for name, (option, _, _) in RECORDERS.items() if getattr(args, option)]
+    if not methods:
+        raise SystemExit("pass at least one checkout: --ssl4mis, --alhvr or --bcp PATH")
+    args.out.mkdir(parents=True, exist_ok=True)
+    for name in methods:
+        option, repository, recorder = RECORDERS[name]
+        checkout = getattr(args, option)
+        if checkout is None:
+            raise SystemExit(f"{name}: pass --{option} PATH (a checkout of {repository})")
+        record = {"reference": {"repository": repository, "commit": git_commit(checkout)},
+                  **recorder(checkout.resolve() / CODE[option])}
+        path = args.out / f"{name}.json"
+        path.write_text(json.dumps(record, indent=1) + "\n")
+        print(f"{path}: {len(record['iterations'])} iterations, final total {record['iterations'][-1]['total']:.6f}")
+
+
+if __name__ == "__main__":
+    main()

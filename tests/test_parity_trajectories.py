@@ -1,0 +1,264 @@
+"""Replays of the official code's training trajectories (``tests/parity/records``) with the
+project's methods: same initial weights, same batches, same input noise and dropout masks; the
+engine's own iteration (``semiseg.engine.loop``: lr policy, the method's step, SGD, EMA, stage
+hand-off) must give the recorded lr, total loss and each loss term at every iteration, and the
+recorded final weights, to a relative 1e-6 in float64.
+
+The records are made by ``benchmarks/parity_record.py`` from a checkout of the reference
+repository each one names; ``docs/fidelity.md`` lists what they prove per method.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from parity.inputs import (NoiseStream, PerturbStream, batch_at, seed_iteration, seeded_init, shapes_digest, slices,
+                           weight_stats)
+from semiseg.config import load_config, run_spec
+from semiseg.engine import loop
+from semiseg.engine.state import ResumeState
+from semiseg.methods import build_method
+from semiseg.nets import network_for, perturb
+
+RECORDS = Path(__file__).parent / "parity" / "records"
+REL = 1e-6
+
+
+@functools.cache
+def acdc_spec(method: str) -> str:
+    """The catalogue entry's run spec on ACDC (as JSON: each replay changes its own copy)."""
+    return json.dumps(run_spec(load_config(), "acdc", method, 5, 0))
+
+
+def record(name: str) -> dict:
+    return json.loads((RECORDS / f"{name}.json").read_text())
+
+
+class _FixedStream:
+    """Stands in for the engine's resident set and sampler: iteration ``t``'s fixed batch."""
+
+    def __init__(self, part: int, setup: dict):
+        self.part, self.setup = part, setup
+        self.images, self.labels = slices(setup["n_labeled"] + setup["n_unlabeled"], setup["size"],
+                                          setup["data_seed"])
+
+    def indices(self, t: int) -> int:
+        return t
+
+    def batch(self, t: int, generator, with_label: bool):
+        s = self.setup
+        xl, yl, xu = batch_at(t, self.images, self.labels, s["n_labeled"], s["labeled_bs"], s["unlabeled_bs"])
+        return (xl, yl) if self.part == 0 else (xu, None)
+
+
+def replay(rec: dict, method: str, params: dict, inits: dict[str, int], monkeypatch) -> tuple[list[dict], object]:
+    """Train catalogue entry ``method`` on ACDC's spec for the record's setup, through the engine's
+    own iteration; returns the logged rows and the method.
+
+    ``params`` override the entry's (the record's shortened ramps); ``inits`` names which of the
+    method's networks (``models.0``, ``teacher``, …) gets ``seeded_init`` with which seed, in order.
+    """
+    s = rec["setup"]
+    spec = json.loads(acdc_spec(method))
+    spec["method"]["params"].update(params)
+    spec["schedule"].update({"iterations": s["iterations"], "labeled_batch_size": s["labeled_bs"],
+                             "unlabeled_batch_size": s["unlabeled_bs"]})
+    # a folder that does not exist: no best checkpoint to hand off from, nothing written
+    run = loop._Run(spec, Path("."), Path("."), Path("/nonexistent-parity-replay"), sigterm=None)
+    run.device, run.seed = torch.device("cpu"), 0
+    run.method = build_method(spec, lambda: network_for(spec)).to(torch.float64)
+    for name, seed in inits.items():
+        net = run.method.get_submodule(name)
+        assert shapes_digest(net) == s.get("shapes", shapes_digest(net)), f"{name}: not the recorded network's shapes"
+        seeded_init(net, seed)
+    run.optimizers = loop.build_optimizers(run.method, run.sched)
+    run.stages = sorted(run.method.stages(run.total), key=lambda st: st[1])
+    run.labeled, run.unlabeled = _FixedStream(0, s), _FixedStream(1, s)
+    run.lab_sampler, run.unl_sampler = run.labeled, run.unlabeled
+    run.val_cases, run.progress = [], ResumeState()
+    run.method.train()
+    monkeypatch.setattr(torch, "randn_like", NoiseStream(s["noise_seed"]))
+    if "perturb_seed" in s:  # feature perturbations (ALHVR): the coin, γ and the noise from one stream
+        stream = PerturbStream(s["perturb_seed"])
+        monkeypatch.setattr(perturb, "_uniform_scalar", lambda low, high, generator: stream.scalar(low, high))
+        monkeypatch.setattr(perturb, "_rand", lambda shape, generator, device: stream.tensor(shape))
+    if "mask_seed" in s:  # BCP's paste-block corners (the global generator's scalar randint)
+        corners, randint = PerturbStream(s["mask_seed"]), torch.randint
+
+        def corner(low, high, size, generator=None, **kwargs):
+            if tuple(size) == () and generator is None:
+                return torch.tensor(corners.integer(low, high))
+            return randint(low, high, size, generator=generator, **kwargs)
+        monkeypatch.setattr(torch, "randint", corner)
+    rows = []
+    for t in range(run.total):
+        seed_iteration(s["rng_seed"], t)
+        rows.append(run._iteration(t, store=None))
+    return rows, run.method
+
+
+def close(a: float, b: float, rel: float = REL) -> bool:
+    return math.isclose(a, b, rel_tol=rel, abs_tol=1e-12)
+
+
+def mismatches(rows: list[dict], rec: dict, names: dict[str, str]) -> list[str]:
+    """Every (iteration, figure) where the replay and the record differ; ``names`` maps the
+    replay's logged column to the record's figure."""
+    out = []
+    for got, want in zip(rows, rec["iterations"], strict=True):
+        for ours, theirs in names.items():
+            if not close(got[ours], want[theirs]):
+                out.append(f"iteration {want['iteration']}: {ours} {got[ours]!r} "
+                           f"vs the code's {theirs} {want[theirs]!r}")
+    return out
+
+
+def weight_mismatches(module: torch.nn.Module, stats: dict) -> list[str]:
+    ours = weight_stats(list(module.named_parameters()), [t["index"] for t in stats["tensors"]])
+    out = [f"final weights {k}: {ours[k]!r} vs {stats[k]!r}" for k in ("sum", "l2") if not close(ours[k], stats[k])]
+    for got, want in zip(ours["tensors"], stats["tensors"]):
+        if got["shape"] != want["shape"]:
+            out.append(f"parameter {want['index']} ({want['name']}): shape {got['shape']} vs {want['shape']}")
+            continue
+        out += [f"{want['name']} {k}: {got[k]!r} vs {want[k]!r}" for k in ("sum", "l2", "checksum")
+                if not close(got[k], want[k])]
+    return out
+
+
+def ramp_params(setup: dict) -> dict:
+    """The record's shortened staircase ramp as the catalogue's fractions of training."""
+    block = setup["rampup_block"]
+    return {"rampup_block": block, "consistency_rampup": setup["consistency_rampup"] * block / setup["iterations"]}
+
+
+# ---- Mean Teacher (SSL4MIS train_mean_teacher_2D.py)
+
+def test_mean_teacher_follows_ssl4mis(monkeypatch):
+    rec = record("mean_teacher")
+    s = rec["setup"]
+    params = {**ramp_params(s), "consistency_start": s["consistency_start_iterations"] / s["iterations"]}
+    rows, method = replay(rec, "mean_teacher", params, {"models.0": s["init_seed"], "teacher": s["init_seed"]},
+                          monkeypatch=monkeypatch)
+    # SSL4MIS logs the ramp's weight during the delay and zeroes the loss; the project zeroes the
+    # weight and logs the loss: the product is what the total sees
+    for r, want in zip(rows, rec["iterations"]):
+        r["weighted"] = r["consistency_weight"] * r["consistency"]
+        want["weighted"] = want["consistency_weight"] * want["consistency"]
+        if want["iteration"] < s["consistency_start_iterations"]:
+            r["consistency_weight"] = want["consistency_weight"]
+            r["consistency"] = want["consistency"]
+    bad = mismatches(rows, rec, {"lr": "lr", "total": "total", "ce": "ce", "dice": "dice", "weighted": "weighted",
+                                 "consistency": "consistency", "consistency_weight": "consistency_weight"})
+    bad += weight_mismatches(method.student, rec["final"]["student"])
+    assert not bad, "\n".join(bad[:12])
+
+
+# ---- Cross pseudo supervision (SSL4MIS train_cross_pseudo_supervision_2D.py)
+
+def test_cps_follows_ssl4mis(monkeypatch):
+    rec = record("cps")
+    s = rec["setup"]
+    rows, method = replay(rec, "cps", ramp_params(s), {"models.0": s["init_seed"], "models.1": s["init_seed"] + 1},
+                          monkeypatch=monkeypatch)
+    bad = mismatches(rows, rec, {k: k for k in ("lr", "total", "ce1", "dice1", "ce2", "dice2", "cps1", "cps2",
+                                                "consistency_weight")})
+    for k, net in enumerate(method.models):
+        bad += weight_mismatches(net, rec["final"][f"model{k + 1}"])
+    assert not bad, "\n".join(bad[:12])
+
+
+# ---- Uncertainty-aware Mean Teacher (SSL4MIS train_uncertainty_aware_mean_teacher_2D.py)
+
+def test_ua_mt_follows_ssl4mis(monkeypatch):
+    rec = record("ua_mt")
+    s = rec["setup"]
+    rows, method = replay(rec, "ua_mt", ramp_params(s), {"models.0": s["init_seed"], "teacher": s["init_seed"]},
+                          monkeypatch=monkeypatch)
+    bad = mismatches(rows, rec, {k: k for k in ("lr", "total", "ce", "dice", "consistency", "consistency_weight")})
+    bad += weight_mismatches(method.student, rec["final"]["student"])
+    assert not bad, "\n".join(bad[:12])
+
+
+# ---- ALHVR's public code (ziziyao/ALHVR train_ALHVR_acdc.py): the `alhvr_code` entry
+
+def _replay_alhvr_code(monkeypatch) -> list[str]:
+    rec = record("alhvr_code")
+    s = rec["setup"]
+    ramp = ramp_params(s)
+    params = {"rampup_block": ramp["rampup_block"], "rampup": ramp["consistency_rampup"]}
+    rows, method = replay(rec, "alhvr_code", params, {"models.0": s["init_seed"], "models.1": s["init_seed"] + 1},
+                          monkeypatch=monkeypatch)
+    for r in rows:
+        r["consistency_weight"] = r["lambda"]
+    names = ["lr", "total", "consistency_weight"] + [f"{t}_{n}" for n in "ab" for t in
+                                                      ("ce", "dice", "pc_ce", "pc_cos", "mh_mse", "mh_ent")]
+    bad = mismatches(rows, rec, {k: k for k in names})
+    for k, net in enumerate(method.models):
+        bad += weight_mismatches(net, rec["final"][f"model{k + 1}"])
+    return bad
+
+
+@pytest.mark.xfail(strict=True, reason="ALHVR's getFeatures_2D divides a class's feature sum by (pixel count + 1e-5), "
+                                       "the project's class_prototypes by max(count, 1): the losses drift apart "
+                                       "from 1e-10 at step 0 to 1e-7 at step 23, the final weights by ~1e-7")
+def test_alhvr_code_follows_the_alhvr_code(monkeypatch):
+    bad = _replay_alhvr_code(monkeypatch)
+    assert not bad, "\n".join(bad[:12])
+
+
+def test_alhvr_code_differs_from_the_code_only_in_the_prototype_denominator(monkeypatch):
+    """With the code's ``count + 1e-5`` denominator the replay follows the record (to 1e-16 in
+    the losses): the prototype smoothing is the one difference left."""
+    from semiseg.methods import alhvr
+    from semiseg.methods.common.regions import one_hot
+
+    def code_prototypes(features, labels, num_classes, *, pooling):
+        assert pooling == "sample"
+        mask = one_hot(labels, num_classes).to(features.dtype).flatten(2)
+        sums = torch.einsum("bdp,bcp->bcd", features.flatten(2), mask)
+        return (sums / (mask.sum(dim=2) + 1e-5).unsqueeze(2)).mean(0)
+
+    monkeypatch.setattr(alhvr, "class_prototypes", code_prototypes)
+    bad = _replay_alhvr_code(monkeypatch)
+    assert not bad, "\n".join(bad[:12])
+
+
+# ---- BCP on ACDC (DeepMed-Lab-ECNU/BCP ACDC_BCP_train.py): pre-training, the hand-off, self-training
+
+def _replay_bcp(monkeypatch) -> list[str]:
+    rec = record("bcp")
+    s = rec["setup"]
+    params = {"pretrain_fraction": s["pretrain_iterations"] / s["iterations"]}
+    rows, method = replay(rec, "bcp", params, {"models.0": s["init_seed"], "teacher": s["init_seed"]},
+                          monkeypatch=monkeypatch)
+    assert [int(r["stage"]) for r in rows] == [r["stage"] for r in rec["iterations"]]
+    bad = mismatches(rows, rec, {k: k for k in ("lr", "total", "ce", "dice")})
+    bad += weight_mismatches(method.student, rec["final"]["student"])
+    bad += weight_mismatches(method.teacher, rec["final"]["teacher"])
+    return bad
+
+
+@pytest.mark.xfail(strict=True, reason="BCP's ACDC DiceLoss smooths with 1e-10, the project's Dice (SSL4MIS's) "
+                                       "with 1e-5: the Dice term differs by 1.4e-7 at step 0, the trajectory "
+                                       "by 1e-6 from step 9 and 5e-3 at step 22")
+def test_bcp_follows_the_bcp_acdc_script(monkeypatch):
+    bad = _replay_bcp(monkeypatch)
+    assert not bad, "\n".join(bad[:12])
+
+
+def test_bcp_differs_from_the_acdc_script_only_in_the_dice_smoothing(monkeypatch):
+    """With the script's smoothing (1e-10) the replay follows the record exactly (0 difference in
+    float64 at every step): copy-paste masks, pre-training loss, hand-off with the optimiser's
+    momentum, pseudo-labels with their largest components, the mixed losses and the EMA agree."""
+    from semiseg.methods import bcp
+
+    dice_ce = bcp.dice_ce_loss
+    monkeypatch.setattr(bcp, "dice_ce_loss", lambda *a, **k: dice_ce(*a, **{**k, "smooth": 1e-10}))
+    bad = _replay_bcp(monkeypatch)
+    assert not bad, "\n".join(bad[:12])
