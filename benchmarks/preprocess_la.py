@@ -42,7 +42,7 @@ def semiseg_preprocess(root: Path) -> int:
 
     tmp = Path(tempfile.mkdtemp(prefix="preprocess_la_"))
     try:
-        descriptor = preprocess("la", "la", root, labels={"background": 0, "left_atrium": 1}, dims=3,
+        descriptor = preprocess("la", "la", root, labels={"background": 0, "atrium": 1}, dims=3,
                                 store_path=tmp / "store.h5")
         return len(descriptor["cases"])
     finally:
