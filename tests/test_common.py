@@ -101,6 +101,26 @@ def test_ema_update_builds_no_graph_and_checks_architecture():
         ema_update(nn.Linear(2, 1), nn.Sequential(nn.Linear(2, 1)), 0.99, 1)
 
 
+def test_ema_update_is_one_fused_call_equal_to_the_loop(monkeypatch):
+    """All parameters move in one ``torch._foreach_lerp_`` (and the averaged buffers in one more),
+    bit-identical to a loop of ``Tensor.lerp_`` per tensor."""
+    torch.manual_seed(0)
+    make = lambda: nn.Sequential(nn.Conv2d(2, 4, 3), nn.BatchNorm2d(4), nn.Conv2d(4, 3, 1))  # noqa: E731
+    teacher, student = make(), make()
+    student(torch.randn(2, 2, 6, 6))  # running statistics of its own
+    expected = {k: v.clone() for k, v in teacher.state_dict().items()}
+    s_state = student.state_dict()
+    for k, v in expected.items():
+        v.lerp_(s_state[k], 1 - 0.9) if v.is_floating_point() else v.copy_(s_state[k])
+    calls = []
+    fused = torch._foreach_lerp_
+    monkeypatch.setattr(torch, "_foreach_lerp_", lambda *a: calls.append(len(a[0])) or fused(*a))
+    ema_update(teacher, student, 0.99, 9, buffers="ema")  # alpha = 0.9
+    assert calls == [len(list(teacher.parameters())), 2]  # the running mean and variance
+    for k, v in teacher.state_dict().items():
+        assert torch.equal(v, expected[k]), k
+
+
 # ---------------------------------------------------------------- losses
 
 
