@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Set up, then run the test suite. Extra arguments go to pytest (e.g. -m "not slurm").
+# Set up, then run the test suite with the environment setup.sh installed into (its scripts
+# directory first on PATH). Extra arguments go to pytest (e.g. -m "not slurm").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-PY=${PYTHON:-python3}
-exec "$PY" -m pytest -ra --durations=15 "$@"
+source scripts/python_env.sh
+export PATH="$SEMISEG_BIN:$PATH"
+exec "$SEMISEG_PY" -m pytest -ra --durations=15 "$@"

@@ -99,12 +99,15 @@ def crln_method(**params):
     return build_method(run_spec("crln", 10, params=params), unet3)
 
 
-def crln_views(m, seed: int = 0):
-    """``m.make_views`` of a seeded batch of 2 + 2 random 32 x 32 images with 3-class labels."""
+def crln_context(m, step, seed: int = 0):
+    """A step context of ``step`` for CRLN ``m``: a seeded batch of 2 + 2 random 32 x 32 images with
+    3-class labels (and ``m``'s views), and the generator they were drawn from."""
     import torch
+
+    from semiseg.methods import StepContext
 
     g = torch.Generator().manual_seed(seed)
     b = {"labeled_image": torch.randn(2, 1, 32, 32, generator=g),
          "labeled_label": torch.randint(0, 3, (2, 32, 32), generator=g),
          "unlabeled_image": torch.randn(2, 1, 32, 32, generator=g)}
-    return m.make_views(b, g)
+    return StepContext(step, m.make_views(b, g), g)

@@ -17,7 +17,7 @@ from semiseg.engine.loop import train
 from semiseg.methods import build_method
 from semiseg.methods.alhvr import NORMALIZE, cg_cpcl_terms, dtct_teacher
 from semiseg.methods.common.dual_branch import Branch, reduce_region
-from semiseg.methods.base import Step
+from semiseg.methods.base import Step, StepContext
 from semiseg.methods.common.regions import (
     Regions,
     adaptive_threshold,
@@ -174,7 +174,7 @@ def test_ce_batch_broadcast_changes_the_cg_cpcl_ce_only():
         torch.manual_seed(0)  # same weights, same perturbation draws
         m = tiny_method(ce_batch_broadcast=broadcast)
         m.train()
-        return m.training_step(tiny_batch(), Step(5, 10)).terms
+        return m.training_step(StepContext(Step(5, 10), tiny_batch())).terms
 
     own, paired = step(False), step(True)
     for name in ("pc_ce_a", "pc_ce_b"):
@@ -292,7 +292,7 @@ def test_unsupervised_terms_reach_each_networks_gradient():
     torch.manual_seed(0)
     m = tiny_method()
     m.train()
-    losses = m.training_step(tiny_batch(), Step(0, 10))
+    losses = m.training_step(StepContext(Step(0, 10), tiny_batch()))
     assert losses.stats["omega2"] > 0 and losses.stats["omega3"] > 0, "the test needs non-empty Ω2 and Ω3"
     for i, name in enumerate("ab"):
         for term in ("pc_ce", "pc_cos", "mh_mse", "mh_ent"):
@@ -310,7 +310,7 @@ def test_ablation_switches_remove_their_terms_and_gradient(cg_cpcl, dtct):
     torch.manual_seed(0)
     m = tiny_method(cg_cpcl=cg_cpcl, dtct=dtct)
     m.train()
-    losses = m.training_step(tiny_batch(), Step(5, 10))
+    losses = m.training_step(StepContext(Step(5, 10), tiny_batch()))
     names = set(losses.terms)
     assert any(n.startswith("pc_") for n in names) == cg_cpcl
     assert any(n.startswith("mh_") for n in names) == dtct
@@ -326,7 +326,7 @@ def test_cps_regions_drops_exactly_the_chosen_regions():
         torch.manual_seed(3)  # same weights and the same perturbation draw, hence the same regions
         m = tiny_method("cps_regions", drop_regions=drop)
         m.train()
-        return m, m.training_step(tiny_batch(), Step(0, 10))
+        return m, m.training_step(StepContext(Step(0, 10), tiny_batch()))
 
     _, full = step([])
     _, no_r1 = step(["R1"])
@@ -392,7 +392,7 @@ def test_the_code_entry_takes_the_code_s_three_switches_and_is_a_row_of_table_2(
             "method": {"algorithm": "alhvr", "params": code["method"]["params"]}}
     torch.manual_seed(0)
     m = build_method(spec, lambda: UNet(1, 3, channels=(4, 8, 16, 32), dropout=(0, 0, 0, 0)))
-    assert math.isfinite(m.training_step(tiny_batch(), Step(5, 10)).total.item())
+    assert math.isfinite(m.training_step(StepContext(Step(5, 10), tiny_batch())).total.item())
 
 
 def test_catalogue_entries_and_tables(tmp_path):

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from helpers import pixel_net, schema_defaults, tiny_store
-from semiseg.methods import Step, build_method
+from semiseg.methods import Step, StepContext, build_method
 from semiseg.methods.base import StageContext
 from semiseg.methods.buarl import entropy_map, percentile_threshold, region_weight, uncertain_mask
 from semiseg.methods.common.losses import dice_ce_loss
@@ -57,7 +57,7 @@ def _twin(base: str, buarl: str, **params):
 
 def _step(method, batch, step, seed=0):
     torch.manual_seed(seed)
-    return method.training_step(batch, step)
+    return method.training_step(StepContext(step, batch))
 
 
 # ---------------------------------------------------------------- the pieces, by hand
@@ -143,10 +143,11 @@ def test_url_on_the_supervised_loss_of_buarl_mt_by_hand():
     # [1, 0.5, 0.5, 0.5]. Labels all 0: CE_i = ln(1 + e^-x_i).
     m = _method("buarl_mt", lambda: pixel_net(1.0), num_classes=2, batch=1, labeled_percentile=50)
     x = torch.tensor([0.0, 3.0, -3.0, 5.0]).reshape(1, 1, 1, 4)
-    ce, _ = m.supervised_loss(m.student(x), torch.zeros(1, 1, 4, dtype=torch.long))
+    ctx, logits = StepContext(Step(0, 1)), m.student(x)
+    ce, _ = m.supervised_loss(logits, torch.zeros(1, 1, 4, dtype=torch.long), m.supervised_weight(logits, ctx))
     per_pixel = [math.log(1 + math.exp(-v)) for v in (0.0, 3.0, -3.0, 5.0)]
     assert ce.item() == pytest.approx((per_pixel[0] + 0.5 * sum(per_pixel[1:])) / 4, rel=1e-6)
-    assert m._stats["labeled_uncertain"].item() == 0.25
+    assert ctx.stats["labeled_uncertain"].item() == 0.25
 
 
 # ---------------------------------------------------------------- α = 1 is the base method
@@ -172,7 +173,7 @@ def test_alpha_one_pseudo_label_term_is_the_plain_ce_and_dice_against_the_teache
     out = _step(m, batch, step)
     torch.manual_seed(0)
     logits = m.student(torch.cat([batch["labeled_image"], batch["unlabeled_image"]]))
-    teacher = m.teacher_probs(batch["unlabeled_image"], batch, step)
+    teacher = m.teacher_probs(batch["unlabeled_image"], StepContext(step, batch))
     expected = dice_ce_loss(logits[2:], teacher.argmax(1)).total
     torch.testing.assert_close(out.terms["consistency"], expected, rtol=1e-6, atol=1e-7)
 
@@ -273,7 +274,7 @@ def _bcp_weights(params, unlabeled_in="ones", seed=0):
     mask = torch.tensor([[1, 1, 1, 1, 0, 0, 0, 0]])
     teacher_logits = torch.zeros(1, 2, 1, 8)
     teacher_logits[0, 0, 0] = torch.tensor([4.0, 4, 4, 4, 4, 4, 0, 4])
-    return m.mix_weight(m.student(x), mask, unlabeled_in, teacher_logits, {})
+    return m.mix_weight(m.student(x), mask, unlabeled_in, teacher_logits, StepContext(Step(0, 1)))
 
 
 def test_buarl_bcp_weight_map_and_its_switches():

@@ -12,15 +12,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from helpers import crln_method as _method
-from helpers import crln_views as _batch
+from helpers import crln_context as _context
 from helpers import run_spec, table_cells, tiny_store
 from helpers import unet3 as _unet
 from semiseg.engine.loop import build_optimizers, train
-from semiseg.methods import Step
+from semiseg.methods import Step, StepContext
 from semiseg.methods.common.losses import dice_ce_loss
 from semiseg.methods.crln import (contrastive_loss, info_nce, rectify, sample_contrast, strong_view,
                                   unsupervised_loss)
-from semiseg.methods.crln_net import CRLNNet, PairAttention
+from semiseg.methods.crln.net import CRLNNet, PairAttention
 from semiseg.nets import VNet
 
 SQ2 = math.sqrt(2.0)
@@ -204,7 +204,7 @@ def test_confidence_thresholds_choose_valid_voxels_and_anchors(monkeypatch):
 
 def test_every_new_parameter_gets_a_gradient():
     m = _method(rectify_start=0.0, a_step="same")  # a_step: after is tested in test_crln_variants.py
-    losses = m.training_step(_batch(m), Step(5, 10))
+    losses = m.training_step(_context(m, Step(5, 10)))
     losses.total.backward()
     net = m.models[0]
     for name, p in net.named_parameters():
@@ -262,11 +262,11 @@ def test_rectification_starts_at_its_iteration_and_can_be_switched_off():
     m = _method(rectify_start=0.5)
     assert not m.rectifying(Step(4, 10)) and m.rectifying(Step(5, 10))
     off = _method(rectify=False)
-    terms = off.training_step(_batch(off), Step(9, 10)).terms
+    terms = off.training_step(_context(off, Step(9, 10))).terms
     assert "ce_map" not in terms and "a_loss" not in terms
     same = _method(a_step="same")
-    assert {"ce_map", "a_loss", "cps"} <= set(same.training_step(_batch(same), Step(9, 10)).terms)
-    assert "cps" not in _method(contrast_weight=0.0).training_step(_batch(off), Step(9, 10)).terms
+    assert {"ce_map", "a_loss", "cps"} <= set(same.training_step(_context(same, Step(9, 10))).terms)
+    assert "cps" not in _method(contrast_weight=0.0).training_step(_context(off, Step(9, 10))).terms
 
 
 def test_rectified_teacher_changes_the_pseudo_labels(monkeypatch):
@@ -277,9 +277,9 @@ def test_rectified_teacher_changes_the_pseudo_labels(monkeypatch):
     m = _method(rectify_start=0.5)
     with torch.no_grad():
         m.a.fill_(-50.0)  # a large (1 − a)·M makes the rectification visible
-    b = _batch(m)
-    m.training_step(b, Step(0, 10))
-    m.training_step(b, Step(9, 10))
+    ctx = _context(m, Step(0, 10))
+    m.training_step(ctx)
+    m.training_step(StepContext(Step(9, 10), ctx.batch, ctx.generator))
     assert not torch.equal(seen[0][1], seen[1][1])
 
 
@@ -297,10 +297,10 @@ def test_strong_augmentation_switch(strong):
         raise _Seen
 
     m.student.outputs = capture
-    b = _batch(m)
+    ctx = _context(m, Step(0, 10))
     with pytest.raises(_Seen):
-        m.training_step(b, Step(0, 10))
-    assert torch.equal(seen[0][2:], b["unlabeled_image"]) is not strong
+        m.training_step(ctx)
+    assert torch.equal(seen[0][2:], ctx.batch["unlabeled_image"]) is not strong
 
 
 # ---------------------------------------------------------------- the LA table (CRLN Tables 1-2)
@@ -378,7 +378,7 @@ def test_the_ablation_entries_switch_what_their_rows_say():
 
 
 def test_dim_aggregation_switches_drop_their_steps():
-    from semiseg.methods.crln_net import Aggregation
+    from semiseg.methods.crln.net import Aggregation
 
     assert isinstance(Aggregation(4, 2, spatial=False).spatial, nn.Identity)
     assert isinstance(Aggregation(4, 2, cross=False).cross, nn.Identity)

@@ -8,13 +8,13 @@ import torch
 import torch.nn.functional as F
 
 from helpers import crln_method as _method
-from helpers import crln_views as _batch
+from helpers import crln_context as _context
 from helpers import run_spec, tiny_store
-from semiseg.engine.loop import build_optimizers, train
+from semiseg.engine.loop import build_optimizers, run_second_phase, train
 from semiseg.methods import Step, build_method
 from semiseg.methods.common.losses import dice_ce_loss
 from semiseg.methods.crln import contrastive_loss
-from semiseg.methods.crln_rectify import ConcatRectifier, rectify_fixed
+from semiseg.methods.crln.rectify import ConcatRectifier, rectify_fixed
 from semiseg.nets import UNet
 
 
@@ -28,7 +28,7 @@ def _pinned_step(**params):
     m = _method(rectify_start=0.0, confidence_threshold=0.35, **params)
     with torch.no_grad():
         m.a.fill_(0.25)
-    return m, m.training_step(_batch(m), Step(5, 10))
+    return m, m.training_step(_context(m, Step(5, 10)))
 
 
 def test_the_default_step_is_pinned():
@@ -50,7 +50,8 @@ def test_a_step_after_leaves_the_steps_other_terms_as_they_were():
     for k, v in after.terms.items():
         assert torch.equal(v, same.terms[k]), k
     assert torch.allclose(after.total, same.total - same.terms["a_loss"])
-    assert m._labeled is not None  # kept for the step of a after the optimiser's
+    ctx = _context(m, Step(5, 10))
+    assert set(m.second_phase(ctx)) == {"a"}  # the step of a after the optimiser's
     # the statistics are tensors (no host sync in the step); the engine reads them with the terms
     from semiseg.engine.loop import _loss_values
 
@@ -66,8 +67,9 @@ def test_a_step_after_learns_from_the_updated_student_in_eval_mode():
     opts = build_optimizers(m, {"lr": 0.1, "momentum": 0.9, "weight_decay": 0.01})
     with torch.no_grad():
         m.a.fill_(0.25)
-    b = _batch(m)
-    losses = m.training_step(b, Step(5, 10))
+    ctx = _context(m, Step(5, 10))
+    b = ctx.batch
+    losses = m.training_step(ctx)
     for opt in opts.values():
         opt.zero_grad(set_to_none=True)
     losses.total.backward()
@@ -84,16 +86,15 @@ def test_a_step_after_learns_from_the_updated_student_in_eval_mode():
     a = torch.tensor(0.25, requires_grad=True)
     ce, dice = dice_ce_loss(z + (1 - a) * rel, b["labeled_label"], include_background=False)
     (grad,) = torch.autograd.grad(0.5 * (ce + dice), a)
-    m.after_optimizer_step(Step(5, 10))
+    run_second_phase(m, opts, ctx)
     assert float(m.a.detach()) == pytest.approx(0.25 - 0.1 * (float(grad) + 0.01 * 0.25), rel=1e-6) and float(grad) != 0
-    assert m.student.training and m._labeled is None
+    assert m.student.training and m.a.grad is None
     for k, v in m.student.state_dict().items():  # the extra pass leaves the batch-norm statistics
         if "running" in k:
             assert torch.equal(v, stats[k]), k
-    with pytest.raises(RuntimeError, match="build it first"):
+    with pytest.raises(RuntimeError, match="names optimiser 'a', not one of its extra_optimizers"):
         fresh = _method()
-        fresh.training_step(_batch(fresh), Step(5, 10))
-        fresh.after_optimizer_step(Step(5, 10))
+        run_second_phase(fresh, {}, _context(fresh, Step(5, 10)))
 
 
 def _two_class_crln(**params):
@@ -198,7 +199,7 @@ def test_fixed_v1_takes_the_more_confident_map_per_voxel():
     m = _method(rectification="fixed_v1")
     assert torch.equal(m.rectified(z, rel), out)
     assert build_optimizers(m, {"lr": 0.01, "momentum": 0.9, "weight_decay": 0.0}).keys() == {"main"}
-    terms = m.training_step(_batch(m), Step(9, 10)).terms
+    terms = m.training_step(_context(m, Step(9, 10))).terms
     assert "a_loss" not in terms and "rectifier_loss" not in terms and "ce_map" in terms
 
 
@@ -215,7 +216,7 @@ def test_learnable_v2_is_a_convolution_over_the_concatenation():
 
 def test_learnable_v2_conv_learns_from_the_loss_of_a_and_is_checkpointed(tmp_path):
     m = _method(rectification="learnable_v2", rectify_start=0.0, a_step="same")
-    losses = m.training_step(_batch(m), Step(5, 10))
+    losses = m.training_step(_context(m, Step(5, 10)))
     assert "rectifier_loss" in losses.terms and "a_loss" not in losses.terms
     losses.total.backward()
     assert m.rectifier.conv.weight.grad.abs().sum() > 0 and m.rectifier.conv.bias.grad.abs().sum() > 0
@@ -247,7 +248,7 @@ def test_the_rectification_variants_reach_the_teachers_pseudo_labels(monkeypatch
         m = _method(rectification=kind, rectify_start=0.0)
         with torch.no_grad():
             m.a.fill_(-50.0)
-        m.training_step(_batch(m), Step(5, 10))
+        m.training_step(_context(m, Step(5, 10)))
     assert not torch.equal(seen["learnable_v3"], seen["fixed_v1"])
     assert not torch.equal(seen["learnable_v3"], seen["learnable_v2"])
 
@@ -268,7 +269,7 @@ def test_the_table_7_entries_run_their_variant():
 
 def test_evaluate_switch_chooses_the_network_and_logits_inference_runs(tmp_path):
     from semiseg.inference.run import load_run_network
-    from semiseg.methods.crln_rectify import Rectified
+    from semiseg.methods.crln.rectify import Rectified
 
     torch.manual_seed(0)
     m = _method()
@@ -372,7 +373,7 @@ def test_the_code_entry_uses_xi_0_6_at_8_labeled_and_0_9_at_16():
 
 def test_a_teacher_rectified_run_validates_saves_and_loads_its_evaluated_module(tmp_path):
     from semiseg.inference.run import load_run_network
-    from semiseg.methods.crln_rectify import Rectified
+    from semiseg.methods.crln.rectify import Rectified
 
     store, split = tiny_store(tmp_path / "store.h5")
     spec = run_spec("crln", 2, params={"evaluate": "teacher_rectified", "rectify_start": 0.0, "anchors": 8,

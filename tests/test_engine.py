@@ -24,7 +24,7 @@ def _spec(algorithm="mean_teacher", iterations=6, params=None, **sched):
     """A tiny run spec; Mean Teacher with consistency from iteration 0 unless ``params`` says otherwise."""
     if params is None and algorithm == "mean_teacher":
         params = {"ema_decay": 0.99, "consistency": 0.1, "consistency_rampup": 1.0, "noise_std": 0.1,
-                  "noise_clip": 0.2, "consistency_start": 0.0}
+                  "noise_clip": 0.2, "consistency_start": 0.0, "rampup_block": 1}
     spec = run_spec(algorithm, iterations, **sched)
     spec["method"]["params"] = params if params is not None else spec["method"]["params"]
     return spec
@@ -100,10 +100,10 @@ def exploding_method():
             super().__init__(spec, net_factory)
             self.models.append(net_factory())
 
-        def training_step(self, batch, step):
-            logits = self.models[0](batch["labeled_image"])
-            ce, dice = self.supervised_loss(logits, batch["labeled_label"])
-            bad = ce * (float("nan") if step.iteration == 2 else 1.0)
+        def training_step(self, ctx):
+            logits = self.models[0](ctx.batch["labeled_image"])
+            ce, dice = self.supervised_loss(logits, ctx.batch["labeled_label"])
+            bad = ce * (float("nan") if ctx.step.iteration == 2 else 1.0)
             return Losses(total=bad + dice, terms={"ce_scaled": bad, "dice": dice})
 
     yield "_test_exploding"

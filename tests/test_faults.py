@@ -78,7 +78,7 @@ def test_out_of_memory_names_the_settings_to_change(tmp_path, monkeypatch):
     store, split = _tiny_store(tmp_path / "store.h5")
     from semiseg.methods.mean_teacher import MeanTeacher
 
-    def oom(self, batch, step):
+    def oom(self, ctx):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
     monkeypatch.setattr(MeanTeacher, "training_step", oom)

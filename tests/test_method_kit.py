@@ -18,7 +18,7 @@ from helpers import run_spec, schema_defaults, tiny_store
 from semiseg.config import ConfigError, load_config, method_settings, run_spec as config_run_spec
 from semiseg.engine.loop import train
 from semiseg.engine.lr import lr_factor
-from semiseg.methods import METHODS, Losses, Method, Step, build_method, register
+from semiseg.methods import METHODS, Losses, Method, Step, StepContext, build_method, register
 from semiseg.methods.base import StageContext
 from semiseg.methods.common.losses import alhvr_code_dice_loss, dice_ce_loss, one_hot
 from semiseg.methods.common.teacher import TeacherStudent
@@ -82,7 +82,7 @@ def test_alhvr_dice_form_switch_changes_only_the_dice_term():
     for form in ("standard", "alhvr_code"):
         m = _alhvr(dice_form=form, perturbation="noise")
         torch.manual_seed(3)
-        outs[form] = m.training_step(batch, Step(0, 10)).terms
+        outs[form] = m.training_step(StepContext(Step(0, 10), batch)).terms
     assert outs["standard"]["ce_a"].item() == pytest.approx(outs["alhvr_code"]["ce_a"].item())
     assert outs["alhvr_code"]["dice_a"].item() == pytest.approx(0.5 + 0.5 * outs["standard"]["dice_a"].item(),
                                                                 abs=1e-5)
@@ -100,7 +100,7 @@ def test_up2_projection_is_the_one_eighth_resolution_map_of_the_second_up_block(
     branches = m.branches(torch.cat([batch["labeled_image"], batch["unlabeled_image"]]))
     # four levels here: the second up block projects 16 -> 8 channels at 1/4 of 16
     assert branches[0].features.shape == (4, 8, 4, 4)
-    assert math.isfinite(m.training_step(batch, Step(0, 10)).total.item())
+    assert math.isfinite(m.training_step(StepContext(Step(0, 10), batch)).total.item())
     transposed = build_method({"dataset": {"num_classes": 3, "dims": 2},
                                "method": {"algorithm": "alhvr", "params": {**schema_defaults("alhvr"),
                                                                            "prototype_features": "up2_projection"}}},
@@ -154,7 +154,8 @@ class _Recorder(Method):
     def make_views(self, batch, generator):
         return {**batch, "labeled_image_strong": batch["labeled_image"] + 1.0}
 
-    def training_step(self, batch, step):
+    def training_step(self, ctx):
+        batch = ctx.batch
         assert torch.equal(batch["labeled_image_strong"], batch["labeled_image"] + 1.0)
         logits = self.models[0](batch["labeled_image"]) * self.scale + self.offset
         ce, dice = self.supervised_loss(logits, batch["labeled_label"])
@@ -194,6 +195,57 @@ def test_stage_hooks_scalar_groups_are_optimised(tmp_path, recorder):
     assert opts["offset"].param_groups[0]["initial_lr"] == 0.5
 
 
+class _Phased(Method):
+    """A network, and a scalar ``shift`` that only a second phase after the main step trains
+    (towards the step's generator draw, logged through the context's statistics channel)."""
+
+    uses_unlabeled = False
+    phase_name = "shift"
+
+    def __init__(self, spec, net_factory):
+        super().__init__(spec, net_factory)
+        self.models.append(net_factory())
+        self.shift = nn.Parameter(torch.zeros(()))
+
+    def extra_optimizers(self, schedule):
+        return {"shift": torch.optim.SGD([self.shift], lr=0.5)}
+
+    def training_step(self, ctx):
+        logits = self.models[0](ctx.batch["labeled_image"])
+        ce, dice = self.supervised_loss(logits, ctx.batch["labeled_label"])
+        ctx.stats["draw"] = torch.rand((), generator=ctx.generator)  # read with the terms
+        ctx.stats["iteration_seen"] = float(ctx.step.iteration)
+        return Losses(total=ce + dice, terms={"ce": ce, "dice": dice})
+
+    def second_phase(self, ctx):
+        return {type(self).phase_name: (self.shift - ctx.stats["draw"]) ** 2}
+
+
+@pytest.fixture
+def phased():
+    register("test_phased")(_Phased)
+    yield _Phased
+    _Phased.phase_name = "shift"
+    del METHODS["test_phased"]
+
+
+def test_the_step_context_carries_statistics_and_a_second_phase(tmp_path, phased):
+    store, split = tiny_store(tmp_path / "store.h5")
+    spec = run_spec("test_phased", 2, params={}, val_interval=2, lr_policy="constant")
+    train(spec, store, split, tmp_path / "run", progress=False, stop_after=2)
+    with open(tmp_path / "run" / "checkpoints" / "train.csv.partial") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [float(r["iteration_seen"]) for r in rows] == [0.0, 1.0]
+    draws = [float(r["draw"]) for r in rows]
+    assert 0 < draws[0] < 1 and draws[0] != draws[1]
+    # the phase alone moves shift: (shift − d)² with lr 0.5 sets shift to d at each step
+    state = torch.load(tmp_path / "run" / "checkpoints" / "state.pt", weights_only=False)
+    assert state["method"]["shift"].item() == pytest.approx(draws[1], rel=1e-6)
+    phased.phase_name = "nowhere"
+    with pytest.raises(RuntimeError, match="names optimiser 'nowhere', not one of its extra_optimizers"):
+        train(spec, store, split, tmp_path / "bad", progress=False)
+
+
 def test_bcp_hands_off_from_the_best_pre_training_checkpoint():
     spec = run_spec("bcp", 10, params={"handoff": "best", "reset_optimizer": True})
     m = build_method(spec, lambda: UNet(1, 3, channels=(4, 8), dropout=(0, 0)))
@@ -229,10 +281,10 @@ def test_a_per_pixel_weighted_mean_teacher_is_a_dozen_lines(tmp_path):
         batch = {"labeled_image": torch.randn(2, 1, 16, 16), "labeled_label": torch.randint(0, 3, (2, 16, 16)),
                  "unlabeled_image": torch.randn(2, 1, 16, 16)}
         torch.manual_seed(0)
-        out = m.training_step(batch, Step(0, 3))
+        out = m.training_step(StepContext(Step(0, 3), batch))
         torch.manual_seed(0)
         logits = m.student(torch.cat([batch["labeled_image"], batch["unlabeled_image"]]))
-        teacher = torch.softmax(m.teacher(m.teacher_input(batch["unlabeled_image"], batch, Step(0, 3))), 1)
+        teacher = torch.softmax(m.teacher(m.teacher_input(batch["unlabeled_image"], StepContext(Step(0, 3), batch))), 1)
         per_pixel = ((torch.softmax(logits[2:], 1) - teacher) ** 2).mean(1)
         expected = (teacher.amax(1) * per_pixel).sum() / per_pixel.numel()
         assert out.terms["consistency"].item() == pytest.approx(expected.item(), rel=1e-5)
@@ -310,3 +362,39 @@ def test_methods_are_found_by_their_source_and_the_dag_never_imports_torch():
             "assert 'torch' not in sys.modules, 'torch imported'\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+# ---------------------------------------------------------------- no per-step state on self
+
+
+@pytest.mark.parametrize("algorithm", sorted(k for k in METHODS if not k.startswith(("test_", "_test"))))
+def test_a_step_leaves_no_state_on_the_method(algorithm):
+    # everything of a step travels in its context: a step and its post-step hooks add or rebind
+    # no plain attribute of the method (parameters, buffers and submodules are its state)
+    from helpers import unet3
+
+    m = build_method(run_spec(algorithm, 10), unet3)
+    g = torch.Generator().manual_seed(0)
+    batch = {"labeled_image": torch.randn(2, 1, 32, 32, generator=g),
+             "labeled_label": torch.randint(0, 3, (2, 32, 32), generator=g),
+             "unlabeled_image": torch.randn(2, 1, 32, 32, generator=g)}
+    before = {k: v for k, v in vars(m).items() if not k.startswith("_")}
+    ctx = StepContext(Step(9, 10), m.make_views(batch, g), g)
+    m.training_step(ctx).total.backward()
+    m.second_phase(ctx)
+    m.after_optimizer_step(ctx)
+    after = {k: v for k, v in vars(m).items() if not k.startswith("_")}
+    assert after.keys() == before.keys() and all(after[k] is before[k] for k in before)
+    # nor any private attribute beyond nn.Module's own
+    assert not [k for k in set(vars(m)) - set(vars(nn.Module())) if k.startswith("_")]
+
+
+def test_buarl_on_mean_teacher_is_only_its_weighting():
+    from semiseg.methods.buarl import BUARLMeanTeacher
+    from semiseg.methods.crln import CRLN
+
+    assert BUARLMeanTeacher.training_step is TeacherStudent.training_step
+    assert "__init__" not in vars(BUARLMeanTeacher)
+    # CRLN builds through the family's constructor and keeps its EMA step
+    assert CRLN.after_optimizer_step is TeacherStudent.after_optimizer_step
+    assert "build_student" in vars(CRLN)

@@ -15,7 +15,7 @@ from conftest import REPO
 from helpers import pixel_net, schema_defaults, tiny_store
 from semiseg.config import load_config
 from semiseg.engine.loop import train
-from semiseg.methods import Step, build_method
+from semiseg.methods import Step, StepContext, build_method
 from semiseg.methods.base import StageContext
 from semiseg.methods.bcp import copy_paste, halves, mixed_loss, paste_mask
 from semiseg.methods.cps import cross_pseudo_loss
@@ -53,7 +53,7 @@ def _grads(method, batch, step, seed=0):
     """Student(s)' gradient of the step's total loss, with every random draw seeded."""
     method.zero_grad(set_to_none=True)
     torch.manual_seed(seed)
-    losses = method.training_step(batch, step)
+    losses = method.training_step(StepContext(step, batch))
     losses.total.backward()
     return losses, [p.grad.clone() if p.grad is not None else torch.zeros_like(p)
                     for p in method.models.parameters()]
@@ -76,7 +76,7 @@ def test_mean_teacher_consistency_is_the_mse_over_unlabeled_pixels_and_classes()
         m.teacher.bias[0] = math.log(3)
     batch = {"labeled_image": torch.full((1, 1, 1, 2), 5.0), "labeled_label": torch.zeros(1, 1, 2, dtype=torch.long),
              "unlabeled_image": torch.tensor([[[[math.log(3), 0.0]]]])}
-    out = m.training_step(batch, Step(0, 100))
+    out = m.training_step(StepContext(Step(0, 100), batch))
     assert out.terms["consistency"].item() == pytest.approx(0.0425, abs=1e-7)
     assert out.stats["consistency_weight"] == pytest.approx(0.1 * math.exp(-5))  # 0.0006737947
     assert out.total.item() == pytest.approx(
@@ -123,16 +123,16 @@ def test_mean_teacher_first_ema_update_copies_the_student_then_averages():
     # after the first optimiser step, then 1 - 1/2 = 0.5 after the second.
     m = _method("mean_teacher", _small_unet, num_classes=3)
     opt = torch.optim.SGD(m.models.parameters(), lr=0.1)
-    m.training_step(_batch(), Step(0, 10)).total.backward()
+    m.training_step(StepContext(Step(0, 10), _batch())).total.backward()
     opt.step()
     assert not all(torch.equal(t, s) for t, s in zip(m.teacher.parameters(), m.models[0].parameters()))
-    m.after_optimizer_step(Step(0, 10))
+    m.after_optimizer_step(StepContext(Step(0, 10)))
     assert all(torch.equal(t, s) for t, s in zip(m.teacher.parameters(), m.models[0].parameters()))
     before = [p.clone() for p in m.teacher.parameters()]
     with torch.no_grad():
         for p in m.models[0].parameters():
             p.add_(1.0)
-    m.after_optimizer_step(Step(1, 10))
+    m.after_optimizer_step(StepContext(Step(1, 10)))
     for t0, t, s in zip(before, m.teacher.parameters(), m.models[0].parameters()):
         assert torch.allclose(t, 0.5 * t0 + 0.5 * s, atol=1e-6)
 
@@ -176,7 +176,7 @@ def test_ua_mt_consistency_is_the_mse_over_certain_pixels():
         m.teacher.bias[0] = math.log(8 / 3)
     batch = {"labeled_image": torch.zeros(1, 1, 1, 2), "labeled_label": torch.zeros(1, 1, 2, dtype=torch.long),
              "unlabeled_image": torch.tensor([[[[math.log(1.5), 0.0]]]])}
-    out = m.training_step(batch, Step(0, 100))
+    out = m.training_step(StepContext(Step(0, 100), batch))
     assert out.terms["consistency"].item() == pytest.approx(0.04, abs=1e-6)
     assert out.stats["certain_fraction"] == 0.5
     assert out.stats["threshold"] == pytest.approx(0.5210280, abs=1e-7)
@@ -221,7 +221,7 @@ def test_ua_mt_four_classes_threshold_ceiling_and_normalizer(uncertainty_max, ms
         m.teacher.weight[0] = 1.0
     batch = {"labeled_image": torch.zeros(1, 1, 1, 2), "labeled_label": torch.zeros(1, 1, 2, dtype=torch.long),
              "unlabeled_image": torch.tensor([[[[math.log(97), math.log(9)]]]])}
-    out = m.training_step(batch, Step(0, 100))
+    out = m.training_step(StepContext(Step(0, 100), batch))
     ceiling = LN4 if uncertainty_max == "log_classes" else LN2
     assert out.stats["threshold"] == pytest.approx((0.75 + 0.25 * math.exp(-5)) * ceiling)
     assert out.stats["certain_fraction"] == kept
@@ -245,7 +245,7 @@ def test_ua_mt_ema_moves_the_teacher():
     with torch.no_grad():
         for p in m.models[0].parameters():
             p.add_(1.0)
-    m.after_optimizer_step(Step(0, 10))  # step 0: alpha = 0, the teacher becomes the student
+    m.after_optimizer_step(StepContext(Step(0, 10)))  # step 0: alpha = 0, the teacher becomes the student
     for t, s in zip(m.teacher.parameters(), m.models[0].parameters()):
         assert torch.equal(t, s)
 
@@ -269,7 +269,7 @@ def test_cps_method_applies_the_cross_term_to_the_chosen_images(on_labeled, expe
     # labeled pixels x = 0: both nets say [0.5, 0.5] -> argmax 0 -> CE ln 2 each
     batch = {"labeled_image": torch.zeros(1, 1, 1, 2), "labeled_label": torch.zeros(1, 1, 2, dtype=torch.long),
              "unlabeled_image": torch.tensor([[[[1.0, -1.0]]]])}
-    out = m.training_step(batch, Step(0, 10))
+    out = m.training_step(StepContext(Step(0, 10), batch))
     assert out.terms["cps1"].item() == pytest.approx(expected)  # (2 ln 4 + 2 ln 2) / 4 with labeled
     assert set(out.terms) == {"ce1", "dice1", "cps1", "ce2", "dice2", "cps2"}
     assert m.eval_network() is m.models[0]
@@ -286,7 +286,7 @@ def test_cps_each_cross_term_trains_only_its_own_network():
     n1 = len(list(m.models[0].parameters()))
     assert _differ(g0[:n1], g1[:n1]) and _differ(g0[n1:], g1[n1:])  # both networks learn from it
     m.zero_grad(set_to_none=True)
-    m.training_step(batch, step).terms["cps1"].backward()
+    m.training_step(StepContext(step, batch)).terms["cps1"].backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in m.models[0].parameters())
     assert all(p.grad is None for p in m.models[1].parameters())  # the pseudo-label is detached
 
@@ -346,9 +346,9 @@ def test_bcp_stages_teacher_copy_and_unlabeled_gradient():
     teacher0 = [p.clone() for p in m.teacher.parameters()]
     batch = _batch()
     # pre-training (iterations 0..4 of 10): labeled only, the teacher untouched
-    out = m.training_step(batch, Step(2, 10))
+    out = m.training_step(StepContext(Step(2, 10), batch))
     out.total.backward()
-    m.after_optimizer_step(Step(2, 10))
+    m.after_optimizer_step(StepContext(Step(2, 10)))
     assert out.stats["stage"] == 0.0
     assert all(torch.equal(a, b) for a, b in zip(teacher0, m.teacher.parameters()))
     with torch.no_grad():
@@ -371,7 +371,7 @@ def test_bcp_stages_teacher_copy_and_unlabeled_gradient():
     with torch.no_grad():
         for p in m.models[0].parameters():
             p.add_(1.0)
-    m.after_optimizer_step(Step(6, 10))
+    m.after_optimizer_step(StepContext(Step(6, 10)))
     for before, now, s in zip(t, m.teacher.parameters(), m.models[0].parameters()):
         assert torch.allclose(now, 0.99 * before + 0.01 * s, atol=1e-6)
 
@@ -402,7 +402,7 @@ def test_bcp_self_training_weights_the_pseudo_labelled_region_of_each_mixed_imag
     ramp = torch.tensor([math.log(3), 0.0, -math.log(3), math.log(9)]).reshape(1, 1, 1, 4).repeat(2, 1, 1, 1)
     batch = {"labeled_image": ramp, "labeled_label": torch.zeros(2, 1, 4, dtype=torch.long),
              "unlabeled_image": ramp.clone()}
-    out = m._self_train_step(batch)
+    out = m._self_train_step(StepContext(Step(5, 10), batch))
     first = 0.5 * (math.log(4) + math.log(2)) / 2 + (math.log(4) + math.log(10 / 9)) / 2       # 1.2657
     second = (math.log(4 / 3) + math.log(2)) / 2 + 0.5 * (math.log(4 / 3) + math.log(10)) / 2  # 1.1380
     assert first + second == pytest.approx(2.4037, abs=1e-4)
@@ -441,7 +441,7 @@ def test_bcp_self_training_step_uses_the_largest_component_pseudo_labels():
             m.teacher.bias[0] = 0.5
         batch = {"labeled_image": torch.zeros(2, 1, 1, 4), "labeled_label": torch.zeros(2, 1, 4, dtype=torch.long),
                  "unlabeled_image": torch.tensor([1.0, 0, 1, 1]).reshape(1, 1, 1, 4).repeat(2, 1, 1, 1)}
-        dice[keep] = m._self_train_step(batch).terms["dice"].item()
+        dice[keep] = m._self_train_step(StepContext(Step(5, 10), batch)).terms["dice"].item()
     # Only the first image's columns 0-1 differ between the two runs (the second image pastes the
     # pseudo label's columns 2-3, [1, 1] either way): the difference is 0.6 - 1/3.
     assert dice[True] - dice[False] == pytest.approx(0.6 - 1 / 3, abs=1e-4)
@@ -484,12 +484,12 @@ CODE_LA_SELF_TRAIN = 1.893290916458343
 
 def test_bcp_la_script_equals_bcp_s_la_code():
     m, batch = _bcp_script_method("la")
-    assert m.training_step(batch, Step(0, 10)).total.item() == pytest.approx(CODE_LA_PRETRAIN, rel=1e-12)
-    assert m.training_step(batch, Step(5, 10)).total.item() == pytest.approx(CODE_LA_SELF_TRAIN, rel=1e-12)
+    assert m.training_step(StepContext(Step(0, 10), batch)).total.item() == pytest.approx(CODE_LA_PRETRAIN, rel=1e-12)
+    assert m.training_step(StepContext(Step(5, 10), batch)).total.item() == pytest.approx(CODE_LA_SELF_TRAIN, rel=1e-12)
     # the ACDC script's losses on the same tensors are another loss (about twice the
     # pre-training one: the masked form adds the two regions' means)
     m, batch = _bcp_script_method("acdc")
-    pre, self_train = (m.training_step(batch, Step(i, 10)).total.item() for i in (0, 5))
+    pre, self_train = (m.training_step(StepContext(Step(i, 10), batch)).total.item() for i in (0, 5))
     assert pre > 1.5 * CODE_LA_PRETRAIN and self_train != pytest.approx(CODE_LA_SELF_TRAIN, rel=1e-2)
 
 

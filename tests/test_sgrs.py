@@ -16,7 +16,7 @@ from conftest import REPO
 from helpers import run_spec, schema_defaults, tiny_store
 from semiseg.config import load_config, run_spec as config_run_spec, table_runs
 from semiseg.engine.loop import train
-from semiseg.methods import Step, build_method
+from semiseg.methods import Step, StepContext, build_method
 from semiseg.methods.sgrs import (mix_images, mix_lambda, region_ce, region_dice, synergy_regions,
                                   uncertainty)
 from semiseg.nets import UNet
@@ -202,8 +202,8 @@ def test_gaussian_warm_up_and_the_code_s_staircase():
 
 def test_teacher_noise_switch():
     x = torch.zeros(2, 1, 8, 8)
-    assert torch.equal(sgrs().teacher_input(x, {}, Step(0, 1)), x)  # the paper: D_U itself
-    noisy = sgrs(noise_std=0.1).teacher_input(x, {}, Step(0, 1))
+    assert torch.equal(sgrs().teacher_input(x, StepContext(Step(0, 1), {})), x)  # the paper: D_U itself
+    noisy = sgrs(noise_std=0.1).teacher_input(x, StepContext(Step(0, 1), {}))
     assert not torch.equal(noisy, x) and noisy.abs().max() <= 0.2
 
 
@@ -216,11 +216,11 @@ def _forward_sizes(m):
 def test_the_student_sees_labeled_unlabeled_and_mixed_in_one_pass_and_ma_off_drops_the_mix():
     m = sgrs()
     sizes = _forward_sizes(m)
-    out = m.training_step(tiny_batch(), Step(0, 10))
+    out = m.training_step(StepContext(Step(0, 10), tiny_batch()))
     assert sizes == [6] and {"ce", "dice", "con_ce", "con_dice", "nr_ce", "nr_dice"} <= set(out.terms)
     m = sgrs(augment="none", omega_loss="con", theta_loss="con", delta_loss="con")
     sizes = _forward_sizes(m)
-    out = m.training_step(tiny_batch(), Step(0, 10))
+    out = m.training_step(StepContext(Step(0, 10), tiny_batch()))
     assert sizes == [4] and "nr_ce" not in out.terms and "omega_fraction" not in out.stats
 
 
@@ -239,7 +239,7 @@ def test_a_flipped_view_is_compared_in_the_unlabeled_frame():
     # every certain pixel agrees and Θ is empty
     m = sgrs(augment="flip_h", tau=1.0)
     m.models[0] = torch.nn.Conv2d(1, 2, 1)
-    out = m.training_step(tiny_batch(), Step(0, 10))
+    out = m.training_step(StepContext(Step(0, 10), tiny_batch()))
     assert float(out.stats["theta_fraction"]) == 0.0 and float(out.stats["omega_fraction"]) == 1.0
 
 
@@ -249,7 +249,7 @@ def test_mean_teacher_switch_self_labels_and_freezes_the_teacher():
         with torch.no_grad():
             for p in m.student.parameters():
                 p.add_(0.1)
-        m.after_optimizer_step(Step(5, 10))
+        m.after_optimizer_step(StepContext(Step(5, 10)))
         return not all(torch.equal(a, b) for a, b in zip(before, m.teacher.parameters()))
 
     m = sgrs(pseudo_labels="student")
@@ -257,25 +257,25 @@ def test_mean_teacher_switch_self_labels_and_freezes_the_teacher():
     # the pseudo-labels are the student's own argmax: the teacher is never called
     calls = []
     m.teacher.register_forward_hook(lambda *a: calls.append(1))
-    m.training_step(tiny_batch(), Step(0, 10))
+    m.training_step(StepContext(Step(0, 10), tiny_batch()))
     assert calls == []
     assert moved_teacher(sgrs())
 
 
 def test_unsupervised_terms_reach_the_student_s_gradient_and_not_the_teacher_s():
     m = sgrs(tau=1.0)  # no Δ, so Ω and Θ hold every pixel
-    out = m.training_step(tiny_batch(seed=1), Step(9, 10))
+    out = m.training_step(StepContext(Step(9, 10), tiny_batch(seed=1)))
     assert float(out.stats["omega_fraction"]) > 0 and float(out.stats["theta_fraction"]) > 0
     for name in UNSUPERVISED:
         m.zero_grad()
-        out = m.training_step(tiny_batch(seed=1), Step(9, 10))
+        out = m.training_step(StepContext(Step(9, 10), tiny_batch(seed=1)))
         out.terms[name].backward()
         grad = sum(p.grad.abs().sum() for p in m.student.parameters() if p.grad is not None)
         assert grad > 0, name
         assert all(p.grad is None for p in m.teacher.parameters())
     # the total carries them: λ(t) = 1 at the end of the warm-up
     for w_sup in (1.0, 0.5):
-        out = sgrs(tau=1.0, supervised_weight=w_sup).training_step(tiny_batch(seed=1), Step(9, 10))
+        out = sgrs(tau=1.0, supervised_weight=w_sup).training_step(StepContext(Step(9, 10), tiny_batch(seed=1)))
         unsup = sum(out.terms[k] for k in UNSUPERVISED)
         expected = w_sup * (out.terms["ce"] + out.terms["dice"]) + unsup
         assert out.total.item() == pytest.approx(expected.item(), rel=1e-5)
@@ -333,7 +333,7 @@ def test_sgrs_code_switches_give_the_public_code_s_loss():
     m = build_method(spec, lambda: _Fixed({6: out, 2: teacher}))
     batch = {"labeled_image": torch.zeros(2, 1, 4, 4, 3, dtype=torch.float64), "labeled_label": label,
              "unlabeled_image": torch.zeros(2, 1, 4, 4, 3, dtype=torch.float64)}
-    losses = m.training_step(batch, Step(6000, 15000))
+    losses = m.training_step(StepContext(Step(6000, 15000), batch))
     total, sup, ce_unl, dice_unl = CODE_SGRS_STEP
     assert losses.stats["consistency_weight"] == 1.0
     assert losses.total.item() == pytest.approx(total, rel=1e-12)
@@ -344,7 +344,7 @@ def test_sgrs_code_switches_give_the_public_code_s_loss():
     for switch in ({"dice_form": "standard"}, {"omega_ce": "omega"}, {"region_dice": "equation"},
                    {"unsup_reduction": "sum"}):
         m.params.update(switch)
-        assert m.training_step(batch, Step(6000, 15000)).total.item() != pytest.approx(total, rel=1e-6), switch
+        assert m.training_step(StepContext(Step(6000, 15000), batch)).total.item() != pytest.approx(total, rel=1e-6), switch
         m.params.update(code)
 
 
@@ -390,7 +390,7 @@ def test_double_ema_equals_the_code_s_two_updates():
             for i, p in enumerate(m.student.parameters()):
                 p.add_(0.05 * k * (i + 1))
             m.student[1].running_mean.add_(0.1 * k)
-        m.after_optimizer_step(Step(k - 1, 100))
+        m.after_optimizer_step(StepContext(Step(k - 1, 100)))
 
     def sums(net):
         return (float(sum(p.detach().double().sum() for p in net.parameters())),
@@ -404,7 +404,7 @@ def test_double_ema_equals_the_code_s_two_updates():
         with torch.no_grad():
             for i, p in enumerate(m.student.parameters()):
                 p.add_(0.05 * k * (i + 1))
-        m.after_optimizer_step(Step(k - 1, 100))
+        m.after_optimizer_step(StepContext(Step(k - 1, 100)))
     assert sums(m.teacher)[0] != pytest.approx(CODE_SGRS_EMA[0][0], rel=1e-3)
 
 

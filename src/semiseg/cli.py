@@ -127,14 +127,16 @@ def cmd_table(args):
 
 
 def cmd_figure(args):
-    from semiseg.reporting.buarl_figure import entropy_figure
-    from semiseg.reporting.figures import region_figure
+    import importlib
 
-    run = Path(args.run_dir)
-    draw, weights = {"regions": (region_figure, "models.pt"), "entropy": (entropy_figure, "model.pt")}[args.kind]
+    from semiseg.method_sources import registered_figures
+
+    fig, run = registered_figures()[args.name], Path(args.run_dir)
+    module, _, function = fig["draw"].partition(":")
+    draw = getattr(importlib.import_module(module), function)
     draw(run, Path(args.store), Path(args.split), Path(args.out), n_slices=args.slices)
     log.info("wrote %s", args.out)
-    return (Path(args.out), [run / weights, run / "config.json", Path(args.store), Path(args.split)],
+    return (Path(args.out), [run / fig["weights"], run / "config.json", Path(args.store), Path(args.split)],
             [Path(args.out)], None, None)
 
 
@@ -143,9 +145,9 @@ def cmd_report(args):
 
     runs = [Path(r) for r in args.runs]
     table_page(args.spec, table_md=Path(args.table), run_dirs=runs, store_path=Path(args.store),
-               region_figures=[Path(p) for p in args.regions], out=Path(args.out))
+               figures=[Path(p) for p in args.figures], out=Path(args.out))
     log.info("wrote %s", args.out)
-    inputs = [Path(args.table), Path(args.store), *[Path(p) for p in args.regions]]
+    inputs = [Path(args.table), Path(args.store), *[Path(p) for p in args.figures]]
     inputs += [r / name for r in runs for name in ("metrics.csv", "config.json", "train.csv")]
     return Path(args.out), inputs, [Path(args.out)], args.spec, None
 
@@ -254,6 +256,8 @@ def _run_commands(sub) -> None:
 
 def _output_commands(sub) -> None:
     """What is made from finished runs: tables, figures, report pages, exports, audits."""
+    from semiseg.method_sources import registered_figures
+
     s = sub.add_parser("table", help="aggregate runs' metrics into a markdown table")
     s.add_argument("--spec", type=_json_arg, required=True, help="table spec + context, as JSON")
     s.add_argument("--descriptor", required=True, help="the dataset's dataset.json")
@@ -261,12 +265,12 @@ def _output_commands(sub) -> None:
     s.add_argument("--out", required=True, help="the markdown table to write, results/tables/<name>.md")
     s.set_defaults(func=cmd_table)
 
-    s = sub.add_parser("figure", help="draw a figure from a trained run")
-    s.add_argument("kind", choices=("regions", "entropy"),
-                   help="regions: ALHVR's Figure 1 (image, both predictions, Ω1/Ω2/Ω3); entropy: BUARL's "
-                        "Figure 5 (the prediction's entropy and its 95/97/99th-percentile regions)")
-    s.add_argument("--run-dir", required=True,
-                   help="a finished run: config.json and models.pt (regions: a two-network run) or model.pt (entropy)")
+    figures = registered_figures()
+    s = sub.add_parser("figure", help="draw a figure a method registers from one of its trained runs")
+    s.add_argument("name", choices=sorted(figures),
+                   help="; ".join(f"{n}: {f['title']}, from a {f['algorithm']} run" for n, f in sorted(figures.items())))
+    s.add_argument("--run-dir", required=True, help="a finished run: config.json and the weights the figure reads "
+                   "(" + "; ".join(f"{n}: {f['weights']}" for n, f in sorted(figures.items())) + ")")
     s.add_argument("--store", required=True, help="the dataset's h5 store")
     s.add_argument("--split", required=True, help="the run's split; slices come from its unlabeled cases")
     s.add_argument("--out", required=True, help="the PNG to write")
@@ -274,12 +278,12 @@ def _output_commands(sub) -> None:
     s.set_defaults(func=cmd_figure)
 
     s = sub.add_parser("report", help="the report page of a table: the table as HTML, per-class metrics, "
-                                      "Dice against ratio, learning curves, overlays, region figures")
+                                      "Dice against ratio, learning curves, overlays, the methods' figures")
     s.add_argument("--spec", type=_json_arg, required=True, help="name and catalogue entry of the table, as JSON")
     s.add_argument("--table", required=True, help="the built table, results/tables/<name>.md")
     s.add_argument("--store", required=True, help="the dataset's store.h5 (images and labels of the overlays)")
     s.add_argument("--runs", nargs="*", default=[], help="the table's run directories")
-    s.add_argument("--regions", nargs="*", default=[], help="region figures (PNG) to include")
+    s.add_argument("--figures", nargs="*", default=[], help="figures registered by the table's methods (PNG) to include")
     s.add_argument("--out", required=True, help="the HTML page to write")
     s.set_defaults(func=cmd_report)
 

@@ -39,12 +39,15 @@ import hashlib
 from functools import lru_cache
 from pathlib import Path
 
+from semiseg.method_sources import method_source_files, registered_figures
+
 __all__ = ["PLUMBING", "STAGE_MODULES", "code_fingerprint", "method_files", "module_imports",
-           "registered_algorithms", "stage_files"]
+           "registered_algorithms", "stage_files", "stage_roots"]
 
 PACKAGE = Path(__file__).resolve().parent
 
-#: The module each stage's CLI command calls into; its import closure is the stage's code.
+#: The module each stage's CLI command calls into; its import closure is the stage's code. The
+#: ``figure`` stage's are the modules of the figures the methods register (:func:`stage_roots`).
 STAGE_MODULES: dict[str, tuple[str, ...]] = {
     "fetch": ("semiseg.data.fetch",),
     "preprocess": ("semiseg.data.preprocess",),
@@ -52,7 +55,6 @@ STAGE_MODULES: dict[str, tuple[str, ...]] = {
     "train": ("semiseg.engine.loop",),
     "infer": ("semiseg.inference.run",),
     "evaluate": ("semiseg.metrics.evaluate",),
-    "figure": ("semiseg.reporting.figures", "semiseg.reporting.buarl_figure"),
     "table": ("semiseg.reporting.build",),
     "report": ("semiseg.reporting.report",),
 }
@@ -120,11 +122,12 @@ def _closure(roots) -> set[Path]:
 @lru_cache(maxsize=None)
 def registered_algorithms() -> dict[str, str]:
     """Algorithm name -> the module registering it, found by reading ``semiseg/methods/*.py``
-    for a class decorated ``@register("<name>")``: the same registry ``semiseg.methods``
-    builds by importing those modules, without importing them (building the workflow's DAG
-    then never imports torch)."""
+    and ``semiseg/methods/*/__init__.py`` (a method with helpers is a package) for a class
+    decorated ``@register("<name>")``: the same registry ``semiseg.methods`` builds by
+    importing those modules, without importing them (building the workflow's DAG then never
+    imports torch)."""
     found: dict[str, str] = {}
-    for path in sorted((PACKAGE / "methods").glob("*.py")):
+    for path in method_source_files():
         tree = ast.parse(path.read_bytes(), filename=str(path))
         for node in ast.walk(tree):
             if not isinstance(node, ast.ClassDef):
@@ -144,11 +147,19 @@ def method_files(algorithm: str) -> list[Path]:
     return sorted(_closure([modules[algorithm]]))
 
 
+def stage_roots(stage: str) -> tuple[str, ...]:
+    """The stage's entry modules: :data:`STAGE_MODULES`, and for ``figure`` the modules that
+    draw the figures the methods register (:func:`semiseg.method_sources.registered_figures`)."""
+    if stage == "figure":
+        return tuple(sorted({f["draw"].partition(":")[0] for f in registered_figures().values()}))
+    if stage not in STAGE_MODULES:
+        raise ValueError(f"unknown stage {stage!r}; known: {', '.join([*STAGE_MODULES, 'figure'])}")
+    return STAGE_MODULES[stage]
+
+
 def stage_files(stage: str, algorithm: str | None = None) -> list[Path]:
     """Every package file the stage's result depends on (plus the algorithm's, for train)."""
-    if stage not in STAGE_MODULES:
-        raise ValueError(f"unknown stage {stage!r}; known: {', '.join(STAGE_MODULES)}")
-    files = _closure(STAGE_MODULES[stage])
+    files = _closure(stage_roots(stage))
     if algorithm is not None:
         files.update(method_files(algorithm))
     return sorted(files)

@@ -8,6 +8,7 @@ from semiseg import config as semiseg_config
 from semiseg.config import base_dataset, load_config, ratio_patients, run_resources, run_spec, table_runs
 from semiseg.data.registry import shipped_splits_digest
 from semiseg.fingerprint import code_fingerprint
+from semiseg.method_sources import registered_figures
 
 # The checkout's root (config/, workflow/schemas/), whichever Snakefile was run: this file is
 # its workflow/rules/common.smk.

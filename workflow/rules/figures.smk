@@ -1,51 +1,29 @@
-# figures drawn from trained runs: ALHVR's Figure 1 (image, both predictions, Ω1/Ω2/Ω3 map);
-# BUARL's Figure 5 (the prediction's entropy, its 95/97/99th-percentile regions)
+# figures drawn from trained runs: one rule per figure a method registers (its `FIGURES`, read
+# by semiseg.method_sources), drawn from the seed-0 run of the catalogue entry named after the
+# figure's algorithm, at the figure's dataset and ratio.
 
-# The run a region figure is drawn from: ALHVR, seed 0, at the figure's dataset and ratio.
-REGION_FIGURE_RUN = results(paths.run_dir("{dataset}", "alhvr", "{ratio}", 0))
+for _figure in registered_figures().values():
 
-
-rule region_figure:
-    input:
-        models=os.path.join(REGION_FIGURE_RUN, "models.pt"),
-        config=os.path.join(REGION_FIGURE_RUN, "config.json"),
-        store=run_data("store"),
-        split=run_data("split"),
-    output:
-        figure_file("alhvr_regions"),
-    params:
-        run_dir=lambda wildcards, input: str(Path(input.config).parent),
-        slices=4,
-        code=code_fingerprint("figure"),
-        wildcards=job_wildcards,
-    log:
-        figure_log("alhvr_regions"),
-    shell:
-        "semiseg --rule region_figure --wildcards {params.wildcards:q}"
-        " figure regions --run-dir {params.run_dir} --store {input.store} --split {input.split}"
-        " --slices {params.slices} --out {output} 2> {log}"
-
-
-# The run BUARL's entropy figure is drawn from: BUARL on BCP, seed 0, at the figure's dataset and ratio.
-ENTROPY_FIGURE_RUN = results(paths.run_dir("{dataset}", "buarl_bcp", "{ratio}", 0))
-
-
-rule entropy_figure:
-    input:
-        model=os.path.join(ENTROPY_FIGURE_RUN, "model.pt"),
-        config=os.path.join(ENTROPY_FIGURE_RUN, "config.json"),
-        store=run_data("store"),
-        split=run_data("split"),
-    output:
-        figure_file("buarl_entropy"),
-    params:
-        run_dir=lambda wildcards, input: str(Path(input.config).parent),
-        slices=4,
-        code=code_fingerprint("figure"),
-        wildcards=job_wildcards,
-    log:
-        figure_log("buarl_entropy"),
-    shell:
-        "semiseg --rule entropy_figure --wildcards {params.wildcards:q}"
-        " figure entropy --run-dir {params.run_dir} --store {input.store} --split {input.split}"
-        " --slices {params.slices} --out {output} 2> {log}"
+    rule:
+        name:
+            _figure["rule"]
+        input:
+            weights=os.path.join(results(paths.run_dir("{dataset}", _figure["algorithm"], "{ratio}", 0)),
+                                 _figure["weights"]),
+            config=os.path.join(results(paths.run_dir("{dataset}", _figure["algorithm"], "{ratio}", 0)),
+                                "config.json"),
+            store=run_data("store"),
+            split=run_data("split"),
+        output:
+            figure_file(_figure["name"]),
+        params:
+            run_dir=lambda wildcards, input: str(Path(input.config).parent),
+            slices=4,
+            code=code_fingerprint("figure"),
+            wildcards=job_wildcards,
+        log:
+            figure_log(_figure["name"]),
+        shell:
+            f"semiseg --rule {_figure['rule']} --wildcards {{params.wildcards:q}}"
+            f" figure {_figure['name']} --run-dir {{params.run_dir}} --store {{input.store}} --split {{input.split}}"
+            " --slices {params.slices} --out {output} 2> {log}"

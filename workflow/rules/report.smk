@@ -1,6 +1,6 @@
 # report pages: one self-contained HTML page per table (the table, per-class metrics, Dice
-# against ratio with the papers' points, job parameters, learning curves, overlays, ALHVR's
-# regions), the items of `snakemake --report report.html`.
+# against ratio with the papers' points, job parameters, learning curves, overlays, the
+# figures its methods register), the items of `snakemake --report report.html`.
 
 
 rule table_report:
@@ -11,7 +11,7 @@ rule table_report:
         train_logs=table_run_files("train.csv"),
         configs=table_run_files("config.json"),
         predictions=table_run_files("predictions"),
-        regions=table_region_figures,
+        figures=table_run_figures,
     output:
         report(
             results(paths.report_page("{table}")),
@@ -30,7 +30,7 @@ rule table_report:
     shell:
         "semiseg --rule table_report --wildcards {params.wildcards:q}"
         " report --spec {params.spec:q} --table {input.table} --store {input.store}"
-        " --runs {params.runs} --regions {input.regions} --out {output} 2> {log}"
+        " --runs {params.runs} --figures {input.figures} --out {output} 2> {log}"
 
 
 # A target that names no table, e.g. a mistyped `snakemake results/tables/acdcc.md`: the input

@@ -13,21 +13,17 @@ def table_store(wildcards):
     return results(paths.store(base_dataset(CFG, CFG["tables"][wildcards.table]["dataset"])))
 
 
-#: The figures drawn from a method's seed-0 run, shown on the page of every table with that
-#: method's row: ALHVR's regions, BUARL's entropy regions (rules/figures.smk).
-RUN_FIGURES = {"alhvr": "alhvr_regions", "buarl_bcp": "buarl_entropy"}
-
-
-def table_region_figures(wildcards):
-    """The run figures (RUN_FIGURES) at each ratio of the table's `alhvr` and `buarl_bcp` rows
-    (drawn from seed 0's run)."""
+def table_run_figures(wildcards):
+    """The figures the methods register (semiseg.method_sources, rules/figures.smk), at each ratio
+    of every row of the table that runs the figure's catalogue entry (drawn from seed 0's run)."""
     table = CFG["tables"][wildcards.table]
     if 0 not in [int(s) for s in table["seeds"]]:
         return []
     return [
-        results(paths.figure(RUN_FIGURES[row["method"]], table["dataset"], ratio))
+        results(paths.figure(fig["name"], table["dataset"], ratio))
         for row in table["rows"]
-        if row["method"] in RUN_FIGURES and row.get("run", True)
+        for fig in registered_figures().values()
+        if row["method"] == fig["algorithm"] and row.get("run", True)
         for ratio in row["ratios"]
     ]
 

@@ -5,11 +5,13 @@
 - seeds every RNG from ``spec['seed']``, picks the device, loads the labeled and unlabeled
   streams resident on it (``semiseg.engine.data``);
 - per iteration: a two-stream batch with batched on-device augmentation, the method's extra
-  views (``make_views``), its ``training_step`` (under bf16 autocast on CUDA when the schedule
-  says ``amp``), a NaN/inf check of every named term, SGD over the method's parameter groups
-  (and any optimiser it owns) with the schedule's lr policy (``semiseg.engine.lr``), the
-  method's post-step hook; before the first step of each of the method's stages, its stage
-  hook (BCP's hand-off);
+  views (``make_views``), one step context (``semiseg.methods.base.StepContext``: the step,
+  the batch and its views, the step's generator, the statistics channel) for every hook of
+  the step, its ``training_step`` (under bf16 autocast on CUDA when the schedule says
+  ``amp``), a NaN/inf check of every named term, SGD over the method's parameter groups (and
+  any optimiser it owns) with the schedule's lr policy (``semiseg.engine.lr``), the method's
+  second optimisation phase if it has one (CRLN's step of ``a``), its post-step hook; before
+  the first step of each of the method's stages, its stage hook (BCP's hand-off);
 - every ``val_interval`` iterations: validation on the val split with the inference protocol of
   the test split (``semiseg.engine.validate``), keeping the best network;
 - every ``checkpoint_interval`` iterations, and on SIGTERM: the whole resumable state
@@ -46,10 +48,10 @@ from semiseg.engine.state import Preempted, SigtermFlag, load_state, save_state,
 from semiseg.engine.validate import mean_dice, validate
 from semiseg.io import atomic_write
 from semiseg.methods import Step, build_method
-from semiseg.methods.base import StageContext
+from semiseg.methods.base import StageContext, StepContext
 from semiseg.nets import network_for
 
-__all__ = ["TrainingError", "Preempted", "train", "mean_dice"]
+__all__ = ["TrainingError", "Preempted", "build_optimizers", "mean_dice", "run_second_phase", "train"]
 
 log = logging.getLogger("semiseg.train")
 
@@ -97,6 +99,22 @@ def build_optimizers(method, sched: dict) -> dict[str, torch.optim.Optimizer]:
         for group in opt.param_groups:
             group.setdefault("initial_lr", group["lr"])
     return optimizers
+
+
+def run_second_phase(method, optimizers: dict[str, torch.optim.Optimizer], ctx: StepContext) -> None:
+    """The method's :meth:`~semiseg.methods.base.Method.second_phase` after the main step: each
+    of its losses minimised by the optimiser it names alone (zeroed, back-propagated, stepped,
+    zeroed again so the next main step finds no stale gradient)."""
+    for name, loss in method.second_phase(ctx).items():
+        if name == "main" or name not in optimizers:
+            own = ", ".join(sorted(set(optimizers) - {"main"})) or "none"
+            raise TrainingError(f"method {method.algorithm!r}: its second phase names optimiser {name!r}, "
+                                f"not one of its extra_optimizers() ({own})")
+        opt = optimizers[name]
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
 
 
 class _Run:
@@ -229,13 +247,12 @@ class _Run:
 
     def _iteration(self, it: int, store: Store) -> dict:
         spec, device = self.spec, self.device
-        step = Step(iteration=it, total=self.total)
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + it)
         xl, yl = self.labeled.batch(self.lab_sampler.indices(it), g, with_label=True)
         batch = {"labeled_image": xl, "labeled_label": yl}
         if self.unl_sampler is not None:
             batch["unlabeled_image"], _ = self.unlabeled.batch(self.unl_sampler.indices(it), g, with_label=False)
-        batch = self.method.make_views(batch, g)
+        ctx = StepContext(Step(iteration=it, total=self.total), self.method.make_views(batch, g), g)
         factor = lr_factor(self.sched, it, self.total, self._stage_start(it))
         for opt in self.optimizers.values():
             for group in opt.param_groups:
@@ -243,14 +260,17 @@ class _Run:
         amp = bool(self.sched.get("amp")) and device.type == "cuda"
         with explain_out_of_memory(device, f"at iteration {it}", _memory_advice(spec), TrainingError):
             with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
-                losses = self.method.training_step(batch, step)
+                losses = self.method.training_step(ctx)
+            # the statistics channel: what the step returned, then the rest of the context's
+            losses.stats.update({k: v for k, v in ctx.stats.items() if k not in losses.stats})
             values = _loss_values(losses, it, spec["method"]["name"])
             for opt in self.optimizers.values():
                 opt.zero_grad(set_to_none=True)
             losses.total.backward()
             for opt in self.optimizers.values():
                 opt.step()
-        self.method.after_optimizer_step(step)
+            run_second_phase(self.method, self.optimizers, ctx)
+        self.method.after_optimizer_step(ctx)
 
         row = {"iteration": it, "lr": self.sched["lr"] * factor, **values}
         row.update({k: float(v) for k, v in losses.stats.items()})

@@ -8,12 +8,21 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from semiseg.methods.base import Losses, Step, register, two_stream
+from semiseg.methods.base import Losses, StepContext, register, two_stream
 from semiseg.methods.common.dual_branch import NETS, DualBranch, reduce_region
 from semiseg.methods.common.pseudo import entropy, sharpen, sharpen_distribution
 from semiseg.methods.common.regions import Regions, class_prototypes, prototype_similarity, resize_features
 
-__all__ = ["ALHVR", "NORMALIZE", "cg_cpcl_terms", "dtct_teacher"]
+__all__ = ["ALHVR", "FIGURES", "NORMALIZE", "cg_cpcl_terms", "dtct_teacher"]
+
+#: The figure drawn from an ``alhvr`` run (a literal, read by :mod:`semiseg.method_sources`).
+FIGURES = [{
+    "name": "alhvr_regions", "algorithm": "alhvr", "rule": "region_figure", "weights": "models.pt",
+    "draw": "semiseg.reporting.figures:region_figure",
+    "title": "ALHVR's regions", "alt": "ALHVR regions",
+    "note": "Paper Figure 1 for our run: image, both networks' predictions, and the regions Ω1 (reliable "
+            "stable), Ω2 (reliable unstable), Ω3 (unreliable stable).",
+}]
 
 
 def cg_cpcl_terms(sim: Tensor, target: Tensor, mask: Tensor, *, cosine: str = "all",
@@ -139,8 +148,11 @@ class ALHVR(DualBranch):
     public code); ``perturbation`` may pin noise or dropout instead of a random choice.
     """
 
-    def training_step(self, batch, step: Step) -> Losses:
-        s = two_stream(batch)
+    def prototype_source(self) -> tuple[str, int]:
+        return self.params["prototype_features"], int(self.params["prototype_stage"])
+
+    def training_step(self, ctx: StepContext) -> Losses:
+        s = two_stream(ctx.batch)
         nl = s.n_labeled
         branches = self.branches(s.images)
         terms = self.branch_supervised_terms(branches, s.label)
@@ -153,7 +165,7 @@ class ALHVR(DualBranch):
             unsup.update(self.cg_cpcl(branches, probs, regions, nl, reduction))
         if self.params["dtct"]:
             unsup.update(self.dtct(probs, probs_p, regions, reduction))
-        weight = self.weight(step)
+        weight = self.weight(ctx.step)
         total = sum(terms.values()) + weight * sum(unsup.values(), torch.zeros((), device=s.labeled.device))
         stats = {"gamma": float(regions.gamma), "lambda": weight, **regions.fractions()}
         return Losses(total=total, terms={**terms, **unsup}, stats=stats)

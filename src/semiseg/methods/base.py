@@ -4,7 +4,10 @@ hooks through which the engine drives a method.
 A method is a small :class:`Method` subclass. It builds its networks in ``__init__`` (into
 ``self.models``, an ``nn.ModuleList``) and turns one two-stream batch into named loss terms in
 :meth:`Method.training_step`. The engine (``semiseg.engine``) owns the loop, optimiser, lr
-policy, augmentation, validation, checkpoints and logging, and calls the method's hooks:
+policy, augmentation, validation, checkpoints and logging, and calls the method's hooks. Every
+per-step hook gets the one :class:`StepContext` of the iteration (the step, the batch and its
+views, the random generator, the statistics channel), so a method keeps nothing of a step on
+``self``:
 
 =========================  ==================================================================
 hook                       what the engine does with it
@@ -17,9 +20,12 @@ hook                       what the engine does with it
 ``stages(total)``          named stages and the iteration each starts at (BCP: pre-training,
                            then self-training); ``on_stage_start`` runs before a stage's first
                            step and may ask for a fresh optimiser
-``make_views(batch, g)``   extra views of a batch (weak / strong) before ``training_step``
-``training_step``          the named loss terms of one iteration
-``after_optimizer_step``   after every optimiser step (EMA updates)
+``make_views(batch, g)``   extra views of a batch (weak / strong) before ``training_step``;
+                           they are the context's ``batch``
+``training_step(ctx)``     the named loss terms of one iteration
+``second_phase(ctx)``      losses the engine minimises after the main step, each with one
+                           optimiser of ``extra_optimizers()`` (CRLN's Eq. 16 step of ``a``)
+``after_optimizer_step``   after every optimiser step and phase (EMA updates)
 ``eval_network()``         the network validation and inference run (a wrapper for
                            multi-head networks, see :mod:`semiseg.nets.heads`)
 ``inference_network()``    a fresh module of ``eval_network()``'s shape for the infer stage to
@@ -42,8 +48,8 @@ from torch import Tensor, nn
 from semiseg.methods.common.losses import dice_ce_loss
 from semiseg.methods.common.ramps import sigmoid_rampup
 
-__all__ = ["METHODS", "Losses", "Method", "StageContext", "Step", "TwoStream", "build_method", "inference_network",
-           "register", "two_stream"]
+__all__ = ["METHODS", "Losses", "Method", "StageContext", "Step", "StepContext", "TwoStream", "build_method",
+           "inference_network", "register", "two_stream"]
 
 METHODS: dict[str, type["Method"]] = {}
 
@@ -51,8 +57,9 @@ METHODS: dict[str, type["Method"]] = {}
 def register(name: str):
     """Class decorator: make a method available under `name` (the config's `algorithm`).
 
-    The decorator must be written literally as ``@register("<name>")`` on the class: the
-    workflow finds a method's source file by that text, without importing torch
+    The decorator must be written literally as ``@register("<name>")`` on the class, in a
+    module ``methods/<name>.py`` or a package's ``methods/<name>/__init__.py``: the workflow
+    finds a method's source file by that text, without importing torch
     (:func:`semiseg.fingerprint.method_files`).
     """
 
@@ -109,13 +116,33 @@ class Step:
 
 
 @dataclass
+class StepContext:
+    """Everything of one iteration that a method's hooks may use, made by the engine per step.
+
+    ``step``: where training is (:class:`Step`); ``batch``: the engine's two-stream batch with
+    the method's views (:meth:`Method.make_views`); ``generator``: the step's random generator
+    (seeded from the run's seed and the iteration, its state after the batch and the views were
+    drawn: a method's own draws from it are reproducible and resume exactly); ``stats``: the
+    statistics channel, scalars worth logging that are not loss terms (a ramp weight, a mask
+    ratio), written by any hook. A 0-dim tensor there is read with the loss terms in the
+    engine's one transfer per step (no host sync of its own). Tests that draw nothing may leave
+    ``batch`` and ``generator`` out.
+    """
+
+    step: Step
+    batch: dict[str, Tensor] = field(default_factory=dict)
+    generator: torch.Generator = field(default_factory=torch.Generator)
+    stats: dict[str, float | Tensor] = field(default_factory=dict)
+
+
+@dataclass
 class Losses:
     """The total loss the optimiser minimises and its named terms (logged, NaN-checked)."""
 
     total: torch.Tensor
     terms: dict[str, torch.Tensor] = field(default_factory=dict)
-    # Scalars worth logging that are not loss terms (a ramp weight, a mask ratio); a 0-dim tensor
-    # is read with the loss terms, in the engine's one transfer per step (no host sync of its own).
+    # The step's statistics as returned (usually its context's ``stats``); the engine logs these
+    # and every other entry of the context's channel, in one transfer.
     stats: dict[str, float | torch.Tensor] = field(default_factory=dict)
 
 
@@ -179,11 +206,18 @@ class Method(nn.Module):
 
     # ---- what the engine calls
 
-    def training_step(self, batch: dict[str, Tensor], step: Step) -> Losses:
+    def training_step(self, ctx: StepContext) -> Losses:
         raise NotImplementedError
 
-    def after_optimizer_step(self, step: Step) -> None:
-        """Called after each optimiser step (EMA updates go here)."""
+    def second_phase(self, ctx: StepContext) -> dict[str, Tensor]:
+        """Losses to minimise after the main step, by the name of the optimiser (one of
+        :meth:`extra_optimizers`) that minimises each alone: the engine zeroes it, back-propagates
+        the loss and steps it, outside autocast, in the order given (none by default). Each loss
+        is computed here, so it sees the networks the main step just updated."""
+        return {}
+
+    def after_optimizer_step(self, ctx: StepContext) -> None:
+        """Called after each step, second phase included (EMA updates go here)."""
 
     def eval_network(self) -> nn.Module:
         """The network inference and validation use (the first model unless overridden)."""
@@ -217,12 +251,13 @@ class Method(nn.Module):
 
     # ---- shared pieces
 
-    def supervised_loss(self, logits: Tensor, label: Tensor) -> tuple[Tensor, Tensor]:
-        """The papers' supervised term, returned as (CE, Dice); the common code uses their mean."""
-        return dice_ce_loss(logits, label)
+    def supervised_loss(self, logits: Tensor, label: Tensor, weight: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """The papers' supervised term, returned as (CE, Dice); the common code uses their mean.
+        ``weight``: per-pixel weights ``(B, *spatial)`` (:func:`dice_ce_loss`; None: all 1)."""
+        return dice_ce_loss(logits, label, weight=weight)
 
     def ramp_weight(self, step: Step, weight: str = "consistency", rampup: str = "consistency_rampup") -> float:
         """``params[weight]`` times the sigmoid ramp over ``params[rampup]`` of training, as a
-        staircase of ``params['rampup_block']`` iterations where the method has that field."""
-        block = int(self.params.get("rampup_block", 1))
+        staircase of ``params['rampup_block']`` iterations (1: smooth)."""
+        block = int(self.params["rampup_block"])
         return float(self.params[weight]) * step.rampup(float(self.params[rampup]), block)

@@ -8,7 +8,7 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from semiseg.methods.base import Losses, StageContext, Step, register, two_stream
+from semiseg.methods.base import Losses, StageContext, Step, StepContext, register, two_stream
 from semiseg.methods.common.losses import DiceCE, dice_ce_loss
 from semiseg.methods.common.pseudo import largest_connected_component
 from semiseg.methods.common.teacher import TeacherStudent
@@ -184,26 +184,27 @@ class BidirectionalCopyPaste(TeacherStudent):
         self.teacher.load_state_dict(self.student.state_dict())
         ctx.reset_optimizer = bool(self.params["reset_optimizer"])
 
-    def training_step(self, batch, step: Step) -> Losses:
-        if self.in_pretraining(step):
-            return self._pretrain_step(batch)
-        return self._self_train_step(batch)
+    def training_step(self, ctx: StepContext) -> Losses:
+        if self.in_pretraining(ctx.step):
+            return self._pretrain_step(ctx)
+        return self._self_train_step(ctx)
 
     def _mask(self, image: Tensor) -> Tensor:
         return paste_mask(image.shape[2:], self.params["mask_ratio"], device=image.device)
 
-    def _pretrain_step(self, batch) -> Losses:
+    def _pretrain_step(self, ctx: StepContext) -> Losses:
+        batch = ctx.batch
         (img_a, img_b), (lab_a, lab_b) = halves(batch["labeled_image"]), halves(batch["labeled_label"])
         mask = self._mask(img_a)
         logits = self.models[0](copy_paste(img_a, img_b, mask))
-        stats = {"stage": 0.0}
-        weight = self.mix_weight(logits, mask, None, None, stats)
+        ctx.stats["stage"] = 0.0
+        weight = self.mix_weight(logits, mask, None, None, ctx)
         if self.params["script"] == "la":  # the plain loss of the mixed label
             ce, dice = dice_ce_loss(logits, copy_paste(lab_a, lab_b, mask), weight=weight, per_sample=True)
         else:
             ce, dice = mixed_loss(logits, lab_a, lab_b, mask, background_weight=1.0, foreground_weight=1.0,
                                   pixel_weight=weight)
-        return Losses(total=0.5 * (ce + dice), terms={"ce": ce, "dice": dice}, stats=stats)
+        return Losses(total=0.5 * (ce + dice), terms={"ce": ce, "dice": dice}, stats=ctx.stats)
 
     @torch.no_grad()
     def teacher_logits(self, image: Tensor) -> Tensor:
@@ -217,7 +218,7 @@ class BidirectionalCopyPaste(TeacherStudent):
         return largest_connected_component(labels) if self.params["largest_component"] else labels
 
     def mix_weight(self, logits: Tensor, mask: Tensor, unlabeled_in: str | None,
-                   teacher_logits: Tensor | None, stats: dict[str, float]) -> Tensor | None:
+                   teacher_logits: Tensor | None, ctx: StepContext) -> Tensor | None:
         """Per-pixel weights ``(B, *spatial)`` on a mixed image's loss (both regions), or None (all 1:
         BCP itself).
 
@@ -225,12 +226,13 @@ class BidirectionalCopyPaste(TeacherStudent):
         image, 0 the pasted block); ``unlabeled_in``: where the unlabeled image lies, ``"ones"``
         (``u_a * M + l_a * (1 - M)``), ``"zeros"`` (``l_b * M + u_b * (1 - M)``) or None
         (pre-training: labeled images only); ``teacher_logits``: the teacher's on that unlabeled
-        image, unmixed (its pixels sit where they are in the mix); ``stats``: the step's log.
+        image, unmixed (its pixels sit where they are in the mix); ``ctx``: the step's context
+        (its ``stats`` channel).
         """
         return None
 
-    def _self_train_step(self, batch) -> Losses:
-        student, u, s = self.student, self.params["u_weight"], two_stream(batch)
+    def _self_train_step(self, ctx: StepContext) -> Losses:
+        student, u, s = self.student, self.params["u_weight"], two_stream(ctx.batch)
         (l_a, l_b), (y_a, y_b), (u_a, u_b) = halves(s.labeled), halves(s.label), halves(s.unlabeled)
         if u_a.shape[0] != l_a.shape[0]:
             raise ValueError(f"bcp needs equal labeled and unlabeled batches, got "
@@ -238,26 +240,26 @@ class BidirectionalCopyPaste(TeacherStudent):
         t_a, t_b = self.teacher_logits(u_a), self.teacher_logits(u_b)
         p_a, p_b = self.pseudo_label(u_a, t_a), self.pseudo_label(u_b, t_b)
         mask = self._mask(l_a)
-        stats = {"stage": 1.0}
+        ctx.stats["stage"] = 1.0
         if self.params["script"] == "la":
             # LA_BCP_train.py: the unlabeled halves pasted into the labeled ones first
             out_l = student(copy_paste(l_a, u_a, mask))
             out_u = student(copy_paste(u_b, l_b, mask))
             on_l = mixed_loss(out_l, y_a, p_a, mask, background_weight=1.0, foreground_weight=u, per_sample_dice=True,
-                              pixel_weight=self.mix_weight(out_l, mask, "zeros", t_a, stats))
+                              pixel_weight=self.mix_weight(out_l, mask, "zeros", t_a, ctx))
             on_u = mixed_loss(out_u, p_b, y_b, mask, background_weight=u, foreground_weight=1.0, per_sample_dice=True,
-                              pixel_weight=self.mix_weight(out_u, mask, "ones", t_b, stats))
+                              pixel_weight=self.mix_weight(out_u, mask, "ones", t_b, ctx))
             ce, dice = on_l.ce + on_u.ce, on_l.dice + on_u.dice
-            return Losses(total=0.5 * (ce + dice), terms={"ce": ce, "dice": dice}, stats=stats)
+            return Losses(total=0.5 * (ce + dice), terms={"ce": ce, "dice": dice}, stats=ctx.stats)
         # Two forward passes, as BCP: each mixed batch gets its own batch-norm statistics.
         out_u = student(copy_paste(u_a, l_a, mask))
         out_l = student(copy_paste(l_b, u_b, mask))
         on_u = mixed_loss(out_u, p_a, y_a, mask, background_weight=u, foreground_weight=1.0,
-                          pixel_weight=self.mix_weight(out_u, mask, "ones", t_a, stats))
+                          pixel_weight=self.mix_weight(out_u, mask, "ones", t_a, ctx))
         on_l = mixed_loss(out_l, y_b, p_b, mask, background_weight=1.0, foreground_weight=u,
-                          pixel_weight=self.mix_weight(out_l, mask, "zeros", t_b, stats))
+                          pixel_weight=self.mix_weight(out_l, mask, "zeros", t_b, ctx))
         ce, dice = on_u.ce + on_l.ce, on_u.dice + on_l.dice
-        return Losses(total=0.5 * (ce + dice), terms={"ce": ce, "dice": dice}, stats=stats)
+        return Losses(total=0.5 * (ce + dice), terms={"ce": ce, "dice": dice}, stats=ctx.stats)
 
     def ema_active(self, step: Step) -> bool:
         return not self.in_pretraining(step)

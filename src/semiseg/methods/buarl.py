@@ -23,15 +23,25 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from semiseg.methods.base import Step, register
+from semiseg.methods.base import StepContext, register
 from semiseg.methods.bcp import BidirectionalCopyPaste
 from semiseg.methods.common.losses import dice_ce_loss
 from semiseg.methods.common.pseudo import entropy
 from semiseg.methods.common.teacher import UnsupervisedContext
 from semiseg.methods.mean_teacher import MeanTeacher
 
-__all__ = ["BUARLBCP", "BUARLMeanTeacher", "BUARLWeights", "entropy_map", "percentile_threshold",
+__all__ = ["BUARLBCP", "BUARLMeanTeacher", "BUARLWeights", "FIGURES", "entropy_map", "percentile_threshold",
            "region_weight", "uncertain_mask"]
+
+#: The figure drawn from a ``buarl_bcp`` run (a literal, read by :mod:`semiseg.method_sources`).
+FIGURES = [{
+    "name": "buarl_entropy", "algorithm": "buarl_bcp", "rule": "entropy_figure", "weights": "model.pt",
+    "draw": "semiseg.reporting.buarl_figure:entropy_figure",
+    "title": "BUARL's entropy regions", "alt": "BUARL entropy regions",
+    "note": "Paper Figure 5 for our run: the entropy of the prediction on unlabeled slices, and the pixels "
+            "above each image's 95th, 97th and 99th percentile of it (the uncertain regions URL and CRL "
+            "weight).",
+}]
 
 ENTROPY_FORMS = ("shannon", "max_class")
 SCOPES = ("image", "batch")
@@ -148,7 +158,8 @@ class BUARLWeights:
 
     def region_weights(self, stream: str, probs: Tensor, stats: dict) -> Tensor | None:
         """The weight map ``(B, *spatial)`` of ``stream`` for softmax ``probs``, or None (weighting
-        ``none``); adds the stream's uncertain fraction to ``stats`` (a tensor: read after the step)."""
+        ``none``); adds the stream's uncertain fraction to ``stats`` (the step's channel; a tensor,
+        read with the loss terms)."""
         p = self.params
         kind = p[f"{stream}_weighting"]
         if kind == "none":
@@ -197,14 +208,9 @@ class BUARLMeanTeacher(BUARLWeights, MeanTeacher):
     ``unlabeled_loss``).
     """
 
-    def __init__(self, spec, net_factory):
-        super().__init__(spec, net_factory)
-        self._stats: dict = {}
-
-    def supervised_loss(self, logits: Tensor, label: Tensor):
-        """URL: the supervised CE + Dice with the labeled stream's weights."""
-        weight = self.region_weights("labeled", torch.softmax(logits.detach(), dim=1), self._stats)
-        return dice_ce_loss(logits, label, weight=weight)
+    def supervised_weight(self, logits: Tensor, ctx: StepContext) -> Tensor | None:
+        """URL: the labeled stream's weights, from the student's own detached prediction."""
+        return self.region_weights("labeled", torch.softmax(logits.detach(), dim=1), ctx.stats)
 
     def pixel_weight(self, ctx: UnsupervisedContext) -> Tensor | None:
         """CRL: the unlabeled stream's weights."""
@@ -216,12 +222,6 @@ class BUARLMeanTeacher(BUARLWeights, MeanTeacher):
             return super().unsupervised_loss(ctx)
         pseudo = ctx.teacher_probs.argmax(dim=1)
         return dice_ce_loss(ctx.student_logits, pseudo, weight=self.pixel_weight(ctx)).total
-
-    def training_step(self, batch, step: Step):
-        self._stats = {}
-        losses = super().training_step(batch, step)
-        losses.stats.update(self._stats)
-        return losses
 
 
 @register("buarl_bcp")
@@ -252,8 +252,8 @@ class BUARLBCP(BUARLWeights, BidirectionalCopyPaste):
     """
 
     def mix_weight(self, logits: Tensor, mask: Tensor, unlabeled_in: str | None,
-                   teacher_logits: Tensor | None, stats: dict) -> Tensor | None:
-        own = torch.softmax(logits.detach(), dim=1)
+                   teacher_logits: Tensor | None, ctx: StepContext) -> Tensor | None:
+        own, stats = torch.softmax(logits.detach(), dim=1), ctx.stats
         if unlabeled_in is None:
             return self.region_weights("labeled", own, stats) if self.params["labeled_pretrain"] else None
         labeled = self.region_weights("labeled", own, stats) if self.params["labeled_self_train"] else None

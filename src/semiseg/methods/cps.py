@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from semiseg.methods.base import Losses, Step, register, two_stream
+from semiseg.methods.base import Losses, StepContext, register, two_stream
 from semiseg.methods.common.dual_branch import TwoNetwork, cross_pseudo_map
 
 __all__ = ["CrossPseudoSupervision", "cross_pseudo_loss"]
@@ -49,11 +49,14 @@ class CrossPseudoSupervision(TwoNetwork):
     ``consistency_rampup``, ``rampup_block``, ``on_labeled``, ``inits``.
     """
 
-    def training_step(self, batch, step: Step) -> Losses:
-        s = two_stream(batch)
+    def network_inits(self) -> list[str]:
+        return list(self.params["inits"])
+
+    def training_step(self, ctx: StepContext) -> Losses:
+        s = two_stream(ctx.batch)
         logits = [net(s.images) for net in self.models]
         first = 0 if self.params["on_labeled"] else s.n_labeled
-        weight = self.ramp_weight(step)
+        weight = self.ramp_weight(ctx.step)
         terms = self.supervised_terms(logits, s.label)
         cross = self.cross_maps([out[first:] for out in logits])
         total = 0.5 * sum(terms.values())

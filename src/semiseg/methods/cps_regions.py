@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from semiseg.methods.base import Losses, Step, register, two_stream
+from semiseg.methods.base import Losses, StepContext, register, two_stream
 from semiseg.methods.common.dual_branch import DualBranch, reduce_region
 from semiseg.methods.common.regions import REGION_NAMES
 
@@ -36,8 +36,8 @@ class CPSRegions(DualBranch):
     removes that region's share; ``region`` re-averages over the kept pixels.
     """
 
-    def training_step(self, batch, step: Step) -> Losses:
-        s = two_stream(batch)
+    def training_step(self, ctx: StepContext) -> Losses:
+        s = two_stream(ctx.batch)
         nl = s.n_labeled
         branches = self.branches(s.images, perturbed_grad=False)
         terms = self.branch_supervised_terms(branches, s.label)
@@ -47,7 +47,7 @@ class CPSRegions(DualBranch):
             if name not in REGION_NAMES:
                 raise ValueError(f"unknown region {name!r} in drop_regions; known: {', '.join(REGION_NAMES)}")
             keep &= ~regions.region(name)
-        weight = self.weight(step)
+        weight = self.weight(ctx.step)
         cross = self.cross_maps([br.logits[nl:] for br in branches])
         unsup = {f"cps{suffix}": reduce_region(ce_map, keep, self.params["normalize"])
                  for suffix, ce_map in zip(self.term_suffixes, cross)}

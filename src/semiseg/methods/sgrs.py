@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from semiseg.methods.base import Losses, Step, register, two_stream
+from semiseg.methods.base import Losses, Step, StepContext, register, two_stream
 from semiseg.methods.common.ema import ema_update
 from semiseg.methods.common.losses import alhvr_code_dice_loss, one_hot, per_sample_dice_loss, reduce_region
 from semiseg.methods.common.pseudo import entropy
@@ -229,14 +229,10 @@ class SGRS(TeacherStudent):
 
     # ---- the teacher
 
-    def teacher_input(self, x: Tensor, batch, step: Step) -> Tensor:
-        std = float(self.params["noise_std"])
-        return input_noise(x, std, float(self.params["noise_clip"])) if std > 0 else x
-
     def ema_active(self, step: Step) -> bool:
         return self.params["pseudo_labels"] == "teacher"
 
-    def after_optimizer_step(self, step: Step) -> None:
+    def after_optimizer_step(self, ctx: StepContext) -> None:
         """The teacher's EMA; with ``double_ema`` the code's two updates per step: MixMatch's
         ``WeightEMA`` (decay ``ema_decay`` over every floating-point tensor of the state,
         batch-norm statistics included, after which the student's are multiplied by
@@ -244,8 +240,9 @@ class SGRS(TeacherStudent):
         Teacher's update of the parameters with the warm-up ``min(1 − 1/(t + 2), ema_decay)``
         (the code counts the step before it: its first update has decay 0.5). The teacher's
         effective decay is about ``0.99² ≈ 0.98``."""
+        step = ctx.step
         if not (self.params["double_ema"] and self.ema_active(step)):
-            return super().after_optimizer_step(step)
+            return super().after_optimizer_step(ctx)
         decay = float(self.params["ema_decay"])
         with torch.no_grad():
             student = self.student.state_dict()
@@ -257,11 +254,13 @@ class SGRS(TeacherStudent):
 
     # ---- the supervised term
 
-    def supervised_loss(self, logits: Tensor, label: Tensor) -> tuple[Tensor, Tensor]:
+    def supervised_loss(self, logits: Tensor, label: Tensor, weight: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """CE and Dice of the labeled images; ``dice_form: sgrs_code``: the code's Dice, without
-        the factor 2."""
+        the factor 2 (no per-pixel weight)."""
         if self.params["dice_form"] != "sgrs_code":
-            return super().supervised_loss(logits, label)
+            return super().supervised_loss(logits, label, weight)
+        if weight is not None:
+            raise ValueError("sgrs: dice_form sgrs_code takes no per-pixel weight")
         dice = alhvr_code_dice_loss(torch.softmax(logits, dim=1), one_hot(label, logits.shape[1]))
         return F.cross_entropy(logits, label), dice
 
@@ -288,11 +287,11 @@ class SGRS(TeacherStudent):
 
     # ---- the step
 
-    def training_step(self, batch, step: Step) -> Losses:
-        s = two_stream(batch)
+    def training_step(self, ctx: StepContext) -> Losses:
+        s = two_stream(ctx.batch)
         n_l, n_u = s.n_labeled, s.unlabeled.shape[0]
         from_teacher = self.params["pseudo_labels"] == "teacher"
-        seen = self.teacher_input(s.unlabeled, batch, step) if from_teacher else s.unlabeled
+        seen = self.teacher_input(s.unlabeled, ctx) if from_teacher else s.unlabeled
         mixed, stats = self.second_view(s.labeled, seen)
         parts = [s.labeled, s.unlabeled] + ([mixed] if mixed is not None else [])
         logits = self.student(torch.cat(parts))
@@ -309,7 +308,7 @@ class SGRS(TeacherStudent):
         else:
             target = views[0].detach().argmax(dim=1)
         terms, region_stats = self.region_losses(views, target)
-        weight = self.consistency_weight(step)
+        weight = self.consistency_weight(ctx.step)
         unsup = sum(terms.values())
         total = float(self.params["supervised_weight"]) * (ce + dice) + weight * unsup
         return Losses(total=total, terms={"ce": ce, "dice": dice, **terms},

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from semiseg.methods.base import Losses, Method, Step, register
+from semiseg.methods.base import Losses, Method, StepContext, register
 
 
 @register("supervised")
@@ -20,7 +20,7 @@ class Supervised(Method):
         super().__init__(spec, net_factory)
         self.models.append(net_factory())
 
-    def training_step(self, batch, step: Step) -> Losses:
-        logits = self.models[0](batch["labeled_image"])
-        ce, dice = self.supervised_loss(logits, batch["labeled_label"])
+    def training_step(self, ctx: StepContext) -> Losses:
+        logits = self.models[0](ctx.batch["labeled_image"])
+        ce, dice = self.supervised_loss(logits, ctx.batch["labeled_label"])
         return Losses(total=0.5 * (ce + dice), terms={"ce": ce, "dice": dice})

@@ -8,7 +8,7 @@ import math
 import torch
 from torch import Tensor
 
-from semiseg.methods.base import Step, register
+from semiseg.methods.base import StepContext, register
 from semiseg.methods.common.pseudo import entropy
 from semiseg.methods.common.ramps import sigmoid_rampup
 from semiseg.methods.common.teacher import TeacherStudent, UnsupervisedContext
@@ -127,14 +127,14 @@ class UAMT(TeacherStudent):
         return {"classes": self.num_classes, "two": 2}[self.params["mse_normalizer"]]
 
     @torch.no_grad()
-    def teacher_uncertainty(self, xu: Tensor, batch=None, step: Step | None = None) -> Tensor:
+    def teacher_uncertainty(self, xu: Tensor, ctx: StepContext) -> Tensor:
         """Entropy ``(B, 1, *spatial)`` of the mean of ``passes`` noisy teacher predictions."""
         passes = int(self.params["passes"])
         samples = []
         for first in range(0, passes, 2):
             k = min(2, passes - first)
             x = xu.repeat(k, *([1] * (xu.dim() - 1)))  # k copies, copy-major
-            probs = torch.softmax(self.teacher(self.teacher_input(x, batch, step)), dim=1)
+            probs = torch.softmax(self.teacher(self.teacher_input(x, ctx)), dim=1)
             samples.append(probs.reshape(k, xu.shape[0], *probs.shape[1:]))
         return mc_uncertainty(torch.cat(samples))
 
@@ -144,7 +144,7 @@ class UAMT(TeacherStudent):
 
     def pixel_weight(self, ctx: UnsupervisedContext) -> Tensor:
         """1 where the teacher's uncertainty is below :func:`uncertainty_threshold`, else 0."""
-        uncertainty = self.teacher_uncertainty(ctx.batch["unlabeled_image"], ctx.batch, ctx.step)
+        uncertainty = self.teacher_uncertainty(ctx.batch["unlabeled_image"], ctx.context)
         threshold = uncertainty_threshold(ctx.step.iteration, ctx.step.total, self._ceiling_classes(),
                                           start=self.params["threshold_start"],
                                           rampup=self.params["threshold_rampup"])

@@ -14,7 +14,8 @@
    iteration (one figure per row, a colour per ratio, a line per seed);
 6. example overlays: for each ratio, the same test slices (image, ground truth, each row's
    prediction of its first seed);
-7. ALHVR's region figure (image, both networks, Ω1/Ω2/Ω3), when the table has an ``alhvr`` row.
+7. the figures the table's methods register (:mod:`semiseg.method_sources`), drawn from the
+   seed-0 run of each row that has one, each under its registered title and note.
 
 Every name on the page is the row's ``label``, looked up by ``(method, ratio)``: a table may
 hold two rows of one method (U-Net with a few labeled patients and with all of them).
@@ -37,6 +38,7 @@ import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from semiseg.method_sources import figure_of
 from semiseg.metrics.csv_io import read_metrics_csv
 from semiseg.metrics.summary import summarise
 from semiseg.reporting.build import parse_run_path
@@ -242,11 +244,12 @@ h2 { border-bottom: 1px solid #ddd; padding-bottom: 0.2em; margin-top: 1.6em; }
 
 
 def table_page(spec: Mapping, *, table_md: Path, run_dirs: Sequence[Path], store_path: Path,
-               region_figures: Sequence[Path] = (), out: Path, overlay_slices: int = 2) -> Path:
+               figures: Sequence[Path] = (), out: Path, overlay_slices: int = 2) -> Path:
     """Write the report page of one table to ``out`` (atomically) and return its path.
 
     ``spec``: ``name`` and ``table`` (the catalogue entry). ``run_dirs``: the runs the table was
     built from (each with ``metrics.csv``, ``config.json``, ``train.csv``, ``predictions/``).
+    ``figures``: files of registered figures (:func:`semiseg.paths.figure`).
     """
     from semiseg.data.store import Store
 
@@ -292,19 +295,12 @@ def table_page(spec: Mapping, *, table_md: Path, run_dirs: Sequence[Path], store
                 png = overlays(ratio, methods, runs, store, labels, names, overlay_slices)
                 if png:
                     parts.append(f'<img alt="overlays {ratio}" src="{png}">')
-    for fig_path in region_figures:
+    for fig_path in figures:
+        fig = figure_of(fig_path)
         data = _embedded_image(fig_path)
-        if Path(fig_path).stem.startswith("buarl_entropy"):
-            parts += [f"<h2>BUARL's entropy regions ({html.escape(Path(fig_path).stem)})</h2>",
-                      '<p class="note">Paper Figure 5 for our run: the entropy of the prediction on unlabeled '
-                      "slices, and the pixels above each image's 95th, 97th and 99th percentile of it (the "
-                      "uncertain regions URL and CRL weight).</p>",
-                      f'<img alt="BUARL entropy regions" src="{data}">']
-            continue
-        parts += [f"<h2>ALHVR's regions ({html.escape(Path(fig_path).stem)})</h2>",
-                  '<p class="note">Paper Figure 1 for our run: image, both networks\' predictions, and the '
-                  "regions Ω1 (reliable stable), Ω2 (reliable unstable), Ω3 (unreliable stable).</p>",
-                  f'<img alt="ALHVR regions" src="{data}">']
+        parts += [f"<h2>{html.escape(fig['title'], quote=False)} ({html.escape(Path(fig_path).stem)})</h2>",
+                  f'<p class="note">{html.escape(fig["note"], quote=False)}</p>',
+                  f'<img alt="{html.escape(fig["alt"])}" src="{data}">']
     page = ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>{html.escape(table['title'])}</title><style>{_STYLE}</style></head><body>\n"
             + "\n".join(parts) + "\n</body></html>\n")

@@ -53,10 +53,10 @@ def cross_pseudo_map(logits: Tensor, other_logits: Tensor) -> Tensor:
 class TwoNetwork(Method):
     """Two networks (``models``, a list the steps loop over), started apart.
 
-    ``params['inits']`` (when the method has it) names each network's initialisation scheme
-    (:func:`semiseg.nets.init_weights`; ``default`` keeps PyTorch's own); otherwise both get
-    PyTorch's default, which already draws them apart. ``term_names`` is how the per-network
-    loss terms are suffixed in the log (``ce1``/``ce2`` or ``ce_a``/``ce_b``).
+    :meth:`network_inits` names each network's initialisation scheme
+    (:func:`semiseg.nets.init_weights`; ``default`` keeps PyTorch's own, which already draws
+    them apart; CPS reads them from ``params['inits']``). ``term_suffixes`` is how the
+    per-network loss terms are suffixed in the log (``ce1``/``ce2`` or ``ce_a``/``ce_b``).
     """
 
     #: Suffix of each network's loss terms.
@@ -64,12 +64,16 @@ class TwoNetwork(Method):
 
     def __init__(self, spec, net_factory):
         super().__init__(spec, net_factory)
-        inits = list(self.params.get("inits", ["default", "default"]))
+        inits = self.network_inits()
         if len(inits) != 2:
             raise ValueError(f"{self.algorithm} trains two networks; params.inits names {len(inits)}")
         for scheme in inits:
             net = net_factory()
             self.models.append(net if scheme == "default" else init_weights(net, scheme))
+
+    def network_inits(self) -> list[str]:
+        """Each network's initialisation scheme: PyTorch's own for both, by default."""
+        return ["default", "default"]
 
     def supervised_terms(self, logits: list[Tensor], label: Tensor) -> dict[str, Tensor]:
         """``ce<suffix>``, ``dice<suffix>`` of each network's labeled logits."""
@@ -96,11 +100,13 @@ class DualBranch(TwoNetwork):
 
     term_suffixes = ("_a", "_b")
 
-    def supervised_loss(self, logits: Tensor, label: Tensor) -> tuple[Tensor, Tensor]:
+    def supervised_loss(self, logits: Tensor, label: Tensor, weight: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """CE and Dice; ``dice_form: alhvr_code`` takes the Dice of ALHVR's public code
         (:func:`~semiseg.methods.common.losses.alhvr_code_dice_loss`, without the factor 2)."""
-        if self.params.get("dice_form", "standard") != "alhvr_code":
-            return super().supervised_loss(logits, label)
+        if self.params["dice_form"] != "alhvr_code":
+            return super().supervised_loss(logits, label, weight)
+        if weight is not None:
+            raise ValueError(f"{self.algorithm}: dice_form alhvr_code takes no per-pixel weight")
         label = label.long()
         dice = alhvr_code_dice_loss(torch.softmax(logits, dim=1), one_hot(label, logits.shape[1]))
         return DiceCE(F.cross_entropy(logits, label), dice)
@@ -111,22 +117,26 @@ class DualBranch(TwoNetwork):
             features = net.encode(x)
             logits, maps = self._decode(net, features)
             with torch.set_grad_enabled(perturbed_grad and torch.is_grad_enabled()):
-                perturbed = perturb_features(features, self.params.get("perturbation", "random"))
+                perturbed = perturb_features(features, self.params["perturbation"])
                 logits_p, maps_p = self._decode(net, perturbed)
             out.append(Branch(logits, logits_p, maps, maps_p))
         return out
 
+    def prototype_source(self) -> tuple[str, int]:
+        """Which feature map each branch keeps: ``("decoder_stage", stage)`` (that decoder
+        stage; -1 the penultimate map, the default) or ``("up2_projection", _)`` (the 1x1
+        projection inside the second up block, 1/8 resolution, ALHVR's public code)."""
+        return "decoder_stage", -1
+
     def _decode(self, net, features) -> tuple[Tensor, Tensor]:
-        """Logits and the prototype feature map: the decoder stage ``prototype_stage`` or, with
-        ``prototype_features: up2_projection``, the 1x1 projection inside the second up block
-        (1/8 resolution, ALHVR's public code)."""
-        if self.params.get("prototype_features", "decoder_stage") == "up2_projection":
+        """Logits and the feature map of :meth:`prototype_source`."""
+        source, stage = self.prototype_source()
+        if source == "up2_projection":
             projections: list = []
             logits, _ = net.decode_stages(features, projections)
             if len(projections) < 2:
                 raise ValueError("prototype_features up2_projection needs a U-Net with an interpolating decoder")
             return logits, projections[1]
-        stage = int(self.params.get("prototype_stage", -1))
         logits, stages = net.decode_stages(features)
         if not -len(stages) <= stage < len(stages):
             raise ValueError(f"prototype_stage {stage} out of range for {len(stages)} decoder stages")

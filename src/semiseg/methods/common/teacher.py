@@ -1,12 +1,17 @@
 """The teacher–student family: a student network, its frozen EMA copy, and an unsupervised term
 that compares the two per pixel.
 
-Mean Teacher, UA-MT and BCP build on :class:`TeacherStudent`; each overrides only its
-difference from it:
+Mean Teacher, UA-MT, BCP, BUARL, SGRS-Net and CRLN build on :class:`TeacherStudent`; each
+overrides only its difference from it (every hook gets the step's
+:class:`~semiseg.methods.base.StepContext`, or the :class:`UnsupervisedContext` made of it):
 
+- :meth:`TeacherStudent.build_student` — the student network (default: the run's network;
+  CRLN wraps it with its prototypes);
+- :meth:`TeacherStudent.supervised_weight` — an optional per-pixel weight on the supervised
+  term (BUARL's labeled-stream weights);
 - :meth:`TeacherStudent.teacher_input` — what the teacher sees (Gaussian input noise when the
-  method's params have ``noise_std``, the image itself otherwise; a mixing method returns a
-  mixed image);
+  method's ``noise_std`` is above 0, the image itself at 0; a mixing method returns a mixed
+  image);
 - :meth:`TeacherStudent.unsupervised_map` — the per-pixel loss ``(B, *spatial)`` between the
   student's prediction and the teacher's (default: squared softmax difference, mean over
   classes);
@@ -25,13 +30,13 @@ validation and inference run.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
 
-from semiseg.methods.base import Losses, Method, Step, two_stream
+from semiseg.methods.base import Losses, Method, Step, StepContext, two_stream
 from semiseg.methods.common.ema import ema_update
 from semiseg.methods.common.losses import reduce_region
 
@@ -53,14 +58,24 @@ def input_noise(x: Tensor, std: float, clip: float) -> Tensor:
 
 @dataclass
 class UnsupervisedContext:
-    """What the unsupervised hooks see: the batch, the step, the student's logits and the
-    teacher's probabilities on the unlabeled images, and ``stats`` they may add to the log."""
+    """What the unsupervised hooks see: the step's context (its batch, step and statistics
+    channel), the student's logits and the teacher's probabilities on the unlabeled images."""
 
-    batch: dict[str, Tensor]
-    step: Step
+    context: StepContext
     student_logits: Tensor
     teacher_probs: Tensor
-    stats: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def batch(self) -> dict[str, Tensor]:
+        return self.context.batch
+
+    @property
+    def step(self) -> Step:
+        return self.context.step
+
+    @property
+    def stats(self) -> dict:
+        return self.context.stats
 
 
 class TeacherStudent(Method):
@@ -84,8 +99,12 @@ class TeacherStudent(Method):
 
     def __init__(self, spec, net_factory):
         super().__init__(spec, net_factory)
-        self.models.append(net_factory())
+        self.models.append(self.build_student())
         self.teacher = frozen_copy(self.models[0])
+
+    def build_student(self) -> nn.Module:
+        """The student network (the teacher starts as its copy): the run's network by default."""
+        return self.net_factory()
 
     @property
     def student(self) -> nn.Module:
@@ -93,15 +112,22 @@ class TeacherStudent(Method):
 
     # ---- the teacher
 
-    def teacher_input(self, x: Tensor, batch: dict[str, Tensor], step: Step) -> Tensor:
-        """The teacher's input for the unlabeled images ``x``: noisy when the params say ``noise_std``."""
-        if "noise_std" in self.params:
-            return input_noise(x, float(self.params["noise_std"]), float(self.params["noise_clip"]))
-        return x
+    def teacher_input(self, x: Tensor, ctx: StepContext) -> Tensor:
+        """The teacher's input for the unlabeled images ``x``: :func:`input_noise` when the params'
+        ``noise_std`` is above 0, the images themselves at 0."""
+        std = float(self.params["noise_std"])
+        return input_noise(x, std, float(self.params["noise_clip"])) if std > 0 else x
 
     @torch.no_grad()
-    def teacher_probs(self, x: Tensor, batch: dict[str, Tensor], step: Step) -> Tensor:
-        return torch.softmax(self.teacher(self.teacher_input(x, batch, step)), dim=1)
+    def teacher_probs(self, x: Tensor, ctx: StepContext) -> Tensor:
+        return torch.softmax(self.teacher(self.teacher_input(x, ctx)), dim=1)
+
+    # ---- the supervised term
+
+    def supervised_weight(self, logits: Tensor, ctx: StepContext) -> Tensor | None:
+        """A per-pixel weight ``(B, *spatial)`` on the supervised CE + Dice of the student's
+        labeled ``logits``, or None (all 1)."""
+        return None
 
     # ---- the unsupervised term
 
@@ -126,13 +152,14 @@ class TeacherStudent(Method):
 
     # ---- the step
 
-    def training_step(self, batch, step: Step) -> Losses:
-        s = two_stream(batch)
+    def training_step(self, ctx: StepContext) -> Losses:
+        s = two_stream(ctx.batch)
         logits = self.student(s.images)
-        ce, dice = self.supervised_loss(logits[: s.n_labeled], s.label)
-        ctx = UnsupervisedContext(batch, step, logits[s.n_labeled:], self.teacher_probs(s.unlabeled, batch, step))
-        consistency = self.unsupervised_loss(ctx)
-        weight = self.consistency_weight(step)
+        labeled = logits[: s.n_labeled]
+        ce, dice = self.supervised_loss(labeled, s.label, weight=self.supervised_weight(labeled, ctx))
+        unsup = UnsupervisedContext(ctx, logits[s.n_labeled:], self.teacher_probs(s.unlabeled, ctx))
+        consistency = self.unsupervised_loss(unsup)
+        weight = self.consistency_weight(ctx.step)
         total = 0.5 * (ce + dice) + weight * consistency
         return Losses(total=total, terms={"ce": ce, "dice": dice, "consistency": consistency},
                       stats={"consistency_weight": weight, **ctx.stats})
@@ -143,7 +170,7 @@ class TeacherStudent(Method):
         """Whether the teacher follows the student after this step (always, by default)."""
         return True
 
-    def after_optimizer_step(self, step: Step) -> None:
-        if self.ema_active(step):
-            ema_update(self.teacher, self.student, float(self.params["ema_decay"]), step.iteration,
+    def after_optimizer_step(self, ctx: StepContext) -> None:
+        if self.ema_active(ctx.step):
+            ema_update(self.teacher, self.student, float(self.params["ema_decay"]), ctx.step.iteration,
                        buffers=self.ema_buffers, warmup=self.ema_warmup)

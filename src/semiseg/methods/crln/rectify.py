@@ -27,10 +27,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-__all__ = ["RECTIFICATIONS", "ConcatRectifier", "Rectified", "rectified", "rectify", "rectify_fixed"]
-
-#: The ``rectification`` param's values: the paper's CRLN first.
-RECTIFICATIONS = ("learnable_v3", "fixed_v1", "learnable_v2")
+__all__ = ["ConcatRectifier", "Rectified", "rectified", "rectify", "rectify_fixed"]
 
 _CONV = {2: nn.Conv2d, 3: nn.Conv3d}
 
@@ -75,15 +72,13 @@ class ConcatRectifier(nn.Module):
 
 
 class Rectified(nn.Module):
-    """``forward(x)``: the rectified logits of a :class:`~semiseg.methods.crln_net.CRLNNet`
+    """``forward(x)``: the rectified logits of a :class:`~semiseg.methods.crln.net.CRLNNet`
     ``net`` (the evaluated network of ``evaluate: teacher_rectified``). It holds ``net`` and what
     the ``kind`` of rectification learns (``a``, or the :class:`ConcatRectifier`), shared with the
     method, so its state dict is all that inference needs."""
 
     def __init__(self, net: nn.Module, kind: str, a: nn.Parameter, rectifier: nn.Module | None = None):
         super().__init__()
-        if kind not in RECTIFICATIONS:
-            raise ValueError(f"crln rectification must be one of {RECTIFICATIONS}, got {kind!r}")
         self.net, self.kind = net, kind
         self.a = a if kind == "learnable_v3" else None
         self.rectifier = rectifier if kind == "learnable_v2" else None

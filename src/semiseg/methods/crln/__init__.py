@@ -1,7 +1,7 @@
 """CRLN (Wang et al., "Leveraging Labelled Data Knowledge: A Cooperative Rectification Learning
 Network for Semi-supervised 3D Medical Image Segmentation", arXiv:2502.11456): a weak-to-strong
 teacher–student whose pseudo-labels are rectified by learned class prototypes (the DIM,
-:mod:`semiseg.methods.crln_net`), plus a contrastive loss with "unassertive" positives (CPS)."""
+:mod:`semiseg.methods.crln.net`), plus a contrastive loss with "unassertive" positives (CPS)."""
 
 from __future__ import annotations
 
@@ -11,12 +11,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from semiseg.methods.base import Losses, Method, Step, register, two_stream
+from semiseg.methods.base import Losses, Step, StepContext, register, two_stream
 from semiseg.methods.common.losses import dice_ce_loss
-from semiseg.methods.common.teacher import TeacherStudent, frozen_copy
-from semiseg.methods.crln_net import CRLNNet
-from semiseg.methods.crln_rectify import RECTIFICATIONS, ConcatRectifier, Rectified, rectified, rectify, rectify_fixed
-from semiseg.methods.crln_views import beta_4_4, strong_view
+from semiseg.methods.common.teacher import TeacherStudent
+from semiseg.methods.crln.net import CRLNNet
+from semiseg.methods.crln.rectify import ConcatRectifier, Rectified, rectified, rectify, rectify_fixed
+from semiseg.methods.crln.views import beta_4_4, strong_view
 
 __all__ = ["CRLN", "beta_4_4", "contrastive_loss", "info_nce", "rectify", "rectify_fixed", "sample_contrast",
            "strong_view", "unsupervised_loss"]
@@ -104,7 +104,7 @@ def contrastive_loss(rep: Tensor, labels: Tensor, valid: Tensor, uncertain: Tens
 class CRLN(TeacherStudent):
     """CRLN: weak-to-strong teacher–student, DIM rectification, collaborative positive supervision.
 
-    Networks: ``models[0]`` is a :class:`~semiseg.methods.crln_net.CRLNNet` (backbone, prototypes,
+    Networks: ``models[0]`` is a :class:`~semiseg.methods.crln.net.CRLNNet` (backbone, prototypes,
     DIM, representation head), ``teacher`` its EMA copy (decay ``min(1 − 1/(t+1), ema_decay)``,
     parameters only, as the code), ``a`` the rectification scalar (initial 0, not clamped) with
     its own SGD (the schedule's lr, momentum, Nesterov and weight decay, as the code's
@@ -126,7 +126,8 @@ class CRLN(TeacherStudent):
       rectification is on, ``ξ ~ U(0, xi)`` per class and step (the paper) or ``ξ = xi``
       (``xi_draw: fixed``, the code);
     - total ``L_sup + unsup_weight·L_u + contrast_weight·L_cps`` (Eq. 15);
-    - then ``a`` alone: ``L_a = ½[CE + Dice_fg](z_L + (1 − a)·M_L)`` (Eq. 16) and a step of its
+    - then ``a`` alone (the engine's second phase, :meth:`second_phase`):
+      ``L_a = ½[CE + Dice_fg](z_L + (1 − a)·M_L)`` (Eq. 16) and a step of its
       optimiser, then the EMA. The paper: "the training alternates the minimisation of the
       losses in (15) and (16) and the EMA"; so ``z_L, M_L`` are those of the student just
       updated by (15), on the step's labeled images (``a_step: after``, the default). It does not
@@ -142,13 +143,13 @@ class CRLN(TeacherStudent):
     only), ``positive_mean: raw`` (CPS's class mean of the raw representations, not the
     L2-normalised ones), ``contrast_divisor: present`` (CPS's sum over the classes divided by the
     classes present, not those that gave anchors). The code's query reshape in the attention is a bug and is not reproduced (see
-    :mod:`semiseg.methods.crln_net`). Ablations: ``rectify: false`` (no DIM, no M losses, no
+    :mod:`semiseg.methods.crln.net`). Ablations: ``rectify: false`` (no DIM, no M losses, no
     rectification), ``contrast_weight: 0``, ``positive: mean | prototypes`` (MR / LP only),
     ``strong_augmentation: false`` (the student sees the weak view), ``dim_spatial`` and
     ``dim_cross`` (the DIM aggregation's SA and CI steps); ``rectification`` (Table 7:
     ``learnable_v3`` the paper's ``z + (1 − a)·M``, ``fixed_v1`` the more confident of ``z`` and
     ``M`` per voxel with nothing learned, ``learnable_v2`` a convolution over ``[z; M]`` trained in
-    ``a``'s place: :mod:`semiseg.methods.crln_rectify` says what the text gives and what is chosen).
+    ``a``'s place: :mod:`semiseg.methods.crln.rectify` says what the text gives and what is chosen).
 
     Validation and inference run ``evaluate``: ``student`` (default: the student's backbone, its
     plain logits), ``teacher`` (the EMA teacher's backbone) or ``teacher_rectified`` (the teacher's
@@ -161,23 +162,21 @@ class CRLN(TeacherStudent):
     ema_buffers = "keep"
 
     def __init__(self, spec, net_factory):
-        Method.__init__(self, spec, net_factory)
-        p = self.params
-        self.models.append(CRLNNet(net_factory(), self.num_classes, self.dims, prototypes=int(p["prototypes"]),
-                                   dim=int(p["prototype_dim"]), levels=p["dim_levels"],
-                                   spatial=bool(p["dim_spatial"]), cross=bool(p["dim_cross"])))
-        self.teacher = frozen_copy(self.models[0])
-        self.a = nn.Parameter(torch.zeros(()))
-        self.rectification = p["rectification"]
-        if self.rectification not in RECTIFICATIONS:
-            raise ValueError(f"crln rectification must be one of {RECTIFICATIONS}, got {self.rectification!r}")
-        if self.rectification == "learnable_v2":
-            self.rectifier = ConcatRectifier(self.num_classes, self.dims)
-        self._labeled: tuple[Tensor, Tensor] | None = None  # the step's labeled batch, for a_step: after
-        self._rectifier_opt: torch.optim.Optimizer | None = None
-        if p["evaluate"] == "teacher_rectified" and not p["rectify"]:
+        super().__init__(spec, net_factory)
+        if self.params["evaluate"] == "teacher_rectified" and not self.params["rectify"]:
             raise ValueError("crln evaluate: teacher_rectified needs rectify: true (without it there is no "
                              "rectification); allowed with rectify: false: student, teacher")
+        self.a = nn.Parameter(torch.zeros(()))
+        self.rectification = self.params["rectification"]
+        if self.rectification == "learnable_v2":
+            self.rectifier = ConcatRectifier(self.num_classes, self.dims)
+
+    def build_student(self) -> nn.Module:
+        """The run's network as the backbone of a :class:`~semiseg.methods.crln.net.CRLNNet`."""
+        p = self.params
+        return CRLNNet(self.net_factory(), self.num_classes, self.dims, prototypes=int(p["prototypes"]),
+                       dim=int(p["prototype_dim"]), levels=p["dim_levels"], spatial=bool(p["dim_spatial"]),
+                       cross=bool(p["dim_cross"]))
 
     def eval_network(self) -> nn.Module:
         which = self.params["evaluate"]
@@ -190,7 +189,7 @@ class CRLN(TeacherStudent):
 
     @classmethod
     def inference_network(cls, spec, net_factory) -> nn.Module:
-        if spec["method"]["params"].get("evaluate", "student") != "teacher_rectified":
+        if spec["method"]["params"]["evaluate"] != "teacher_rectified":
             return net_factory()
         return cls(spec, net_factory).eval_network()
 
@@ -203,11 +202,12 @@ class CRLN(TeacherStudent):
         if self.rectification not in learned:
             return {}
         name, params = learned[self.rectification]
-        # kept: with a_step: after the method steps it itself (the engine's step finds no gradient)
-        self._rectifier_opt = torch.optim.SGD(params, lr=float(schedule["lr"]), momentum=float(schedule["momentum"]),
-                                              weight_decay=float(schedule["weight_decay"]),
-                                              nesterov=bool(schedule.get("nesterov", False)))
-        return {name: self._rectifier_opt}
+        return {name: torch.optim.SGD(params, lr=float(schedule["lr"]), momentum=float(schedule["momentum"]),
+                                      weight_decay=float(schedule["weight_decay"]),
+                                      nesterov=bool(schedule.get("nesterov", False)))}
+
+    def _rectification_optimizer(self) -> str:
+        return "a" if self.rectification == "learnable_v3" else "rectifier"
 
     def learns_rectification(self) -> bool:
         return bool(self.params["rectify"]) and self.rectification != "fixed_v1"
@@ -216,21 +216,17 @@ class CRLN(TeacherStudent):
         """The logits ``z`` rectified by the relationship map ``M`` (the ``rectification`` param)."""
         return rectified(self.rectification, logits, relation, self.a, getattr(self, "rectifier", None))
 
-    def make_views(self, batch, generator):
-        seed = int(torch.randint(0, 2 ** 62, (), generator=generator))
-        return {**batch, "crln_seed": torch.tensor(seed)}
-
     def rectifying(self, step: Step) -> bool:
         return bool(self.params["rectify"]) and step.iteration >= int(round(self.params["rectify_start"] * step.total))
 
-    def _supervised(self, logits: Tensor, label: Tensor) -> tuple[Tensor, Tensor]:
-        fg = self.num_classes > 1
-        return dice_ce_loss(logits, label, include_background=not fg)
+    def supervised_loss(self, logits: Tensor, label: Tensor, weight: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """CE and the Dice of the foreground classes (of every class for a one-class task)."""
+        return dice_ce_loss(logits, label, include_background=self.num_classes == 1, weight=weight)
 
     def loss_of_a(self, logits: Tensor, relation: Tensor, label: Tensor) -> Tensor:
         """Eq. 16: ``½[CE + Dice_fg]`` of the rectified logits, the network's outputs detached
         (so only ``a``, or learnable_v2's convolution, learns from it)."""
-        ce, dice = self._supervised(self.rectified(logits.detach(), relation.detach()), label)
+        ce, dice = self.supervised_loss(self.rectified(logits.detach(), relation.detach()), label)
         return 0.5 * (ce + dice)
 
     def xi(self, generator: torch.Generator, device) -> Tensor:
@@ -241,11 +237,13 @@ class CRLN(TeacherStudent):
             return torch.full((self.num_classes,), float(p["xi"]), device=device)
         return (torch.rand(self.num_classes, generator=generator) * float(p["xi"])).to(device)
 
-    def training_step(self, batch, step: Step) -> Losses:
-        p, s = self.params, two_stream(batch)
+    def training_step(self, ctx: StepContext) -> Losses:
+        p, s = self.params, two_stream(ctx.batch)
         nl = s.n_labeled
-        g = torch.Generator().manual_seed(int(batch["crln_seed"]))
-        on = self.rectifying(step)
+        # the step's own stream for the strong view, ξ and the contrast's samples, seeded by one
+        # draw of the step's generator
+        g = torch.Generator().manual_seed(int(torch.randint(0, 2 ** 62, (), generator=ctx.generator)))
+        on = self.rectifying(ctx.step)
         with torch.no_grad():
             zt, mt, _ = self.teacher.outputs(s.unlabeled)
             probs_t = torch.softmax(self.rectified(zt, mt) if on else zt, dim=1)
@@ -255,10 +253,10 @@ class CRLN(TeacherStudent):
         else:
             xs, ys, cs = s.unlabeled, pseudo, conf
         z, m, rep = self.student.outputs(torch.cat([s.labeled, xs]))
-        ce, dice = self._supervised(z[:nl], s.label)
+        ce, dice = self.supervised_loss(z[:nl], s.label)
         terms = {"ce": ce, "dice": dice}
         if p["rectify"]:
-            terms["ce_map"], terms["dice_map"] = self._supervised(m[:nl], s.label)
+            terms["ce_map"], terms["dice_map"] = self.supervised_loss(m[:nl], s.label)
         sup = 0.5 * sum(terms.values())
         terms["unsup"] = unsupervised_loss(z[nl:], ys, cs, float(p["confidence_threshold"]), p["confidence_weight"])
         total = sup + float(p["unsup_weight"]) * terms["unsup"]
@@ -269,32 +267,25 @@ class CRLN(TeacherStudent):
             name = "a_loss" if self.rectification == "learnable_v3" else "rectifier_loss"
             terms[name] = self.loss_of_a(z[:nl], m[:nl], s.label)
             total = total + terms[name]
-        elif self.learns_rectification():
-            self._labeled = (s.labeled, s.label)
         # tensors: read by the engine with the loss terms, in one transfer (no sync here)
-        stats = {"a": self.a.detach().clone(), "rectifying": float(on),
-                 "confident": (cs >= float(p["confidence_threshold"])).float().mean()}
-        return Losses(total=total, terms=terms, stats=stats)
+        ctx.stats.update(a=self.a.detach().clone(), rectifying=float(on),
+                         confident=(cs >= float(p["confidence_threshold"])).float().mean())
+        return Losses(total=total, terms=terms, stats=ctx.stats)
 
-    def after_optimizer_step(self, step: Step) -> None:
-        """``a_step: after``: Eq. 16's step of ``a`` (or learnable_v2's convolution) on the
-        student just updated, in eval mode; then the EMA."""
-        if self._labeled is not None:
-            x, label = self._labeled
-            self._labeled = None
-            if self._rectifier_opt is None:
-                raise RuntimeError("crln a_step: after steps the optimiser of extra_optimizers(); build it first "
-                                   "(semiseg.engine.loop.build_optimizers)")
-            was = self.student.training
-            self.student.eval()
-            with torch.no_grad():
-                z, m = self.student.logits_and_map(x)
-            self.student.train(was)
-            self._rectifier_opt.zero_grad(set_to_none=True)
-            self.loss_of_a(z, m, label).backward()
-            self._rectifier_opt.step()
-            self._rectifier_opt.zero_grad(set_to_none=True)
-        super().after_optimizer_step(step)
+    def second_phase(self, ctx: StepContext) -> dict[str, Tensor]:
+        """``a_step: after``: Eq. 16's loss of ``a`` (or learnable_v2's convolution) on the step's
+        labeled images through the student just updated, in eval mode (no gradient to it, its
+        batch-norm statistics left as they are), minimised by the rectification's own optimiser;
+        the EMA follows (:meth:`after_optimizer_step`)."""
+        if not self.learns_rectification() or self.params["a_step"] != "after":
+            return {}
+        s = two_stream(ctx.batch)
+        was = self.student.training
+        self.student.eval()
+        with torch.no_grad():
+            z, m = self.student.logits_and_map(s.labeled)
+        self.student.train(was)
+        return {self._rectification_optimizer(): self.loss_of_a(z, m, s.label)}
 
     def _contrast(self, z, rep, label, ys, cs, on: bool, g) -> Tensor:
         p = self.params
