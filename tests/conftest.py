@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 import yaml
@@ -23,6 +24,31 @@ def shared_data() -> Path | None:
     return None
 
 
+def missing_data(reason: str) -> NoReturn:
+    """Skip a test whose real data is absent; fail it instead under SEMISEG_REQUIRE_DATA=1 (set by
+    .ci/run, where the data must be there: a skip would hide that the data tests did not run)."""
+    if os.environ.get("SEMISEG_REQUIRE_DATA") == "1":
+        pytest.fail(f"SEMISEG_REQUIRE_DATA=1 but {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+def needs_file(path: Path, reason: str) -> pytest.MarkDecorator:
+    """Mark a test that reads ``path``: where it is absent the test skips saying ``reason``, or
+    fails under SEMISEG_REQUIRE_DATA=1 (:func:`missing_data`, in :func:`pytest_runtest_setup`)."""
+    return pytest.mark.needs_file(path, reason=reason)
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "needs_file(path, reason): needs that file of ../shared/data")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    for mark in item.iter_markers("needs_file"):
+        if not Path(mark.args[0]).is_file():
+            missing_data(mark.kwargs["reason"])
+
+
 @pytest.fixture(scope="session", autouse=True)
 def one_torch_thread():
     """Tests use tiny tensors: one thread avoids oversubscribing a shared 2-core machine."""
@@ -35,7 +61,7 @@ def one_torch_thread():
 def shared_data_dir() -> Path:
     d = shared_data()
     if d is None:
-        pytest.skip("real data not found: ../shared/data is absent beside the checkout (set SEMISEG_SHARED_DATA)")
+        missing_data("real data not found: ../shared/data is absent beside the checkout (set SEMISEG_SHARED_DATA)")
     return d
 
 
@@ -68,6 +94,12 @@ TINY_SCHEDULE = {
 }
 
 
+def shipped_datasets() -> list[str]:
+    """The datasets of the repository's catalogue: a tiny catalogue that reuses config/methods/ lists
+    them as ``catalogues.other_datasets`` (the methods' per-dataset settings name them)."""
+    return sorted(name for f in (REPO / "config" / "datasets").glob("*.yaml") for name in yaml.safe_load(f.read_text()))
+
+
 def tiny_table(methods=("supervised", "mean_teacher"), ratios=(25,), seeds=(0,), name="tiny"):
     return {name: {"title": f"Tiny table {name}", "dataset": "tiny2d", "seeds": list(seeds),
                    "rows": [{"method": m, "ratios": list(ratios)} for m in methods]}}
@@ -92,7 +124,8 @@ def make_workflow(root: Path, *, tables: dict | None = None, methods_extra: dict
     if methods_extra:
         write_yaml(root / "config" / "methods" / "extra.yaml", methods_extra)
     write_yaml(root / "config" / "config.yaml", {"tables": list(tables), "schedule": None, "device": "cpu",
-                                                  "results": "results", "sources": {}})
+                                                  "results": "results", "sources": {},
+                                                  "catalogues": {"other_datasets": shipped_datasets()}})
     return root
 
 
@@ -110,11 +143,11 @@ def tiny_workflow(tmp_path) -> Path:
 
 # ----------------------------------------------------------------------------- real-data smoke builds
 def real_dataset(name: str) -> Path:
-    """../shared/data/<name> (with its train.list), or skip."""
+    """../shared/data/<name> (with its train.list), or skip (fail under SEMISEG_REQUIRE_DATA=1)."""
     data = shared_data()
     path = data / name if data else Path("../shared/data") / name
     if not (path / "train.list").is_file():
-        pytest.skip(f"real data not found at {path}")
+        missing_data(f"real data not found at {path}")
     return path
 
 
@@ -167,11 +200,17 @@ def _build(root: Path, targets: list[str], what: str) -> Path:
 @pytest.fixture(scope="session")
 def acdc_smoke(tmp_path_factory) -> Path:
     """Every table and figure of tests/smoke_targets.py's ACDC lists, built on the real ACDC set
-    in one Snakemake call (smoke schedule, seed 0): the results directory."""
-    from smoke_targets import ACDC_FIGURES, ACDC_TABLES
+    in one Snakemake call (smoke schedule at ACDC_ITERATIONS iterations, seed 0): the results
+    directory."""
+    from smoke_targets import ACDC_FIGURES, ACDC_ITERATIONS, ACDC_TABLES
 
     acdc = real_dataset("ACDC")
     root = repo_workflow(tmp_path_factory.mktemp("acdc") / "wf", ACDC_TABLES, {"acdc": {"path": str(acdc)}})
+    schedules_yaml = root / "config" / "schedules.yaml"
+    schedules = yaml.safe_load(schedules_yaml.read_text())
+    schedules["smoke"]["datasets"]["acdc"].update(iterations=ACDC_ITERATIONS, val_interval=ACDC_ITERATIONS,
+                                                  checkpoint_interval=ACDC_ITERATIONS)
+    write_yaml(schedules_yaml, schedules)
     targets = [f"results/tables/{t}.md" for t in ACDC_TABLES] + [f"results/{f}" for f in ACDC_FIGURES]
     return _build(root, targets, f"{len(ACDC_TABLES)} ACDC tables")
 
@@ -191,14 +230,17 @@ def la_smoke(tmp_path_factory) -> Path:
 def la_ablation_smoke(tmp_path_factory) -> Path:
     """The LA ablation tables of tests/smoke_targets.py (LA_ABLATION_TABLES), built on LA-mini in
     one Snakemake call with the smoke schedule and seed 0, on patches of LA_ABLATION_PATCH: the
-    results directory, each table at the one ratio LA_ABLATION_RATIO gives it."""
-    from smoke_targets import LA_ABLATION_PATCH, LA_ABLATION_RATIO, LA_ABLATION_TABLES
+    results directory, each table at the one ratio LA_ABLATION_RATIO gives it, with the rows
+    LA_ABLATION_ROWS keeps."""
+    from smoke_targets import LA_ABLATION_PATCH, LA_ABLATION_RATIO, LA_ABLATION_ROWS, LA_ABLATION_TABLES
 
     root = la_mini_workflow(tmp_path_factory.mktemp("la_ablation") / "wf", real_dataset("LA-mini"),
                             LA_ABLATION_TABLES, patch=LA_ABLATION_PATCH)
     for path in (root / "config" / "tables").glob("*.yaml"):
         catalogue = yaml.safe_load(path.read_text())
         for name in set(catalogue) & set(LA_ABLATION_TABLES):
+            if name in LA_ABLATION_ROWS:
+                catalogue[name]["rows"] = [r for r in catalogue[name]["rows"] if r["method"] in LA_ABLATION_ROWS[name]]
             for row in catalogue[name]["rows"]:
                 row["ratios"] = [LA_ABLATION_RATIO[name]]
         write_yaml(path, catalogue)

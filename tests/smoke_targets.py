@@ -11,6 +11,11 @@ ACDC_TABLES = ["acdc", "alhvr_acdc", "alhvr_ablation", "alhvr_beta", "alhvr_regi
 ACDC_TABLES += ["buarl_acdc", "buarl_modules", "buarl_regions", "buarl_mu", "buarl_remove"]
 ACDC_FIGURES = ["figures/alhvr_regions_acdc_10.png"]
 ACDC_FIGURES += ["figures/buarl_entropy_acdc_10.png"]
+# The build's one cut: each of its 45 runs trains ACDC_ITERATIONS iteration(s), validated and
+# checkpointed at the end, instead of the smoke schedule's 2 for ACDC. One step of every method
+# (BCP's pre-training is already empty at 2: round(0.25 x 2) = 0) proves what two did, that each
+# run goes through training, validation, inference and its table cells.
+ACDC_ITERATIONS = 1
 
 # LA-mini (../shared/data/LA-mini): 20 of the 80 train volumes and 4 test volumes
 LA_TABLES = ["la", "sgrs_la", "buarl_la", "crln_la"]
@@ -18,13 +23,16 @@ LA_FIGURES: list[str] = []
 
 # The LA ablation tables: each row is an LA table's method with other values of the same parameters
 # (tested one by one on tiny tensors), so what a build proves is that every variant runs end to
-# end on the real volumes. Built on LA-mini with the smoke schedule and two cuts that keep their
+# end on the real volumes. Built on LA-mini with the smoke schedule and three cuts that keep their
 # runs to minutes on 2 cores: patches of LA_ABLATION_PATCH (Z, Y, X) instead of 80 x 112 x 112,
-# with a test stride of one such patch, and each table at one ratio (SGRS-Net's Tables 5-7 have a
-# second column at 8 labeled: the same runs on another split). Without the cuts it is the same
+# with a test stride of one such patch; each table at one ratio (SGRS-Net's Tables 5-7 have a
+# second column at 8 labeled: the same runs on another split); and of the τ sweep, whose rows are
+# one method at six values of one number (each value's band checked in tests/test_sgrs.py),
+# the rows of LA_ABLATION_ROWS: SGRS-Net and one other τ. Without the cuts it is the same
 # command on the repository's catalogue: `snakemake results/tables/sgrs_components.md ...`.
 LA_ABLATION_TABLES = ["sgrs_components", "sgrs_regions", "sgrs_augment", "sgrs_tau", "sgrs_switches"]
 LA_ABLATION_TABLES += ["crln_components", "crln_dim", "crln_rectify", "crln_prototypes"]
 LA_ABLATION_PATCH = [32, 48, 48]
 LA_ABLATION_RATIO = {t: 5 for t in LA_ABLATION_TABLES if t.startswith("sgrs")}
 LA_ABLATION_RATIO |= {t: 10 for t in LA_ABLATION_TABLES if t.startswith("crln")}
+LA_ABLATION_ROWS = {"sgrs_tau": ["sgrs_tau_0244", "sgrs"]}  # the rows kept, by method; other tables keep all

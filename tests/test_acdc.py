@@ -19,7 +19,7 @@ import SimpleITK as sitk
 import torch
 from scipy import ndimage
 
-from conftest import REPO
+from conftest import REPO, missing_data
 from semiseg.config import load_config, run_spec
 from semiseg.data.acdc import read_acdc_raw, read_info_cfg
 from semiseg.errors import DataError
@@ -55,7 +55,7 @@ def _list(path: Path) -> list[str]:
 def acdc(shared_data_dir) -> Path:
     path = shared_data_dir / "ACDC"
     if not (path / "train.list").is_file():
-        pytest.skip(f"real ACDC not found at {path}")
+        missing_data(f"real ACDC not found at {path}")
     return path
 
 
@@ -362,7 +362,7 @@ def test_the_smoke_acdc_table_on_the_real_data(acdc_smoke):
     assert "(paper: BUARL T1, TraCoCo 87.59)" in table and "| BCP | 3 (5%) | 67 (95%) |" in table
     assert "(paper: ALHVR T2 83.65; BUARL T1 79.65)" in table  # MT at 7 labeled, both papers
     # a smoke run on ACDC is no result: the title says so, and each of its cells carries the footnote mark
-    assert table.splitlines()[0].endswith("— smoke: 2 of 40 test volumes, 2 iterations — not a result")
+    assert table.splitlines()[0].endswith("— smoke: 2 of 40 test volumes, 1 iteration — not a result")
     ran = [row for row in _rows(table) if "not run" not in row]
     assert len(ran) == 23 and all(row.count("(†)") == 4 and "smoke" not in row for row in ran), table
     # every implemented row ran; the methods not implemented show their paper values only

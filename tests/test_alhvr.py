@@ -112,6 +112,38 @@ def test_prototypes_are_masked_feature_means_per_class():
     assert torch.allclose(sample, t([[1, 0], [0.5, 2.5], [0, 0]]))
 
 
+def test_prototype_smoothing_divides_by_count_plus_it():
+    """The public code's getPrototype_2D divides by (count + 1e-5); the features as above, s = 0.5."""
+    pixels = [[(1, 0), (0, 2), (3, 0)], [(0, 4), (2, 2), (0, 0)]]
+    features = torch.tensor(pixels, dtype=torch.float64).permute(0, 2, 1).unsqueeze(2)
+    labels = torch.tensor([[[0, 1, 0]], [[1, 1, 2]]])
+    sample = class_prototypes(features, labels, 3, pooling="sample", smoothing=0.5)
+    # s0: (4,0)/2.5, (0,2)/1.5, absent; s1: absent, (2,6)/2.5, (0,0)/1.5; mean over the two samples
+    want = torch.tensor([[0.8, 0], [0.4, (2 / 1.5 + 2.4) / 2], [0, 0]], dtype=torch.float64)
+    assert torch.allclose(sample, want, rtol=1e-12, atol=0)
+    batch = class_prototypes(features, labels, 3, pooling="batch", smoothing=0.5)
+    want = torch.tensor([[4 / 2.5, 0], [2 / 3.5, 8 / 3.5], [0, 0]], dtype=torch.float64)
+    assert torch.allclose(batch, want, rtol=1e-12, atol=0)
+    # None is the mean (the counts here are >= 1)
+    assert torch.allclose(class_prototypes(features, labels, 3, pooling="sample", smoothing=None),
+                          torch.tensor([[1, 0], [0.5, 2.5], [0, 0]], dtype=torch.float64), rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("divisor, smoothing", [("count", None), ("alhvr_code", 1e-5)])
+def test_prototype_divisor_picks_the_smoothing(divisor, smoothing, monkeypatch):
+    from semiseg.methods import alhvr
+
+    seen, real = [], alhvr.class_prototypes
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs["smoothing"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(alhvr, "class_prototypes", spy)
+    tiny_method(prototype_divisor=divisor).training_step(StepContext(Step(5, 10), tiny_batch()))
+    assert seen == [smoothing, smoothing]  # one set of prototypes per network
+
+
 def test_prototype_similarity_is_cosine_and_zero_for_an_absent_class():
     features = t([[1, 0], [0, 2]]).T.reshape(1, 2, 1, 2)  # pixels (1,0) and (0,2)
     prototypes = t([[2, 0], [1, 1], [0, 0]])
@@ -379,15 +411,16 @@ def test_region_figure_draws_a_png(tmp_path, tiny_data):
 
 
 # ----------------------------------------------------------------------------- catalogue
-def test_the_code_entry_takes_the_code_s_three_switches_and_is_a_row_of_table_2():
+def test_the_code_entry_takes_the_code_s_four_switches_and_is_a_row_of_table_2():
     cfg = load_config(root=REPO)
     code, paper = (run_spec(cfg, "acdc", m, 10, 0) for m in ("alhvr_code", "alhvr"))
     assert {k: v for k, v in code["method"]["params"].items() if paper["method"]["params"][k] != v} == {
-        "dice_form": "alhvr_code", "prototype_features": "up2_projection", "ce_batch_broadcast": True}
+        "dice_form": "alhvr_code", "prototype_features": "up2_projection", "prototype_divisor": "alhvr_code",
+        "ce_batch_broadcast": True}
     assert code["schedule"] == paper["schedule"] and code["method"]["network"] == "unet"
     assert {(m, r) for _d, m, r, _s in table_runs(cfg, "alhvr_acdc") if m.startswith("alhvr")} == {
         ("alhvr", 10), ("alhvr", 20), ("alhvr_code", 10)}
-    # the three together run a step on a U-Net
+    # the four together run a step on a U-Net
     spec = {"dataset": {"num_classes": 3, "dims": 2},
             "method": {"algorithm": "alhvr", "params": code["method"]["params"]}}
     torch.manual_seed(0)

@@ -243,3 +243,35 @@ def test_the_audited_value_of_a_cell_is_the_part_before_its_notes(cell):
     assert _value_part(cell) == "81.50 ± 0.71"
     assert _value_part("not run (paper: A 1.00)") == "not run"
     assert _value_part("-3.25") == "-3.25"
+
+
+def test_the_build_s_command_line_overrides_are_the_config_staleness_is_judged_against(tmp_path):
+    """Every smoke or one-seed build read as "stale: config changed": the audit could not take the
+    build's `--config` / `--configfile` overrides. It takes them, merged as Snakemake merges them."""
+    from semiseg.cli import build_parser
+
+    root = make_workflow(tmp_path / "wf", tables=TABLE)
+    assert Auditor(root).cfg["tables"]["tiny"]["seeds"] == [0]
+    assert Auditor(root, overrides=["seeds=[4, 5]"]).cfg["tables"]["tiny"]["seeds"] == [4, 5]
+    extra = root / "config" / "one_seed.yaml"
+    extra.write_text(yaml.safe_dump({"seeds": [7], "sources": {"tiny2d": {"path": "/data/tiny"}}}))
+    by_file = Auditor(root, configfiles=[extra]).cfg
+    assert by_file["tables"]["tiny"]["seeds"] == [7] and by_file["settings"]["sources"] == {"tiny2d": {"path": "/data/tiny"}}
+    both = Auditor(root, overrides=["seeds=[3]"], configfiles=["config/one_seed.yaml"]).cfg
+    assert both["tables"]["tiny"]["seeds"] == [3]  # --config over --configfile over config.yaml, as in Snakemake
+    args = build_parser().parse_args(["audit", "t.md", "--row", "U-Net", "--ratio", "25", "--config", "seeds=[0]",
+                                      "schedule=smoke", "--configfile", "a.yaml", "b.yaml"])
+    assert (args.config, args.configfile) == (["seeds=[0]", "schedule=smoke"], ["a.yaml", "b.yaml"])
+    with pytest.raises(ValueError, match=r"--config 'seeds': not KEY=VALUE"):
+        audit(root / "results" / "tables" / "tiny.md", row="U-Net", ratio=25, root=root, overrides=["seeds"])
+
+
+@pytest.mark.slow
+def test_an_override_the_build_did_not_have_reads_as_stale_and_the_build_s_own_does_not(built):
+    root, src, env = built
+    proc = run_audit(root, env, "--row", "U-Net", "--ratio", "25", "--format", "json", "--config", "seeds=[0]")
+    result = json.loads(proc.stdout)
+    assert result["stale"] == [] and result["config"].endswith("+ --config seeds=[0]"), result["stale"]
+    proc = run_audit(root, env, "--row", "U-Net", "--ratio", "25", "--format", "json", "--config", "seeds=[1]")
+    stale = json.loads(proc.stdout)["stale"]
+    assert ("table", "stale: config changed") in {(s["stage"], s["reason"]) for s in stale}

@@ -8,7 +8,7 @@ import shutil
 import pytest
 import yaml
 
-from conftest import REPO, make_workflow, snakemake, tiny_table, write_yaml
+from conftest import REPO, make_workflow, shipped_datasets, snakemake, tiny_table, write_yaml
 from semiseg.config import EXECUTION_FIELDS, ConfigError, load_config, run_resources, run_spec, schedule_name, table_runs
 
 
@@ -300,3 +300,95 @@ def test_a_smoke_test_stride_replaces_the_3d_protocol_s_in_the_spec_and_is_refus
     write_yaml(tiny_workflow / "config" / "schedules.yaml", schedules)
     with pytest.raises(ConfigError, match=r"schedules\.yaml: smoke\.datasets\.tiny2d\.test_stride: tiny2d is a 2D"):
         load(tiny_workflow)
+
+
+
+def _repo_copy_edited(root, file, change):
+    """The repository's workflow and catalogues in `root`, with `change` applied to one file's YAML."""
+    shutil.copytree(REPO / "workflow", root / "workflow")
+    shutil.copytree(REPO / "config", root / "config")
+    data = yaml.safe_load((root / "config" / file).read_text())
+    change(data)
+    write_yaml(root / "config" / file, data)
+    return root
+
+
+@pytest.mark.parametrize("file, change, fragment", [
+    ("datasets/pancreas.yaml", lambda d: d["pancreas"].update(stride=[16, 120, 16]),
+     "pancreas.yaml: pancreas.stride: [16, 120, 16] steps further than pancreas's patch [96, 96, 96] on the y axis"),
+    ("schedules.yaml", lambda s: s["paper"].setdefault("datasets", {}).setdefault("pancreas", {}).update(
+        test_stride=[16, 160, 160]),
+     "schedules.yaml: paper.datasets.pancreas.test_stride: [16, 160, 160] steps further than pancreas's patch "
+     "[96, 96, 96] on the y, x axis"),
+    ("methods/baselines.yaml", lambda m: m["mean_teacher"].setdefault("schedule", {}).setdefault("smoke", {}).update(
+        test_stride=[4, 18, 113]),
+     "baselines.yaml: mean_teacher.schedule.smoke.test_stride: [4, 18, 113] steps further than "),
+    ("tables/brats.yaml", lambda t: t["brats"].update(stride=[97, 16, 16]),
+     "brats.yaml: brats.stride: [97, 16, 16] steps further than brats's patch [96, 96, 96] on the z axis"),
+], ids=["dataset-stride", "schedule-test-stride", "method-test-stride", "table-stride"])
+def test_a_sliding_window_stride_past_the_patch_is_refused_at_load(tmp_path, file, change, fragment):
+    """Windows further apart than the patch leave voxels no window predicts (they would read as
+    background): every place a stride is set is checked against the patch of the runs it reaches."""
+    root = _repo_copy_edited(tmp_path / "wf", file, change)
+    with pytest.raises(ConfigError) as exc:
+        load_config({"tables": ["demo"]}, root=root)
+    assert fragment in str(exc.value)
+
+
+@pytest.mark.parametrize("key", ["datasets", "ratio_params"])
+def test_a_misspelled_dataset_in_a_method_s_settings_is_refused(tmp_path, key):
+    """Renaming mean_teacher's `datasets.la` to `left_atrium` once gave "config OK", and LA runs
+    then used the 2D consistency delay: a dataset neither catalogue defines is refused."""
+    settings = {"datasets": {"left_atrium": {"params": {"consistency_start": 0.0}}},
+                "ratio_params": {"left_atrium": {10: {"consistency": 0.2}}}}[key]
+    root = _repo_copy_edited(tmp_path / "wf", "methods/baselines.yaml", lambda m: m["mean_teacher"].update({key: settings}))
+    with pytest.raises(ConfigError, match=rf"baselines\.yaml: mean_teacher\.{key}\.left_atrium: unknown dataset; "
+                                          r"allowed: abdomenct1k, acdc, .*la, "):
+        load_config({"tables": ["demo"]}, root=root)
+
+
+def test_a_small_catalogue_reuses_the_shipped_methods_by_naming_their_datasets(tmp_path):
+    """The tests' tiny dataset catalogue serves the shipped methods, whose per-dataset settings
+    name the shipped datasets: it lists them in catalogues.other_datasets, explicitly."""
+    root = make_workflow(tmp_path)
+    assert load(root)["settings"]["catalogues"]["other_datasets"] == shipped_datasets()
+    config = yaml.safe_load((root / "config" / "config.yaml").read_text())
+    del config["catalogues"]
+    with pytest.raises(ConfigError, match=r"\.datasets\.\w+: unknown dataset; allowed: tiny2d \(a dataset of another"):
+        load_config(config, root=root)
+
+
+
+@pytest.mark.parametrize("results, fragment", [
+    ("/", "'/' is outside the workflow directory"),
+    ("", "'' is the workflow directory itself"),
+    (".", "'.' is the workflow directory itself"),
+    ("../elsewhere", "'../elsewhere' is outside the workflow directory"),
+    ("results/../..", "'results/../..' is outside the workflow directory"),
+], ids=["root", "empty", "dot", "parent", "dotdot"])
+def test_results_must_be_a_folder_inside_the_workflow(tmp_path, results, fragment):
+    root = make_workflow(tmp_path / "wf")
+    c = yaml.safe_load((root / "config" / "config.yaml").read_text())
+    with pytest.raises(ConfigError, match=r"^config: results: ") as exc:
+        load_config({**c, "results": results}, root=root)
+    assert fragment in str(exc.value)
+    assert load_config({**c, "results": "out/results"}, root=root)["settings"]["results"] == "out/results"
+
+
+def test_a_build_about_to_train_a_long_schedule_on_the_cpu_warns_with_the_budget_first(tmp_path):
+    """A `paper` build on a CPU started dozens of trainings budgeted at 12 h each without a word:
+    before the first job, the build names how many, their schedule and the budget."""
+    from semiseg.config import cpu_training_warning
+
+    root = make_workflow(tmp_path / "wf")
+    runs = table_runs(load(root), "tiny")
+    assert cpu_training_warning(load(root), runs) is None  # smoke runs: no warning
+    _edit(root, "datasets", lambda d: d["tiny2d"].update(schedule="paper"))
+    config = yaml.safe_load((root / "config" / "config.yaml").read_text())
+    # a source the generated layout refuses: the fetch, the first job, fails at once
+    write_yaml(root / "config" / "config.yaml", {**config, "sources": {"tiny2d": {"path": "/nowhere"}}})
+    run = snakemake(root, timeout=300)
+    assert run.returncode != 0
+    assert ("semiseg: warning: 2 trainings of the paper schedule (up to 30000 iterations each) are about to start "
+            "on the CPU. Each is budgeted at up to 12 h on a GPU (the schedule's runtime), 24 h in all") in run.stderr
+    assert run.stderr.index("semiseg: warning:") < run.stderr.index("rule fetch")

@@ -102,8 +102,12 @@ def test_the_loss_of_a_reaches_a_only():
     ce, dice = dice_ce_loss(z.detach() + 0.7 * rel.detach(), y, include_background=False)
     assert torch.allclose(loss, 0.5 * (ce + dice))
     loss.backward()
-    assert m.a.grad is not None and m.a.grad != 0
-    assert z.grad is None and rel.grad is None
+    # by the chain rule, dL/da = −Σ dL/dr · M at r = z + 0.7·M
+    r = (z.detach() + 0.7 * rel.detach()).requires_grad_()
+    ce, dice = dice_ce_loss(r, y, include_background=False)
+    (0.5 * (ce + dice)).backward()
+    assert float(m.a.grad) == pytest.approx(float(-(r.grad * rel.detach()).sum()), rel=1e-5)
+    assert m.a.grad != 0 and z.grad is None and rel.grad is None
 
 
 # ---------------------------------------------------------------- the weak-to-strong term
@@ -123,6 +127,18 @@ def test_unsupervised_loss_voxel_mask_and_image_weight_by_hand():
     # a second, unconfident image: the mask counts its voxels as valid, the image weight zeroes it
     assert math.isclose(float(unsupervised_loss(*two, 0.97, "voxel")), 2 * ln2 / 7, rel_tol=1e-6)
     assert math.isclose(float(unsupervised_loss(*two, 0.97, "image")), 2 / 3 * ln2 * 3 / 7, rel_tol=1e-6)
+
+
+def test_a_confidence_exactly_on_the_threshold_counts():
+    # the code (VnetLA/module_list.py, compute_unsupervised_loss) counts logits.ge(strong_threshold):
+    # a voxel at exactly τ = 0.97 is confident. Two valid voxels, CE = ln 2 each, one on τ.
+    logits = torch.zeros(1, 2, 1, 2)
+    target = torch.tensor([[[0, 1]]])
+    conf = torch.tensor([[[0.97, 0.5]]])
+    ln2 = math.log(2)
+    assert math.isclose(float(unsupervised_loss(logits, target, conf, 0.97, "voxel")), ln2 / 2, rel_tol=1e-6)
+    # image: w = 1/2, the mean of w·ℓ over both voxels
+    assert math.isclose(float(unsupervised_loss(logits, target, conf, 0.97, "image")), ln2 / 2, rel_tol=1e-6)
 
 
 def test_strong_view_moves_labels_and_confidences_with_the_image():
@@ -202,6 +218,24 @@ def test_confidence_thresholds_choose_valid_voxels_and_anchors(monkeypatch):
 # ---------------------------------------------------------------- parameters, checkpoints, resume
 
 
+def _assert_gradient_is_the_slope(loss, params, step=1e-6):
+    """The central difference of ``loss()`` along the gradient ``g`` already in ``params``' grads
+    (normalised) equals ``|g|``; the parameters are left as they were."""
+    norm = math.sqrt(sum(float((p.grad ** 2).sum()) for p in params))
+    assert norm > 0
+    direction = [p.grad / norm for p in params]
+    with torch.no_grad():
+        for p, d in zip(params, direction):
+            p.add_(step * d)
+        up = float(loss())
+        for p, d in zip(params, direction):
+            p.sub_(2 * step * d)
+        down = float(loss())
+        for p, d in zip(params, direction):
+            p.add_(step * d)
+    assert (up - down) / (2 * step) == pytest.approx(norm, rel=1e-4)
+
+
 def test_every_new_parameter_gets_a_gradient():
     m = _method(rectify_start=0.0, a_step="same")  # a_step: after is tested in test_crln_variants.py
     losses = m.training_step(_context(m, Step(5, 10)))
@@ -212,6 +246,21 @@ def test_every_new_parameter_gets_a_gradient():
             assert p.grad is not None and p.grad.abs().sum() > 0, name
     assert m.a.grad is not None and m.a.grad != 0
     assert all(p.grad is None for p in m.teacher.parameters())
+    # In float64 the gradients are the total's: its central difference along the gradient (steps
+    # of 1e-6) is the gradient's norm. For the new parameters, without the two terms that stop
+    # gradients by design (CPS's positives and negatives, L_a's inputs); for a, with L_a.
+    for params, switches in (("new", {"contrast_weight": 0.0}), ("a", {"a_step": "same"})):
+        m64 = _method(rectify_start=0.0, **switches).double()
+        b64 = {k: v.double() if v.is_floating_point() else v for k, v in _context(m64, Step(5, 10)).batch.items()}
+
+        def total(m64=m64, b64=b64):  # the same draws at every evaluation
+            return m64.training_step(StepContext(Step(5, 10), b64, torch.Generator().manual_seed(0))).total
+
+        total().backward()
+        chosen = [m64.a] if params == "a" else \
+            [p for name, p in m64.models[0].named_parameters()
+             if not name.startswith("backbone.") and p.grad is not None]  # the head for CPS has none
+        _assert_gradient_is_the_slope(total, chosen)
     opts = build_optimizers(m, {"lr": 0.01, "momentum": 0.9, "weight_decay": 0.0})
     main = {id(p) for g in opts["main"].param_groups for p in g["params"]}
     assert id(net.prototypes) in main and id(m.a) not in main
@@ -278,9 +327,14 @@ def test_rectified_teacher_changes_the_pseudo_labels(monkeypatch):
     with torch.no_grad():
         m.a.fill_(-50.0)  # a large (1 − a)·M makes the rectification visible
     ctx = _context(m, Step(0, 10))
+    b = ctx.batch
     m.training_step(ctx)
-    m.training_step(StepContext(Step(9, 10), ctx.batch, ctx.generator))
-    assert not torch.equal(seen[0][1], seen[1][1])
+    m.training_step(StepContext(Step(9, 10), b, ctx.generator))
+    with torch.no_grad():
+        z, rel, _ = m.teacher.outputs(b["unlabeled_image"])
+    # before rectify_start the teacher's own argmax, after it the argmax of z + 51·M
+    assert torch.equal(seen[0][0], z.argmax(dim=1)) and torch.equal(seen[1][0], (z + 51.0 * rel).argmax(dim=1))
+    assert not torch.equal(seen[0][0], seen[1][0])
 
 
 class _Seen(Exception):

@@ -31,14 +31,43 @@ def _pinned_step(**params):
     return m, m.training_step(_context(m, Step(5, 10)))
 
 
-def test_the_default_step_is_pinned():
-    # the values of the step as first built (v3 rectification, L_a in the step): the variants and
-    # the lazily read statistics leave them as they were
+def test_the_default_step_is_eq_15_of_its_parts():
+    # The step of the default (v3 rectification, L_a in the step) rebuilt from its parts: the
+    # teacher's rectified pseudo-labels z_T + (1 − a)·M_T at a = 0.25, their strong view (drawn
+    # from the step's seed), then L_sup = ½[CE + Dice_fg of z_L and of M_L], the voxel-masked
+    # L_u (conf ≥ 0.35 over the valid voxels), L_a = ½[CE + Dice_fg](z_L + 0.75·M_L) and the
+    # total L_sup + ½L_u + ½L_cps + L_a (L_cps, by hand in test_crln.py, read from the step).
+    # No optimiser is involved: the values do not depend on the optimiser of a.
+    import torch.nn.functional as F
+
+    from semiseg.methods.crln import strong_view
+
     m, losses = _pinned_step(a_step="same")
-    assert float(losses.total.detach()) == pytest.approx(5.910983085632324, rel=1e-5)
-    assert float(losses.terms["unsup"].detach()) == pytest.approx(0.989002, rel=1e-5)
-    assert float(losses.terms["a_loss"].detach()) == pytest.approx(0.825572, rel=1e-5)
-    assert float(losses.stats["confident"]) == pytest.approx(0.87646484375)
+    ctx = _context(m, Step(5, 10))  # the same seeded views and generator as _pinned_step's
+    b = ctx.batch
+    seed = int(torch.randint(0, 2 ** 62, (), generator=ctx.generator))  # the step's first draw
+    xl, yl, xu = b["labeled_image"], b["labeled_label"], b["unlabeled_image"]
+    with torch.no_grad():
+        zt, mt, _ = m.teacher.outputs(xu)
+        conf, pseudo = torch.softmax(zt + 0.75 * mt, dim=1).max(dim=1)
+        xs, ys, cs = strong_view(xu, pseudo, conf, torch.Generator().manual_seed(seed))
+        z, rel, _ = m.student.outputs(torch.cat([xl, xs]))
+    parts = {"ce": 0, "dice": 1, "ce_map": 0, "dice_map": 1}
+    expected = {k: dice_ce_loss((z if k in ("ce", "dice") else rel)[:2], yl, include_background=False)[i]
+                for k, i in parts.items()}
+    valid = ys >= 0
+    ce_u = F.cross_entropy(z[2:], ys.clamp_min(0), reduction="none")
+    expected["unsup"] = (ce_u * valid * (cs >= 0.35)).sum() / valid.sum()
+    expected["a_loss"] = 0.5 * sum(dice_ce_loss(z[:2] + 0.75 * rel[:2], yl, include_background=False))
+    assert set(losses.terms) == set(expected) | {"cps"}
+    for k, v in expected.items():
+        assert float(losses.terms[k].detach()) == pytest.approx(float(v), rel=1e-5), k
+    cps = losses.terms["cps"].detach()
+    total = 0.5 * sum(expected[k] for k in parts) + 0.5 * expected["unsup"] + 0.5 * cps + expected["a_loss"]
+    assert float(losses.total.detach()) == pytest.approx(float(total), rel=1e-5)
+    assert 0 < float(expected["unsup"]) and 0 < float(cps)
+    assert float(losses.stats["confident"]) == pytest.approx(float((cs >= 0.35).float().mean()))
+    assert 0.0 < float(losses.stats["confident"]) < 1.0  # the threshold splits the voxels
     assert float(losses.stats["a"]) == 0.25 and float(losses.stats["rectifying"]) == 1.0
     assert m.rectification == "learnable_v3" and not hasattr(m, "rectifier")
 
@@ -221,6 +250,18 @@ def test_learnable_v2_conv_learns_from_the_loss_of_a_and_is_checkpointed(tmp_pat
     losses.total.backward()
     assert m.rectifier.conv.weight.grad.abs().sum() > 0 and m.rectifier.conv.bias.grad.abs().sum() > 0
     assert m.a.grad is None
+    # the gradient by the chain rule: with r = conv([z; M]), dL/dW[o, i] = Σ dL/dr_o · [z; M]_i
+    # over the voxels, dL/db[o] = Σ dL/dr_o
+    g = torch.Generator().manual_seed(1)
+    z, rel, y = torch.randn(2, 3, 8, 8, generator=g), torch.rand(2, 3, 8, 8, generator=g), \
+        torch.randint(0, 3, (2, 8, 8), generator=g)
+    m.rectifier.zero_grad()
+    m.loss_of_a(z, rel, y).backward()
+    r = m.rectifier(z, rel).detach().requires_grad_()
+    (0.5 * sum(dice_ce_loss(r, y, include_background=False))).backward()
+    weight = torch.einsum("bohw,bihw->oi", r.grad, torch.cat([z, rel], dim=1))
+    assert torch.allclose(m.rectifier.conv.weight.grad.view(3, 6), weight, atol=1e-7)
+    assert torch.allclose(m.rectifier.conv.bias.grad, r.grad.sum(dim=(0, 2, 3)), atol=1e-7)
     opts = build_optimizers(m, {"lr": 0.01, "momentum": 0.9, "weight_decay": 0.0})
     assert set(opts) == {"main", "rectifier"}
     assert {id(p) for p in opts["rectifier"].param_groups[0]["params"]} == {id(p) for p in m.rectifier.parameters()}
@@ -241,14 +282,25 @@ def test_learnable_v2_conv_learns_from_the_loss_of_a_and_is_checkpointed(tmp_pat
 def test_the_rectification_variants_reach_the_teachers_pseudo_labels(monkeypatch):
     import semiseg.methods.crln as crln
 
-    seen = {}
+    seen, expected = {}, {}
     for kind in ("learnable_v3", "fixed_v1", "learnable_v2"):
         monkeypatch.setattr(crln, "strong_view", lambda x, y, c, g, k=kind: (seen.__setitem__(k, c), (x, y, c))[1])
         torch.manual_seed(0)
         m = _method(rectification=kind, rectify_start=0.0)
         with torch.no_grad():
             m.a.fill_(-50.0)
-        m.training_step(_context(m, Step(5, 10)))
+        ctx = _context(m, Step(5, 10))
+        b = ctx.batch
+        m.training_step(ctx)
+        with torch.no_grad():
+            z, rel, _ = m.teacher.outputs(b["unlabeled_image"])
+        expected[kind] = {  # each variant's confidence, from the teacher's z and M by its definition
+            "learnable_v3": torch.softmax(z + 51.0 * rel, dim=1).amax(dim=1),  # a = -50
+            "fixed_v1": torch.maximum(torch.softmax(z, dim=1).amax(dim=1), torch.softmax(rel, dim=1).amax(dim=1)),
+            "learnable_v2": torch.softmax(z + rel, dim=1).amax(dim=1),  # the convolution starts as z + M
+        }[kind]
+    for kind in seen:
+        assert torch.allclose(seen[kind], expected[kind], atol=1e-6), kind
     assert not torch.equal(seen["learnable_v3"], seen["fixed_v1"])
     assert not torch.equal(seen["learnable_v3"], seen["learnable_v2"])
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 
@@ -10,7 +11,7 @@ import pytest
 import torch
 
 from helpers import run_spec, tiny_store
-from semiseg.engine.data import StreamSampler
+from semiseg.engine.data import ResidentSet, StreamSampler
 from semiseg.engine.loop import TrainingError, mean_dice, train
 from semiseg.inference.predict import sliding_window_starts
 from semiseg.methods import Losses, Method, register
@@ -40,6 +41,28 @@ def test_stream_sampler_walks_permutations_and_is_a_function_of_the_iteration():
         StreamSampler(5, 2, seed=4, stream=0).indices(1) != s.indices(1)
 
 
+def test_the_3d_crop_reaches_every_offset_and_crops_the_label_with_the_image():
+    # a (4, 3, 5) volume whose voxel (z, y, x) holds 100z + 10y + x, as image and as label; crops
+    # of 2 x 2 x 2 start at z 0-2, y 0-1, x 0-3 (24 offsets). Rotations and flips move the voxels
+    # of a crop but keep its smallest value, 100z + 10y + x of its start.
+    z, y, x = torch.meshgrid(torch.arange(4), torch.arange(3), torch.arange(5), indexing="ij")
+    code = 100 * z + 10 * y + x
+    volumes = ResidentSet(3, (2, 2, 2), "cpu", [code[None].float()], [code])
+    g = torch.Generator().manual_seed(0)
+    starts = set()
+    for _ in range(100):
+        image, label = volumes.batch([0, 0, 0], g, with_label=True)
+        assert image.shape == (3, 1, 2, 2, 2) and label.shape == (3, 2, 2, 2) and label.dtype == torch.long
+        assert torch.equal(image[:, 0], label.float())  # the label's crop, turned as the image's
+        for crop in label:
+            start = int(crop.min())
+            starts.add(start)
+            s = torch.tensor([start // 100, start // 10 % 10, start % 10])
+            assert sorted(crop.flatten().tolist()) == sorted(code[s[0]:s[0] + 2, s[1]:s[1] + 2, s[2]:s[2] + 2]
+                                                           .flatten().tolist())
+    assert starts == {100 * a + 10 * b + c for a in range(3) for b in range(2) for c in range(4)}
+
+
 def test_sliding_window_worked_example():
     assert sliding_window_starts(120, 80, 18) == [0, 18, 36, 40]
     assert sliding_window_starts(80, 80, 18) == [0]
@@ -54,15 +77,50 @@ def test_mean_dice_by_hand():
     assert math.isclose(mean_dice(pred, gt, 3), (2 / 3 + 0) / 2)
 
 
-def test_training_writes_outputs_only_at_the_end(tmp_path):
+def _scripted_validation(monkeypatch, scores, real=False):
+    """Validation that answers ``scores`` in turn (after running the real one if ``real``), and
+    the weights it was shown at each call."""
+    import semiseg.engine.loop as loop
+
+    shown, answers, validate = [], iter(scores), loop.validate
+
+    def scripted(net, *args):
+        if real:
+            validate(net, *args)
+        shown.append({k: v.clone() for k, v in net.state_dict().items()})
+        return next(answers)
+
+    monkeypatch.setattr(loop, "validate", scripted)
+    return shown
+
+
+def test_training_writes_outputs_only_at_the_end(tmp_path, monkeypatch):
     store, split = _tiny_store(tmp_path / "store.h5")
     out = tmp_path / "run"
+    shown = _scripted_validation(monkeypatch, [0.8, 0.6], real=True)  # at iterations 3 and 6
     summary = train(_spec(), store, split, out, progress=False)
     assert (out / "model.pt").exists() and (out / "train.csv").exists() and (out / "config.json").exists()
     assert not (out / "checkpoints").exists()
-    assert summary["best_iteration"] in (3, 6)
+    assert summary["best_iteration"] == 3 and summary["best_val_dice"] == 0.8
+    model = torch.load(out / "model.pt")
+    assert all(torch.equal(model[k], shown[0][k]) for k in model)  # the weights of iteration 3, not 6
     rows = (out / "train.csv").read_text().splitlines()
     assert rows[0].startswith("iteration,lr,total,ce,dice,consistency") and len(rows) == 7
+
+
+def test_the_best_validation_is_kept_not_the_latest(tmp_path, monkeypatch):
+    # validated after every iteration; the best score, 0.9, comes at iteration 3 and again at 5:
+    # a tie keeps the earlier network
+    store, split = _tiny_store(tmp_path / "store.h5")
+    shown = _scripted_validation(monkeypatch, [0.2, 0.5, 0.9, 0.4, 0.9, 0.1])
+    summary = train(_spec(val_interval=1), store, split, tmp_path / "run", progress=False)
+    assert (summary["best_iteration"], summary["best_val_dice"]) == (3, 0.9) and len(shown) == 6
+    model = torch.load(tmp_path / "run" / "model.pt")
+    assert model.keys() == shown[2].keys()
+    assert all(torch.equal(model[k], shown[2][k]) for k in model)
+    assert not all(torch.equal(model[k], shown[-1][k]) for k in model)  # the weights moved after it
+    rows = list(csv.DictReader(open(tmp_path / "run" / "train.csv")))
+    assert [float(r["val_dice"]) for r in rows] == [0.2, 0.5, 0.9, 0.4, 0.9, 0.1]
 
 
 def test_resume_is_equivalent_to_an_uninterrupted_run(tmp_path):

@@ -414,3 +414,108 @@ def test_predictions_on_a_full_disk_are_an_error_not_truncated_files(tmp_path, m
                                       rf"predictions\)"):
         infer(run, store, split, run / "predictions", device="cpu")
     assert not [p for p in run.iterdir() if "predictions" in p.name]
+
+
+# ----------------------------------------------------------------------------- a damaged model.pt
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "empty", "missing-key"])
+def test_a_damaged_model_pt_names_the_file_and_the_job_that_writes_it(tmp_path, damage, capsys):
+    from semiseg.cli import main
+
+    store, split = _tiny_store(tmp_path / "store.h5")
+    run = tmp_path / "run"
+    train(_spec(iterations=1), store, split, run, progress=False)
+    model = run / "model.pt"
+    if damage == "truncated":
+        model.write_bytes(model.read_bytes()[: model.stat().st_size // 2])
+    elif damage == "garbage":
+        model.write_bytes(os.urandom(4096))
+    elif damage == "empty":
+        model.write_bytes(b"")
+    else:
+        weights = torch.load(model, weights_only=True)
+        weights.pop(next(iter(weights)))
+        torch.save(weights, model)
+    with pytest.raises(ValueError, match=rf"^{re.escape(str(model))}: not this run's network \(.*\); it is written by "
+                                         r"the train job of the run \(dataset \w+, method \w+, ratio \d+, seed \d+"):
+        infer(run, store, split, run / "predictions", device="cpu")
+    assert not (run / "predictions").exists()
+    code = main(["infer", "--run-dir", str(run), "--store", str(store), "--split", str(split), "--out",
+                 str(run / "predictions"), "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert code == 2 and f"semiseg infer: error: {model}: not this run's network" in err
+    assert "Traceback" not in err
+
+
+# ----------------------------------------------------------------------------- a damaged state.pt
+@pytest.mark.parametrize("also_previous", [False, True], ids=["previous-good", "previous-damaged-too"])
+def test_a_damaged_state_is_moved_aside_and_the_run_resumes_from_the_one_before(tmp_path, caplog, also_previous):
+    """A state.pt truncated by a full disk during a save once stopped every retry (--forcerun
+    included) with a raw PytorchStreamReader traceback until removed by hand. Now the state before
+    it is resumed (or, when that is damaged too, the run starts over, saying so), bit for bit."""
+    from semiseg.engine.state import damaged_path, previous_path
+
+    store, split = _tiny_store(tmp_path / "store.h5")
+    spec = _spec(iterations=6, checkpoint_interval=2, val_interval=2)
+    reference = tmp_path / "uninterrupted"
+    train(spec, store, split, reference, progress=False)
+    out = tmp_path / "run"
+    assert train(spec, store, split, out, progress=False, stop_after=4) == {"stopped_at": 4}
+    state = out / "checkpoints" / "state.pt"
+    assert torch.load(previous_path(state), weights_only=False)["iteration"] == 2
+    state.write_bytes(state.read_bytes()[:1000])
+    if also_previous:
+        previous_path(state).write_bytes(b"")
+    with caplog.at_level("WARNING", logger="semiseg.train"):
+        assert train(spec, store, split, out, progress=False, stop_after=5) == {"stopped_at": 5}
+    words = (re.escape(f"{state} cannot be read (") + ".*" + rf"\); moved it aside to {re.escape(str(damaged_path(state)))}"
+             + (". No earlier state to resume from: training this run from the start" if also_previous else
+                f" and resuming from the state before it, {re.escape(str(previous_path(state)))} \\(iteration 2\\)"))
+    assert re.search(words, caplog.text), caplog.text
+    assert damaged_path(state).stat().st_size == 1000
+    summary = train(spec, store, split, out, progress=False)
+    assert summary["resumed_from"] == 5
+    for name in ("model.pt", "models.pt"):
+        got, want = torch.load(out / name), torch.load(reference / name)
+        assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in got)
+
+
+# ----------------------------------------------------------------------------- the job's log
+def test_a_second_attempt_leaves_the_log_of_a_training_still_running_alone(tmp_path):
+    """After `kill -9` of Snakemake its trainer runs on; the refused second attempt used to empty
+    that trainer's log (the rule's `2> {log}` truncated it before the run lock said no). Now the log
+    is locked by the process writing it and emptied only by one that holds it."""
+    spec = _spec(iterations=100000, checkpoint_interval=100000, val_interval=100000)
+    cmd, out = _start_training(tmp_path, spec)
+    log = tmp_path / "logs" / "train.log"
+    with_log = [cmd[0], "-m", "semiseg.cli", "--log", str(log), *cmd[3:]]
+    first = subprocess.Popen(with_log, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        t = time.time()
+        while "starting" not in (log.read_text() if log.exists() else ""):
+            assert first.poll() is None and time.time() - t < 120, first.stderr.read()[-2000:]
+            time.sleep(0.2)
+        before = log.read_text()
+        second = subprocess.run(with_log, capture_output=True, text=True, timeout=120)
+        assert second.returncode == 3
+        assert f"semiseg train: error: {log}: another process writes this job's log" in second.stderr
+        assert log.read_text().startswith(before)  # the first trainer's log is whole
+    finally:
+        first.kill()
+        first.wait()
+
+
+def test_an_error_reaches_the_console_even_when_the_log_cannot_be_written(tmp_path):
+    """With 0 bytes free the job's log (on the same disk) stays empty, and Snakemake only says
+    "check log file(s)": the error line goes to the console too (/dev/full: every write fails)."""
+    store, split = _tiny_store(tmp_path / "store.h5")
+    run = tmp_path / "run"
+    train(_spec(iterations=1), store, split, run, progress=False)
+    (run / "model.pt").write_bytes(b"")
+    infer_cmd = ["infer", "--run-dir", str(run), "--store", str(store), "--split", str(split), "--out",
+                 str(run / "predictions"), "--device", "cpu"]
+    for log in (tmp_path / "infer.log", Path("/dev/full")):
+        proc = subprocess.run([sys.executable, "-m", "semiseg.cli", "--log", str(log), *infer_cmd],
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 2
+        assert f"semiseg infer: error: {run / 'model.pt'}: not this run's network" in proc.stderr
+    assert f"semiseg infer: error: {run / 'model.pt'}: not this run's network" in (tmp_path / "infer.log").read_text()

@@ -555,3 +555,30 @@ def test_a_full_disk_during_a_local_copy_is_one_message_and_leaves_nothing(tmp_p
     with pytest.raises(OSError, match=r"^no space left on \S+/raw, needed about 2 MB \(writing acdc\)"):
         fetch("acdc", {"layout": "slices", "path": str(src)}, tmp_path / "raw" / "acdc")
     _assert_no_output(tmp_path)
+
+
+def test_a_generation_killed_half_way_leaves_one_temporary_that_the_next_fetch_replaces(tmp_path):
+    """A generator crashed by a full disk (HDF5 may abort the process) used to leave its own
+    temporary, `..syn.partial.partial`, beside the fetch's: every temporary of a fetch now lives
+    inside its one `.syn.partial`, which the next attempt replaces whole."""
+    import subprocess
+    import sys
+
+    source = {"layout": "synthetic2d", "seed": 0,
+              "params": {"n_train": 2, "n_val": 1, "n_test": 1, "slices": [2, 2], "size": [32, 32]}}
+    crash = ("import os, sys\n"
+             "import semiseg.data.synthetic.cardiac as cardiac\n"
+             "from semiseg.data.fetch import fetch\n"
+             "real, calls = cardiac.write_h5, []\n"
+             "def crashing(*args, **kwargs):\n"
+             "    calls.append(1)\n"
+             "    if len(calls) > 2:\n"
+             "        os._exit(134)\n"
+             "    return real(*args, **kwargs)\n"
+             "cardiac.write_h5 = crashing\n"
+             f"fetch('syn', {source!r}, {str(tmp_path / 'raw' / 'syn')!r})\n")
+    assert subprocess.run([sys.executable, "-c", crash], timeout=300).returncode == 134
+    assert sorted(p.name for p in (tmp_path / "raw").iterdir()) == [".syn.partial"]
+    fetch("syn", source, tmp_path / "raw" / "syn")
+    assert sorted(p.name for p in (tmp_path / "raw").iterdir()) == ["syn"]
+    assert not [p for p in (tmp_path / "raw").rglob("*") if p.name.endswith((".partial", ".tmp"))]

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from conftest import REPO
+from conftest import REPO, missing_data
 from semiseg.config import load_config, run_spec
 from semiseg.errors import DataError
 from semiseg.data.fetch import fetch, shipped_splits_digest
@@ -46,7 +46,7 @@ def _list(path: Path) -> list[str]:
 def la_mini(shared_data_dir) -> Path:
     path = shared_data_dir / "LA-mini"
     if not (path / "train.list").is_file():
-        pytest.skip(f"LA-mini not found at {path}")
+        missing_data(f"LA-mini not found at {path}")
     return path
 
 

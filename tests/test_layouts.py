@@ -10,6 +10,7 @@ import h5py
 import numpy as np
 import pytest
 
+from conftest import needs_file
 from semiseg.errors import DataError
 from semiseg.data.layouts import read_la_layout, read_slices_layout
 from semiseg.data.store import Store, describe, write_store
@@ -21,14 +22,10 @@ SHARED_DATA = Path(
 )
 ACDC = SHARED_DATA / "ACDC"
 LA = SHARED_DATA / "LA-mini"
-needs_acdc = pytest.mark.skipif(
-    not (ACDC / "train.list").is_file(),
-    reason=f"real ACDC not found at {ACDC}; set SEMISEG_SHARED_DATA to the folder holding ACDC/",
-)
-needs_la = pytest.mark.skipif(
-    not (LA / "train.list").is_file(),
-    reason=f"real LA-mini not found at {LA}; set SEMISEG_SHARED_DATA to the folder with LA-mini/",
-)
+needs_acdc = needs_file(ACDC / "train.list",
+                        f"real ACDC not found at {ACDC}; set SEMISEG_SHARED_DATA to the folder holding ACDC/")
+needs_la = needs_file(LA / "train.list",
+                      f"real LA-mini not found at {LA}; set SEMISEG_SHARED_DATA to the folder with LA-mini/")
 ACDC_LABELS = {"background": 0, "RV": 1, "Myo": 2, "LV": 3}
 
 
@@ -314,3 +311,22 @@ def test_broken_la_layouts(la_like: Path, tmp_path: Path) -> None:
     shutil.rmtree(src / LA_IMAGE_DIR)
     with pytest.raises(DataError, match="image directory does not exist"):
         read_la_layout(src, "la")
+
+
+@pytest.mark.parametrize("damage, fragment", [
+    (lambda h5: h5["label"].__setitem__(Ellipsis, 0), "the label has no atrium voxel"),
+    (lambda h5: h5["image"].__setitem__(Ellipsis, 3.0), "the image is constant"),
+], ids=["all-zero-label", "constant-image"])
+def test_the_la_layout_refuses_what_the_raw_release_s_importer_refuses(la_like: Path, tmp_path: Path, damage,
+                                                                        fragment) -> None:
+    """An all-zero label passed the h5 layout (`la`) but not the raw release's (`la_raw`): both refuse it."""
+    import h5py
+
+    src = Path(shutil.copytree(la_like, tmp_path / "copy"))
+    case = _lines(src / "train.list")[1]
+    path = src / LA_IMAGE_DIR / case / LA_FILE_NAME
+    with h5py.File(path, "r+") as h5:
+        damage(h5)
+    with pytest.raises(DataError, match=fragment) as info:
+        list(read_la_layout(src, "la")[0])
+    assert info.value.path == str(path)

@@ -329,7 +329,7 @@ def test_a_method_entry_may_override_params_schedule_and_network_per_dataset(tmp
 
 
 @pytest.mark.parametrize("override, message", [
-    ({"nowhere": {"params": {"ema_decay": 2}}}, "datasets.nowhere.params"),
+    ({"nowhere": {"params": {"ema_decay": 2}}}, "datasets.nowhere: unknown dataset"),
     ({"tiny2d": {"params": {"consistency": -1}}}, "datasets.tiny2d.params"),
     ({"tiny2d": {"schedule": {"fast": {}}}}, "datasets.tiny2d.schedule.fast: unknown schedule"),
     ({"tiny2d": {"schedule": {"smoke": {"iterations": 0}}}}, "datasets.tiny2d.schedule.smoke"),
@@ -341,7 +341,8 @@ def test_per_dataset_settings_are_validated(tmp_path, override, message):
 
 
 def test_settings_for_a_dataset_the_catalogue_lacks_never_apply(tmp_path):
-    # the shipped method catalogue names the Left Atrium; a catalogue without it still loads
+    # the shipped method catalogue names the Left Atrium; a catalogue without it that lists it in
+    # catalogues.other_datasets (as make_workflow does) still loads
     root = _cfg(tmp_path, {"mt_la": {"algorithm": "mean_teacher", "description": "t",
                                      "datasets": {"la": {"params": {"consistency": 0.9}}}}})
     cfg = load_config(root=root)

@@ -166,6 +166,21 @@ def test_ua_mt_uncertainty_mask_on_a_2x2_image():
     assert (u < uncertainty_threshold(100, 100, 2)).all()
 
 
+@pytest.mark.parametrize("passes", [8, 3])
+def test_ua_mt_uncertainty_is_each_unlabeled_image_s_own(passes):
+    # Teacher logits [x, 0], noise off: every pass of an image gives the same p0 = sigmoid(x), so
+    # its uncertainty is the entropy (1e-6 inside the log) of its own p0, whichever images share
+    # the batch. Three images of two pixels: p0 = (0.5, 0.75), (0.9, 0.7), (0.75, 0.5).
+    # Passes mixed across images would average them: (0.5 + 0.9) / 2 = 0.7 at image 1's pixel 1.
+    m = _method("ua_mt", lambda: pixel_net(1.0), batch=3, noise_std=0.0, passes=passes)
+    x = torch.tensor([[0.0, math.log(3)], [math.log(9), math.log(7 / 3)], [math.log(3), 0.0]]).view(3, 1, 1, 2)
+    u = m.teacher_uncertainty(x, StepContext(Step(0, 100), {"unlabeled_image": x}))
+    h = {0.5: 0.6931452, 0.75: 0.5623331, 0.9: 0.3250810, 0.7: 0.6108623}  # -p ln p - (1-p) ln(1-p)
+    expected = torch.tensor([[h[0.5], h[0.75]], [h[0.9], h[0.7]], [h[0.75], h[0.5]]]).view(3, 1, 1, 2)
+    assert u.shape == (3, 1, 1, 2)
+    assert torch.allclose(u, expected, atol=1e-6)
+
+
 def test_ua_mt_consistency_is_the_mse_over_certain_pixels():
     # Student logits [x, 0]; teacher [x + ln(8/3), 0]; noise off. Unlabeled pixels x = ln 1.5, 0:
     # student p = [0.6, 0.4], [0.5, 0.5]; teacher p = [0.8, 0.2] (entropy 0.5004),
@@ -339,6 +354,26 @@ def test_bcp_mixed_loss_weights_each_region():
     out2 = mixed_loss(logits, torch.tensor([[[0, 0]]]), torch.tensor([[[1, 1]]]), mask,
                       background_weight=0.5, foreground_weight=1.0)
     assert out2.ce.item() == pytest.approx(out.ce.item()) and out2.dice.item() == pytest.approx(out.dice.item())
+
+
+def test_bcp_dice_smoothing_is_each_script_s_by_hand():
+    # Uniform logits (p = 0.5 / 0.5) on two pixels, both label 0, both in the background region
+    # (the pasted region is empty: CE and Dice 0 there). Background Dice with smoothing s: class 0
+    # 1 - (2 + s)/(0.5 + 2 + s), class 1 (absent) 1 - s/(0.5 + s); CE ln 2.
+    def by_hand(s):
+        return 0.5 * ((1 - (2 + s) / (2.5 + s)) + (1 - s / (0.5 + s)))
+
+    logits, mask, label = torch.zeros(1, 2, 1, 2, dtype=torch.float64), torch.ones(1, 2), torch.zeros(1, 1, 2)
+    for (script, smoothing), s in {("acdc", "script"): 1e-10, ("la", "script"): 1e-5,
+                                   ("acdc", "ssl4mis"): 1e-5, ("la", "ssl4mis"): 1e-5}.items():
+        m = _method("bcp", _small_unet, script=script, dice_smoothing=smoothing)
+        assert m.dice_smooth == s, (script, smoothing)
+        out = mixed_loss(logits, label, label, mask, background_weight=1.0, foreground_weight=1.0, smooth=m.dice_smooth)
+        assert out.ce.item() == pytest.approx(LN2, rel=1e-12)
+        assert out.dice.item() == pytest.approx(by_hand(s), rel=1e-12)
+    # the ACDC script's 1e-10 and SSL4MIS's 1e-5 give Dice losses 1.04e-5 apart here, mostly
+    # the absent class's 1 - s/(0.5 + s)
+    assert by_hand(1e-10) - by_hand(1e-5) == pytest.approx(1.04e-5, rel=1e-3)
 
 
 def test_bcp_stages_teacher_copy_and_unlabeled_gradient():

@@ -11,6 +11,7 @@ import pytest
 from medpy.metric import binary as medpy_binary
 from scipy import ndimage
 
+from conftest import missing_data
 from semiseg.metrics import class_metrics, union_box, volume_diagonal
 
 
@@ -69,7 +70,7 @@ def test_empty_masks_keep_the_convention():
 def test_equals_medpy_exactly_on_real_left_atrium_masks(shared_data_dir):
     root = shared_data_dir / "LA-mini"
     if not (root / "test.list").is_file():
-        pytest.skip(f"LA-mini not found at {root}")
+        missing_data(f"LA-mini not found at {root}")
     case = (root / "test.list").read_text().split()[0]
     with h5py.File(root / "2018LA_Seg_Training Set" / case / "mri_norm2.h5") as f:
         gt = f["label"][()].astype(bool)

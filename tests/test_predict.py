@@ -161,3 +161,15 @@ def test_the_inference_network_is_a_folded_copy_with_the_same_logits():
     assert not any(m.inplace for m in net.modules() if isinstance(m, nn.ReLU))
     for k, v in net.state_dict().items():
         assert torch.equal(v, before[k]) and v.is_contiguous()
+
+
+def test_a_stride_past_the_patch_is_refused_rather_than_leaving_voxels_background():
+    """X = 20, patch 4, stride 6: windows at 0, 6, 12 and 16 (pulled back) cover 0..3, 6..9 and
+    12..19; voxels 4, 5, 10 and 11 of each of the 2 x 2 rows are in no window (16 voxels)."""
+    image = np.ones((2, 2, 20), np.float32)
+    for predict in (predict_volume_3d, predict_volume_3d_reference):
+        with pytest.raises(ValueError, match=r"stride \[1, 1, 6\]\) leaves 16 of the 80 voxels of a \[2, 2, 20\] "
+                                             r"volume in no window"):
+            predict(LabelEcho(2), image, (2, 2, 4), (1, 1, 6), 2, CPU)
+    # a stride equal to the patch tiles the volume: every voxel is predicted
+    assert predict_volume_3d(LabelEcho(2), image, (2, 2, 4), (1, 1, 4), 2, CPU).all()

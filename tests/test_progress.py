@@ -120,7 +120,7 @@ def test_job_log_has_one_line_per_validation_and_no_carriage_return(tmp_path):
     log = tmp_path / "train.log"
     cmd = [sys.executable, "-m", "semiseg.cli", "train", "--spec", json.dumps(spec), "--store", str(store),
            "--split", str(split), "--out-dir", str(tmp_path / "run"), "--threads", "1"]
-    with open(log, "w") as err:  # a file, as the workflow's `2> {log}` (no --no-progress: not a tty)
+    with open(log, "w") as err:  # a file, as the workflow's `--log` (no --no-progress: not a tty)
         subprocess.run(cmd, stderr=err, check=True, timeout=120)
     text = log.read_text()
     assert "\r" not in text

@@ -66,11 +66,18 @@ def test_lambda_is_the_larger_of_b_and_one_minus_b_per_batch_or_per_sample():
     assert len(set(sample.tolist())) == 64
     for lam in (batch, sample):
         assert bool(((lam >= 0.5) & (lam <= 1.0)).all())
-    # the same draws as max(b, 1 - b) of Beta(α, α)
-    torch.manual_seed(4)
-    b = torch.distributions.Beta(0.75, 0.75).sample((5,))
-    torch.manual_seed(4)
-    assert mix_lambda(5, 0.75, per_sample=True).tolist() == pytest.approx(torch.maximum(b, 1 - b).tolist())
+    # λ = max(b, 1 − b), b ~ Beta(α, α): P(λ ≤ x) = P(1 − x ≤ b ≤ x) = 2·I_x(α, α) − 1 (the
+    # symmetric Beta's CDF I); for α = 0.75, 0.1675 at x = 0.6, 0.4270 at 0.75, 0.7170 at 0.9.
+    # 200 000 draws: the empirical CDF within 0.005 (about 4.5 standard errors)
+    from scipy.stats import beta
+
+    torch.manual_seed(5)
+    lam = mix_lambda(200_000, 0.75, per_sample=True)
+    for x in (0.6, 0.75, 0.9):
+        assert float((lam <= x).double().mean()) == pytest.approx(2 * beta(0.75, 0.75).cdf(x) - 1, abs=0.005), x
+    # another α is another law: α = 2 (more mass near 1/2) gives P(λ ≤ 0.6) = 0.2960
+    assert float((mix_lambda(200_000, 2.0, per_sample=True) <= 0.6).double().mean()) == pytest.approx(
+        2 * beta(2.0, 2.0).cdf(0.6) - 1, abs=0.005)
 
 
 # ---------------------------------------------------------------- the regions
@@ -92,6 +99,18 @@ def test_three_regions_by_hand_including_an_agreeing_pixel_in_delta():
     assert P_U.argmax(1).view(-1)[2] == P_M.argmax(1).view(-1)[2]  # c agrees, and is still excluded
     total = reg.omega.int() + reg.theta.int() + reg.delta.int()
     assert bool((total == 1).all())  # a partition
+
+
+def test_an_uncertainty_exactly_on_tau_is_certain():
+    # The code's Δ is the open band 0.425 < p0 < 0.575 (train.py): its edges, where the entropy
+    # equals τ, are outside Δ, so Δ is H > τ, strictly. (0.5, 0.5) has H = ln 2 in nats, and
+    # (0.5, 0.5) against itself agrees: on τ = ln 2 the pixel is in Ω, not Δ.
+    half = probs((0.5, 0.5)).float()
+    assert uncertainty(half, "entropy_ln").item() == torch.tensor(LN(2)).item()  # exactly on τ
+    reg = synergy_regions(half, half, LN(2), "entropy_ln")
+    assert (reg.delta.item(), reg.omega.item(), reg.theta.item()) == (False, True, False)
+    # just below τ the pixel is uncertain
+    assert synergy_regions(half, half, LN(2) - 1e-6, "entropy_ln").delta.item()
 
 
 def test_tau_units_natural_log_and_the_code_s_background_band():
@@ -266,13 +285,33 @@ def test_unsupervised_terms_reach_the_student_s_gradient_and_not_the_teacher_s()
     m = sgrs(tau=1.0)  # no Δ, so Ω and Θ hold every pixel
     out = m.training_step(StepContext(Step(9, 10), tiny_batch(seed=1)))
     assert float(out.stats["omega_fraction"]) > 0 and float(out.stats["theta_fraction"]) > 0
+    # in float64, each term's gradient g is the term's own: its central difference along g/|g|
+    # (steps of 1e-6, too small to move a region's border) is |g|
+    m = sgrs(tau=1.0).double()
+    batch = {k: v.double() if v.is_floating_point() else v for k, v in tiny_batch(seed=1).items()}
+
+    def term(name):
+        torch.manual_seed(0)  # the same mix and noise at every evaluation
+        return m.training_step(StepContext(Step(9, 10), batch, torch.Generator().manual_seed(0))).terms[name]
+
     for name in UNSUPERVISED:
         m.zero_grad()
-        out = m.training_step(StepContext(Step(9, 10), tiny_batch(seed=1)))
-        out.terms[name].backward()
-        grad = sum(p.grad.abs().sum() for p in m.student.parameters() if p.grad is not None)
-        assert grad > 0, name
+        term(name).backward()
         assert all(p.grad is None for p in m.teacher.parameters())
+        params = [p for p in m.student.parameters() if p.grad is not None]
+        norm = math.sqrt(sum(float((p.grad ** 2).sum()) for p in params))
+        assert norm > 0, name
+        direction = [p.grad / norm for p in params]
+        with torch.no_grad():
+            for p, d in zip(params, direction):
+                p.add_(1e-6 * d)
+            up = float(term(name))
+            for p, d in zip(params, direction):
+                p.sub_(2e-6 * d)
+            down = float(term(name))
+            for p, d in zip(params, direction):
+                p.add_(1e-6 * d)
+        assert (up - down) / 2e-6 == pytest.approx(norm, rel=1e-4), name
     # the total carries them: λ(t) = 1 at the end of the warm-up
     for w_sup in (1.0, 0.5):
         out = sgrs(tau=1.0, supervised_weight=w_sup).training_step(StepContext(Step(9, 10), tiny_batch(seed=1)))
@@ -459,6 +498,10 @@ def test_tau_sweep_values_are_the_bands_they_claim(cfg):
     for name, p in (("sgrs_tau_0244", 0.25), ("sgrs_tau_0265", 0.3), ("sgrs_tau_0281", 0.35),
                     ("sgrs_tau_0292", 0.4), ("sgrs_tau_0299", 0.45)):
         assert _params(cfg, name)["tau"] == pytest.approx(h10(p), abs=1e-4)
+    # the table's rows in increasing τ, SGRS-Net's 0.296 among them, each at its own value
+    taus = [config_run_spec(cfg, "la", r["method"], 5, 0)["method"]["params"]["tau"]
+            for r in cfg["tables"]["sgrs_tau"]["rows"]]
+    assert taus == sorted(taus) and len(set(taus)) == 6 and 0.296 in taus
 
 
 def test_the_sgrs_tables_resolve_to_runs(cfg):

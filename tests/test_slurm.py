@@ -35,6 +35,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from conftest import shipped_datasets
+
 REPO = Path(__file__).resolve().parents[1]
 CLUSTER_SH = REPO / "tests" / "slurm" / "cluster.sh"
 SLURM_BINARIES = ("munged", "slurmctld", "slurmd", "sbatch", "squeue", "scontrol", "scancel")
@@ -126,8 +128,8 @@ def make_slurm_workflow(root: Path) -> Path:
         (cat / f"{name}.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
     config = {"tables": list(TABLES), "schedule": None, "device": "cpu", "results": "results",
               "sources": {},
-              "catalogues": {k: f"config/slurm_test/{k}.yaml"
-                             for k in ("datasets", "methods", "tables", "schedules")}}
+              "catalogues": {**{k: f"config/slurm_test/{k}.yaml" for k in ("datasets", "methods", "tables", "schedules")},
+                             "other_datasets": shipped_datasets()}}
     (root / "config" / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     return root
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import h5py
 import pytest
 
+from conftest import needs_file
 from semiseg.data.layouts import read_la_layout, read_slices_layout
 from semiseg.data.splits import SPLIT_ROLES, make_split
 from semiseg.data.store import describe, write_store
@@ -19,10 +20,8 @@ SHARED_DATA = Path(
     or Path(__file__).resolve().parents[2] / "shared" / "data"
 )
 ACDC = SHARED_DATA / "ACDC"
-needs_acdc = pytest.mark.skipif(
-    not (ACDC / "train.list").is_file(),
-    reason=f"real ACDC not found at {ACDC}; set SEMISEG_SHARED_DATA to the folder holding ACDC/",
-)
+needs_acdc = needs_file(ACDC / "train.list",
+                        f"real ACDC not found at {ACDC}; set SEMISEG_SHARED_DATA to the folder holding ACDC/")
 
 
 def _lines(path: Path) -> list[str]:

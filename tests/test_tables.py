@@ -388,3 +388,48 @@ def test_the_smoke_mark_counts_iterations_in_words():
     assert smoke_mark({"schedule": "smoke", "iterations": 2, "test_cases": 20}, ds) == (
         "smoke: 20 of 20 test volumes, 2 iterations — not a result")
     assert smoke_mark({"schedule": "paper", "iterations": 2, "test_cases": 20}, ds) == ""
+
+
+# ----------------------------------------------------------------------------- values no evaluation writes
+_HEADER = "case,class,class_name,dice,jaccard,hd95,asd,pred_empty,gt_empty\n"
+
+
+@pytest.mark.parametrize("line, fragment", [
+    ("c1,1,a,2.0,0.6667,2.0,1.0,False,False", "line 3 (case 'c1', class 1): dice must be in [0, 1]"),
+    ("c1,1,a,0.8,-0.1,2.0,1.0,False,False", "line 3 (case 'c1', class 1): jaccard must be in [0, 1]"),
+    ("c1,1,a,0.8,0.6667,-2.0,1.0,False,False", "line 3 (case 'c1', class 1): hd95 must be >= 0"),
+    ("c1,1,a,0.8,0.6667,2.0,-1.0,False,False", "line 3 (case 'c1', class 1): asd must be >= 0"),
+    ("c1,1,a,0.0,0.0,0.0,0.0,True,True", "both empty, so dice and jaccard must be 1 and hd95 and asd 0"),
+    ("c1,1,a,0.5,0.3333,40.0,40.0,True,False", "one of prediction and reference is empty, so dice and jaccard must be 0"),
+    ("c1,1,a,0.0,0.0,0.0,0.0,False,True", "so hd95 and asd must both be the image's diagonal"),
+], ids=["dice-2", "jaccard-negative", "hd95-negative", "asd-negative", "both-empty", "one-empty-dice",
+        "one-empty-distance"])
+def test_the_table_stage_refuses_a_value_no_evaluation_writes(tmp_path, line, fragment):
+    """A metrics.csv with Dice 2.0 once gave a cell of 16.67 and exit 0: every value read is
+    checked against what an evaluation can write (docs/metrics.md), naming the file and line."""
+    import json
+
+    from semiseg.reporting.build import table_from_runs
+
+    metrics = tmp_path / "runs" / "d" / "supervised" / "50" / "seed0" / "metrics.csv"
+    metrics.parent.mkdir(parents=True)
+    metrics.write_text(_HEADER + "c0,1,a,0.8,0.6667,2.0,1.0,False,False\n" + line + "\n")
+    descriptor = tmp_path / "dataset.json"
+    descriptor.write_text(json.dumps({"patients": {"train": ["p0", "p1"], "val": [], "test": ["p2"]}}))
+    spec = {"table": {"title": "T", "dataset": "d", "seeds": [0], "rows": [{"method": "supervised", "ratios": [50]}]},
+            "ratios": {"50": 1}, "schedule": "smoke", "distance_unit": "voxel", "fingerprint": "f00"}
+    with pytest.raises(ValueError) as exc:
+        table_from_runs(spec, descriptor=descriptor, metrics=[metrics], out=tmp_path / "t.md")
+    assert str(exc.value).startswith(f"{metrics}: ") and fragment in str(exc.value)
+    assert not (tmp_path / "t.md").exists()
+    # the documented values of an empty structure are accepted
+    metrics.write_text(_HEADER + "c0,1,a,1.0,1.0,0.0,0.0,True,True\nc1,1,a,0.0,0.0,54.8,54.8,False,True\n")
+    table_from_runs(spec, descriptor=descriptor, metrics=[metrics], out=tmp_path / "t.md")
+
+
+def test_an_empty_metrics_file_is_named(tmp_path):
+    from semiseg.metrics.csv_io import read_metrics_csv
+
+    (tmp_path / "metrics.csv").write_bytes(b"")
+    with pytest.raises(ValueError, match=rf"^{tmp_path / 'metrics.csv'}: the file is empty"):
+        read_metrics_csv(tmp_path / "metrics.csv")

@@ -25,10 +25,49 @@ def _record(args, started, primary, inputs, outputs, spec, algorithm) -> None:
     from semiseg.provenance import write_record
 
     plain = {k: v for k, v in vars(args).items()
-             if k not in ("func", "spec", "verbose", "rule", "wildcards") and v is not None}
+             if k not in ("func", "spec", "verbose", "rule", "wildcards", "log") and v is not None}
     write_record(args.command, primary_output=primary, inputs=inputs, outputs=outputs,
                  args=json.loads(json.dumps(plain, default=str)), started=started, spec=spec,
                  code=code_fingerprint(args.command, algorithm), rule=args.rule, wildcards=args.wildcards)
+
+
+class LogBusy(RuntimeError):
+    """Another process writes this job's log: an earlier attempt of the job still runs."""
+
+
+def _open_log(path: Path):
+    """Send this process's stderr (its log messages, warnings, tracebacks) to the job's log `path`,
+    and return a stream to the stderr it had (Snakemake's console), for the errors.
+
+    The log is locked (``flock``) for as long as the process runs and emptied only once the lock is
+    held: a second attempt of a job whose first still runs (a training left running when
+    Snakemake was killed with -9) is refused before it touches the log the first one writes.
+
+    Raises:
+        LogBusy: another process holds the log.
+    """
+    import fcntl
+    import os
+    import stat
+
+    from semiseg.io import file_mode
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, file_mode())
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise LogBusy(f"{path}: another process writes this job's log (an earlier attempt of the job that still "
+                      "runs, e.g. a training left running when Snakemake was killed); not starting a second one, "
+                      "and that log is left as it is. Wait for it to end, or stop it, and run again") from None
+    if stat.S_ISREG(os.fstat(fd).st_mode):
+        os.ftruncate(fd, 0)
+    console = os.fdopen(os.dup(2), "w", buffering=1)
+    sys.stderr.flush()
+    os.dup2(fd, 2)  # the lock belongs to the open file, which fd 2 now shares: it lasts as long as the process
+    os.close(fd)
+    return console
 
 
 def _json_arg(text: str):
@@ -67,11 +106,11 @@ def cmd_preprocess(args):
     from semiseg.data.preprocess import preprocess
 
     desc = preprocess(args.dataset, args.layout, Path(args.raw), labels=args.labels, dims=args.dims,
-                      store_path=Path(args.store))
+                      store_path=Path(args.store), params=args.params)
     _write_json(desc, args.descriptor)
     log.info("preprocessed %s: %d cases", args.dataset, len(desc["cases"]))
     return (Path(args.store), [Path(args.raw)], [Path(args.store), Path(args.descriptor)],
-            {"layout": args.layout, "labels": args.labels, "dims": args.dims}, None)
+            {"layout": args.layout, "labels": args.labels, "dims": args.dims, "params": args.params}, None)
 
 
 def cmd_split(args):
@@ -117,6 +156,16 @@ def cmd_evaluate(args):
     return Path(args.out), [Path(args.predictions), Path(args.store)], [Path(args.out)], None, None
 
 
+def cmd_evaluate_external(args):
+    from semiseg.metrics.external import evaluate_external
+
+    made = evaluate_external(Path(args.predictions), Path(args.store), Path(args.split), Path(args.out),
+                             distance_unit=args.distance_unit)
+    log.info("evaluated %d cases of %s (sha256 %s) into %s", made["cases"], made["folder"], made["sha256"], args.out)
+    return (Path(args.out), [Path(args.predictions), Path(args.store), Path(args.split)], [Path(args.out)],
+            {"predictions": made}, None)
+
+
 def cmd_table(args):
     from semiseg.reporting.build import table_from_runs
 
@@ -153,12 +202,33 @@ def cmd_report(args):
 
 
 def cmd_export(args):
+    if args.format == "nnunet":
+        return _export_nnunet(args)
     from semiseg.inference.export import export_run
+
+    if not (args.run_dir and args.store):
+        raise ValueError("export --format view needs --run-dir and --store")
 
     out = Path(args.out) if args.out else Path(args.run_dir) / "export"
     done = export_run(Path(args.run_dir), Path(args.store), out, cases=args.cases,
                       source_dir=Path(args.source_dir) if args.source_dir else None)
     print(f"wrote image, ground truth and prediction of {len(done)} cases and labels.txt into {out}")
+    return None  # a view of existing outputs, not a pipeline stage: no provenance record
+
+
+def _export_nnunet(args):
+    from semiseg import paths
+    from semiseg.inference.export import export_nnunet
+
+    if not (args.dataset and args.ratio):
+        raise ValueError("export --format nnunet needs the dataset and the ratio: semiseg export --format nnunet "
+                         "<dataset> <ratio>")
+    results = Path(args.results)
+    out = (Path(args.out) if args.out
+           else results / "nnunet_raw" / f"Dataset{args.dataset_id:03d}_{args.dataset}_{args.ratio}pct")
+    roles = export_nnunet(results / paths.store(args.dataset), results / paths.split(args.dataset, args.ratio), out)
+    print(f"wrote {len(roles['labeled'])} labeled, {len(roles['val'])} val and {len(roles['test'])} test cases "
+          f"as an nnU-Net raw dataset into {out}")
     return None  # a view of existing outputs, not a pipeline stage: no provenance record
 
 
@@ -183,6 +253,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rule", default=None, help="the workflow rule running this stage (for the provenance record)")
     p.add_argument("--wildcards", type=_json_arg, default=None,
                    help="that job's wildcards, as a JSON object (for the provenance record)")
+    p.add_argument("--log", type=Path, default=None,
+                   help="the job's log: stderr goes there, once no earlier attempt of the job still writes it; "
+                        "an error also goes to the console")
     sub = p.add_subparsers(dest="command", required=True, metavar="<stage>")
     for add in (_data_commands, _run_commands, _output_commands):
         add(sub)
@@ -212,6 +285,8 @@ def _data_commands(sub) -> None:
     s.add_argument("--dims", type=int, required=True, choices=(2, 3), help="2: slice-wise dataset, 3: volumetric")
     s.add_argument("--store", required=True, help="the h5 store to write")
     s.add_argument("--descriptor", required=True, help="the dataset.json to write beside it")
+    s.add_argument("--params", type=_json_arg, default=None,
+                   help="the source's params, as JSON: the reader's options for a layout that takes them (nnunet)")
     s.set_defaults(func=cmd_preprocess)
 
     s = sub.add_parser("split", help="write the labeled/unlabeled/val/test patients of one ratio")
@@ -253,6 +328,16 @@ def _run_commands(sub) -> None:
                    help="95HD/ASD in voxels of the native grid (the papers' protocol) or in mm (the store's spacing)")
     s.set_defaults(func=cmd_evaluate)
 
+    s = sub.add_parser("evaluate-external", help="score another tool's predictions of a split's test cases "
+                                                 "(<case>.nii.gz each, on the case's grid) as a run is scored")
+    s.add_argument("--predictions", required=True, help="the folder of <case>.nii.gz label maps")
+    s.add_argument("--store", required=True, help="the dataset's h5 store (the ground truth)")
+    s.add_argument("--split", required=True, help="the split whose test cases the folder must predict, exactly")
+    s.add_argument("--out", required=True, help="metrics.csv")
+    s.add_argument("--distance-unit", default="voxel", choices=("voxel", "mm"),
+                   help="95HD/ASD in voxels of the native grid (the papers' protocol) or in mm (the store's spacing)")
+    s.set_defaults(func=cmd_evaluate_external)
+
 
 def _output_commands(sub) -> None:
     """What is made from finished runs: tables, figures, report pages, exports, audits."""
@@ -288,11 +373,21 @@ def _output_commands(sub) -> None:
     s.set_defaults(func=cmd_report)
 
     s = sub.add_parser("export", help="write a run's predictions beside their images and ground truth, "
-                                      "placed in patient space, with an ITK-SNAP label file")
-    s.add_argument("--run-dir", required=True,
+                                      "placed in patient space, with an ITK-SNAP label file; or (--format "
+                                      "nnunet) a dataset's split as an nnU-Net raw dataset")
+    s.add_argument("--format", choices=("view", "nnunet"), default="view",
+                   help="view (default): a run's predictions for a viewer; nnunet: the split <dataset> <ratio>")
+    s.add_argument("dataset", nargs="?", default=None, help="--format nnunet: the dataset")
+    s.add_argument("ratio", nargs="?", type=int, default=None, help="--format nnunet: the labeled percent")
+    s.add_argument("--results", default="results",
+                   help="--format nnunet: the results directory holding the store and the split (default: results)")
+    s.add_argument("--dataset-id", type=int, default=500,
+                   help="--format nnunet: the nnU-Net dataset number in the default folder name (default: 500)")
+    s.add_argument("--run-dir", default=None,
                    help="a run with predictions/ (runs/<dataset>/<method>/<ratio>/seed<seed>)")
-    s.add_argument("--store", required=True, help="the dataset's store.h5")
-    s.add_argument("--out", default=None, help="the folder to write (default: <run-dir>/export)")
+    s.add_argument("--store", default=None, help="the dataset's store.h5")
+    s.add_argument("--out", default=None, help="the folder to write (default: <run-dir>/export; --format nnunet: "
+                                               "<results>/nnunet_raw/Dataset<id>_<dataset>_<ratio>pct)")
     s.add_argument("--cases", nargs="+", default=None, help="only these case ids (default: every prediction)")
     s.add_argument("--source-dir", default=None,
                    help="the fetched release (results/raw/<dataset>) of a cropping or resampling reader: also "
@@ -307,11 +402,34 @@ def _output_commands(sub) -> None:
                    help="recompute this column of the cell (default: all four)")
     s.add_argument("--format", default="text", choices=("text", "json"), help="indented text (default) or JSON")
     s.add_argument("--root", default=None, help="workflow directory (default: found from the table's location)")
+    s.add_argument("--config", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
+                   help="the build's `snakemake --config` overrides (e.g. schedule=smoke seeds=[0]): staleness is "
+                        "judged against the config the build ran with")
+    s.add_argument("--configfile", nargs="+", action="extend", default=[], metavar="FILE",
+                   help="the build's `snakemake --configfile` files, merged over config/config.yaml")
     s.set_defaults(func=cmd_audit)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    console = None
+    if args.log is not None:
+        try:
+            console = _open_log(args.log)
+        except LogBusy as exc:
+            print(f"semiseg {args.command}: error: {exc}", file=sys.stderr)
+            return 3
+
+    def error(text: str) -> None:
+        """An error line for the log and, with --log, for the console too (the log may be on a
+        full disk, and Snakemake's own message only says to read it)."""
+        for stream in (sys.stderr, console):
+            if stream is not None:
+                try:
+                    print(text, file=stream, flush=True)
+                except OSError:
+                    pass
+
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(name)s %(levelname)s: %(message)s", stream=sys.stderr)
     from semiseg.config import ConfigError
@@ -331,7 +449,7 @@ def main(argv: list[str] | None = None) -> int:
         if made is not None:
             _record(args, started, *made)
     except (ConfigError, DataError, ValueError, FileNotFoundError) as exc:
-        print(f"semiseg {args.command}: error: {exc}", file=sys.stderr)
+        error(f"semiseg {args.command}: error: {exc}")
         return 2
     except Exception as exc:  # noqa: BLE001 - named errors from the engine
         from semiseg.device import ResourceError
@@ -341,8 +459,10 @@ def main(argv: list[str] | None = None) -> int:
 
         if isinstance(exc, (TrainingError, ResourceError, RunFolderBusy, NoSpaceError)) or is_no_space(exc):
             what = exc if not is_no_space(exc) else f"no space left on the device ({exc})"
-            print(f"semiseg {args.command}: error: {what}", file=sys.stderr)
+            error(f"semiseg {args.command}: error: {what}")
             return 3
+        if console is not None:
+            error(f"semiseg {args.command}: error: {type(exc).__name__}: {exc} (the traceback is in {args.log})")
         raise
     return 0
 

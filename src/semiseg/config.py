@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +23,8 @@ from semiseg.data.registry import LAYOUTS
 from semiseg.fingerprint import code_fingerprint
 from semiseg.references import check_references, reference_values
 from semiseg.schema import ConfigError, command_line_values, find_root, read_schema, read_yaml, validate
-from semiseg.table_config import (add_stride_variants, base_dataset, bootstrap_min_resamples, sliding_window_note,
-                                  table_duplicates)
+from semiseg.table_config import (add_stride_variants, base_dataset, bootstrap_min_resamples, check_window_stride,
+                                  sliding_window_note, table_duplicates)
 
 __all__ = [
     "ConfigError",
@@ -45,6 +46,7 @@ __all__ = [
     "sliding_window_note",
     "table_fingerprint",
     "window_stride",
+    "cpu_training_warning",
 ]
 
 
@@ -56,6 +58,19 @@ def ratio_patients(cfg: dict, dataset: str, ratio: int | str) -> int:
         raise ConfigError(f"ratio {ratio} is not defined for {dataset}; defined: "
                           f"{', '.join(sorted(ratios, key=int))} (config/datasets/, `ratios:`)")
     return ratios[str(ratio)]
+
+
+def _check_results(results: str, root: Path) -> None:
+    """``results`` must name a folder inside the workflow directory, not the directory itself: every
+    output goes there, and nothing may be written outside it (``"/"`` or ``".."`` would write over
+    whatever is there; ``""`` or ``"."`` would mix outputs with the checkout). Judged on the path
+    as written, so a ``results`` that is a symbolic link to a larger disk stays allowed."""
+    top = os.path.normpath(os.path.abspath(root))
+    where = os.path.normpath(os.path.join(top, results))
+    if os.path.commonpath([top, where]) != top or where == top:
+        what = "the workflow directory itself" if where == top else "outside the workflow directory"
+        raise ConfigError(f"config: results: {results!r} is {what} ({where}); allowed: a folder inside {top}, "
+                          "given relative to it, e.g. results")
 
 
 def _load_catalogue(root: Path, location: str, kind: str) -> tuple[dict, dict[str, Path]]:
@@ -94,6 +109,7 @@ def load_config(config: dict | None = None, root: Path | str | None = None) -> d
     config_schema = read_schema(root, "config")
     command_line_values(settings, config_schema)
     validate(settings, config_schema, "config (config/config.yaml + --config overrides)")
+    _check_results(settings["results"], root)
     cats = settings["catalogues"]
     for key, default in (("datasets", "config/datasets"), ("methods", "config/methods"),
                          ("tables", "config/tables"), ("schedules", "config/schedules.yaml")):
@@ -106,7 +122,7 @@ def load_config(config: dict | None = None, root: Path | str | None = None) -> d
 
     algos = {f.name[: -len(".schema.yaml")]: read_yaml(f)
              for f in sorted((root / "workflow" / "schemas" / "params").glob("*.schema.yaml"))}
-    _check_methods(methods, m_origin, datasets, schedules, algos, root)
+    _check_methods(methods, m_origin, datasets, cats["other_datasets"], schedules, algos, root)
     _check_datasets(datasets, ds_origin, schedules, sched_file)
     add_stride_variants(datasets, tables, t_origin)
     _check_settings(settings, datasets, tables, schedules)
@@ -114,12 +130,16 @@ def load_config(config: dict | None = None, root: Path | str | None = None) -> d
     if settings.get("seeds") is not None:  # one set of seeds for every table (a quick check)
         for table in tables.values():
             table["seeds"] = list(settings["seeds"])
-    return {"root": str(root), "settings": settings, "datasets": datasets, "methods": methods,
-            "tables": tables, "schedules": schedules, "schedules_file": str(sched_file)}
+    cfg = {"root": str(root), "settings": settings, "datasets": datasets, "methods": methods,
+           "tables": tables, "schedules": schedules, "schedules_file": str(sched_file)}
+    _check_window_strides(cfg, ds_origin, m_origin)
+    return cfg
 
 
-def _check_methods(methods: dict, m_origin: dict, datasets: dict, schedules: dict, algos: dict, root: Path) -> None:
-    """Each method's algorithm, params (also as merged for each dataset and ratio) and schedule overrides."""
+def _check_methods(methods: dict, m_origin: dict, datasets: dict, other_datasets: list, schedules: dict, algos: dict,
+                   root: Path) -> None:
+    """Each method's algorithm, params (also as merged for each dataset and ratio), schedule overrides
+    and the datasets it gives settings for (catalogued, or of ``catalogues.other_datasets``)."""
     for name, entry in methods.items():
         where = f"{m_origin[name]}: {name}"
         if entry["algorithm"] not in algos:
@@ -127,9 +147,15 @@ def _check_methods(methods: dict, m_origin: dict, datasets: dict, schedules: dic
         params = entry.setdefault("params", {})
         validate(params, algos[entry["algorithm"]], f"{where}.params")
         layers = [(f"{where}.schedule", entry.get("schedule", {}))]
+        for key in ("datasets", "ratio_params"):
+            for ds_name in entry.get(key, {}):
+                if ds_name not in datasets and ds_name not in other_datasets:
+                    raise ConfigError(f"{where}.{key}.{ds_name}: unknown dataset; allowed: "
+                                      f"{', '.join(sorted(set(datasets) | set(other_datasets)))} (a dataset "
+                                      "of another dataset catalogue this method catalogue serves: list it in "
+                                      "config.catalogues.other_datasets)")
         for ds_name, override in entry.get("datasets", {}).items():
-            # a dataset this catalogue does not define is allowed (the method catalogue is shared
-            # by dataset catalogues; its settings then never apply) but still validated
+            # a dataset of catalogues.other_datasets is validated, though its settings never apply:
             # the merged params, as a run on that dataset gets them, must be valid (a copy: the
             # validator fills in defaults, which must not land in the override)
             validate({**params, **override.get("params", {})}, algos[entry["algorithm"]],
@@ -250,24 +276,53 @@ EXECUTION_DEFAULTS = {"checkpoint_interval": 1000, "runtime": 720, "mem_mb": 160
                       "infer_mem_mb": 8000}
 
 
-def _resolved_schedule(cfg: dict, dataset: str, method: str) -> tuple[str, dict]:
-    """The schedule's name and its fields for one run: defaults <- dataset <- the method's
-    overrides <- the method's overrides for this dataset."""
-    sname = schedule_name(cfg, dataset)
-    sched = cfg["schedules"][sname]
-    entry = cfg["methods"][method]
-    resolved = dict(sched["defaults"])
+def _schedule_layers(cfg: dict, dataset: str, method: str, sname: str) -> list[tuple[str, dict]]:
+    """The layers of schedule ``sname`` for a run of ``method`` on ``dataset``, each with the field
+    that sets it, in the order they apply: defaults <- dataset <- the method's overrides <- the
+    method's overrides for this dataset (a stride variant takes its base dataset's)."""
+    sched, entry = cfg["schedules"][sname], cfg["methods"][method]
     base = base_dataset(cfg, dataset)
-    resolved.update(sched.get("datasets", {}).get(dataset, sched.get("datasets", {}).get(base, {})))
-    resolved.update(entry.get("schedule", {}).get(sname, {}))
-    override = entry.get("datasets", {}).get(dataset, entry.get("datasets", {}).get(base, {}))
-    resolved.update(override.get("schedule", {}).get(sname, {}))
+    per_ds = sched.get("datasets", {})
+    ds_key = dataset if dataset in per_ds else base
+    overrides = entry.get("datasets", {})
+    m_key = dataset if dataset in overrides else base
+    return [(f"{sname}.defaults", sched["defaults"]),
+            (f"{sname}.datasets.{ds_key}", per_ds.get(ds_key, {})),
+            (f"{method}.schedule.{sname}", entry.get("schedule", {}).get(sname, {})),
+            (f"{method}.datasets.{m_key}.schedule.{sname}", overrides.get(m_key, {}).get("schedule", {}).get(sname, {}))]
+
+
+def _resolved_schedule(cfg: dict, dataset: str, method: str) -> tuple[str, dict]:
+    """The schedule's name and its fields for one run (:func:`_schedule_layers`, merged)."""
+    sname = schedule_name(cfg, dataset)
+    resolved: dict = {}
+    for _, layer in _schedule_layers(cfg, dataset, method, sname):
+        resolved.update(layer)
     return sname, resolved
+
+
+def _check_window_strides(cfg: dict, ds_origin: dict, m_origin: dict) -> None:
+    """Every sliding-window stride a 3D run can test at is at most the patch on each axis: a
+    larger step leaves voxels between two windows that no window predicts (they would silently
+    read as background). Checked for the datasets' ``stride`` and, under every schedule and
+    method, for the ``test_stride`` that replaces it, naming the file and field that sets it."""
+    for name, ds in cfg["datasets"].items():
+        if ds["dims"] != 3:
+            continue
+        if name in ds_origin:  # a stride variant's stride was checked with its table's
+            check_window_stride(ds["stride"], ds["patch_size"], f"{ds_origin[name]}: {name}.stride", name)
+        for sname in cfg["schedules"]:
+            for method in cfg["methods"]:
+                layers = _schedule_layers(cfg, name, method, sname)
+                field, layer = next(((f, lay) for f, lay in reversed(layers) if "test_stride" in lay), (None, None))
+                if layer is not None:
+                    where = cfg["schedules_file"] if field.startswith(f"{sname}.") else m_origin[method]
+                    check_window_stride(layer["test_stride"], ds["patch_size"], f"{where}: {field}.test_stride", name)
 
 
 def _check_ratio_params(entry: dict, datasets: dict, schema: dict, where: str) -> None:
     """A method entry's ``ratio_params: {<dataset>: {<ratio>: {params}}}``: each ratio one the
-    dataset defines (when the dataset catalogue has it), each merged set of params valid."""
+    dataset defines (a dataset of ``catalogues.other_datasets``: any), each merged set of params valid."""
     for ds_name, per_ratio in entry.get("ratio_params", {}).items():
         merged = {**entry["params"], **entry.get("datasets", {}).get(ds_name, {}).get("params", {})}
         for ratio, params in per_ratio.items():
@@ -336,6 +391,29 @@ def window_stride(cfg: dict, dataset: str, method: str) -> list[int] | None:
     """The sliding-window stride a run of ``method`` on ``dataset`` tests (and validates) at: the
     schedule's ``test_stride`` where a layer of it sets one, else the dataset's (None for 2D)."""
     return _resolved_schedule(cfg, dataset, method)[1].get("test_stride", cfg["datasets"][dataset].get("stride"))
+
+
+#: A training budgeted at this many minutes or more (its schedule's ``runtime``) is not a smoke
+#: run: a build that starts one on a CPU is warned first.
+LONG_RUN_MINUTES = 120
+
+
+def cpu_training_warning(cfg: dict, runs) -> str | None:
+    """The warning a build gives before it starts the trainings ``runs`` ((dataset, method,
+    ratio, seed) each) on a CPU, with the estimate the schedules' ``runtime`` budgets give; None
+    when none of them is budgeted at :data:`LONG_RUN_MINUTES` or more (a smoke build)."""
+    budgets = [run_resources(cfg, run[0], run[1])["runtime"] for run in runs]
+    long = [(run, minutes) for run, minutes in zip(runs, budgets) if minutes >= LONG_RUN_MINUTES]
+    if not long:
+        return None
+    schedules = sorted({schedule_name(cfg, run[0]) for run, _ in long})
+    iterations = max(_resolved_schedule(cfg, run[0], run[1])[1].get("iterations", 0) for run, _ in long)
+    total = sum(minutes for _, minutes in long) / 60
+    return (f"{len(long)} training{'s' if len(long) > 1 else ''} of the {' and '.join(schedules)} schedule (up to "
+            f"{iterations} iterations each) are about to start on the CPU. Each is budgeted at up to "
+            f"{max(m for _, m in long) / 60:g} h on a GPU (the schedule's runtime), {total:g} h in all, and takes far "
+            "longer on a CPU. To check the pipeline first, build with --config schedule=smoke seeds=[0]; to train, "
+            "use a GPU (device: cuda) or a cluster (--profile profiles/slurm).")
 
 
 def dataset_source(cfg: dict, dataset: str) -> dict:

@@ -55,6 +55,7 @@ STAGE_MODULES: dict[str, tuple[str, ...]] = {
     "train": ("semiseg.engine.loop",),
     "infer": ("semiseg.inference.run",),
     "evaluate": ("semiseg.metrics.evaluate",),
+    "evaluate-external": ("semiseg.metrics.external",),
     "table": ("semiseg.reporting.build",),
     "report": ("semiseg.reporting.report",),
 }

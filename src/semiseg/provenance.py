@@ -44,6 +44,7 @@ RECORD_NAMES = {
     "train": lambda out: Path(out) / "provenance.train.json",
     "infer": lambda out: Path(out).parent / "provenance.infer.json",
     "evaluate": lambda out: Path(out).parent / "provenance.evaluate.json",
+    "evaluate-external": lambda out: Path(out).parent / "provenance.evaluate-external.json",
     "table": lambda out: Path(out).with_suffix(".provenance.json"),
     "figure": lambda out: Path(out).with_suffix(".provenance.json"),
     "report": lambda out: Path(out).with_suffix(".provenance.json"),

@@ -10,7 +10,8 @@ import math
 
 from semiseg.schema import ConfigError
 
-__all__ = ["add_stride_variants", "base_dataset", "bootstrap_min_resamples", "sliding_window_note", "table_duplicates"]
+__all__ = ["add_stride_variants", "base_dataset", "bootstrap_min_resamples", "check_window_stride", "sliding_window_note",
+           "table_duplicates"]
 
 
 def bootstrap_min_resamples(confidence: float) -> int:
@@ -53,6 +54,23 @@ def table_duplicates(table: dict) -> list[str]:
     return problems
 
 
+def check_window_stride(stride, patch_size, field: str, dataset: str) -> None:
+    """Refuse a sliding-window ``stride`` larger than the patch on an axis (:class:`ConfigError`
+    naming ``field``): consecutive windows would leave a gap of voxels that no window predicts.
+
+    >>> check_window_stride([16, 96, 96], [96, 96, 96], "x.stride", "pancreas")
+    >>> check_window_stride([16, 160, 160], [96, 96, 96], "x.test_stride", "pancreas")
+    Traceback (most recent call last):
+    ...
+    semiseg.schema.ConfigError: x.test_stride: [16, 160, 160] steps further than pancreas's patch [96, 96, 96] on the y, x axis: windows would leave voxels that no window predicts; allowed: at most the patch on each axis (z, y, x)
+    """
+    over = [axis for axis, s, p in zip("zyx", stride, patch_size) if s > p]
+    if over:
+        raise ConfigError(f"{field}: {list(stride)} steps further than {dataset}'s patch {list(patch_size)} on the "
+                          f"{', '.join(over)} axis: windows would leave voxels that no window predicts; allowed: "
+                          "at most the patch on each axis (z, y, x)")
+
+
 def add_stride_variants(datasets: dict, tables: dict, t_origin: dict) -> None:
     """A table's ``stride`` (another test stride than its 3D dataset's) makes a dataset entry of
     its own, ``<dataset>_stride<z>x<y>x<x>``: the dataset's entry with that stride and
@@ -72,6 +90,7 @@ def add_stride_variants(datasets: dict, tables: dict, t_origin: dict) -> None:
         if base["dims"] != 3 or len(table["stride"]) != 3:
             raise ConfigError(f"{where}: a test stride is for a 3D dataset, 3 numbers (z, y, x); "
                               f"{table['dataset']!r} is {base['dims']}D")
+        check_window_stride(table["stride"], base["patch_size"], where, table["dataset"])
         if list(table["stride"]) == list(base["stride"]):
             continue
         variant = f"{table['dataset']}_stride{'x'.join(str(v) for v in table['stride'])}"

@@ -1,12 +1,13 @@
 # Paths, catalogues and input functions shared by the rules. No rule lives here.
 import json
 import os
+import sys
 from pathlib import Path
 
 from semiseg import paths
 from semiseg import config as semiseg_config
 from semiseg.config import base_dataset, load_config, ratio_patients, run_resources, run_spec, table_runs
-from semiseg.data.registry import shipped_splits_digest
+from semiseg.data.registry import LAYOUTS, shipped_splits_digest
 from semiseg.fingerprint import code_fingerprint
 from semiseg.method_sources import registered_figures
 
@@ -62,6 +63,23 @@ wildcard_constraints:
 DATA_DATASETS = "|".join(sorted(d for d, entry in CFG["datasets"].items() if "variant_of" not in entry))
 
 
+def warn_before_long_cpu_training():
+    """Before the first job: a build about to train longer than a smoke schedule on this machine's
+    CPU says so, with the schedules' budget (semiseg.config.cpu_training_warning). Nothing under a
+    cluster executor (its jobs run where the GPUs are) or with device: cuda."""
+    if not workflow.local_exec or CFG["settings"]["device"] == "cuda":
+        return
+    runs = [(j.wildcards.dataset, j.wildcards.method, j.wildcards.ratio, j.wildcards.seed)
+            for j in workflow.dag.needrun_jobs() if j.rule.name == "train"]
+    text = semiseg_config.cpu_training_warning(CFG, runs)
+    if text and CFG["settings"]["device"] == "auto":
+        import torch  # only here: the DAG itself never imports torch
+
+        text = None if torch.cuda.is_available() else text
+    if text:
+        print(f"semiseg: warning: {text}", file=sys.stderr, flush=True)
+
+
 def default_targets():
     return [results(paths.table(t)) for t in CFG["settings"]["tables"]]
 
@@ -88,6 +106,13 @@ def run_data(what):
         return results(paths.store(data) if what == "store" else paths.split(data, wildcards.ratio))
 
     return get
+
+
+def dataset_reader_params(wildcards):
+    """The source's params as JSON for `semiseg preprocess`: its reader's options where its layout takes
+    them (semiseg.data.registry's reader_params), else {} (a generator's params are the fetch stage's)."""
+    source = semiseg_config.dataset_source(CFG, wildcards.dataset)
+    return json.dumps(source.get("params", {}) if LAYOUTS[source["layout"]].reader_params else {}, sort_keys=True)
 
 
 def dataset_field(field):

@@ -20,8 +20,8 @@ rule fetch:
     log:
         log_path("fetch", "{dataset}"),
     shell:
-        "semiseg --rule fetch --wildcards {params.wildcards:q}"
-        " fetch --dataset {wildcards.dataset} --source {params.source:q} --out {output} 2> {log}"
+        "semiseg --rule fetch --wildcards {params.wildcards:q} --log {log:q}"
+        " fetch --dataset {wildcards.dataset} --source {params.source:q} --out {output}"
 
 
 rule preprocess:
@@ -36,15 +36,16 @@ rule preprocess:
         layout=lambda wildcards: CFG["datasets"][wildcards.dataset]["source"]["layout"],
         labels=dataset_labels,
         dims=dataset_field("dims"),
+        reader_params=dataset_reader_params,
         code=code_fingerprint("preprocess"),
         wildcards=job_wildcards,
     log:
         log_path("preprocess", "{dataset}"),
     shell:
-        "semiseg --rule preprocess --wildcards {params.wildcards:q}"
+        "semiseg --rule preprocess --wildcards {params.wildcards:q} --log {log:q}"
         " preprocess --dataset {wildcards.dataset} --layout {params.layout} --raw {input}"
-        " --labels {params.labels:q} --dims {params.dims}"
-        " --store {output.store} --descriptor {output.descriptor} 2> {log}"
+        " --labels {params.labels:q} --dims {params.dims} --params {params.reader_params:q}"
+        " --store {output.store} --descriptor {output.descriptor}"
 
 
 rule split:
@@ -61,6 +62,6 @@ rule split:
     log:
         log_path("split", "{dataset}/{ratio}"),
     shell:
-        "semiseg --rule split --wildcards {params.wildcards:q}"
+        "semiseg --rule split --wildcards {params.wildcards:q} --log {log:q}"
         " split --descriptor {input} --ratio {wildcards.ratio}"
-        " --labeled-patients {params.labeled} --out {output} 2> {log}"
+        " --labeled-patients {params.labeled} --out {output}"

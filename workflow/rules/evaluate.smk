@@ -21,9 +21,9 @@ rule infer:
     log:
         run_log("infer"),
     shell:
-        "semiseg --rule infer --wildcards {params.wildcards:q}"
+        "semiseg --rule infer --wildcards {params.wildcards:q} --log {log:q}"
         " infer --run-dir {params.run_dir} --store {input.store} --split {input.split}"
-        " --out {output} --threads {threads} 2> {log}"
+        " --out {output} --threads {threads}"
 
 
 rule evaluate:
@@ -39,6 +39,6 @@ rule evaluate:
     log:
         run_log("evaluate"),
     shell:
-        "semiseg --rule evaluate --wildcards {params.wildcards:q}"
+        "semiseg --rule evaluate --wildcards {params.wildcards:q} --log {log:q}"
         " evaluate --predictions {input.predictions} --store {input.store} --out {output}"
-        " --distance-unit {params.distance_unit} 2> {log}"
+        " --distance-unit {params.distance_unit}"

@@ -24,6 +24,6 @@ for _figure in registered_figures().values():
         log:
             figure_log(_figure["name"]),
         shell:
-            f"semiseg --rule {_figure['rule']} --wildcards {{params.wildcards:q}}"
+            f"semiseg --rule {_figure['rule']} --wildcards {{params.wildcards:q}} --log {{log:q}}"
             f" figure {_figure['name']} --run-dir {{params.run_dir}} --store {{input.store}} --split {{input.split}}"
-            " --slices {params.slices} --out {output} 2> {log}"
+            " --slices {params.slices} --out {output}"

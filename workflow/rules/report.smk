@@ -28,9 +28,9 @@ rule table_report:
     log:
         log_path("report", "{table}"),
     shell:
-        "semiseg --rule table_report --wildcards {params.wildcards:q}"
+        "semiseg --rule table_report --wildcards {params.wildcards:q} --log {log:q}"
         " report --spec {params.spec:q} --table {input.table} --store {input.store}"
-        " --runs {params.runs} --figures {input.figures} --out {output} 2> {log}"
+        " --runs {params.runs} --figures {input.figures} --out {output}"
 
 
 # A target that names no table, e.g. a mistyped `snakemake results/tables/acdcc.md`: the input

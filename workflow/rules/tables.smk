@@ -14,6 +14,6 @@ rule table:
     log:
         log_path("tables", "{table}"),
     shell:
-        "semiseg --rule table --wildcards {params.wildcards:q}"
+        "semiseg --rule table --wildcards {params.wildcards:q} --log {log:q}"
         " table --spec {params.spec:q} --descriptor {input.descriptor}"
-        " --metrics {input.metrics} --out {output} 2> {log}"
+        " --metrics {input.metrics} --out {output}"

@@ -25,7 +25,7 @@ rule train:
     log:
         run_log("train"),
     shell:
-        "semiseg --rule train --wildcards {params.wildcards:q}"
+        "semiseg --rule train --wildcards {params.wildcards:q} --log {log:q}"
         " train --spec {params.spec:q} --code-fingerprint {params.code}"
         " --store {input.store} --split {input.split} --out-dir {params.run_dir}"
-        " --checkpoint-interval {resources.checkpoint_interval} --threads {threads} 2> {log}"
+        " --checkpoint-interval {resources.checkpoint_interval} --threads {threads}"

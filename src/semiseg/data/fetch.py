@@ -250,7 +250,7 @@ def fetch(dataset: str, source: dict, out_dir: Path, *, how_to_get: str = "", ro
         shutil.rmtree(out_dir)
     with atomic_dir(out_dir, expected_bytes=expected) as tmp:
         if layout in GENERATORS:
-            GENERATORS[layout](tmp, seed=int(source.get("seed", 0)), **source.get("params", {}))
+            _generate(layout, source, tmp)
             origin = {"generator": layout, "seed": int(source.get("seed", 0)), "params": source.get("params", {})}
         elif src is not None:
             origin = _fetch_path(source, src, tmp)
@@ -273,6 +273,18 @@ def fetch(dataset: str, source: dict, out_dir: Path, *, how_to_get: str = "", ro
                   "seconds": round(time.time() - t0, 2)}
         (tmp / MANIFEST).write_text(json.dumps(record, indent=1))
     return record
+
+
+def _generate(layout: str, source: dict, tmp: Path) -> None:
+    """Generate a synthetic layout into the fetch's temporary folder `tmp`. The generator writes
+    through a temporary folder of its own, made here inside `tmp`, so a generation killed half-way
+    (a full disk can crash HDF5) leaves nothing beside `tmp` for the next attempt to miss: it
+    replaces `tmp` whole."""
+    made = tmp / "generated"
+    GENERATORS[layout](made, seed=int(source.get("seed", 0)), **source.get("params", {}))
+    for entry in list(made.iterdir()):
+        os.replace(entry, tmp / entry.name)
+    made.rmdir()
 
 
 def _fetch_path(source: dict, src: Path, tmp: Path) -> dict:

@@ -282,7 +282,8 @@ def read_la_layout(
     Raises:
         DataError: up front for a missing train/test list, an empty one, a listed case without its
             file or a case in two lists; while iterating for an h5 file without
-            ``image``/``label``, not 3-D, or with mismatched shapes.
+            ``image``/``label``, not 3-D, with mismatched shapes, an all-zero label or a constant
+            image (as the raw release's importer, :func:`semiseg.data.la.read_la_raw`).
     """
     src = Path(src_dir)
     if not src.is_dir():
@@ -302,6 +303,11 @@ def read_la_layout(
             for case in cases[role]:
                 path = image_dir / case / LA_FILE_NAME
                 image, label = _read_pair(path, ndim=3)
+                # what the raw release's importer refuses (semiseg.data.la.preprocess_la), refused here too
+                if not label.any():
+                    raise DataError(path, "the label has no atrium voxel (it is all 0); every LA case has one")
+                if not image.std() > 0:
+                    raise DataError(path, "the image is constant; a scan has contrast")
                 yield Case(
                     case, case,
                     np.ascontiguousarray(image.transpose(2, 1, 0)),

@@ -10,7 +10,9 @@ from semiseg.data.brats import read_brats_h5, read_brats_raw
 from semiseg.errors import DataError
 from semiseg.data.la import read_la_raw
 from semiseg.data.layouts import read_la_layout, read_slices_layout
+from semiseg.data.nnunet import read_nnunet_raw
 from semiseg.data.pancreas import read_pancreas_coranet_raw, read_pancreas_h5, read_pancreas_raw
+from semiseg.data.registry import LAYOUTS
 from semiseg.data.store import describe, write_store
 
 __all__ = ["preprocess", "READERS"]
@@ -29,14 +31,22 @@ READERS = {
     "pancreas_coranet_raw": read_pancreas_coranet_raw,
     "pancreas": read_pancreas_h5,
     "abdomenct1k_raw": read_abdomenct1k_raw,
+    "nnunet": read_nnunet_raw,
 }
 
 
 def preprocess(dataset: str, layout: str, raw_dir: Path, *, labels: dict[str, int], dims: int,
-               store_path: Path) -> dict:
-    """Import `raw_dir` (in `layout`) into a store at `store_path`; return the descriptor."""
+               store_path: Path, params: dict | None = None) -> dict:
+    """Import `raw_dir` (in `layout`) into a store at `store_path`; return the descriptor.
+
+    `params` (the source's) are the reader's keyword arguments for a layout marked
+    ``reader_params`` in :mod:`semiseg.data.registry`, which also gets the catalogue's `labels`
+    to check them against its files."""
     if layout not in READERS:
         raise DataError(raw_dir, f"no importer for layout {layout!r}; known: {', '.join(sorted(READERS))}")
-    cases, patients = READERS[layout](raw_dir, dataset)
+    if LAYOUTS[layout].reader_params:
+        cases, patients = READERS[layout](raw_dir, dataset, labels=labels, **(params or {}))
+    else:
+        cases, patients = READERS[layout](raw_dir, dataset)
     write_store(store_path, name=dataset, dims=dims, labels=labels, cases=cases)
     return describe(store_path, patients=patients)

@@ -37,6 +37,8 @@ class Layout:
             first part of it (a trimmed copy keeps the protocol's order).
         train_count_param: the generator parameter that is the number of training patients
             (ratios are checked against it when the config loads).
+        reader_params: the source's ``params`` are its reader's keyword arguments (a read layout's
+            source takes no ``params`` otherwise).
     """
 
     name: str
@@ -45,6 +47,7 @@ class Layout:
     shipped_lists: tuple[str, ...] = SPLIT_LISTS
     prefix_checked: bool = False
     train_count_param: str | None = None
+    reader_params: bool = False
 
 
 LAYOUTS: dict[str, Layout] = {layout.name: layout for layout in (
@@ -70,6 +73,8 @@ LAYOUTS: dict[str, Layout] = {layout.name: layout for layout in (
     # AbdomenCT-1K (semiseg.data.abdomenct1k): the project's own 30 / 11 split, a source's lists replace it
     Layout("abdomenct1k_raw", shipped_splits="config/datasets/abdomenct1k_splits",
            shipped_lists=("train.list", "test.list")),
+    # nnU-Net's raw layout, v2 or Decathlon dataset.json (semiseg.data.nnunet): a user's own data
+    Layout("nnunet", reader_params=True),
 )}
 
 

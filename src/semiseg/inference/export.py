@@ -16,11 +16,24 @@ put back on the voxel grid of the release's own label file (nearest neighbour, 0
 stored box), to compare with that file directly. In ITK-SNAP: File > Open Main Image ``<case>_image.nii.gz``, Segmentation > Open
 Segmentation ``<case>_pred.nii.gz`` (or ``_gt``), Segmentation > Import Label Descriptions
 ``labels.txt``. In 3D Slicer: load the image, and the two label maps as segmentations.
+
+``export_nnunet`` writes one split of a dataset as an nnU-Net v2 raw dataset (the layout
+:mod:`semiseg.data.nnunet` reads), so nnU-Net can be trained on exactly the labeled cases of a
+table row::
+
+    imagesTr/<case>_0000.nii.gz, labelsTr/<case>.nii.gz   the split's labeled and val cases
+    imagesTs/<case>_0000.nii.gz, labelsTs/<case>.nii.gz   its test cases (nnU-Net reads no labelsTs)
+    dataset.json        channel_names {"0": "image"}, labels, numTraining, file_ending .nii.gz
+    splits_final.json   one fold: train = the labeled cases, val = the val cases
+
+Images are the store's (as preprocessed), on the store's geometry. The split's unlabeled cases
+are left out: an nnU-Net trained on this folder is the labeled-only baseline of that ratio.
 """
 
 from __future__ import annotations
 
 import gzip
+import json
 import os
 import shutil
 from collections.abc import Mapping
@@ -32,10 +45,10 @@ import SimpleITK as sitk
 from semiseg.colours import LABEL_COLOURS
 from semiseg.data.store import Store
 from semiseg.errors import DataError
-from semiseg.io import ensure_free
+from semiseg.io import atomic_dir, ensure_free
 
-__all__ = ["LABEL_COLOURS", "LEGEND_NAME", "export_run", "itksnap_labels", "write_itksnap_labels", "write_label_nifti",
-           "write_nifti"]
+__all__ = ["LABEL_COLOURS", "LEGEND_NAME", "export_nnunet", "export_run", "itksnap_labels", "write_itksnap_labels",
+           "write_label_nifti", "write_nifti"]
 
 #: File name of the label description written beside predictions and exports.
 LEGEND_NAME = "labels.txt"
@@ -148,3 +161,31 @@ def export_run(run_dir: Path, store_path: Path, out_dir: Path, cases: list[str] 
     shutil.rmtree(out_dir, ignore_errors=True)
     os.replace(tmp, out_dir)
     return chosen
+
+
+def export_nnunet(store_path: Path, split_path: Path, out_dir: Path) -> dict[str, list[str]]:
+    """Write the split at ``split_path`` (``splits/<dataset>/<ratio>.json``) of the store as an nnU-Net
+    v2 raw dataset in ``out_dir`` (see the module docstring); returns the case ids per role
+    (``labeled``, ``val``, ``test``). ``out_dir`` is written whole and replaces what was there."""
+    from semiseg.data.nnunet import DATASET_JSON, SPLITS_FINAL
+
+    split = json.loads(Path(split_path).read_text())
+    roles = {role: list(split["cases"][role]) for role in ("labeled", "val", "test")}
+    with Store(store_path) as store, atomic_dir(out_dir) as tmp:
+        for role, ids in roles.items():
+            images, labels = ("imagesTs", "labelsTs") if role == "test" else ("imagesTr", "labelsTr")
+            (tmp / images).mkdir(exist_ok=True)
+            (tmp / labels).mkdir(exist_ok=True)
+            for cid in ids:
+                if cid not in store:
+                    raise DataError(split_path, f"case {cid!r} ({role}) is not in the store {store_path}")
+                image, label = store.read(cid)
+                write_nifti(image, store.geometry(cid), tmp / images / f"{cid}_0000.nii.gz")
+                write_label_nifti(label, store.geometry(cid), tmp / labels / f"{cid}.nii.gz")
+        (tmp / DATASET_JSON).write_text(json.dumps({
+            "name": f"{split['dataset']} {split['ratio']}% labeled",
+            "description": f"semiseg split {split_path}: the labeled and val cases train, the test cases in imagesTs",
+            "channel_names": {"0": "image"}, "labels": store.labels,
+            "numTraining": len(roles["labeled"]) + len(roles["val"]), "file_ending": ".nii.gz"}, indent=1))
+        (tmp / SPLITS_FINAL).write_text(json.dumps([{"train": roles["labeled"], "val": roles["val"]}], indent=1))
+    return roles

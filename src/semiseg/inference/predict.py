@@ -87,7 +87,8 @@ def _coverage(shape, patch_size, stride) -> torch.Tensor:
     per-axis counts. Worked example: size 10, patch 4, stride 3 -> windows at 0, 3, 6 cover the
     10 positions 1, 1, 1, 2, 1, 1, 2, 1, 1, 1 times; a (1, 1, 10) volume with patch (1, 1, 4)
     has exactly that count map. The counts are small integers, so the float32 product equals the
-    window-by-window sum exactly, without a volume-sized buffer during the windows.
+    window-by-window sum exactly, and it is known (and checked for uncovered voxels) before any
+    window runs.
     """
     count = torch.ones((), dtype=torch.float32)
     for size, patch, st in zip(shape, patch_size, stride):
@@ -171,7 +172,7 @@ def predict_volume_3d(net: nn.Module, image: np.ndarray, patch_size, stride, num
 
     Nothing is allocated per window outside the network: the window batch, its softmax and the
     score map are allocated once and written in place, and the uniform count map is
-    :func:`_coverage` (built once, at the end); the network runs as
+    :func:`_coverage` (built once, before the windows); the network runs as
     :func:`_inference_network` prepares it (batch norm folded, ReLUs in place). `batch_size` defaults to 1 on a CPU, where a larger batch
     only multiplies the activations' memory (and, under glibc's default allocator, the page
     faults per window), and to 4 on an accelerator, where it amortises the launches.
@@ -188,6 +189,8 @@ def predict_volume_3d(net: nn.Module, image: np.ndarray, patch_size, stride, num
     pads = _padding(shape, patch_size)
     vol = torch.from_numpy(np.ascontiguousarray(np.pad(image.astype(np.float32, copy=False), pads))).to(device)
     starts = window_starts(vol.shape, patch_size, stride)
+    coverage = _coverage(vol.shape, patch_size, stride)
+    _check_covered(int((coverage == 0).sum()), vol.shape, patch_size, stride)
     batch = torch.empty((min(batch_size, len(starts)), 1, *patch_size), dtype=torch.float32, device=device)
     probs = torch.empty((len(batch), num_classes, *patch_size), dtype=torch.float32, device=device)
     score = torch.zeros((num_classes, *vol.shape), dtype=torch.float32, device=device)
@@ -205,10 +208,19 @@ def predict_volume_3d(net: nn.Module, image: np.ndarray, patch_size, stride, num
                 p.mul_(weight)
                 count[sl] += weight
             score[(slice(None), *sl)] += p
-    count = _coverage(vol.shape, patch_size, stride).to(device) if count is None else count
+    count = coverage.to(device) if count is None else count
     crop = tuple(slice(lo, lo + s) for (lo, _), s in zip(pads, shape))
     label = score.div_(count).argmax(0)[crop]
     return label.to(torch.uint8).cpu().numpy()
+
+
+def _check_covered(uncovered: int, shape, patch_size, stride) -> None:
+    """Refuse a prediction in which some voxels lie in no window (a stride larger than the patch):
+    their score would be 0 / 0 and their label background, a wrong number that looks right."""
+    if uncovered:
+        raise ValueError(f"the sliding window (patch {list(patch_size)}, stride {list(stride)}) leaves {uncovered} "
+                         f"of the {math.prod(shape)} voxels of a {list(shape)} volume in no window; the stride must "
+                         "be at most the patch on each axis (config/datasets/ `stride`, a schedule's `test_stride`)")
 
 
 @torch.no_grad()
@@ -228,6 +240,7 @@ def predict_volume_3d_reference(net: nn.Module, image: np.ndarray, patch_size, s
         x = torch.from_numpy(np.ascontiguousarray(vol[sl]))[None, None].to(device)
         score[(slice(None), *sl)] += torch.softmax(net(x), 1)[0].float().cpu().numpy()
         count[sl] += 1
+    _check_covered(int((count == 0).sum()), vol.shape, patch_size, stride)
     label = (score / count).argmax(0).astype(np.uint8)
     crop = tuple(slice(lo, lo + s) for (lo, _), s in zip(pads, shape))
     return label[crop]

@@ -30,11 +30,28 @@ log = logging.getLogger("semiseg.infer")
 
 
 def load_run_network(run_dir: Path, device) -> tuple[torch.nn.Module, dict]:
-    """The evaluated network of a finished run (``model.pt`` + ``config.json``), in eval mode."""
+    """The evaluated network of a finished run (``model.pt`` + ``config.json``), in eval mode.
+
+    Raises:
+        ValueError: ``model.pt`` cannot be read as this run's network (truncated, not a torch
+            file, empty, a key missing or of the wrong shape): names the file and the train job
+            that writes it.
+    """
     with open(run_dir / "config.json") as fh:
         spec = json.load(fh)["spec"]
     net = inference_network(spec, lambda: network_for(spec))
-    net.load_state_dict(torch.load(run_dir / "model.pt", map_location=device, weights_only=True))
+    weights = Path(run_dir) / "model.pt"
+    try:
+        net.load_state_dict(torch.load(weights, map_location=device, weights_only=True))
+    except FileNotFoundError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - torch raises RuntimeError, EOFError, UnpicklingError, ...
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        job = (f"dataset {spec['dataset']['name']}, method {spec['method']['name']}, ratio {spec['ratio']}, "
+               f"seed {spec['seed']}")
+        raise ValueError(f"{weights}: not this run's network ({type(exc).__name__}: {reason[:300]}); it is written "
+                         f"by the train job of the run ({job}; its log: logs/train/ under the results folder). "
+                         "Delete it, and the workflow trains the run again") from None
     return net.to(device).eval(), spec
 
 

@@ -13,7 +13,7 @@ from semiseg.methods.common.dual_branch import NETS, DualBranch, reduce_region
 from semiseg.methods.common.pseudo import entropy, sharpen, sharpen_distribution
 from semiseg.methods.common.regions import Regions, class_prototypes, prototype_similarity, resize_features
 
-__all__ = ["ALHVR", "FIGURES", "NORMALIZE", "cg_cpcl_terms", "dtct_teacher"]
+__all__ = ["ALHVR", "FIGURES", "NORMALIZE", "PROTOTYPE_SMOOTHING", "cg_cpcl_terms", "dtct_teacher"]
 
 #: The figure drawn from an ``alhvr`` run (a literal, read by :mod:`semiseg.method_sources`).
 FIGURES = [{
@@ -84,6 +84,9 @@ NORMALIZE = {
     "all_pixels": dict.fromkeys(("pc_ce", "pc_cos", "mh_mse", "mh_ent"), "all_pixels"),
 }
 
+#: The ``smoothing`` of :func:`class_prototypes` under each ``prototype_divisor`` (see :class:`ALHVR`).
+PROTOTYPE_SMOOTHING = {"count": None, "alhvr_code": 1e-5}
+
 
 @register("alhvr")
 class ALHVR(DualBranch):
@@ -137,6 +140,9 @@ class ALHVR(DualBranch):
       upsampled to label size.
     - ``prototype_features: up2_projection`` takes the map the public code reads instead: the
       64-channel output of the 1×1 convolution inside the second up block, at 1/8 resolution.
+    - ``prototype_divisor``: ``"count"`` (default) divides a class's feature sum by its pixel
+      count, the mean the paper writes; ``"alhvr_code"`` by ``count + 1e-5``, as the public
+      code's ``getPrototype_2D``/``_3D`` (a class of ``n`` pixels shrinks by ``n / (n + 1e-5)``).
     - ``dice_form: alhvr_code``: the public code's supervised Dice, ``1 − I/(Σp² + Σt²)``
       without the factor 2 (so Dice weighs half as much as CE in the paper's runs); the default
       ``standard`` is SSL4MIS's Dice, as every other method here.
@@ -167,7 +173,7 @@ class ALHVR(DualBranch):
             unsup.update(self.dtct(probs, probs_p, regions, reduction))
         weight = self.weight(ctx.step)
         total = sum(terms.values()) + weight * sum(unsup.values(), torch.zeros((), device=s.labeled.device))
-        stats = {"gamma": float(regions.gamma), "lambda": weight, **regions.fractions()}
+        stats = {"gamma": regions.gamma, "lambda": weight, **regions.fractions()}
         return Losses(total=total, terms={**terms, **unsup}, stats=stats)
 
     def cg_cpcl(self, branches, probs, regions: Regions, nl: int, reduction) -> dict[str, Tensor]:
@@ -177,7 +183,8 @@ class ALHVR(DualBranch):
         for br, y in zip(branches, labels):
             f = resize_features(br.features[nl:], size)
             f = f.detach() if self.params["detach_prototypes"] else f
-            prototypes.append(class_prototypes(f, y, self.num_classes, pooling=self.params["prototype_pooling"]))
+            prototypes.append(class_prototypes(f, y, self.num_classes, pooling=self.params["prototype_pooling"],
+                                               smoothing=PROTOTYPE_SMOOTHING[self.params["prototype_divisor"]]))
         out = {}
         for i, name in enumerate(NETS):
             other = 1 - i

@@ -246,7 +246,7 @@ class BUARLBCP(BUARLWeights, BidirectionalCopyPaste):
 
     Parameters (workflow/schemas/params/buarl_bcp.schema.yaml): BCP's (``pretrain_fraction``,
     ``mask_ratio``, ``u_weight``, ``ema_decay``, ``largest_component``, ``handoff``,
-    ``reset_optimizer``) and BUARL's (``entropy``, ``threshold_scope``, ``labeled_weighting``,
+    ``reset_optimizer``, ``script``, ``dice_smoothing``) and BUARL's (``entropy``, ``threshold_scope``, ``labeled_weighting``,
     ``unlabeled_weighting``, ``labeled_percentile``, ``unlabeled_percentile``, ``labeled_alpha``,
     ``unlabeled_alpha``, ``unlabeled_mask_from``, ``labeled_pretrain``, ``labeled_self_train``).
     """

@@ -52,6 +52,6 @@ class CPSRegions(DualBranch):
         unsup = {f"cps{suffix}": reduce_region(ce_map, keep, self.params["normalize"])
                  for suffix, ce_map in zip(self.term_suffixes, cross)}
         total = sum(terms.values()) + weight * sum(unsup.values())
-        stats = {"gamma": float(regions.gamma), "lambda": weight, "kept": float(keep.float().mean()),
+        stats = {"gamma": regions.gamma, "lambda": weight, "kept": keep.float().mean(),
                  **regions.fractions()}
         return Losses(total=total, terms={**terms, **unsup}, stats=stats)

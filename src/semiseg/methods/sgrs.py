@@ -32,7 +32,8 @@ def mix_lambda(n: int, alpha: float, per_sample: bool) -> Tensor:
     """``λ = max(b, 1 − b)``, ``b ~ Beta(α, α)``: one draw for the batch (``(n,)`` of the same
     value) or one per sample (the code's ``np.random.beta`` per unlabeled image). Always in
     ``[0.5, 1]``: the mix keeps more of the unlabeled image than of the labeled one."""
-    draws = torch.distributions.Beta(alpha, alpha).sample((n if per_sample else 1,))
+    # α > 0 is the schema's check; the distribution's own would read its parameters back each step
+    draws = torch.distributions.Beta(alpha, alpha, validate_args=False).sample((n if per_sample else 1,))
     lam = torch.maximum(draws, 1.0 - draws)
     return lam.expand(n).clone() if not per_sample else lam
 
@@ -266,7 +267,7 @@ class SGRS(TeacherStudent):
 
     # ---- the second view
 
-    def second_view(self, labeled: Tensor, unlabeled: Tensor) -> tuple[Tensor | None, dict[str, float]]:
+    def second_view(self, labeled: Tensor, unlabeled: Tensor) -> tuple[Tensor | None, dict[str, Tensor]]:
         """D_M for the unlabeled images ``unlabeled`` (the teacher's input), or None."""
         how = self.params["augment"]
         if how == "none":
@@ -280,7 +281,7 @@ class SGRS(TeacherStudent):
         std = float(self.params["noise_std"])
         if std > 0:  # the code mixes the teacher's noisy image with a noisy labeled one
             labeled = input_noise(labeled, std, float(self.params["noise_clip"]))
-        return mix_images(unlabeled, labeled, lam, partner), {"mix_lambda": float(lam.mean())}
+        return mix_images(unlabeled, labeled, lam, partner), {"mix_lambda": lam.mean()}
 
     def _flip_dim(self, x: Tensor) -> int:
         return x.dim() - 1 if self.params["augment"] == "flip_h" else x.dim() - 2

@@ -149,7 +149,7 @@ class UAMT(TeacherStudent):
                                           start=self.params["threshold_start"],
                                           rampup=self.params["threshold_rampup"])
         mask = (uncertainty < threshold).squeeze(1)
-        ctx.stats.update(threshold=threshold, certain_fraction=float(mask.float().mean()))
+        ctx.stats.update(threshold=threshold, certain_fraction=mask.float().mean())
         return mask
 
     def reduce_unsupervised(self, loss_map, weight, ctx) -> Tensor:

@@ -113,11 +113,16 @@ def read_metrics_csv(path: str | os.PathLike) -> pd.DataFrame:
     """Read a ``metrics.csv`` into a DataFrame with the columns of :data:`CSV_COLUMNS`.
 
     Types: ``case`` and ``class_name`` str, ``class`` int, the metrics float, the flags bool.
-    Raises ``ValueError`` if a column is missing, a metric is not a finite number, or a
-    (case, class) pair appears twice.
+    Raises ``ValueError`` naming the file if it is empty, a column is missing, a metric is not a
+    finite number or not a value an evaluation can write (naming the line), or a (case, class)
+    pair appears twice.
     """
     path = Path(path)
-    df = pd.read_csv(path, dtype={"case": str, "class_name": str}, keep_default_na=False)
+    try:
+        df = pd.read_csv(path, dtype={"case": str, "class_name": str}, keep_default_na=False)
+    except pd.errors.EmptyDataError:
+        raise ValueError(f"{path}: the file is empty (not even the header {','.join(CSV_COLUMNS)}); "
+                         "the evaluate job that writes it did not finish: delete it and run again") from None
     missing = [column for column in CSV_COLUMNS if column not in df.columns]
     if missing:
         raise ValueError(f"{path}: missing columns {missing}; expected {list(CSV_COLUMNS)}")
@@ -144,4 +149,35 @@ def read_metrics_csv(path: str | os.PathLike) -> pd.DataFrame:
     if duplicated.any():
         pairs = sorted(set(zip(df.loc[duplicated, "case"], df.loc[duplicated, "class"])))
         raise ValueError(f"{path}: duplicate (case, class) rows {pairs}")
+    _check_values(df, path)
     return df.reset_index(drop=True)
+
+
+def _check_values(df: pd.DataFrame, path: Path) -> None:
+    """Refuse a value no evaluation can produce, naming the file and its line: Dice and Jaccard in
+    [0, 1], distances >= 0, and for an empty structure the value of ``docs/metrics.md``'s
+    convention (both masks empty: 1, 1, 0, 0; one empty: Dice and Jaccard 0, both distances the
+    image's diagonal, so equal and positive)."""
+    both = df["pred_empty"] & df["gt_empty"]
+    one = df["pred_empty"] ^ df["gt_empty"]
+    checks = [
+        (~df["dice"].between(0, 1), "dice must be in [0, 1]"),
+        (~df["jaccard"].between(0, 1), "jaccard must be in [0, 1]"),
+        (df["hd95"] < 0, "hd95 must be >= 0"),
+        (df["asd"] < 0, "asd must be >= 0"),
+        (both & ((df["dice"] != 1) | (df["jaccard"] != 1) | (df["hd95"] != 0) | (df["asd"] != 0)),
+         "prediction and reference are both empty, so dice and jaccard must be 1 and hd95 and asd 0"),
+        (one & ((df["dice"] != 0) | (df["jaccard"] != 0)),
+         "one of prediction and reference is empty, so dice and jaccard must be 0"),
+        (one & ((df["hd95"] <= 0) | (df["hd95"] != df["asd"])),
+         "one of prediction and reference is empty, so hd95 and asd must both be the image's diagonal"),
+    ]
+    for bad, rule in checks:
+        if bad.any():
+            i = int(np.flatnonzero(bad.to_numpy())[0])
+            row = df.iloc[i]
+            values = ", ".join(f"{m} {row[m]!r}" for m in METRIC_NAMES)
+            more = f" (and {int(bad.sum()) - 1} more rows)" if bad.sum() > 1 else ""
+            raise ValueError(f"{path}: line {i + 2} (case {row['case']!r}, class {row['class']}): {rule}; it holds "
+                             f"{values}{more}. No evaluation writes this: was the file edited? Delete it and run "
+                             "the evaluate job again")

@@ -110,9 +110,10 @@ class Regions:
         """An integer map: 1 in Ω1, 2 in Ω2, 3 in Ω3 (every pixel is in exactly one)."""
         return 3 - self.reliable[0].long() - self.reliable[1].long()
 
-    def fractions(self) -> dict[str, float]:
-        """Share of pixels in each region, for logging."""
-        return {f"omega{i}": float(m.float().mean()) for i, m in
+    def fractions(self) -> dict[str, Tensor]:
+        """Share of pixels in each region, for logging: 0-d tensors, which the engine reads with
+        the loss terms in its one transfer per step."""
+        return {f"omega{i}": m.float().mean() for i, m in
                 enumerate((self.omega1, self.omega2, self.omega3), start=1)}
 
 
@@ -142,7 +143,7 @@ def resize_features(features: Tensor, size) -> Tensor:
 
 
 def class_prototypes(features: Tensor, labels: Tensor, num_classes: int, *,
-                     pooling: str = "batch") -> Tensor:
+                     pooling: str = "batch", smoothing: float | None = None) -> Tensor:
     """Per-class mean feature under hard ``labels``: a ``(num_classes, D)`` tensor.
 
     Args:
@@ -154,12 +155,16 @@ def class_prototypes(features: Tensor, labels: Tensor, num_classes: int, *,
             per-sample class means, a sample without class ``c`` contributing a zero vector
             (the public ALHVR code's ``getPrototype_2D``/``_3D``). Under cosine similarity the
             two differ only in how samples are weighted: by pixel count, or equally.
+        smoothing: None divides each feature sum by its pixel count (at least 1): the mean;
+            a number ``s`` divides by ``count + s`` instead, as the public ALHVR code
+            (``s = 1e-5``), which shrinks a class of ``n`` pixels by ``n / (n + s)``.
 
     A class absent from the batch gets a zero prototype, whose cosine similarity to anything
     is 0. Gradients flow to ``features`` (detach them to stop it).
 
     Worked example: one sample with D = 1 and four pixels, features ``[1, 3, 5, 7]``, labels
-    ``[0, 1, 1, 1]``, three classes: ``p_0 = 1``, ``p_1 = (3 + 5 + 7) / 3 = 5``, ``p_2 = 0``.
+    ``[0, 1, 1, 1]``, three classes: ``p_0 = 1``, ``p_1 = (3 + 5 + 7) / 3 = 5``, ``p_2 = 0``;
+    with ``smoothing=0.5``: ``p_0 = 1 / 1.5``, ``p_1 = 15 / 3.5``, ``p_2 = 0``.
     """
     if pooling not in PROTOTYPE_POOLINGS:
         raise ValueError(f"pooling must be one of {PROTOTYPE_POOLINGS}, got {pooling!r}")
@@ -171,9 +176,13 @@ def class_prototypes(features: Tensor, labels: Tensor, num_classes: int, *,
     m = mask.flatten(2)                                      # (B, C, P)
     sums = torch.einsum("bdp,bcp->bcd", f, m)                # (B, C, D)
     counts = m.sum(dim=2)                                    # (B, C)
+
+    def divisor(n: Tensor) -> Tensor:
+        return n.clamp_min(1.0) if smoothing is None else n + smoothing
+
     if pooling == "batch":
-        return sums.sum(0) / counts.sum(0).clamp_min(1.0).unsqueeze(1)
-    return (sums / counts.clamp_min(1.0).unsqueeze(2)).mean(0)
+        return sums.sum(0) / divisor(counts.sum(0)).unsqueeze(1)
+    return (sums / divisor(counts).unsqueeze(2)).mean(0)
 
 
 def prototype_similarity(features: Tensor, prototypes: Tensor, *, scale: float = 1.0,

@@ -24,10 +24,10 @@ Separately, each record is checked for staleness against the checkout and config
 now*: ``stale: code changed`` where the stage's code fingerprint
 (:func:`semiseg.fingerprint.code_fingerprint`, a byte-level hash) differs from the recorded one,
 ``stale: config changed`` where the settings the job ran with differ from what
-``config/config.yaml`` and the catalogues resolve to now. ``--config`` overrides given to the
-original ``snakemake`` call are not recorded, so a run built with overrides reads as stale on
-config. Stale is not a failure: the files are still what their records say; Snakemake would
-rebuild them.
+``config/config.yaml`` and the catalogues resolve to now, with the ``--configfile`` and
+``--config`` overrides the audit is given (the build's: they are not recorded, so a build made
+with overrides and audited without them reads as stale on config). Stale is not a failure: the
+files are still what their records say; Snakemake would rebuild them.
 
 Modules: :mod:`~semiseg.reporting.audit.links` (checking one file against the records, and a
 record against the config now), :mod:`~semiseg.reporting.audit.chain` (following the chain of

@@ -7,7 +7,7 @@ from functools import cached_property
 from pathlib import Path
 
 from semiseg import paths
-from semiseg.reporting.audit.links import MISMATCH, MISSING, OK, Auditor, abs_path, show
+from semiseg.reporting.audit.links import MISMATCH, MISSING, OK, Auditor, abs_path, check_override, show
 
 __all__ = ["audit"]
 
@@ -73,7 +73,8 @@ def _find_row(spec: dict, row: str, ratio: int) -> dict:
     return matches[0]
 
 
-def audit(table_path, *, row: str, ratio: int, metric: str | None = None, root=None) -> dict:
+def audit(table_path, *, row: str, ratio: int, metric: str | None = None, root=None, overrides=(),
+          configfiles=()) -> dict:
     """Trace the cell (``row``, ``ratio``) of a built table back to the fetched source.
 
     Args:
@@ -85,6 +86,9 @@ def audit(table_path, *, row: str, ratio: int, metric: str | None = None, root=N
         root: the workflow directory the table was built in (record paths are relative to it,
             and its ``config/config.yaml`` is what staleness is judged against); default: the
             nearest parent of the table holding ``workflow/schemas``, else of the cwd.
+        overrides, configfiles: the build's ``snakemake --config KEY=VALUE ...`` and
+            ``--configfile FILE ...`` (:func:`~semiseg.reporting.audit.links.build_config`), so
+            that a smoke or one-seed build is judged against the config it was built with.
 
     Returns a JSON-serialisable dict: ``table``, ``row``, ``ratio``, ``cell`` (per metric: the
     text shown, the text recomputed from the runs' metrics, per-seed values), ``chain`` (the table
@@ -96,12 +100,14 @@ def audit(table_path, *, row: str, ratio: int, metric: str | None = None, root=N
     """
     from semiseg.metrics.csv_io import METRIC_NAMES
 
+    for item in overrides:
+        check_override(item)
     table_path = Path(table_path).resolve()
     if not table_path.is_file():
         raise FileNotFoundError(f"{table_path}: no such table")
     if metric is not None and metric not in METRIC_NAMES:
         raise ValueError(f"unknown metric {metric!r}; allowed: {', '.join(METRIC_NAMES)}")
-    trace = _Trace(table_path, row, int(ratio), _workflow_root(table_path, root))
+    trace = _Trace(table_path, row, int(ratio), _workflow_root(table_path, root), overrides, configfiles)
     t_link = trace.table_link()
     runs = [trace.run(seed) for seed in trace.seeds]
     data = trace.split_links() + trace.store_links() + trace.source_links()
@@ -130,12 +136,13 @@ class _Trace:
     """The chain of one cell as :func:`audit` follows it: the table and its record, each seed's
     run, the data files the seeds share, and every step (record) met on the way, once each."""
 
-    def __init__(self, table_path: Path, row: str, ratio: int, root: Path):
+    def __init__(self, table_path: Path, row: str, ratio: int, root: Path, overrides=(), configfiles=()):
         from semiseg.config import base_dataset
         from semiseg.reporting.build import parse_run_path
 
         self.table_path, self.ratio, self.root = table_path, ratio, root
-        self.a = a = Auditor(root)
+        self.overrides, self.configfiles = list(overrides), list(configfiles)
+        self.a = a = Auditor(root, overrides, configfiles)
         self.name = name = table_path.stem
         self.t_rec_path, self.t_rec = a.record("table", table_path)
         self.spec = (self.t_rec or {}).get("spec") or {}
@@ -317,7 +324,10 @@ class _Trace:
         stale = [{"step": k, "stage": s["stage"], **st} for k, s in self.steps.items() for st in s["stale"]]
         return {
             "table": show(root, self.table_path), "root": str(root),
-            "config": "config/config.yaml (as it is now; --config overrides of the original run are not recorded)",
+            "config": "config/config.yaml as it is now" + "".join(
+                f" + --configfile {f}" for f in self.configfiles) + "".join(f" + --config {o}" for o in self.overrides)
+            + ("" if self.overrides or self.configfiles else " (give the build's --config / --configfile overrides "
+                                                             "to judge a build made with them)"),
             "config_error": self.a.cfg_error,
             "row": {"method": self.method, "label": self.spec_row.get("label")}, "ratio": self.ratio,
             "metric": metric, "seeds": self.seeds, "cell": cell, "chain": [t_link], "runs": runs, "data": data,

@@ -11,7 +11,8 @@ from pathlib import Path
 from semiseg.io import sha256_file
 from semiseg.provenance import path_digest, record_path
 
-__all__ = ["Auditor", "MISMATCH", "MISSING", "OK", "abs_path", "as_json", "config_diff", "read_json", "show"]
+__all__ = ["Auditor", "MISMATCH", "MISSING", "OK", "abs_path", "as_json", "build_config", "check_override", "config_diff", "read_json",
+           "show"]
 
 OK, MISMATCH, MISSING = "ok", "MISMATCH", "missing"
 
@@ -64,10 +65,53 @@ def config_diff(recorded, now, prefix="") -> list[str]:
     return [] if recorded == now else [prefix or "(value)"]
 
 
-class Auditor:
-    """One audit: caches digests and records, and collects the links."""
+def _merge(base: dict, update: dict) -> dict:
+    """``update`` over ``base``, mappings merged key by key (Snakemake's ``update_config``)."""
+    out = dict(base)
+    for key, value in update.items():
+        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
 
-    def __init__(self, root: Path):
+
+def check_override(item: str) -> tuple[str, str, str]:
+    """``KEY=VALUE`` split at its first ``=``; ValueError for anything else."""
+    key, sep, text = item.partition("=")
+    if not sep or not key:
+        raise ValueError(f"--config {item!r}: not KEY=VALUE (e.g. schedule=smoke, seeds=[0])")
+    return key, sep, text
+
+
+def build_config(root: Path, overrides=(), configfiles=()) -> dict:
+    """The config a ``snakemake`` call in ``root`` ran with: ``config/config.yaml``, then each
+    ``--configfile`` merged over it, then each ``--config KEY=VALUE`` (VALUE read as YAML, as
+    Snakemake reads it: ``seeds=[0]`` is a list of one integer).
+
+    Raises:
+        ValueError: an override that is not KEY=VALUE (:func:`check_override`).
+    """
+    import yaml
+
+    from semiseg.schema import read_yaml
+
+    config = read_yaml(root / "config" / "config.yaml")
+    for f in configfiles:
+        config = _merge(config, read_yaml(abs_path(root, f)))
+    for item in overrides:
+        key, _, text = check_override(item)
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError:
+            value = text
+        config = _merge(config, {key: value})
+    return config
+
+
+class Auditor:
+    """One audit: caches digests and records, and collects the links. The config now is
+    ``config/config.yaml`` with the build's ``--configfile`` and ``--config`` overrides
+    (:func:`build_config`)."""
+
+    def __init__(self, root: Path, overrides=(), configfiles=()):
         self.root = root
         self._digests: dict[Path, dict] = {}
         self._file_shas: dict[Path, str] = {}
@@ -77,7 +121,8 @@ class Auditor:
         try:
             from semiseg.config import load_config
 
-            self.cfg = load_config(root=root)
+            config = build_config(root, overrides, configfiles) if overrides or configfiles else None
+            self.cfg = load_config(config, root=root)
         except Exception as exc:  # noqa: BLE001 - a broken config makes config staleness unknown, nothing more
             self.cfg_error = str(exc)
 

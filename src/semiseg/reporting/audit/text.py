@@ -113,7 +113,8 @@ def format_audit(result: dict) -> str:
 
 def run_cli(args) -> int:
     """Print the audit; 0 when every link and the cell are ok, 1 otherwise."""
-    result = audit(args.table, row=args.row, ratio=args.ratio, metric=args.metric, root=args.root)
+    result = audit(args.table, row=args.row, ratio=args.ratio, metric=args.metric, root=args.root,
+                   overrides=getattr(args, "config", None) or (), configfiles=getattr(args, "configfile", None) or ())
     if args.format == "json":
         print(json.dumps(result, indent=1, default=str))
     else:
