@@ -68,6 +68,18 @@ def monai_predict(net, image, stride, device):
     return out[0].argmax(0).to(torch.uint8).cpu().numpy()
 
 
+def peak_rss() -> int:
+    """This process's peak resident memory in bytes: ``VmHWM``, which belongs to the process image
+    (``ru_maxrss`` survives ``exec``, so a child of a large parent would report the parent's)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
 def child(args) -> None:
     """One measurement, in this process: prints a JSON line."""
     if args.tuned:
@@ -107,7 +119,7 @@ def child(args) -> None:
     cpu = time.process_time() - cpu0
     faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults0
     peak = (torch.cuda.max_memory_allocated(device) if device.type == "cuda"
-            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+            else peak_rss())
     np.save(args.out, label)
     print(json.dumps({"case": case, "shape": list(image.shape), "windows": windows, "wall": wall, "cpu": cpu,
                       "peak_mb": peak / 2**20, "device": str(device), "faults": faults,

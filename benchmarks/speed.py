@@ -122,7 +122,11 @@ def main() -> None:
     for name in args.parts:
         part = parts[name]()
         print("\n".join(part), flush=True)
-        lines += part + [""]
+        for line in part:  # a markdown table needs a blank line above it
+            if line.startswith("|") and lines[-1] and not lines[-1].startswith("|"):
+                lines.append("")
+            lines.append(line)
+        lines.append("")
     lines.append(f"Load average {load0:.1f} at the start, {os.getloadavg()[0]:.1f} at the end; "
                  f"{time.time() - t0:.0f} s in all.")
     print(lines[-1])
