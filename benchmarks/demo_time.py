@@ -5,10 +5,13 @@ workflow profile applies as it does to `snakemake --cores 2` in the checkout), s
 results/ is untouched. Prints a small table, the machine's load average before and after (the
 numbers depend on the machine and on what else runs on it: say which), the demo table, and
 whether it meets its two goals: the fully labeled row at least 80 % Dice, and at the lowest
-labeled ratio a semi-supervised row ahead of the labeled-only one by more than the spread
-(sample std) over the seeds of either.
+labeled ratio a semi-supervised row that recovers at least a third of the gap between the
+labeled-only row and the upper bound, with its paired difference to labeled-only (by seed and
+test case, semiseg.reporting.comparisons, the demo table's bootstrap settings) having a
+confidence interval above zero.
 
     python benchmarks/demo_time.py [--cores 2] [--keep DIR]
+    python benchmarks/demo_time.py --check DIR     # the goals of a build already in DIR
 """
 
 from __future__ import annotations
@@ -36,40 +39,51 @@ def run(root: Path, cores: int) -> tuple[float, str]:
     return elapsed, proc.stdout + proc.stderr
 
 
-def dice_by_row(root: Path) -> dict[tuple[str, int], list[float]]:
-    """(method, ratio) -> the runs' Dice in %, one per seed, from the runs' metrics.csv."""
+def per_case(root: Path) -> dict[tuple[str, int, int], object]:
+    """(method, ratio, seed) -> the run's per-case values (semiseg.metrics.summary.case_means)."""
     sys.path.insert(0, str(REPO / "src"))
     from semiseg.metrics.csv_io import read_metrics_csv
-    from semiseg.metrics.summary import summarise
+    from semiseg.metrics.summary import case_means
 
-    out: dict[tuple[str, int], list[float]] = {}
+    out = {}
     for metrics in sorted((root / "results" / "runs").glob("*/*/*/seed*/metrics.csv")):
-        method, ratio = metrics.parts[-4], int(metrics.parts[-3])
-        out.setdefault((method, ratio), []).append(100 * summarise(read_metrics_csv(metrics))["dice"])
+        method, ratio, seed = metrics.parts[-4], int(metrics.parts[-3]), int(metrics.parts[-2][len("seed"):])
+        out[(method, ratio, seed)] = case_means(read_metrics_csv(metrics))
     return out
 
 
-def goals(rows: dict[tuple[str, int], list[float]]) -> list[str]:
+def goals(root: Path) -> list[str]:
     """The demo's two goals, each as a line saying whether it is met and by what numbers."""
     import statistics
 
-    def stats(v):
-        return statistics.fmean(v), (statistics.stdev(v) if len(v) > 1 else float("nan"))
+    import yaml
 
+    from semiseg.reporting.comparisons import table_comparisons
+
+    cases = per_case(root)
+    table = yaml.safe_load((root / "config" / "tables" / "demo.yaml").read_text())["demo"]
+    table.setdefault("bootstrap", {"resamples": 1000})
+    table["bootstrap"] = {"confidence": 0.95, "seed": 0, **table["bootstrap"]}
+    dice = {}
+    for (m, r, _), frame in cases.items():
+        dice.setdefault((m, r), []).append(100 * float(frame["dice"].mean()))
     lines = []
-    full = [v for (m, r), v in rows.items() if m == "supervised" and r == 100]
-    if full:
-        mean, _ = stats(full[0])
-        lines.append(f"fully labeled U-Net: {mean:.2f} % Dice ({'meets' if mean >= 80 else 'MISSES'} >= 80 %)")
-    low = min((r for _, r in rows), default=None)
-    base = rows.get(("supervised", low))
-    for (m, r), v in sorted(rows.items()):
-        if r != low or m == "supervised" or base is None:
+    full = statistics.fmean(dice[("supervised", 100)]) if ("supervised", 100) in dice else None
+    if full is not None:
+        lines.append(f"fully labeled U-Net: {full:.2f} % Dice ({'meets' if full >= 80 else 'MISSES'} >= 80 %)")
+    low = min((r for _, r in dice), default=None)
+    base = statistics.fmean(dice[("supervised", low)]) if ("supervised", low) in dice else None
+    for (m, r), c in table_comparisons(table, cases, ["supervised"]).items():
+        if r != low or base is None or full is None:
             continue
-        (mb, sb), (ms, ss) = stats(base), stats(v)
-        ok = ms - mb > max(sb, ss)
-        lines.append(f"{m} at {low} %: {ms:.2f} ± {ss:.2f} vs labeled-only {mb:.2f} ± {sb:.2f}: ahead by "
-                     f"{ms - mb:.2f} ({'more' if ok else 'NOT more'} than the larger spread, {max(sb, ss):.2f})")
+        s = c.stats
+        recovered = s.estimate / (full - base) if full > base else float("nan")
+        ok = recovered >= 1 / 3 and s.low > 0
+        lines.append(f"{m} at {low} %: {statistics.fmean(dice[(m, r)]):.2f} vs labeled-only {base:.2f} and upper "
+                     f"bound {full:.2f}: paired difference {s.estimate:+.2f} (per seed "
+                     f"{', '.join(f'{d:+.2f}' for d in s.per_seed)}; {s.confidence * 100:g}% CI "
+                     f"{s.low:.2f} to {s.high:.2f}; p {s.p_value:.2g}), {100 * recovered:.0f} % of the gap "
+                     f"({'meets' if ok else 'MISSES'} >= a third of the gap with the interval above 0)")
     return lines
 
 
@@ -77,7 +91,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cores", type=int, default=2)
     ap.add_argument("--keep", type=Path, help="build here and keep the results")
+    ap.add_argument("--check", type=Path, help="only check the goals of a build already in this folder")
     args = ap.parse_args()
+    if args.check:
+        for line in goals(args.check):
+            print(line)
+        return
     root = args.keep or Path(tempfile.mkdtemp(prefix="semiseg-demo-"))
     root.mkdir(parents=True, exist_ok=True)
     for name in ("Snakefile", "workflow", "config", "profiles"):
@@ -96,7 +115,8 @@ def main() -> None:
     print(f"| no-op re-run ({'nothing to be done' if 'Nothing to be done' in out else 'JOBS RAN'}) | {noop:.1f} |")
     print()
     print((root / "results" / "tables" / "demo.md").read_text())
-    for line in goals(dice_by_row(root)):
+    print(f"from scratch in {full / 60:.1f} min ({'meets' if full < 600 else 'MISSES'} under 10 min, at the load above)")
+    for line in goals(root):
         print(line)
     if not args.keep:
         shutil.rmtree(root)

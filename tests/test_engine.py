@@ -9,9 +9,11 @@ import math
 import numpy as np
 import pytest
 import torch
+from scipy import ndimage
 
-from helpers import run_spec, tiny_store
-from semiseg.engine.data import ResidentSet, StreamSampler
+from helpers import LABELS, run_spec, tiny_store
+from semiseg.data.store import Case, Store, write_store
+from semiseg.engine.data import ResidentSet, StreamSampler, load_resident
 from semiseg.engine.loop import TrainingError, mean_dice, train
 from semiseg.inference.predict import sliding_window_starts
 from semiseg.methods import Losses, Method, register
@@ -61,6 +63,35 @@ def test_the_3d_crop_reaches_every_offset_and_crops_the_label_with_the_image():
             assert sorted(crop.flatten().tolist()) == sorted(code[s[0]:s[0] + 2, s[1]:s[1] + 2, s[2]:s[2] + 2]
                                                            .flatten().tolist())
     assert starts == {100 * a + 10 * b + c for a in range(3) for b in range(2) for c in range(4)}
+
+
+def _refuse(case_id):
+    raise AssertionError(f"label of {case_id} read")
+
+
+def test_resident_slices_are_each_slices_order0_zoom_and_the_unlabeled_stream_reads_no_labels(tmp_path):
+    # cases of other in-plane shapes than the patch, up and down, odd and even; the resident set is
+    # every slice zoomed with ndimage.zoom(order=0) on its own (the training transform), bit for bit
+    rng = np.random.default_rng(1)
+    cases = []
+    for i, shape in enumerate([(2, 20, 28), (3, 24, 32), (1, 45, 17), (2, 24, 32)]):
+        label = rng.integers(0, 3, shape, dtype=np.uint8)
+        cases.append(Case(f"p{i}_frame01", f"p{i}", rng.random(shape, dtype=np.float32), label))
+    write_store(tmp_path / "store.h5", name="tiny", dims=2, labels=LABELS, cases=cases)
+    patch = (24, 32)
+    ids = [c.case_id for c in cases]
+    zoom = [(ndimage.zoom(c.image[k], (patch[0] / c.image.shape[1], patch[1] / c.image.shape[2]), order=0),
+             ndimage.zoom(c.label[k], (patch[0] / c.image.shape[1], patch[1] / c.image.shape[2]), order=0))
+            for c in cases for k in range(len(c.image))]
+    with Store(tmp_path / "store.h5") as store:
+        labeled = load_resident(store, ids, 2, patch, "cpu", with_label=True)
+        store.read = _refuse  # the unlabeled stream must not read a label
+        unlabeled = load_resident(store, ids, 2, patch, "cpu", with_label=False)
+    assert labeled.images.shape == (8, 1, *patch) and labeled.images.dtype == torch.float32
+    assert labeled.labels.shape == (8, *patch) and labeled.labels.dtype == torch.uint8
+    assert np.array_equal(labeled.images[:, 0].numpy(), np.stack([img for img, _ in zoom]))
+    assert np.array_equal(labeled.labels.numpy(), np.stack([lab for _, lab in zoom]))
+    assert torch.equal(unlabeled.images, labeled.images) and unlabeled.labels is None
 
 
 def test_sliding_window_worked_example():

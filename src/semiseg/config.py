@@ -24,7 +24,7 @@ from semiseg.fingerprint import code_fingerprint
 from semiseg.references import check_references, reference_values
 from semiseg.schema import ConfigError, command_line_values, find_root, read_schema, read_yaml, validate
 from semiseg.table_config import (add_stride_variants, base_dataset, bootstrap_min_resamples, check_window_stride,
-                                  sliding_window_note, table_duplicates)
+                                  comparison_problems, sliding_window_note, table_duplicates)
 
 __all__ = [
     "ConfigError",
@@ -227,6 +227,8 @@ def _check_tables(tables: dict, t_origin: dict, datasets: dict, methods: dict) -
                               f"{boot['confidence']:g} interval empty; allowed: at least "
                               f"{bootstrap_min_resamples(boot['confidence'])} (2 / (1 - confidence)), "
                               "or a lower confidence")
+        for problem in comparison_problems(table):
+            raise ConfigError(f"{where}.{problem}")
         reference = reference_values(table)  # method -> ratio -> the sources' values
         paper_only = {row["method"] for row in table["rows"] if not row.get("run", True)} - set(methods)
         for i, row in enumerate(table["rows"]):

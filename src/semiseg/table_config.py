@@ -10,8 +10,8 @@ import math
 
 from semiseg.schema import ConfigError
 
-__all__ = ["add_stride_variants", "base_dataset", "bootstrap_min_resamples", "check_window_stride", "sliding_window_note",
-           "table_duplicates"]
+__all__ = ["add_stride_variants", "base_dataset", "bootstrap_min_resamples", "check_window_stride", "comparison_problems",
+           "sliding_window_note", "table_duplicates"]
 
 
 def bootstrap_min_resamples(confidence: float) -> int:
@@ -51,6 +51,26 @@ def table_duplicates(table: dict) -> list[str]:
                 problems.append(f"rows.{i}: method {key[0]!r} at ratio {r} is also in rows.{seen_ratio[key]}; "
                                 f"the same runs in two rows")
             seen_ratio.setdefault(key, i)
+    return problems
+
+
+def comparison_problems(table: dict) -> list[str]:
+    """What is wrong with a table's paired comparisons: a ``difference`` column without
+    ``bootstrap`` (its interval's settings), a ``compare_to`` that names no other row run at
+    each of the row's ratios. Empty if nothing."""
+    problems = []
+    if "difference" in (table.get("columns") or []) and not table.get("bootstrap"):
+        problems.append("columns: 'difference' needs bootstrap (its interval's resamples, confidence, seed), "
+                        "e.g. bootstrap: {resamples: 1000}")
+    run = [row for row in table.get("rows", []) if row.get("run", True)]
+    for i, row in enumerate(table.get("rows", [])):
+        named = row.get("compare_to")
+        if named is None:
+            continue
+        for ratio in row.get("ratios", []):
+            if named == row.get("method") or not any(o["method"] == named and ratio in o["ratios"] for o in run):
+                problems.append(f"rows.{i}.compare_to: {named!r} is no other row of the table run at ratio {ratio}")
+                break
     return problems
 
 

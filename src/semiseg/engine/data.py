@@ -14,6 +14,8 @@ interrupted before it.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 from scipy import ndimage
@@ -30,14 +32,43 @@ def resize_slices(image: np.ndarray, label: np.ndarray | None, size) -> tuple[np
     SSL4MIS's ``RandomGenerator`` (the ACDC papers' training transform) zooms each slice with
     ``zoom(..., order=0)`` for the image as for the label, as does its validation; the
     predictor (``semiseg.inference.predict``) zooms with order 0 too.
+
+    The result is exactly ``ndimage.zoom(image, (1, size[0] / Y, size[1] / X), order=0)``, taken
+    as a gather through that zoom's pixel map (:func:`_nearest_map`, computed once per slice shape)
+    rather than by zooming each volume: about three times faster on ACDC, and the label costs one
+    more gather instead of a second zoom.
     """
-    _, y, x = image.shape
-    if (y, x) == tuple(size):
+    z, y, x = image.shape
+    size = tuple(int(s) for s in size)
+    if (y, x) == size:
         return image.astype(np.float32), label
-    f = (1, size[0] / y, size[1] / x)
-    img = ndimage.zoom(image, f, order=0).astype(np.float32)
-    lab = ndimage.zoom(label, f, order=0) if label is not None else None
+    pixel = _nearest_map((y, x), size)
+    if pixel is None:
+        f = (1, size[0] / y, size[1] / x)
+        img = ndimage.zoom(image, f, order=0).astype(np.float32)
+        lab = ndimage.zoom(label, f, order=0) if label is not None else None
+        return img, lab
+    img = np.take(image.reshape(z, y * x), pixel, axis=1).reshape(z, *size).astype(np.float32, copy=False)
+    lab = np.take(label.reshape(z, y * x), pixel, axis=1).reshape(z, *size) if label is not None else None
     return img, lab
+
+
+@functools.lru_cache(maxsize=256)
+def _nearest_map(shape: tuple[int, int], size: tuple[int, int]) -> np.ndarray | None:
+    """The flat source pixel (``y * X + x``) of every output pixel of an order-0 ``ndimage.zoom``
+    of a (Y, X) slice to `size`, or None where that zoom would fill a pixel with its ``cval``.
+
+    Order 0 copies one source pixel per output pixel, and which one depends on the shapes alone;
+    zooming the slice of pixel numbers (1-based, so that 0 marks a filled pixel) gives the map.
+    """
+    y, x = shape
+    numbers = np.arange(1, y * x + 1, dtype=np.int64).reshape(y, x)
+    pixel = ndimage.zoom(numbers, (size[0] / y, size[1] / x), order=0)
+    if pixel.shape != size or not pixel.all():
+        return None
+    pixel = (pixel - 1).ravel()
+    pixel.flags.writeable = False  # shared by every call for these shapes
+    return pixel
 
 
 class ResidentSet:
@@ -86,18 +117,24 @@ def load_resident(store: Store, case_ids: list[str], dims: int, patch_size, devi
     if not case_ids:
         raise ValueError("no cases to load for this stream")
     if dims == 2:
-        imgs, labs = [], []
+        # one array per stream, filled case by case (no concatenation copy); the unlabeled
+        # stream's labels are never read
+        n = sum(store.shape(cid)[0] for cid in case_ids)
+        images = np.empty((n, 1, *patch_size), dtype=np.float32)
+        labels = np.empty((n, *patch_size), dtype=np.uint8) if with_label else None
+        start = 0
         for cid in case_ids:
-            image, label = store.read(cid)
+            image, label = store.read(cid) if with_label else (store.read_image(cid), None)
             image, label = resize_slices(image, label, patch_size)
-            imgs.append(image)
-            labs.append(label)
-        images = torch.from_numpy(np.concatenate(imgs))[:, None].to(device)
-        labels = torch.from_numpy(np.concatenate(labs)).to(device) if with_label else None
-        return ResidentSet(2, patch_size, device, images, labels)
+            images[start:start + len(image), 0] = image
+            if with_label:
+                labels[start:start + len(image)] = label
+            start += len(image)
+        return ResidentSet(2, patch_size, device, torch.from_numpy(images).to(device),
+                           torch.from_numpy(labels).to(device) if with_label else None)
     images, labels = [], []
     for cid in case_ids:
-        image, label = store.read(cid)
+        image, label = store.read(cid) if with_label else (store.read_image(cid), None)
         images.append(torch.from_numpy(_pad_to(image, patch_size).astype(np.float32))[None].to(device))
         labels.append(torch.from_numpy(_pad_to(label, patch_size)).to(device) if with_label else None)
     return ResidentSet(3, patch_size, device, images, labels)

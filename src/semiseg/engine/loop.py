@@ -39,6 +39,7 @@ import torch
 from semiseg.config import spec_hash
 from semiseg.data.store import Store
 from semiseg.device import explain_out_of_memory, select_device
+from semiseg.engine.cost import training_cost
 from semiseg.engine.data import StreamSampler, load_resident
 from semiseg.engine.lr import lr_factor
 from semiseg.engine.progress import Progress, write_rows_csv
@@ -314,10 +315,12 @@ class _Run:
             self._keep_current()
             self.progress.best_iteration = self.total
         best = self.progress.best
+        wall = time.time() - self.t_start
         summary = {"iterations": self.total, "best_val_dice": best if best >= 0 else None,
                    "best_iteration": self.progress.best_iteration,
                    "resumed_from": self.progress_start or None,
-                   "wall_seconds": round(time.time() - self.t_start, 2), "device": str(self.device),
+                   "wall_seconds": round(wall, 2), "device": str(self.device),
+                   **training_cost(self.device, wall_seconds=wall, iterations=self.total - self.progress_start),
                    "spec_hash": self.fingerprint}
         out = self.out_dir
         write_rows_csv(self.rows, out / "train.csv")

@@ -9,6 +9,7 @@ from pathlib import Path
 from semiseg import paths
 from semiseg.metrics.csv_io import read_metrics_csv
 from semiseg.metrics.summary import case_means, summarise
+from semiseg.reporting.cost import run_cost
 from semiseg.reporting.tables import build_table, write_table
 
 __all__ = ["table_from_runs", "parse_run_path"]
@@ -70,6 +71,7 @@ def _run_info(metrics: Path, rows) -> dict:
         info["iterations"] = schedule.get("iterations")
         if schedule.get("test_stride"):
             info["test_stride"] = schedule["test_stride"]
+    info["cost"] = run_cost(metrics.parent)
     return info
 
 
@@ -99,7 +101,7 @@ def table_from_runs(spec: dict, *, descriptor: Path, metrics: list[Path], out: P
             raise ValueError(f"{path}: belongs to dataset {dataset!r}, the table is about {table['dataset']!r}")
         rows = read_metrics_csv(path)
         results[(method, ratio, seed)] = summarise(rows)
-        if table.get("bootstrap"):
+        if table.get("bootstrap"):  # the intervals and the paired comparisons
             case_values[(method, ratio, seed)] = case_means(rows)
         run_info[(method, ratio, seed)] = _run_info(Path(path), rows)
     info = {"train_patients": len(desc["patients"]["train"]),

@@ -16,6 +16,9 @@
    prediction of its first seed);
 7. the figures the table's methods register (:mod:`semiseg.method_sources`), drawn from the
    seed-0 run of each row that has one, each under its registered title and note.
+8. for a table whose ``columns`` has ``difference``, a forest plot of the paired differences, and
+   with ``cost``, Dice against device time per ratio (:mod:`semiseg.reporting.comparison_figures`),
+   after the Dice-against-ratio figure.
 
 Every name on the page is the row's ``label``, looked up by ``(method, ratio)``: a table may
 hold two rows of one method (U-Net with a few labeled patients and with all of them).
@@ -42,6 +45,7 @@ from semiseg.method_sources import figure_of
 from semiseg.metrics.csv_io import read_metrics_csv
 from semiseg.metrics.summary import summarise
 from semiseg.reporting.build import parse_run_path
+from semiseg.reporting.comparison_figures import comparison_sections
 from semiseg.reporting.report_figures import (_mean_std, dice_vs_ratio, learning_curves, overlays, reference_points,
                                               val_dice)
 from semiseg.reporting.tables import write_table
@@ -274,6 +278,7 @@ def table_page(spec: Mapping, *, table_md: Path, run_dirs: Sequence[Path], store
     sources = sorted({p["source"] for p in reference_points(table) if p["source"]})
     if sources:
         parts.append('<p class="note">Papers\' values: ' + "; ".join(html.escape(s) for s in sources) + ".</p>")
+    parts += comparison_sections(table, runs)  # the `difference` and `cost` columns' figures
     if runs:
         parts += ["<h2>Job parameters of the runs</h2>", _params_html(runs, labels)]
         ran = [(method, ratio, label) for (method, ratio), label in labels.items()

@@ -24,6 +24,14 @@ seeds), explained in the footer::
 
     81.50 ± 0.71 (95% CI 79.80–83.05) (paper 80.10)
 
+A spec's ``columns`` chooses the columns after Labeled and Unlabeled (default the four
+metrics): ``difference`` is each row's paired Dice difference to its comparator
+(:mod:`semiseg.reporting.comparisons`; it needs ``bootstrap``), ``cost`` each run's device
+time and peak memory (:mod:`semiseg.reporting.cost`)::
+
+    +3.00 ± 1.41 vs U-Net (95% CI 2.33–3.67; p 0.031, Holm 0.062; not distinguishable)
+    0.0167 h/run, 412 MB peak (cpu: AMD EPYC 7B13)
+
 A run under the ``smoke`` schedule on a dataset whose own schedule is another, or one scored
 on part of the test set, is no result: the title line says so, once, and every cell of it
 carries a footnote mark that the notes under the table explain (one mark per kind of run, in
@@ -53,6 +61,8 @@ import numpy as np
 from semiseg.config import table_duplicates
 from semiseg.io import atomic_write
 from semiseg.metrics.bootstrap import interval_from_draws, resample_indices
+from semiseg.reporting.comparisons import Comparison, difference_cell, difference_footer, table_comparisons
+from semiseg.reporting.cost import cost_cell, cost_footer
 from semiseg.reporting.notes import METRICS_DOC, escape, footer_lines, smoke_mark
 from semiseg.references import reference_values
 
@@ -79,6 +89,13 @@ _METRICS: tuple[tuple[str, float], ...] = (
     ("hd95", 1.0),
     ("asd", 1.0),
 )
+
+#: The header of each column a spec's ``columns`` may choose (the metrics' are COLUMNS[3:]).
+COLUMN_TITLES: dict[str, str] = {
+    **{metric: title for (metric, _), title in zip(_METRICS, COLUMNS[3:])},
+    "difference": "ΔDice vs comparator (%)",
+    "cost": "Cost (device time per run, peak memory)",
+}
 
 _NOT_RUN = "not run"
 
@@ -262,7 +279,8 @@ def build_table(
     ----------
     spec:
         One entry of ``config/tables/*.yaml`` (already validated): ``title``, ``dataset``,
-        ``seeds``, ``rows`` (``method``, ``ratios``, optional ``label`` and ``run``) and an
+        ``seeds``, ``rows`` (``method``, ``ratios``, optional ``label``, ``run`` and
+        ``compare_to``), optional ``columns`` (module docstring) and an
         optional ``reference``: one source or a list of them, each ``source`` (paper and
         table), ``values`` (method -> ratio -> metric, Dice and Jaccard in percent, as the
         papers print them) and, with several sources, a ``tag`` each
@@ -316,7 +334,9 @@ class TableRow:
 
     ``runs``: the finished seeds' summaries (Dice and Jaccard as fractions); ``marks``: why they
     are no result (:func:`semiseg.reporting.notes.smoke_mark`); ``references``: metric -> the
-    papers' values; ``intervals``: metric -> the bootstrap interval, in the table's units."""
+    papers' values; ``intervals``: metric -> the bootstrap interval, in the table's units;
+    ``difference``: the paired comparison with its comparator (a ``difference`` column), ``costs``:
+    the finished runs' costs (a ``cost`` column, :func:`semiseg.reporting.cost.run_cost`)."""
 
     label: str
     ratio: int
@@ -325,17 +345,21 @@ class TableRow:
     marks: list[str]
     references: dict[str, list[tuple[str | None, float]]]
     intervals: dict[str, tuple[float, float]]
+    difference: Comparison | None = None
+    costs: list[Mapping | None] = field(default_factory=list)
 
 
 @dataclass
 class TableRuns:
     """A table as computed: its rows in spec order, the seeds asked for, the marks of the runs
-    that are no result (table order) and the iteration counts of its smoke runs."""
+    that are no result (table order), the iteration counts of its smoke runs and its paired
+    comparisons."""
 
     rows: list[TableRow]
     n_seeds: int
     marks: list[str] = field(default_factory=list)
     smoke_iterations: set[int] = field(default_factory=set)
+    comparisons: dict[tuple[str, int], Comparison] = field(default_factory=dict)
 
 
 def compute_table(
@@ -362,6 +386,8 @@ def compute_table(
     draws: dict[int, np.ndarray] = {}  # n_cases -> the resampled case indices, shared by every cell
 
     table = TableRuns(rows=[], n_seeds=len(seeds))
+    if "difference" in (spec.get("columns") or ()):
+        table.comparisons = table_comparisons(spec, case_values or {}, supervised)
     for row in spec["rows"]:
         method = row["method"]
         for ratio in row["ratios"]:
@@ -374,7 +400,9 @@ def compute_table(
             table.marks += [m for m in row_marks if m not in table.marks]
             intervals = _intervals(bootstrap, finished, case_values or {}, draws) if bootstrap and finished else {}
             table.rows.append(TableRow(row.get("label") or method, ratio, method in supervised, runs, row_marks,
-                                       _reference_values(spec, method, ratio), intervals))
+                                       _reference_values(spec, method, ratio), intervals,
+                                       table.comparisons.get((method, ratio)),
+                                       [(run_info.get(key) or {}).get("cost") for key in finished]))
     return table
 
 
@@ -418,8 +446,10 @@ def _intervals(bootstrap: Mapping, finished: list[tuple[str, int, int]], case_va
 def render_table(spec: Mapping, table: TableRuns, *, dataset_info: Mapping, footer: Mapping) -> str:
     """The markdown of a computed table (see :func:`build_table`)."""
     bootstrap = spec.get("bootstrap")
-    header = "| " + " | ".join(COLUMNS) + " |"
-    rule = "| " + " | ".join([":---", ":---", ":---", *["---:"] * len(_METRICS)]) + " |"
+    columns = list(spec.get("columns") or [metric for metric, _ in _METRICS])
+    header = "| " + " | ".join([*COLUMNS[:3], *(COLUMN_TITLES[c] for c in columns)]) + " |"
+    rule = "| " + " | ".join([":---", ":---", ":---", *["---:"] * len(columns)]) + " |"
+    factors = dict(_METRICS)
     body = []
     partial_rows = False
     for row in table.rows:
@@ -432,11 +462,16 @@ def render_table(spec: Mapping, table: TableRuns, *, dataset_info: Mapping, foot
             row.ratio, dataset_info, supervised=row.supervised
         )
         cells = [name, labeled_cell, unlabeled_cell]
-        for metric, factor in _METRICS:
-            values = [run[metric] * factor for run in row.runs]
-            cells.append(format_cell(values, references=row.references.get(metric, ()), mark=footnotes,
-                                     interval=row.intervals.get(metric),
-                                     confidence=float(bootstrap["confidence"]) if bootstrap else 0.95))
+        for column in columns:
+            if column == "difference":
+                cells.append(difference_cell(row.difference))
+            elif column == "cost":
+                cells.append(cost_cell(row.costs))
+            else:
+                values = [run[column] * factors[column] for run in row.runs]
+                cells.append(format_cell(values, references=row.references.get(column, ()), mark=footnotes,
+                                         interval=row.intervals.get(column),
+                                         confidence=float(bootstrap["confidence"]) if bootstrap else 0.95))
         body.append("| " + " | ".join(cells) + " |")
 
     marks = table.marks
@@ -456,6 +491,10 @@ def render_table(spec: Mapping, table: TableRuns, *, dataset_info: Mapping, foot
     )
     notes = footer_lines(spec, dataset_info=dataset_info, footer=footer, partial_rows=partial_rows,
                           smoke_note=smoke_note)
+    if "difference" in columns:
+        notes.insert(1, difference_footer(spec, table.comparisons))
+    if "cost" in columns:
+        notes.insert(1, cost_footer([cost for row in table.rows for cost in row.costs]))
     parts = [f"# {title}", "", intro, "", header, rule, *body, "", *[f"- {line}" for line in notes]]
     return "\n".join(parts) + "\n"
 

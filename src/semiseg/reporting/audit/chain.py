@@ -32,16 +32,20 @@ def _parse_table(text: str) -> tuple[list[dict], str | None]:
     from semiseg.reporting.tables import COLUMNS
 
     rows = []
+    header = list(COLUMNS)  # a table's own header names its columns (a spec's `columns` chooses them)
     for line in text.splitlines():
         if not line.startswith("| "):
             continue
         cells = _split_row(line)
-        if len(cells) != len(COLUMNS) or cells[0] == COLUMNS[0] or set(cells[1]) <= set(":-"):
+        if cells and cells[0] == COLUMNS[0]:
+            header = cells
+            continue
+        if len(cells) != len(header) or set(cells[1]) <= set(":-"):
             continue
         name = re.sub(r" \(\d+/\d+ seeds\)$", "", cells[0])
         m = re.search(r"\((\d+(?:\.\d+)?)%\)", cells[1])
         rows.append({"name": name, "ratio": float(m.group(1)) if m else None,
-                     "cells": dict(zip(COLUMNS, cells))})
+                     "cells": dict(zip(header, cells))})
     fp = re.search(r"^- Code fingerprint: (\S+)\s*$", text, re.MULTILINE)
     return rows, fp.group(1) if fp else None
 
@@ -360,6 +364,8 @@ def _cell(label: str, md_rows: list[dict], runs: list[dict], ratio: int, metric:
     columns = dict(zip([k for k, _ in _METRICS], COLUMNS[3:]))
     for key, factor in _METRICS:
         if metric is not None and key != metric:
+            continue
+        if md and columns[key] not in md[0]["cells"]:  # a table whose `columns` leave this metric out
             continue
         values = [r["summary"][key] * factor for r in runs if key in r["summary"]]
         recomputed = format_cell(values)
