@@ -101,6 +101,26 @@ def test_ema_update_builds_no_graph_and_checks_architecture():
         ema_update(nn.Linear(2, 1), nn.Sequential(nn.Linear(2, 1)), 0.99, 1)
 
 
+def test_ema_update_is_one_fused_call_equal_to_the_loop(monkeypatch):
+    """All parameters move in one ``torch._foreach_lerp_`` (and the averaged buffers in one more),
+    bit-identical to a loop of ``Tensor.lerp_`` per tensor."""
+    torch.manual_seed(0)
+    make = lambda: nn.Sequential(nn.Conv2d(2, 4, 3), nn.BatchNorm2d(4), nn.Conv2d(4, 3, 1))  # noqa: E731
+    teacher, student = make(), make()
+    student(torch.randn(2, 2, 6, 6))  # running statistics of its own
+    expected = {k: v.clone() for k, v in teacher.state_dict().items()}
+    s_state = student.state_dict()
+    for k, v in expected.items():
+        v.lerp_(s_state[k], 1 - 0.9) if v.is_floating_point() else v.copy_(s_state[k])
+    calls = []
+    fused = torch._foreach_lerp_
+    monkeypatch.setattr(torch, "_foreach_lerp_", lambda *a: calls.append(len(a[0])) or fused(*a))
+    ema_update(teacher, student, 0.99, 9, buffers="ema")  # alpha = 0.9
+    assert calls == [len(list(teacher.parameters())), 2]  # the running mean and variance
+    for k, v in teacher.state_dict().items():
+        assert torch.equal(v, expected[k]), k
+
+
 # ---------------------------------------------------------------- losses
 
 
@@ -289,3 +309,31 @@ def test_largest_connected_component_3d():
     lm[0, 3, 3, 3] = 1  # 1 voxel, separate
     out = largest_connected_component(lm)
     assert out.sum() == 8 and out[0, 3, 3, 3] == 0
+
+
+def test_device_side_labelling_worked_example_and_ties():
+    """``1 1 0 1 1``: two components of 2, ids settle at 5 5 0 2 2, the first is kept (scipy's tie
+    rule); a 4-connected pair on the diagonal is two components, an 8-connected one is one."""
+    row = torch.tensor([[1, 1, 0, 1, 1]])
+    assert largest_connected_component(row, on_device=True).tolist() == [[1, 1, 0, 0, 0]]
+    diag = torch.tensor([[[0, 1], [1, 0]]])
+    assert largest_connected_component(diag, on_device=True).sum() == 2
+    assert largest_connected_component(diag, connectivity=1, on_device=True).tolist() == [[[0, 1], [0, 0]]]
+
+
+@pytest.mark.parametrize("shape, connectivity", [((3, 24, 20), None), ((3, 24, 20), 1),
+                                                  ((2, 9, 12, 10), None), ((2, 9, 12, 10), 1),
+                                                  ((2, 9, 12, 10), 2)])
+def test_device_side_labelling_equals_scipy(shape, connectivity):
+    """Random multi-class maps with many components (snakes and ties included): the device-side
+    labelling keeps exactly what scipy's does, per sample and class."""
+    gen = torch.Generator().manual_seed(sum(shape) + (connectivity or 0))
+    lm = (torch.rand(shape, generator=gen) * 5).long() * (torch.rand(shape, generator=gen) > 0.45)
+    lm[0] = 0
+    lm[0].view(-1)[::7] = 2  # a lattice of equal one-voxel components in the first sample
+    expected = largest_connected_component(lm, connectivity=connectivity)
+    assert not torch.equal(expected, lm)
+    assert torch.equal(largest_connected_component(lm, connectivity=connectivity, on_device=True), expected)
+    assert torch.equal(largest_connected_component(lm, connectivity=connectivity, classes=[1, 3],
+                                                   on_device=True),
+                       largest_connected_component(lm, connectivity=connectivity, classes=[1, 3]))

@@ -383,3 +383,17 @@ def test_the_evaluate_stage_measures_distances_in_voxels_unless_the_dataset_asks
     assert hd95["mm"] == pytest.approx(2 * hd95["voxel"])  # the shift is along x, 2 mm per voxel
     with pytest.raises(ValueError, match="distance_unit"):
         evaluate(tmp_path / "pred", store, tmp_path / "x.csv", distance_unit="cm")
+
+
+def test_surface_distances_are_medpy_s_in_both_directions():
+    """The two arrays hd95 and asd are read from are medpy's own, value for value and in order."""
+    from semiseg.metrics.binary import surface_distances
+
+    rng = np.random.default_rng(3)
+    pred = ndimage.binary_dilation(rng.random((9, 14, 12)) > 0.93, iterations=1)
+    gt = ndimage.binary_dilation(rng.random((9, 14, 12)) > 0.93, iterations=1)
+    spacing = (2.5, 0.7, 0.7)
+    medpy_sd = getattr(medpy_binary, "__surface_distances")
+    to_gt, to_pred = surface_distances(pred, gt, spacing)
+    np.testing.assert_array_equal(to_gt, medpy_sd(pred, gt, spacing))
+    np.testing.assert_array_equal(to_pred, medpy_sd(gt, pred, spacing))

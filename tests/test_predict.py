@@ -126,6 +126,43 @@ def test_largest_component_option_of_the_protocol():
     np.testing.assert_array_equal(keep_largest_component(diag), diag)
 
 
+def test_coverage_is_the_window_count_per_voxel():
+    """Size 10, patch 4, stride 3: windows at 0, 3, 6 cover positions 3 and 6 twice, the rest
+    once; along a second axis of size 3 with patch 2, stride 1 (windows 0, 1) the middle row is
+    covered twice, so the product there is 4."""
+    from semiseg.inference.predict import _coverage
+
+    count = _coverage((3, 10), (2, 4), (1, 3))
+    np.testing.assert_array_equal(count[0], [1, 1, 1, 2, 1, 1, 2, 1, 1, 1])
+    np.testing.assert_array_equal(count[1], [2, 2, 2, 4, 2, 2, 4, 2, 2, 2])
+    assert count.dtype == torch.float32
+
+
+def test_the_inference_network_is_a_folded_copy_with_the_same_logits():
+    """Batch norm folded into the convolutions, ReLUs in place, channels_last_3d and oneDNN
+    convolutions on a CPU: logits agree to float rounding, the caller's network is untouched."""
+    from semiseg.inference.predict import _inference_network
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv3d(1, 4, 3, padding=1), nn.BatchNorm3d(4), nn.ReLU(),
+                        nn.ConvTranspose3d(4, 4, 2, stride=2), nn.BatchNorm3d(4), nn.ReLU(),
+                        nn.Conv3d(4, 3, 1))
+    for m in net.modules():
+        if isinstance(m, nn.BatchNorm3d):
+            m.running_mean.uniform_(-1, 1), m.running_var.uniform_(0.5, 2), m.weight.data.uniform_(0.5, 2)
+    net.eval()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    x = torch.randn(2, 1, 6, 7, 8)
+    with torch.no_grad():
+        fast = _inference_network(net, CPU)
+        assert not any(isinstance(m, nn.BatchNorm3d) for m in fast.modules())
+        assert all(m.inplace for m in fast.modules() if isinstance(m, nn.ReLU))
+        torch.testing.assert_close(fast(x), net(x), rtol=1e-5, atol=1e-5)
+    assert not any(m.inplace for m in net.modules() if isinstance(m, nn.ReLU))
+    for k, v in net.state_dict().items():
+        assert torch.equal(v, before[k]) and v.is_contiguous()
+
+
 def test_a_stride_past_the_patch_is_refused_rather_than_leaving_voxels_background():
     """X = 20, patch 4, stride 6: windows at 0, 6, 12 and 16 (pulled back) cover 0..3, 6..9 and
     12..19; voxels 4, 5, 10 and 11 of each of the 2 x 2 rows are in no window (16 voxels)."""

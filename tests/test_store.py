@@ -82,6 +82,16 @@ def test_converts_dtypes_and_accepts_a_generator(tmp_path: Path) -> None:
     np.testing.assert_allclose(image, case.image, rtol=1e-6)
 
 
+def test_volumes_are_stored_uncompressed_and_contiguous(tmp_path: Path) -> None:
+    """The store's write cost is a copy: no filter, no chunking (see the module docstring)."""
+    import h5py
+
+    with h5py.File(_write(tmp_path / "s.h5"), "r") as h5:
+        for entry in h5["cases"].values():
+            for key in ("image", "label"):
+                assert entry[key].compression is None and entry[key].chunks is None
+
+
 def test_same_input_same_bytes(tmp_path: Path) -> None:
     a = _write(tmp_path / "a.h5")
     b = _write(tmp_path / "b.h5")

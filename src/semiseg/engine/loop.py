@@ -7,10 +7,10 @@
 - per iteration: a two-stream batch with batched on-device augmentation, the method's extra
   views (``make_views``), one step context (``semiseg.methods.base.StepContext``: the step,
   the batch and its views, the step's generator, the statistics channel) for every hook of
-  the step, its ``training_step`` (under bf16 autocast on CUDA when the schedule says
-  ``amp``), a NaN/inf check of every named term, SGD over the method's parameter groups (and
-  any optimiser it owns) with the schedule's lr policy (``semiseg.engine.lr``), the method's
-  second optimisation phase if it has one (CRLN's step of ``a``), its post-step hook; before
+  the step, its ``training_step`` (under bf16 autocast when the schedule says ``amp``;
+  ``cudnn_benchmark``, ``channels_last`` and ``compile`` are the other speed options), a
+  NaN/inf check of every named term, SGD over the method's parameter groups (and any optimiser
+  it owns) with the schedule's lr policy (``semiseg.engine.lr``), the method's second optimisation phase if it has one (CRLN's step of ``a``), its post-step hook; before
   the first step of each of the method's stages, its stage hook (BCP's hand-off);
 - every ``val_interval`` iterations: validation on the val split with the inference protocol of
   the test split (``semiseg.engine.validate``), keeping the best network;
@@ -63,6 +63,17 @@ DEFAULT_CHECKPOINT_INTERVAL = 1000
 
 class TrainingError(RuntimeError):
     """Training cannot go on (a NaN loss, memory exhausted); the message says why and where."""
+
+
+def _speed_switches(method, sched: dict, dataset: dict) -> None:
+    """The schedule's speed options, each off unless set (see the schedules schema)."""
+    if sched.get("cudnn_benchmark"):
+        torch.backends.cudnn.benchmark = True
+    if sched.get("channels_last") and dataset["dims"] == 2:
+        method.to(memory_format=torch.channels_last)
+    if sched.get("compile"):
+        for net in method.models:
+            net.compile(backend=sched["compile"] if isinstance(sched["compile"], str) else "inductor")
 
 
 def train(spec: dict, store_path: Path, split_path: Path, out_dir: Path, **kwargs) -> dict:
@@ -152,6 +163,7 @@ class _Run:
         with open(self.split_path) as fh:
             self.split = json.load(fh)
         self.method = build_method(self.spec, lambda: network_for(self.spec)).to(self.device)
+        _speed_switches(self.method, self.sched, self.dataset)
         self.optimizers = build_optimizers(self.method, self.sched)
         self.stages = sorted(self.method.stages(self.total), key=lambda s: s[1])
 
@@ -258,7 +270,7 @@ class _Run:
         for opt in self.optimizers.values():
             for group in opt.param_groups:
                 group["lr"] = group["initial_lr"] * factor
-        amp = bool(self.sched.get("amp")) and device.type == "cuda"
+        amp = bool(self.sched.get("amp"))
         with explain_out_of_memory(device, f"at iteration {it}", _memory_advice(spec), TrainingError):
             with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
                 losses = self.method.training_step(ctx)

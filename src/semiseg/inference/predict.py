@@ -7,6 +7,7 @@ protocol the test split is scored with.
 
 from __future__ import annotations
 
+import copy
 import itertools
 import math
 
@@ -14,6 +15,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 __all__ = ["gaussian_importance", "keep_largest_component", "predict_volume", "predict_volume_2d", "predict_volume_3d",
            "predict_volume_3d_reference", "sliding_window_starts", "window_starts"]
@@ -78,9 +80,84 @@ def gaussian_importance(patch_size, sigma_scale: float = 1 / 8) -> torch.Tensor:
     return w.float()
 
 
+def _coverage(shape, patch_size, stride) -> torch.Tensor:
+    """How many windows cover each voxel of a (padded) volume of `shape`, as float32.
+
+    A window is a product of one interval per axis, so the count is the outer product of the
+    per-axis counts. Worked example: size 10, patch 4, stride 3 -> windows at 0, 3, 6 cover the
+    10 positions 1, 1, 1, 2, 1, 1, 2, 1, 1, 1 times; a (1, 1, 10) volume with patch (1, 1, 4)
+    has exactly that count map. The counts are small integers, so the float32 product equals the
+    window-by-window sum exactly, and it is known (and checked for uncovered voxels) before any
+    window runs.
+    """
+    count = torch.ones((), dtype=torch.float32)
+    for size, patch, st in zip(shape, patch_size, stride):
+        axis = torch.zeros(size, dtype=torch.float32)
+        for a in sliding_window_starts(size, patch, st):
+            axis[a:a + patch] += 1
+        count = count[..., None] * axis
+    return count
+
+
+_PRODUCERS = (nn.modules.conv._ConvNd, nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
+
+
+class _OneDnnConv3d(nn.Module):
+    """A zero-padded ``nn.Conv3d`` that always runs oneDNN's kernel on a CPU. PyTorch picks its
+    own im2col kernel instead for a single small input (batch 1 and ``N * C * D * H`` at most
+    20,480: a V-Net's two deepest stages at 112 x 112 x 80), about 20% of a window's time there."""
+
+    def __init__(self, conv: nn.Conv3d):
+        super().__init__()
+        self.weight, self.bias = conv.weight, conv.bias
+        self.args = (list(conv.padding), list(conv.stride), list(conv.dilation), conv.groups)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.mkldnn_convolution(x, self.weight, self.bias, *self.args)
+
+
+def _inference_network(net: nn.Module, device: torch.device) -> nn.Module:
+    """A copy of `net` (in eval mode) that predicts the same labels with fewer passes over memory:
+
+    - a convolution followed by an eval-mode batch norm in an ``nn.Sequential`` becomes one
+      convolution with the norm folded into its weights (the norm an ``nn.Identity``): one
+      full-resolution pass and one activation fewer per layer;
+    - every ``nn.ReLU`` that directly follows a convolution or a normalisation layer in an
+      ``nn.Sequential`` runs in place: that layer's output is a fresh tensor only the ReLU reads;
+    - on a CPU, a 3D network's parameters are in ``channels_last_3d``, so oneDNN convolves the
+      activations in the layout it computes in instead of reordering every layer's input and
+      output (a 64 MB copy each at a V-Net's full resolution), and every zero-padded
+      ``nn.Conv3d`` runs oneDNN's kernel (:class:`_OneDnnConv3d`).
+
+    The folding and the layout change the logits by float rounding only (about 1e-6 on a V-Net's);
+    the benchmark (``benchmarks/sliding_window.py``) asserts that the labels equal the one-window
+    loop's on a real LA case. The caller's network is not touched (a training run validates it).
+    """
+    copy_ = copy.deepcopy(net)
+    for seq in copy_.modules():
+        if not isinstance(seq, nn.Sequential):
+            continue
+        for prev, m in zip(seq, list(seq)[1:]):
+            if isinstance(m, nn.ReLU) and isinstance(prev, _PRODUCERS):
+                m.inplace = True
+        for i, (conv, norm) in enumerate(zip(seq, list(seq)[1:])):
+            if (isinstance(conv, nn.modules.conv._ConvNd) and isinstance(norm, nn.modules.batchnorm._BatchNorm)
+                    and not conv.training and not norm.training and norm.track_running_stats):
+                seq[i] = fuse_conv_bn_eval(conv, norm, transpose=isinstance(conv, nn.modules.conv._ConvTransposeNd))
+                seq[i + 1] = nn.Identity()
+    if device.type == "cpu" and any(isinstance(m, nn.Conv3d) for m in copy_.modules()):
+        copy_.to(memory_format=torch.channels_last_3d)
+        if torch.backends.mkldnn.is_available():
+            for parent in list(copy_.modules()):
+                for name, child in parent.named_children():
+                    if type(child) is nn.Conv3d and child.padding_mode == "zeros" and not isinstance(child.padding, str):
+                        setattr(parent, name, _OneDnnConv3d(child))
+    return copy_
+
+
 @torch.no_grad()
 def predict_volume_3d(net: nn.Module, image: np.ndarray, patch_size, stride, num_classes: int, device,
-                      *, batch_size: int = 4, gaussian: bool = False) -> np.ndarray:
+                      *, batch_size: int | None = None, gaussian: bool = False) -> np.ndarray:
     """Sliding-window prediction of a (Z, Y, X) volume, batched and on the device.
 
     The protocol of UA-MT's / BCP's ``test_single_case``: volumes smaller than the patch are
@@ -88,38 +165,52 @@ def predict_volume_3d(net: nn.Module, image: np.ndarray, patch_size, stride, num
     :func:`sliding_window_starts` on each axis, the softmax of every window is summed into a
     score map and divided by the number of windows covering each voxel, and the label is the
     argmax. Here the volume is copied to `device` once, `batch_size` windows go through the
-    network at a time, scores and counts are accumulated on the device in float32 in the same
-    window order as the one-window loop (:func:`predict_volume_3d_reference`), and only the
-    uint8 label map comes back. `gaussian` weights each window by :func:`gaussian_importance`
-    (nnU-Net) instead of uniformly; off by default, as in the papers.
+    network at a time, scores are accumulated on the device in float32 in the same window order
+    as the one-window loop (:func:`predict_volume_3d_reference`), and only the uint8 label map
+    comes back. `gaussian` weights each window by :func:`gaussian_importance` (nnU-Net) instead
+    of uniformly; off by default, as in the papers.
+
+    Nothing is allocated per window outside the network: the window batch, its softmax and the
+    score map are allocated once and written in place, and the uniform count map is
+    :func:`_coverage` (built once, before the windows); the network runs as
+    :func:`_inference_network` prepares it (batch norm folded, ReLUs in place). `batch_size` defaults to 1 on a CPU, where a larger batch
+    only multiplies the activations' memory (and, under glibc's default allocator, the page
+    faults per window), and to 4 on an accelerator, where it amortises the launches.
 
     Returns:
         the (Z, Y, X) uint8 label map.
     """
+    device = torch.device(device)
+    if batch_size is None:
+        batch_size = 1 if device.type == "cpu" else 4
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     shape = image.shape
     pads = _padding(shape, patch_size)
     vol = torch.from_numpy(np.ascontiguousarray(np.pad(image.astype(np.float32, copy=False), pads))).to(device)
-    score = torch.zeros((num_classes, *vol.shape), dtype=torch.float32, device=device)
-    count = torch.zeros(vol.shape, dtype=torch.float32, device=device)
-    weight = gaussian_importance(patch_size).to(device) if gaussian else None
     starts = window_starts(vol.shape, patch_size, stride)
+    coverage = _coverage(vol.shape, patch_size, stride)
+    _check_covered(int((coverage == 0).sum()), vol.shape, patch_size, stride)
+    batch = torch.empty((min(batch_size, len(starts)), 1, *patch_size), dtype=torch.float32, device=device)
+    probs = torch.empty((len(batch), num_classes, *patch_size), dtype=torch.float32, device=device)
+    score = torch.zeros((num_classes, *vol.shape), dtype=torch.float32, device=device)
+    weight = gaussian_importance(patch_size).to(device) if gaussian else None
+    count = torch.zeros(vol.shape, dtype=torch.float32, device=device) if gaussian else None
     windows = [tuple(slice(a, a + p) for a, p in zip(corner, patch_size)) for corner in starts]
-    for first in range(0, len(windows), batch_size):
-        chunk = windows[first:first + batch_size]
-        x = torch.stack([vol[sl] for sl in chunk])[:, None]
-        probs = torch.softmax(net(x).float(), 1)
+    net = _inference_network(net, device)
+    for first in range(0, len(windows), len(batch)):
+        chunk = windows[first:first + len(batch)]
+        for i, sl in enumerate(chunk):
+            batch[i, 0].copy_(vol[sl])
+        torch.softmax(net(batch[:len(chunk)]).float(), 1, out=probs[:len(chunk)])
         for sl, p in zip(chunk, probs):
-            if weight is None:
-                score[(slice(None), *sl)] += p
-                count[sl] += 1
-            else:
-                score[(slice(None), *sl)] += p * weight
+            if weight is not None:
+                p.mul_(weight)
                 count[sl] += weight
-    _check_covered(int((count == 0).sum()), vol.shape, patch_size, stride)
+            score[(slice(None), *sl)] += p
+    count = coverage.to(device) if count is None else count
     crop = tuple(slice(lo, lo + s) for (lo, _), s in zip(pads, shape))
-    label = (score / count).argmax(0)[crop]
+    label = score.div_(count).argmax(0)[crop]
     return label.to(torch.uint8).cpu().numpy()
 
 
