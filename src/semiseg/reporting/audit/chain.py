@@ -7,6 +7,7 @@ from functools import cached_property
 from pathlib import Path
 
 from semiseg import paths
+from semiseg.data.registry import LAYOUTS
 from semiseg.reporting.audit.links import MISMATCH, MISSING, OK, Auditor, abs_path, check_override, show
 
 __all__ = ["audit"]
@@ -284,7 +285,7 @@ class _Trace:
         for store, consumers in self.store_readers.items():
             p_path, p_rec = a.record("preprocess", store)
             now = self.dataset_now(lambda ds: {"layout": ds["source"].get("layout"), "labels": ds["labels"],
-                                               "dims": ds["dims"]})
+                                               "dims": ds["dims"], "params": _reader_params(ds["source"])})
             key = self.add_step("preprocess", p_path, p_rec,
                                 config_now=None if now is None or p_rec is None else (p_rec.get("spec"), now))
             desc = a.arg_path(p_rec, "descriptor", store.parent / paths.DESCRIPTOR_NAME)
@@ -382,3 +383,10 @@ def _cell(label: str, md_rows: list[dict], runs: list[dict], ratio: int, metric:
     if not md:
         cell["status"] = MISSING
     return cell
+
+
+def _reader_params(source: dict) -> dict:
+    """The params the preprocess rule gives a source's reader (``dataset_reader_params`` in
+    common.smk): the source's own where its layout reads them, else none."""
+    layout = LAYOUTS.get(source.get("layout"))
+    return source.get("params", {}) if layout is not None and layout.reader_params else {}
