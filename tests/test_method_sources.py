@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, make_workflow, snakemake, tiny_table
 from semiseg.fingerprint import PACKAGE, registered_algorithms, stage_files
 from semiseg.method_sources import _figures_of, figure_of, method_source_files, registered_figures
 from semiseg.paths import figure
@@ -69,3 +69,17 @@ def test_no_rule_command_or_report_module_names_a_method():
         assert build_parser().parse_args(["figure", name, *args]).name == name
     with pytest.raises(SystemExit):
         build_parser().parse_args(["figure", "regions", *args])
+
+
+def test_each_figure_rule_draws_its_own_figure(tmp_path):
+    # one rule per registered figure is made in a loop; each job's command must name that rule's
+    # figure, not the loop's last one (a shell command is formatted only when its job runs)
+    root = make_workflow(tmp_path / "wf", tables=tiny_table(methods=("alhvr", "buarl_bcp")))
+    targets = {name: f"results/{figure(name, 'tiny2d', 25)}" for name in registered_figures()}
+    proc = snakemake(root, "-n", "-p", "--forceall", *targets.values())
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    commands = [line for line in (proc.stdout + proc.stderr).splitlines() if " figure " in line]
+    assert len(commands) == len(targets)
+    for name, fig in registered_figures().items():
+        (command,) = [c for c in commands if f"--out {targets[name]}" in c]
+        assert f"--rule {fig['rule']} " in command and f" figure {name} " in command, command

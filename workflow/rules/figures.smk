@@ -17,6 +17,10 @@ for _figure in registered_figures().values():
         output:
             figure_file(_figure["name"]),
         params:
+            # the loop's values as params: a shell command is formatted when its job runs, after the
+            # loop has moved on, so naming `_figure` there would give every rule the last figure
+            rule=_figure["rule"],
+            name=_figure["name"],
             run_dir=lambda wildcards, input: str(Path(input.config).parent),
             slices=4,
             code=code_fingerprint("figure"),
@@ -24,6 +28,6 @@ for _figure in registered_figures().values():
         log:
             figure_log(_figure["name"]),
         shell:
-            f"semiseg --rule {_figure['rule']} --wildcards {{params.wildcards:q}} --log {{log:q}}"
-            f" figure {_figure['name']} --run-dir {{params.run_dir}} --store {{input.store}} --split {{input.split}}"
+            "semiseg --rule {params.rule} --wildcards {params.wildcards:q} --log {log:q}"
+            " figure {params.name} --run-dir {params.run_dir} --store {input.store} --split {input.split}"
             " --slices {params.slices} --out {output}"

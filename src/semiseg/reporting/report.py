@@ -162,7 +162,7 @@ def check_schedule(table_md: str, runs: Mapping) -> str | None:
 
 def row_labels(table: Mapping) -> dict[tuple[str, int], str]:
     """``(method, ratio)`` → the name of the table row that holds it (its ``label``, else the
-    method): two rows of one method (``supervised`` at 10 % and at 100 %) keep their own names."""
+    method): two rows of one method (U-Net at 10 % and at 100 %) keep their own names."""
     return {(row["method"], int(ratio)): row.get("label") or row["method"]
             for row in table["rows"] for ratio in row["ratios"]}
 
