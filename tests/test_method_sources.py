@@ -5,14 +5,17 @@ fingerprint and the report page find them."""
 from __future__ import annotations
 
 import importlib
+import os
 import re
+import subprocess
+import sys
 
 import pytest
 
-from conftest import REPO, make_workflow, snakemake, tiny_table
+from conftest import REPO, make_workflow, tiny_table
 from semiseg.fingerprint import PACKAGE, registered_algorithms, stage_files
 from semiseg.method_sources import _figures_of, figure_of, method_source_files, registered_figures
-from semiseg.paths import figure
+from semiseg.paths import figure, run_dir, split, store
 
 
 def test_a_method_with_helpers_is_one_package():
@@ -72,14 +75,31 @@ def test_no_rule_command_or_report_module_names_a_method():
 
 
 def test_each_figure_rule_draws_its_own_figure(tmp_path):
-    # one rule per registered figure is made in a loop; each job's command must name that rule's
-    # figure, not the loop's last one (a shell command is formatted only when its job runs)
+    # One rule per registered figure is made in a loop. Each job must draw its own figure, not the
+    # loop's last one: a shell command is formatted again when its job runs, after the loop has moved
+    # on (a dry run's printed command is formatted earlier and shows the right one either way). The
+    # jobs run here for real, with a `semiseg` on PATH that only writes its arguments to --out.
     root = make_workflow(tmp_path / "wf", tables=tiny_table(methods=("alhvr", "buarl_bcp")))
-    targets = {name: f"results/{figure(name, 'tiny2d', 25)}" for name in registered_figures()}
-    proc = snakemake(root, "-n", "-p", "--forceall", *targets.values())
+    figures = registered_figures()
+    for fig in figures.values():
+        run = root / "results" / run_dir("tiny2d", fig["algorithm"], 25, 0)
+        run.mkdir(parents=True)
+        (run / fig["weights"]).write_text("")
+        (run / "config.json").write_text("{}")
+    for path in (store("tiny2d"), split("tiny2d", 25)):
+        (root / "results" / path).parent.mkdir(parents=True, exist_ok=True)
+        (root / "results" / path).write_text("")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "semiseg").write_text('#!/bin/sh\nfor a; do [ "$prev" = --out ] && out=$a; prev=$a; done\n'
+                                     'echo "$@" > "$out"\n')
+    (bin_dir / "semiseg").chmod(0o755)
+    targets = {name: f"results/{figure(name, 'tiny2d', 25)}" for name in figures}
+    env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    proc = subprocess.run([sys.executable, "-m", "snakemake", *targets.values(), "--cores", "1",
+                           "--rerun-triggers", "mtime", "--allowed-rules", *(f["rule"] for f in figures.values())],
+                          cwd=root, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    commands = [line for line in (proc.stdout + proc.stderr).splitlines() if " figure " in line]
-    assert len(commands) == len(targets)
-    for name, fig in registered_figures().items():
-        (command,) = [c for c in commands if f"--out {targets[name]}" in c]
+    for name, fig in figures.items():
+        command = (root / targets[name]).read_text()
         assert f"--rule {fig['rule']} " in command and f" figure {name} " in command, command
