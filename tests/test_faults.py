@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import errno
 import json
 import os
@@ -16,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import make_workflow, snakemake
+from conftest import TINY_SCHEDULE, make_workflow, snakemake
 from semiseg.device import ResourceError
 from semiseg.engine.loop import TrainingError, train
 from semiseg.fingerprint import code_fingerprint
@@ -121,7 +122,10 @@ def test_same_seed_on_cpu_gives_bit_identical_metrics(tmp_path):
 
 @pytest.mark.slow
 def test_a_second_snakemake_on_the_same_directory_refuses(tmp_path):
-    root = make_workflow(tmp_path / "wf")
+    # trainings long enough that the first run still holds its lock while the two others start
+    schedule = copy.deepcopy(TINY_SCHEDULE)
+    schedule["smoke"]["defaults"].update(iterations=200, val_interval=100, checkpoint_interval=100)
+    root = make_workflow(tmp_path / "wf", schedule=schedule)
     first = subprocess.Popen([sys.executable, "-m", "snakemake", "--cores", "1", "--directory", str(root),
                               "--snakefile", str(root / "Snakefile")], stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, text=True)
