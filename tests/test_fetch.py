@@ -376,6 +376,10 @@ def _local_source(layout: str, where: Path) -> Path:
     """A small source folder in `layout` (every layout the fetch stage copies from a folder)."""
     from semiseg.data.synthetic import write_synthetic2d, write_synthetic3d
 
+    if layout == "nnunet":
+        from nnunet_data import write_v2
+
+        return write_v2(where)
     if layout == "slices":
         return write_synthetic2d(where, seed=1, n_train=2, n_val=1, n_test=1, slices=(2, 3), size=(32, 32))
     train, test = (_shipped_la("train")[:1], _shipped_la("test")[:1])  # LA copies keep the protocol's lists
@@ -452,12 +456,12 @@ def test_every_local_layout_is_a_source_the_fetch_stage_copies_from():
     generated = {"synthetic2d", "synthetic3d"}
     # the layouts the next test covers
     assert set(READERS) - generated == {"slices", "la", "la_raw", "acdc_raw", "brats_raw", "brats", "pancreas_raw",
-                                        "pancreas_coranet_raw", "pancreas", "abdomenct1k_raw"}
+                                        "pancreas_coranet_raw", "pancreas", "abdomenct1k_raw", "nnunet"}
 
 
 @pytest.mark.parametrize("layout, dims", [("slices", 2), ("la", 3), ("la_raw", 3), ("acdc_raw", 2), ("brats_raw", 3),
                                           ("brats", 3), ("pancreas_raw", 3), ("pancreas_coranet_raw", 3),
-                                          ("pancreas", 3), ("abdomenct1k_raw", 2)])
+                                          ("pancreas", 3), ("abdomenct1k_raw", 2), ("nnunet", 3)])
 def test_fetch_and_preprocess_never_write_into_the_source(tmp_path, layout, dims):
     from semiseg.data.preprocess import preprocess
 
@@ -466,10 +470,12 @@ def test_fetch_and_preprocess_never_write_into_the_source(tmp_path, layout, dims
     before = _snapshot(root)
     raw = tmp_path / "wf" / "results" / "raw" / "ds"
     fetch("ds", {"layout": layout, "path": str(src)}, raw, root=REPO)
-    labels = ({"background": 0, "fg": 1} if layout in ("la", "la_raw") or layout.startswith(("brats", "pancreas"))
+    labels = ({"background": 0, "core": 1, "rim": 2} if layout == "nnunet"
+              else {"background": 0, "fg": 1} if layout in ("la", "la_raw") or layout.startswith(("brats", "pancreas"))
               else {"background": 0, "a": 1, "b": 2, "c": 3, "d": 4} if layout == "abdomenct1k_raw"
               else {"background": 0, "RV": 1, "Myo": 2, "LV": 3})
-    preprocess("ds", layout, raw, labels=labels, dims=dims, store_path=tmp_path / "wf" / "store.h5")
+    preprocess("ds", layout, raw, labels=labels, dims=dims, store_path=tmp_path / "wf" / "store.h5",
+               **({"params": {"channel": 0, "split": {"fold": 0}}} if layout == "nnunet" else {}))
     # a later write into the results' copy (a tool, a user, a re-fetch) must not reach the source either
     for p in raw.rglob("*"):
         if p.is_file():

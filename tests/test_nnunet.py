@@ -220,7 +220,7 @@ def _own_dataset(name: str, params: dict, dims: int) -> dict:
 
 
 def _own_workflow(root, v2, v1):
-    from conftest import make_workflow, write_yaml
+    from conftest import make_workflow, shipped_datasets, write_yaml
 
     tables = {f"own_{name}": {"title": f"Own data {name}", "dataset": name, "seeds": [0],
                               "rows": [{"method": "supervised", "ratios": [40]}]} for name in ("mine_v2", "mine_v1")}
@@ -230,7 +230,8 @@ def _own_workflow(root, v2, v1):
         **_own_dataset("mine_v1", {"channel": 0, "split": {"seed": 0, "val": 1, "test": 2}}, dims=3)})
     write_yaml(root / "config" / "config.yaml", {
         "tables": list(tables), "schedule": None, "device": "cpu", "results": "results",
-        "sources": {"mine_v2": {"path": str(v2)}, "mine_v1": {"path": str(v1)}}})
+        "sources": {"mine_v2": {"path": str(v2)}, "mine_v1": {"path": str(v1)}},
+        "catalogues": {"other_datasets": shipped_datasets()}})
     return root
 
 
