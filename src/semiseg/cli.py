@@ -322,21 +322,23 @@ def _run_commands(sub) -> None:
 
     s = sub.add_parser("evaluate", help="score predictions against the store's labels")
     s.add_argument("--predictions", required=True, help="a run's predictions directory")
-    s.add_argument("--store", required=True, help="the dataset's h5 store (the ground truth)")
-    s.add_argument("--out", required=True, help="metrics.csv")
-    s.add_argument("--distance-unit", default="voxel", choices=("voxel", "mm"),
-                   help="95HD/ASD in voxels of the native grid (the papers' protocol) or in mm (the store's spacing)")
+    _scoring_args(s)
     s.set_defaults(func=cmd_evaluate)
 
     s = sub.add_parser("evaluate-external", help="score another tool's predictions of a split's test cases "
                                                  "(<case>.nii.gz each, on the case's grid) as a run is scored")
     s.add_argument("--predictions", required=True, help="the folder of <case>.nii.gz label maps")
-    s.add_argument("--store", required=True, help="the dataset's h5 store (the ground truth)")
     s.add_argument("--split", required=True, help="the split whose test cases the folder must predict, exactly")
+    _scoring_args(s)
+    s.set_defaults(func=cmd_evaluate_external)
+
+
+def _scoring_args(s) -> None:
+    """What scoring predictions needs besides them: the ground truth, the output, the distance unit."""
+    s.add_argument("--store", required=True, help="the dataset's h5 store (the ground truth)")
     s.add_argument("--out", required=True, help="metrics.csv")
     s.add_argument("--distance-unit", default="voxel", choices=("voxel", "mm"),
                    help="95HD/ASD in voxels of the native grid (the papers' protocol) or in mm (the store's spacing)")
-    s.set_defaults(func=cmd_evaluate_external)
 
 
 def _output_commands(sub) -> None:

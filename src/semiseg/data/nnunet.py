@@ -87,13 +87,17 @@ class DatasetJson:
     test: list[NnunetCase]
 
 
-def _load_json(path: Path) -> dict:
+def _read_json(path: Path, missing: str = "does not exist"):
     if not path.is_file():
-        raise DataError(path, "does not exist")
+        raise DataError(path, missing)
     try:
-        data = json.loads(path.read_text())
+        return json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise DataError(path, f"is not valid JSON ({exc})") from None
+
+
+def _load_json(path: Path) -> dict:
+    data = _read_json(path)
     if not isinstance(data, dict):
         raise DataError(path, "must hold a JSON object")
     return data
@@ -220,12 +224,7 @@ def _split(meta: DatasetJson, root: Path, split: Mapping) -> dict[str, list[str]
     test_ids = [c.case_id for c in meta.test]
     if "fold" in split:
         path = root / SPLITS_FINAL
-        if not path.is_file():
-            raise DataError(path, "missing: the split names a fold of splits_final.json")
-        try:
-            folds = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise DataError(path, f"is not valid JSON ({exc})") from None
+        folds = _read_json(path, "missing: the split names a fold of splits_final.json")
         k = split["fold"]
         if not isinstance(folds, list) or not 0 <= k < len(folds) or not isinstance(folds[k], Mapping):
             raise DataError(path, f"has no fold {k} (a list of {{train, val}} objects expected)")
