@@ -303,29 +303,28 @@ def teacher_rows(rec: Recorder) -> list[dict]:
     return rows
 
 
-def record_mean_teacher(code: Path) -> dict:
+def _teacher_record(code: Path, method: str, script: str, edits: list, **extra_setup) -> dict:
+    """The record of an SSL4MIS teacher-student script (Mean Teacher, UA-MT): student and teacher
+    start from the same seeded weights; the student's final weights are recorded."""
     setup = dict(SETUP)
-    edits = RAMP_EDIT + [("if iter_num < 1000:", "if iter_num < 6:")]
-    rec, _ = run_script(code, "train_mean_teacher_2D.py", ssl4mis_argv(setup, consistency_rampup=10), edits,
+    rec, _ = run_script(code, script, ssl4mis_argv(setup, consistency_rampup=10), edits,
                         [setup["init_seed"]] * 2, setup)
-    return {"method": "mean_teacher", "script": "code/train_mean_teacher_2D.py",
-            "setup": {**setup, **RAMP, "consistency_start_iterations": 6, "edits": edits,
+    return {"method": method, "script": f"code/{script}",
+            "setup": {**setup, **RAMP, **extra_setup, "edits": edits,
                       "init": "student and teacher: seeded_init(init_seed)",
                       "shapes": shapes_digest(rec.nets[0])},
             "iterations": teacher_rows(rec),
             "final": {"student": weight_stats(list(rec.nets[0].named_parameters()), NAMED)}}
 
 
+def record_mean_teacher(code: Path) -> dict:
+    return _teacher_record(code, "mean_teacher", "train_mean_teacher_2D.py",
+                           RAMP_EDIT + [("if iter_num < 1000:", "if iter_num < 6:")], consistency_start_iterations=6)
+
+
 def record_ua_mt(code: Path) -> dict:
-    setup = dict(SETUP)
-    edits = [("get_current_consistency_weight(iter_num//150)", "get_current_consistency_weight(iter_num//2)")]
-    rec, _ = run_script(code, "train_uncertainty_aware_mean_teacher_2D.py", ssl4mis_argv(setup, consistency_rampup=10),
-                        edits, [setup["init_seed"]] * 2, setup)
-    return {"method": "ua_mt", "script": "code/train_uncertainty_aware_mean_teacher_2D.py",
-            "setup": {**setup, **RAMP, "edits": edits, "init": "student and teacher: seeded_init(init_seed)",
-                      "shapes": shapes_digest(rec.nets[0])},
-            "iterations": teacher_rows(rec),
-            "final": {"student": weight_stats(list(rec.nets[0].named_parameters()), NAMED)}}
+    return _teacher_record(code, "ua_mt", "train_uncertainty_aware_mean_teacher_2D.py",
+                           [("get_current_consistency_weight(iter_num//150)", "get_current_consistency_weight(iter_num//2)")])
 
 
 def record_cps(code: Path) -> dict:
