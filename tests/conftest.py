@@ -87,6 +87,20 @@ TINY_DATASET = {
         "schedule": "smoke",
     }
 }
+# Its 3D counterpart: one V-Net patch per volume (16^3, the smallest a V-Net's four halvings take).
+TINY3D_DATASET = {
+    "tiny3d": {
+        "description": "A very small synthetic3d for workflow tests.",
+        "source": {"layout": "synthetic3d", "seed": 1, "params": {"n_train": 3, "n_test": 1, "shape": [16, 16, 16]}},
+        "dims": 3,
+        "network": "vnet",
+        "labels": {"background": 0, "atrium": 1},
+        "ratios": {"50": 1},
+        "patch_size": [16, 16, 16],
+        "stride": [16, 16, 16],
+        "schedule": "smoke",
+    }
+}
 TINY_SCHEDULE = {
     "smoke": {
         "description": "A few iterations: tests that the stages connect.",
