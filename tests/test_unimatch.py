@@ -182,3 +182,82 @@ def test_unimatch_trains_end_to_end(tmp_path):
         rows = list(csv.DictReader(fh))
     assert len(rows) == 4 and all(t in rows[0] for t in ("strong1", "strong2", "fp", "mask_ratio"))
     assert all(math.isfinite(float(r["total"])) for r in rows)
+
+
+# ---------------------------------------------------------------- the official code's figures
+
+
+def _wave(shape, a, b, amp):
+    """Deterministic float64 inputs (no random generator: the same on every platform)."""
+    n = math.prod(shape)
+    return amp * torch.sin(torch.arange(n, dtype=torch.float64) * a + b).reshape(shape)
+
+
+def _code_inputs():
+    b, c, h, w = 2, 4, 6, 6
+    boxes = torch.zeros(2 * b, h, w, dtype=torch.bool)
+    boxes[0, 1:4, 2:6] = True  # strong view 1 of image 0
+    boxes[b + 1, 0:3, 0:2] = True  # strong view 2 of image 1
+    return dict(pred_x=_wave((b, c, h, w), 0.37, 0.1, 3.0),
+                label_x=(_wave((b, h, w), 0.91, 0.3, 1.0).abs() * 4).long().clamp(max=3),
+                pred_w=_wave((b, c, h, w), 0.57, 0.7, 12.0), pred_fp=_wave((b, c, h, w), 0.29, 1.1, 3.0),
+                pred_strong=torch.cat([_wave((b, c, h, w), 0.61, 0.2, 3.0), _wave((b, c, h, w), 0.43, 0.9, 3.0)]),
+                mix_logits=_wave((b, c, h, w), 0.71, 0.5, 12.0), boxes=boxes)
+
+
+def test_step_terms_equal_the_official_medical_code():
+    # Figures of LiheYoung/UniMatch at 0324f3dd4a22128105a5eb135d2586c0bb3cc647,
+    # more-scenarios/medical/unimatch.py's loss lines (from the predictions on: pseudo labels and
+    # confidences of pred_u_w and pred_u_w_mix, their CutMix, loss_x, loss_u_s1, loss_u_s2,
+    # loss_u_w_fp, loss, mask_ratio) with its util/utils.py DiceLoss and nn.CrossEntropyLoss, on
+    # these float64 inputs (cutmix_box1 = boxes[:2], cutmix_box2 = boxes[2:], conf_thresh 0.95).
+    m = _method()
+    t = m.loss_terms(**_code_inputs())
+    loss_x = 0.5 * (t["ce"] + t["dice"])
+    assert loss_x.item() == pytest.approx(1.5408277297087316, rel=1e-9)
+    assert t["strong1"].item() == pytest.approx(0.6786273035336731, rel=1e-9)
+    assert t["strong2"].item() == pytest.approx(0.6350324074811067, rel=1e-9)
+    assert t["fp"].item() == pytest.approx(0.6893107021261238, rel=1e-9)
+    total = unimatch_total(loss_x, (t["strong1"], t["strong2"]), t["fp"], 0.5, 0.5)
+    assert total.item() == pytest.approx(1.1069490042627441, rel=1e-9)
+    assert (t["conf"] >= 0.95).double().mean().item() == pytest.approx(0.7638888888888888, rel=1e-12)
+
+
+def test_ce_terms_equal_the_official_natural_image_code():
+    # The same inputs through LiheYoung/UniMatch (same commit) unimatch.py's criterion_u lines
+    # (per-pixel CE times the confidence mask, summed, over the non-ignored pixels: all here).
+    t = _method(unlabeled_loss="ce").loss_terms(**_code_inputs())
+    assert t["strong1"].item() == pytest.approx(1.9636742435031362, rel=1e-9)
+    assert t["strong2"].item() == pytest.approx(1.931063776400132, rel=1e-9)
+    assert t["fp"].item() == pytest.approx(2.2310898597992264, rel=1e-9)
+
+
+def test_feature_perturbed_pass_equals_the_official_need_fp_forward(monkeypatch):
+    # LiheYoung/UniMatch (same commit) more-scenarios/medical/model/unet.py: UNet(1, 4) with its
+    # parameters, in declaration order, set to _wave(shape, 0.1 + 0.01·i, i, 0.3), its dropout at
+    # p = 0 and nn.Dropout2d(0.5) replaced by the fixed mask below, in training mode, float64:
+    # model(x, need_fp=True) on x = _wave((4, 1, 16, 16), 0.13, 0, 1), two labeled images first.
+    # Its clean logits and the perturbed logits of the two unlabeled images, as sums and sums of
+    # squares. The same weights in the project's U-Net (same layers, same order).
+    def fixed_dropout(x, p, generator):  # keep channel c of sample b iff b + c is even
+        b, c = x.shape[:2]
+        keep = ((torch.arange(b)[:, None] + torch.arange(c)[None]) % 2 == 0).to(x.dtype)
+        return x * (keep / (1 - p)).view(b, c, 1, 1)
+
+    import semiseg.methods.unimatch as unimatch
+    from semiseg.nets import UNet
+
+    monkeypatch.setattr(unimatch, "channel_dropout", fixed_dropout)
+    net = UNet(1, 4, dims=2, dropout=(0.0,) * 5).double()
+    params = list(net.parameters())
+    assert len(params) == 82
+    with torch.no_grad():
+        for i, p in enumerate(params):
+            p.copy_(_wave(p.shape, 0.1 + 0.01 * i, float(i), 0.3))
+    m = method_on_defaults("unimatch", lambda: net, 4, 2)
+    m.train()
+    clean, fp = m.weak_pass(_wave((4, 1, 16, 16), 0.13, 0.0, 1.0), 2, torch.Generator())
+    assert clean.sum().item() == pytest.approx(512.096833265031, rel=1e-9)
+    assert (clean ** 2).sum().item() == pytest.approx(798.6155207173219, rel=1e-9)
+    assert fp.sum().item() == pytest.approx(260.3198074530922, rel=1e-9)
+    assert (fp ** 2).sum().item() == pytest.approx(436.8723670326086, rel=1e-9)

@@ -158,22 +158,30 @@ class UniMatch(Method):
         clean, perturbed = logits.chunk(2)
         return clean, perturbed[n_labeled:]
 
+    def loss_terms(self, pred_x: Tensor, label_x: Tensor, pred_w: Tensor, pred_fp: Tensor, pred_strong: Tensor,
+                   mix_logits: Tensor, boxes: Tensor) -> dict[str, Tensor]:
+        """The named terms of a step from its predictions: labeled ``pred_x`` with ``label_x``; the
+        weak view's ``pred_w`` and its feature-perturbed ``pred_fp``; both strong views
+        ``pred_strong`` ``(2B, C, H, W)`` with their CutMix ``boxes`` ``(2B, H, W)``; the partners'
+        eval-mode ``mix_logits``. Also ``conf``, the weak view's confidences (not a loss)."""
+        tau, kind = float(self.params["conf_thresh"]), self.params["unlabeled_loss"]
+        mix_conf, mix_label = torch.softmax(mix_logits.detach(), dim=1).max(dim=1)
+        conf, label = torch.softmax(pred_w.detach(), dim=1).max(dim=1)
+        strong = [confident_loss(pred, *mixed_targets(label, conf, mix_label, mix_conf, box), tau, kind)
+                  for pred, box in zip(pred_strong.chunk(2), boxes.chunk(2))]
+        ce, dice = self.supervised_loss(pred_x, label_x)
+        return {"ce": ce, "dice": dice, "strong1": strong[0], "strong2": strong[1],
+                "fp": confident_loss(pred_fp, label, conf, tau, kind), "conf": conf}
+
     def training_step(self, ctx: StepContext) -> Losses:
-        s, batch, p = two_stream(ctx.batch), ctx.batch, self.params
-        net, tau, kind = self.models[0], float(p["conf_thresh"]), p["unlabeled_loss"]
+        s, batch, net = two_stream(ctx.batch), ctx.batch, self.models[0]
         with torch.no_grad(), evaluating(net):
-            mix_probs = torch.softmax(net(batch["mix_image"]).float(), dim=1)
-        mix_conf, mix_label = mix_probs.max(dim=1)
+            mix_logits = net(batch["mix_image"])
         clean, pred_fp = self.weak_pass(s.images, s.n_labeled, ctx.generator)
-        pred_x, pred_w = clean[: s.n_labeled], clean[s.n_labeled:]
-        pred_s1, pred_s2 = net(batch["strong_image"]).chunk(2)
-        conf, label = torch.softmax(pred_w.detach().float(), dim=1).max(dim=1)
-        box1, box2 = batch["cutmix_box"].chunk(2)
-        strong = tuple(confident_loss(pred, *mixed_targets(label, conf, mix_label, mix_conf, box), tau, kind)
-                       for pred, box in ((pred_s1, box1), (pred_s2, box2)))
-        fp = confident_loss(pred_fp, label, conf, tau, kind)
-        ce, dice = self.supervised_loss(pred_x, s.label)
-        total = unimatch_total(0.5 * (ce + dice), strong, fp, float(p["strong_weight"]), float(p["fp_weight"]))
-        ctx.stats["mask_ratio"] = (conf >= tau).float().mean()
-        return Losses(total=total, terms={"ce": ce, "dice": dice, "strong1": strong[0], "strong2": strong[1],
-                                          "fp": fp}, stats=ctx.stats)
+        terms = self.loss_terms(clean[: s.n_labeled], s.label, clean[s.n_labeled:], pred_fp,
+                                net(batch["strong_image"]), mix_logits, batch["cutmix_box"])
+        conf = terms.pop("conf")
+        total = unimatch_total(0.5 * (terms["ce"] + terms["dice"]), (terms["strong1"], terms["strong2"]), terms["fp"],
+                               float(self.params["strong_weight"]), float(self.params["fp_weight"]))
+        ctx.stats["mask_ratio"] = (conf >= float(self.params["conf_thresh"])).float().mean()
+        return Losses(total=total, terms=terms, stats=ctx.stats)
