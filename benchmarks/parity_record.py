@@ -5,13 +5,13 @@
 
 Each ``PATH`` is a checkout of a reference repository: https://github.com/HiLab-git/SSL4MIS
 (Mean Teacher, CPS, UA-MT: ``code/train_*_2D.py``), https://github.com/ziziyao/ALHVR
-(``train_ALHVR/code/train_ALHVR_acdc.py``) and https://github.com/DeepMed-Lab-ECNU/BCP
+(``train_ALHVR/code/train_ALHVR_acdc.py``), https://github.com/DeepMed-Lab-ECNU/BCP
 (``code/ACDC_BCP_train.py``; it imports scikit-image) and https://github.com/LiheYoung/UniMatch
-(``more-scenarios/medical/unimatch.py``, run by a runner of its own: see ``record_unimatch``). Its scripts' folder is put on
-``sys.path`` at run time and the training script is executed from the checkout: its own
-``train()`` (BCP: ``pre_train``, its checkpoint, ``self_train``) with its network, losses,
-ramp, EMA and lr policy, on CPU in float64, with what needs a GPU, a dataset or a logger
-replaced by stand-ins:
+(``more-scenarios/medical/unimatch.py``, run by a runner of its own: see ``record_unimatch``).
+Its scripts' folder is put on ``sys.path`` at run time and the training script is executed from
+the checkout: its own ``train()`` (BCP: ``pre_train``, its checkpoint, ``self_train``) with its
+network, losses, ramp, EMA and lr policy, on CPU in float64, with what needs a GPU, a dataset or
+a logger replaced by stand-ins:
 
 - ``.cuda()`` is the identity; the data loader yields the fixed batches of
   ``tests/parity/inputs.py`` (2 + 2 synthetic 32 × 32 slices per iteration, no augmentation;

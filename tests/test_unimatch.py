@@ -261,3 +261,19 @@ def test_feature_perturbed_pass_equals_the_official_need_fp_forward(monkeypatch)
     assert (clean ** 2).sum().item() == pytest.approx(798.6155207173219, rel=1e-9)
     assert fp.sum().item() == pytest.approx(260.3198074530922, rel=1e-9)
     assert (fp ** 2).sum().item() == pytest.approx(436.8723670326086, rel=1e-9)
+
+
+def test_each_strong_view_takes_its_box_from_the_same_view_of_the_partner(monkeypatch):
+    import semiseg.methods.unimatch as unimatch
+
+    shift = iter([10.0, 20.0])  # strong view 1 adds 10, view 2 adds 20
+    monkeypatch.setattr(unimatch, "strong_view", lambda x, g: x + next(shift))
+    box = torch.zeros(2, 4, 4, dtype=torch.bool)
+    box[0, :2] = True  # image 0: its top half from partner 0
+    monkeypatch.setattr(unimatch, "cutmix_boxes", lambda n, h, w, g: box)
+    u = torch.arange(4.0).view(4, 1, 1, 1).expand(4, 1, 4, 4)  # images 0, 1; partners 2, 3
+    views = _method().make_views({"unlabeled_image": u}, torch.Generator())
+    s1, s2 = views["strong_image"].chunk(2)
+    assert s1[0, 0, :2].eq(12).all() and s1[0, 0, 2:].eq(10).all() and s1[1].eq(11).all()
+    assert s2[0, 0, :2].eq(22).all() and s2[0, 0, 2:].eq(20).all() and s2[1].eq(21).all()
+    assert torch.equal(views["mix_image"], u[2:]) and torch.equal(views["cutmix_box"], torch.cat([box, box]))

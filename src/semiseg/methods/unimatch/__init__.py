@@ -80,7 +80,8 @@ def unimatch_total(supervised: Tensor, strong: tuple[Tensor, Tensor], fp: Tensor
 @register("unimatch")
 class UniMatch(Method):
     """One network taught by its own confident weak-view predictions on two strong views and on a
-    feature-perturbed pass (the paper's "UniPerb" and "dual-stream" perturbations).
+    feature-perturbed pass (the paper's dual-stream perturbations, DusPerb, and its unified image-
+    and feature-level perturbations, UniPerb).
 
     Per iteration, on ``B`` labeled images ``x``, ``B`` unlabeled images ``u`` (weak view) and
     ``B`` more unlabeled images ``u'`` (weak view), their partners for CutMix:
