@@ -212,3 +212,66 @@ def test_ramp_is_the_codes_staircase():
     m = _method()
     assert m.ramp_weight(Step(3000, 15000), "occ_weight", "consistency_rampup") == pytest.approx(
         0.05 * math.exp(-5 * 0.5 ** 2))
+
+
+def test_one_step_equals_the_official_training_loop_on_the_same_weights():
+    # Herschel555/CAML b63547927eef5b7ae47bd62452e28517d13545e4, code/train_caml.py's loop body
+    # (lines 152-272) run as written on CPU in float64, on CAML3d_v1(n_filters=4, feat_dim=8,
+    # has_dropout=False, every dropout of the attention layers set to 0) loaded with these weights (the names
+    # mapped), these inputs, labeled_bs 2 with dataset indices 0 and 1, num_filtered 500,
+    # λ_c = 1 and λ_o = 0.05 (the end of the ramp), the memory's random draw replaced on both sides
+    # by the whole memory (sample_labeled_features(2): 6396 background, 6 foreground features).
+    # 571 rows (500 background after the top-k cut, 71 foreground) x 6402 columns. One line of
+    # the script is corrected there: it projects the auxiliary network's labeled embedding
+    # (B, C, H, W, D) with .view(-1, C) without permuting the channels last, so its memory
+    # features mix channels and voxels (a bug, not reproduced here); as written, the script's
+    # loss_o is 11.950527255126751 and its total 1.6851031624302255.
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        torch.manual_seed(0)
+        spec = {"dataset": {"num_classes": 2, "dims": 3},
+                "method": {"algorithm": "caml", "params": {**schema_defaults("caml"), "memory_per_class": 2,
+                                                          "top_k": 500, "feat_dim": 8, "memory_slots": 2}},
+                "schedule": {}}
+        m = build_method(spec, lambda: VNet(1, 2, n_filters=4, normalization="batchnorm", has_dropout=False))
+        g = torch.Generator().manual_seed(1)
+        label = torch.zeros(4, 16, 16, 16, dtype=torch.long)
+        label[:, 4:12, 3:11, 5:13] = 1
+        image = label[:, None].double() + 0.5 * torch.randn(4, 1, 16, 16, 16, generator=g, dtype=torch.float64)
+    finally:
+        torch.set_default_dtype(default)
+    for mod in m.modules():
+        if isinstance(mod, torch.nn.Dropout):
+            mod.p = 0.0
+        if isinstance(mod, torch.nn.MultiheadAttention):
+            mod.dropout = 0.0  # a float, not a module
+
+    def whole_memory(self, per_class, generator):
+        kept = [self.features[s, c, : n] for s, c, n in
+                ((s, c, min(int(n), self.features.shape[2])) for s in range(self.features.shape[0])
+                 for c, n in enumerate(self.counts[s]))]
+        by_class = [torch.cat(kept[c::self.features.shape[1]]) for c in range(self.features.shape[1])]
+        return [f if f.shape[0] >= per_class else None for f in by_class]
+
+    m.memory.sample = whole_memory.__get__(m.memory)
+    m.train()
+    batch = {"labeled_image": image[:2], "labeled_label": label[:2], "unlabeled_image": image[2:]}
+    losses = m.training_step(StepContext(Step(14999, 15000), batch, torch.Generator().manual_seed(0)))
+    losses.total.backward()
+    t = {k: float(v.detach()) for k, v in losses.terms.items()}
+    assert t["dice_v"] + t["dice_a"] == pytest.approx(1.6628467311819786, rel=1e-9)
+    assert t["consistency"] == pytest.approx(0.25615343408289876, rel=1e-9)
+    assert t["occ"] == pytest.approx(11.895745735843915, rel=1e-9)
+    assert t["occ"] != pytest.approx(11.950527255126751, rel=1e-3)
+    assert float(losses.total) == pytest.approx(1.6823640864660838, rel=1e-9)
+    grads = {n: p.grad for n, p in m.models[0].named_parameters()}
+    for name, total, absolute in (
+            ("vanilla.encoder.stages.0.0.weight", -6.166878070977755, 14.616005708927542),
+            ("auxiliary.encoder.stages.0.0.weight", 5.982103230293357, 30.205653783553004),
+            ("heads.0.prediction.3.weight", 1.0163406385701235, 3.028014142332225),
+            ("heads.1.prediction.3.weight", -0.26939642116877244, 1.4906842432215464),
+            ("heads.0.projection.0.weight", -0.46087763683293015, 1.1893918030766062),
+            ("cma.inter.linear1.weight", 0.0, 5.266870136800994)):
+        assert float(grads[name].sum()) == pytest.approx(total, rel=1e-9, abs=1e-12), name
+        assert float(grads[name].abs().sum()) == pytest.approx(absolute, rel=1e-9), name

@@ -166,6 +166,12 @@ class Caml(Method):
       draw is uniform over the union, as the code's;
     - random draws come from the step's generator, not Python's ``random``.
 
+    The code's bug, not reproduced: it projects the auxiliary network's labeled embedding
+    ``(B, C, H, W, D)`` for the memory with ``.view(-1, C)`` without first moving the channels
+    last (it does so for the vanilla one), so half of each memory feature mixes channels and
+    voxels. Here both are projected per voxel (tests/test_caml.py compares one step with the
+    script, that line corrected).
+
     Parameters (workflow/schemas/params/caml.schema.yaml): ``supervised_weight``,
     ``consistency``, ``occ_weight``, ``consistency_rampup``, ``rampup_block``,
     ``sharpen_temperature``, ``correlation_temperature``, ``memory_per_class``, ``top_k``,
