@@ -264,7 +264,7 @@ def test_one_step_equals_the_official_training_loop_on_the_same_weights():
     assert t["consistency"] == pytest.approx(0.25615343408289876, rel=1e-9)
     assert t["occ"] == pytest.approx(11.895745735843915, rel=1e-9)
     assert t["occ"] != pytest.approx(11.950527255126751, rel=1e-3)
-    assert float(losses.total) == pytest.approx(1.6823640864660838, rel=1e-9)
+    assert float(losses.total.detach()) == pytest.approx(1.6823640864660838, rel=1e-9)
     grads = {n: p.grad for n, p in m.models[0].named_parameters()}
     for name, total, absolute in (
             ("vanilla.encoder.stages.0.0.weight", -6.166878070977755, 14.616005708927542),
@@ -275,3 +275,19 @@ def test_one_step_equals_the_official_training_loop_on_the_same_weights():
             ("cma.inter.linear1.weight", 0.0, 5.266870136800994)):
         assert float(grads[name].sum()) == pytest.approx(total, rel=1e-9, abs=1e-12), name
         assert float(grads[name].abs().sum()) == pytest.approx(absolute, rel=1e-9), name
+
+
+def test_catalogue_settings_per_dataset_and_ratio():
+    # the LA script: 15k iterations, 2 + 2 patches, constant lr 0.01; ramp 40 / 20 blocks of 150
+    # at 4 / 8 labeled volumes; one memory slot per labeled volume (Pancreas-CT 3 / 6, BraTS 12 / 25)
+    from semiseg.config import load_config, run_spec
+
+    cfg = load_config()
+    for dataset, ratio, rampup, slots in (("la", 5, 0.4, 4), ("la", 10, 0.2, 8), ("pancreas", 5, 0.4, 3),
+                                          ("brats", 10, 0.2, 25)):
+        spec = run_spec(cfg, dataset, "caml", ratio, 0)
+        assert spec["method"]["network"] == "vnet"
+        assert (spec["method"]["params"]["consistency_rampup"], spec["method"]["params"]["memory_slots"]) == (rampup, slots)
+        sched = spec["schedule"]
+        assert (sched["iterations"], sched["labeled_batch_size"], sched["unlabeled_batch_size"], sched["lr"],
+                sched["lr_policy"]) == (15000, 2, 2, 0.01, "constant")
