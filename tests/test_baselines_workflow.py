@@ -12,7 +12,7 @@ import pytest
 
 from conftest import TINY3D_DATASET, make_workflow, snakemake, write_yaml
 
-BASELINES_2D: list[str] = []
+BASELINES_2D: list[str] = ["unimatch"]
 BASELINES_3D: list[str] = ["caml"]
 
 
