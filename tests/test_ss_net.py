@@ -232,3 +232,87 @@ def test_the_catalogue_takes_each_script_s_settings():
     assert {k: la["schedule"][k] for k in ("iterations", "labeled_batch_size", "lr_policy", "lr_step_every")} == {
         "iterations": 15000, "labeled_batch_size": 2, "lr_policy": "step", "lr_step_every": 2500}
     assert brats["method"]["params"] == la["method"]["params"] and la["method"]["network"] == "vnet"
+
+
+# ----------------------------------------------------------------------------- the public code's figures
+# Figures of github.com/ycwu1997/SS-Net at c0a8bf6e535ad1166ff8f3f871dc5cb9273e4573, run on the
+# fixtures above in float64 (CPU; its `.cuda()` made a no-op): code/utils/losses.py `VAT2d(epi=6)`,
+# `VAT3d(epi=10)` (its `torch.rand` returning this file's direction + 0.5), `DiceLoss(4)`,
+# `Binary_dice_loss`; code/utils/contrastive_losses.py
+# `contrastive_class_to_class_learned_memory`; code/utils/feature_memory.py
+# `FeatureMemory.add_features_from_sample_learned`. "mended": the same function with its bug
+# mended (memory weights rescaled over the memory's axis; the memory sorted descending). The
+# 2D Dice losses' `target = target.float()` was left out, so that their soft target stays
+# float64 (in the code's float32 training the cast does nothing; with it, VAT2d gives
+# 0.05062529640799576, the target's squares rounded to float32).
+def _vat(dims, classes, epsilon, kind):
+    net = tiny_net(dims, classes)
+    x, d = tiny_inputs(dims)
+    with torch.no_grad():
+        target = torch.softmax(net(x), dim=1)
+    return smoothness_loss(net, x, target, d, xi=10.0, epsilon=epsilon, iterations=1, kind=kind).item()
+
+
+def test_smoothness_equals_the_code_s_vat():
+    assert _vat(2, 4, 6.0, "multiclass") == pytest.approx(0.05062531421893934, rel=1e-9)  # VAT2d
+    assert _vat(3, 2, 10.0, "binary") == pytest.approx(0.466503890663857, rel=1e-9)  # VAT3d
+    assert _vat(2, 4, 5.0, "multiclass") != pytest.approx(0.05062531421893934, rel=1e-3)
+
+
+def test_supervised_dice_equals_the_code_s():
+    probs = torch.softmax(torch.sin(torch.arange(48, dtype=torch.float64)).view(2, 4, 3, 2), 1)
+    label = torch.tensor([[[0, 1], [2, 3], [3, 1]], [[1, 1], [0, 2], [3, 3]]])
+    assert supervised_dice(probs, label, "multiclass").item() == pytest.approx(0.5328633234418638, rel=1e-9)
+    p2 = torch.softmax(torch.sin(torch.arange(48, dtype=torch.float64)).view(2, 2, 3, 2, 2), 1)
+    l2 = (torch.cos(torch.arange(24)) > 0).long().view(2, 3, 2, 2)
+    assert supervised_dice(p2, l2, "binary").item() == pytest.approx(0.5761752413065402, rel=1e-9)
+
+
+def _separation(flat: bool):
+    heads = heads_with_memory()
+    if flat:
+        for c in range(3):
+            flat_selector(heads, c)
+    features, labels, _, _ = separation_inputs()
+    features = features.clone().requires_grad_(True)
+    loss = separation_loss(heads, features, labels)
+    loss.backward()
+    return loss.item(), features.grad.sum().item(), heads.selectors[1][0].weight.grad.sum().item()
+
+
+def test_separation_equals_the_code_s_with_its_memory_weights_mended():
+    # loss, sum of d loss / d features, sum of d loss / d (class 1 selector's first weight)
+    figures = (0.6827787269676312, 0.08524426432343117, 0.01822927983927544)
+    assert _separation(flat=False) == pytest.approx(figures, rel=1e-9)
+
+
+def test_separation_equals_the_code_s_where_its_memory_weights_are_flat_anyway():
+    # the code's own function, unmended: with constant memory scores both rescalings give 1 (and
+    # the code gives these same figures for any memory selector: its weights are always 1)
+    figures = (0.6852598366776003, 0.07838710352889011, 0.018497452308706995)
+    assert _separation(flat=True) == pytest.approx(figures, rel=1e-9)
+    assert _separation(flat=False)[0] != pytest.approx(figures[0], rel=1e-4)
+
+
+def _memory(size):
+    heads = tiny_heads(memory_size=size)
+    features = torch.sin(0.61 * torch.arange(42, dtype=torch.float64) + 0.3).view(14, 3)
+    labels = torch.tensor([1, 2, 1, 1, 2, 1, 1, 2, 1, 1, 0, 1, 2, 1])
+    update_memory(heads, features, labels)
+    return [heads.memory[c, :n].tolist() for c, n in enumerate(heads.memory_count.tolist())]
+
+
+def test_memory_equals_the_code_s_sorted_as_its_comment_says():
+    # FeatureMemory(elements_per_class=3), mended (the three highest-scored); the code keeps the
+    # three lowest: class 1 [[-0.4734..., 0.1165..., 0.6644...], ...]
+    assert _memory(3) == [  # the features themselves: exact
+        [[-0.2469736617366209, 0.3526898101475302, 0.8251366693400644]],
+        [[0.694671604087153, 0.15730716010676024, -0.4367986001383378],
+         [0.9999534608048796, 0.8140830748328302, 0.3345696964916857],
+         [-0.025219365143660497, -0.5933562572321768, -0.9474671950894723]],
+        [[0.8476778401335698, 0.39088477889845263, -0.20690197167339933],
+         [-0.26562429771168555, -0.7700065547136438, -0.9966443948864446],
+         [0.9727509563950137, 0.9301341399766526, 0.5520142519295329]]]
+    # with room for every feature nothing is sorted: the code's own memory, every feature in order
+    features = torch.sin(0.61 * torch.arange(42, dtype=torch.float64) + 0.3).view(14, 3)
+    assert _memory(32)[1] == features[[0, 2, 3, 5, 6, 8, 9, 11, 13]].tolist()
