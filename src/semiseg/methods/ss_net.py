@@ -97,6 +97,12 @@ def smoothness_loss(net: nn.Module, x: Tensor, target: Tensor, direction: Tensor
         return smoothness_dice(torch.softmax(net(x + epsilon * d.detach()), dim=1), target, kind)
 
 
+def _uniform_direction(shape: torch.Size, generator: torch.Generator) -> Tensor:
+    """The initial direction's draw, ``U(0, 1)`` of ``shape`` on the host (the parity replay
+    substitutes the recorded stream here)."""
+    return torch.rand(shape, generator=generator)
+
+
 def _mlp(in_dim: int, hidden: int, out_dim: int, activation: nn.Module) -> nn.Sequential:
     return nn.Sequential(nn.Linear(in_dim, hidden), nn.BatchNorm1d(hidden), activation, nn.Linear(hidden, out_dim))
 
@@ -270,7 +276,7 @@ class SSNet(Method):
         sep_l, sep_u = self._separation_terms(embedding, logits, label, batch.n_labeled)
         with torch.no_grad():
             target = torch.softmax(net(x), dim=1)
-        direction = torch.rand(x.shape, generator=ctx.generator).sub(0.5).to(x.device, x.dtype)
+        direction = _uniform_direction(x.shape, ctx.generator).sub(0.5).to(x.device, x.dtype)
         lds = smoothness_loss(net, x, target, direction, xi=float(p["xi"]), epsilon=float(p["epsilon"]),
                               iterations=int(p["power_iterations"]), kind=p["dice"])
         weight = self.ramp_weight(ctx.step)
