@@ -6,7 +6,9 @@
 Each ``PATH`` is a checkout of a reference repository: https://github.com/HiLab-git/SSL4MIS
 (Mean Teacher, CPS, UA-MT: ``code/train_*_2D.py``), https://github.com/ziziyao/ALHVR
 (``train_ALHVR/code/train_ALHVR_acdc.py``) and https://github.com/DeepMed-Lab-ECNU/BCP
-(``code/ACDC_BCP_train.py``; it imports scikit-image). Its scripts' folder is put on
+(``code/ACDC_BCP_train.py``; it imports scikit-image) and https://github.com/ycwu1997/SS-Net
+(``code/train_ss_2d.py``; its memory's two bugs mended in the modules it imports,
+:data:`SS_NET_MENDS`). Its scripts' folder is put on
 ``sys.path`` at run time and the training script is executed from the checkout: its own
 ``train()`` (BCP: ``pre_train``, its checkpoint, ``self_train``) with its network, losses,
 ramp, EMA and lr policy, on CPU in float64, with what needs a GPU, a dataset or a logger

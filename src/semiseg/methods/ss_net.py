@@ -5,6 +5,8 @@ Reference code: https://github.com/ycwu1997/SS-Net at commit
 c0a8bf6e535ad1166ff8f3f871dc5cb9273e4573 (``code/train_ss_2d.py`` for ACDC, ``code/train_ss_3d.py``
 for LA, ``code/utils/losses.py`` ``VAT2d`` / ``VAT3d``, ``code/utils/feature_memory.py``,
 ``code/utils/contrastive_losses.py``, the heads of ``code/networks/unet.py`` / ``VNet.py``).
+The loss terms are compared with the code's functions in ``tests/test_ss_net.py``, a training
+trajectory of the 2D script in ``tests/test_parity_ss_net.py`` (docs/fidelity.md, "SS-Net").
 """
 
 from __future__ import annotations
@@ -229,9 +231,9 @@ class SSNet(Method):
       which makes every weight exactly 1 (the memory selectors learn nothing): here they are
       rescaled to mean 1 over the memory's entries, as the feature-side weights are.
 
-    Differences that leave the numbers as they are: the 3D script ramps with the 1-based
-    iteration (one iteration earlier at each 150-iteration block than here); the 2D script's
-    VAT Dice is hard-coded to four classes, here the dataset's.
+    Smaller differences, no switch: the 3D script ramps with the 1-based iteration (its weight
+    moves one iteration earlier at each 150-iteration block than here); the 2D script's VAT
+    Dice is hard-coded to four classes (ACDC's), here the dataset's.
 
     Pancreas-CT and BraTS have no script: the LA script's settings (the catalogue entry).
 
