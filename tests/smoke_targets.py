@@ -20,6 +20,10 @@ ACDC_ITERATIONS = 1
 # LA-mini (../shared/data/LA-mini): 20 of the 80 train volumes and 4 test volumes
 LA_TABLES = ["la", "sgrs_la", "buarl_la", "crln_la"]
 LA_FIGURES: list[str] = []
+# The build's one cut: the literature's baselines that run (their rows in every LA table) run at
+# LA_BASELINE_RATIO only; the other ratio is the same method on another split.
+LA_BASELINES = {"urpc", "mc_net", "mc_net_plus", "ss_net", "caml", "dtc", "sassnet", "mcf"}
+LA_BASELINE_RATIO = 10
 
 # The LA ablation tables: each row is an LA table's method with other values of the same parameters
 # (tested one by one on tiny tensors), so what a build proves is that every variant runs end to
