@@ -316,3 +316,16 @@ def test_memory_equals_the_code_s_sorted_as_its_comment_says():
     # with room for every feature nothing is sorted: the code's own memory, every feature in order
     features = torch.sin(0.61 * torch.arange(42, dtype=torch.float64) + 0.3).view(14, 3)
     assert _memory(32)[1] == features[[0, 2, 3, 5, 6, 8, 9, 11, 13]].tolist()
+
+
+def test_the_memory_is_state_of_the_checkpoint():
+    # the memory persists across steps: buffers of the heads, in the method's (resume) and the
+    # models' (models.pt) state dicts, restored by loading them
+    m = _method()
+    m.training_step(StepContext(Step(0, 10), _batch(), torch.Generator().manual_seed(1)))
+    state = m.state_dict()
+    assert {"models.1.memory", "models.1.memory_count"} <= set(state) and "1.memory" in m.models.state_dict()
+    fresh = _method()
+    fresh.load_state_dict(state)
+    assert torch.equal(fresh.models[1].memory, m.models[1].memory)
+    assert torch.equal(fresh.models[1].memory_count, m.models[1].memory_count)
