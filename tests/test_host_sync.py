@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from helpers import run_spec, unet3
-from semiseg.methods import METHODS, Step, StepContext, bcp, build_method, crln
+from semiseg.methods import METHODS, Step, StepContext, bcp, build_method, crln, ss_net
 from semiseg.methods.common import pseudo
 from semiseg.methods.crln import views
 from semiseg.nets import perturb
@@ -43,6 +43,9 @@ EXCEPTIONS = {
     "crln": ({crln.contrastive_loss.__code__}, Counter({"__int__": 1}),
              "the contrastive sampling draws a data-dependent number of pixels per class; the "
              "step's own stream is seeded by one int drawn from the host generator"),
+    "ss_net": ({ss_net.update_memory.__code__, ss_net.separation_loss.__code__}, Counter({"boolean mask": 2}),
+               "the memory and the class-separation term take a data-dependent number of pixels per class "
+               "(the labeled pixels predicted right: the step's two boolean masks)"),
 }
 
 
