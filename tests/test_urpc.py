@@ -11,7 +11,7 @@ import torch
 from conftest import REPO
 from helpers import method_on_defaults, squares_batch, unet3
 from semiseg.config import load_config, run_spec
-from semiseg.methods import Step, StepContext
+from semiseg.methods import Step, StepContext, inference_network
 from semiseg.methods.common.losses import dice_ce_loss
 from semiseg.methods.urpc import pyramid_uncertainty, rectified_consistency
 from semiseg.nets import PyramidNet, UNet, VNet, build_network
@@ -197,9 +197,15 @@ def test_consistency_changes_the_gradient_of_every_head():
     assert all(not torch.allclose(a, b) for a, b in zip(aux0, aux1))
 
 
-def test_method_refuses_a_network_without_the_pyramid():
-    with pytest.raises(ValueError, match="pyramid"):
-        method_on_defaults("urpc", unet3)
+def test_a_plain_network_is_trained_and_inferred_in_the_default_pyramid():
+    m = method_on_defaults("urpc", unet3)
+    assert isinstance(m.models[0], PyramidNet) and m.models[0].perturbations == ["dropout", "feature_dropout",
+                                                                                  "feature_noise"]
+    spec = {"method": {"algorithm": "urpc"}}
+    fresh = inference_network(spec, unet3)
+    fresh.load_state_dict(m.eval_network().state_dict())  # the infer stage loads model.pt into it
+    x = torch.randn(1, 1, 16, 16)
+    assert torch.equal(fresh.eval()(x), m.eval_network().eval()(x))
 
 
 # ---------------------------------------------------------------- catalogue
@@ -213,7 +219,7 @@ def test_catalogue_entries_take_the_paper_and_the_code():
     assert (code["params"]["divergence"], code["params"]["class_reduction"]) == ("mean_scale", "mean")
     # SSL4MIS's 2D script: λ 0.1 over 200 "epochs" of 150 iterations = all of its 30k
     assert (paper["params"]["consistency"], paper["params"]["rampup_block"]) == (0.1, 150)
-    assert paper["network"] == "unet" and paper["network_args"] == {"pyramid": {}}
+    assert paper["network"] == "unet" and "pyramid" not in paper["network_args"]  # the default pyramid
     for dataset in ("la", "pancreas", "brats"):
         spec = run_spec(cfg, dataset, "urpc", 10, 0)["method"]
         assert spec["network"] == "vnet" and spec["network_args"]["pyramid"] == {"upsample": "linear"}

@@ -64,13 +64,20 @@ def rectified_consistency(logits: Sequence[Tensor], *, divergence: str = "scale_
     return total / len(logits)
 
 
+def _with_pyramid(net) -> PyramidNet:
+    """The run's network as URPC trains it: as built where ``network_args.pyramid`` made it a
+    :class:`~semiseg.nets.pyramid.PyramidNet`, else wrapped in the default pyramid."""
+    return net if isinstance(net, PyramidNet) else PyramidNet(net)
+
+
 @register("urpc")
 class URPC(Method):
     """One network with a pyramid of predictions, supervised at every scale and made consistent
     across scales where they agree.
 
     The network is the run's U-Net or V-Net with URPC's deep-supervision heads
-    (:class:`~semiseg.nets.pyramid.PyramidNet`, ``network_args: {pyramid: {...}}``): S = 4 logits
+    (:class:`~semiseg.nets.pyramid.PyramidNet`, its defaults unless ``network_args: {pyramid:
+    {...}}`` sets them): S = 4 logits
     at the input size, main head first; validation and inference run the main head alone, as
     SSL4MIS's test scripts. Per iteration, labeled and unlabeled images in one batch (one set of
     batch-norm statistics, as the code):
@@ -115,11 +122,11 @@ class URPC(Method):
 
     def __init__(self, spec, net_factory):
         super().__init__(spec, net_factory)
-        net = net_factory()
-        if not isinstance(net, PyramidNet):
-            raise ValueError("algorithm urpc needs URPC's pyramid network: set `network_args: {pyramid: {}}` in its "
-                             f"method entry (config/methods/urpc.yaml); got {type(net).__name__}")
-        self.models.append(net)
+        self.models.append(_with_pyramid(net_factory()))
+
+    @classmethod
+    def inference_network(cls, spec, net_factory):
+        return _with_pyramid(net_factory())
 
     def training_step(self, ctx: StepContext) -> Losses:
         s = two_stream(ctx.batch)
