@@ -4,7 +4,7 @@
                                        [--methods NAME ...] [--out DIR]
 
 Each ``PATH`` is a checkout of a reference repository: https://github.com/HiLab-git/SSL4MIS
-(Mean Teacher, CPS, UA-MT: ``code/train_*_2D.py``), https://github.com/ziziyao/ALHVR
+(Mean Teacher, CPS, UA-MT, URPC: ``code/train_*_2D.py``), https://github.com/ziziyao/ALHVR
 (``train_ALHVR/code/train_ALHVR_acdc.py``) and https://github.com/DeepMed-Lab-ECNU/BCP
 (``code/ACDC_BCP_train.py``; it imports scikit-image). Its scripts' folder is put on
 ``sys.path`` at run time and the training script is executed from the checkout: its own
@@ -18,7 +18,7 @@ replaced by stand-ins:
   grow ×30 per step and no two implementations stay within 1e-6);
 - every network the script builds gets the seeded initial weights of
   :func:`~parity.inputs.seeded_init`; ``torch.randn_like`` (the teacher's input noise) is the
-  seeded :class:`~parity.inputs.NoiseStream`, ALHVR's feature-perturbation draws and BCP's
+  seeded :class:`~parity.inputs.NoiseStream`, ALHVR's and URPC's feature-perturbation draws and BCP's
   paste-block corners a :class:`~parity.inputs.PerturbStream`; the global generator (dropout)
   is seeded before every iteration;
 - the loss modules, the SGD optimisers and the TensorBoard writer record what they see: each
