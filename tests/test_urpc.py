@@ -156,6 +156,20 @@ def test_losses_equal_ssl4mis_s_on_identical_tensors():
         assert rectified_consistency(unlabeled, **switches).item() != pytest.approx(0.8603591105669395, rel=1e-3)
 
 
+def test_losses_equal_ssl4mis_s_3d_script_on_identical_tensors():
+    # The same commit's train_uncertainty_rectified_pyramid_consistency_3D.py (four auxiliary
+    # outputs, no separate main one; the same losses): its lines from the softmax of the outputs to
+    # `consistency_loss`, run on these 2-class 2 x 2 x 3 volumes (labeled_bs 2), gave
+    # supervised_loss 0.850001060852705 and consistency_loss 0.4965733924054043.
+    g = torch.Generator().manual_seed(2022)
+    heads = [torch.randn(4, 2, 2, 2, 3, generator=g, dtype=torch.float64) * 2 for _ in range(4)]
+    label = torch.randint(0, 2, (4, 2, 2, 3), generator=g)
+    supervised = [dice_ce_loss(h[:2], label[:2]) for h in heads]
+    assert sum(0.5 * (t.ce + t.dice) for t in supervised).item() / 4 == pytest.approx(0.850001060852705, rel=1e-12)
+    code = rectified_consistency([h[2:] for h in heads], divergence="mean_scale", class_reduction="mean")
+    assert code.item() == pytest.approx(0.4965733924054043, rel=1e-12)
+
+
 # ---------------------------------------------------------------- the method
 
 
