@@ -5,7 +5,7 @@
                                        [--methods NAME ...] [--out DIR]
 
 Each ``PATH`` is a checkout of a reference repository: https://github.com/HiLab-git/SSL4MIS
-(Mean Teacher, CPS, UA-MT: ``code/train_*_2D.py``), https://github.com/ziziyao/ALHVR
+(Mean Teacher, CPS, UA-MT, URPC: ``code/train_*_2D.py``), https://github.com/ziziyao/ALHVR
 (``train_ALHVR/code/train_ALHVR_acdc.py``), https://github.com/DeepMed-Lab-ECNU/BCP
 (``code/ACDC_BCP_train.py``; it imports scikit-image), https://github.com/LiheYoung/UniMatch
 (``more-scenarios/medical/unimatch.py``, run by a runner of its own: see ``record_unimatch``) and
@@ -22,7 +22,7 @@ a logger replaced by stand-ins:
   grow ×30 per step and no two implementations stay within 1e-6);
 - every network the script builds gets the seeded initial weights of
   :func:`~parity.inputs.seeded_init`; ``torch.randn_like`` (the teacher's input noise) is the
-  seeded :class:`~parity.inputs.NoiseStream`, ALHVR's feature-perturbation draws and BCP's
+  seeded :class:`~parity.inputs.NoiseStream`, ALHVR's and URPC's feature-perturbation draws and BCP's
   paste-block corners a :class:`~parity.inputs.PerturbStream`; the global generator (dropout)
   is seeded before every iteration;
 - the loss modules, the SGD optimisers and the TensorBoard writer record what they see: each
@@ -701,13 +701,68 @@ def record_unimatch(code: Path) -> dict:
             "final": {"model": weight_stats(list(rec.nets[0].named_parameters()), NAMED)}}
 
 
+# ---- URPC (SSL4MIS train_uncertainty_rectified_pyramid_consistency_2D.py): the `urpc_code` entry
+
+def urpc_parts(net: torch.nn.Module) -> torch.nn.ModuleList:
+    """``UNet_URPC``'s parameters that its forward reads, in declaration order: all but
+    ``out_conv_dp4``, which ``Decoder_URPC`` declares and never uses (the project has no such head)."""
+    d = net.decoder
+    return torch.nn.ModuleList([net.encoder, d.up1, d.up2, d.up3, d.up4, d.out_conv, d.out_conv_dp3,
+                                d.out_conv_dp2, d.out_conv_dp1])
+
+
+def record_urpc(code: Path) -> dict:
+    """Its network ``UNet_URPC`` seeded through :func:`urpc_parts`; the 1/4 head's feature-dropout
+    γ (``np.random.uniform``) and the 1/2 head's feature noise (``Uniform.sample``) from one
+    :class:`~parity.inputs.PerturbStream` (as ALHVR's), the 1/8 head's dropout from the global
+    generator. CE and Dice are the means of its four heads' calls."""
+    setup = {**SETUP, "perturb_seed": 17}
+    edits = [("get_current_consistency_weight(iter_num//150)", "get_current_consistency_weight(iter_num//2)")]
+    box = []
+
+    def patches(stack, setup, ns):
+        from networks import unet
+
+        stream = PerturbStream(setup["perturb_seed"])
+        stack.enter_context(patched(unet, "np", types.SimpleNamespace(random=types.SimpleNamespace(
+            uniform=stream.scalar))))
+        stack.enter_context(patched(unet, "Uniform", lambda low, high: types.SimpleNamespace(
+            sample=lambda shape: low + (high - low) * stream.tensor(shape))))
+
+        def net_factory(net_type="unet_urpc", in_chns=1, class_num=4):
+            net = unet.UNet_URPC(in_chns=in_chns, class_num=class_num)
+            seeded_init(urpc_parts(net), setup["init_seed"])
+            box[0].nets.append(net)
+            return net
+        stack.enter_context(patched_item(ns, "net_factory", net_factory))
+
+    rec, _ = run_script(code, "train_uncertainty_rectified_pyramid_consistency_2D.py",
+                        ssl4mis_argv(setup, consistency_rampup=10), edits, [], setup, patches=patches,
+                        on_recorder=box.append)
+    rows = []
+    for it in rec.iterations:
+        calls, sc = it["calls"], it["scalars"]
+        ce, dice = [v for k, v in calls if k == "ce"], [v for k, v in calls if k == "dice"]
+        rows.append({"iteration": it["iteration"], "lr": it["lrs"][0], "total": sc["info/total_loss"],
+                     "ce": sum(ce) / len(ce), "dice": sum(dice) / len(dice), "ce_heads": ce, "dice_heads": dice,
+                     "consistency": sc["info/consistency_loss"], "consistency_weight": sc["info/consistency_weight"]})
+    parts = urpc_parts(rec.nets[0])
+    return {"method": "urpc_code", "script": "code/train_uncertainty_rectified_pyramid_consistency_2D.py",
+            "setup": {**setup, **RAMP, "edits": edits,
+                      "init": "seeded_init(init_seed) of every parameter but out_conv_dp4 (urpc_parts)",
+                      "shapes": shapes_digest(parts)},
+            "iterations": rows,
+            "final": {"model": weight_stats(list(parts.named_parameters()), NAMED)}}
+
+
 RECORDERS = {"mean_teacher": ("ssl4mis", "HiLab-git/SSL4MIS", record_mean_teacher),
              "cps": ("ssl4mis", "HiLab-git/SSL4MIS", record_cps),
              "ua_mt": ("ssl4mis", "HiLab-git/SSL4MIS", record_ua_mt),
              "alhvr_code": ("alhvr", "ziziyao/ALHVR", record_alhvr),
              "bcp": ("bcp", "DeepMed-Lab-ECNU/BCP", record_bcp_acdc),
              "unimatch": ("unimatch", "LiheYoung/UniMatch", record_unimatch),
-             "ss_net": ("ss_net", "ycwu1997/SS-Net", record_ss_net)}
+             "ss_net": ("ss_net", "ycwu1997/SS-Net", record_ss_net),
+             "urpc_code": ("ssl4mis", "HiLab-git/SSL4MIS", record_urpc)}
 
 
 def main(argv: list[str] | None = None) -> None:
