@@ -16,8 +16,8 @@ from contextlib import contextmanager
 import pytest
 import torch
 
-from helpers import run_spec, unet3
-from semiseg.methods import METHODS, Step, StepContext, bcp, build_method, caml, crln, ss_net
+from helpers import tiny_step
+from semiseg.methods import METHODS, bcp, caml, crln, ss_net
 from semiseg.methods.common import pseudo
 from semiseg.methods.crln import views
 from semiseg.nets import perturb
@@ -100,25 +100,8 @@ def host_reads(allowed=frozenset()):
                 delattr(torch.Tensor, name)
 
 
-# methods that train 3D networks only: stepped on 16^3 patches with a small V-Net
-THREE_D = {"caml"}
-
-
-def _vnet3():
-    from semiseg.nets import VNet
-
-    return VNet(1, 3, n_filters=4, normalization="batchnorm", has_dropout=False)
-
-
 def _step_reads(algorithm: str, params: dict | None = None, allowed=frozenset()) -> Counter:
-    three_d = algorithm in THREE_D
-    m = build_method(run_spec(algorithm, 10, params=params, dims=3 if three_d else 2), _vnet3 if three_d else unet3)
-    g = torch.Generator().manual_seed(0)
-    shape = (16, 16, 16) if three_d else (32, 32)
-    batch = {"labeled_image": torch.randn(2, 1, *shape, generator=g),
-             "labeled_label": torch.randint(0, 3, (2, *shape), generator=g),
-             "unlabeled_image": torch.randn(2, 1, *shape, generator=g)}
-    ctx = StepContext(Step(9, 10), m.make_views(batch, g), g)
+    m, ctx = tiny_step(algorithm, params)
     with host_reads(allowed) as counts:
         losses = m.training_step(ctx)
     losses.total.backward()
