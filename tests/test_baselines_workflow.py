@@ -13,7 +13,7 @@ import pytest
 from conftest import TINY3D_DATASET, make_workflow, snakemake, write_yaml
 
 BASELINES_2D: list[str] = ["mc_net", "mc_net_plus"]
-BASELINES_3D: list[str] = ["mc_net", "mc_net_plus"]
+BASELINES_3D: list[str] = ["caml", "mc_net", "mc_net_plus"]
 
 
 def _table(name: str, dataset: str, ratio: int, methods: list[str]) -> dict:
