@@ -1,7 +1,7 @@
 """Record short training trajectories with the official code of a method (parity records).
 
     python benchmarks/parity_record.py [--ssl4mis PATH] [--alhvr PATH] [--bcp PATH] [--unimatch PATH]
-                                       [--ss-net PATH]
+                                       [--ss-net PATH] [--mcnet PATH]
                                        [--methods NAME ...] [--out DIR]
 
 Each ``PATH`` is a checkout of a reference repository: https://github.com/HiLab-git/SSL4MIS
@@ -10,7 +10,8 @@ Each ``PATH`` is a checkout of a reference repository: https://github.com/HiLab-
 (``code/ACDC_BCP_train.py``; it imports scikit-image), https://github.com/LiheYoung/UniMatch
 (``more-scenarios/medical/unimatch.py``, run by a runner of its own: see ``record_unimatch``) and
 https://github.com/ycwu1997/SS-Net (``code/train_ss_2d.py``; its memory's two bugs mended in the
-modules it imports, :data:`SS_NET_MENDS`).
+modules it imports, :data:`SS_NET_MENDS`) and https://github.com/ycwu1997/MC-Net
+(``code/train_mcnet_2d.py``, MC-Net and MC-Net+).
 Its scripts' folder is put on ``sys.path`` at run time and the training script is executed from
 the checkout: its own ``train()`` (BCP: ``pre_train``, its checkpoint, ``self_train``) with its
 network, losses, ramp, EMA and lr policy, on CPU in float64, with what needs a GPU, a dataset or
@@ -755,6 +756,39 @@ def record_urpc(code: Path) -> dict:
             "final": {"model": weight_stats(list(parts.named_parameters()), NAMED)}}
 
 
+# ---- MC-Net / MC-Net+ (ycwu1997/MC-Net code/train_mcnet_2d.py)
+
+NETWORKS.update({"mcnet2d_v1": "MCNet2d_v1", "mcnet2d_v2": "MCNet2d_v2"})
+CODE["mcnet"] = "code"
+
+
+def record_mc_net_2d(code: Path, method: str, model: str) -> dict:
+    """MC-Net's 2D script (``--model mcnet2d_v1``: two decoders; ``mcnet2d_v2``: three): the
+    loss terms as the training loop holds them when it steps (``loss_seg_dice``, the summed
+    Dice of the decoders; ``loss_consist``; the weight, read after its counter is incremented).
+    Its cross-entropy is computed and logged but not in the loss; it is recorded too."""
+    setup = dict(SETUP)
+    edits = [("get_current_consistency_weight(iter_num//150)", "get_current_consistency_weight(iter_num//2)")]
+    argv = ssl4mis_argv(setup, "labelnum", consistency_rampup=10, model=model)
+    rec, _ = run_script(code, "train_mcnet_2d.py", argv, edits, [setup["init_seed"]], setup)
+    rows = [{"iteration": it["iteration"], "lr": it["lrs"][0], "total": it["locals"]["loss"],
+             "dice": it["locals"]["loss_seg_dice"], "consistency": it["locals"]["loss_consist"],
+             "ce": it["locals"]["loss_seg"], "consistency_weight": it["locals"]["consistency_weight"]}
+            for it in rec.iterations]
+    return {"method": method, "script": f"code/train_mcnet_2d.py --model {model}",
+            "setup": {**setup, **RAMP, "edits": edits, "init": "the network: seeded_init(init_seed)",
+                      "shapes": shapes_digest(rec.nets[0])},
+            "iterations": rows,
+            "final": {"model": weight_stats(list(rec.nets[0].named_parameters()), NAMED)}}
+
+
+RECORDERS_MC_NET = {
+    "mc_net_code": ("mcnet", "ycwu1997/MC-Net", lambda code: record_mc_net_2d(code, "mc_net_code", "mcnet2d_v1")),
+    "mc_net_plus_code": ("mcnet", "ycwu1997/MC-Net",
+                         lambda code: record_mc_net_2d(code, "mc_net_plus_code", "mcnet2d_v2")),
+}
+
+
 RECORDERS = {"mean_teacher": ("ssl4mis", "HiLab-git/SSL4MIS", record_mean_teacher),
              "cps": ("ssl4mis", "HiLab-git/SSL4MIS", record_cps),
              "ua_mt": ("ssl4mis", "HiLab-git/SSL4MIS", record_ua_mt),
@@ -762,7 +796,8 @@ RECORDERS = {"mean_teacher": ("ssl4mis", "HiLab-git/SSL4MIS", record_mean_teache
              "bcp": ("bcp", "DeepMed-Lab-ECNU/BCP", record_bcp_acdc),
              "unimatch": ("unimatch", "LiheYoung/UniMatch", record_unimatch),
              "ss_net": ("ss_net", "ycwu1997/SS-Net", record_ss_net),
-             "urpc_code": ("ssl4mis", "HiLab-git/SSL4MIS", record_urpc)}
+             "urpc_code": ("ssl4mis", "HiLab-git/SSL4MIS", record_urpc),
+             **RECORDERS_MC_NET}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -772,19 +807,20 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--bcp", type=Path, help="a checkout of DeepMed-Lab-ECNU/BCP (its ACDC script needs scikit-image)")
     ap.add_argument("--unimatch", type=Path, help="a checkout of LiheYoung/UniMatch (its medical script needs PyYAML)")
     ap.add_argument("--ss-net", type=Path, help="a checkout of ycwu1997/SS-Net")
+    ap.add_argument("--mcnet", type=Path, help="a checkout of ycwu1997/MC-Net")
     ap.add_argument("--methods", nargs="+", choices=list(RECORDERS),
                     help="default: every method whose repository's checkout is given")
     ap.add_argument("--out", type=Path, default=REPO / "tests" / "parity" / "records")
     args = ap.parse_args(argv)
     methods = args.methods or [name for name, (option, _, _) in RECORDERS.items() if getattr(args, option)]
     if not methods:
-        raise SystemExit("pass at least one checkout: --ssl4mis, --alhvr, --bcp, --unimatch or --ss-net PATH")
+        raise SystemExit("pass at least one checkout: --ssl4mis, --alhvr, --bcp, --unimatch, --ss-net or --mcnet PATH")
     args.out.mkdir(parents=True, exist_ok=True)
     for name in methods:
         option, repository, recorder = RECORDERS[name]
         checkout = getattr(args, option)
         if checkout is None:
-            raise SystemExit(f"{name}: pass --{option} PATH (a checkout of {repository})")
+            raise SystemExit(f"{name}: pass --{option.replace('_', '-')} PATH (a checkout of {repository})")
         record = {"reference": {"repository": repository, "commit": git_commit(checkout)},
                   **recorder(checkout.resolve() / CODE[option])}
         path = args.out / f"{name}.json"
