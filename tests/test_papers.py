@@ -102,7 +102,8 @@ CITED = paper_tables(
         "P T1": {"table": "Table 1 (tiny)", "dataset": "tiny2d",
                  "values": {"supervised": {25: {"dice": 80.0}, 50: {"dice": 85.0}},
                             "mean_teacher": {25: {"dice": 82.0, "asd": 1.5}}, "other": {25: {"dice": 70.0}}}},
-        "P T2": {"table": "Table 2 (tiny, best)", "dataset": "tiny2d", "values": {"mean_teacher": {25: {"dice": 83.0}}}},
+        "P T2": {"table": "Table 2 (tiny, best)", "dataset": "tiny2d",
+                 "values": {"mean_teacher": {25: {"dice": 83.0}}}},
         "P T9": {"table": "Table 9 (another dataset)", "dataset": "la", "values": {"supervised": {25: {"dice": 1.0}}}},
     }}}, {"paper": "papers/paper.yaml"})
 
@@ -129,7 +130,8 @@ def test_a_citation_brings_the_cited_values_at_the_table_s_rows_with_its_source(
 
 
 @pytest.mark.parametrize("reference, message", [
-    ([{"cite": "P T7"}], r"tiny\.yaml: tiny\.reference\.0\.cite: unknown paper table 'P T7'; allowed: P T1, P T2, P T9"),
+    ([{"cite": "P T7"}],
+     r"tiny\.yaml: tiny\.reference\.0\.cite: unknown paper table 'P T7'; allowed: P T1, P T2, P T9"),
     ({"cite": "P T9"}, r"tiny\.yaml: tiny\.reference\.cite: 'P T9' is a table of dataset 'la' \(papers/paper\.yaml\)"),
     ([{"cite": "P T1", "methods": ["cps"]}],
      r"tiny\.reference\.0\.methods\.0: 'P T1' \(papers/paper\.yaml\) has no values of 'cps'; allowed: supervised, "),
@@ -151,7 +153,8 @@ def test_a_citation_that_gives_no_value_at_the_rows_is_refused():
 def test_two_papers_may_not_name_a_table_alike():
     papers = {name: {"citation": name, "tables": {"X T1": {"table": "t", "dataset": "la", "values": {}}}}
               for name in ("one", "two")}
-    with pytest.raises(ConfigError, match=r"two\.yaml: two\.tables\.X T1: the name is also a table of one \(one\.yaml\)"):
+    with pytest.raises(ConfigError,
+                       match=r"two\.yaml: two\.tables\.X T1: the name is also a table of one \(one\.yaml\)"):
         paper_tables(papers, {"one": "one.yaml", "two": "two.yaml"})
 
 
@@ -183,6 +186,6 @@ def test_the_shipped_catalogue_refuses_a_missing_value_and_an_unknown_name_namin
     with pytest.raises(ConfigError, match=r"tables/la\.yaml: la\.reference\.0\.cite: unknown paper table 'BUARL T22'"):
         load_config(root=root)
     root = _repo_copy(tmp_path / "c", edit_tables=lambda d: d["la"]["reference"][0].update(values={}))
-    with pytest.raises(ConfigError, match=r"la\.yaml: invalid configuration\n  la\.reference\.0\.values: unknown field; "
-                                          r"allowed: cite, methods, tag"):
+    with pytest.raises(ConfigError, match=r"la\.yaml: invalid configuration\n  la\.reference\.0\.values: "
+                                          r"unknown field; allowed: cite, methods, tag"):
         load_config(root=root)

@@ -48,8 +48,9 @@ def cite_references(table: dict, where: str, cited: dict[str, dict]) -> None:
     the cited table's values at this table's rows (method and ratio; ``methods`` narrows them),
     tagged with ``tag``, else with the cited name: in a list of sources (of one, too) each names
     its paper; a ``reference`` that is one citation, not a list, prints its values untagged, as
-    ``paper x``. Sources written out in full stay as they are. Raises :class:`ConfigError` naming the field: an unknown name, a table of another dataset,
-    a ``methods`` entry the cited table or this table's rows lack, a citation that gives no value."""
+    ``paper x``. Sources written out in full stay as they are. Raises :class:`ConfigError` naming
+    the field: an unknown name, a table of another dataset, a ``methods`` entry the cited table or
+    this table's rows lack, a citation that gives no value."""
     ref = table.get("reference")
     sources = reference_sources(table)
     if not any("cite" in source for source in sources):
