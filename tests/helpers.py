@@ -134,6 +134,17 @@ def tiny_step(algorithm: str, params: dict | None = None):
     return m, StepContext(Step(9, 10), m.make_views(batch, g), g)
 
 
+def smoke_rows(results: Path, table: str) -> tuple[list[str], list[str]]:
+    """The labels of the lines of `table` (one per row and ratio) that the smoke build at `results`
+    runs, and of those that show the papers' values only, as the build's own copy of the config
+    (after its cuts) says: ``(ran, paper_only)``, in the table's order."""
+    from semiseg.config import load_config
+
+    rows = load_config(root=results.parent)["tables"][table]["rows"]
+    lines = [(r.get("label", r["method"]), r.get("run", True)) for r in rows for _ in r["ratios"]]
+    return [label for label, runs in lines if runs], [label for label, runs in lines if not runs]
+
+
 def small_unet():
     """A 2-level 2D U-Net: 1 channel in, 3 classes out, no dropout."""
     from semiseg.nets import UNet

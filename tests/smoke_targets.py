@@ -11,7 +11,7 @@ ACDC_TABLES = ["acdc", "alhvr_acdc", "alhvr_ablation", "alhvr_beta", "alhvr_regi
 ACDC_TABLES += ["buarl_acdc", "buarl_modules", "buarl_regions", "buarl_mu", "buarl_remove"]
 ACDC_FIGURES = ["figures/alhvr_regions_acdc_10.png"]
 ACDC_FIGURES += ["figures/buarl_entropy_acdc_10.png"]
-# The build's one cut: each of its 45 runs trains ACDC_ITERATIONS iteration(s), validated and
+# The build's first cut: each of its runs trains ACDC_ITERATIONS iteration(s), validated and
 # checkpointed at the end, instead of the smoke schedule's 2 for ACDC. One step of every method
 # (BCP's pre-training is already empty at 2: round(0.25 x 2) = 0) proves what two did, that each
 # run goes through training, validation, inference and its table cells.

@@ -13,7 +13,7 @@ import torch
 import yaml
 
 from conftest import REPO
-from helpers import run_spec, schema_defaults, tiny_store
+from helpers import run_spec, schema_defaults, smoke_rows, tiny_store
 from smoke_targets import BASELINES
 from semiseg.config import load_config, run_spec as config_run_spec, table_runs
 from semiseg.engine.loop import train
@@ -536,14 +536,16 @@ def _train_columns(res, method):
 def test_the_sgrs_tables_on_la_mini(la_smoke):
     res = la_smoke
     rows = _table_rows((res / "tables" / "sgrs_la.md").read_text())
-    # V-Net 4 / 8 / all 20 of LA-mini, 7 methods not implemented and BCP and SGRS-Net at 4 and 8
-    assert len(rows) == 3 + 7 * 2 + 2 + 2
-    not_run = [r[0] for r in rows if r[3].startswith("not run")]
-    assert not_run == [m for m in ("DTC", "URPC", "SS-Net", "MC-Net+", "CAML", "Co-BioNet", "MCF") for _ in range(2)]
+    # V-Net 4 / 8 / all 20 of LA-mini, the literature's baselines (those implemented here run, at 8
+    # labeled only in this build; the others show their paper values), BCP and SGRS-Net at 4 and 8
+    ran_here, paper_only = smoke_rows(res, "sgrs_la")
+    assert [r[0] for r in rows if r[3].startswith("not run")] == paper_only
+    assert [r[0] for r in rows if not r[3].startswith("not run")] == ran_here
+    assert "Co-BioNet" in paper_only and {"URPC", "SS-Net", "MC-Net+", "CAML"} <= set(ran_here)
     cells = {(r[0], r[1]): r[3:] for r in rows}
     assert cells[("SGRS-Net", "4 (5%)")][0].endswith("(paper 89.70)")
     assert cells[("SGRS-Net", "8 (10%)")][3].endswith("(paper 1.87)")
-    assert cells[("MCF", "8 (10%)")][3] == "not run (paper 2.79)"
+    assert cells[("MCF", "8 (10%)")][3].endswith("(paper 2.79)")
     for label in ("SGRS-Net", "BCP", "V-Net (labeled only)"):
         assert all(re.match(r"\d+\.\d\d ", c) for (lab, _), cs in cells.items() if lab == label for c in cs)
 
