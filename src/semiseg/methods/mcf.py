@@ -76,14 +76,17 @@ class MCF(Method):
     Loss terms ``ce_a, dice_a, cdr_a`` (and ``_b``), ``cons`` (the student's, unweighted);
     statistics ``consistency_weight`` and ``teacher`` (0: the backbone teaches, 1: the ResNet).
 
-    Where the code leaves room (it is 3D and binary; the paper was not at hand, so its code
-    decides every choice here):
+    Where the code leaves room (it is 3D, binary and for Left Atrium; the paper's text is not in
+    this project's paper set, so the code decides every choice here):
 
     - Dice and CDR with more than two classes: the code's Dice is the foreground channel's
       (squared denominator); here the mean over the foreground classes (equal for two classes);
       CDR's error likewise, and its mask "the hard labels differ" (the code's xor of "label 1").
     - The 2D form (ACDC, AbdomenCT-1K): the SSL4MIS U-Net beside a 2D ResNet-34 under the U-Net's
       decoder, the code's initialisation on both.
+    - Schedules: LA and Pancreas-CT (whose folds the code ships for the same script) train on the
+      script's (config/methods/mcf.yaml); BraTS, ACDC and AbdomenCT-1K, which no MCF code covers,
+      on the dataset's paper schedule, the ramp over the whole run as in the script.
     - The code sharpens ``q^(1/T) / Σ q^(1/T)``; here ``softmax(log q / T)``, equal up to rounding.
     - The code's two views of a batch are one crop (its ``ToTensor`` is deterministic): both
       networks see the same images here too. Its LA crop has no rotation or flip; the dataset's
