@@ -1,12 +1,13 @@
 """Record short training trajectories with the official code of a method (parity records).
 
-    python benchmarks/parity_record.py [--ssl4mis PATH] [--alhvr PATH] [--bcp PATH]
+    python benchmarks/parity_record.py [--ssl4mis PATH] [--alhvr PATH] [--bcp PATH] [--mcf PATH]
                                        [--methods NAME ...] [--out DIR]
 
 Each ``PATH`` is a checkout of a reference repository: https://github.com/HiLab-git/SSL4MIS
 (Mean Teacher, CPS, UA-MT: ``code/train_*_2D.py``), https://github.com/ziziyao/ALHVR
-(``train_ALHVR/code/train_ALHVR_acdc.py``) and https://github.com/DeepMed-Lab-ECNU/BCP
-(``code/ACDC_BCP_train.py``; it imports scikit-image). Its scripts' folder is put on
+(``train_ALHVR/code/train_ALHVR_acdc.py``), https://github.com/DeepMed-Lab-ECNU/BCP
+(``code/ACDC_BCP_train.py``; it imports scikit-image) and https://github.com/WYC-321/MCF
+(``code/train_MCF.py``, 3D: :func:`record_mcf`). Its scripts' folder is put on
 ``sys.path`` at run time and the training script is executed from the checkout: its own
 ``train()`` (BCP: ``pre_train``, its checkpoint, ``self_train``) with its network, losses,
 ramp, EMA and lr policy, on CPU in float64, with what needs a GPU, a dataset or a logger
@@ -51,7 +52,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
 from parity.inputs import (NoiseStream, PerturbStream, batch_at, seed_iteration, seeded_init,  # noqa: E402
-                           shapes_digest, slices, weight_stats)
+                           shapes_digest, slices, volumes, weight_stats)
 
 #: The fixed input every SSL4MIS record trains on.
 SETUP = {"size": 32, "n_labeled": 4, "n_unlabeled": 4, "labeled_bs": 2, "unlabeled_bs": 2, "iterations": 24,
@@ -397,7 +398,7 @@ def record_alhvr(code: Path) -> dict:
 
 
 #: Where each repository keeps the training scripts.
-CODE = {"ssl4mis": "code", "alhvr": "train_ALHVR/code", "bcp": "code"}
+CODE = {"ssl4mis": "code", "alhvr": "train_ALHVR/code", "bcp": "code", "mcf": "code"}
 
 class _NumpyWithStream:
     """``numpy`` whose ``random.randint`` is a :class:`~parity.inputs.PerturbStream`'s."""
@@ -454,11 +455,133 @@ def record_bcp_acdc(code: Path) -> dict:
             "final": {"student": weight_stats(unet(student), NAMED), "teacher": weight_stats(unet(teacher), NAMED)}}
 
 
+# ---- MCF (WYC-321/MCF code/train_MCF.py): 3D, two networks, run from its `__main__` block
+
+#: MCF's fixed input: 2 + 2 volumes of 16³ per iteration (each 16 of the synthetic slices stacked,
+#: their label binarised: foreground = any class), 8 iterations, no lr drop (the script's first
+#: is after 2,500), the ramp's 150-iteration block shortened to 2, over 3 blocks. 16³, not the
+#: 2D records' 32², because a float64 step of the two 3D networks on a CPU takes seconds.
+MCF_SETUP = {"size": 16, "depth": 16, "n_labeled": 4, "n_unlabeled": 4, "labeled_bs": 2, "unlabeled_bs": 2,
+             "iterations": 8, "data_seed": 31, "init_seed": 7, "rng_seed": 11, "rampup_block": 2,
+             "consistency_rampup": 3}
+#: Its main block becomes ``train()``; each network it builds gets the seeded weights.
+MCF_EDITS = [('if __name__ == "__main__":', "def train():"), ("iter_num//150", "iter_num//2"),
+             ("        return model\n", "        return _parity_init(model)\n")]
+#: The parameters whose final values MCF's record names, in the official declaration order: the
+#: first convolution, a batch norm of the decoder (``block_seven``) and the output convolution.
+MCF_NAMED = [0, -24, -2]
+
+
+class _MCFLoader:
+    """The script's loader: the fixed volumes as its two "views" of a batch (one crop, two
+    ``ToTensor`` copies); seeds dropout per iteration."""
+
+    def __init__(self, rec: Recorder, setup: dict):
+        self.rec, self.setup = rec, setup
+        self.images, self.labels = volumes(setup["n_labeled"] + setup["n_unlabeled"], setup["depth"], setup["size"],
+                                           setup["data_seed"])
+
+    def __len__(self):
+        return self.setup["iterations"]
+
+    def __iter__(self):
+        s = self.setup
+        for t in range(len(self.rec.iterations), s["iterations"]):
+            xl, yl, xu = batch_at(t, self.images, self.labels, s["n_labeled"], s["labeled_bs"], s["unlabeled_bs"])
+            self.rec.start(t)
+            seed_iteration(s["rng_seed"], t)
+            sample = {"image": torch.cat([xl, xu]), "label": torch.cat([yl, torch.zeros_like(yl[: len(xu)])])}
+            yield [sample, sample]
+
+
+def run_mcf_script(code: Path, setup: dict) -> Recorder:
+    """``code/train_MCF.py`` with :data:`MCF_EDITS`, on CPU in float64; nothing written."""
+    import logging
+    import os
+    import shutil
+    import types
+
+    source = (code / "train_MCF.py").read_text()
+    for old, new in MCF_EDITS:
+        if source.count(old) != 1:
+            raise SystemExit(f"{code}/train_MCF.py: expected {old!r} once (another version of the script?)")
+        source = source.replace(old, new)
+    rec, seeds = Recorder(), iter([setup["init_seed"], setup["init_seed"] + 1])
+
+    def init(net):
+        rec.nets.append(seeded_init(net, next(seeds)))
+        return net
+
+    def module(name, **attrs):
+        m = types.ModuleType(name)
+        m.__dict__.update(attrs)
+        return m
+
+    stubs = {"tensorboardX": module("tensorboardX", SummaryWriter=lambda *a, **k: Writer(rec)),
+             "torchvision": module("torchvision", transforms=module("transforms", Compose=lambda x: x)),
+             "dataloaders": module("dataloaders"),
+             "dataloaders.la_heart": module("dataloaders.la_heart", LAHeart=lambda *a, **k: None,
+                                            RandomCrop=lambda *a: None, ToTensor=lambda *a: None,
+                                            TwoStreamBatchSampler=lambda *a: "fixed")}
+    saved = {k: sys.modules.get(k) for k in stubs}
+    sys.modules.update(stubs)
+    sys.path.insert(0, str(code))
+    torch.set_default_dtype(torch.float64)
+    try:
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(patched(sys, "argv", ["train_MCF.py", "--max_iterations", str(setup["iterations"]),
+                                                      "--consistency_rampup", str(setup["consistency_rampup"])]))
+            ns = {"__name__": "parity_train_MCF", "__file__": str(code / "train_MCF.py"), "_parity_init": init}
+            exec(compile(source, str(code / "train_MCF.py"), "exec"), ns)
+            ns["DataLoader"] = lambda *a, **k: _MCFLoader(rec, setup)
+            for obj, name in ((os, "makedirs"), (shutil, "copytree"), (logging, "basicConfig"), (torch, "save")):
+                stack.enter_context(patched(obj, name, lambda *a, **k: None))
+            stack.enter_context(patched(torch.optim, "SGD", recording_sgd(rec, [])))
+            stack.enter_context(patched(torch.Tensor, "cuda", lambda self, *a, **k: self))
+            stack.enter_context(patched(torch.nn.Module, "cuda", lambda self, *a, **k: self))
+            ns["train"]()
+    finally:
+        torch.set_default_dtype(torch.float32)
+        for k, v in saved.items():
+            if v is None:
+                sys.modules.pop(k, None)
+            else:
+                sys.modules[k] = v
+        sys.path.remove(str(code))
+        for k in [k for k in sys.modules if k.split(".")[0] in ("utils", "networks", "dataloaders")]:
+            del sys.modules[k]
+    return rec
+
+
+def record_mcf(code: Path) -> dict:
+    setup = dict(MCF_SETUP)
+    rec = run_mcf_script(code, setup)
+    rows = []
+    for it in rec.iterations:
+        lc, sc = it["locals"], it["scalars"]
+        if it["lrs"][0] != it["lrs"][1]:
+            raise SystemExit("MCF: the two optimisers stepped with different lrs")
+        teacher = int(sc["train/Good_student"])
+        rows.append({"iteration": it["iteration"], "lr": it["lrs"][0], "total": lc["v_loss"] + lc["r_loss"],
+                     "ce_a": lc["v_loss_seg"], "dice_a": lc["v_loss_seg_dice"], "cdr_a": lc["v_mse"],
+                     "ce_b": lc["r_loss_seg"], "dice_b": lc["r_loss_seg_dice"], "cdr_b": lc["r_mse"],
+                     "cons": lc["r_consistency_loss" if teacher == 0 else "v_consistency_loss"],
+                     "teacher": teacher, "consistency_weight": lc["consistency_weight"]})
+    return {"method": "mcf", "script": "code/train_MCF.py",
+            "setup": {**setup, "edits": MCF_EDITS,
+                      "init": "V-Net: seeded_init(init_seed), ResNet: seeded_init(init_seed + 1), in the official "
+                              "declaration order", "shapes": [shapes_digest(net) for net in rec.nets]},
+            "iterations": rows,
+            "final": {name: weight_stats(list(net.named_parameters()), MCF_NAMED)
+                      for name, net in zip(("vnet", "resnet"), rec.nets)}}
+
+
 RECORDERS = {"mean_teacher": ("ssl4mis", "HiLab-git/SSL4MIS", record_mean_teacher),
              "cps": ("ssl4mis", "HiLab-git/SSL4MIS", record_cps),
              "ua_mt": ("ssl4mis", "HiLab-git/SSL4MIS", record_ua_mt),
              "alhvr_code": ("alhvr", "ziziyao/ALHVR", record_alhvr),
-             "bcp": ("bcp", "DeepMed-Lab-ECNU/BCP", record_bcp_acdc)}
+             "bcp": ("bcp", "DeepMed-Lab-ECNU/BCP", record_bcp_acdc),
+             "mcf": ("mcf", "WYC-321/MCF", record_mcf)}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -466,13 +589,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--ssl4mis", type=Path, help="a checkout of HiLab-git/SSL4MIS")
     ap.add_argument("--alhvr", type=Path, help="a checkout of ziziyao/ALHVR")
     ap.add_argument("--bcp", type=Path, help="a checkout of DeepMed-Lab-ECNU/BCP (its ACDC script needs scikit-image)")
+    ap.add_argument("--mcf", type=Path, help="a checkout of WYC-321/MCF")
     ap.add_argument("--methods", nargs="+", choices=list(RECORDERS),
                     help="default: every method whose repository's checkout is given")
     ap.add_argument("--out", type=Path, default=REPO / "tests" / "parity" / "records")
     args = ap.parse_args(argv)
     methods = args.methods or [name for name, (option, _, _) in RECORDERS.items() if getattr(args, option)]
     if not methods:
-        raise SystemExit("pass at least one checkout: --ssl4mis, --alhvr or --bcp PATH")
+        raise SystemExit("pass at least one checkout: --ssl4mis, --alhvr, --bcp or --mcf PATH")
     args.out.mkdir(parents=True, exist_ok=True)
     for name in methods:
         option, repository, recorder = RECORDERS[name]
