@@ -1,17 +1,22 @@
 """Record short training trajectories with the official code of a method (parity records).
 
-    python benchmarks/parity_record.py [--ssl4mis PATH] [--alhvr PATH] [--bcp PATH] [--mcf PATH]
+    python benchmarks/parity_record.py [--ssl4mis PATH] [--alhvr PATH] [--bcp PATH] [--unimatch PATH]
+                                       [--ss-net PATH] [--mcnet PATH] [--mcf PATH]
                                        [--methods NAME ...] [--out DIR]
 
 Each ``PATH`` is a checkout of a reference repository: https://github.com/HiLab-git/SSL4MIS
-(Mean Teacher, CPS, UA-MT: ``code/train_*_2D.py``), https://github.com/ziziyao/ALHVR
+(Mean Teacher, CPS, UA-MT, URPC: ``code/train_*_2D.py``), https://github.com/ziziyao/ALHVR
 (``train_ALHVR/code/train_ALHVR_acdc.py``), https://github.com/DeepMed-Lab-ECNU/BCP
-(``code/ACDC_BCP_train.py``; it imports scikit-image) and https://github.com/WYC-321/MCF
-(``code/train_MCF.py``, 3D: :func:`record_mcf`). Its scripts' folder is put on
-``sys.path`` at run time and the training script is executed from the checkout: its own
-``train()`` (BCP: ``pre_train``, its checkpoint, ``self_train``) with its network, losses,
-ramp, EMA and lr policy, on CPU in float64, with what needs a GPU, a dataset or a logger
-replaced by stand-ins:
+(``code/ACDC_BCP_train.py``; it imports scikit-image), https://github.com/LiheYoung/UniMatch
+(``more-scenarios/medical/unimatch.py``, run by a runner of its own: see ``record_unimatch``) and
+https://github.com/ycwu1997/SS-Net (``code/train_ss_2d.py``; its memory's two bugs mended in the
+modules it imports, :data:`SS_NET_MENDS`) and https://github.com/ycwu1997/MC-Net
+(``code/train_mcnet_2d.py``, MC-Net and MC-Net+) and https://github.com/WYC-321/MCF
+(``code/train_MCF.py``, 3D: :func:`record_mcf`).
+Its scripts' folder is put on ``sys.path`` at run time and the training script is executed from
+the checkout: its own ``train()`` (BCP: ``pre_train``, its checkpoint, ``self_train``) with its
+network, losses, ramp, EMA and lr policy, on CPU in float64, with what needs a GPU, a dataset or
+a logger replaced by stand-ins:
 
 - ``.cuda()`` is the identity; the data loader yields the fixed batches of
   ``tests/parity/inputs.py`` (2 + 2 synthetic 32 × 32 slices per iteration, no augmentation;
@@ -19,7 +24,7 @@ replaced by stand-ins:
   grow ×30 per step and no two implementations stay within 1e-6);
 - every network the script builds gets the seeded initial weights of
   :func:`~parity.inputs.seeded_init`; ``torch.randn_like`` (the teacher's input noise) is the
-  seeded :class:`~parity.inputs.NoiseStream`, ALHVR's feature-perturbation draws and BCP's
+  seeded :class:`~parity.inputs.NoiseStream`, ALHVR's and URPC's feature-perturbation draws and BCP's
   paste-block corners a :class:`~parity.inputs.PerturbStream`; the global generator (dropout)
   is seeded before every iteration;
 - the loss modules, the SGD optimisers and the TensorBoard writer record what they see: each
@@ -51,8 +56,9 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
-from parity.inputs import (NoiseStream, PerturbStream, batch_at, seed_iteration, seeded_init,  # noqa: E402
-                           shapes_digest, slices, volumes, weight_stats)
+from parity.inputs import (NoiseStream, PerturbStream, batch_at, box_stand_in, seed_iteration,  # noqa: E402
+                           seeded_init, shapes_digest, slices, strong_stand_in, volumes,
+                           weight_stats)
 
 #: The fixed input every SSL4MIS record trains on.
 SETUP = {"size": 32, "n_labeled": 4, "n_unlabeled": 4, "labeled_bs": 2, "unlabeled_bs": 2, "iterations": 24,
@@ -398,7 +404,9 @@ def record_alhvr(code: Path) -> dict:
 
 
 #: Where each repository keeps the training scripts.
-CODE = {"ssl4mis": "code", "alhvr": "train_ALHVR/code", "bcp": "code", "mcf": "code"}
+CODE = {"ssl4mis": "code", "alhvr": "train_ALHVR/code", "bcp": "code", "unimatch": "more-scenarios/medical",
+        "ss_net": "code",
+        "mcf": "code"}
 
 class _NumpyWithStream:
     """``numpy`` whose ``random.randint`` is a :class:`~parity.inputs.PerturbStream`'s."""
@@ -453,6 +461,335 @@ def record_bcp_acdc(code: Path) -> dict:
                       "shapes": shapes_digest(torch.nn.ModuleList([student.encoder, student.decoder]))},
             "iterations": rows,
             "final": {"student": weight_stats(unet(student), NAMED), "teacher": weight_stats(unet(teacher), NAMED)}}
+
+# ---- SS-Net (ycwu1997/SS-Net code/train_ss_2d.py)
+#: The two lines of SS-Net's memory code that the project does not reproduce (bugs, listed in
+#: src/semiseg/methods/ss_net.py), mended in the modules the script imports: the memory keeps
+#: the features its selector scores highest, the memory-side weights are rescaled over the
+#: memory's entries. And its Dice losses' ``target.float()``, a no-op in float32 training, is
+#: left out so that the float64 run stays float64.
+SS_NET_MENDS = {
+    "feature_memory": ("utils/feature_memory.py",
+                       [("_, indices = torch.sort(rank[:, 0], dim=0)",
+                         "_, indices = torch.sort(rank[:, 0], dim=0, descending=True)")]),
+    "contrastive_losses": ("utils/contrastive_losses.py",
+                           [("(learned_weights_features_memory.shape[0] / learned_weights_features_memory.sum(dim=0))",
+                             "(learned_weights_features_memory.shape[1] / "
+                             "learned_weights_features_memory.sum(dim=1, keepdim=True))")]),
+    "losses": ("utils/losses.py", [("        target = target.float()\n", "")] * 2),
+}
+
+
+def _mended(code: Path, name: str) -> types.ModuleType:
+    """A fresh module of ``code/<path>`` with :data:`SS_NET_MENDS`' edits (each expected as written)."""
+    path, edits = SS_NET_MENDS[name]
+    source = (code / path).read_text()
+    for old, new in edits:
+        if old not in source:
+            raise SystemExit(f"{code / path}: expected {old!r} (another version of the code?)")
+        source = source.replace(old, new, 1)
+    module = types.ModuleType(f"utils.{name}")
+    exec(compile(source, str(code / path), "exec"), module.__dict__)
+    return module
+
+
+def ss_net_patches(stack: contextlib.ExitStack, setup: dict, ns: dict) -> None:
+    """The mended modules in the script's namespace; VAT's initial ``torch.rand(x.shape)`` from a
+    :class:`~parity.inputs.PerturbStream` (the replay substitutes the method's draw with the same)."""
+    code = Path(ns["__file__"]).parent
+    for name in SS_NET_MENDS:
+        stack.enter_context(patched_item(ns, name, _mended(code, name)))
+    stream, rand = PerturbStream(setup["direction_seed"]), torch.rand
+
+    def direction(*size, **kwargs):
+        if len(size) == 1 and isinstance(size[0], torch.Size) and not kwargs:
+            return stream.tensor(size[0])
+        return rand(*size, **kwargs)
+
+    stack.enter_context(patched(torch, "rand", direction))
+
+
+def record_ss_net(code: Path) -> dict:
+    setup = {**SETUP, "direction_seed": 23}
+    edits = [("get_current_consistency_weight(iter_num//150)", "get_current_consistency_weight(iter_num//2)")]
+    rec, _ = run_script(code, "train_ss_2d.py", ssl4mis_argv(setup, "labelnum", consistency_rampup=10), edits,
+                        [setup["init_seed"]], setup, patches=ss_net_patches)
+    rows = []
+    for it in rec.iterations:
+        v = it["locals"]
+        rows.append({"iteration": it["iteration"], "lr": it["lrs"][0], "total": v["loss"],
+                     "dice": v["loss_seg_dice"], "lds": v["loss_lds"], "sep_l": v["loss_contr_labeled"],
+                     "sep_u": v["loss_contr_unlabeled"], "consistency_weight": v["consistency_weight"]})
+    net = rec.nets[0]
+    return {"method": "ss_net", "script": "code/train_ss_2d.py",
+            "setup": {**setup, **RAMP, "edits": edits, "mends": {k: v[1] for k, v in SS_NET_MENDS.items()},
+                      "init": "the network with its heads: seeded_init(init_seed)", "shapes": shapes_digest(net)},
+            "iterations": rows,
+            "final": {"model": weight_stats(list(net.named_parameters()), NAMED)}}
+
+
+# ---- UniMatch (LiheYoung/UniMatch more-scenarios/medical/unimatch.py): a runner of its own. The
+# script is not SSL4MIS-shaped: a main() over three loaders (labeled, unlabeled, CutMix partners)
+# whose dataset makes the strong views with PIL, DistributedDataParallel, a val-and-test loop.
+
+#: 2 labeled slices and 2 + 2 unlabeled (images and partners) per iteration; τ lowered from 0.95 so
+#: that the seeded network's pseudo labels count from the first steps.
+UNIMATCH_SETUP = {**SETUP, "unlabeled_bs": 4, "conf_thresh": 0.6, "fp_seed": 29, "view_seed": 23}
+
+
+class _UniMatchDone(Exception):
+    """Raised by the validation loader: the training loop has run every iteration."""
+
+
+def unimatch_loaders(rec: Recorder, setup: dict):
+    """The script's dataset and ``DataLoader``: iteration ``t``'s labeled batch, its unlabeled
+    images with their stand-in strong views and boxes (:func:`~parity.inputs.strong_stand_in`,
+    :func:`~parity.inputs.box_stand_in`, calls ``2t`` and ``2t + 1``) and the partners'; the
+    validation loader ends the run."""
+    images, labels = slices(setup["n_labeled"] + setup["n_unlabeled"], setup["size"], setup["data_seed"])
+    half, made = setup["unlabeled_bs"] // 2, []
+
+    class Dataset:
+        def __init__(self, name, root, mode, size=None, id_path=None, nsample=None):
+            self.mode, self.ids = mode, ["slice"] * setup["iterations"]
+
+    class Loader:
+        def __init__(self, dataset, *a, sampler=None, **k):
+            made.append(dataset.mode)
+            self.sampler = sampler
+            self.part = "mix" if made.count("train_u") == 2 and dataset.mode == "train_u" else dataset.mode
+
+        def __len__(self):
+            return setup["iterations"]
+
+        def __iter__(self):
+            s = setup
+            if self.part == "val":
+                raise _UniMatchDone()
+            for t in range(s["iterations"]):
+                xl, yl, xu = batch_at(t, images, labels, s["n_labeled"], s["labeled_bs"], s["unlabeled_bs"])
+                if self.part == "train_l":
+                    rec.start(t)
+                    seed_iteration(s["rng_seed"], t)
+                    yield xl, yl
+                    continue
+                part = slice(0, half) if self.part == "train_u" else slice(half, None)
+                views = [strong_stand_in(xu, s["view_seed"], 2 * t + k)[part] for k in (0, 1)]
+                boxes = [box_stand_in(half, s["size"], s["size"], s["view_seed"], 2 * t + k).double() for k in (0, 1)]
+                yield xu[part], *views, *boxes
+
+    class Sampler:
+        def __init__(self, *a, **k):
+            pass
+
+        def set_epoch(self, epoch):
+            pass
+
+    return Dataset, Loader, Sampler
+
+
+def unimatch_fp_dropout(stream: PerturbStream):
+    """``nn.Dropout2d`` whose channel masks come from ``stream`` (``u ≥ p`` kept, ``×1/(1 − p)``),
+    so that the global generator's dropout draws line up with the project's."""
+    class FixedDropout2d(torch.nn.Module):
+        def __init__(self, p=0.5):
+            super().__init__()
+            self.p = p
+
+        def forward(self, x):
+            keep = (stream.tensor(x.shape[:2]) >= self.p).to(x.dtype)
+            return x * (keep / (1 - self.p)).view(*x.shape[:2], *([1] * (x.dim() - 2)))
+
+    return FixedDropout2d
+
+
+def _unimatch_run(code: Path, setup: dict, rec: Recorder, tmp: str) -> None:
+    import os
+    import yaml
+
+    sys.path.insert(0, str(code))
+    from model import unet
+    from util import utils
+
+    cfg = Path(tmp) / "acdc.yaml"
+    cfg.write_text(yaml.safe_dump({"dataset": "acdc", "nclass": setup["num_classes"], "crop_size": setup["size"],
+                                   "data_root": tmp, "epochs": 1, "batch_size": setup["labeled_bs"], "lr": 0.01,
+                                   "conf_thresh": setup["conf_thresh"]}))
+    Dataset, Loader, Sampler = unimatch_loaders(rec, setup)
+    stubs = {"dataset": types.ModuleType("dataset"), "dataset.acdc": types.ModuleType("dataset.acdc"),
+             "util.dist_helper": types.ModuleType("util.dist_helper"),
+             "torch.utils.tensorboard": types.ModuleType("torch.utils.tensorboard")}
+    stubs["dataset.acdc"].ACDCDataset = Dataset
+    stubs["util.dist_helper"].setup_distributed = lambda **k: (0, 1)
+    stubs["torch.utils.tensorboard"].SummaryWriter = lambda *a, **k: Writer(rec)
+
+    class LrSGD(torch.optim.SGD):
+        def step(self, closure=None):
+            rec.now["lrs"].append(self.param_groups[0]["lr"])
+            return super().step(closure)
+
+    def network(**kwargs):
+        rec.nets.append(seeded_init(unet.UNet(**kwargs), setup["init_seed"]))
+        return rec.nets[-1]
+
+    source = (code / "unimatch.py").read_text()
+    with contextlib.ExitStack() as stack:
+        for name, module in stubs.items():
+            stack.enter_context(patched_item(sys.modules, name, module) if name in sys.modules
+                                else _added_module(name, module))
+        stack.enter_context(patched(sys, "argv", ["unimatch.py", "--config", str(cfg), "--labeled-id-path", "l",
+                                                  "--unlabeled-id-path", "u", "--save-path", tmp]))
+        stack.enter_context(patched_item(os.environ, "LOCAL_RANK", "0") if "LOCAL_RANK" in os.environ
+                            else _added_item(os.environ, "LOCAL_RANK", "0"))
+        stack.enter_context(patched(torch.nn.SyncBatchNorm, "convert_sync_batchnorm", staticmethod(lambda m: m)))
+        stack.enter_context(patched(torch.nn.parallel, "DistributedDataParallel", lambda m, **k: m))
+        stack.enter_context(patched(torch.distributed, "barrier", lambda *a, **k: None))
+        stack.enter_context(patched(torch.utils.data.distributed, "DistributedSampler", Sampler))
+        stack.enter_context(patched(torch.nn, "Dropout2d", unimatch_fp_dropout(PerturbStream(setup["fp_seed"]))))
+        stack.enter_context(patched(torch.Tensor, "cuda", lambda self, *a, **k: self))
+        stack.enter_context(patched(torch.nn.Module, "cuda", lambda self, *a, **k: self))
+        for cls, kind in ((torch.nn.CrossEntropyLoss, "ce"), (utils.DiceLoss, "dice")):
+            stack.enter_context(patched(cls, "forward", recording_forward(cls, rec, kind)))
+        ns = {"__name__": "parity_unimatch", "__file__": str(code / "unimatch.py")}
+        exec(compile(source, str(code / "unimatch.py"), "exec"), ns)
+        ns.update(DataLoader=Loader, SGD=LrSGD, UNet=network)
+        try:
+            ns["main"]()
+        except _UniMatchDone:
+            pass
+
+
+@contextlib.contextmanager
+def _added_module(name, module):
+    sys.modules[name] = module
+    try:
+        yield
+    finally:
+        sys.modules.pop(name, None)
+
+
+@contextlib.contextmanager
+def _added_item(mapping, key, value):
+    mapping[key] = value
+    try:
+        yield
+    finally:
+        mapping.pop(key, None)
+
+
+def record_unimatch(code: Path) -> dict:
+    """UniMatch's medical script, 24 iterations of 2 + 2 + 2 slices in one epoch, on CPU in float64."""
+    import tempfile
+
+    setup, rec = dict(UNIMATCH_SETUP), Recorder()
+    torch.set_default_dtype(torch.float64)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            _unimatch_run(code, setup, rec, tmp)
+    finally:
+        torch.set_default_dtype(torch.float32)
+        sys.path.remove(str(code))
+        for k in [k for k in sys.modules if k.split(".")[0] in ("model", "util", "dataset")]:
+            del sys.modules[k]
+    rows = []
+    for it in rec.iterations:
+        (_, ce), (_, dice), (_, s1), (_, s2), (_, fp) = it["calls"]
+        sc = it["scalars"]
+        rows.append({"iteration": it["iteration"], "lr": it["lrs"][0], "total": sc["train/loss_all"], "ce": ce,
+                     "dice": dice, "strong1": s1, "strong2": s2, "fp": fp, "mask_ratio": sc["train/mask_ratio"]})
+    return {"method": "unimatch", "script": "more-scenarios/medical/unimatch.py",
+            "setup": {**setup, "edits": [], "init": "seeded_init(init_seed)", "shapes": shapes_digest(rec.nets[0]),
+                      "views": "strong_stand_in / box_stand_in(view_seed, 2t + k) for the two strong views of "
+                               "iteration t; nn.Dropout2d's channel masks from PerturbStream(fp_seed)"},
+            "iterations": rows,
+            "final": {"model": weight_stats(list(rec.nets[0].named_parameters()), NAMED)}}
+
+
+# ---- URPC (SSL4MIS train_uncertainty_rectified_pyramid_consistency_2D.py): the `urpc_code` entry
+
+def urpc_parts(net: torch.nn.Module) -> torch.nn.ModuleList:
+    """``UNet_URPC``'s parameters that its forward reads, in declaration order: all but
+    ``out_conv_dp4``, which ``Decoder_URPC`` declares and never uses (the project has no such head)."""
+    d = net.decoder
+    return torch.nn.ModuleList([net.encoder, d.up1, d.up2, d.up3, d.up4, d.out_conv, d.out_conv_dp3,
+                                d.out_conv_dp2, d.out_conv_dp1])
+
+
+def record_urpc(code: Path) -> dict:
+    """Its network ``UNet_URPC`` seeded through :func:`urpc_parts`; the 1/4 head's feature-dropout
+    γ (``np.random.uniform``) and the 1/2 head's feature noise (``Uniform.sample``) from one
+    :class:`~parity.inputs.PerturbStream` (as ALHVR's), the 1/8 head's dropout from the global
+    generator. CE and Dice are the means of its four heads' calls."""
+    setup = {**SETUP, "perturb_seed": 17}
+    edits = [("get_current_consistency_weight(iter_num//150)", "get_current_consistency_weight(iter_num//2)")]
+    box = []
+
+    def patches(stack, setup, ns):
+        from networks import unet
+
+        stream = PerturbStream(setup["perturb_seed"])
+        stack.enter_context(patched(unet, "np", types.SimpleNamespace(random=types.SimpleNamespace(
+            uniform=stream.scalar))))
+        stack.enter_context(patched(unet, "Uniform", lambda low, high: types.SimpleNamespace(
+            sample=lambda shape: low + (high - low) * stream.tensor(shape))))
+
+        def net_factory(net_type="unet_urpc", in_chns=1, class_num=4):
+            net = unet.UNet_URPC(in_chns=in_chns, class_num=class_num)
+            seeded_init(urpc_parts(net), setup["init_seed"])
+            box[0].nets.append(net)
+            return net
+        stack.enter_context(patched_item(ns, "net_factory", net_factory))
+
+    rec, _ = run_script(code, "train_uncertainty_rectified_pyramid_consistency_2D.py",
+                        ssl4mis_argv(setup, consistency_rampup=10), edits, [], setup, patches=patches,
+                        on_recorder=box.append)
+    rows = []
+    for it in rec.iterations:
+        calls, sc = it["calls"], it["scalars"]
+        ce, dice = [v for k, v in calls if k == "ce"], [v for k, v in calls if k == "dice"]
+        rows.append({"iteration": it["iteration"], "lr": it["lrs"][0], "total": sc["info/total_loss"],
+                     "ce": sum(ce) / len(ce), "dice": sum(dice) / len(dice), "ce_heads": ce, "dice_heads": dice,
+                     "consistency": sc["info/consistency_loss"], "consistency_weight": sc["info/consistency_weight"]})
+    parts = urpc_parts(rec.nets[0])
+    return {"method": "urpc_code", "script": "code/train_uncertainty_rectified_pyramid_consistency_2D.py",
+            "setup": {**setup, **RAMP, "edits": edits,
+                      "init": "seeded_init(init_seed) of every parameter but out_conv_dp4 (urpc_parts)",
+                      "shapes": shapes_digest(parts)},
+            "iterations": rows,
+            "final": {"model": weight_stats(list(parts.named_parameters()), NAMED)}}
+
+
+# ---- MC-Net / MC-Net+ (ycwu1997/MC-Net code/train_mcnet_2d.py)
+
+NETWORKS.update({"mcnet2d_v1": "MCNet2d_v1", "mcnet2d_v2": "MCNet2d_v2"})
+CODE["mcnet"] = "code"
+
+
+def record_mc_net_2d(code: Path, method: str, model: str) -> dict:
+    """MC-Net's 2D script (``--model mcnet2d_v1``: two decoders; ``mcnet2d_v2``: three): the
+    loss terms as the training loop holds them when it steps (``loss_seg_dice``, the summed
+    Dice of the decoders; ``loss_consist``; the weight, read after its counter is incremented).
+    Its cross-entropy is computed and logged but not in the loss; it is recorded too."""
+    setup = dict(SETUP)
+    edits = [("get_current_consistency_weight(iter_num//150)", "get_current_consistency_weight(iter_num//2)")]
+    argv = ssl4mis_argv(setup, "labelnum", consistency_rampup=10, model=model)
+    rec, _ = run_script(code, "train_mcnet_2d.py", argv, edits, [setup["init_seed"]], setup)
+    rows = [{"iteration": it["iteration"], "lr": it["lrs"][0], "total": it["locals"]["loss"],
+             "dice": it["locals"]["loss_seg_dice"], "consistency": it["locals"]["loss_consist"],
+             "ce": it["locals"]["loss_seg"], "consistency_weight": it["locals"]["consistency_weight"]}
+            for it in rec.iterations]
+    return {"method": method, "script": f"code/train_mcnet_2d.py --model {model}",
+            "setup": {**setup, **RAMP, "edits": edits, "init": "the network: seeded_init(init_seed)",
+                      "shapes": shapes_digest(rec.nets[0])},
+            "iterations": rows,
+            "final": {"model": weight_stats(list(rec.nets[0].named_parameters()), NAMED)}}
+
+
+RECORDERS_MC_NET = {
+    "mc_net_code": ("mcnet", "ycwu1997/MC-Net", lambda code: record_mc_net_2d(code, "mc_net_code", "mcnet2d_v1")),
+    "mc_net_plus_code": ("mcnet", "ycwu1997/MC-Net",
+                         lambda code: record_mc_net_2d(code, "mc_net_plus_code", "mcnet2d_v2")),
+}
 
 
 # ---- MCF (WYC-321/MCF code/train_MCF.py): 3D, two networks, run from its `__main__` block
@@ -581,6 +918,10 @@ RECORDERS = {"mean_teacher": ("ssl4mis", "HiLab-git/SSL4MIS", record_mean_teache
              "ua_mt": ("ssl4mis", "HiLab-git/SSL4MIS", record_ua_mt),
              "alhvr_code": ("alhvr", "ziziyao/ALHVR", record_alhvr),
              "bcp": ("bcp", "DeepMed-Lab-ECNU/BCP", record_bcp_acdc),
+             "unimatch": ("unimatch", "LiheYoung/UniMatch", record_unimatch),
+             "ss_net": ("ss_net", "ycwu1997/SS-Net", record_ss_net),
+             "urpc_code": ("ssl4mis", "HiLab-git/SSL4MIS", record_urpc),
+             **RECORDERS_MC_NET,
              "mcf": ("mcf", "WYC-321/MCF", record_mcf)}
 
 
@@ -589,6 +930,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--ssl4mis", type=Path, help="a checkout of HiLab-git/SSL4MIS")
     ap.add_argument("--alhvr", type=Path, help="a checkout of ziziyao/ALHVR")
     ap.add_argument("--bcp", type=Path, help="a checkout of DeepMed-Lab-ECNU/BCP (its ACDC script needs scikit-image)")
+    ap.add_argument("--unimatch", type=Path, help="a checkout of LiheYoung/UniMatch (its medical script needs PyYAML)")
+    ap.add_argument("--ss-net", type=Path, help="a checkout of ycwu1997/SS-Net")
+    ap.add_argument("--mcnet", type=Path, help="a checkout of ycwu1997/MC-Net")
     ap.add_argument("--mcf", type=Path, help="a checkout of WYC-321/MCF")
     ap.add_argument("--methods", nargs="+", choices=list(RECORDERS),
                     help="default: every method whose repository's checkout is given")
@@ -596,13 +940,14 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     methods = args.methods or [name for name, (option, _, _) in RECORDERS.items() if getattr(args, option)]
     if not methods:
-        raise SystemExit("pass at least one checkout: --ssl4mis, --alhvr, --bcp or --mcf PATH")
+        raise SystemExit("pass at least one checkout: --ssl4mis, --alhvr, --bcp, --unimatch, --ss-net, --mcnet or "
+                         "--mcf PATH")
     args.out.mkdir(parents=True, exist_ok=True)
     for name in methods:
         option, repository, recorder = RECORDERS[name]
         checkout = getattr(args, option)
         if checkout is None:
-            raise SystemExit(f"{name}: pass --{option} PATH (a checkout of {repository})")
+            raise SystemExit(f"{name}: pass --{option.replace('_', '-')} PATH (a checkout of {repository})")
         record = {"reference": {"repository": repository, "commit": git_commit(checkout)},
                   **recorder(checkout.resolve() / CODE[option])}
         path = args.out / f"{name}.json"

@@ -24,6 +24,7 @@ from semiseg.nets.perturb import (
     random_perturbation,
 )
 from semiseg.nets.heads import MultiDecoder
+from semiseg.nets.pyramid import PyramidNet
 from semiseg.nets.resnet import ResNetED
 from semiseg.nets.unet import UP_MODES, EncoderDecoder, UNet, UNetDecoder, layer_types
 from semiseg.nets.vnet import VNet, VNetDecoder
@@ -34,6 +35,7 @@ __all__ = [
     "UP_MODES",
     "EncoderDecoder",
     "MultiDecoder",
+    "PyramidNet",
     "ResNetED",
     "UNet",
     "UNetDecoder",
@@ -82,7 +84,9 @@ def build_network(name: str, *, in_channels: int, num_classes: int, dims: int,
     ``n_filters``, ``normalization``, ``has_dropout`` for the V-Net; ``n_filters``, ``has_dropout``
     for the ResNet-34 encoder–decoder of MCF), except ``extra_decoders``
     (a list of up modes) and ``evaluate``, which wrap it in a
-    :class:`~semiseg.nets.heads.MultiDecoder` (MC-Net's several decoders on one encoder). Raises ``ValueError`` for
+    :class:`~semiseg.nets.heads.MultiDecoder` (MC-Net's several decoders on one encoder), and
+    ``pyramid`` (a dict of :class:`~semiseg.nets.pyramid.PyramidNet`'s arguments, ``{}`` for its
+    defaults), which wraps it in URPC's deep-supervision pyramid. Raises ``ValueError`` for
     an unknown name, listing the known ones, and for a V-Net asked for ``dims != 3``.
     """
     try:
@@ -93,7 +97,10 @@ def build_network(name: str, *, in_channels: int, num_classes: int, dims: int,
         ) from None
     extra_decoders = kwargs.pop("extra_decoders", None)
     evaluate = kwargs.pop("evaluate", "first")
+    pyramid = kwargs.pop("pyramid", None)
     net = factory(in_channels=in_channels, num_classes=num_classes, dims=dims, **kwargs)
+    if pyramid is not None:
+        return PyramidNet(net, **pyramid)
     if extra_decoders:
         return MultiDecoder(net, extra_decoders, evaluate)
     return net
