@@ -1,7 +1,7 @@
 """Record short training trajectories with the official code of a method (parity records).
 
     python benchmarks/parity_record.py [--ssl4mis PATH] [--alhvr PATH] [--bcp PATH] [--unimatch PATH]
-                                       [--ss-net PATH] [--mcnet PATH]
+                                       [--ss-net PATH] [--mcnet PATH] [--mcf PATH]
                                        [--methods NAME ...] [--out DIR]
 
 Each ``PATH`` is a checkout of a reference repository: https://github.com/HiLab-git/SSL4MIS
@@ -11,7 +11,8 @@ Each ``PATH`` is a checkout of a reference repository: https://github.com/HiLab-
 (``more-scenarios/medical/unimatch.py``, run by a runner of its own: see ``record_unimatch``) and
 https://github.com/ycwu1997/SS-Net (``code/train_ss_2d.py``; its memory's two bugs mended in the
 modules it imports, :data:`SS_NET_MENDS`) and https://github.com/ycwu1997/MC-Net
-(``code/train_mcnet_2d.py``, MC-Net and MC-Net+).
+(``code/train_mcnet_2d.py``, MC-Net and MC-Net+) and https://github.com/WYC-321/MCF
+(``code/train_MCF.py``, 3D: :func:`record_mcf`).
 Its scripts' folder is put on ``sys.path`` at run time and the training script is executed from
 the checkout: its own ``train()`` (BCP: ``pre_train``, its checkpoint, ``self_train``) with its
 network, losses, ramp, EMA and lr policy, on CPU in float64, with what needs a GPU, a dataset or
@@ -56,7 +57,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
 from parity.inputs import (NoiseStream, PerturbStream, batch_at, box_stand_in, seed_iteration,  # noqa: E402
-                           seeded_init, shapes_digest, slices, strong_stand_in, weight_stats)
+                           seeded_init, shapes_digest, slices, strong_stand_in, volumes,
+                           weight_stats)
 
 #: The fixed input every SSL4MIS record trains on.
 SETUP = {"size": 32, "n_labeled": 4, "n_unlabeled": 4, "labeled_bs": 2, "unlabeled_bs": 2, "iterations": 24,
@@ -403,7 +405,8 @@ def record_alhvr(code: Path) -> dict:
 
 #: Where each repository keeps the training scripts.
 CODE = {"ssl4mis": "code", "alhvr": "train_ALHVR/code", "bcp": "code", "unimatch": "more-scenarios/medical",
-        "ss_net": "code"}
+        "ss_net": "code",
+        "mcf": "code"}
 
 class _NumpyWithStream:
     """``numpy`` whose ``random.randint`` is a :class:`~parity.inputs.PerturbStream`'s."""
@@ -789,6 +792,127 @@ RECORDERS_MC_NET = {
 }
 
 
+# ---- MCF (WYC-321/MCF code/train_MCF.py): 3D, two networks, run from its `__main__` block
+
+#: MCF's fixed input: 2 + 2 volumes of 16³ per iteration (each 16 of the synthetic slices stacked,
+#: their label binarised: foreground = any class), 8 iterations, no lr drop (the script's first
+#: is after 2,500), the ramp's 150-iteration block shortened to 2, over 3 blocks. 16³, not the
+#: 2D records' 32², because a float64 step of the two 3D networks on a CPU takes seconds.
+MCF_SETUP = {"size": 16, "depth": 16, "n_labeled": 4, "n_unlabeled": 4, "labeled_bs": 2, "unlabeled_bs": 2,
+             "iterations": 8, "data_seed": 31, "init_seed": 7, "rng_seed": 11, "rampup_block": 2,
+             "consistency_rampup": 3}
+#: Its main block becomes ``train()``; each network it builds gets the seeded weights.
+MCF_EDITS = [('if __name__ == "__main__":', "def train():"), ("iter_num//150", "iter_num//2"),
+             ("        return model\n", "        return _parity_init(model)\n")]
+#: The parameters whose final values MCF's record names, in the official declaration order: the
+#: first convolution, a batch norm of the decoder (``block_seven``) and the output convolution.
+MCF_NAMED = [0, -24, -2]
+
+
+class _MCFLoader:
+    """The script's loader: the fixed volumes as its two "views" of a batch (one crop, two
+    ``ToTensor`` copies); seeds dropout per iteration."""
+
+    def __init__(self, rec: Recorder, setup: dict):
+        self.rec, self.setup = rec, setup
+        self.images, self.labels = volumes(setup["n_labeled"] + setup["n_unlabeled"], setup["depth"], setup["size"],
+                                           setup["data_seed"])
+
+    def __len__(self):
+        return self.setup["iterations"]
+
+    def __iter__(self):
+        s = self.setup
+        for t in range(len(self.rec.iterations), s["iterations"]):
+            xl, yl, xu = batch_at(t, self.images, self.labels, s["n_labeled"], s["labeled_bs"], s["unlabeled_bs"])
+            self.rec.start(t)
+            seed_iteration(s["rng_seed"], t)
+            sample = {"image": torch.cat([xl, xu]), "label": torch.cat([yl, torch.zeros_like(yl[: len(xu)])])}
+            yield [sample, sample]
+
+
+def run_mcf_script(code: Path, setup: dict) -> Recorder:
+    """``code/train_MCF.py`` with :data:`MCF_EDITS`, on CPU in float64; nothing written."""
+    import logging
+    import os
+    import shutil
+    import types
+
+    source = (code / "train_MCF.py").read_text()
+    for old, new in MCF_EDITS:
+        if source.count(old) != 1:
+            raise SystemExit(f"{code}/train_MCF.py: expected {old!r} once (another version of the script?)")
+        source = source.replace(old, new)
+    rec, seeds = Recorder(), iter([setup["init_seed"], setup["init_seed"] + 1])
+
+    def init(net):
+        rec.nets.append(seeded_init(net, next(seeds)))
+        return net
+
+    def module(name, **attrs):
+        m = types.ModuleType(name)
+        m.__dict__.update(attrs)
+        return m
+
+    stubs = {"tensorboardX": module("tensorboardX", SummaryWriter=lambda *a, **k: Writer(rec)),
+             "torchvision": module("torchvision", transforms=module("transforms", Compose=lambda x: x)),
+             "dataloaders": module("dataloaders"),
+             "dataloaders.la_heart": module("dataloaders.la_heart", LAHeart=lambda *a, **k: None,
+                                            RandomCrop=lambda *a: None, ToTensor=lambda *a: None,
+                                            TwoStreamBatchSampler=lambda *a: "fixed")}
+    saved = {k: sys.modules.get(k) for k in stubs}
+    sys.modules.update(stubs)
+    sys.path.insert(0, str(code))
+    torch.set_default_dtype(torch.float64)
+    try:
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(patched(sys, "argv", ["train_MCF.py", "--max_iterations", str(setup["iterations"]),
+                                                      "--consistency_rampup", str(setup["consistency_rampup"])]))
+            ns = {"__name__": "parity_train_MCF", "__file__": str(code / "train_MCF.py"), "_parity_init": init}
+            exec(compile(source, str(code / "train_MCF.py"), "exec"), ns)
+            ns["DataLoader"] = lambda *a, **k: _MCFLoader(rec, setup)
+            for obj, name in ((os, "makedirs"), (shutil, "copytree"), (logging, "basicConfig"), (torch, "save")):
+                stack.enter_context(patched(obj, name, lambda *a, **k: None))
+            stack.enter_context(patched(torch.optim, "SGD", recording_sgd(rec, [])))
+            stack.enter_context(patched(torch.Tensor, "cuda", lambda self, *a, **k: self))
+            stack.enter_context(patched(torch.nn.Module, "cuda", lambda self, *a, **k: self))
+            ns["train"]()
+    finally:
+        torch.set_default_dtype(torch.float32)
+        for k, v in saved.items():
+            if v is None:
+                sys.modules.pop(k, None)
+            else:
+                sys.modules[k] = v
+        sys.path.remove(str(code))
+        for k in [k for k in sys.modules if k.split(".")[0] in ("utils", "networks", "dataloaders")]:
+            del sys.modules[k]
+    return rec
+
+
+def record_mcf(code: Path) -> dict:
+    setup = dict(MCF_SETUP)
+    rec = run_mcf_script(code, setup)
+    rows = []
+    for it in rec.iterations:
+        lc, sc = it["locals"], it["scalars"]
+        if it["lrs"][0] != it["lrs"][1]:
+            raise SystemExit("MCF: the two optimisers stepped with different lrs")
+        teacher = int(sc["train/Good_student"])
+        rows.append({"iteration": it["iteration"], "lr": it["lrs"][0], "total": lc["v_loss"] + lc["r_loss"],
+                     "ce_a": lc["v_loss_seg"], "dice_a": lc["v_loss_seg_dice"], "cdr_a": lc["v_mse"],
+                     "ce_b": lc["r_loss_seg"], "dice_b": lc["r_loss_seg_dice"], "cdr_b": lc["r_mse"],
+                     "cons": lc["r_consistency_loss" if teacher == 0 else "v_consistency_loss"],
+                     "teacher": teacher, "consistency_weight": lc["consistency_weight"]})
+    return {"method": "mcf", "script": "code/train_MCF.py",
+            "setup": {**setup, "edits": MCF_EDITS,
+                      "init": "V-Net: seeded_init(init_seed), ResNet: seeded_init(init_seed + 1), in the official "
+                              "declaration order", "shapes": [shapes_digest(net) for net in rec.nets]},
+            "iterations": rows,
+            "final": {name: weight_stats(list(net.named_parameters()), MCF_NAMED)
+                      for name, net in zip(("vnet", "resnet"), rec.nets)}}
+
+
 RECORDERS = {"mean_teacher": ("ssl4mis", "HiLab-git/SSL4MIS", record_mean_teacher),
              "cps": ("ssl4mis", "HiLab-git/SSL4MIS", record_cps),
              "ua_mt": ("ssl4mis", "HiLab-git/SSL4MIS", record_ua_mt),
@@ -797,7 +921,8 @@ RECORDERS = {"mean_teacher": ("ssl4mis", "HiLab-git/SSL4MIS", record_mean_teache
              "unimatch": ("unimatch", "LiheYoung/UniMatch", record_unimatch),
              "ss_net": ("ss_net", "ycwu1997/SS-Net", record_ss_net),
              "urpc_code": ("ssl4mis", "HiLab-git/SSL4MIS", record_urpc),
-             **RECORDERS_MC_NET}
+             **RECORDERS_MC_NET,
+             "mcf": ("mcf", "WYC-321/MCF", record_mcf)}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -808,13 +933,15 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--unimatch", type=Path, help="a checkout of LiheYoung/UniMatch (its medical script needs PyYAML)")
     ap.add_argument("--ss-net", type=Path, help="a checkout of ycwu1997/SS-Net")
     ap.add_argument("--mcnet", type=Path, help="a checkout of ycwu1997/MC-Net")
+    ap.add_argument("--mcf", type=Path, help="a checkout of WYC-321/MCF")
     ap.add_argument("--methods", nargs="+", choices=list(RECORDERS),
                     help="default: every method whose repository's checkout is given")
     ap.add_argument("--out", type=Path, default=REPO / "tests" / "parity" / "records")
     args = ap.parse_args(argv)
     methods = args.methods or [name for name, (option, _, _) in RECORDERS.items() if getattr(args, option)]
     if not methods:
-        raise SystemExit("pass at least one checkout: --ssl4mis, --alhvr, --bcp, --unimatch, --ss-net or --mcnet PATH")
+        raise SystemExit("pass at least one checkout: --ssl4mis, --alhvr, --bcp, --unimatch, --ss-net, --mcnet or "
+                         "--mcf PATH")
     args.out.mkdir(parents=True, exist_ok=True)
     for name in methods:
         option, repository, recorder = RECORDERS[name]

@@ -182,7 +182,7 @@ def test_unet3d_and_vnet_parameter_counts():
 
 
 def test_build_network_registry():
-    assert set(NETWORKS) == {"unet", "vnet"}
+    assert set(NETWORKS) == {"unet", "vnet", "resnet34"}
     net = build_network("unet", in_channels=1, num_classes=4, dims=2, bilinear=True)
     assert isinstance(net, UNet) and net.up_mode == "linear"
     net3 = build_network("unet", in_channels=1, num_classes=2, dims=3, channels=[4, 8],

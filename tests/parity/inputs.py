@@ -10,6 +10,8 @@ here is stored: both sides rebuild the same tensors from the seeds in the record
   name map); batch-norm buffers keep their defaults.
 - :func:`slices`: ``n`` synthetic 2D slices with a 4-class label (discs of classes 1–3 on
   background) and an image that shows them through noise.
+- :func:`volumes`: ``n`` synthetic 3D volumes of ``depth`` such slices each, their label
+  binarised (MCF's two-class script).
 - :func:`batch_at`: the labeled and unlabeled slices iteration ``t`` trains on (augmentation
   replaced by a fixed cycle).
 - :class:`NoiseStream`: a stand-in for ``torch.randn_like`` that returns the ``k``-th draw of a
@@ -33,7 +35,8 @@ import torch
 from torch import Tensor, nn
 
 __all__ = ["NoiseStream", "PerturbStream", "batch_at", "box_stand_in", "seed_iteration", "seeded_init",
-           "shapes_digest", "slices", "strong_stand_in", "weight_stats"]
+           "shapes_digest", "slices", "strong_stand_in", "volumes",
+           "weight_stats"]
 
 
 @torch.no_grad()
@@ -66,6 +69,13 @@ def slices(n: int, size: int, seed: int) -> tuple[Tensor, Tensor]:
             labels[i][(yy - cy) ** 2 + (xx - cx) ** 2 <= r * r] = cls
     images = labels.to(torch.float64) / 3 + 0.2 * torch.randn(n, size, size, generator=g, dtype=torch.float64)
     return images.unsqueeze(1), labels
+
+
+def volumes(n: int, depth: int, size: int, seed: int) -> tuple[Tensor, Tensor]:
+    """``n`` images ``(n, 1, depth, size, size)`` (float64), each ``depth`` of :func:`slices`
+    stacked, and binary labels ``(n, depth, size, size)`` (int64; foreground = any class)."""
+    images, labels = slices(n * depth, size, seed)
+    return images.reshape(n, 1, depth, size, size), (labels.reshape(n, depth, size, size) > 0).long()
 
 
 def batch_at(t: int, images: Tensor, labels: Tensor, n_labeled: int, labeled_bs: int, unlabeled_bs: int

@@ -25,6 +25,7 @@ from semiseg.nets.perturb import (
 )
 from semiseg.nets.heads import MultiDecoder
 from semiseg.nets.pyramid import PyramidNet
+from semiseg.nets.resnet import ResNetED
 from semiseg.nets.unet import UP_MODES, EncoderDecoder, UNet, UNetDecoder, layer_types
 from semiseg.nets.vnet import VNet, VNetDecoder
 
@@ -35,6 +36,7 @@ __all__ = [
     "EncoderDecoder",
     "MultiDecoder",
     "PyramidNet",
+    "ResNetED",
     "UNet",
     "UNetDecoder",
     "VNet",
@@ -62,19 +64,25 @@ def _build_vnet(*, in_channels: int, num_classes: int, dims: int, **kwargs: Any)
     return VNet(in_channels, num_classes, **kwargs)
 
 
+def _build_resnet(*, in_channels: int, num_classes: int, dims: int, **kwargs: Any) -> ResNetED:
+    return ResNetED(in_channels, num_classes, dims=dims, **kwargs)
+
+
 #: Registry: lowercase name -> factory ``(*, in_channels, num_classes, dims, **kwargs)``.
 NETWORKS: dict[str, Callable[..., EncoderDecoder]] = {
     "unet": _build_unet,
     "vnet": _build_vnet,
+    "resnet34": _build_resnet,
 }
 
 
 def build_network(name: str, *, in_channels: int, num_classes: int, dims: int,
                   **kwargs: Any) -> EncoderDecoder:
-    """Build the network registered as ``name`` (``"unet"`` or ``"vnet"``).
+    """Build the network registered as ``name`` (``"unet"``, ``"vnet"`` or ``"resnet34"``).
 
     ``kwargs`` go to the network's constructor (e.g. ``channels``, ``up_mode`` for the U-Net;
-    ``n_filters``, ``normalization``, ``has_dropout`` for the V-Net), except ``extra_decoders``
+    ``n_filters``, ``normalization``, ``has_dropout`` for the V-Net; ``n_filters``, ``has_dropout``
+    for the ResNet-34 encoder–decoder of MCF), except ``extra_decoders``
     (a list of up modes) and ``evaluate``, which wrap it in a
     :class:`~semiseg.nets.heads.MultiDecoder` (MC-Net's several decoders on one encoder), and
     ``pyramid`` (a dict of :class:`~semiseg.nets.pyramid.PyramidNet`'s arguments, ``{}`` for its
