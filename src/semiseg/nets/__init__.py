@@ -24,13 +24,16 @@ from semiseg.nets.perturb import (
     random_perturbation,
 )
 from semiseg.nets.heads import MultiDecoder
+from semiseg.nets.sdf import Discriminator, SignedDistanceNet
 from semiseg.nets.unet import UP_MODES, EncoderDecoder, UNet, UNetDecoder, layer_types
 from semiseg.nets.vnet import VNet, VNetDecoder
 
 __all__ = [
     "NETWORKS",
     "PERTURBATIONS",
+    "SignedDistanceNet",
     "UP_MODES",
+    "Discriminator",
     "EncoderDecoder",
     "MultiDecoder",
     "UNet",
@@ -74,7 +77,9 @@ def build_network(name: str, *, in_channels: int, num_classes: int, dims: int,
     ``kwargs`` go to the network's constructor (e.g. ``channels``, ``up_mode`` for the U-Net;
     ``n_filters``, ``normalization``, ``has_dropout`` for the V-Net), except ``extra_decoders``
     (a list of up modes) and ``evaluate``, which wrap it in a
-    :class:`~semiseg.nets.heads.MultiDecoder` (MC-Net's several decoders on one encoder). Raises ``ValueError`` for
+    :class:`~semiseg.nets.heads.MultiDecoder` (MC-Net's several decoders on one encoder), and
+    ``sdf_head`` (true: a :class:`~semiseg.nets.sdf.SignedDistanceNet`, DTC's and SASSNet's
+    signed distance head beside the segmentation head). Raises ``ValueError`` for
     an unknown name, listing the known ones, and for a V-Net asked for ``dims != 3``.
     """
     try:
@@ -85,7 +90,12 @@ def build_network(name: str, *, in_channels: int, num_classes: int, dims: int,
         ) from None
     extra_decoders = kwargs.pop("extra_decoders", None)
     evaluate = kwargs.pop("evaluate", "first")
+    sdf_head = bool(kwargs.pop("sdf_head", False))
+    if sdf_head and extra_decoders:
+        raise ValueError("network_args sdf_head and extra_decoders cannot be combined")
     net = factory(in_channels=in_channels, num_classes=num_classes, dims=dims, **kwargs)
+    if sdf_head:
+        return SignedDistanceNet(net, num_classes)
     if extra_decoders:
         return MultiDecoder(net, extra_decoders, evaluate)
     return net
