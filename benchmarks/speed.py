@@ -13,7 +13,9 @@ run, and the tables are printed and appended, with the device's name, to benchma
 - the sliding window (``sliding_window.compare``): semiseg's predictor against UA-MT's one-window
   loop and MONAI's ``sliding_window_inference`` (if installed) on a real LA case, glibc's default
   allocator, each in its own process; on a CPU at a coarser stride (8 windows instead of 45);
-- not yet here: the per-sample CPU-augmentation DataLoader loop as the train steps' baseline;
+- batch preparation (``data_pipeline.compare``), the part of a training step outside the network:
+  the resident set with batched augmentation against the per-sample CPU-augmentation DataLoader
+  loop of the common code, at the ACDC paper batch (12 + 12 slices of 256²);
 - metrics (``metrics.compare``): ``class_metrics`` against medpy on the LA-mini test labels;
 - preprocessing (``preprocess_la.compare``): the LA store against the bare h5 read.
 
@@ -58,6 +60,12 @@ def train_steps(device: str) -> list[str]:
             shape = f"{lb}+{ub} x {size}²" if dataset == "acdc" else f"{lb}+{ub} x 80x112x112"
             lines.append(f"| {method} | {dataset} | {shape} | {fp32:.3f} | {bf16:.3f} | {bf16 / fp32:.2f}x |")
     return lines
+
+
+def data_pipeline(device: str) -> list[str]:
+    import data_pipeline as dp
+
+    return dp.table(dp.compare(batches=20, workers=0, device=device))
 
 
 def sliding_window(device: str) -> list[str]:
@@ -105,8 +113,8 @@ def device_name(device: str) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--parts", nargs="+", default=["train", "window", "metrics", "preprocess"],
-                    choices=["train", "window", "metrics", "preprocess"])
+    ap.add_argument("--parts", nargs="+", default=["train", "data", "window", "metrics", "preprocess"],
+                    choices=["train", "data", "window", "metrics", "preprocess"])
     ap.add_argument("--no-append", action="store_true", help="print only; do not append to RESULTS.md")
     args = ap.parse_args()
     import torch
@@ -116,7 +124,8 @@ def main() -> None:
     load0, t0 = os.getloadavg()[0], time.time()
     head = (f"## {time.strftime('%Y-%m-%d')}, `python benchmarks/speed.py --device {args.device}`: "
             f"{device_name(args.device)} (python {platform.python_version()}, torch {torch.__version__})")
-    parts = {"train": lambda: train_steps(args.device), "window": lambda: sliding_window(args.device),
+    parts = {"train": lambda: train_steps(args.device), "data": lambda: data_pipeline(args.device),
+             "window": lambda: sliding_window(args.device),
              "metrics": metrics, "preprocess": preprocessing}
     lines = [head, ""]
     for name in args.parts:

@@ -208,6 +208,20 @@ def la_mini_workflow(root: Path, la_mini: Path, tables: list[str], patch: list[i
     return root
 
 
+def one_ratio_for_baselines(root: Path, tables: list[str], ratio: int) -> None:
+    """In the workflow copy at `root`, the rows of `tables` that run one of the literature's
+    baselines (tests/smoke_targets.py's BASELINES) keep only `ratio`."""
+    from smoke_targets import BASELINES
+
+    for path in (root / "config" / "tables").glob("*.yaml"):
+        catalogue = yaml.safe_load(path.read_text())
+        for name in set(catalogue) & set(tables):
+            for row in catalogue[name]["rows"]:
+                if row["method"] in BASELINES and row.get("run", True):
+                    row["ratios"] = [ratio]
+        write_yaml(path, catalogue)
+
+
 def _build(root: Path, targets: list[str], what: str) -> Path:
     import time
 
@@ -222,12 +236,13 @@ def _build(root: Path, targets: list[str], what: str) -> Path:
 @pytest.fixture(scope="session")
 def acdc_smoke(tmp_path_factory) -> Path:
     """Every table and figure of tests/smoke_targets.py's ACDC lists, built on the real ACDC set
-    in one Snakemake call (smoke schedule at ACDC_ITERATIONS iterations, seed 0): the results
-    directory."""
-    from smoke_targets import ACDC_FIGURES, ACDC_ITERATIONS, ACDC_TABLES
+    in one Snakemake call (smoke schedule at ACDC_ITERATIONS iterations, seed 0), the baselines'
+    rows that run at ACDC_BASELINE_RATIO only: the results directory."""
+    from smoke_targets import ACDC_BASELINE_RATIO, ACDC_FIGURES, ACDC_ITERATIONS, ACDC_TABLES
 
     acdc = real_dataset("ACDC")
     root = repo_workflow(tmp_path_factory.mktemp("acdc") / "wf", ACDC_TABLES, {"acdc": {"path": str(acdc)}})
+    one_ratio_for_baselines(root, ACDC_TABLES, ACDC_BASELINE_RATIO)
     schedules_yaml = root / "config" / "schedules.yaml"
     schedules = yaml.safe_load(schedules_yaml.read_text())
     schedules["smoke"]["datasets"]["acdc"].update(iterations=ACDC_ITERATIONS, val_interval=ACDC_ITERATIONS,
@@ -240,10 +255,12 @@ def acdc_smoke(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def la_smoke(tmp_path_factory) -> Path:
     """Every table and figure of tests/smoke_targets.py's LA lists, built on LA-mini in one
-    Snakemake call (smoke schedule, seed 0): the results directory."""
-    from smoke_targets import LA_FIGURES, LA_TABLES
+    Snakemake call (smoke schedule, seed 0), the baselines' rows that run at LA_BASELINE_RATIO
+    only: the results directory."""
+    from smoke_targets import LA_BASELINE_RATIO, LA_FIGURES, LA_TABLES
 
     root = la_mini_workflow(tmp_path_factory.mktemp("la") / "wf", real_dataset("LA-mini"), LA_TABLES)
+    one_ratio_for_baselines(root, LA_TABLES, LA_BASELINE_RATIO)
     targets = [f"results/tables/{t}.md" for t in LA_TABLES] + [f"results/{f}" for f in LA_FIGURES]
     return _build(root, targets, f"{len(LA_TABLES)} LA tables on LA-mini")
 

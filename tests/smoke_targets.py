@@ -16,10 +16,16 @@ ACDC_FIGURES += ["figures/buarl_entropy_acdc_10.png"]
 # (BCP's pre-training is already empty at 2: round(0.25 x 2) = 0) proves what two did, that each
 # run goes through training, validation, inference and its table cells.
 ACDC_ITERATIONS = 1
+# And its second: the rows of the literature's baselines (BASELINES) run at ACDC_BASELINE_RATIO only;
+# their other ratios are the same method on other splits, and tests/test_baselines_workflow.py
+# builds each of them end to end besides.
+ACDC_BASELINE_RATIO = 10
 
 # LA-mini (../shared/data/LA-mini): 20 of the 80 train volumes and 4 test volumes
 LA_TABLES = ["la", "sgrs_la", "buarl_la", "crln_la"]
 LA_FIGURES: list[str] = []
+# The build's second cut: the literature's baselines (BASELINES, below) run at LA_BASELINE_RATIO only.
+LA_BASELINE_RATIO = 10
 
 # The LA ablation tables: each row is an LA table's method with other values of the same parameters
 # (tested one by one on tiny tensors), so what a build proves is that every variant runs end to
@@ -36,3 +42,8 @@ LA_ABLATION_PATCH = [32, 48, 48]
 LA_ABLATION_RATIO = {t: 5 for t in LA_ABLATION_TABLES if t.startswith("sgrs")}
 LA_ABLATION_RATIO |= {t: 10 for t in LA_ABLATION_TABLES if t.startswith("crln")}
 LA_ABLATION_ROWS = {"sgrs_tau": ["sgrs_tau_0244", "sgrs"]}  # the rows kept, by method; other tables keep all
+
+# The literature's baselines, whose rows the smoke builds run at one ratio (ACDC_BASELINE_RATIO,
+# LA_BASELINE_RATIO): each is a method proven end to end on the tiny data, and the real-data
+# builds prove their protocols.
+BASELINES = {"urpc", "mc_net", "mc_net_plus", "ss_net", "caml", "dtc", "sassnet", "mcf", "unimatch"}

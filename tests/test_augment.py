@@ -121,3 +121,22 @@ def test_rotation_angle_sign_follows_ndimage():
     out, _ = warp_2d(torch.from_numpy(img)[None, None], None, rotation_2d(torch.tensor([90])))
     assert np.array_equal(out[0, 0].numpy(), ref) and ref[0, 2] == 1.0
     assert math.isclose(float(_angles(rotation_2d(torch.tensor([-20])))[0]), -20.0)
+
+
+@pytest.mark.parametrize("size", [(32, 32), (24, 40)])
+def test_cached_rot90_flip_maps_give_what_the_computed_map_gives(size):
+    # warp_2d takes the rot90 / flip / identity samples' pixel maps from a cache and computes the
+    # others: the batch must come out as if every map were computed.
+    from semiseg.engine.augment import _nearest_pixels
+
+    n, (h, w) = 64, size
+    img = torch.rand(n, 2, h, w, generator=torch.Generator().manual_seed(2))
+    lab = (img[:, 0] * 4).long()
+    theta = affine_2d(n, torch.Generator().manual_seed(3))
+    out, out_lab = warp_2d(img, lab, theta)
+    nearest, inside = _nearest_pixels(theta, h, w)
+    expect = img.flatten(2).gather(2, nearest[:, None].expand(-1, 2, -1)).view(img.shape) * inside.view(n, 1, h, w)
+    assert torch.equal(out, expect)
+    assert torch.equal(out_lab, lab.flatten(1).gather(1, nearest).view(lab.shape) * inside.view(n, h, w))
+    lin = theta[:, :, :2]
+    assert 0 < int((lin.round() == lin).all(dim=(1, 2)).sum()) < n  # both kinds of sample were drawn

@@ -29,6 +29,7 @@ draws the same augmentations as an uninterrupted one.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -104,9 +105,37 @@ def warp_2d(image: torch.Tensor, label: torch.Tensor | None, theta: torch.Tensor
     the source point lies outside ``[0, n - 1]`` on either axis (``grid_sample`` would still
     round a point up to half a pixel outside onto the border pixel). Images and labels alike
     (SSL4MIS's ``RandomGenerator`` rotates and zooms images with ``order=0`` too).
+
+    A sample whose map is a rot90 / flip / identity (integer linear part, no translation: three
+    samples in four of the papers' policy) takes its pixel map from a cache of the eight such maps
+    per image size; only the others are computed (:func:`_nearest_pixels`). The result is the same.
     """
     b, _, h, w = image.shape
-    px, py = _source_pixels(theta.to(device=image.device, dtype=torch.float64), h, w)
+    theta = theta.to(dtype=torch.float64)
+    lin = theta.detach().cpu()
+    exact = ((lin[:, :, :2].round() == lin[:, :, :2]).all(dim=(1, 2)) & (lin[:, :, 2] == 0).all(dim=1)).tolist()
+    nearest = torch.empty(b, h * w, dtype=torch.long, device=image.device)
+    inside = torch.empty(b, h * w, dtype=torch.bool, device=image.device)
+    general = [i for i, e in enumerate(exact) if not e]
+    if general:
+        nearest[general], inside[general] = _nearest_pixels(theta[general].to(image.device), h, w)
+    for i, e in enumerate(exact):
+        if e:
+            nearest[i], inside[i] = _exact_pixels(tuple(lin[i].flatten().tolist()), h, w, str(image.device))
+    index = nearest.view(b, 1, h * w)
+
+    def pick(x: torch.Tensor) -> torch.Tensor:  # (B, C', H, W) gathered at `index`
+        out = x.flatten(2).gather(2, index.expand(-1, x.shape[1], -1)).view(x.shape)
+        return out * inside.view(b, 1, h, w).to(out.dtype)
+
+    return pick(image), (pick(label[:, None])[:, 0] if label is not None else None)
+
+
+def _nearest_pixels(theta: torch.Tensor, h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(nearest, inside)``, each ``(B, H·W)``: the flat input pixel nearest each output pixel's
+    source point under ``theta`` (float64, on the output's device), and whether that point lies
+    inside the input."""
+    px, py = _source_pixels(theta, h, w)
     eps = 1e-9  # float64 noise on the exact rot90/flip coordinates of the border pixels
     inside = (px >= -eps) & (px <= w - 1 + eps) & (py >= -eps) & (py <= h - 1 + eps)
     # Nearest pixel, a half rounding up: floor(p + 0.5), which truncation gives wherever
@@ -114,13 +143,16 @@ def warp_2d(image: torch.Tensor, label: torch.Tensor | None, theta: torch.Tensor
     # in range).
     ix = (px + 0.5).long().clamp_(0, w - 1)
     iy = (py + 0.5).long().clamp_(0, h - 1)
-    nearest = (iy * w + ix).view(b, 1, h * w)
+    b = theta.shape[0]
+    return (iy * w + ix).view(b, h * w), inside.view(b, h * w)
 
-    def pick(x: torch.Tensor) -> torch.Tensor:  # (B, C', H, W) gathered at `nearest`
-        out = x.flatten(2).gather(2, nearest.expand(-1, x.shape[1], -1)).view(x.shape)
-        return out * inside[:, None].to(out.dtype)
 
-    return pick(image), (pick(label[:, None])[:, 0] if label is not None else None)
+@functools.lru_cache(maxsize=64)
+def _exact_pixels(entries: tuple[float, ...], h: int, w: int, device: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`_nearest_pixels` of one rot90 / flip / identity map (its six entries), cached."""
+    theta = torch.tensor(entries, dtype=torch.float64, device=device).view(1, 2, 3)
+    nearest, inside = _nearest_pixels(theta, h, w)
+    return nearest[0], inside[0]
 
 
 def augment_2d(image: torch.Tensor, label: torch.Tensor | None, generator: torch.Generator):
