@@ -1,16 +1,17 @@
 """Record short training trajectories with the official code of a method (parity records).
 
-    python benchmarks/parity_record.py [--ssl4mis PATH] [--alhvr PATH] [--bcp PATH]
+    python benchmarks/parity_record.py [--ssl4mis PATH] [--alhvr PATH] [--bcp PATH] [--unimatch PATH]
                                        [--methods NAME ...] [--out DIR]
 
 Each ``PATH`` is a checkout of a reference repository: https://github.com/HiLab-git/SSL4MIS
 (Mean Teacher, CPS, UA-MT: ``code/train_*_2D.py``), https://github.com/ziziyao/ALHVR
-(``train_ALHVR/code/train_ALHVR_acdc.py``) and https://github.com/DeepMed-Lab-ECNU/BCP
-(``code/ACDC_BCP_train.py``; it imports scikit-image). Its scripts' folder is put on
-``sys.path`` at run time and the training script is executed from the checkout: its own
-``train()`` (BCP: ``pre_train``, its checkpoint, ``self_train``) with its network, losses,
-ramp, EMA and lr policy, on CPU in float64, with what needs a GPU, a dataset or a logger
-replaced by stand-ins:
+(``train_ALHVR/code/train_ALHVR_acdc.py``), https://github.com/DeepMed-Lab-ECNU/BCP
+(``code/ACDC_BCP_train.py``; it imports scikit-image) and https://github.com/LiheYoung/UniMatch
+(``more-scenarios/medical/unimatch.py``, run by a runner of its own: see ``record_unimatch``).
+Its scripts' folder is put on ``sys.path`` at run time and the training script is executed from
+the checkout: its own ``train()`` (BCP: ``pre_train``, its checkpoint, ``self_train``) with its
+network, losses, ramp, EMA and lr policy, on CPU in float64, with what needs a GPU, a dataset or
+a logger replaced by stand-ins:
 
 - ``.cuda()`` is the identity; the data loader yields the fixed batches of
   ``tests/parity/inputs.py`` (2 + 2 synthetic 32 × 32 slices per iteration, no augmentation;
@@ -50,8 +51,8 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
-from parity.inputs import (NoiseStream, PerturbStream, batch_at, seed_iteration, seeded_init,  # noqa: E402
-                           shapes_digest, slices, weight_stats)
+from parity.inputs import (NoiseStream, PerturbStream, batch_at, box_stand_in, seed_iteration,  # noqa: E402
+                           seeded_init, shapes_digest, slices, strong_stand_in, weight_stats)
 
 #: The fixed input every SSL4MIS record trains on.
 SETUP = {"size": 32, "n_labeled": 4, "n_unlabeled": 4, "labeled_bs": 2, "unlabeled_bs": 2, "iterations": 24,
@@ -397,7 +398,7 @@ def record_alhvr(code: Path) -> dict:
 
 
 #: Where each repository keeps the training scripts.
-CODE = {"ssl4mis": "code", "alhvr": "train_ALHVR/code", "bcp": "code"}
+CODE = {"ssl4mis": "code", "alhvr": "train_ALHVR/code", "bcp": "code", "unimatch": "more-scenarios/medical"}
 
 class _NumpyWithStream:
     """``numpy`` whose ``random.randint`` is a :class:`~parity.inputs.PerturbStream`'s."""
@@ -454,11 +455,189 @@ def record_bcp_acdc(code: Path) -> dict:
             "final": {"student": weight_stats(unet(student), NAMED), "teacher": weight_stats(unet(teacher), NAMED)}}
 
 
+# ---- UniMatch (LiheYoung/UniMatch more-scenarios/medical/unimatch.py): a runner of its own. The
+# script is not SSL4MIS-shaped: a main() over three loaders (labeled, unlabeled, CutMix partners)
+# whose dataset makes the strong views with PIL, DistributedDataParallel, a val-and-test loop.
+
+#: 2 labeled slices and 2 + 2 unlabeled (images and partners) per iteration; τ lowered from 0.95 so
+#: that the seeded network's pseudo labels count from the first steps.
+UNIMATCH_SETUP = {**SETUP, "unlabeled_bs": 4, "conf_thresh": 0.6, "fp_seed": 29, "view_seed": 23}
+
+
+class _UniMatchDone(Exception):
+    """Raised by the validation loader: the training loop has run every iteration."""
+
+
+def unimatch_loaders(rec: Recorder, setup: dict):
+    """The script's dataset and ``DataLoader``: iteration ``t``'s labeled batch, its unlabeled
+    images with their stand-in strong views and boxes (:func:`~parity.inputs.strong_stand_in`,
+    :func:`~parity.inputs.box_stand_in`, calls ``2t`` and ``2t + 1``) and the partners'; the
+    validation loader ends the run."""
+    images, labels = slices(setup["n_labeled"] + setup["n_unlabeled"], setup["size"], setup["data_seed"])
+    half, made = setup["unlabeled_bs"] // 2, []
+
+    class Dataset:
+        def __init__(self, name, root, mode, size=None, id_path=None, nsample=None):
+            self.mode, self.ids = mode, ["slice"] * setup["iterations"]
+
+    class Loader:
+        def __init__(self, dataset, *a, sampler=None, **k):
+            made.append(dataset.mode)
+            self.sampler = sampler
+            self.part = "mix" if made.count("train_u") == 2 and dataset.mode == "train_u" else dataset.mode
+
+        def __len__(self):
+            return setup["iterations"]
+
+        def __iter__(self):
+            s = setup
+            if self.part == "val":
+                raise _UniMatchDone()
+            for t in range(s["iterations"]):
+                xl, yl, xu = batch_at(t, images, labels, s["n_labeled"], s["labeled_bs"], s["unlabeled_bs"])
+                if self.part == "train_l":
+                    rec.start(t)
+                    seed_iteration(s["rng_seed"], t)
+                    yield xl, yl
+                    continue
+                part = slice(0, half) if self.part == "train_u" else slice(half, None)
+                views = [strong_stand_in(xu, s["view_seed"], 2 * t + k)[part] for k in (0, 1)]
+                boxes = [box_stand_in(half, s["size"], s["size"], s["view_seed"], 2 * t + k).double() for k in (0, 1)]
+                yield xu[part], *views, *boxes
+
+    class Sampler:
+        def __init__(self, *a, **k):
+            pass
+
+        def set_epoch(self, epoch):
+            pass
+
+    return Dataset, Loader, Sampler
+
+
+def unimatch_fp_dropout(stream: PerturbStream):
+    """``nn.Dropout2d`` whose channel masks come from ``stream`` (``u ≥ p`` kept, ``×1/(1 − p)``),
+    so that the global generator's dropout draws line up with the project's."""
+    class FixedDropout2d(torch.nn.Module):
+        def __init__(self, p=0.5):
+            super().__init__()
+            self.p = p
+
+        def forward(self, x):
+            keep = (stream.tensor(x.shape[:2]) >= self.p).to(x.dtype)
+            return x * (keep / (1 - self.p)).view(*x.shape[:2], *([1] * (x.dim() - 2)))
+
+    return FixedDropout2d
+
+
+def _unimatch_run(code: Path, setup: dict, rec: Recorder, tmp: str) -> None:
+    import os
+    import yaml
+
+    sys.path.insert(0, str(code))
+    from model import unet
+    from util import utils
+
+    cfg = Path(tmp) / "acdc.yaml"
+    cfg.write_text(yaml.safe_dump({"dataset": "acdc", "nclass": setup["num_classes"], "crop_size": setup["size"],
+                                   "data_root": tmp, "epochs": 1, "batch_size": setup["labeled_bs"], "lr": 0.01,
+                                   "conf_thresh": setup["conf_thresh"]}))
+    Dataset, Loader, Sampler = unimatch_loaders(rec, setup)
+    stubs = {"dataset": types.ModuleType("dataset"), "dataset.acdc": types.ModuleType("dataset.acdc"),
+             "util.dist_helper": types.ModuleType("util.dist_helper"),
+             "torch.utils.tensorboard": types.ModuleType("torch.utils.tensorboard")}
+    stubs["dataset.acdc"].ACDCDataset = Dataset
+    stubs["util.dist_helper"].setup_distributed = lambda **k: (0, 1)
+    stubs["torch.utils.tensorboard"].SummaryWriter = lambda *a, **k: Writer(rec)
+
+    class LrSGD(torch.optim.SGD):
+        def step(self, closure=None):
+            rec.now["lrs"].append(self.param_groups[0]["lr"])
+            return super().step(closure)
+
+    def network(**kwargs):
+        rec.nets.append(seeded_init(unet.UNet(**kwargs), setup["init_seed"]))
+        return rec.nets[-1]
+
+    source = (code / "unimatch.py").read_text()
+    with contextlib.ExitStack() as stack:
+        for name, module in stubs.items():
+            stack.enter_context(patched_item(sys.modules, name, module) if name in sys.modules
+                                else _added_module(name, module))
+        stack.enter_context(patched(sys, "argv", ["unimatch.py", "--config", str(cfg), "--labeled-id-path", "l",
+                                                  "--unlabeled-id-path", "u", "--save-path", tmp]))
+        stack.enter_context(patched_item(os.environ, "LOCAL_RANK", "0") if "LOCAL_RANK" in os.environ
+                            else _added_item(os.environ, "LOCAL_RANK", "0"))
+        stack.enter_context(patched(torch.nn.SyncBatchNorm, "convert_sync_batchnorm", staticmethod(lambda m: m)))
+        stack.enter_context(patched(torch.nn.parallel, "DistributedDataParallel", lambda m, **k: m))
+        stack.enter_context(patched(torch.distributed, "barrier", lambda *a, **k: None))
+        stack.enter_context(patched(torch.utils.data.distributed, "DistributedSampler", Sampler))
+        stack.enter_context(patched(torch.nn, "Dropout2d", unimatch_fp_dropout(PerturbStream(setup["fp_seed"]))))
+        stack.enter_context(patched(torch.Tensor, "cuda", lambda self, *a, **k: self))
+        stack.enter_context(patched(torch.nn.Module, "cuda", lambda self, *a, **k: self))
+        for cls, kind in ((torch.nn.CrossEntropyLoss, "ce"), (utils.DiceLoss, "dice")):
+            stack.enter_context(patched(cls, "forward", recording_forward(cls, rec, kind)))
+        ns = {"__name__": "parity_unimatch", "__file__": str(code / "unimatch.py")}
+        exec(compile(source, str(code / "unimatch.py"), "exec"), ns)
+        ns.update(DataLoader=Loader, SGD=LrSGD, UNet=network)
+        try:
+            ns["main"]()
+        except _UniMatchDone:
+            pass
+
+
+@contextlib.contextmanager
+def _added_module(name, module):
+    sys.modules[name] = module
+    try:
+        yield
+    finally:
+        sys.modules.pop(name, None)
+
+
+@contextlib.contextmanager
+def _added_item(mapping, key, value):
+    mapping[key] = value
+    try:
+        yield
+    finally:
+        mapping.pop(key, None)
+
+
+def record_unimatch(code: Path) -> dict:
+    """UniMatch's medical script, 24 iterations of 2 + 2 + 2 slices in one epoch, on CPU in float64."""
+    import tempfile
+
+    setup, rec = dict(UNIMATCH_SETUP), Recorder()
+    torch.set_default_dtype(torch.float64)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            _unimatch_run(code, setup, rec, tmp)
+    finally:
+        torch.set_default_dtype(torch.float32)
+        sys.path.remove(str(code))
+        for k in [k for k in sys.modules if k.split(".")[0] in ("model", "util", "dataset")]:
+            del sys.modules[k]
+    rows = []
+    for it in rec.iterations:
+        (_, ce), (_, dice), (_, s1), (_, s2), (_, fp) = it["calls"]
+        sc = it["scalars"]
+        rows.append({"iteration": it["iteration"], "lr": it["lrs"][0], "total": sc["train/loss_all"], "ce": ce,
+                     "dice": dice, "strong1": s1, "strong2": s2, "fp": fp, "mask_ratio": sc["train/mask_ratio"]})
+    return {"method": "unimatch", "script": "more-scenarios/medical/unimatch.py",
+            "setup": {**setup, "edits": [], "init": "seeded_init(init_seed)", "shapes": shapes_digest(rec.nets[0]),
+                      "views": "strong_stand_in / box_stand_in(view_seed, 2t + k) for the two strong views of "
+                               "iteration t; nn.Dropout2d's channel masks from PerturbStream(fp_seed)"},
+            "iterations": rows,
+            "final": {"model": weight_stats(list(rec.nets[0].named_parameters()), NAMED)}}
+
+
 RECORDERS = {"mean_teacher": ("ssl4mis", "HiLab-git/SSL4MIS", record_mean_teacher),
              "cps": ("ssl4mis", "HiLab-git/SSL4MIS", record_cps),
              "ua_mt": ("ssl4mis", "HiLab-git/SSL4MIS", record_ua_mt),
              "alhvr_code": ("alhvr", "ziziyao/ALHVR", record_alhvr),
-             "bcp": ("bcp", "DeepMed-Lab-ECNU/BCP", record_bcp_acdc)}
+             "bcp": ("bcp", "DeepMed-Lab-ECNU/BCP", record_bcp_acdc),
+             "unimatch": ("unimatch", "LiheYoung/UniMatch", record_unimatch)}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -466,13 +645,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--ssl4mis", type=Path, help="a checkout of HiLab-git/SSL4MIS")
     ap.add_argument("--alhvr", type=Path, help="a checkout of ziziyao/ALHVR")
     ap.add_argument("--bcp", type=Path, help="a checkout of DeepMed-Lab-ECNU/BCP (its ACDC script needs scikit-image)")
+    ap.add_argument("--unimatch", type=Path, help="a checkout of LiheYoung/UniMatch (its medical script needs PyYAML)")
     ap.add_argument("--methods", nargs="+", choices=list(RECORDERS),
                     help="default: every method whose repository's checkout is given")
     ap.add_argument("--out", type=Path, default=REPO / "tests" / "parity" / "records")
     args = ap.parse_args(argv)
     methods = args.methods or [name for name, (option, _, _) in RECORDERS.items() if getattr(args, option)]
     if not methods:
-        raise SystemExit("pass at least one checkout: --ssl4mis, --alhvr or --bcp PATH")
+        raise SystemExit("pass at least one checkout: --ssl4mis, --alhvr, --bcp or --unimatch PATH")
     args.out.mkdir(parents=True, exist_ok=True)
     for name in methods:
         option, repository, recorder = RECORDERS[name]

@@ -19,6 +19,8 @@ here is stored: both sides rebuild the same tensors from the seeds in the record
   :func:`seed_iteration` on both sides.
 - :class:`PerturbStream`: the same for the feature perturbations' draws (ALHVR) and BCP's
   paste-block corners.
+- :func:`strong_stand_in`, :func:`box_stand_in`: UniMatch's strong views and CutMix boxes (its
+  code makes them with PIL in its dataset), the ``k``-th of each from ``Generator(seed·1000 + k)``.
 - :func:`weight_stats`, :func:`shapes_digest`: the statistics of final weights a record keeps,
   and a digest of the parameter shapes that the name map by order relies on.
 """
@@ -30,8 +32,8 @@ import math
 import torch
 from torch import Tensor, nn
 
-__all__ = ["NoiseStream", "PerturbStream", "batch_at", "seed_iteration", "seeded_init", "shapes_digest", "slices",
-           "weight_stats"]
+__all__ = ["NoiseStream", "PerturbStream", "batch_at", "box_stand_in", "seed_iteration", "seeded_init",
+           "shapes_digest", "slices", "strong_stand_in", "weight_stats"]
 
 
 @torch.no_grad()
@@ -139,3 +141,26 @@ def shapes_digest(module: nn.Module) -> str:
 
     shapes = ";".join(",".join(map(str, p.shape)) for p in module.parameters())
     return hashlib.sha1(shapes.encode()).hexdigest()[:16]
+
+
+def strong_stand_in(x: Tensor, seed: int, k: int) -> Tensor:
+    """The ``k``-th stand-in strong view of images ``x`` ``(B, 1, H, W)``: per sample
+    ``x·a + 0.1·n`` with ``a ~ U(0.6, 1.4)`` and ``n ~ N(0, 1)`` per pixel, from ``Generator(seed·1000 + k)``."""
+    g = torch.Generator().manual_seed(seed * 1000 + k)
+    a = 0.6 + 0.8 * torch.rand(x.shape[0], 1, 1, 1, generator=g, dtype=torch.float64)
+    return (x * a + 0.1 * torch.randn(x.shape, generator=g, dtype=torch.float64)).to(x.dtype)
+
+
+def box_stand_in(n: int, height: int, width: int, seed: int, k: int) -> Tensor:
+    """The ``k``-th stand-in set of ``n`` CutMix boxes ``(n, height, width)`` (bool): each with
+    probability 0.5 a box of a quarter to a half of each side at a uniform corner that fits, from
+    ``Generator(seed·1000 + k)``."""
+    g = torch.Generator().manual_seed(seed * 1000 + k)
+    boxes = torch.zeros(n, height, width, dtype=torch.bool)
+    for i in range(n):
+        u = torch.rand(5, generator=g, dtype=torch.float64).tolist()
+        bh, bw = int(height * (0.25 + 0.25 * u[1])), int(width * (0.25 + 0.25 * u[2]))
+        y, x = int(u[3] * (height - bh + 1)), int(u[4] * (width - bw + 1))
+        if u[0] < 0.5:
+            boxes[i, y:y + bh, x:x + bw] = True
+    return boxes

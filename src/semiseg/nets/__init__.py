@@ -31,11 +31,11 @@ from semiseg.nets.vnet import VNet, VNetDecoder
 __all__ = [
     "NETWORKS",
     "PERTURBATIONS",
-    "SignedDistanceNet",
     "UP_MODES",
     "Discriminator",
     "EncoderDecoder",
     "MultiDecoder",
+    "SignedDistanceNet",
     "UNet",
     "UNetDecoder",
     "VNet",
