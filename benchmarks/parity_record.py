@@ -1,13 +1,17 @@
 """Record short training trajectories with the official code of a method (parity records).
 
     python benchmarks/parity_record.py [--ssl4mis PATH] [--alhvr PATH] [--bcp PATH] [--unimatch PATH]
+                                       [--ss-net PATH] [--mcnet PATH]
                                        [--methods NAME ...] [--out DIR]
 
 Each ``PATH`` is a checkout of a reference repository: https://github.com/HiLab-git/SSL4MIS
-(Mean Teacher, CPS, UA-MT: ``code/train_*_2D.py``), https://github.com/ziziyao/ALHVR
+(Mean Teacher, CPS, UA-MT, URPC: ``code/train_*_2D.py``), https://github.com/ziziyao/ALHVR
 (``train_ALHVR/code/train_ALHVR_acdc.py``), https://github.com/DeepMed-Lab-ECNU/BCP
-(``code/ACDC_BCP_train.py``; it imports scikit-image) and https://github.com/LiheYoung/UniMatch
-(``more-scenarios/medical/unimatch.py``, run by a runner of its own: see ``record_unimatch``).
+(``code/ACDC_BCP_train.py``; it imports scikit-image), https://github.com/LiheYoung/UniMatch
+(``more-scenarios/medical/unimatch.py``, run by a runner of its own: see ``record_unimatch``) and
+https://github.com/ycwu1997/SS-Net (``code/train_ss_2d.py``; its memory's two bugs mended in the
+modules it imports, :data:`SS_NET_MENDS`) and https://github.com/ycwu1997/MC-Net
+(``code/train_mcnet_2d.py``, MC-Net and MC-Net+).
 Its scripts' folder is put on ``sys.path`` at run time and the training script is executed from
 the checkout: its own ``train()`` (BCP: ``pre_train``, its checkpoint, ``self_train``) with its
 network, losses, ramp, EMA and lr policy, on CPU in float64, with what needs a GPU, a dataset or
@@ -19,7 +23,7 @@ a logger replaced by stand-ins:
   grow ×30 per step and no two implementations stay within 1e-6);
 - every network the script builds gets the seeded initial weights of
   :func:`~parity.inputs.seeded_init`; ``torch.randn_like`` (the teacher's input noise) is the
-  seeded :class:`~parity.inputs.NoiseStream`, ALHVR's feature-perturbation draws and BCP's
+  seeded :class:`~parity.inputs.NoiseStream`, ALHVR's and URPC's feature-perturbation draws and BCP's
   paste-block corners a :class:`~parity.inputs.PerturbStream`; the global generator (dropout)
   is seeded before every iteration;
 - the loss modules, the SGD optimisers and the TensorBoard writer record what they see: each
@@ -398,7 +402,8 @@ def record_alhvr(code: Path) -> dict:
 
 
 #: Where each repository keeps the training scripts.
-CODE = {"ssl4mis": "code", "alhvr": "train_ALHVR/code", "bcp": "code", "unimatch": "more-scenarios/medical"}
+CODE = {"ssl4mis": "code", "alhvr": "train_ALHVR/code", "bcp": "code", "unimatch": "more-scenarios/medical",
+        "ss_net": "code"}
 
 class _NumpyWithStream:
     """``numpy`` whose ``random.randint`` is a :class:`~parity.inputs.PerturbStream`'s."""
@@ -453,6 +458,71 @@ def record_bcp_acdc(code: Path) -> dict:
                       "shapes": shapes_digest(torch.nn.ModuleList([student.encoder, student.decoder]))},
             "iterations": rows,
             "final": {"student": weight_stats(unet(student), NAMED), "teacher": weight_stats(unet(teacher), NAMED)}}
+
+# ---- SS-Net (ycwu1997/SS-Net code/train_ss_2d.py)
+#: The two lines of SS-Net's memory code that the project does not reproduce (bugs, listed in
+#: src/semiseg/methods/ss_net.py), mended in the modules the script imports: the memory keeps
+#: the features its selector scores highest, the memory-side weights are rescaled over the
+#: memory's entries. And its Dice losses' ``target.float()``, a no-op in float32 training, is
+#: left out so that the float64 run stays float64.
+SS_NET_MENDS = {
+    "feature_memory": ("utils/feature_memory.py",
+                       [("_, indices = torch.sort(rank[:, 0], dim=0)",
+                         "_, indices = torch.sort(rank[:, 0], dim=0, descending=True)")]),
+    "contrastive_losses": ("utils/contrastive_losses.py",
+                           [("(learned_weights_features_memory.shape[0] / learned_weights_features_memory.sum(dim=0))",
+                             "(learned_weights_features_memory.shape[1] / "
+                             "learned_weights_features_memory.sum(dim=1, keepdim=True))")]),
+    "losses": ("utils/losses.py", [("        target = target.float()\n", "")] * 2),
+}
+
+
+def _mended(code: Path, name: str) -> types.ModuleType:
+    """A fresh module of ``code/<path>`` with :data:`SS_NET_MENDS`' edits (each expected as written)."""
+    path, edits = SS_NET_MENDS[name]
+    source = (code / path).read_text()
+    for old, new in edits:
+        if old not in source:
+            raise SystemExit(f"{code / path}: expected {old!r} (another version of the code?)")
+        source = source.replace(old, new, 1)
+    module = types.ModuleType(f"utils.{name}")
+    exec(compile(source, str(code / path), "exec"), module.__dict__)
+    return module
+
+
+def ss_net_patches(stack: contextlib.ExitStack, setup: dict, ns: dict) -> None:
+    """The mended modules in the script's namespace; VAT's initial ``torch.rand(x.shape)`` from a
+    :class:`~parity.inputs.PerturbStream` (the replay substitutes the method's draw with the same)."""
+    code = Path(ns["__file__"]).parent
+    for name in SS_NET_MENDS:
+        stack.enter_context(patched_item(ns, name, _mended(code, name)))
+    stream, rand = PerturbStream(setup["direction_seed"]), torch.rand
+
+    def direction(*size, **kwargs):
+        if len(size) == 1 and isinstance(size[0], torch.Size) and not kwargs:
+            return stream.tensor(size[0])
+        return rand(*size, **kwargs)
+
+    stack.enter_context(patched(torch, "rand", direction))
+
+
+def record_ss_net(code: Path) -> dict:
+    setup = {**SETUP, "direction_seed": 23}
+    edits = [("get_current_consistency_weight(iter_num//150)", "get_current_consistency_weight(iter_num//2)")]
+    rec, _ = run_script(code, "train_ss_2d.py", ssl4mis_argv(setup, "labelnum", consistency_rampup=10), edits,
+                        [setup["init_seed"]], setup, patches=ss_net_patches)
+    rows = []
+    for it in rec.iterations:
+        v = it["locals"]
+        rows.append({"iteration": it["iteration"], "lr": it["lrs"][0], "total": v["loss"],
+                     "dice": v["loss_seg_dice"], "lds": v["loss_lds"], "sep_l": v["loss_contr_labeled"],
+                     "sep_u": v["loss_contr_unlabeled"], "consistency_weight": v["consistency_weight"]})
+    net = rec.nets[0]
+    return {"method": "ss_net", "script": "code/train_ss_2d.py",
+            "setup": {**setup, **RAMP, "edits": edits, "mends": {k: v[1] for k, v in SS_NET_MENDS.items()},
+                      "init": "the network with its heads: seeded_init(init_seed)", "shapes": shapes_digest(net)},
+            "iterations": rows,
+            "final": {"model": weight_stats(list(net.named_parameters()), NAMED)}}
 
 
 # ---- UniMatch (LiheYoung/UniMatch more-scenarios/medical/unimatch.py): a runner of its own. The
@@ -632,12 +702,102 @@ def record_unimatch(code: Path) -> dict:
             "final": {"model": weight_stats(list(rec.nets[0].named_parameters()), NAMED)}}
 
 
+# ---- URPC (SSL4MIS train_uncertainty_rectified_pyramid_consistency_2D.py): the `urpc_code` entry
+
+def urpc_parts(net: torch.nn.Module) -> torch.nn.ModuleList:
+    """``UNet_URPC``'s parameters that its forward reads, in declaration order: all but
+    ``out_conv_dp4``, which ``Decoder_URPC`` declares and never uses (the project has no such head)."""
+    d = net.decoder
+    return torch.nn.ModuleList([net.encoder, d.up1, d.up2, d.up3, d.up4, d.out_conv, d.out_conv_dp3,
+                                d.out_conv_dp2, d.out_conv_dp1])
+
+
+def record_urpc(code: Path) -> dict:
+    """Its network ``UNet_URPC`` seeded through :func:`urpc_parts`; the 1/4 head's feature-dropout
+    γ (``np.random.uniform``) and the 1/2 head's feature noise (``Uniform.sample``) from one
+    :class:`~parity.inputs.PerturbStream` (as ALHVR's), the 1/8 head's dropout from the global
+    generator. CE and Dice are the means of its four heads' calls."""
+    setup = {**SETUP, "perturb_seed": 17}
+    edits = [("get_current_consistency_weight(iter_num//150)", "get_current_consistency_weight(iter_num//2)")]
+    box = []
+
+    def patches(stack, setup, ns):
+        from networks import unet
+
+        stream = PerturbStream(setup["perturb_seed"])
+        stack.enter_context(patched(unet, "np", types.SimpleNamespace(random=types.SimpleNamespace(
+            uniform=stream.scalar))))
+        stack.enter_context(patched(unet, "Uniform", lambda low, high: types.SimpleNamespace(
+            sample=lambda shape: low + (high - low) * stream.tensor(shape))))
+
+        def net_factory(net_type="unet_urpc", in_chns=1, class_num=4):
+            net = unet.UNet_URPC(in_chns=in_chns, class_num=class_num)
+            seeded_init(urpc_parts(net), setup["init_seed"])
+            box[0].nets.append(net)
+            return net
+        stack.enter_context(patched_item(ns, "net_factory", net_factory))
+
+    rec, _ = run_script(code, "train_uncertainty_rectified_pyramid_consistency_2D.py",
+                        ssl4mis_argv(setup, consistency_rampup=10), edits, [], setup, patches=patches,
+                        on_recorder=box.append)
+    rows = []
+    for it in rec.iterations:
+        calls, sc = it["calls"], it["scalars"]
+        ce, dice = [v for k, v in calls if k == "ce"], [v for k, v in calls if k == "dice"]
+        rows.append({"iteration": it["iteration"], "lr": it["lrs"][0], "total": sc["info/total_loss"],
+                     "ce": sum(ce) / len(ce), "dice": sum(dice) / len(dice), "ce_heads": ce, "dice_heads": dice,
+                     "consistency": sc["info/consistency_loss"], "consistency_weight": sc["info/consistency_weight"]})
+    parts = urpc_parts(rec.nets[0])
+    return {"method": "urpc_code", "script": "code/train_uncertainty_rectified_pyramid_consistency_2D.py",
+            "setup": {**setup, **RAMP, "edits": edits,
+                      "init": "seeded_init(init_seed) of every parameter but out_conv_dp4 (urpc_parts)",
+                      "shapes": shapes_digest(parts)},
+            "iterations": rows,
+            "final": {"model": weight_stats(list(parts.named_parameters()), NAMED)}}
+
+
+# ---- MC-Net / MC-Net+ (ycwu1997/MC-Net code/train_mcnet_2d.py)
+
+NETWORKS.update({"mcnet2d_v1": "MCNet2d_v1", "mcnet2d_v2": "MCNet2d_v2"})
+CODE["mcnet"] = "code"
+
+
+def record_mc_net_2d(code: Path, method: str, model: str) -> dict:
+    """MC-Net's 2D script (``--model mcnet2d_v1``: two decoders; ``mcnet2d_v2``: three): the
+    loss terms as the training loop holds them when it steps (``loss_seg_dice``, the summed
+    Dice of the decoders; ``loss_consist``; the weight, read after its counter is incremented).
+    Its cross-entropy is computed and logged but not in the loss; it is recorded too."""
+    setup = dict(SETUP)
+    edits = [("get_current_consistency_weight(iter_num//150)", "get_current_consistency_weight(iter_num//2)")]
+    argv = ssl4mis_argv(setup, "labelnum", consistency_rampup=10, model=model)
+    rec, _ = run_script(code, "train_mcnet_2d.py", argv, edits, [setup["init_seed"]], setup)
+    rows = [{"iteration": it["iteration"], "lr": it["lrs"][0], "total": it["locals"]["loss"],
+             "dice": it["locals"]["loss_seg_dice"], "consistency": it["locals"]["loss_consist"],
+             "ce": it["locals"]["loss_seg"], "consistency_weight": it["locals"]["consistency_weight"]}
+            for it in rec.iterations]
+    return {"method": method, "script": f"code/train_mcnet_2d.py --model {model}",
+            "setup": {**setup, **RAMP, "edits": edits, "init": "the network: seeded_init(init_seed)",
+                      "shapes": shapes_digest(rec.nets[0])},
+            "iterations": rows,
+            "final": {"model": weight_stats(list(rec.nets[0].named_parameters()), NAMED)}}
+
+
+RECORDERS_MC_NET = {
+    "mc_net_code": ("mcnet", "ycwu1997/MC-Net", lambda code: record_mc_net_2d(code, "mc_net_code", "mcnet2d_v1")),
+    "mc_net_plus_code": ("mcnet", "ycwu1997/MC-Net",
+                         lambda code: record_mc_net_2d(code, "mc_net_plus_code", "mcnet2d_v2")),
+}
+
+
 RECORDERS = {"mean_teacher": ("ssl4mis", "HiLab-git/SSL4MIS", record_mean_teacher),
              "cps": ("ssl4mis", "HiLab-git/SSL4MIS", record_cps),
              "ua_mt": ("ssl4mis", "HiLab-git/SSL4MIS", record_ua_mt),
              "alhvr_code": ("alhvr", "ziziyao/ALHVR", record_alhvr),
              "bcp": ("bcp", "DeepMed-Lab-ECNU/BCP", record_bcp_acdc),
-             "unimatch": ("unimatch", "LiheYoung/UniMatch", record_unimatch)}
+             "unimatch": ("unimatch", "LiheYoung/UniMatch", record_unimatch),
+             "ss_net": ("ss_net", "ycwu1997/SS-Net", record_ss_net),
+             "urpc_code": ("ssl4mis", "HiLab-git/SSL4MIS", record_urpc),
+             **RECORDERS_MC_NET}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -646,19 +806,21 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--alhvr", type=Path, help="a checkout of ziziyao/ALHVR")
     ap.add_argument("--bcp", type=Path, help="a checkout of DeepMed-Lab-ECNU/BCP (its ACDC script needs scikit-image)")
     ap.add_argument("--unimatch", type=Path, help="a checkout of LiheYoung/UniMatch (its medical script needs PyYAML)")
+    ap.add_argument("--ss-net", type=Path, help="a checkout of ycwu1997/SS-Net")
+    ap.add_argument("--mcnet", type=Path, help="a checkout of ycwu1997/MC-Net")
     ap.add_argument("--methods", nargs="+", choices=list(RECORDERS),
                     help="default: every method whose repository's checkout is given")
     ap.add_argument("--out", type=Path, default=REPO / "tests" / "parity" / "records")
     args = ap.parse_args(argv)
     methods = args.methods or [name for name, (option, _, _) in RECORDERS.items() if getattr(args, option)]
     if not methods:
-        raise SystemExit("pass at least one checkout: --ssl4mis, --alhvr, --bcp or --unimatch PATH")
+        raise SystemExit("pass at least one checkout: --ssl4mis, --alhvr, --bcp, --unimatch, --ss-net or --mcnet PATH")
     args.out.mkdir(parents=True, exist_ok=True)
     for name in methods:
         option, repository, recorder = RECORDERS[name]
         checkout = getattr(args, option)
         if checkout is None:
-            raise SystemExit(f"{name}: pass --{option} PATH (a checkout of {repository})")
+            raise SystemExit(f"{name}: pass --{option.replace('_', '-')} PATH (a checkout of {repository})")
         record = {"reference": {"repository": repository, "commit": git_commit(checkout)},
                   **recorder(checkout.resolve() / CODE[option])}
         path = args.out / f"{name}.json"

@@ -105,6 +105,35 @@ def unet3():
     return UNet(1, 3, channels=(4, 8, 16, 32, 64), dropout=(0,) * 5)
 
 
+def vnet3():
+    """A tiny V-Net: 1 channel in, 3 classes out, 4 base filters, no dropout (16^3 patches)."""
+    from semiseg.nets import VNet
+
+    return VNet(1, 3, n_filters=4, normalization="batchnorm", has_dropout=False)
+
+
+#: Methods that train 3D networks only (stepped on 16^3 patches with :func:`vnet3`).
+THREE_D_ONLY = {"caml"}
+
+
+def tiny_step(algorithm: str, params: dict | None = None):
+    """``(method, ctx)``: the algorithm built on a tiny network (:func:`unet3`, or :func:`vnet3` for
+    :data:`THREE_D_ONLY`) with its schema defaults under ``params``, and the step context of
+    iteration 9 of 10 with its views of a seeded batch of 2 + 2 samples (3 classes)."""
+    import torch
+
+    from semiseg.methods import Step, StepContext, build_method
+
+    three_d = algorithm in THREE_D_ONLY
+    m = build_method(run_spec(algorithm, 10, params=params, dims=3 if three_d else 2), vnet3 if three_d else unet3)
+    g = torch.Generator().manual_seed(0)
+    shape = (16, 16, 16) if three_d else (32, 32)
+    batch = {"labeled_image": torch.randn(2, 1, *shape, generator=g),
+             "labeled_label": torch.randint(0, 3, (2, *shape), generator=g),
+             "unlabeled_image": torch.randn(2, 1, *shape, generator=g)}
+    return m, StepContext(Step(9, 10), m.make_views(batch, g), g)
+
+
 def small_unet():
     """A 2-level 2D U-Net: 1 channel in, 3 classes out, no dropout."""
     from semiseg.nets import UNet

@@ -16,9 +16,9 @@ from contextlib import contextmanager
 import pytest
 import torch
 
-from helpers import run_spec, unet3
-from semiseg.methods import METHODS, Step, StepContext, bcp, build_method, crln
-from semiseg.methods.common import pseudo
+from helpers import tiny_step
+from semiseg.methods import METHODS, bcp, caml, crln, ss_net
+from semiseg.methods.common import pseudo, sdf
 from semiseg.methods.crln import views
 from semiseg.nets import perturb
 
@@ -43,6 +43,16 @@ EXCEPTIONS = {
     "crln": ({crln.contrastive_loss.__code__}, Counter({"__int__": 1}),
              "the contrastive sampling draws a data-dependent number of pixels per class; the "
              "step's own stream is seeded by one int drawn from the host generator"),
+    "caml": ({caml.Caml.remember.__code__, caml.Caml.omni_correlation.__code__}, Counter(),
+             "the memory of labeled features keeps and draws a data-dependent number of voxels per class "
+                        "(those predicted right), and the correlation's memory side is as long as the memory holds"),
+    "dtc": ({sdf.sdf_targets.__code__}, Counter(),
+            "the labels' signed distance maps are computed by scipy on the host, as the codes do"),
+    "sassnet": ({sdf.sdf_targets.__code__}, Counter(),
+                "the labels' signed distance maps are computed by scipy on the host, as the codes do"),
+    "ss_net": ({ss_net.update_memory.__code__, ss_net.separation_loss.__code__}, Counter({"boolean mask": 2}),
+               "the memory and the class-separation term take a data-dependent number of pixels per class "
+               "(the labeled pixels predicted right: the step's two boolean masks)"),
 }
 
 
@@ -95,12 +105,7 @@ def host_reads(allowed=frozenset()):
 
 
 def _step_reads(algorithm: str, params: dict | None = None, allowed=frozenset()) -> Counter:
-    m = build_method(run_spec(algorithm, 10, params=params), unet3)
-    g = torch.Generator().manual_seed(0)
-    batch = {"labeled_image": torch.randn(2, 1, 32, 32, generator=g),
-             "labeled_label": torch.randint(0, 3, (2, 32, 32), generator=g),
-             "unlabeled_image": torch.randn(2, 1, 32, 32, generator=g)}
-    ctx = StepContext(Step(9, 10), m.make_views(batch, g), g)
+    m, ctx = tiny_step(algorithm, params)
     with host_reads(allowed) as counts:
         losses = m.training_step(ctx)
     losses.total.backward()

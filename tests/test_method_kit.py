@@ -372,15 +372,10 @@ def test_methods_are_found_by_their_source_and_the_dag_never_imports_torch():
 def test_a_step_leaves_no_state_on_the_method(algorithm):
     # everything of a step travels in its context: a step and its post-step hooks add or rebind
     # no plain attribute of the method (parameters, buffers and submodules are its state)
-    from helpers import unet3
+    from helpers import tiny_step
 
-    m = build_method(run_spec(algorithm, 10), unet3)
-    g = torch.Generator().manual_seed(0)
-    batch = {"labeled_image": torch.randn(2, 1, 32, 32, generator=g),
-             "labeled_label": torch.randint(0, 3, (2, 32, 32), generator=g),
-             "unlabeled_image": torch.randn(2, 1, 32, 32, generator=g)}
+    m, ctx = tiny_step(algorithm)
     before = {k: v for k, v in vars(m).items() if not k.startswith("_")}
-    ctx = StepContext(Step(9, 10), m.make_views(batch, g), g)
     m.training_step(ctx).total.backward()
     m.second_phase(ctx)
     m.after_optimizer_step(ctx)

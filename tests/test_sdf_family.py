@@ -202,13 +202,15 @@ def test_multiclass_network_has_a_logit_per_class_and_a_map_per_foreground_class
 
 
 def test_sdf_head_and_extra_decoders_do_not_combine():
-    with pytest.raises(ValueError, match="sdf_head and extra_decoders"):
+    with pytest.raises(ValueError, match="extra_decoders, pyramid and sdf_head cannot be combined"):
         build_network("unet", in_channels=1, num_classes=3, dims=2, sdf_head=True, extra_decoders=["linear"])
 
 
-def test_methods_ask_for_the_sdf_head():
-    with pytest.raises(ValueError, match="sdf_head: true"):
-        method_on_defaults("dtc", small_unet)
+def test_methods_add_the_head_to_a_plain_network_and_infer_with_the_same_shape():
+    m = method_on_defaults("dtc", small_unet)
+    assert isinstance(m.net, SignedDistanceNet) and m.net.sdf_head.out_channels == 2
+    fresh = type(m).inference_network(m.spec, small_unet)
+    assert fresh.state_dict().keys() == m.eval_network().state_dict().keys()
 
 
 # ---- the methods' steps

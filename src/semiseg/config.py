@@ -21,6 +21,7 @@ from typing import Any
 
 from semiseg.data.registry import LAYOUTS
 from semiseg.fingerprint import code_fingerprint
+from semiseg.papers import cite_references, paper_tables
 from semiseg.references import check_references, reference_values
 from semiseg.schema import ConfigError, command_line_values, find_root, read_schema, read_yaml, validate
 from semiseg.table_config import (add_stride_variants, base_dataset, bootstrap_min_resamples, check_window_stride,
@@ -99,7 +100,8 @@ def load_config(config: dict | None = None, root: Path | str | None = None) -> d
     """Validate `config` (the contents of config/config.yaml plus overrides) and load the catalogues.
 
     Returns a resolved dict: ``settings`` (the validated top-level config with defaults filled
-    in), ``datasets``, ``methods``, ``tables``, ``schedules`` and ``root``. Raises
+    in), ``datasets``, ``methods``, ``tables`` (each citation of the papers' catalogue replaced
+    with the values it cites: :mod:`semiseg.papers`), ``schedules`` and ``root``. Raises
     :class:`ConfigError` naming the file and field of the first problems found.
     """
     root = Path(root) if root is not None else find_root()
@@ -112,12 +114,14 @@ def load_config(config: dict | None = None, root: Path | str | None = None) -> d
     _check_results(settings["results"], root)
     cats = settings["catalogues"]
     for key, default in (("datasets", "config/datasets"), ("methods", "config/methods"),
-                         ("tables", "config/tables"), ("schedules", "config/schedules.yaml")):
+                         ("tables", "config/tables"), ("schedules", "config/schedules.yaml"),
+                         ("papers", "config/papers")):
         cats.setdefault(key, default)
     datasets, ds_origin = _load_catalogue(root, cats["datasets"], "datasets")
     methods, m_origin = _load_catalogue(root, cats["methods"], "methods")
     tables, t_origin = _load_catalogue(root, cats["tables"], "tables")
     schedules, _ = _load_catalogue(root, cats["schedules"], "schedules")
+    _cite_papers(root, cats["papers"], tables, t_origin)
     sched_file = root / cats["schedules"]
 
     algos = {name: read_schema(root, f"params/{name}")
@@ -135,6 +139,16 @@ def load_config(config: dict | None = None, root: Path | str | None = None) -> d
            "tables": tables, "schedules": schedules, "schedules_file": str(sched_file)}
     _check_window_strides(cfg, ds_origin, m_origin)
     return cfg
+
+
+def _cite_papers(root: Path, location: str, tables: dict, t_origin: dict) -> None:
+    """Each table's citations of the paper catalogue, replaced with the values they cite
+    (:func:`semiseg.papers.cite_references`). A workflow without the catalogue (tables of its own,
+    their values written out) has nothing to cite."""
+    papers, p_origin = _load_catalogue(root, location, "papers") if (root / location).exists() else ({}, {})
+    cited = paper_tables(papers, p_origin)
+    for name, table in tables.items():
+        cite_references(table, f"{t_origin[name]}: {name}", cited)
 
 
 def _check_methods(methods: dict, m_origin: dict, datasets: dict, other_datasets: list, schedules: dict, algos: dict,

@@ -24,6 +24,7 @@ from semiseg.nets.perturb import (
     random_perturbation,
 )
 from semiseg.nets.heads import MultiDecoder
+from semiseg.nets.pyramid import PyramidNet
 from semiseg.nets.sdf import Discriminator, SignedDistanceNet
 from semiseg.nets.unet import UP_MODES, EncoderDecoder, UNet, UNetDecoder, layer_types
 from semiseg.nets.vnet import VNet, VNetDecoder
@@ -35,6 +36,7 @@ __all__ = [
     "Discriminator",
     "EncoderDecoder",
     "MultiDecoder",
+    "PyramidNet",
     "SignedDistanceNet",
     "UNet",
     "UNetDecoder",
@@ -78,8 +80,10 @@ def build_network(name: str, *, in_channels: int, num_classes: int, dims: int,
     ``n_filters``, ``normalization``, ``has_dropout`` for the V-Net), except ``extra_decoders``
     (a list of up modes) and ``evaluate``, which wrap it in a
     :class:`~semiseg.nets.heads.MultiDecoder` (MC-Net's several decoders on one encoder), and
-    ``sdf_head`` (true: a :class:`~semiseg.nets.sdf.SignedDistanceNet`, DTC's and SASSNet's
-    signed distance head beside the segmentation head). Raises ``ValueError`` for
+    ``pyramid`` (a dict of :class:`~semiseg.nets.pyramid.PyramidNet`'s arguments, ``{}`` for its
+    defaults), which wraps it in URPC's deep-supervision pyramid, and ``sdf_head`` (true: a
+    :class:`~semiseg.nets.sdf.SignedDistanceNet`, DTC's and SASSNet's signed distance head beside
+    the segmentation head); at most one of the three wrappers. Raises ``ValueError`` for
     an unknown name, listing the known ones, and for a V-Net asked for ``dims != 3``.
     """
     try:
@@ -90,10 +94,13 @@ def build_network(name: str, *, in_channels: int, num_classes: int, dims: int,
         ) from None
     extra_decoders = kwargs.pop("extra_decoders", None)
     evaluate = kwargs.pop("evaluate", "first")
+    pyramid = kwargs.pop("pyramid", None)
     sdf_head = bool(kwargs.pop("sdf_head", False))
-    if sdf_head and extra_decoders:
-        raise ValueError("network_args sdf_head and extra_decoders cannot be combined")
+    if sum((bool(extra_decoders), pyramid is not None, sdf_head)) > 1:
+        raise ValueError("network_args extra_decoders, pyramid and sdf_head cannot be combined")
     net = factory(in_channels=in_channels, num_classes=num_classes, dims=dims, **kwargs)
+    if pyramid is not None:
+        return PyramidNet(net, **pyramid)
     if sdf_head:
         return SignedDistanceNet(net, num_classes)
     if extra_decoders:

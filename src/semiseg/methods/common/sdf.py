@@ -80,8 +80,8 @@ def level_set_probability(sdf: Tensor, k: float) -> Tensor:
 
 class SignedDistanceMethod(Method):
     """One network with a segmentation and a signed-distance head (``models[0]``, a
-    :class:`~semiseg.nets.sdf.SignedDistanceNet`: the catalogue's ``network_args: {sdf_head: true}``)
-    and the codes' supervised term on the labeled images:
+    :class:`~semiseg.nets.sdf.SignedDistanceNet`: the catalogue's ``network_args: {sdf_head: true}``,
+    or the head added to a plain network) and the codes' supervised term on the labeled images:
 
     ``L_sup = Dice(softmax(z_L), y) + sdf_weight · MSE(tanh head_L, sdf(y))``
 
@@ -94,12 +94,14 @@ class SignedDistanceMethod(Method):
 
     def __init__(self, spec, net_factory):
         super().__init__(spec, net_factory)
-        net = self.net_factory()
-        if not isinstance(net, SignedDistanceNet):
-            name = spec["method"].get("name", self.algorithm)
-            raise ValueError(f"method {name!r} ({self.algorithm}) needs the network with a signed distance head: set "
-                             "`network_args: {sdf_head: true}` in its catalogue entry")
-        self.models.append(net)
+        self.models.append(self.inference_network(spec, net_factory))
+
+    @classmethod
+    def inference_network(cls, spec, net_factory) -> SignedDistanceNet:
+        """The run's network if it has the head (``network_args: {sdf_head: true}``, as the
+        catalogue entries build it), else the run's network with the head added."""
+        net = net_factory()
+        return net if isinstance(net, SignedDistanceNet) else SignedDistanceNet(net, int(spec["dataset"]["num_classes"]))
 
     @property
     def net(self) -> SignedDistanceNet:
