@@ -14,6 +14,7 @@ import yaml
 
 from conftest import REPO
 from helpers import run_spec, schema_defaults, tiny_store
+from smoke_targets import BASELINES
 from semiseg.config import load_config, run_spec as config_run_spec, table_runs
 from semiseg.engine.loop import train
 from semiseg.methods import Step, StepContext, build_method
@@ -512,8 +513,8 @@ def test_the_sgrs_tables_resolve_to_runs(cfg):
     assert values["ss_net"][10] == {"dice": 88.43, "jaccard": 79.43, "hd95": 7.95, "asd": 2.55}
     assert values["supervised"][10]["dice"] == 78.57
     rows = {r["method"]: r for r in raw["sgrs_la"]["rows"]}
-    for not_run in ("dtc", "urpc", "ss_net", "mc_net_plus", "caml", "co_bionet", "mcf"):
-        assert rows[not_run]["run"] is False
+    for method in ("dtc", "urpc", "ss_net", "mc_net_plus", "caml", "co_bionet", "mcf"):  # run where implemented
+        assert rows[method].get("run", True) is (method in cfg["methods"]), method
     assert rows["sgrs"].get("run", True) and rows["bcp"].get("run", True)
 
 
@@ -603,9 +604,12 @@ def test_sgrs_settings_on_pancreas_and_brats_at_stride_16(cfg):
         assert config_run_spec(cfg, dataset, "sgrs_code", 5, 0)["method"]["params"]["rampup_block"] == 150
     assert config_run_spec(cfg, "la", "sgrs", 5, 0)["method"]["params"]["consistency_rampup"] == 0.4
     for name, dataset in (("sgrs_pancreas", pancreas), ("sgrs_brats", brats)):
-        runs = table_runs(cfg, name)
-        assert {(d, m, r) for d, m, r, _ in runs} == {
+        runs = {(d, m, r) for d, m, r, _ in table_runs(cfg, name)}
+        assert {run for run in runs if run[1] not in BASELINES} == {
             (dataset, m, r) for m in ("supervised", "bcp", "sgrs") for r in (5, 10)} | {(dataset, "supervised", 100)}
+        # and the literature's baselines that are implemented
+        baselines = {r["method"] for r in cfg["tables"][name]["rows"] if r["method"] in BASELINES}
+        assert {m for _, m, _ in runs if m in BASELINES} == baselines & set(cfg["methods"])
     for name in ("pancreas", "brats_stride16"):  # the datasets' own tables run the implemented SGRS-Net
         rows = {r["method"]: r for r in cfg["tables"][name]["rows"]}
         assert "sgrs_net" not in rows and rows["sgrs"].get("run", True) and rows["sgrs"]["ratios"] == [5, 10]
