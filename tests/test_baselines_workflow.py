@@ -12,8 +12,8 @@ import pytest
 
 from conftest import TINY3D_DATASET, make_workflow, snakemake, write_yaml
 
-BASELINES_2D: list[str] = ["unimatch", "ss_net", "urpc", "mc_net", "mc_net_plus", "mcf"]
-BASELINES_3D: list[str] = ["caml", "ss_net", "urpc", "mc_net", "mc_net_plus", "mcf"]
+BASELINES_2D: list[str] = ["unimatch", "ss_net", "urpc", "mc_net", "mc_net_plus", "mcf", "dtc", "sassnet"]
+BASELINES_3D: list[str] = ["caml", "ss_net", "urpc", "mc_net", "mc_net_plus", "mcf", "dtc", "sassnet"]
 
 
 def _table(name: str, dataset: str, ratio: int, methods: list[str]) -> dict:

@@ -18,7 +18,7 @@ import torch
 
 from helpers import tiny_step
 from semiseg.methods import METHODS, bcp, caml, crln, ss_net
-from semiseg.methods.common import pseudo
+from semiseg.methods.common import pseudo, sdf
 from semiseg.methods.crln import views
 from semiseg.nets import perturb
 
@@ -46,6 +46,10 @@ EXCEPTIONS = {
     "caml": ({caml.Caml.remember.__code__, caml.Caml.omni_correlation.__code__}, Counter(),
              "the memory of labeled features keeps and draws a data-dependent number of voxels per class "
                         "(those predicted right), and the correlation's memory side is as long as the memory holds"),
+    "dtc": ({sdf.sdf_targets.__code__}, Counter(),
+            "the labels' signed distance maps are computed by scipy on the host, as the codes do"),
+    "sassnet": ({sdf.sdf_targets.__code__}, Counter(),
+                "the labels' signed distance maps are computed by scipy on the host, as the codes do"),
     "ss_net": ({ss_net.update_memory.__code__, ss_net.separation_loss.__code__}, Counter({"boolean mask": 2}),
                "the memory and the class-separation term take a data-dependent number of pixels per class "
                "(the labeled pixels predicted right: the step's two boolean masks)"),

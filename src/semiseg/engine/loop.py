@@ -94,7 +94,8 @@ def train(spec: dict, store_path: Path, split_path: Path, out_dir: Path, **kwarg
 
 def build_optimizers(method, sched: dict) -> dict[str, torch.optim.Optimizer]:
     """The main SGD over the method's parameter groups, plus the optimisers it owns; every
-    group remembers its ``initial_lr`` (the lr policy scales it)."""
+    group remembers its ``initial_lr`` (the lr policy scales it, unless the group says
+    ``fixed_lr``: SASSNet's discriminator)."""
     groups = []
     for group in method.param_groups():
         group = dict(group)
@@ -269,7 +270,7 @@ class _Run:
         factor = lr_factor(self.sched, it, self.total, self._stage_start(it))
         for opt in self.optimizers.values():
             for group in opt.param_groups:
-                group["lr"] = group["initial_lr"] * factor
+                group["lr"] = group["initial_lr"] * (1.0 if group.get("fixed_lr") else factor)
         amp = bool(self.sched.get("amp"))
         with explain_out_of_memory(device, f"at iteration {it}", _memory_advice(spec), TrainingError):
             with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):

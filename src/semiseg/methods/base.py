@@ -16,7 +16,8 @@ hook                       what the engine does with it
                            parameter of ``models``; a method may add modules outside the
                            networks, e.g. learned prototypes, each group with an ``lr_scale``)
 ``extra_optimizers()``     optimisers the method owns besides the main one (a separately
-                           optimised scalar): stepped, lr-scheduled and checkpointed with it
+                           optimised scalar): stepped, lr-scheduled (unless a group is
+                           ``fixed_lr``) and checkpointed with it
 ``stages(total)``          named stages and the iteration each starts at (BCP: pre-training,
                            then self-training); ``on_stage_start`` runs before a stage's first
                            step and may ask for a fresh optimiser
@@ -235,7 +236,8 @@ class Method(nn.Module):
         return [{"params": [p for p in self.models.parameters() if p.requires_grad]}]
 
     def extra_optimizers(self, schedule: dict) -> dict[str, torch.optim.Optimizer]:
-        """Optimisers the method owns besides the main one, by name (none by default)."""
+        """Optimisers the method owns besides the main one, by name (none by default). The lr
+        policy scales their groups' lr as the main one's, except a group with ``fixed_lr: True``."""
         return {}
 
     def stages(self, total: int) -> list[tuple[str, int]]:

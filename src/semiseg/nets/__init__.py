@@ -26,6 +26,7 @@ from semiseg.nets.perturb import (
 from semiseg.nets.heads import MultiDecoder
 from semiseg.nets.pyramid import PyramidNet
 from semiseg.nets.resnet import ResNetED
+from semiseg.nets.sdf import Discriminator, SignedDistanceNet
 from semiseg.nets.unet import UP_MODES, EncoderDecoder, UNet, UNetDecoder, layer_types
 from semiseg.nets.vnet import VNet, VNetDecoder
 
@@ -33,10 +34,12 @@ __all__ = [
     "NETWORKS",
     "PERTURBATIONS",
     "UP_MODES",
+    "Discriminator",
     "EncoderDecoder",
     "MultiDecoder",
     "PyramidNet",
     "ResNetED",
+    "SignedDistanceNet",
     "UNet",
     "UNetDecoder",
     "VNet",
@@ -86,7 +89,9 @@ def build_network(name: str, *, in_channels: int, num_classes: int, dims: int,
     (a list of up modes) and ``evaluate``, which wrap it in a
     :class:`~semiseg.nets.heads.MultiDecoder` (MC-Net's several decoders on one encoder), and
     ``pyramid`` (a dict of :class:`~semiseg.nets.pyramid.PyramidNet`'s arguments, ``{}`` for its
-    defaults), which wraps it in URPC's deep-supervision pyramid. Raises ``ValueError`` for
+    defaults), which wraps it in URPC's deep-supervision pyramid, and ``sdf_head`` (true: a
+    :class:`~semiseg.nets.sdf.SignedDistanceNet`, DTC's and SASSNet's signed distance head beside
+    the segmentation head); at most one of the three wrappers. Raises ``ValueError`` for
     an unknown name, listing the known ones, and for a V-Net asked for ``dims != 3``.
     """
     try:
@@ -98,9 +103,14 @@ def build_network(name: str, *, in_channels: int, num_classes: int, dims: int,
     extra_decoders = kwargs.pop("extra_decoders", None)
     evaluate = kwargs.pop("evaluate", "first")
     pyramid = kwargs.pop("pyramid", None)
+    sdf_head = bool(kwargs.pop("sdf_head", False))
+    if sum((bool(extra_decoders), pyramid is not None, sdf_head)) > 1:
+        raise ValueError("network_args extra_decoders, pyramid and sdf_head cannot be combined")
     net = factory(in_channels=in_channels, num_classes=num_classes, dims=dims, **kwargs)
     if pyramid is not None:
         return PyramidNet(net, **pyramid)
+    if sdf_head:
+        return SignedDistanceNet(net, num_classes)
     if extra_decoders:
         return MultiDecoder(net, extra_decoders, evaluate)
     return net
