@@ -171,14 +171,14 @@ def _repo_copy(root, edit_tables=None, edit_papers=None):
     return root
 
 
-def _drop_dtc(papers):
-    """SGRS-Net T2 without DTC, which sgrs_la.yaml's DTC row (not run) shows."""
-    del papers["sgrs"]["tables"]["SGRS-Net T2"]["values"]["dtc"]
+def _drop_co_bionet(papers):
+    """SGRS-Net T2 without Co-BioNet, which sgrs_la.yaml's Co-BioNet row (not run) shows."""
+    del papers["sgrs"]["tables"]["SGRS-Net T2"]["values"]["co_bionet"]
 
 
 def test_the_shipped_catalogue_refuses_a_missing_value_and_an_unknown_name_naming_the_file(tmp_path):
-    root = _repo_copy(tmp_path / "a", edit_papers=_drop_dtc)
-    with pytest.raises(ConfigError, match=r"sgrs_la\.yaml: sgrs_la\.rows\.2: 'dtc' is not implemented here, so the "
+    root = _repo_copy(tmp_path / "a", edit_papers=_drop_co_bionet)
+    with pytest.raises(ConfigError, match=r"sgrs_la\.yaml: sgrs_la\.rows\.7: 'co_bionet' is not implemented here, so the "
                                           r"row only shows paper values, but the sources in reference give none "
                                           r"for ratio\(s\) 5, 10"):
         load_config(root=root)
