@@ -58,7 +58,7 @@ wildcard_constraints:
     table="|".join(sorted(CFG["tables"])),
     ratio=r"\d+",
     seed=r"\d+",
-    key=EXTERNAL_PREFIX + "[a-z0-9_]+",
+    key=f"{EXTERNAL_PREFIX}[a-z0-9_]+",
 
 
 #: The datasets whose source is fetched, preprocessed and split: the catalogue's, not the stride
