@@ -495,7 +495,8 @@ def spec_hash(obj: Any) -> str:
 
 def table_fingerprint(cfg: dict, name: str) -> str:
     """What a table was built from, as one hash: every run's resolved spec, the train code of its
-    methods, the table code and the folders of its predictions rows. Printed in the table's footnote; `semiseg audit` recomputes it."""
+    methods, the table code and the folders of its predictions rows. Printed in the table's
+    footnote; `semiseg audit` recomputes it."""
     runs = table_runs(cfg, name)
     externals = table_externals(cfg, name)
     return spec_hash({

@@ -6,7 +6,8 @@ from pathlib import Path
 
 from semiseg import paths
 from semiseg import config as semiseg_config
-from semiseg.config import base_dataset, load_config, ratio_patients, run_resources, run_spec, table_externals, table_runs
+from semiseg.config import (base_dataset, load_config, ratio_patients, run_resources, run_spec, table_externals,
+                            table_runs)
 from semiseg.data.registry import LAYOUTS, shipped_splits_digest
 from semiseg.fingerprint import code_fingerprint
 from semiseg.method_sources import registered_figures

@@ -9,6 +9,7 @@ from pathlib import Path
 from semiseg import paths
 from semiseg.data.registry import LAYOUTS
 from semiseg.reporting.audit.links import MISMATCH, MISSING, OK, Auditor, abs_path, check_override, show
+from semiseg.table_config import is_external
 
 __all__ = ["audit"]
 
@@ -161,7 +162,7 @@ class _Trace:
         self.spec_row = _find_row(table_spec, row, ratio)
         self.method, self.dataset = self.spec_row["method"], table_spec["dataset"]
         # a predictions row (another tool's folder, scored once) has one result and no seed
-        self.external = "predictions" in self.spec_row
+        self.external = is_external(self.spec_row)
         self.seeds = [None] if self.external else [int(s) for s in table_spec["seeds"]]
         dataset, method = self.dataset, self.method
         # the dataset whose store and splits the runs read: a stride variant's are its base dataset's

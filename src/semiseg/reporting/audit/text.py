@@ -93,7 +93,8 @@ def format_audit(result: dict) -> str:
         out += _link_lines(link, "", steps, seen)
     for run in result["runs"]:
         out.append(f"  seed {run['seed']}  {run['run_dir']}" if run["seed"] is not None
-                   else f"  predictions row  {run['run_dir']} (scoring {run['predictions']}/, made outside the workflow)")
+                   else f"  predictions row  {run['run_dir']} (scoring {run['predictions']}/, made outside the "
+                        "workflow)")
         for link in run["links"]:
             out += _link_lines(link, "  ", steps, seen)
     out.append("  data (shared by the seeds)")
