@@ -7,7 +7,8 @@
 Each ``PATH`` is a checkout of a reference repository: https://github.com/HiLab-git/SSL4MIS
 (Mean Teacher, CPS, UA-MT, URPC: ``code/train_*_2D.py``), https://github.com/ziziyao/ALHVR
 (``train_ALHVR/code/train_ALHVR_acdc.py``), https://github.com/DeepMed-Lab-ECNU/BCP
-(``code/ACDC_BCP_train.py``; it imports scikit-image), https://github.com/LiheYoung/UniMatch
+(``code/ACDC_BCP_train.py``, and ``code/LA_BCP_train.py`` in 3D: :func:`record_bcp_la`; both
+import scikit-image), https://github.com/LiheYoung/UniMatch
 (``more-scenarios/medical/unimatch.py``, run by a runner of its own: see ``record_unimatch``) and
 https://github.com/ycwu1997/SS-Net (``code/train_ss_2d.py``; its memory's two bugs mended in the
 modules it imports, :data:`SS_NET_MENDS`) and https://github.com/ycwu1997/MC-Net
@@ -913,6 +914,158 @@ def record_mcf(code: Path) -> dict:
                       for name, net in zip(("vnet", "resnet"), rec.nets)}}
 
 
+# ---- BCP on Left Atrium (DeepMed-Lab-ECNU/BCP code/LA_BCP_train.py): 3D, pre-training, the
+# hand-off, self-training, run from its own functions as record_bcp_acdc runs the ACDC script
+
+#: 1 + 1 labeled and 1 + 1 unlabeled volumes of 16 x 32 x 32 per iteration (the script's halves:
+#: one volume each, so each forward sees one volume and its bottleneck 2 x 2 x 1 voxels; 32³
+#: would take four times longer), 6 iterations of pre-training then 14 of self-training, the lr
+#: drop every 2,500 self-training iterations shortened to every 10.
+BCP_LA_SETUP = {"size": 32, "depth": 16, "n_labeled": 4, "n_unlabeled": 4, "labeled_bs": 2, "unlabeled_bs": 2,
+                "iterations": 20, "pretrain_iterations": 6, "lr_step_every": 10, "data_seed": 31, "init_seed": 7,
+                "rng_seed": 11, "mask_seed": 19, "u_weight": 0.5}
+BCP_LA_EDITS = [("if iter_num % 2500 == 0:", "if iter_num % 10 == 0:"),
+                ("lr_ = base_lr * 0.1 ** (iter_num // 2500)", "lr_ = base_lr * 0.1 ** (iter_num // 10)")]
+#: The paste block's corner in ``utils/BCP_utils.py``'s ``context_mask`` is drawn for the
+#: script's 112 x 112 x 80 patches whatever the patch (``np.random.randint(0, 112 - side)``);
+#: mended to the patch's own size, which is the same at 112 x 112 x 80.
+BCP_LA_MENDS = [("112 - patch_pixel_x", "img_x - patch_pixel_x"), ("112 - patch_pixel_y", "img_y - patch_pixel_y"),
+                ("80 - patch_pixel_z", "img_z - patch_pixel_z")]
+
+
+class _VolumeLoader(FixedLoader):
+    """:class:`FixedLoader` over the synthetic volumes of :func:`~parity.inputs.volumes`."""
+
+    def __init__(self, rec: Recorder, setup: dict):
+        self.rec, self.setup = rec, setup
+        self.images, self.labels = volumes(setup["n_labeled"] + setup["n_unlabeled"], setup["depth"], setup["size"],
+                                           setup["data_seed"])
+
+
+def vnet_parts(net: torch.nn.Module) -> torch.nn.ModuleList:
+    """A V-Net's encoder and decoder (BCP's ``VNet`` also declares heads its LA script never uses)."""
+    return torch.nn.ModuleList([net.encoder, net.decoder])
+
+
+def run_bcp_la_script(code: Path, setup: dict) -> Recorder:
+    """``code/LA_BCP_train.py`` with :data:`BCP_LA_EDITS` and its ``utils/BCP_utils.py`` with
+    :data:`BCP_LA_MENDS`, on CPU in float64: ``pre_train``, its checkpoint written by the
+    script's own ``save_net_opt`` at the end (no validation here: the last state is the "best"),
+    then ``self_train`` from it, as its ``__main__`` runs them; nothing written outside a
+    temporary folder. Every V-Net it builds gets :func:`~parity.inputs.seeded_init` of its
+    encoder and decoder; its pooled bottleneck features, which the script discards, are not
+    computed (``MaxPool3d(3)`` needs three voxels per axis, the bottleneck here has 2 x 2 x 1)."""
+    import logging
+    import tempfile
+
+    source = (code / "LA_BCP_train.py").read_text()
+    for old, new in BCP_LA_EDITS:
+        if source.count(old) != 1:
+            raise SystemExit(f"{code}/LA_BCP_train.py: expected {old!r} once (another version of the script?)")
+        source = source.replace(old, new)
+    rec = Recorder()
+
+    def module(name, **attrs):
+        m = types.ModuleType(name)
+        m.__dict__.update(attrs)
+        return m
+
+    def net_factory(net_type="VNet", in_chns=1, class_num=2, mode="train", tsne=0):
+        from networks.VNet import VNet
+        net = VNet(n_channels=in_chns, n_classes=class_num, normalization="batchnorm", has_dropout=mode == "train")
+        net.pool = torch.nn.Identity()
+        seeded_init(vnet_parts(net), setup["init_seed"])
+        rec.nets.append(net)
+        return net
+
+    none = lambda *a, **k: None  # noqa: E731
+    stubs = {"tensorboardX": module("tensorboardX", SummaryWriter=lambda *a, **k: Writer(rec)),
+             "torchvision": module("torchvision", transforms=module("transforms", Compose=lambda x: x)),
+             "medpy": module("medpy", metric=None),
+             "dataloaders": module("dataloaders"),
+             "dataloaders.dataset": module("dataloaders.dataset", LAHeart=none, RandomRotFlip=none, RandomCrop=none,
+                                           ToTensor=none, TwoStreamBatchSampler=lambda *a: "fixed"),
+             "networks.net_factory": module("networks.net_factory", net_factory=net_factory),
+             "utils.test_3d_patch": module("utils.test_3d_patch")}
+    saved = {k: sys.modules.get(k) for k in stubs}
+    sys.modules.update(stubs)
+    sys.path.insert(0, str(code))
+    torch.set_default_dtype(torch.float64)
+    try:
+        from utils import losses
+        mended = (code / "utils" / "BCP_utils.py").read_text()
+        for old, new in BCP_LA_MENDS:
+            if mended.count(old) != 1:
+                raise SystemExit(f"{code}/utils/BCP_utils.py: expected {old!r} once (another version of the code?)")
+            mended = mended.replace(old, new)
+        utils = types.ModuleType("utils.BCP_utils")
+        exec(compile(mended, str(code / "utils" / "BCP_utils.py"), "exec"), utils.__dict__)
+        utils.np = _NumpyWithStream(PerturbStream(setup["mask_seed"]))
+        sys.modules["utils.BCP_utils"] = utils
+        with contextlib.ExitStack() as stack, tempfile.TemporaryDirectory() as tmp:
+            stack.enter_context(patched(sys, "argv", [
+                "LA_BCP_train.py", "--pre_max_iteration", str(setup["pretrain_iterations"]),
+                "--self_max_iteration", str(setup["iterations"] - setup["pretrain_iterations"]),
+                "--labeled_bs", str(setup["labeled_bs"]),
+                "--batch_size", str(setup["labeled_bs"] + setup["unlabeled_bs"]),
+                "--u_weight", str(setup["u_weight"])]))
+            ns = {"__name__": "parity_LA_BCP_train", "__file__": str(code / "LA_BCP_train.py")}
+            exec(compile(source, str(code / "LA_BCP_train.py"), "exec"), ns)
+            ns["DataLoader"] = lambda *a, **k: _VolumeLoader(rec, setup)
+            stack.enter_context(patched(logging, "info", lambda *a, **k: None))
+            stack.enter_context(patched(losses.mask_DiceLoss, "forward",
+                                        recording_forward(losses.mask_DiceLoss, rec, "dice")))
+            optimizers = []
+            stack.enter_context(patched(torch.optim, "SGD", recording_sgd(rec, optimizers)))
+            stack.enter_context(patched(torch.Tensor, "cuda", lambda self, *a, **k: self))
+            stack.enter_context(patched(torch.nn.Module, "cuda", lambda self, *a, **k: self))
+            args = ns["args"]
+            ns["pre_train"](args, tmp)
+            ns["save_net_opt"](rec.nets[0], optimizers[0], Path(tmp) / f"{args.model}_best_model.pth")
+            ns["self_train"](args, tmp, tmp)
+    finally:
+        torch.set_default_dtype(torch.float32)
+        for k, v in saved.items():
+            if v is None:
+                sys.modules.pop(k, None)
+            else:
+                sys.modules[k] = v
+        sys.path.remove(str(code))
+        for k in [k for k in sys.modules if k.split(".")[0] in ("utils", "networks", "dataloaders")]:
+            del sys.modules[k]
+    return rec
+
+
+def record_bcp_la(code: Path) -> dict:
+    """Per iteration the lr, the total, CE and Dice (pre-training: the script's ``loss_ce`` and
+    ``loss_dice``; self-training: the two mixes' ``mix_loss`` summed, its Dice from the four
+    ``mask_DiceLoss`` calls weighted as ``mix_loss`` weighs them, CE the rest of ``2 · loss``),
+    the stage; the final student and teacher (parameters: the teacher's batch-norm buffers are
+    its own forward passes', which train mode never reads)."""
+    setup = dict(BCP_LA_SETUP)
+    rec = run_bcp_la_script(code, setup)
+    pre, u = setup["pretrain_iterations"], setup["u_weight"]
+    rows = []
+    for it in rec.iterations:
+        lc, dice = it["locals"], [v for _, v in it["calls"]]
+        if it["iteration"] < pre:
+            ce, dc = lc["loss_ce"], lc["loss_dice"]
+        else:  # mix_loss (l): Dice(y_a, M) + u · Dice(p_a, 1 − M); (u): u · Dice(p_b, M) + Dice(y_b, 1 − M)
+            dc = dice[0] + u * dice[1] + u * dice[2] + dice[3]
+            ce = 2 * (lc["loss_l"] + lc["loss_u"]) - dc
+        rows.append({"iteration": it["iteration"], "lr": it["lrs"][0], "total": lc["loss"], "ce": ce, "dice": dc,
+                     "stage": int(it["iteration"] >= pre)})
+    student, teacher = rec.nets[1], rec.nets[2]  # self_train's model and ema_model
+    return {"method": "bcp_la", "script": "code/LA_BCP_train.py",
+            "setup": {**setup, "edits": BCP_LA_EDITS, "mends": {"utils/BCP_utils.py": BCP_LA_MENDS},
+                      "init": "student: seeded_init(init_seed) of the V-Net's encoder and decoder (vnet_parts, the "
+                              "official declaration order; the teacher is the pre-trained student at the hand-off)",
+                      "shapes": shapes_digest(vnet_parts(student))},
+            "iterations": rows,
+            "final": {"student": weight_stats(list(vnet_parts(student).named_parameters()), MCF_NAMED),
+                      "teacher": weight_stats(list(vnet_parts(teacher).named_parameters()), MCF_NAMED)}}
+
+
 RECORDERS = {"mean_teacher": ("ssl4mis", "HiLab-git/SSL4MIS", record_mean_teacher),
              "cps": ("ssl4mis", "HiLab-git/SSL4MIS", record_cps),
              "ua_mt": ("ssl4mis", "HiLab-git/SSL4MIS", record_ua_mt),
@@ -922,14 +1075,15 @@ RECORDERS = {"mean_teacher": ("ssl4mis", "HiLab-git/SSL4MIS", record_mean_teache
              "ss_net": ("ss_net", "ycwu1997/SS-Net", record_ss_net),
              "urpc_code": ("ssl4mis", "HiLab-git/SSL4MIS", record_urpc),
              **RECORDERS_MC_NET,
-             "mcf": ("mcf", "WYC-321/MCF", record_mcf)}
+             "mcf": ("mcf", "WYC-321/MCF", record_mcf),
+             "bcp_la": ("bcp", "DeepMed-Lab-ECNU/BCP", record_bcp_la)}
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--ssl4mis", type=Path, help="a checkout of HiLab-git/SSL4MIS")
     ap.add_argument("--alhvr", type=Path, help="a checkout of ziziyao/ALHVR")
-    ap.add_argument("--bcp", type=Path, help="a checkout of DeepMed-Lab-ECNU/BCP (its ACDC script needs scikit-image)")
+    ap.add_argument("--bcp", type=Path, help="a checkout of DeepMed-Lab-ECNU/BCP (its scripts need scikit-image)")
     ap.add_argument("--unimatch", type=Path, help="a checkout of LiheYoung/UniMatch (its medical script needs PyYAML)")
     ap.add_argument("--ss-net", type=Path, help="a checkout of ycwu1997/SS-Net")
     ap.add_argument("--mcnet", type=Path, help="a checkout of ycwu1997/MC-Net")
