@@ -1,7 +1,7 @@
 """Record short training trajectories with the official code of a method (parity records).
 
     python benchmarks/parity_record.py [--ssl4mis PATH] [--alhvr PATH] [--bcp PATH] [--unimatch PATH]
-                                       [--ss-net PATH] [--mcnet PATH] [--mcf PATH]
+                                       [--ss-net PATH] [--mcnet PATH] [--mcf PATH] [--dtc PATH] [--sassnet PATH]
                                        [--methods NAME ...] [--out DIR]
 
 Each ``PATH`` is a checkout of a reference repository: https://github.com/HiLab-git/SSL4MIS
@@ -12,7 +12,9 @@ Each ``PATH`` is a checkout of a reference repository: https://github.com/HiLab-
 https://github.com/ycwu1997/SS-Net (``code/train_ss_2d.py``; its memory's two bugs mended in the
 modules it imports, :data:`SS_NET_MENDS`) and https://github.com/ycwu1997/MC-Net
 (``code/train_mcnet_2d.py``, MC-Net and MC-Net+) and https://github.com/WYC-321/MCF
-(``code/train_MCF.py``, 3D: :func:`record_mcf`).
+(``code/train_MCF.py``, 3D: :func:`record_mcf`) and https://github.com/HiLab-git/DTC
+(``code/train_la_dtc.py``) and https://github.com/kleinzcy/SASSnet (``code/train_gan_sdfloss.py``;
+both 3D, both import scikit-image: :func:`run_sdf_script`).
 Its scripts' folder is put on ``sys.path`` at run time and the training script is executed from
 the checkout: its own ``train()`` (BCP: ``pre_train``, its checkpoint, ``self_train``) with its
 network, losses, ramp, EMA and lr policy, on CPU in float64, with what needs a GPU, a dataset or
@@ -929,11 +931,13 @@ SDF_SETUP = {**MCF_SETUP, "iterations": 24, "consistency_rampup": 10, "lr_step_e
 SDF_EDITS = [('if __name__ == "__main__":', "def train():"), ("iter_num//150", "iter_num//2"),
              ("iter_num % 2500 == 0", "iter_num % 16 == 0"), ("iter_num // 2500", "iter_num // 16"),
              ("torch.from_numpy(gt_dis).float()", "torch.from_numpy(gt_dis)"),
-             ("normalization='batchnorm', has_dropout=True)", "normalization='batchnorm', has_dropout=True, n_filters=4)"),
+             ("normalization='batchnorm', has_dropout=True)",
+              "normalization='batchnorm', has_dropout=True, n_filters=4)"),
              ("        model = net.cuda()\n", "        model = _parity_init(net)\n")]
 #: DTC's script run with ``--base_lr 0.001 --consistency 0.01`` (its defaults 0.01 and 1): its
-#: consistency term's ``σ(−1500·s)`` at full weight makes the trajectory chaotic, a float64 rounding
-#: difference growing ×30 per step (1e-6 after 6 iterations at the defaults, 5e-8 after 24 here).
+#: consistency term's ``σ(−1500·s)`` at full weight makes the trajectory chaotic: the replay's float64
+#: rounding difference, 1e-16 at step 1, grows tens of times a step at the defaults (1e-6 at step 6,
+#: 1e-2 at step 9); here it stays ≤ 1.5e-8 over the 24 steps.
 DTC_ARGUMENTS = {"base_lr": 0.001, "consistency": 0.01}
 SASSNET_EDITS = SDF_EDITS + [("FC3DDiscriminator(num_classes=num_classes - 1)",
                               "FC3DDiscriminator(num_classes=num_classes - 1, ndf=8)"),
@@ -1003,7 +1007,8 @@ def run_sdf_script(code: Path, script: str, edits: list, mends: dict, setup: dic
         with contextlib.ExitStack() as stack:
             argv = {"max_iterations": setup["iterations"], "consistency_rampup": setup["consistency_rampup"],
                     **setup.get("arguments", {})}
-            stack.enter_context(patched(sys, "argv", [script, *(f"{a}" for k, v in argv.items() for a in (f"--{k}", v))]))
+            argv = [script, *(str(a) for k, v in argv.items() for a in (f"--{k}", v))]
+            stack.enter_context(patched(sys, "argv", argv))
             ns = {"__name__": "parity_" + Path(script).stem, "__file__": str(code / script), "_parity_init": init}
             exec(compile(source, str(code / script), "exec"), ns)
             ns["DataLoader"] = lambda *a, **k: _SDFLoader(rec, setup)
