@@ -2,6 +2,7 @@
 
     python benchmarks/parity_record.py [--ssl4mis PATH] [--alhvr PATH] [--bcp PATH] [--unimatch PATH]
                                        [--ss-net PATH] [--mcnet PATH] [--mcf PATH] [--sgrs PATH]
+                                       [--dtc PATH] [--sassnet PATH]
                                        [--methods NAME ...] [--out DIR]
 
 Each ``PATH`` is a checkout of a reference repository: https://github.com/HiLab-git/SSL4MIS
@@ -14,7 +15,9 @@ https://github.com/ycwu1997/SS-Net (``code/train_ss_2d.py``; its memory's two bu
 modules it imports, :data:`SS_NET_MENDS`) and https://github.com/ycwu1997/MC-Net
 (``code/train_mcnet_2d.py``, MC-Net and MC-Net+) and https://github.com/WYC-321/MCF
 (``code/train_MCF.py``, 3D: :func:`record_mcf`) and https://github.com/ortonwang/SGRS-Net
-(``code/train.py``, 3D, the ``sgrs_code`` entry: :func:`record_sgrs`; it imports scikit-image).
+(``code/train.py``, 3D, the ``sgrs_code`` entry: :func:`record_sgrs`; it imports scikit-image),
+https://github.com/HiLab-git/DTC (``code/train_la_dtc.py``) and https://github.com/kleinzcy/SASSnet
+(``code/train_gan_sdfloss.py``; both 3D, both import scikit-image: :func:`run_sdf_script`).
 Its scripts' folder is put on ``sys.path`` at run time and the training script is executed from
 the checkout: its own ``train()`` (BCP: ``pre_train``, its checkpoint, ``self_train``) with its
 network, losses, ramp, EMA and lr policy, on CPU in float64, with what needs a GPU, a dataset or
@@ -408,7 +411,7 @@ def record_alhvr(code: Path) -> dict:
 #: Where each repository keeps the training scripts.
 CODE = {"ssl4mis": "code", "alhvr": "train_ALHVR/code", "bcp": "code", "unimatch": "more-scenarios/medical",
         "ss_net": "code",
-        "mcf": "code", "sgrs": "code"}
+        "mcf": "code", "sgrs": "code", "dtc": "code", "sassnet": "code"}
 
 class _NumpyWithStream:
     """``numpy`` whose ``random.randint`` is a :class:`~parity.inputs.PerturbStream`'s."""
@@ -1244,6 +1247,155 @@ def record_sgrs(code: Path) -> dict:
                       for name, p in zip(("student", "teacher"), parts)}}
 
 
+# ---- DTC (HiLab-git/DTC code/train_la_dtc.py) and SASSNet (kleinzcy/SASSnet code/train_gan_sdfloss.py):
+# ---- 3D, one V-Net with a signed-distance head (SASSNet: and its discriminator), run from their `__main__` blocks
+
+#: The two scripts' fixed input: MCF's 2 + 2 volumes of 16³ per iteration, 24 iterations, the
+#: ramp's 150-iteration block shortened to 2 over 10 blocks (20 iterations) and the lr's ×0.1
+#: every 2,500 iterations shortened to every 16 (one drop, at iteration 16). The V-Net 4 channels
+#: wide at its first stage (the scripts' 16) and the discriminator 8 (the script's 64): a float64
+#: step of the full widths on a CPU takes seconds, and the replay of 24 of them would too.
+SDF_SETUP = {**MCF_SETUP, "iterations": 24, "consistency_rampup": 10, "lr_step_every": 16, "n_filters": 4,
+             "discriminator_width": 8}
+#: Each script's main block becomes ``train()``; the network (and SASSNet's discriminator) gets the
+#: seeded weights; the maps' ``.float()``, a no-op in float32 training, is left out so that the
+#: float64 run stays float64.
+SDF_EDITS = [('if __name__ == "__main__":', "def train():"), ("iter_num//150", "iter_num//2"),
+             ("iter_num % 2500 == 0", "iter_num % 16 == 0"), ("iter_num // 2500", "iter_num // 16"),
+             ("torch.from_numpy(gt_dis).float()", "torch.from_numpy(gt_dis)"),
+             ("normalization='batchnorm', has_dropout=True)",
+              "normalization='batchnorm', has_dropout=True, n_filters=4)"),
+             ("        model = net.cuda()\n", "        model = _parity_init(net)\n")]
+#: DTC's script run with ``--base_lr 0.001 --consistency 0.01`` (its defaults 0.01 and 1): its
+#: consistency term's ``σ(−1500·s)`` at full weight makes the trajectory chaotic: the replay's float64
+#: rounding difference, 1e-16 at step 1, grows tens of times a step at the defaults (1e-6 at step 6,
+#: 1e-2 at step 9); here it stays ≤ 1.5e-8 over the 24 steps.
+DTC_ARGUMENTS = {"base_lr": 0.001, "consistency": 0.01}
+SASSNET_EDITS = SDF_EDITS + [("FC3DDiscriminator(num_classes=num_classes - 1)",
+                              "FC3DDiscriminator(num_classes=num_classes - 1, ndf=8)"),
+                             ("    D = D.cuda()\n", "    D = _parity_init(D)\n")]
+#: The discriminator's average pooling is over the 7 × 7 × 5 map its 112 × 112 × 80 patches leave;
+#: 16³ patches leave 1³.
+SASSNET_MENDS = {"networks/discriminator.py": [("nn.AvgPool3d((7, 7, 5))", "nn.AvgPool3d((1, 1, 1))")]}
+#: The network's parameters whose final values the records name, in the official declaration
+#: order: the first convolution, a batch norm of the decoder (``block_seven``) and the
+#: segmentation head (``out_conv2``); of the discriminator: its first convolution and its classifier.
+SDF_NAMED, DISCRIMINATOR_NAMED = [0, -26, -2], [0, -2]
+
+
+class _SDFLoader(_MCFLoader):
+    """MCF's loader, one view per batch."""
+
+    def __iter__(self):
+        for sample, _ in super().__iter__():
+            yield sample
+
+
+def run_sdf_script(code: Path, script: str, edits: list, mends: dict, setup: dict) -> Recorder:
+    """``code/<script>`` with ``edits`` (and ``mends``, ``{path: edits}`` of the modules it imports),
+    on CPU in float64, the scipy / scikit-image signed distance maps of its ``utils/util.py``;
+    nothing written."""
+    import logging
+    import os
+    import shutil
+
+    def edited(path: str, changes: list) -> str:
+        source = (code / path).read_text()
+        for old, new in changes:
+            if source.count(old) != 1:
+                raise SystemExit(f"{code / path}: expected {old!r} once (another version of the code?)")
+            source = source.replace(old, new)
+        return source
+
+    source = edited(script, edits)
+    rec, seeds = Recorder(), iter([setup["init_seed"], setup["init_seed"] + 1])
+
+    def init(net):
+        rec.nets.append(seeded_init(net, next(seeds)))
+        return net
+
+    def module(name, **attrs):
+        m = types.ModuleType(name)
+        m.__dict__.update(attrs)
+        return m
+
+    stubs = {"tensorboardX": module("tensorboardX", SummaryWriter=lambda *a, **k: Writer(rec)),
+             "torchvision": module("torchvision", transforms=module("transforms", Compose=lambda x: x)),
+             "torchvision.utils": module("torchvision.utils", make_grid=lambda *a, **k: None),
+             "dataloaders": module("dataloaders", utils=module("dataloaders.utils")),
+             "dataloaders.la_heart": module("dataloaders.la_heart", LAHeart=lambda *a, **k: None,
+                                            RandomCrop=lambda *a: None, CenterCrop=lambda *a: None,
+                                            RandomRotFlip=lambda *a: None, ToTensor=lambda *a: None,
+                                            TwoStreamBatchSampler=lambda *a: "fixed")}
+    for path, changes in mends.items():
+        name = path.removesuffix(".py").replace("/", ".")
+        stubs[name] = module(name)
+        exec(compile(edited(path, changes), str(code / path), "exec"), stubs[name].__dict__)
+    saved = {k: sys.modules.get(k) for k in stubs}
+    sys.modules.update(stubs)
+    sys.path.insert(0, str(code))
+    torch.set_default_dtype(torch.float64)
+    try:
+        with contextlib.ExitStack() as stack:
+            argv = {"max_iterations": setup["iterations"], "consistency_rampup": setup["consistency_rampup"],
+                    **setup.get("arguments", {})}
+            argv = [script, *(str(a) for k, v in argv.items() for a in (f"--{k}", v))]
+            stack.enter_context(patched(sys, "argv", argv))
+            ns = {"__name__": "parity_" + Path(script).stem, "__file__": str(code / script), "_parity_init": init}
+            exec(compile(source, str(code / script), "exec"), ns)
+            ns["DataLoader"] = lambda *a, **k: _SDFLoader(rec, setup)
+            for obj, name in ((os, "makedirs"), (shutil, "copytree"), (logging, "basicConfig"), (torch, "save")):
+                stack.enter_context(patched(obj, name, lambda *a, **k: None))
+            stack.enter_context(patched(torch.optim, "SGD", recording_sgd(rec, [])))
+            stack.enter_context(patched(torch.Tensor, "cuda", lambda self, *a, **k: self))
+            stack.enter_context(patched(torch.nn.Module, "cuda", lambda self, *a, **k: self))
+            ns["train"]()
+    finally:
+        torch.set_default_dtype(torch.float32)
+        for k, v in saved.items():
+            if v is None:
+                sys.modules.pop(k, None)
+            else:
+                sys.modules[k] = v
+        sys.path.remove(str(code))
+        for k in [k for k in sys.modules if k.split(".")[0] in ("utils", "networks", "dataloaders")]:
+            del sys.modules[k]
+    return rec
+
+
+def _sdf_record(code: Path, method: str, script: str, edits: list, mends: dict, terms: dict[str, str],
+                **setup_extra) -> dict:
+    """The record of a signed-distance script: per iteration its lr and the logged scalars named by
+    ``terms`` (record figure: tag); the network's final weights (and the discriminator's)."""
+    setup = {**SDF_SETUP, **setup_extra}
+    rec = run_sdf_script(code, script, edits, mends, setup)
+    rows = [{"iteration": it["iteration"], "lr": it["lrs"][0], **{k: it["scalars"][tag] for k, tag in terms.items()}}
+            for it in rec.iterations]
+    final = {"network": weight_stats(list(rec.nets[0].named_parameters()), SDF_NAMED)}
+    if len(rec.nets) > 1:
+        final["discriminator"] = weight_stats(list(rec.nets[1].named_parameters()), DISCRIMINATOR_NAMED)
+    return {"method": method, "script": f"code/{script}",
+            "setup": {**setup, "edits": edits, **({"mends": mends} if mends else {}),
+                      "init": "network: seeded_init(init_seed) in the official declaration order"
+                              + (", discriminator: seeded_init(init_seed + 1)" if len(rec.nets) > 1 else ""),
+                      "shapes": [shapes_digest(net) for net in rec.nets]},
+            "iterations": rows, "final": final}
+
+
+def record_dtc(code: Path) -> dict:
+    return _sdf_record(code, "dtc", "train_la_dtc.py", SDF_EDITS, {},
+                       {"total": "loss/loss", "dice": "loss/loss_dice", "sdf": "loss/loss_hausdorff",
+                        "consistency": "loss/consistency_loss", "consistency_weight": "loss/consistency_weight"},
+                       arguments=DTC_ARGUMENTS)
+
+
+def record_sassnet(code: Path) -> dict:
+    return _sdf_record(code, "sassnet", "train_gan_sdfloss.py", SASSNET_EDITS, SASSNET_MENDS,
+                       {"total": "loss/loss", "dice": "loss/loss_dice", "sdf": "loss/loss_hausdorff",
+                        "adversarial": "GAN/loss_adv", "consistency_weight": "train/consistency_weight",
+                        "discriminator_loss": "GAN/D_loss"})
+
+
 RECORDERS = {"mean_teacher": ("ssl4mis", "HiLab-git/SSL4MIS", record_mean_teacher),
              "cps": ("ssl4mis", "HiLab-git/SSL4MIS", record_cps),
              "ua_mt": ("ssl4mis", "HiLab-git/SSL4MIS", record_ua_mt),
@@ -1255,7 +1407,9 @@ RECORDERS = {"mean_teacher": ("ssl4mis", "HiLab-git/SSL4MIS", record_mean_teache
              **RECORDERS_MC_NET,
              "mcf": ("mcf", "WYC-321/MCF", record_mcf),
              "bcp_la": ("bcp", "DeepMed-Lab-ECNU/BCP", record_bcp_la),
-             "sgrs_code": ("sgrs", "ortonwang/SGRS-Net", record_sgrs)}
+             "sgrs_code": ("sgrs", "ortonwang/SGRS-Net", record_sgrs),
+             "dtc": ("dtc", "HiLab-git/DTC", record_dtc),
+             "sassnet": ("sassnet", "kleinzcy/SASSnet", record_sassnet)}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -1268,6 +1422,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--mcnet", type=Path, help="a checkout of ycwu1997/MC-Net")
     ap.add_argument("--mcf", type=Path, help="a checkout of WYC-321/MCF")
     ap.add_argument("--sgrs", type=Path, help="a checkout of ortonwang/SGRS-Net (its script needs scikit-image)")
+    ap.add_argument("--dtc", type=Path, help="a checkout of HiLab-git/DTC (its utils need scikit-image)")
+    ap.add_argument("--sassnet", type=Path, help="a checkout of kleinzcy/SASSnet (its utils need scikit-image)")
     ap.add_argument("--methods", nargs="+", choices=list(RECORDERS),
                     help="default: every method whose repository's checkout is given")
     ap.add_argument("--out", type=Path, default=REPO / "tests" / "parity" / "records")
@@ -1275,7 +1431,7 @@ def main(argv: list[str] | None = None) -> None:
     methods = args.methods or [name for name, (option, _, _) in RECORDERS.items() if getattr(args, option)]
     if not methods:
         raise SystemExit("pass at least one checkout: --ssl4mis, --alhvr, --bcp, --unimatch, --ss-net, --mcnet, "
-                         "--mcf or --sgrs PATH")
+                         "--mcf, --sgrs, --dtc or --sassnet PATH")
     args.out.mkdir(parents=True, exist_ok=True)
     for name in methods:
         option, repository, recorder = RECORDERS[name]
