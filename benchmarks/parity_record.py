@@ -2,7 +2,7 @@
 
     python benchmarks/parity_record.py [--ssl4mis PATH] [--alhvr PATH] [--bcp PATH] [--unimatch PATH]
                                        [--ss-net PATH] [--mcnet PATH] [--mcf PATH] [--sgrs PATH]
-                                       [--dtc PATH] [--sassnet PATH]
+                                       [--dtc PATH] [--sassnet PATH] [--caml PATH]
                                        [--methods NAME ...] [--out DIR]
 
 Each ``PATH`` is a checkout of a reference repository: https://github.com/HiLab-git/SSL4MIS
@@ -17,7 +17,8 @@ modules it imports, :data:`SS_NET_MENDS`) and https://github.com/ycwu1997/MC-Net
 (``code/train_MCF.py``, 3D: :func:`record_mcf`) and https://github.com/ortonwang/SGRS-Net
 (``code/train.py``, 3D, the ``sgrs_code`` entry: :func:`record_sgrs`; it imports scikit-image),
 https://github.com/HiLab-git/DTC (``code/train_la_dtc.py``) and https://github.com/kleinzcy/SASSnet
-(``code/train_gan_sdfloss.py``; both 3D, both import scikit-image: :func:`run_sdf_script`).
+(``code/train_gan_sdfloss.py``; both 3D, both import scikit-image: :func:`run_sdf_script`) and
+https://github.com/Herschel555/CAML (``code/train_caml.py``, 3D: :func:`record_caml`).
 Its scripts' folder is put on ``sys.path`` at run time and the training script is executed from
 the checkout: its own ``train()`` (BCP: ``pre_train``, its checkpoint, ``self_train``) with its
 network, losses, ramp, EMA and lr policy, on CPU in float64, with what needs a GPU, a dataset or
@@ -1412,6 +1413,198 @@ RECORDERS = {"mean_teacher": ("ssl4mis", "HiLab-git/SSL4MIS", record_mean_teache
              "sassnet": ("sassnet", "kleinzcy/SASSnet", record_sassnet)}
 
 
+# ---- CAML (Herschel555/CAML code/train_caml.py): 3D, one model of two V-Nets, run from its `__main__` block
+
+#: CAML's fixed input: MCF's 16³ volumes, 2 + 2 per iteration (dataset indices 0-3 labeled), 18
+#: iterations: a ramp of 8 blocks of 2, then 2 at full weight; the script's 12,800
+#: top-confidence voxels per class cut to 64 and its 256 memory features per class to 16 (a class
+#: with fewer stored features gives no columns, as in the script). V-Nets of 8 filters (the
+#: script's 16: a float64 step of the two 16-filter networks and their attention takes seconds on
+#: a CPU), heads of 8 features (the network's 32) and lr 0.001 (the script's 0.01): the OCC term
+#: (a temperature-0.1 softmax against ``log(p + 1e-8)``) and the top-k and agreement masks make
+#: rounding differences between two float64 implementations grow about tenfold per iteration at
+#: the script's lr and head width, past 1e-6 after 11 iterations; at these settings they stay
+#: below 1e-7 for 18.
+CAML_SETUP = {"size": 16, "depth": 16, "n_labeled": 4, "n_unlabeled": 4, "labeled_bs": 2, "unlabeled_bs": 2,
+              "iterations": 18, "data_seed": 31, "init_seed": 7, "rng_seed": 11, "rampup_block": 2,
+              "consistency_rampup": 8, "n_filters": 8, "feat_dim": 8, "num_filtered": 64, "memory_num": 16,
+              "lr": 0.001}
+#: Its main block becomes ``train()``; the ramp's 150-iteration block becomes 2 and counts from
+#: iteration 0 (the script increments ``iter_num`` first: its blocks start one iteration later,
+#: a known difference, docs/fidelity.md); its bug mended: the auxiliary network's labeled
+#: embedding is moved channels-last before it is viewed as rows of channels for the projection.
+CAML_EDITS = [('if __name__ == "__main__":', "def train():"),
+              ("get_lambda_c(iter_num // 150)", "get_lambda_c((iter_num - 1) // 2)"),
+              ("get_lambda_o(iter_num // 150)", "get_lambda_o((iter_num - 1) // 2)"),
+              ("model.projection_head2(labeled_features_a.view(-1, labeled_features_dim))",
+               "model.projection_head2(labeled_features_a.permute(0, 2, 3, 4, 1).contiguous()"
+               ".view(-1, labeled_features_dim))")]
+#: The parameters whose final values CAML's record names, in the official declaration order: the
+#: vanilla encoder's first convolution, the auxiliary's inter-sample attention's first linear
+#: layer and the second prediction head's last linear layer.
+CAML_NAMED = [0, 144, -2]
+
+
+def _dropout_off(net: torch.nn.Module) -> torch.nn.Module:
+    """Every dropout of ``net`` (its Dropout3d, the attention layers' dropouts) set to 0."""
+    for m in net.modules():
+        if isinstance(m, torch.nn.modules.dropout._DropoutNd):
+            m.p = 0.0
+        if isinstance(m, torch.nn.MultiheadAttention):
+            m.dropout = 0.0  # a float, not a module
+    return net
+
+
+def _whole_memory(self, num_sampled_per_cls):
+    """The stand-in for ``MemoryBank.sample_labeled_features``: every stored feature of a class
+    (None where fewer than asked), not a random draw of them."""
+    import numpy as np
+
+    feats = np.concatenate([f for f in self.memory_feature if f is not None])
+    labels = np.concatenate([l for l in self.memory_label if l is not None])
+    return [feats[labels == c] if int((labels == c).sum()) >= num_sampled_per_cls else None
+            for c in range(self.num_cls)]
+
+
+class _CAMLLoader(_MCFLoader):
+    """The script's loader: the fixed volumes with their dataset indices; seeds each iteration."""
+
+    def __iter__(self):
+        s = self.setup
+        for t in range(len(self.rec.iterations), s["iterations"]):
+            xl, yl, xu = batch_at(t, self.images, self.labels, s["n_labeled"], s["labeled_bs"], s["unlabeled_bs"])
+            idx = [(t * s["labeled_bs"] + k) % s["n_labeled"] for k in range(s["labeled_bs"])]
+            idx += [s["n_labeled"] + (t * s["unlabeled_bs"] + k) % s["n_unlabeled"] for k in range(s["unlabeled_bs"])]
+            self.rec.start(t)
+            seed_iteration(s["rng_seed"], t)
+            yield {"image": torch.cat([xl, xu]), "label": torch.cat([yl, torch.zeros_like(yl[: len(xu)])]),
+                   "idx": torch.tensor(idx)}
+
+
+def run_caml_script(code: Path, setup: dict) -> Recorder:
+    """``code/train_caml.py`` with :data:`CAML_EDITS`, on CPU in float64; nothing written."""
+    import importlib.machinery
+    import logging
+    import os
+    import random
+    import shutil
+
+    import numpy as np
+
+    source = (code / "train_caml.py").read_text()
+    for old, new in CAML_EDITS:
+        if source.count(old) != 1:
+            raise SystemExit(f"{code}/train_caml.py: expected {old!r} once (another version of the script?)")
+        source = source.replace(old, new)
+    rec = Recorder()
+
+    def module(name, **attrs):
+        m = types.ModuleType(name)
+        m.__dict__.update(attrs)
+        m.__spec__ = importlib.machinery.ModuleSpec(name, None)  # torch's compiler looks modules up
+        return m
+
+    def net_factory(net_type="caml3d_v1", in_chns=1, class_num=2, mode="train", **kwargs):
+        from networks.VNet import CAML3d_v1
+        if (net_type, mode) != ("caml3d_v1", "train"):
+            raise SystemExit(f"CAML's record knows caml3d_v1 in training mode; the script asked for {net_type!r}")
+        net = CAML3d_v1(n_channels=in_chns, n_classes=class_num, n_filters=setup["n_filters"],
+                        normalization="batchnorm", has_dropout=True, feat_dim=setup["feat_dim"])
+        rec.nets.append(seeded_init(_dropout_off(net), setup["init_seed"]))
+        return net
+
+    class Bar(list):
+        def close(self):
+            pass
+
+    dataset = module("dataloaders.dataset", LAHeart=lambda *a, **k: None, RandomRotFlip=lambda *a: None,
+                     RandomCrop=lambda *a: None, ToTensor=lambda *a: None, TwoStreamBatchSampler=lambda *a: "fixed",
+                     torch=torch, np=np, random=random)
+    dataset.__all__ = list(vars(dataset))
+    stubs = {"tensorboardX": module("tensorboardX", SummaryWriter=lambda *a, **k: Writer(rec)),
+             "torchvision": module("torchvision", transforms=module("transforms", Compose=lambda x: x)),
+             "tqdm": module("tqdm", tqdm=lambda it, **k: Bar(it)),
+             "dataloaders": module("dataloaders"), "dataloaders.dataset": dataset,
+             "utils.test_patch": module("utils.test_patch"),  # validation only (from iteration 800)
+             "networks.net_factory": module("networks.net_factory", net_factory=net_factory)}
+    saved = {k: sys.modules.get(k) for k in stubs}
+    sys.modules.update(stubs)
+    sys.path.insert(0, str(code))
+    torch.set_default_dtype(torch.float64)
+    try:
+        from utils import feature_memory
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(patched(sys, "argv", [
+                "train_caml.py", "--max_iteration", str(setup["iterations"]), "--labeled_bs", str(setup["labeled_bs"]),
+                "--batch_size", str(setup["labeled_bs"] + setup["unlabeled_bs"]),
+                "--labelnum", str(setup["n_labeled"]), "--consistency_rampup", str(setup["consistency_rampup"]),
+                "--memory_num", str(setup["memory_num"]), "--num_filtered", str(setup["num_filtered"]),
+                "--base_lr", str(setup["lr"])]))
+            ns = {"__name__": "parity_train_caml", "__file__": str(code / "train_caml.py")}
+            exec(compile(source, str(code / "train_caml.py"), "exec"), ns)
+            ns["DataLoader"] = lambda *a, **k: _CAMLLoader(rec, setup)
+            for obj, name in ((os, "makedirs"), (shutil, "rmtree"), (logging, "basicConfig"), (torch, "save")):
+                stack.enter_context(patched(obj, name, lambda *a, **k: None))
+            stack.enter_context(patched(feature_memory.MemoryBank, "sample_labeled_features", _whole_memory))
+            dice = ns["losses"].Binary_dice_loss  # each network's supervised Dice, as the loop calls it
+
+            def recorded_dice(*args, **kwargs):
+                out = dice(*args, **kwargs)
+                rec.now["calls"].append(("dice", float(out.detach())))
+                return out
+
+            stack.enter_context(patched(ns["losses"], "Binary_dice_loss", recorded_dice))
+            stack.enter_context(patched(torch.optim, "SGD", recording_sgd(rec, [])))
+            stack.enter_context(patched(torch.Tensor, "cuda", lambda self, *a, **k: self))
+            stack.enter_context(patched(torch.nn.Module, "cuda", lambda self, *a, **k: self))
+            ns["train"]()
+    finally:
+        torch.set_default_dtype(torch.float32)
+        for k, v in saved.items():
+            if v is None:
+                sys.modules.pop(k, None)
+            else:
+                sys.modules[k] = v
+        sys.path.remove(str(code))
+        for k in [k for k in sys.modules if k.split(".")[0] in ("utils", "networks", "dataloaders")]:
+            del sys.modules[k]
+    return rec
+
+
+def record_caml(code: Path) -> dict:
+    setup = dict(CAML_SETUP)
+    rec = run_caml_script(code, setup)
+    rows = []
+    for it in rec.iterations:
+        lc = it["locals"]
+        (_, dice_v), (_, dice_a) = it["calls"]
+        rows.append({"iteration": it["iteration"], "lr": it["lrs"][0], "total": lc["loss"], "dice_v": dice_v,
+                     "dice_a": dice_a, "dice": lc["loss_s"],
+                     "consistency": lc["loss_c"], "occ": lc.get("loss_o", 0.0),  # the int 0 where no class gave a row
+                     "consistency_weight": lc["lambda_c"], "occ_weight": lc["lambda_o"]})
+    return {"method": "caml", "script": "code/train_caml.py",
+            "setup": {**setup, "edits": CAML_EDITS,
+                      "init": "CAML3d_v1: seeded_init(init_seed) in the official declaration order",
+                      "arguments": "--base_lr 0.001 (the script's 0.01), n_filters 8 and feat_dim 8 (16 and 32): "
+                                   "at the script's values rounding differences between two float64 implementations "
+                                   "pass 1e-6 after 11 iterations (the OCC's temperature-0.1 softmax against "
+                                   "log(p + 1e-8), the top-k and agreement masks)",
+                      "dropout": "off on both sides (every Dropout3d and attention dropout p = 0): the two cannot "
+                                 "share draws (the script runs both encoders, then both decoders, ours one "
+                                 "network after the other; its attention layers draw (N, B, C) masks, ours (B, N, C))",
+                      "memory": "MemoryBank.sample_labeled_features replaced by the whole memory of each class "
+                                "(None under memory_num), on both sides: the two memories store a class's rows in "
+                                "different orders, so a seeded draw of positions would pick different features; "
+                                "the loss does not depend on the columns' order",
+                      "shapes": shapes_digest(rec.nets[0])},
+            "iterations": rows,
+            "final": {"model": weight_stats(list(rec.nets[0].named_parameters()), CAML_NAMED)}}
+
+
+CODE["caml"] = "code"
+RECORDERS["caml"] = ("caml", "Herschel555/CAML", record_caml)
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--ssl4mis", type=Path, help="a checkout of HiLab-git/SSL4MIS")
@@ -1424,6 +1617,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--sgrs", type=Path, help="a checkout of ortonwang/SGRS-Net (its script needs scikit-image)")
     ap.add_argument("--dtc", type=Path, help="a checkout of HiLab-git/DTC (its utils need scikit-image)")
     ap.add_argument("--sassnet", type=Path, help="a checkout of kleinzcy/SASSnet (its utils need scikit-image)")
+    ap.add_argument("--caml", type=Path, help="a checkout of Herschel555/CAML")
     ap.add_argument("--methods", nargs="+", choices=list(RECORDERS),
                     help="default: every method whose repository's checkout is given")
     ap.add_argument("--out", type=Path, default=REPO / "tests" / "parity" / "records")
@@ -1431,7 +1625,7 @@ def main(argv: list[str] | None = None) -> None:
     methods = args.methods or [name for name, (option, _, _) in RECORDERS.items() if getattr(args, option)]
     if not methods:
         raise SystemExit("pass at least one checkout: --ssl4mis, --alhvr, --bcp, --unimatch, --ss-net, --mcnet, "
-                         "--mcf, --sgrs, --dtc or --sassnet PATH")
+                         "--mcf, --sgrs, --dtc, --sassnet or --caml PATH")
     args.out.mkdir(parents=True, exist_ok=True)
     for name in methods:
         option, repository, recorder = RECORDERS[name]
