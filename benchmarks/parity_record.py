@@ -1,18 +1,24 @@
 """Record short training trajectories with the official code of a method (parity records).
 
     python benchmarks/parity_record.py [--ssl4mis PATH] [--alhvr PATH] [--bcp PATH] [--unimatch PATH]
-                                       [--ss-net PATH] [--mcnet PATH] [--mcf PATH]
+                                       [--ss-net PATH] [--mcnet PATH] [--mcf PATH] [--sgrs PATH]
+                                       [--dtc PATH] [--sassnet PATH] [--caml PATH]
                                        [--methods NAME ...] [--out DIR]
 
 Each ``PATH`` is a checkout of a reference repository: https://github.com/HiLab-git/SSL4MIS
 (Mean Teacher, CPS, UA-MT, URPC: ``code/train_*_2D.py``), https://github.com/ziziyao/ALHVR
 (``train_ALHVR/code/train_ALHVR_acdc.py``), https://github.com/DeepMed-Lab-ECNU/BCP
-(``code/ACDC_BCP_train.py``; it imports scikit-image), https://github.com/LiheYoung/UniMatch
+(``code/ACDC_BCP_train.py``, and ``code/LA_BCP_train.py`` in 3D: :func:`record_bcp_la`; both
+import scikit-image), https://github.com/LiheYoung/UniMatch
 (``more-scenarios/medical/unimatch.py``, run by a runner of its own: see ``record_unimatch``) and
 https://github.com/ycwu1997/SS-Net (``code/train_ss_2d.py``; its memory's two bugs mended in the
 modules it imports, :data:`SS_NET_MENDS`) and https://github.com/ycwu1997/MC-Net
 (``code/train_mcnet_2d.py``, MC-Net and MC-Net+) and https://github.com/WYC-321/MCF
-(``code/train_MCF.py``, 3D: :func:`record_mcf`).
+(``code/train_MCF.py``, 3D: :func:`record_mcf`) and https://github.com/ortonwang/SGRS-Net
+(``code/train.py``, 3D, the ``sgrs_code`` entry: :func:`record_sgrs`; it imports scikit-image),
+https://github.com/HiLab-git/DTC (``code/train_la_dtc.py``) and https://github.com/kleinzcy/SASSnet
+(``code/train_gan_sdfloss.py``; both 3D, both import scikit-image: :func:`run_sdf_script`) and
+https://github.com/Herschel555/CAML (``code/train_caml.py``, 3D: :func:`record_caml`).
 Its scripts' folder is put on ``sys.path`` at run time and the training script is executed from
 the checkout: its own ``train()`` (BCP: ``pre_train``, its checkpoint, ``self_train``) with its
 network, losses, ramp, EMA and lr policy, on CPU in float64, with what needs a GPU, a dataset or
@@ -406,7 +412,7 @@ def record_alhvr(code: Path) -> dict:
 #: Where each repository keeps the training scripts.
 CODE = {"ssl4mis": "code", "alhvr": "train_ALHVR/code", "bcp": "code", "unimatch": "more-scenarios/medical",
         "ss_net": "code",
-        "mcf": "code"}
+        "mcf": "code", "sgrs": "code", "dtc": "code", "sassnet": "code"}
 
 class _NumpyWithStream:
     """``numpy`` whose ``random.randint`` is a :class:`~parity.inputs.PerturbStream`'s."""
@@ -913,6 +919,484 @@ def record_mcf(code: Path) -> dict:
                       for name, net in zip(("vnet", "resnet"), rec.nets)}}
 
 
+# ---- BCP on Left Atrium (DeepMed-Lab-ECNU/BCP code/LA_BCP_train.py): 3D, pre-training, the
+# hand-off, self-training, run from its own functions as record_bcp_acdc runs the ACDC script
+
+#: 1 + 1 labeled and 1 + 1 unlabeled volumes of 16 x 32 x 32 per iteration (the script's halves:
+#: one volume each, so each forward sees one volume and its bottleneck 2 x 2 x 1 voxels; 32³
+#: would take four times longer), 6 iterations of pre-training then 14 of self-training, the lr
+#: drop every 2,500 self-training iterations shortened to every 10.
+BCP_LA_SETUP = {"size": 32, "depth": 16, "n_labeled": 4, "n_unlabeled": 4, "labeled_bs": 2, "unlabeled_bs": 2,
+                "iterations": 20, "pretrain_iterations": 6, "lr_step_every": 10, "data_seed": 31, "init_seed": 7,
+                "rng_seed": 11, "mask_seed": 19, "u_weight": 0.5}
+BCP_LA_EDITS = [("if iter_num % 2500 == 0:", "if iter_num % 10 == 0:"),
+                ("lr_ = base_lr * 0.1 ** (iter_num // 2500)", "lr_ = base_lr * 0.1 ** (iter_num // 10)")]
+#: The paste block's corner in ``utils/BCP_utils.py``'s ``context_mask`` is drawn for the
+#: script's 112 x 112 x 80 patches whatever the patch (``np.random.randint(0, 112 - side)``);
+#: mended to the patch's own size, which is the same at 112 x 112 x 80.
+BCP_LA_MENDS = [("112 - patch_pixel_x", "img_x - patch_pixel_x"), ("112 - patch_pixel_y", "img_y - patch_pixel_y"),
+                ("80 - patch_pixel_z", "img_z - patch_pixel_z")]
+
+
+class _VolumeLoader(FixedLoader):
+    """:class:`FixedLoader` over the synthetic volumes of :func:`~parity.inputs.volumes`."""
+
+    def __init__(self, rec: Recorder, setup: dict):
+        self.rec, self.setup = rec, setup
+        self.images, self.labels = volumes(setup["n_labeled"] + setup["n_unlabeled"], setup["depth"], setup["size"],
+                                           setup["data_seed"])
+
+
+def vnet_parts(net: torch.nn.Module) -> torch.nn.ModuleList:
+    """A V-Net's encoder and decoder (BCP's ``VNet`` also declares heads its LA script never uses)."""
+    return torch.nn.ModuleList([net.encoder, net.decoder])
+
+
+def run_bcp_la_script(code: Path, setup: dict) -> Recorder:
+    """``code/LA_BCP_train.py`` with :data:`BCP_LA_EDITS` and its ``utils/BCP_utils.py`` with
+    :data:`BCP_LA_MENDS`, on CPU in float64: ``pre_train``, its checkpoint written by the
+    script's own ``save_net_opt`` at the end (no validation here: the last state is the "best"),
+    then ``self_train`` from it, as its ``__main__`` runs them; nothing written outside a
+    temporary folder. Every V-Net it builds gets :func:`~parity.inputs.seeded_init` of its
+    encoder and decoder; its pooled bottleneck features, which the script discards, are not
+    computed (``MaxPool3d(3)`` needs three voxels per axis, the bottleneck here has 2 x 2 x 1)."""
+    import logging
+    import tempfile
+
+    source = (code / "LA_BCP_train.py").read_text()
+    for old, new in BCP_LA_EDITS:
+        if source.count(old) != 1:
+            raise SystemExit(f"{code}/LA_BCP_train.py: expected {old!r} once (another version of the script?)")
+        source = source.replace(old, new)
+    rec = Recorder()
+
+    def module(name, **attrs):
+        m = types.ModuleType(name)
+        m.__dict__.update(attrs)
+        return m
+
+    def net_factory(net_type="VNet", in_chns=1, class_num=2, mode="train", tsne=0):
+        from networks.VNet import VNet
+        net = VNet(n_channels=in_chns, n_classes=class_num, normalization="batchnorm", has_dropout=mode == "train")
+        net.pool = torch.nn.Identity()
+        seeded_init(vnet_parts(net), setup["init_seed"])
+        rec.nets.append(net)
+        return net
+
+    none = lambda *a, **k: None  # noqa: E731
+    stubs = {"tensorboardX": module("tensorboardX", SummaryWriter=lambda *a, **k: Writer(rec)),
+             "torchvision": module("torchvision", transforms=module("transforms", Compose=lambda x: x)),
+             "medpy": module("medpy", metric=None),
+             "dataloaders": module("dataloaders"),
+             "dataloaders.dataset": module("dataloaders.dataset", LAHeart=none, RandomRotFlip=none, RandomCrop=none,
+                                           ToTensor=none, TwoStreamBatchSampler=lambda *a: "fixed"),
+             "networks.net_factory": module("networks.net_factory", net_factory=net_factory),
+             "utils.test_3d_patch": module("utils.test_3d_patch")}
+    saved = {k: sys.modules.get(k) for k in stubs}
+    sys.modules.update(stubs)
+    sys.path.insert(0, str(code))
+    torch.set_default_dtype(torch.float64)
+    try:
+        from utils import losses
+        mended = (code / "utils" / "BCP_utils.py").read_text()
+        for old, new in BCP_LA_MENDS:
+            if mended.count(old) != 1:
+                raise SystemExit(f"{code}/utils/BCP_utils.py: expected {old!r} once (another version of the code?)")
+            mended = mended.replace(old, new)
+        utils = types.ModuleType("utils.BCP_utils")
+        exec(compile(mended, str(code / "utils" / "BCP_utils.py"), "exec"), utils.__dict__)
+        utils.np = _NumpyWithStream(PerturbStream(setup["mask_seed"]))
+        sys.modules["utils.BCP_utils"] = utils
+        with contextlib.ExitStack() as stack, tempfile.TemporaryDirectory() as tmp:
+            stack.enter_context(patched(sys, "argv", [
+                "LA_BCP_train.py", "--pre_max_iteration", str(setup["pretrain_iterations"]),
+                "--self_max_iteration", str(setup["iterations"] - setup["pretrain_iterations"]),
+                "--labeled_bs", str(setup["labeled_bs"]),
+                "--batch_size", str(setup["labeled_bs"] + setup["unlabeled_bs"]),
+                "--u_weight", str(setup["u_weight"])]))
+            ns = {"__name__": "parity_LA_BCP_train", "__file__": str(code / "LA_BCP_train.py")}
+            exec(compile(source, str(code / "LA_BCP_train.py"), "exec"), ns)
+            ns["DataLoader"] = lambda *a, **k: _VolumeLoader(rec, setup)
+            stack.enter_context(patched(logging, "info", lambda *a, **k: None))
+            stack.enter_context(patched(losses.mask_DiceLoss, "forward",
+                                        recording_forward(losses.mask_DiceLoss, rec, "dice")))
+            optimizers = []
+            stack.enter_context(patched(torch.optim, "SGD", recording_sgd(rec, optimizers)))
+            stack.enter_context(patched(torch.Tensor, "cuda", lambda self, *a, **k: self))
+            stack.enter_context(patched(torch.nn.Module, "cuda", lambda self, *a, **k: self))
+            args = ns["args"]
+            ns["pre_train"](args, tmp)
+            ns["save_net_opt"](rec.nets[0], optimizers[0], Path(tmp) / f"{args.model}_best_model.pth")
+            ns["self_train"](args, tmp, tmp)
+    finally:
+        torch.set_default_dtype(torch.float32)
+        for k, v in saved.items():
+            if v is None:
+                sys.modules.pop(k, None)
+            else:
+                sys.modules[k] = v
+        sys.path.remove(str(code))
+        for k in [k for k in sys.modules if k.split(".")[0] in ("utils", "networks", "dataloaders")]:
+            del sys.modules[k]
+    return rec
+
+
+def record_bcp_la(code: Path) -> dict:
+    """Per iteration the lr, the total, CE and Dice (pre-training: the script's ``loss_ce`` and
+    ``loss_dice``; self-training: the two mixes' ``mix_loss`` summed, its Dice from the four
+    ``mask_DiceLoss`` calls weighted as ``mix_loss`` weighs them, CE the rest of ``2 · loss``),
+    the stage; the final student and teacher (parameters: the teacher's batch-norm buffers are
+    its own forward passes', which train mode never reads)."""
+    setup = dict(BCP_LA_SETUP)
+    rec = run_bcp_la_script(code, setup)
+    pre, u = setup["pretrain_iterations"], setup["u_weight"]
+    rows = []
+    for it in rec.iterations:
+        lc, dice = it["locals"], [v for _, v in it["calls"]]
+        if it["iteration"] < pre:
+            ce, dc = lc["loss_ce"], lc["loss_dice"]
+        else:  # mix_loss (l): Dice(y_a, M) + u · Dice(p_a, 1 − M); (u): u · Dice(p_b, M) + Dice(y_b, 1 − M)
+            dc = dice[0] + u * dice[1] + u * dice[2] + dice[3]
+            ce = 2 * (lc["loss_l"] + lc["loss_u"]) - dc
+        rows.append({"iteration": it["iteration"], "lr": it["lrs"][0], "total": lc["loss"], "ce": ce, "dice": dc,
+                     "stage": int(it["iteration"] >= pre)})
+    student, teacher = rec.nets[1], rec.nets[2]  # self_train's model and ema_model
+    return {"method": "bcp_la", "script": "code/LA_BCP_train.py",
+            "setup": {**setup, "edits": BCP_LA_EDITS, "mends": {"utils/BCP_utils.py": BCP_LA_MENDS},
+                      "init": "student: seeded_init(init_seed) of the V-Net's encoder and decoder (vnet_parts, the "
+                              "official declaration order; the teacher is the pre-trained student at the hand-off)",
+                      "shapes": shapes_digest(vnet_parts(student))},
+            "iterations": rows,
+            "final": {"student": weight_stats(list(vnet_parts(student).named_parameters()), MCF_NAMED),
+                      "teacher": weight_stats(list(vnet_parts(teacher).named_parameters()), MCF_NAMED)}}
+
+
+# ---- SGRS-Net (ortonwang/SGRS-Net code/train.py): 3D, the `sgrs_code` entry, run from its
+# `__main__` block
+
+#: 2 labeled and 2 unlabeled volumes of 16³ per iteration (the student's forward sees 6, the
+#: teacher's 2), 20 iterations, the ramp's 150-iteration block shortened to 2 over 10 blocks.
+SGRS_SETUP = {"size": 16, "depth": 16, "n_labeled": 4, "n_unlabeled": 4, "labeled_bs": 2, "unlabeled_bs": 2,
+              "iterations": 20, "data_seed": 31, "init_seed": 7, "rng_seed": 11, "noise_seed": 13,
+              "beta_seed": 17, "perm_seed": 19, "dropout_seed": 41, "rampup_block": 2, "consistency_rampup": 10}
+#: Its main block becomes ``train()`` (the LA settings' 15k iterations left to the option); each
+#: network it builds gets the seeded weights and the stand-in dropout.
+SGRS_EDITS = [('if __name__ == "__main__":', "def train():"),
+              ("    args.max_samples = 80\n    args.max_iteration = 15000\n", "    args.max_samples = 80\n"),
+              ("iter_num // 150", "iter_num // 2"),
+              ("        model = net.cuda()\n", "        model = _parity_init(net)\n")]
+#: MixMatch's ``WeightEMA`` (``utils/util2.py``) updates the tensors of dtype float32, those of a
+#: GPU run; in the float64 run, those of float64.
+SGRS_MENDS = [("if ema_param.dtype == torch.float32:", "if ema_param.dtype == torch.float64:")]
+#: The script's Θ-mask broadcast, a bug that ``sgrs_code`` keeps out (docs/fidelity.md): its
+#: ``(B, 1, D, H, W)`` mask times the ``(B, D, H, W)`` cross-entropy is ``(B, B, D, H, W)``, each
+#: image's loss masked by every image's region; mended to the image's own region.
+SGRS_SCRIPT_MENDS = [("ce_loss_soft2(output_all_u, U_data_pseudo.long()) * diff_pre1)",
+                      "ce_loss_soft2(output_all_u, U_data_pseudo.long()) * diff_pre1[:, 0])"),
+                     ("ce_loss_soft2(output_all_u_mix, U_data_pseudo.long()) * diff_pre1)",
+                      "ce_loss_soft2(output_all_u_mix, U_data_pseudo.long()) * diff_pre1[:, 0])")]
+
+
+def stream_dropout(module: torch.nn.Module, stream: PerturbStream) -> None:
+    """Every ``Dropout3d`` of ``module`` draws its channel masks from ``stream`` (``u ≥ p`` kept,
+    ``×1/(1 − p)``): each network's masks in its own call order, whichever network runs first."""
+    for m in module.modules():
+        if isinstance(m, torch.nn.Dropout3d):
+            def forward(x, m=m):
+                if not m.training:
+                    return x
+                keep = (stream.tensor(x.shape[:2]) >= m.p).to(x.dtype)
+                return x * (keep / (1 - m.p)).view(*x.shape[:2], *([1] * (x.dim() - 2)))
+            m.forward = forward
+
+
+class _SGRSDraws:
+    """``torch`` and ``numpy`` of ``utils/mixmatch_util.py`` with its draws from seeded streams:
+    the unlabeled images' noise (``randn_like``) of iteration ``t`` is draw ``2t`` of
+    :class:`~parity.inputs.NoiseStream`'s seeds, the labeled images' (``randn`` per image) the
+    image's part of draw ``2t + 1`` for the labeled batch; each mix's ``np.random.beta`` a
+    :class:`~parity.inputs.PerturbStream` scalar, the partners' permutation the argsort of another's."""
+
+    def __init__(self, rec: Recorder, setup: dict):
+        import numpy
+        self.rec, self.setup, self.seen = rec, setup, {}
+        beta, perm = PerturbStream(setup["beta_seed"]), PerturbStream(setup["perm_seed"])
+        self.torch = types.SimpleNamespace(**{k: getattr(torch, k) for k in dir(torch) if not k.startswith("__")})
+        self.torch.randn, self.torch.randn_like = self.randn, self.randn_like
+        self.np = types.SimpleNamespace(**{k: getattr(numpy, k) for k in dir(numpy) if not k.startswith("__")})
+        self.np.random = types.SimpleNamespace(
+            beta=lambda a, b: beta.scalar(0.0, 1.0),
+            permutation=lambda r: perm.tensor((len(r),)).argsort().numpy())
+
+    def _draw(self, k: int, shape) -> torch.Tensor:
+        g = torch.Generator().manual_seed(self.setup["noise_seed"] * 1000 + k)
+        return torch.randn(tuple(shape), generator=g, dtype=torch.float64)
+
+    def randn_like(self, x):
+        return self._draw(2 * self.rec.now["iteration"], x.shape)
+
+    def randn(self, *shape):
+        t = self.rec.now["iteration"]
+        i = self.seen[t] = self.seen.get(t, -1) + 1
+        return self._draw(2 * t + 1, (self.setup["labeled_bs"], *shape))[i]
+
+
+def run_sgrs_script(code: Path, setup: dict) -> Recorder:
+    """``code/train.py --dataset_name LA`` with :data:`SGRS_EDITS` and :data:`SGRS_SCRIPT_MENDS`,
+    its ``utils/util2.py`` with :data:`SGRS_MENDS`, on CPU in float64; nothing written."""
+    import logging
+    import os
+
+    source = (code / "train.py").read_text()
+    for old, new in SGRS_EDITS + SGRS_SCRIPT_MENDS:
+        if source.count(old) != 1:
+            raise SystemExit(f"{code}/train.py: expected {old!r} once (another version of the script?)")
+        source = source.replace(old, new)
+    rec = Recorder()
+    seeds = iter([setup["dropout_seed"], setup["dropout_seed"] + 1])
+
+    def init(net):
+        seeded_init(torch.nn.ModuleList([net.encoder, net.decoder1]), setup["init_seed"])
+        stream_dropout(net, PerturbStream(next(seeds)))
+        rec.nets.append(net)
+        return net
+
+    def module(name, **attrs):
+        m = types.ModuleType(name)
+        m.__dict__.update(attrs)
+        return m
+
+    import random
+
+    import numpy
+    none = lambda *a, **k: None  # noqa: E731
+    stubs = {"tensorboardX": module("tensorboardX", SummaryWriter=lambda *a, **k: Writer(rec)),
+             "torchvision": module("torchvision", transforms=module("transforms", Compose=lambda x: x)),
+             "dataloaders": module("dataloaders"),
+             "dataloaders.dataset": module("dataloaders.dataset", LAHeart_no_read=none, Pancreas_no_read=none,
+                                           BraTS2019_no_read=none, RandomRotFlip=none, RandomCrop=none, ToTensor=none,
+                                           TwoStreamBatchSampler=lambda *a: "fixed", torch=torch, np=numpy,
+                                           random=random),
+             "utils.test_patch": module("utils.test_patch")}
+    saved = {k: sys.modules.get(k) for k in stubs}
+    sys.modules.update(stubs)
+    sys.path.insert(0, str(code))
+    torch.set_default_dtype(torch.float64)
+    try:
+        mended = (code / "utils" / "util2.py").read_text()
+        for old, new in SGRS_MENDS:
+            if mended.count(old) != 1:
+                raise SystemExit(f"{code}/utils/util2.py: expected {old!r} once (another version of the code?)")
+            mended = mended.replace(old, new)
+        util2 = types.ModuleType("utils.util2")
+        exec(compile(mended, str(code / "utils" / "util2.py"), "exec"), util2.__dict__)
+        sys.modules["utils.util2"] = util2
+        from utils import mixmatch_util
+        draws = _SGRSDraws(rec, setup)
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(patched(mixmatch_util, "torch", draws.torch))
+            stack.enter_context(patched(mixmatch_util, "np", draws.np))
+            stack.enter_context(patched(sys, "argv", [
+                "train.py", "--dataset_name", "LA", "--max_iteration", str(setup["iterations"]),
+                "--labeled_bs", str(setup["labeled_bs"]),
+                "--batch_size", str(setup["labeled_bs"] + setup["unlabeled_bs"]),
+                "--consistency_rampup", str(setup["consistency_rampup"])]))
+            ns = {"__name__": "parity_sgrs_train", "__file__": str(code / "train.py"), "_parity_init": init}
+            exec(compile(source, str(code / "train.py"), "exec"), ns)
+            ns["DataLoader"] = lambda *a, **k: _VolumeLoader(rec, setup)
+            for obj, name in ((os, "makedirs"), (logging, "basicConfig"), (torch, "save")):
+                stack.enter_context(patched(obj, name, lambda *a, **k: None))
+            stack.enter_context(patched(torch.optim, "SGD", recording_sgd(rec, [])))
+            stack.enter_context(patched(torch.Tensor, "cuda", lambda self, *a, **k: self))
+            stack.enter_context(patched(torch.nn.Module, "cuda", lambda self, *a, **k: self))
+            ns["train"]()
+    finally:
+        torch.set_default_dtype(torch.float32)
+        for k, v in saved.items():
+            if v is None:
+                sys.modules.pop(k, None)
+            else:
+                sys.modules[k] = v
+        sys.path.remove(str(code))
+        for k in [k for k in sys.modules if k.split(".")[0] in ("utils", "networks", "dataloaders")]:
+            del sys.modules[k]
+    return rec
+
+
+def record_sgrs(code: Path) -> dict:
+    """Per iteration the lr, the total, the supervised CE and Dice, the pseudo-label CE and Dice
+    as the loss weighs them (``0.5 ×`` the code's ``loss_seg_ce_unlab``, ``loss_seg_dice_unlab``)
+    and the ramp's weight; the final student's and teacher's parameters."""
+    setup = dict(SGRS_SETUP)
+    rec = run_sgrs_script(code, setup)
+    rows = [{"iteration": it["iteration"], "lr": it["lrs"][0], "total": it["locals"]["loss"],
+             "ce": it["locals"]["loss_seg_ce_lab"], "dice": it["locals"]["loss_seg_dice_lab"],
+             "unsup_ce": 0.5 * it["locals"]["loss_seg_ce_unlab"],
+             "unsup_dice": 0.5 * it["locals"]["loss_seg_dice_unlab"],
+             "consistency_weight": it["locals"]["consistency_weight"]} for it in rec.iterations]
+    parts = [torch.nn.ModuleList([net.encoder, net.decoder1]) for net in rec.nets]
+    return {"method": "sgrs_code", "script": "code/train.py --dataset_name LA",
+            "setup": {**setup, "edits": SGRS_EDITS,
+                      "mends": {"code/train.py": SGRS_SCRIPT_MENDS, "utils/util2.py": SGRS_MENDS},
+                      "init": "student and teacher: seeded_init(init_seed) of encoder and decoder1 (the official "
+                              "declaration order); each network's Dropout3d masks from "
+                              "PerturbStream(dropout_seed + k), "
+                              "k = 0 the student, 1 the teacher (stream_dropout)",
+                      "shapes": shapes_digest(parts[0])},
+            "iterations": rows,
+            "final": {name: weight_stats(list(p.named_parameters()), MCF_NAMED)
+                      for name, p in zip(("student", "teacher"), parts)}}
+
+
+# ---- DTC (HiLab-git/DTC code/train_la_dtc.py) and SASSNet (kleinzcy/SASSnet code/train_gan_sdfloss.py):
+# ---- 3D, one V-Net with a signed-distance head (SASSNet: and its discriminator), run from their `__main__` blocks
+
+#: The two scripts' fixed input: MCF's 2 + 2 volumes of 16³ per iteration, 24 iterations, the
+#: ramp's 150-iteration block shortened to 2 over 10 blocks (20 iterations) and the lr's ×0.1
+#: every 2,500 iterations shortened to every 16 (one drop, at iteration 16). The V-Net 4 channels
+#: wide at its first stage (the scripts' 16) and the discriminator 8 (the script's 64): a float64
+#: step of the full widths on a CPU takes seconds, and the replay of 24 of them would too.
+SDF_SETUP = {**MCF_SETUP, "iterations": 24, "consistency_rampup": 10, "lr_step_every": 16, "n_filters": 4,
+             "discriminator_width": 8}
+#: Each script's main block becomes ``train()``; the network (and SASSNet's discriminator) gets the
+#: seeded weights; the maps' ``.float()``, a no-op in float32 training, is left out so that the
+#: float64 run stays float64.
+SDF_EDITS = [('if __name__ == "__main__":', "def train():"), ("iter_num//150", "iter_num//2"),
+             ("iter_num % 2500 == 0", "iter_num % 16 == 0"), ("iter_num // 2500", "iter_num // 16"),
+             ("torch.from_numpy(gt_dis).float()", "torch.from_numpy(gt_dis)"),
+             ("normalization='batchnorm', has_dropout=True)",
+              "normalization='batchnorm', has_dropout=True, n_filters=4)"),
+             ("        model = net.cuda()\n", "        model = _parity_init(net)\n")]
+#: DTC's script run with ``--base_lr 0.001 --consistency 0.01`` (its defaults 0.01 and 1): its
+#: consistency term's ``σ(−1500·s)`` at full weight makes the trajectory chaotic: the replay's float64
+#: rounding difference, 1e-16 at step 1, grows tens of times a step at the defaults (1e-6 at step 6,
+#: 1e-2 at step 9); here it stays ≤ 1.5e-8 over the 24 steps.
+DTC_ARGUMENTS = {"base_lr": 0.001, "consistency": 0.01}
+SASSNET_EDITS = SDF_EDITS + [("FC3DDiscriminator(num_classes=num_classes - 1)",
+                              "FC3DDiscriminator(num_classes=num_classes - 1, ndf=8)"),
+                             ("    D = D.cuda()\n", "    D = _parity_init(D)\n")]
+#: The discriminator's average pooling is over the 7 × 7 × 5 map its 112 × 112 × 80 patches leave;
+#: 16³ patches leave 1³.
+SASSNET_MENDS = {"networks/discriminator.py": [("nn.AvgPool3d((7, 7, 5))", "nn.AvgPool3d((1, 1, 1))")]}
+#: The network's parameters whose final values the records name, in the official declaration
+#: order: the first convolution, a batch norm of the decoder (``block_seven``) and the
+#: segmentation head (``out_conv2``); of the discriminator: its first convolution and its classifier.
+SDF_NAMED, DISCRIMINATOR_NAMED = [0, -26, -2], [0, -2]
+
+
+class _SDFLoader(_MCFLoader):
+    """MCF's loader, one view per batch."""
+
+    def __iter__(self):
+        for sample, _ in super().__iter__():
+            yield sample
+
+
+def run_sdf_script(code: Path, script: str, edits: list, mends: dict, setup: dict) -> Recorder:
+    """``code/<script>`` with ``edits`` (and ``mends``, ``{path: edits}`` of the modules it imports),
+    on CPU in float64, the scipy / scikit-image signed distance maps of its ``utils/util.py``;
+    nothing written."""
+    import logging
+    import os
+    import shutil
+
+    def edited(path: str, changes: list) -> str:
+        source = (code / path).read_text()
+        for old, new in changes:
+            if source.count(old) != 1:
+                raise SystemExit(f"{code / path}: expected {old!r} once (another version of the code?)")
+            source = source.replace(old, new)
+        return source
+
+    source = edited(script, edits)
+    rec, seeds = Recorder(), iter([setup["init_seed"], setup["init_seed"] + 1])
+
+    def init(net):
+        rec.nets.append(seeded_init(net, next(seeds)))
+        return net
+
+    def module(name, **attrs):
+        m = types.ModuleType(name)
+        m.__dict__.update(attrs)
+        return m
+
+    stubs = {"tensorboardX": module("tensorboardX", SummaryWriter=lambda *a, **k: Writer(rec)),
+             "torchvision": module("torchvision", transforms=module("transforms", Compose=lambda x: x)),
+             "torchvision.utils": module("torchvision.utils", make_grid=lambda *a, **k: None),
+             "dataloaders": module("dataloaders", utils=module("dataloaders.utils")),
+             "dataloaders.la_heart": module("dataloaders.la_heart", LAHeart=lambda *a, **k: None,
+                                            RandomCrop=lambda *a: None, CenterCrop=lambda *a: None,
+                                            RandomRotFlip=lambda *a: None, ToTensor=lambda *a: None,
+                                            TwoStreamBatchSampler=lambda *a: "fixed")}
+    for path, changes in mends.items():
+        name = path.removesuffix(".py").replace("/", ".")
+        stubs[name] = module(name)
+        exec(compile(edited(path, changes), str(code / path), "exec"), stubs[name].__dict__)
+    saved = {k: sys.modules.get(k) for k in stubs}
+    sys.modules.update(stubs)
+    sys.path.insert(0, str(code))
+    torch.set_default_dtype(torch.float64)
+    try:
+        with contextlib.ExitStack() as stack:
+            argv = {"max_iterations": setup["iterations"], "consistency_rampup": setup["consistency_rampup"],
+                    **setup.get("arguments", {})}
+            argv = [script, *(str(a) for k, v in argv.items() for a in (f"--{k}", v))]
+            stack.enter_context(patched(sys, "argv", argv))
+            ns = {"__name__": "parity_" + Path(script).stem, "__file__": str(code / script), "_parity_init": init}
+            exec(compile(source, str(code / script), "exec"), ns)
+            ns["DataLoader"] = lambda *a, **k: _SDFLoader(rec, setup)
+            for obj, name in ((os, "makedirs"), (shutil, "copytree"), (logging, "basicConfig"), (torch, "save")):
+                stack.enter_context(patched(obj, name, lambda *a, **k: None))
+            stack.enter_context(patched(torch.optim, "SGD", recording_sgd(rec, [])))
+            stack.enter_context(patched(torch.Tensor, "cuda", lambda self, *a, **k: self))
+            stack.enter_context(patched(torch.nn.Module, "cuda", lambda self, *a, **k: self))
+            ns["train"]()
+    finally:
+        torch.set_default_dtype(torch.float32)
+        for k, v in saved.items():
+            if v is None:
+                sys.modules.pop(k, None)
+            else:
+                sys.modules[k] = v
+        sys.path.remove(str(code))
+        for k in [k for k in sys.modules if k.split(".")[0] in ("utils", "networks", "dataloaders")]:
+            del sys.modules[k]
+    return rec
+
+
+def _sdf_record(code: Path, method: str, script: str, edits: list, mends: dict, terms: dict[str, str],
+                **setup_extra) -> dict:
+    """The record of a signed-distance script: per iteration its lr and the logged scalars named by
+    ``terms`` (record figure: tag); the network's final weights (and the discriminator's)."""
+    setup = {**SDF_SETUP, **setup_extra}
+    rec = run_sdf_script(code, script, edits, mends, setup)
+    rows = [{"iteration": it["iteration"], "lr": it["lrs"][0], **{k: it["scalars"][tag] for k, tag in terms.items()}}
+            for it in rec.iterations]
+    final = {"network": weight_stats(list(rec.nets[0].named_parameters()), SDF_NAMED)}
+    if len(rec.nets) > 1:
+        final["discriminator"] = weight_stats(list(rec.nets[1].named_parameters()), DISCRIMINATOR_NAMED)
+    return {"method": method, "script": f"code/{script}",
+            "setup": {**setup, "edits": edits, **({"mends": mends} if mends else {}),
+                      "init": "network: seeded_init(init_seed) in the official declaration order"
+                              + (", discriminator: seeded_init(init_seed + 1)" if len(rec.nets) > 1 else ""),
+                      "shapes": [shapes_digest(net) for net in rec.nets]},
+            "iterations": rows, "final": final}
+
+
+def record_dtc(code: Path) -> dict:
+    return _sdf_record(code, "dtc", "train_la_dtc.py", SDF_EDITS, {},
+                       {"total": "loss/loss", "dice": "loss/loss_dice", "sdf": "loss/loss_hausdorff",
+                        "consistency": "loss/consistency_loss", "consistency_weight": "loss/consistency_weight"},
+                       arguments=DTC_ARGUMENTS)
+
+
+def record_sassnet(code: Path) -> dict:
+    return _sdf_record(code, "sassnet", "train_gan_sdfloss.py", SASSNET_EDITS, SASSNET_MENDS,
+                       {"total": "loss/loss", "dice": "loss/loss_dice", "sdf": "loss/loss_hausdorff",
+                        "adversarial": "GAN/loss_adv", "consistency_weight": "train/consistency_weight",
+                        "discriminator_loss": "GAN/D_loss"})
+
+
 RECORDERS = {"mean_teacher": ("ssl4mis", "HiLab-git/SSL4MIS", record_mean_teacher),
              "cps": ("ssl4mis", "HiLab-git/SSL4MIS", record_cps),
              "ua_mt": ("ssl4mis", "HiLab-git/SSL4MIS", record_ua_mt),
@@ -922,26 +1406,226 @@ RECORDERS = {"mean_teacher": ("ssl4mis", "HiLab-git/SSL4MIS", record_mean_teache
              "ss_net": ("ss_net", "ycwu1997/SS-Net", record_ss_net),
              "urpc_code": ("ssl4mis", "HiLab-git/SSL4MIS", record_urpc),
              **RECORDERS_MC_NET,
-             "mcf": ("mcf", "WYC-321/MCF", record_mcf)}
+             "mcf": ("mcf", "WYC-321/MCF", record_mcf),
+             "bcp_la": ("bcp", "DeepMed-Lab-ECNU/BCP", record_bcp_la),
+             "sgrs_code": ("sgrs", "ortonwang/SGRS-Net", record_sgrs),
+             "dtc": ("dtc", "HiLab-git/DTC", record_dtc),
+             "sassnet": ("sassnet", "kleinzcy/SASSnet", record_sassnet)}
+
+
+# ---- CAML (Herschel555/CAML code/train_caml.py): 3D, one model of two V-Nets, run from its `__main__` block
+
+#: CAML's fixed input: MCF's 16³ volumes, 2 + 2 per iteration (dataset indices 0-3 labeled), 18
+#: iterations: a ramp of 8 blocks of 2, then 2 at full weight; the script's 12,800
+#: top-confidence voxels per class cut to 64 and its 256 memory features per class to 16 (a class
+#: with fewer stored features gives no columns, as in the script). V-Nets of 8 filters (the
+#: script's 16: a float64 step of the two 16-filter networks and their attention takes seconds on
+#: a CPU), heads of 8 features (the network's 32) and lr 0.001 (the script's 0.01): the OCC term
+#: (a temperature-0.1 softmax against ``log(p + 1e-8)``) and the top-k and agreement masks make
+#: rounding differences between two float64 implementations grow about tenfold per iteration at
+#: the script's lr and head width, past 1e-6 after 11 iterations; at these settings they stay
+#: below 1e-7 for 18.
+CAML_SETUP = {"size": 16, "depth": 16, "n_labeled": 4, "n_unlabeled": 4, "labeled_bs": 2, "unlabeled_bs": 2,
+              "iterations": 18, "data_seed": 31, "init_seed": 7, "rng_seed": 11, "rampup_block": 2,
+              "consistency_rampup": 8, "n_filters": 8, "feat_dim": 8, "num_filtered": 64, "memory_num": 16,
+              "lr": 0.001}
+#: Its main block becomes ``train()``; the ramp's 150-iteration block becomes 2 and counts from
+#: iteration 0 (the script increments ``iter_num`` first: its blocks start one iteration later,
+#: a known difference, docs/fidelity.md); its bug mended: the auxiliary network's labeled
+#: embedding is moved channels-last before it is viewed as rows of channels for the projection.
+CAML_EDITS = [('if __name__ == "__main__":', "def train():"),
+              ("get_lambda_c(iter_num // 150)", "get_lambda_c((iter_num - 1) // 2)"),
+              ("get_lambda_o(iter_num // 150)", "get_lambda_o((iter_num - 1) // 2)"),
+              ("model.projection_head2(labeled_features_a.view(-1, labeled_features_dim))",
+               "model.projection_head2(labeled_features_a.permute(0, 2, 3, 4, 1).contiguous()"
+               ".view(-1, labeled_features_dim))")]
+#: The parameters whose final values CAML's record names, in the official declaration order: the
+#: vanilla encoder's first convolution, the auxiliary's inter-sample attention's first linear
+#: layer and the second prediction head's last linear layer.
+CAML_NAMED = [0, 144, -2]
+
+
+def _dropout_off(net: torch.nn.Module) -> torch.nn.Module:
+    """Every dropout of ``net`` (its Dropout3d, the attention layers' dropouts) set to 0."""
+    for m in net.modules():
+        if isinstance(m, torch.nn.modules.dropout._DropoutNd):
+            m.p = 0.0
+        if isinstance(m, torch.nn.MultiheadAttention):
+            m.dropout = 0.0  # a float, not a module
+    return net
+
+
+def _whole_memory(self, num_sampled_per_cls):
+    """The stand-in for ``MemoryBank.sample_labeled_features``: every stored feature of a class
+    (None where fewer than asked), not a random draw of them."""
+    import numpy as np
+
+    feats = np.concatenate([f for f in self.memory_feature if f is not None])
+    labels = np.concatenate([l for l in self.memory_label if l is not None])
+    return [feats[labels == c] if int((labels == c).sum()) >= num_sampled_per_cls else None
+            for c in range(self.num_cls)]
+
+
+class _CAMLLoader(_MCFLoader):
+    """The script's loader: the fixed volumes with their dataset indices; seeds each iteration."""
+
+    def __iter__(self):
+        s = self.setup
+        for t in range(len(self.rec.iterations), s["iterations"]):
+            xl, yl, xu = batch_at(t, self.images, self.labels, s["n_labeled"], s["labeled_bs"], s["unlabeled_bs"])
+            idx = [(t * s["labeled_bs"] + k) % s["n_labeled"] for k in range(s["labeled_bs"])]
+            idx += [s["n_labeled"] + (t * s["unlabeled_bs"] + k) % s["n_unlabeled"] for k in range(s["unlabeled_bs"])]
+            self.rec.start(t)
+            seed_iteration(s["rng_seed"], t)
+            yield {"image": torch.cat([xl, xu]), "label": torch.cat([yl, torch.zeros_like(yl[: len(xu)])]),
+                   "idx": torch.tensor(idx)}
+
+
+def run_caml_script(code: Path, setup: dict) -> Recorder:
+    """``code/train_caml.py`` with :data:`CAML_EDITS`, on CPU in float64; nothing written."""
+    import importlib.machinery
+    import logging
+    import os
+    import random
+    import shutil
+
+    import numpy as np
+
+    source = (code / "train_caml.py").read_text()
+    for old, new in CAML_EDITS:
+        if source.count(old) != 1:
+            raise SystemExit(f"{code}/train_caml.py: expected {old!r} once (another version of the script?)")
+        source = source.replace(old, new)
+    rec = Recorder()
+
+    def module(name, **attrs):
+        m = types.ModuleType(name)
+        m.__dict__.update(attrs)
+        m.__spec__ = importlib.machinery.ModuleSpec(name, None)  # torch's compiler looks modules up
+        return m
+
+    def net_factory(net_type="caml3d_v1", in_chns=1, class_num=2, mode="train", **kwargs):
+        from networks.VNet import CAML3d_v1
+        if (net_type, mode) != ("caml3d_v1", "train"):
+            raise SystemExit(f"CAML's record knows caml3d_v1 in training mode; the script asked for {net_type!r}")
+        net = CAML3d_v1(n_channels=in_chns, n_classes=class_num, n_filters=setup["n_filters"],
+                        normalization="batchnorm", has_dropout=True, feat_dim=setup["feat_dim"])
+        rec.nets.append(seeded_init(_dropout_off(net), setup["init_seed"]))
+        return net
+
+    class Bar(list):
+        def close(self):
+            pass
+
+    dataset = module("dataloaders.dataset", LAHeart=lambda *a, **k: None, RandomRotFlip=lambda *a: None,
+                     RandomCrop=lambda *a: None, ToTensor=lambda *a: None, TwoStreamBatchSampler=lambda *a: "fixed",
+                     torch=torch, np=np, random=random)
+    dataset.__all__ = list(vars(dataset))
+    stubs = {"tensorboardX": module("tensorboardX", SummaryWriter=lambda *a, **k: Writer(rec)),
+             "torchvision": module("torchvision", transforms=module("transforms", Compose=lambda x: x)),
+             "tqdm": module("tqdm", tqdm=lambda it, **k: Bar(it)),
+             "dataloaders": module("dataloaders"), "dataloaders.dataset": dataset,
+             "utils.test_patch": module("utils.test_patch"),  # validation only (from iteration 800)
+             "networks.net_factory": module("networks.net_factory", net_factory=net_factory)}
+    saved = {k: sys.modules.get(k) for k in stubs}
+    sys.modules.update(stubs)
+    sys.path.insert(0, str(code))
+    torch.set_default_dtype(torch.float64)
+    try:
+        from utils import feature_memory
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(patched(sys, "argv", [
+                "train_caml.py", "--max_iteration", str(setup["iterations"]), "--labeled_bs", str(setup["labeled_bs"]),
+                "--batch_size", str(setup["labeled_bs"] + setup["unlabeled_bs"]),
+                "--labelnum", str(setup["n_labeled"]), "--consistency_rampup", str(setup["consistency_rampup"]),
+                "--memory_num", str(setup["memory_num"]), "--num_filtered", str(setup["num_filtered"]),
+                "--base_lr", str(setup["lr"])]))
+            ns = {"__name__": "parity_train_caml", "__file__": str(code / "train_caml.py")}
+            exec(compile(source, str(code / "train_caml.py"), "exec"), ns)
+            ns["DataLoader"] = lambda *a, **k: _CAMLLoader(rec, setup)
+            for obj, name in ((os, "makedirs"), (shutil, "rmtree"), (logging, "basicConfig"), (torch, "save")):
+                stack.enter_context(patched(obj, name, lambda *a, **k: None))
+            stack.enter_context(patched(feature_memory.MemoryBank, "sample_labeled_features", _whole_memory))
+            dice = ns["losses"].Binary_dice_loss  # each network's supervised Dice, as the loop calls it
+
+            def recorded_dice(*args, **kwargs):
+                out = dice(*args, **kwargs)
+                rec.now["calls"].append(("dice", float(out.detach())))
+                return out
+
+            stack.enter_context(patched(ns["losses"], "Binary_dice_loss", recorded_dice))
+            stack.enter_context(patched(torch.optim, "SGD", recording_sgd(rec, [])))
+            stack.enter_context(patched(torch.Tensor, "cuda", lambda self, *a, **k: self))
+            stack.enter_context(patched(torch.nn.Module, "cuda", lambda self, *a, **k: self))
+            ns["train"]()
+    finally:
+        torch.set_default_dtype(torch.float32)
+        for k, v in saved.items():
+            if v is None:
+                sys.modules.pop(k, None)
+            else:
+                sys.modules[k] = v
+        sys.path.remove(str(code))
+        for k in [k for k in sys.modules if k.split(".")[0] in ("utils", "networks", "dataloaders")]:
+            del sys.modules[k]
+    return rec
+
+
+def record_caml(code: Path) -> dict:
+    setup = dict(CAML_SETUP)
+    rec = run_caml_script(code, setup)
+    rows = []
+    for it in rec.iterations:
+        lc = it["locals"]
+        (_, dice_v), (_, dice_a) = it["calls"]
+        rows.append({"iteration": it["iteration"], "lr": it["lrs"][0], "total": lc["loss"], "dice_v": dice_v,
+                     "dice_a": dice_a, "dice": lc["loss_s"],
+                     "consistency": lc["loss_c"], "occ": lc.get("loss_o", 0.0),  # the int 0 where no class gave a row
+                     "consistency_weight": lc["lambda_c"], "occ_weight": lc["lambda_o"]})
+    return {"method": "caml", "script": "code/train_caml.py",
+            "setup": {**setup, "edits": CAML_EDITS,
+                      "init": "CAML3d_v1: seeded_init(init_seed) in the official declaration order",
+                      "arguments": "--base_lr 0.001 (the script's 0.01), n_filters 8 and feat_dim 8 (16 and 32): "
+                                   "at the script's values rounding differences between two float64 implementations "
+                                   "pass 1e-6 after 11 iterations (the OCC's temperature-0.1 softmax against "
+                                   "log(p + 1e-8), the top-k and agreement masks)",
+                      "dropout": "off on both sides (every Dropout3d and attention dropout p = 0): the two cannot "
+                                 "share draws (the script runs both encoders, then both decoders, ours one "
+                                 "network after the other; its attention layers draw (N, B, C) masks, ours (B, N, C))",
+                      "memory": "MemoryBank.sample_labeled_features replaced by the whole memory of each class "
+                                "(None under memory_num), on both sides: the two memories store a class's rows in "
+                                "different orders, so a seeded draw of positions would pick different features; "
+                                "the loss does not depend on the columns' order",
+                      "shapes": shapes_digest(rec.nets[0])},
+            "iterations": rows,
+            "final": {"model": weight_stats(list(rec.nets[0].named_parameters()), CAML_NAMED)}}
+
+
+CODE["caml"] = "code"
+RECORDERS["caml"] = ("caml", "Herschel555/CAML", record_caml)
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--ssl4mis", type=Path, help="a checkout of HiLab-git/SSL4MIS")
     ap.add_argument("--alhvr", type=Path, help="a checkout of ziziyao/ALHVR")
-    ap.add_argument("--bcp", type=Path, help="a checkout of DeepMed-Lab-ECNU/BCP (its ACDC script needs scikit-image)")
+    ap.add_argument("--bcp", type=Path, help="a checkout of DeepMed-Lab-ECNU/BCP (its scripts need scikit-image)")
     ap.add_argument("--unimatch", type=Path, help="a checkout of LiheYoung/UniMatch (its medical script needs PyYAML)")
     ap.add_argument("--ss-net", type=Path, help="a checkout of ycwu1997/SS-Net")
     ap.add_argument("--mcnet", type=Path, help="a checkout of ycwu1997/MC-Net")
     ap.add_argument("--mcf", type=Path, help="a checkout of WYC-321/MCF")
+    ap.add_argument("--sgrs", type=Path, help="a checkout of ortonwang/SGRS-Net (its script needs scikit-image)")
+    ap.add_argument("--dtc", type=Path, help="a checkout of HiLab-git/DTC (its utils need scikit-image)")
+    ap.add_argument("--sassnet", type=Path, help="a checkout of kleinzcy/SASSnet (its utils need scikit-image)")
+    ap.add_argument("--caml", type=Path, help="a checkout of Herschel555/CAML")
     ap.add_argument("--methods", nargs="+", choices=list(RECORDERS),
                     help="default: every method whose repository's checkout is given")
     ap.add_argument("--out", type=Path, default=REPO / "tests" / "parity" / "records")
     args = ap.parse_args(argv)
     methods = args.methods or [name for name, (option, _, _) in RECORDERS.items() if getattr(args, option)]
     if not methods:
-        raise SystemExit("pass at least one checkout: --ssl4mis, --alhvr, --bcp, --unimatch, --ss-net, --mcnet or "
-                         "--mcf PATH")
+        raise SystemExit("pass at least one checkout: --ssl4mis, --alhvr, --bcp, --unimatch, --ss-net, --mcnet, "
+                         "--mcf, --sgrs, --dtc, --sassnet or --caml PATH")
     args.out.mkdir(parents=True, exist_ok=True)
     for name in methods:
         option, repository, recorder = RECORDERS[name]

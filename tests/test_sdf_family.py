@@ -266,7 +266,10 @@ def test_sassnet_discriminator_lr_is_fixed_while_the_main_lr_steps(tmp_path):
     assert any(k.startswith("discriminator.") for k in state["method"])
 
 
-# ---- three training steps of the codes' LA scripts, replayed
+# ---- three training steps of DTC's LA script at its full consistency weight, replayed
+# (tests/test_parity_dtc.py replays 24 iterations of the script, at consistency 0.01: at its default
+# 1 the trajectory is chaotic past a few steps; SASSNet's record, tests/test_parity_sassnet.py, runs
+# its script's defaults, both phases)
 
 
 def _code_order(net: SignedDistanceNet) -> list[torch.nn.Parameter]:
@@ -280,39 +283,24 @@ def _code_order(net: SignedDistanceNet) -> list[torch.nn.Parameter]:
     return [p for m in modules for p in m.parameters()]
 
 
-# HiLab-git/DTC @2525b9c code/train_la_dtc.py and kleinzcy/SASSnet @1761aa8 code/train_gan_sdfloss.py,
-# their loop bodies on _code_inputs' images and first two labels (2 + 2), float64: networks/vnet_sdf.py
-# VNet(n_filters=4, batchnorm, has_dropout=False) and FC3DDiscriminator(num_classes=1, ndf=8, pooling
-# set to 1³), every weight set by _set_weights in the codes' parameter order, SGD(0.01, 0.9, 1e-4),
-# Adam(1e-4, (0.9, 0.99)), torch.manual_seed(100 + iteration) before each step (the discriminator's
-# dropout), iterations 0, 1500, 3000 of 6000 (the ramp's steps 0, 10, 20 of 40). Per step: total,
-# Dice, SDF MSE, the method's term (consistency / adversarial), SASSNet's D_loss; then the summed
-# |change| of the network's and the discriminator's parameters.
-CODE_STEPS = {
-    "dtc": ([(0.79227526569584039, 0.72412202210128285, 0.2214383256106017, 0.25552974987942106),
+# HiLab-git/DTC @2525b9c code/train_la_dtc.py, its loop body on _code_inputs' images and first two
+# labels (2 + 2), float64: networks/vnet_sdf.py VNet(n_filters=4, batchnorm, has_dropout=False),
+# every weight set by _set_weights in the code's parameter order, SGD(0.01, 0.9, 1e-4),
+# iterations 0, 1500, 3000 of 6000 (the ramp's steps 0, 10, 20 of 40). Per step: total, Dice,
+# SDF MSE, consistency; then the summed |change| of the network's parameters.
+DTC_STEPS = [(0.79227526569584039, 0.72412202210128285, 0.2214383256106017, 0.25552974987942106),
              (0.80537249290748625, 0.72408474302664305, 0.2197761301074414, 0.25568222066232466),
-             (0.86234602750319067, 0.72402228419506298, 0.21665452953444331, 0.25593771989645731)],
-            [], 0.12465832216299157, 0.0),
-    "sassnet": ([(0.79060114254776903, 0.72412202210128285, 0.2214383256106017, 0.70678447473937811),
-                 (0.79044099606717499, 0.72408368702794057, 0.21977612912402328, 0.70680650964121505),
-                 (0.79103225443010683, 0.72401086550207316, 0.21665451746765541, 0.70680620706161679)],
-                [0.69255303045901218, 0.69296428401160304, 0.69230103618325201], 0.1258595568148882, 9.3167883606516),
-}
+             (0.86234602750319067, 0.72402228419506298, 0.21665452953444331, 0.25593771989645731)]
+DTC_NET_MOVED = 0.12465832216299157
 
 
-@pytest.mark.parametrize("algorithm", ["dtc", "sassnet"])
-def test_three_steps_equal_the_code_s_training_loop(algorithm):
+def test_three_dtc_steps_equal_the_code_s_training_loop():
     from semiseg.nets import VNet
 
-    steps, d_losses, net_moved, d_moved = CODE_STEPS[algorithm]
     net = SignedDistanceNet(VNet(1, 2, n_filters=4, has_dropout=False), 2).double()
-    m = method_on_defaults(algorithm, lambda: net, num_classes=2, **({"discriminator_width": 8}
-                                                                      if algorithm == "sassnet" else {}))
+    m = method_on_defaults("dtc", lambda: net, num_classes=2)
     torch.set_default_dtype(torch.float64)
     try:
-        if algorithm == "sassnet":  # method_on_defaults builds a 2D method: its discriminator in 3D
-            m.discriminator = Discriminator(1, 1, 8, dims=3)
-            _set_weights(m.discriminator)
         for i, p in enumerate(_code_order(net)):
             with torch.no_grad():
                 p.copy_((0.05 * torch.sin(0.7 * torch.arange(p.numel()) + i)).reshape(p.shape))
@@ -323,22 +311,16 @@ def test_three_steps_equal_the_code_s_training_loop(algorithm):
         for k, it in enumerate((0, 1500, 3000)):
             torch.manual_seed(100 + it)
             m.train()
-            ctx = StepContext(Step(it, 6000), batch)
-            losses = m.training_step(ctx)
-            term = losses.terms["consistency" if algorithm == "dtc" else "adversarial"]
-            got = (losses.total.item(), losses.terms["dice"].item(), losses.terms["sdf"].item(), term.item())
-            assert got == pytest.approx(steps[k], rel=1e-9), k
+            losses = m.training_step(StepContext(Step(it, 6000), batch))
+            got = (losses.total.item(), losses.terms["dice"].item(), losses.terms["sdf"].item(),
+                   losses.terms["consistency"].item())
+            assert got == pytest.approx(DTC_STEPS[k], rel=1e-9), k
             for opt in opts.values():
                 opt.zero_grad(set_to_none=True)
             losses.total.backward()
             for opt in opts.values():
                 opt.step()
-            run_second_phase(m, opts, ctx)
-            if d_losses:
-                assert float(ctx.stats["discriminator_loss"]) == pytest.approx(d_losses[k], rel=1e-9), k
-        moved = [(p - q).abs().sum().item() for p, q in zip(m.parameters(), start)]
-        n_net = len(list(m.net.parameters()))
-        assert sum(moved[:n_net]) == pytest.approx(net_moved, rel=1e-6)
-        assert sum(moved[n_net:]) == pytest.approx(d_moved, rel=1e-6, abs=1e-12)
+        moved = sum((p - q).abs().sum().item() for p, q in zip(m.parameters(), start))
+        assert moved == pytest.approx(DTC_NET_MOVED, rel=1e-6)
     finally:
         torch.set_default_dtype(torch.float32)

@@ -11,7 +11,7 @@ here is stored: both sides rebuild the same tensors from the seeds in the record
 - :func:`slices`: ``n`` synthetic 2D slices with a 4-class label (discs of classes 1–3 on
   background) and an image that shows them through noise.
 - :func:`volumes`: ``n`` synthetic 3D volumes of ``depth`` such slices each, their label
-  binarised (MCF's two-class script).
+  binarised (the two-class 3D scripts: MCF, DTC, SASSNet).
 - :func:`batch_at`: the labeled and unlabeled slices iteration ``t`` trains on (augmentation
   replaced by a fixed cycle).
 - :class:`NoiseStream`: a stand-in for ``torch.randn_like`` that returns the ``k``-th draw of a

@@ -170,7 +170,7 @@ class Caml(Method):
     ``(B, C, H, W, D)`` for the memory with ``.view(-1, C)`` without first moving the channels
     last (it does so for the vanilla one), so half of each memory feature mixes channels and
     voxels. Here both are projected per voxel (tests/test_caml.py compares one step with the
-    script, that line corrected).
+    script, and tests/test_parity_caml.py replays 18 iterations of it, that line corrected).
 
     Parameters (workflow/schemas/params/caml.schema.yaml): ``supervised_weight``,
     ``consistency``, ``occ_weight``, ``consistency_rampup``, ``rampup_block``,
