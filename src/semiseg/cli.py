@@ -348,7 +348,9 @@ def _output_commands(sub) -> None:
     s = sub.add_parser("table", help="aggregate runs' metrics into a markdown table")
     s.add_argument("--spec", type=_json_arg, required=True, help="table spec + context, as JSON")
     s.add_argument("--descriptor", required=True, help="the dataset's dataset.json")
-    s.add_argument("--metrics", nargs="+", required=True, help="runs/<dataset>/<method>/<ratio>/seed<seed>/metrics.csv")
+    s.add_argument("--metrics", nargs="+", required=True,
+                   help="runs/<dataset>/<method>/<ratio>/seed<seed>/metrics.csv, and "
+                        "external/<table>/<key>/metrics.csv of the table's predictions rows")
     s.add_argument("--out", required=True, help="the markdown table to write, results/tables/<name>.md")
     s.set_defaults(func=cmd_table)
 

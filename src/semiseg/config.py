@@ -24,8 +24,9 @@ from semiseg.fingerprint import code_fingerprint
 from semiseg.papers import cite_references, paper_tables
 from semiseg.references import check_references, reference_values
 from semiseg.schema import ConfigError, command_line_values, find_root, read_schema, read_yaml, validate
-from semiseg.table_config import (add_stride_variants, base_dataset, bootstrap_min_resamples, check_window_stride,
-                                  comparison_problems, sliding_window_note, table_duplicates)
+from semiseg.table_config import (add_external_rows, add_stride_variants, base_dataset, bootstrap_min_resamples,
+                                  check_window_stride, comparison_problems, is_external, sliding_window_note,
+                                  table_duplicates)
 
 __all__ = [
     "ConfigError",
@@ -37,6 +38,7 @@ __all__ = [
     "run_resources",
     "run_spec",
     "table_runs",
+    "table_externals",
     "spec_hash",
     "schedule_name",
     "find_root",
@@ -130,6 +132,7 @@ def load_config(config: dict | None = None, root: Path | str | None = None) -> d
     _check_methods(methods, m_origin, datasets, cats["other_datasets"], schedules, algos, root)
     _check_datasets(datasets, ds_origin, schedules, sched_file)
     add_stride_variants(datasets, tables, t_origin)
+    add_external_rows(tables, t_origin, methods, root)
     _check_settings(settings, datasets, tables, schedules)
     _check_tables(tables, t_origin, datasets, methods)
     if settings.get("seeds") is not None:  # one set of seeds for every table (a quick check)
@@ -247,7 +250,7 @@ def _check_tables(tables: dict, t_origin: dict, datasets: dict, methods: dict) -
         reference = reference_values(table)  # method -> ratio -> the sources' values
         paper_only = {row["method"] for row in table["rows"] if not row.get("run", True)} - set(methods)
         for i, row in enumerate(table["rows"]):
-            if row["method"] not in methods and row.get("run", True):
+            if row["method"] not in methods and row.get("run", True) and not is_external(row):
                 raise ConfigError(f"{where}.rows.{i}.method: unknown method {row['method']!r}; allowed: "
                                   f"{', '.join(sorted(methods))} (or a method not implemented here, with "
                                   "`run: false` and its paper values in reference)")
@@ -456,7 +459,7 @@ def table_spec(cfg: dict, name: str) -> dict:
         # the stride the runs test at (a schedule's test_stride, e.g. smoke's on LA, else the dataset's)
         **({"sliding_window": sliding_window_note(
             cfg, table["dataset"], {row.get("label", row["method"]): window_stride(cfg, table["dataset"], row["method"])
-                                    for row in table["rows"] if row.get("run", True)},
+                                    for row in table["rows"] if row.get("run", True) and not is_external(row)},
             schedule_name(cfg, table["dataset"]))} if ds["dims"] == 3 else {}),
         "supervised_methods": sorted(m for m, e in cfg["methods"].items() if e["algorithm"] == "supervised"),
         "fingerprint": table_fingerprint(cfg, name),
@@ -464,16 +467,24 @@ def table_spec(cfg: dict, name: str) -> dict:
 
 
 def table_runs(cfg: dict, table: str) -> list[tuple[str, str, int, int]]:
-    """(dataset, method, ratio, seed) of every run a table needs, in row order."""
+    """(dataset, method, ratio, seed) of every run a table needs, in row order (its predictions
+    rows are no runs: :func:`table_externals`)."""
     t = cfg["tables"][table]
     out = []
     for row in t["rows"]:
-        if not row.get("run", True):
+        if not row.get("run", True) or is_external(row):
             continue
         for ratio in row["ratios"]:
             for seed in t["seeds"]:
                 out.append((t["dataset"], row["method"], int(ratio), int(seed)))
     return out
+
+
+def table_externals(cfg: dict, table: str) -> list[tuple[str, int, str]]:
+    """(key, ratio, folder) of every predictions row of a table, in row order: each is scored
+    into ``results/external/<table>/<key>/metrics.csv`` (:func:`semiseg.paths.external_file`)."""
+    return [(row["method"], int(row["ratio"]), row["predictions"])
+            for row in cfg["tables"][table]["rows"] if is_external(row)]
 
 
 def spec_hash(obj: Any) -> str:
@@ -484,10 +495,15 @@ def spec_hash(obj: Any) -> str:
 
 def table_fingerprint(cfg: dict, name: str) -> str:
     """What a table was built from, as one hash: every run's resolved spec, the train code of its
-    methods and the table code. Printed in the table's footnote; `semiseg audit` recomputes it."""
+    methods, the table code and the folders of its predictions rows. Printed in the table's
+    footnote; `semiseg audit` recomputes it."""
     runs = table_runs(cfg, name)
+    externals = table_externals(cfg, name)
     return spec_hash({
         "runs": [run_spec(cfg, *r) for r in runs],
         "train_code": sorted({code_fingerprint("train", cfg["methods"][m]["algorithm"]) for _, m, _, _ in runs}),
         "table_code": code_fingerprint("table"),
+        # the folders a table's predictions rows score (their contents: the evaluate_external jobs'
+        # records); only where there are any, so that other tables' fingerprints stay as they were
+        **({"external": [list(e) for e in externals]} if externals else {}),
     })

@@ -11,6 +11,8 @@ the layout is written once. Each function returns a path relative to the results
 ``splits/{dataset}/{ratio}.json``       patient ids per role
 ``runs/{dataset}/{method}/{ratio}/seed{seed}/``  model.pt, models.pt, train.csv, config.json,
                                         predictions/, metrics.csv
+``external/{table}/{key}/``             a predictions row's metrics.csv (another tool's
+                                        predictions, scored for one table)
 ``tables/{name}.md``                    a table
 ``figures/{figure}_{dataset}_{ratio}.png``  a figure drawn from one run
 ``report/{name}.html``                  a table's report page
@@ -23,7 +25,8 @@ from __future__ import annotations
 import re
 from pathlib import PurePath, PurePosixPath
 
-__all__ = ["DESCRIPTOR_NAME", "STORE_NAME", "descriptor", "figure", "log", "parse_run_path", "raw_dir", "report_page", "results_root", "run_dir",
+__all__ = ["DESCRIPTOR_NAME", "STORE_NAME", "descriptor", "external_file", "external_key", "figure", "log",
+           "parse_external_path", "parse_run_path", "raw_dir", "report_page", "results_root", "run_dir",
            "run_file", "run_key", "split", "store", "table"]
 
 
@@ -60,6 +63,30 @@ def run_file(dataset: str, method: str, ratio, seed, name: str = "") -> str:
     """A file (or, with ``name=""``, the directory) inside one run's directory."""
     return str(PurePosixPath(run_dir(dataset, method, ratio, seed)) / name) if name else run_dir(
         dataset, method, ratio, seed)
+
+
+def external_key(table: str, key: str) -> str:
+    """What names one predictions row's scoring below ``external/`` (and below its ``logs/``):
+    ``key`` is the row's key (:func:`semiseg.table_config.external_key`)."""
+    return f"{table}/{key}"
+
+
+def external_file(table: str, key: str, name: str = "metrics.csv") -> str:
+    """A file of one predictions row's folder: its ``metrics.csv`` and the record beside it."""
+    return f"external/{external_key(table, key)}/{name}"
+
+
+_EXTERNAL = re.compile(r"external/(?P<table>[^/]+)/(?P<key>[^/]+)/metrics\.csv$")
+
+
+def parse_external_path(path) -> tuple[str, str] | None:
+    """``(table, key)`` of a predictions row's ``metrics.csv``; None for another path.
+
+    >>> parse_external_path("results/external/acdc/external_nnu_net/metrics.csv")
+    ('acdc', 'external_nnu_net')
+    """
+    m = _EXTERNAL.search(PurePosixPath(str(path)).as_posix())
+    return (m["table"], m["key"]) if m else None
 
 
 def table(name: str) -> str:

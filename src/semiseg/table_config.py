@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import copy
 import math
+import os
+import re
 
 from semiseg.schema import ConfigError
 
-__all__ = ["add_stride_variants", "base_dataset", "bootstrap_min_resamples", "check_window_stride", "comparison_problems",
-           "sliding_window_note", "table_duplicates"]
+__all__ = ["EXTERNAL_PREFIX", "add_external_rows", "add_stride_variants", "base_dataset", "bootstrap_min_resamples",
+           "check_window_stride", "comparison_problems", "external_key", "is_external", "sliding_window_note",
+           "table_duplicates"]
 
 
 def bootstrap_min_resamples(confidence: float) -> int:
@@ -23,6 +26,49 @@ def bootstrap_min_resamples(confidence: float) -> int:
     (40, 20)
     """
     return math.ceil(round(2.0 / (1.0 - confidence), 9))  # round: 2 / 0.05 is 40.00000000000004
+
+
+#: The start of a predictions row's key: no method of the catalogue may start with it.
+EXTERNAL_PREFIX = "external_"
+
+
+def external_key(label: str) -> str:
+    """The key a predictions row stands under where a method row has its method: in the table's
+    spec and results, the ``results/external/<table>/<key>/`` folder and ``semiseg audit``.
+
+    >>> external_key("nnU-Net (labeled only)")
+    'external_nnu_net_labeled_only'
+    """
+    return EXTERNAL_PREFIX + (re.sub(r"[^a-z0-9]+", "_", label.lower()).strip("_") or "row")
+
+
+def is_external(row: dict) -> bool:
+    """Whether a table row scores another tool's predictions (a ``predictions`` row)."""
+    return "predictions" in row
+
+
+def add_external_rows(tables: dict, t_origin: dict, methods: dict, root) -> None:
+    """Give each predictions row (``{predictions, label, ratio}``) the fields a method row has,
+    so that the rest of the code reads both alike: ``method`` its :func:`external_key`,
+    ``ratios`` its one ratio, ``run`` true, and ``predictions`` made absolute (a relative folder is
+    taken from the workflow directory ``root``). A key that names a method of the catalogue, or
+    two rows whose labels give one key, is a :class:`ConfigError` naming the row."""
+    for name, table in tables.items():
+        keys: dict[str, int] = {}
+        for i, row in enumerate(table["rows"]):
+            if not is_external(row) or "method" in row:
+                continue
+            key = external_key(row["label"])
+            where = f"{t_origin[name]}: {name}.rows.{i}"
+            if key in methods:
+                raise ConfigError(f"{where}.label: its key {key!r} is a method of the catalogue; rename the method "
+                                  f"(keys starting with {EXTERNAL_PREFIX!r} are the predictions rows')")
+            if key in keys:
+                raise ConfigError(f"{where}.label: {row['label']!r} gives the key {key!r}, as rows.{keys[key]}'s "
+                                  "label does; give the rows labels that differ in letters or digits")
+            keys[key] = i
+            row.update(method=key, ratios=[int(row["ratio"])], run=True,
+                       predictions=os.path.normpath(os.path.join(os.fspath(root), row["predictions"])))
 
 
 def table_duplicates(table: dict) -> list[str]:
@@ -57,12 +103,13 @@ def table_duplicates(table: dict) -> list[str]:
 def comparison_problems(table: dict) -> list[str]:
     """What is wrong with a table's paired comparisons: a ``difference`` column without
     ``bootstrap`` (its interval's settings), a ``compare_to`` that names no other row run at
-    each of the row's ratios. Empty if nothing."""
+    each of the row's ratios (a predictions row is none). Empty if nothing."""
     problems = []
     if "difference" in (table.get("columns") or []) and not table.get("bootstrap"):
         problems.append("columns: 'difference' needs bootstrap (its interval's resamples, confidence, seed), "
                         "e.g. bootstrap: {resamples: 1000}")
-    run = [row for row in table.get("rows", []) if row.get("run", True)]
+    # a predictions row has no seeds to pair by: no row compares with it
+    run = [row for row in table.get("rows", []) if row.get("run", True) and not is_external(row)]
     for i, row in enumerate(table.get("rows", [])):
         named = row.get("compare_to")
         if named is None:

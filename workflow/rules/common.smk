@@ -6,10 +6,13 @@ from pathlib import Path
 
 from semiseg import paths
 from semiseg import config as semiseg_config
-from semiseg.config import base_dataset, load_config, ratio_patients, run_resources, run_spec, table_runs
+from semiseg.config import (base_dataset, load_config, ratio_patients, run_resources, run_spec, table_externals,
+                            table_runs)
 from semiseg.data.registry import LAYOUTS, shipped_splits_digest
 from semiseg.fingerprint import code_fingerprint
 from semiseg.method_sources import registered_figures
+from semiseg.provenance import path_digest
+from semiseg.table_config import EXTERNAL_PREFIX
 
 # The checkout's root (config/, workflow/schemas/), whichever Snakefile was run: this file is
 # its workflow/rules/common.smk.
@@ -56,6 +59,7 @@ wildcard_constraints:
     table="|".join(sorted(CFG["tables"])),
     ratio=r"\d+",
     seed=r"\d+",
+    key=f"{EXTERNAL_PREFIX}[a-z0-9_]+",
 
 
 #: The datasets whose source is fetched, preprocessed and split: the catalogue's, not the stride
@@ -155,6 +159,44 @@ def table_metrics(wildcards):
         results(paths.run_file(d, m, r, s, "metrics.csv"))
         for d, m, r, s in table_runs(CFG, wildcards.table)
     ]
+
+
+def table_external_metrics(wildcards):
+    """The metrics.csv of each predictions row of the table (semiseg.paths.external_file)."""
+    return [results(paths.external_file(wildcards.table, key)) for key, _, _ in table_externals(CFG, wildcards.table)]
+
+
+def external_row(wildcards):
+    """(ratio, folder) of the table's predictions row `key`."""
+    for key, ratio, folder in table_externals(CFG, wildcards.table):
+        if key == wildcards.key:
+            return ratio, folder
+    raise ValueError(f"table {wildcards.table!r} has no predictions row {wildcards.key!r}")
+
+
+def external_predictions(wildcards):
+    return external_row(wildcards)[1]
+
+
+def external_data(what):
+    """The store (`what="store"`) or the split at the row's ratio (`"split"`) of the table's dataset."""
+
+    def get(wildcards):
+        data = base_dataset(CFG, CFG["tables"][wildcards.table]["dataset"])
+        ratio = external_row(wildcards)[0]
+        return results(paths.store(data) if what == "store" else paths.split(data, ratio))
+
+    return get
+
+
+def external_sha256(wildcards):
+    """The predictions folder's checksum, a param: a folder whose files change is scored again
+    (Snakemake sees only the folder's own time stamp otherwise)."""
+    return path_digest(Path(external_predictions(wildcards)))["sha256"]
+
+
+def external_distance_unit(wildcards):
+    return CFG["datasets"][CFG["tables"][wildcards.table]["dataset"]]["distance_unit"]
 
 
 def table_descriptor(wildcards):

@@ -1,4 +1,5 @@
-# infer (sliding window / slice-wise) -> evaluate (per case x class metrics)
+# infer (sliding window / slice-wise) -> evaluate (per case x class metrics); another tool's
+# predictions of a table's predictions row -> evaluate_external (the same metrics)
 
 
 rule infer:
@@ -42,3 +43,23 @@ rule evaluate:
         "semiseg --rule evaluate --wildcards {params.wildcards:q} --log {log:q}"
         " evaluate --predictions {input.predictions} --store {input.store} --out {output}"
         " --distance-unit {params.distance_unit}"
+
+
+rule evaluate_external:
+    input:
+        predictions=external_predictions,
+        store=external_data("store"),
+        split=external_data("split"),
+    output:
+        results(paths.external_file("{table}", "{key}")),
+    params:
+        sha256=external_sha256,
+        code=code_fingerprint("evaluate-external"),
+        distance_unit=external_distance_unit,
+        wildcards=job_wildcards,
+    log:
+        log_path("evaluate_external", paths.external_key("{table}", "{key}")),
+    shell:
+        "semiseg --rule evaluate_external --wildcards {params.wildcards:q} --log {log:q}"
+        " evaluate-external --predictions {input.predictions:q} --store {input.store} --split {input.split}"
+        " --out {output} --distance-unit {params.distance_unit}"

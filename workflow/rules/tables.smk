@@ -5,6 +5,7 @@ rule table:
     input:
         descriptor=table_descriptor,
         metrics=table_metrics,
+        external=table_external_metrics,
     output:
         # in `snakemake --report` through its page (report.smk), whose parameters hold no schedule
         results(paths.table("{table}")),
@@ -16,4 +17,4 @@ rule table:
     shell:
         "semiseg --rule table --wildcards {params.wildcards:q} --log {log:q}"
         " table --spec {params.spec:q} --descriptor {input.descriptor}"
-        " --metrics {input.metrics} --out {output}"
+        " --metrics {input.metrics} {input.external} --out {output}"

@@ -11,8 +11,9 @@ from semiseg.metrics.csv_io import read_metrics_csv
 from semiseg.metrics.summary import case_means, summarise
 from semiseg.reporting.cost import run_cost
 from semiseg.reporting.tables import build_table, write_table
+from semiseg.table_config import is_external
 
-__all__ = ["table_from_runs", "parse_run_path"]
+__all__ = ["table_from_runs", "parse_run_path", "result_key"]
 
 def parse_run_path(path: Path) -> tuple[str, str, int, int]:
     """(dataset, method, ratio, seed) from ``.../runs/<dataset>/<method>/<ratio>/seed<seed>/metrics.csv``."""
@@ -24,6 +25,40 @@ def parse_run_path(path: Path) -> tuple[str, str, int, int]:
     if not Path(path).as_posix().endswith(paths.run_file(*run, "metrics.csv")):
         raise problem
     return run
+
+
+def result_key(path: Path, table: dict) -> tuple[str, int, int | None]:
+    """The key of a metrics.csv among a table's results: ``(method, ratio, seed)`` of a run's
+    (checked to be of the table's dataset), ``(key, ratio, None)`` of a predictions row's
+    (``external/<table>/<key>/metrics.csv``: one folder, no seed)."""
+    external = paths.parse_external_path(path)
+    if external is not None:
+        row = next((r for r in table["rows"] if is_external(r) and r["method"] == external[1]), None)
+        if row is None:
+            raise ValueError(f"{path}: the table has no predictions row {external[1]!r}")
+        return row["method"], int(row["ratio"]), None
+    dataset, method, ratio, seed = parse_run_path(path)
+    if dataset != table["dataset"]:
+        raise ValueError(f"{path}: belongs to dataset {dataset!r}, the table is about {table['dataset']!r}")
+    return method, ratio, seed
+
+
+def _predictions_note(table: dict, metrics: list[Path]) -> str | None:
+    """The footer's words for the table's predictions rows: each row's folder and the checksum its
+    scoring recorded (``semiseg audit`` checks the folder against it)."""
+    from semiseg.provenance import read_record
+
+    where = {paths.parse_external_path(p)[1]: Path(p) for p in metrics if paths.parse_external_path(p)}
+    parts = []
+    for row in table["rows"]:
+        if is_external(row) and row["method"] in where:
+            record = read_record("evaluate-external", where[row["method"]]) or {}
+            sha = (record.get("spec") or {}).get("predictions", {}).get("sha256")
+            parts.append(f"{row['label']}: {row['predictions']}" + (f" (sha256 {sha[:16]})" if sha else ""))
+    if not parts:
+        return None
+    return ("another tool's predictions of the test cases, scored here with the same metrics (one value: no "
+            "seeds; Unlabeled —: the tool's own use of unlabeled cases is not known here): " + "; ".join(parts))
 
 
 #: How the footer names a dataset's distance unit.
@@ -89,21 +124,21 @@ def table_from_runs(spec: dict, *, descriptor: Path, metrics: list[Path], out: P
         desc = json.load(fh)
     results: dict = {}
     for row in table["rows"]:
-        if row.get("run", True):
+        if is_external(row):
+            results[(row["method"], int(row["ratio"]), None)] = None
+        elif row.get("run", True):
             for ratio in row["ratios"]:
                 for seed in table["seeds"]:
                     results[(row["method"], int(ratio), int(seed))] = None
     run_info: dict = {}
     case_values: dict = {}  # per-case values, for a table with a bootstrap interval
     for path in metrics:
-        dataset, method, ratio, seed = parse_run_path(path)
-        if dataset != table["dataset"]:
-            raise ValueError(f"{path}: belongs to dataset {dataset!r}, the table is about {table['dataset']!r}")
+        key = result_key(Path(path), table)
         rows = read_metrics_csv(path)
-        results[(method, ratio, seed)] = summarise(rows)
+        results[key] = summarise(rows)
         if table.get("bootstrap"):  # the intervals and the paired comparisons
-            case_values[(method, ratio, seed)] = case_means(rows)
-        run_info[(method, ratio, seed)] = _run_info(Path(path), rows)
+            case_values[key] = case_means(rows)
+        run_info[key] = _run_info(Path(path), rows)
     info = {"train_patients": len(desc["patients"]["train"]),
             "labeled_patients": {int(k): v for k, v in spec["ratios"].items()},
             "distance_unit": DISTANCE_WORDS.get(spec.get("distance_unit")),
@@ -112,6 +147,7 @@ def table_from_runs(spec: dict, *, descriptor: Path, metrics: list[Path], out: P
               "fingerprint": spec.get("fingerprint"),
               "Post-processing": POST_PROCESSING if spec.get("largest_component") else None,
               "Sliding window": spec.get("sliding_window"),
+              "Predictions rows": _predictions_note(table, metrics),
               "generated": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
     text = build_table(table, dataset_info=info, results=results, footer={k: v for k, v in footer.items() if v},
                        supervised_methods=spec.get("supervised_methods", ["supervised"]), run_info=run_info,

@@ -65,6 +65,7 @@ from semiseg.reporting.comparisons import Comparison, difference_cell, differenc
 from semiseg.reporting.cost import cost_cell, cost_footer
 from semiseg.reporting.notes import METRICS_DOC, escape, footer_lines, smoke_mark
 from semiseg.references import reference_values
+from semiseg.table_config import is_external
 
 __all__ = ["COLUMNS", "METRICS_DOC", "TableRow", "TableRuns", "build_table", "compute_table", "footnote_mark",
            "format_cell", "render_table", "write_table"]
@@ -280,7 +281,8 @@ def build_table(
     spec:
         One entry of ``config/tables/*.yaml`` (already validated): ``title``, ``dataset``,
         ``seeds``, ``rows`` (``method``, ``ratios``, optional ``label``, ``run`` and
-        ``compare_to``), optional ``columns`` (module docstring) and an
+        ``compare_to``; a predictions row also ``predictions``, as the config loader completes
+        it: :func:`semiseg.table_config.add_external_rows`), optional ``columns`` (module docstring) and an
         optional ``reference``: one source or a list of them, each ``source`` (paper and
         table), ``values`` (method -> ratio -> metric, Dice and Jaccard in percent, as the
         papers print them) and, with several sources, a ``tag`` each
@@ -294,7 +296,8 @@ def build_table(
         ``(method, ratio, seed)`` -> the run's :func:`semiseg.metrics.summarise` dict (Dice and
         Jaccard as fractions), or ``None`` for a run that was not made. Every combination of a
         row with ``run`` true (the default) must be a key, so that a mistyped key cannot pass
-        for a missing run; rows with ``run: false`` need none.
+        for a missing run; rows with ``run: false`` need none. A predictions row's one result is
+        ``(its key, its ratio, None)``.
     footer:
         Provenance printed under the table: ``schedule``, ``code_version``, ``fingerprint``,
         ``generated`` (any of them may be absent; further keys are listed after them).
@@ -336,7 +339,8 @@ class TableRow:
     are no result (:func:`semiseg.reporting.notes.smoke_mark`); ``references``: metric -> the
     papers' values; ``intervals``: metric -> the bootstrap interval, in the table's units;
     ``difference``: the paired comparison with its comparator (a ``difference`` column), ``costs``:
-    the finished runs' costs (a ``cost`` column, :func:`semiseg.reporting.cost.run_cost`)."""
+    the finished runs' costs (a ``cost`` column, :func:`semiseg.reporting.cost.run_cost`);
+    ``external``: a predictions row (another tool's predictions: one result, keyed by seed None)."""
 
     label: str
     ratio: int
@@ -347,6 +351,7 @@ class TableRow:
     intervals: dict[str, tuple[float, float]]
     difference: Comparison | None = None
     costs: list[Mapping | None] = field(default_factory=list)
+    external: bool = False
 
 
 @dataclass
@@ -395,14 +400,16 @@ def compute_table(
             runs: list[dict[str, float]] = []
             finished: list[tuple[str, int, int]] = []
             row_marks: list[str] = []
-            if row.get("run", True):
-                runs, finished, row_marks = _row_runs(table, method, ratio, seeds, results, run_info, dataset_info)
+            if row.get("run", True):  # a predictions row: one folder scored, no seeds
+                runs, finished, row_marks = _row_runs(table, method, ratio, [None] if is_external(row) else seeds,
+                                                      results, run_info, dataset_info)
             table.marks += [m for m in row_marks if m not in table.marks]
             intervals = _intervals(bootstrap, finished, case_values or {}, draws) if bootstrap and finished else {}
             table.rows.append(TableRow(row.get("label") or method, ratio, method in supervised, runs, row_marks,
                                        _reference_values(spec, method, ratio), intervals,
                                        table.comparisons.get((method, ratio)),
-                                       [(run_info.get(key) or {}).get("cost") for key in finished]))
+                                       [(run_info.get(key) or {}).get("cost") for key in finished],
+                                       is_external(row)))
     return table
 
 
@@ -455,12 +462,14 @@ def render_table(spec: Mapping, table: TableRuns, *, dataset_info: Mapping, foot
     for row in table.rows:
         footnotes = ", ".join(footnote_mark(k) for k in sorted(table.marks.index(m) for m in row.marks))
         name = escape(row.label)
-        if row.runs and len(row.runs) < table.n_seeds:
+        if row.runs and not row.external and len(row.runs) < table.n_seeds:
             partial_rows = True
             name += f" ({len(row.runs)}/{table.n_seeds} seeds)"
         labeled_cell, unlabeled_cell = _patient_cells(
             row.ratio, dataset_info, supervised=row.supervised
         )
+        if row.external:  # whether another tool used the unlabeled cases is not known here
+            unlabeled_cell = "—"
         cells = [name, labeled_cell, unlabeled_cell]
         for column in columns:
             if column == "difference":

@@ -7,6 +7,10 @@ was made by this chain of jobs, each of which wrote a provenance record beside i
     table ← metrics.csv ← predictions/ ← model.pt + config.json ← split ← store.h5 + dataset.json ← raw/
     (table)  (evaluate)     (infer)         (train, one per seed)   (split)  (preprocess)            (fetch)
 
+A predictions row's cell (another tool's folder, ``semiseg.table_config.add_external_rows``) has
+one such chain and no seed: ``table ← metrics.csv ← the folder + split + store`` (evaluate-external),
+the folder checked against the sha256 its scoring read (it was made outside the workflow).
+
 :func:`audit` follows the records (each says which paths it read), and for every file on the
 way recomputes its sha256 now (:func:`semiseg.provenance.path_digest`) and compares it with
 what its producer's record says it wrote and with what each consumer's record says it read:

@@ -9,6 +9,7 @@ from pathlib import Path
 from semiseg import paths
 from semiseg.data.registry import LAYOUTS
 from semiseg.reporting.audit.links import MISMATCH, MISSING, OK, Auditor, abs_path, check_override, show
+from semiseg.table_config import is_external
 
 __all__ = ["audit"]
 
@@ -160,20 +161,28 @@ class _Trace:
         self.table_spec = table_spec
         self.spec_row = _find_row(table_spec, row, ratio)
         self.method, self.dataset = self.spec_row["method"], table_spec["dataset"]
-        self.seeds = [int(s) for s in table_spec["seeds"]]
+        # a predictions row (another tool's folder, scored once) has one result and no seed
+        self.external = is_external(self.spec_row)
+        self.seeds = [None] if self.external else [int(s) for s in table_spec["seeds"]]
         dataset, method = self.dataset, self.method
         # the dataset whose store and splits the runs read: a stride variant's are its base dataset's
         self.data_name = base_dataset(a.cfg, dataset) if a.cfg is not None and dataset in a.cfg["datasets"] else dataset
 
         self.metrics_paths: dict[int, Path] = {}
         for m in (self.t_rec or {}).get("args", {}).get("metrics", []):
+            external = paths.parse_external_path(m)
+            if external is not None:
+                if self.external and external[1] == method:
+                    self.metrics_paths[None] = abs_path(root, m)
+                continue
             d, meth, r, s = parse_run_path(m)
             if (d, meth, r) == (dataset, method, ratio):
                 self.metrics_paths[s] = abs_path(root, m)
         self.results = Path(a.cfg["settings"]["results"]) if a.cfg else Path("results")
         for s in self.seeds:
-            self.metrics_paths.setdefault(s, abs_path(root, self.results / paths.run_file(dataset, method, ratio, s,
-                                                                                          "metrics.csv")))
+            self.metrics_paths.setdefault(s, abs_path(root, self.results / (
+                paths.external_file(name, method) if self.external
+                else paths.run_file(dataset, method, ratio, s, "metrics.csv"))))
         self.steps: dict[str, dict] = {}
         self.table_producer = ("table", self.t_rec_path, self.t_rec)
         # Readers of the shared data files, gathered over the seeds: {path: [(stage, record path, record)]}.
@@ -215,9 +224,11 @@ class _Trace:
         return t_link
 
     # per seed: metrics ← predictions ← model + config -----------------------------------
-    def run(self, seed: int) -> dict:
+    def run(self, seed: int | None) -> dict:
         from semiseg.config import run_spec
 
+        if self.external:
+            return self.external_run()
         a, dataset, method, ratio = self.a, self.dataset, self.method, self.ratio
         metrics = self.metrics_paths[seed]
         run_dir = metrics.parent
@@ -251,6 +262,23 @@ class _Trace:
         _read_by(self.store_readers, a.arg_path(tr_rec, "store", a.arg_path(i_rec, "store", default_store)),
                  train, infer, evaluate)
         return {"seed": seed, "run_dir": show(self.root, run_dir), "summary": _summary(metrics), "links": links}
+
+    # a predictions row: metrics ← another tool's predictions folder (+ split, store) ------------
+    def external_run(self) -> dict:
+        a = self.a
+        metrics = self.metrics_paths[None]
+        e_path, e_rec = a.record("evaluate-external", metrics)
+        evaluate = ("evaluate-external", e_path, e_rec)
+        folder = a.arg_path(e_rec, "predictions", Path(self.spec_row["predictions"]))
+        lk = a.link("metrics", metrics, evaluate, [self.table_producer])
+        lk["made_by"] = self.add_step("evaluate-external", e_path, e_rec)
+        links = [lk, a.link("predictions", folder, None, [evaluate])]  # made outside the workflow
+        _read_by(self.split_readers, a.arg_path(e_rec, "split", self.root / self.results / paths.split(
+            self.data_name, self.ratio)), evaluate)
+        _read_by(self.store_readers, a.arg_path(e_rec, "store", self.root / self.results / paths.store(
+            self.data_name)), evaluate)
+        return {"seed": None, "run_dir": show(self.root, metrics.parent), "predictions": show(self.root, folder),
+                "summary": _summary(metrics), "links": links}
 
     # split ← descriptor + store ← raw: files the seeds share ----------------------------------
     @cached_property

@@ -179,13 +179,17 @@ class Auditor:
         return abs_path(self.root, value) if value else fallback
 
     # one link --------------------------------------------------------------
-    def link(self, name: str, path: Path, producer: tuple[str, Path, dict | None],
+    def link(self, name: str, path: Path, producer: tuple[str, Path, dict | None] | None,
              consumers: list[tuple[str, Path, dict | None]]) -> dict:
+        """``path`` checked against the record of the stage that wrote it (``producer``; None for a
+        file made outside the workflow, such as another tool's predictions) and of each that read it."""
         now = self.digest(path)
         checks, problems = [], []
-        stage, rec_path, rec = producer
+        stage, rec_path, rec = producer or (None, None, None)
         entry = self._entry(rec, "outputs", path)
-        if rec is None:
+        if producer is None:
+            pass
+        elif rec is None:
             checks.append({"stage": stage, "record": show(self.root, rec_path), "role": "wrote",
                            "sha256": None, "status": MISSING})
             problems.append(f"no {stage} record at {show(self.root, rec_path)}")

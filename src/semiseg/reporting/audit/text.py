@@ -82,8 +82,8 @@ def format_audit(result: dict) -> str:
     if not cell["found"]:
         out.append(f"✗ cell: no row {cell['row_label']!r} with ratio {result['ratio']}% in the table text")
     for m in cell["metrics"].values():
-        per_seed = ", ".join(f"seed {s}: {v:.2f}" if isinstance(v, float) else f"seed {s}: -"
-                             for s, v in m["per_seed"].items())
+        per_seed = ", ".join(f"{'one folder' if s == 'None' else f'seed {s}'}: "  # a predictions row: no seed
+                             + (f"{v:.2f}" if isinstance(v, float) else "-") for s, v in m["per_seed"].items())
         out.append(f"{_mark(m['status'])} cell {m['column']}: table shows {m['shown']}, "
                    f"recomputed {m['recomputed']} ({per_seed})")
     out.append("")
@@ -92,7 +92,9 @@ def format_audit(result: dict) -> str:
     for link in result["chain"]:
         out += _link_lines(link, "", steps, seen)
     for run in result["runs"]:
-        out.append(f"  seed {run['seed']}  {run['run_dir']}")
+        out.append(f"  seed {run['seed']}  {run['run_dir']}" if run["seed"] is not None
+                   else f"  predictions row  {run['run_dir']} (scoring {run['predictions']}/, made outside the "
+                        "workflow)")
         for link in run["links"]:
             out += _link_lines(link, "  ", steps, seen)
     out.append("  data (shared by the seeds)")
