@@ -208,9 +208,10 @@ def la_mini_workflow(root: Path, la_mini: Path, tables: list[str], patch: list[i
     return root
 
 
-def one_ratio_for_baselines(root: Path, tables: list[str], ratio: int) -> None:
+def cut_baselines(root: Path, tables: list[str], ratio: int | None) -> None:
     """In the workflow copy at `root`, the rows of `tables` that run one of the literature's
-    baselines (tests/smoke_targets.py's BASELINES) keep only `ratio`."""
+    baselines (tests/smoke_targets.py's BASELINES) keep only `ratio`; with `ratio` None they do not
+    run (the papers' values only, as a `run: false` row)."""
     from smoke_targets import BASELINES
 
     for path in (root / "config" / "tables").glob("*.yaml"):
@@ -218,7 +219,10 @@ def one_ratio_for_baselines(root: Path, tables: list[str], ratio: int) -> None:
         for name in set(catalogue) & set(tables):
             for row in catalogue[name]["rows"]:
                 if row["method"] in BASELINES and row.get("run", True):
-                    row["ratios"] = [ratio]
+                    if ratio is None:
+                        row["run"] = False
+                    else:
+                        row["ratios"] = [ratio]
         write_yaml(path, catalogue)
 
 
@@ -236,13 +240,13 @@ def _build(root: Path, targets: list[str], what: str) -> Path:
 @pytest.fixture(scope="session")
 def acdc_smoke(tmp_path_factory) -> Path:
     """Every table and figure of tests/smoke_targets.py's ACDC lists, built on the real ACDC set
-    in one Snakemake call (smoke schedule at ACDC_ITERATIONS iterations, seed 0), the baselines'
-    rows that run at ACDC_BASELINE_RATIO only: the results directory."""
+    in one Snakemake call (smoke schedule at ACDC_ITERATIONS iterations, seed 0), the literature's
+    baselines with their papers' values only (ACDC_BASELINE_RATIO): the results directory."""
     from smoke_targets import ACDC_BASELINE_RATIO, ACDC_FIGURES, ACDC_ITERATIONS, ACDC_TABLES
 
     acdc = real_dataset("ACDC")
     root = repo_workflow(tmp_path_factory.mktemp("acdc") / "wf", ACDC_TABLES, {"acdc": {"path": str(acdc)}})
-    one_ratio_for_baselines(root, ACDC_TABLES, ACDC_BASELINE_RATIO)
+    cut_baselines(root, ACDC_TABLES, ACDC_BASELINE_RATIO)
     schedules_yaml = root / "config" / "schedules.yaml"
     schedules = yaml.safe_load(schedules_yaml.read_text())
     schedules["smoke"]["datasets"]["acdc"].update(iterations=ACDC_ITERATIONS, val_interval=ACDC_ITERATIONS,
@@ -260,7 +264,7 @@ def la_smoke(tmp_path_factory) -> Path:
     from smoke_targets import LA_BASELINE_RATIO, LA_FIGURES, LA_TABLES
 
     root = la_mini_workflow(tmp_path_factory.mktemp("la") / "wf", real_dataset("LA-mini"), LA_TABLES)
-    one_ratio_for_baselines(root, LA_TABLES, LA_BASELINE_RATIO)
+    cut_baselines(root, LA_TABLES, LA_BASELINE_RATIO)
     targets = [f"results/tables/{t}.md" for t in LA_TABLES] + [f"results/{f}" for f in LA_FIGURES]
     return _build(root, targets, f"{len(LA_TABLES)} LA tables on LA-mini")
 

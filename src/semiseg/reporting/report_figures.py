@@ -60,18 +60,18 @@ DPI = 80
 
 
 def _png(fig) -> str:
-    """The figure as a palette PNG (256 colours: a line plot has few) ``data:`` URI."""
+    """The figure as a palette PNG (32 colours: a line plot has few) ``data:`` URI."""
     from PIL import Image
 
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=DPI)
-    image = Image.open(io.BytesIO(buf.getvalue())).convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT)
+    image = Image.open(io.BytesIO(buf.getvalue())).convert("RGB").quantize(colors=32, method=Image.Quantize.MEDIANCUT)
     out = io.BytesIO()
     image.save(out, format="png", optimize=True)
     return "data:image/png;base64," + base64.b64encode(out.getvalue()).decode("ascii")
 
 
-def _jpeg(fig, quality: int = 75) -> str:
+def _jpeg(fig, quality: int = 60) -> str:
     """The figure as a JPEG ``data:`` URI: images (slices with overlays) compress ten times
     better than as PNG."""
     from PIL import Image
