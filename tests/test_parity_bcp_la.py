@@ -9,19 +9,10 @@ corners from the record's stream as tests/test_parity_trajectories.py replays th
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
-import torch
-
-from parity.inputs import PerturbStream, seed_iteration, seeded_init, shapes_digest
+from parity.inputs import seeded_init, shapes_digest
 from semiseg.config import load_config, run_spec
-from semiseg.engine import loop
-from semiseg.engine.state import ResumeState
-from semiseg.methods import build_method
-from semiseg.nets import network_for
 from test_parity_mcf import _FixedVolumes, official_order
-from test_parity_trajectories import mismatches, record, weight_mismatches
+from test_parity_trajectories import engine_run, iterate, mismatches, paste_corners, record, weight_mismatches
 
 
 def _replay_bcp_la(monkeypatch, upto: int | None = None, **switches) -> list[str]:
@@ -33,30 +24,14 @@ def _replay_bcp_la(monkeypatch, upto: int | None = None, **switches) -> list[str
     spec["method"]["params"].update(pretrain_fraction=s["pretrain_iterations"] / s["iterations"], **switches)
     spec["schedule"].update({"iterations": s["iterations"], "labeled_batch_size": s["labeled_bs"],
                              "unlabeled_batch_size": s["unlabeled_bs"], "lr_step_every": s["lr_step_every"]})
-    spec = json.loads(json.dumps(spec))
-    run = loop._Run(spec, Path("."), Path("."), Path("/nonexistent-parity-replay"), sigterm=None)
-    run.device, run.seed = torch.device("cpu"), 0
-    run.method = build_method(spec, lambda: network_for(spec)).to(torch.float64)
-    student = official_order(run.method.student)
-    assert shapes_digest(student) == s["shapes"], "not the recorded network's shapes"
-    seeded_init(student, s["init_seed"])
-    run.optimizers = loop.build_optimizers(run.method, run.sched)
-    run.stages = sorted(run.method.stages(run.total), key=lambda st: st[1])
-    run.labeled, run.unlabeled = _FixedVolumes(0, s), _FixedVolumes(1, s)
-    run.lab_sampler, run.unl_sampler = run.labeled, run.unlabeled
-    run.val_cases, run.progress = [], ResumeState()
-    run.method.train()
-    corners, randint = PerturbStream(s["mask_seed"]), torch.randint
 
-    def corner(low, high, size, generator=None, **kwargs):  # the paste block's corner, as the record drew it
-        if tuple(size) == () and generator is None:
-            return torch.tensor(corners.integer(low, high))
-        return randint(low, high, size, generator=generator, **kwargs)
-    monkeypatch.setattr(torch, "randint", corner)
-    rows = []
-    for t in range(run.total if upto is None else upto):
-        seed_iteration(s["rng_seed"], t)
-        rows.append(run._iteration(t, store=None))
+    def init(m):
+        student = official_order(m.student)
+        assert shapes_digest(student) == s["shapes"], "not the recorded network's shapes"
+        seeded_init(student, s["init_seed"])
+    run = engine_run(spec, init, (_FixedVolumes(0, s), _FixedVolumes(1, s)))
+    paste_corners(monkeypatch, s["mask_seed"])  # the paste block's corners, as the record drew them
+    rows = iterate(run, s["rng_seed"], upto)
     rec["iterations"] = rec["iterations"][:len(rows)]
     assert [int(r["stage"]) for r in rows] == [r["stage"] for r in rec["iterations"]]
     bad = mismatches(rows, rec, {k: k for k in ("lr", "total", "ce", "dice")})

@@ -14,20 +14,13 @@ decoders, then the heads; each V-Net stage beside its downsampling or upsampling
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import torch
 from torch import nn
 
-from parity.inputs import seed_iteration, seeded_init, shapes_digest, weight_stats
+from parity.inputs import seeded_init, shapes_digest, weight_stats
 from semiseg.config import load_config, run_spec
-from semiseg.engine import loop
-from semiseg.engine.state import ResumeState
-from semiseg.methods import build_method
-from semiseg.nets import network_for
 from test_parity_mcf import _FixedVolumes, _InOrder
-from test_parity_trajectories import close, mismatches, record
+from test_parity_trajectories import close, engine_run, iterate, mismatches, record
 
 
 def official_order(net: nn.Module) -> _InOrder:
@@ -67,31 +60,19 @@ def replay_caml(rec: dict) -> tuple[list[dict], object]:
                                     slot_capacity=s["size"] ** 2 * s["depth"])
     spec["schedule"].update({"iterations": s["iterations"], "lr": s["lr"], "labeled_batch_size": s["labeled_bs"],
                              "unlabeled_batch_size": s["unlabeled_bs"]})
-    spec = json.loads(json.dumps(spec))
-    run = loop._Run(spec, Path("."), Path("."), Path("/nonexistent-parity-replay"), sigterm=None)
-    run.device, run.seed = torch.device("cpu"), 0
-    run.method = build_method(spec, lambda: network_for(spec)).to(torch.float64)
-    net = run.method.models[0]
-    ordered = official_order(net)
-    assert shapes_digest(ordered) == s["shapes"], "not the recorded network's shapes"
-    seeded_init(ordered, s["init_seed"])
-    for m in net.modules():  # dropout off, as the record
-        if isinstance(m, nn.modules.dropout._DropoutNd):
-            m.p = 0.0
-        if isinstance(m, nn.MultiheadAttention):
-            m.dropout = 0.0
-    run.method.memory.sample = _whole_memory.__get__(run.method.memory)
-    run.optimizers = loop.build_optimizers(run.method, run.sched)
-    run.stages = sorted(run.method.stages(run.total), key=lambda st: st[1])
-    run.labeled, run.unlabeled = _FixedVolumes(0, s), _FixedVolumes(1, s)
-    run.lab_sampler, run.unl_sampler = run.labeled, run.unlabeled
-    run.val_cases, run.progress = [], ResumeState()
-    run.method.train()
-    rows = []
-    for t in range(run.total):
-        seed_iteration(s["rng_seed"], t)
-        rows.append(run._iteration(t, store=None))
-    return rows, run.method
+    def init(method):
+        net = method.models[0]
+        ordered = official_order(net)
+        assert shapes_digest(ordered) == s["shapes"], "not the recorded network's shapes"
+        seeded_init(ordered, s["init_seed"])
+        for m in net.modules():  # dropout off, as the record
+            if isinstance(m, nn.modules.dropout._DropoutNd):
+                m.p = 0.0
+            if isinstance(m, nn.MultiheadAttention):
+                m.dropout = 0.0
+        method.memory.sample = _whole_memory.__get__(method.memory)
+    run = engine_run(spec, init, (_FixedVolumes(0, s), _FixedVolumes(1, s)))
+    return iterate(run, s["rng_seed"]), run.method
 
 
 def test_caml_follows_the_caml_script():

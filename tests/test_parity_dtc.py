@@ -14,20 +14,11 @@ The codes' ``networks/vnet_sdf.py`` declares the V-Net's parameters in its own o
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
-import torch
-
-from parity.inputs import seed_iteration, seeded_init, shapes_digest, weight_stats
+from parity.inputs import seeded_init, shapes_digest, weight_stats
 from semiseg.config import load_config, run_spec
-from semiseg.engine import loop
-from semiseg.engine.state import ResumeState
-from semiseg.methods import build_method
-from semiseg.nets import network_for
 from semiseg.nets.sdf import SignedDistanceNet
 from test_parity_mcf import _FixedVolumes, _InOrder, official_order
-from test_parity_trajectories import close, mismatches, record
+from test_parity_trajectories import close, engine_run, iterate, mismatches, record
 
 
 def code_order(net: SignedDistanceNet) -> _InOrder:
@@ -55,25 +46,14 @@ def replay_sdf(rec: dict, method: str) -> tuple[list[dict], object]:
     spec["schedule"].update({"iterations": s["iterations"], "labeled_batch_size": s["labeled_bs"],
                              "unlabeled_batch_size": s["unlabeled_bs"], "lr_step_every": s["lr_step_every"],
                              "lr": arguments.get("base_lr", spec["schedule"]["lr"])})
-    spec = json.loads(json.dumps(spec))
-    run = loop._Run(spec, Path("."), Path("."), Path("/nonexistent-parity-replay"), sigterm=None)
-    run.device, run.seed = torch.device("cpu"), 0
-    run.method = build_method(spec, lambda: network_for(spec)).to(torch.float64)
-    nets = [code_order(run.method.net)] + ([run.method.discriminator] if method == "sassnet" else [])
-    for k, (net, digest) in enumerate(zip(nets, s["shapes"], strict=True)):
-        assert shapes_digest(net) == digest, f"network {k}: not the recorded network's shapes"
-        seeded_init(net, s["init_seed"] + k)
-    run.optimizers = loop.build_optimizers(run.method, run.sched)
-    run.stages = sorted(run.method.stages(run.total), key=lambda st: st[1])
-    run.labeled, run.unlabeled = _FixedVolumes(0, s), _FixedVolumes(1, s)
-    run.lab_sampler, run.unl_sampler = run.labeled, run.unlabeled
-    run.val_cases, run.progress = [], ResumeState()
-    run.method.train()
-    rows = []
-    for t in range(run.total):
-        seed_iteration(s["rng_seed"], t)
-        rows.append(run._iteration(t, store=None))
-    return rows, run.method
+
+    def init(m):
+        nets = [code_order(m.net)] + ([m.discriminator] if method == "sassnet" else [])
+        for k, (net, digest) in enumerate(zip(nets, s["shapes"], strict=True)):
+            assert shapes_digest(net) == digest, f"network {k}: not the recorded network's shapes"
+            seeded_init(net, s["init_seed"] + k)
+    run = engine_run(spec, init, (_FixedVolumes(0, s), _FixedVolumes(1, s)))
+    return iterate(run, s["rng_seed"]), run.method
 
 
 def final_mismatches(name: str, net, want: dict) -> list[str]:

@@ -12,19 +12,12 @@ stage): :func:`official_order` lists ours in the official order, which is the na
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
-import torch
 from torch import nn
 
-from parity.inputs import batch_at, seed_iteration, seeded_init, shapes_digest, volumes, weight_stats
+from parity.inputs import seeded_init, shapes_digest, volumes, weight_stats
 from semiseg.config import load_config, run_spec
-from semiseg.engine import loop
-from semiseg.engine.state import ResumeState
-from semiseg.methods import build_method
-from semiseg.nets import VNet, network_for
-from test_parity_trajectories import close, mismatches, record
+from semiseg.nets import VNet
+from test_parity_trajectories import _FixedStream, close, engine_run, iterate, mismatches, record
 
 
 class _InOrder(nn.Module):
@@ -55,21 +48,11 @@ def official_order(net: nn.Module) -> _InOrder:
     return _InOrder([(name, params[name]) for name in order])
 
 
-class _FixedVolumes:
-    """Stands in for the engine's resident set and sampler: iteration ``t``'s fixed volumes."""
+class _FixedVolumes(_FixedStream):
+    """:class:`_FixedStream` over the fixed volumes of :func:`~parity.inputs.volumes`."""
 
-    def __init__(self, part: int, setup: dict):
-        self.part, self.setup = part, setup
-        self.images, self.labels = volumes(setup["n_labeled"] + setup["n_unlabeled"], setup["depth"],
-                                           setup["size"], setup["data_seed"])
-
-    def indices(self, t: int) -> int:
-        return t
-
-    def batch(self, t: int, generator, with_label: bool):
-        s = self.setup
-        xl, yl, xu = batch_at(t, self.images, self.labels, s["n_labeled"], s["labeled_bs"], s["unlabeled_bs"])
-        return (xl, yl) if self.part == 0 else (xu, None)
+    def data(self, setup: dict):
+        return volumes(setup["n_labeled"] + setup["n_unlabeled"], setup["depth"], setup["size"], setup["data_seed"])
 
 
 def replay_mcf(rec: dict) -> tuple[list[dict], object]:
@@ -79,25 +62,14 @@ def replay_mcf(rec: dict) -> tuple[list[dict], object]:
                                     consistency_rampup=s["consistency_rampup"] * s["rampup_block"] / s["iterations"])
     spec["schedule"].update({"iterations": s["iterations"], "labeled_batch_size": s["labeled_bs"],
                              "unlabeled_batch_size": s["unlabeled_bs"]})
-    spec = json.loads(json.dumps(spec))
-    run = loop._Run(spec, Path("."), Path("."), Path("/nonexistent-parity-replay"), sigterm=None)
-    run.device, run.seed = torch.device("cpu"), 0
-    run.method = build_method(spec, lambda: network_for(spec)).to(torch.float64)
-    for k, (net, digest) in enumerate(zip(run.method.models, s["shapes"])):
-        ordered = official_order(net)
-        assert shapes_digest(ordered) == digest, f"network {k}: not the recorded network's shapes"
-        seeded_init(ordered, s["init_seed"] + k)
-    run.optimizers = loop.build_optimizers(run.method, run.sched)
-    run.stages = sorted(run.method.stages(run.total), key=lambda st: st[1])
-    run.labeled, run.unlabeled = _FixedVolumes(0, s), _FixedVolumes(1, s)
-    run.lab_sampler, run.unl_sampler = run.labeled, run.unlabeled
-    run.val_cases, run.progress = [], ResumeState()
-    run.method.train()
-    rows = []
-    for t in range(run.total):
-        seed_iteration(s["rng_seed"], t)
-        rows.append(run._iteration(t, store=None))
-    return rows, run.method
+
+    def init(m):
+        for k, (net, digest) in enumerate(zip(m.models, s["shapes"])):
+            ordered = official_order(net)
+            assert shapes_digest(ordered) == digest, f"network {k}: not the recorded network's shapes"
+            seeded_init(ordered, s["init_seed"] + k)
+    run = engine_run(spec, init, (_FixedVolumes(0, s), _FixedVolumes(1, s)))
+    return iterate(run, s["rng_seed"]), run.method
 
 
 def test_mcf_follows_the_mcf_script():

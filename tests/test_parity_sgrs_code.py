@@ -14,19 +14,12 @@ the project after it).
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import torch
 
-from parity.inputs import NoiseStream, PerturbStream, seed_iteration, seeded_init, shapes_digest
+from parity.inputs import NoiseStream, PerturbStream, seeded_init, shapes_digest
 from semiseg.config import load_config, run_spec
-from semiseg.engine import loop
-from semiseg.engine.state import ResumeState
-from semiseg.methods import build_method
-from semiseg.nets import network_for
 from test_parity_mcf import _FixedVolumes, official_order
-from test_parity_trajectories import mismatches, record, weight_mismatches
+from test_parity_trajectories import engine_run, iterate, mismatches, record, weight_mismatches
 
 
 def stream_dropout(module: torch.nn.Module, stream: PerturbStream) -> None:
@@ -67,32 +60,22 @@ def _replay_sgrs_code(monkeypatch, upto: int | None = None, **switches) -> list[
                                     **switches)
     spec["schedule"].update({"iterations": s["iterations"], "labeled_batch_size": s["labeled_bs"],
                              "unlabeled_batch_size": s["unlabeled_bs"]})
-    spec = json.loads(json.dumps(spec))
-    run = loop._Run(spec, Path("."), Path("."), Path("/nonexistent-parity-replay"), sigterm=None)
-    run.device, run.seed = torch.device("cpu"), 0
-    run.method = build_method(spec, lambda: network_for(spec)).to(torch.float64)
-    for k, net in enumerate((run.method.student, run.method.teacher)):
-        ordered = official_order(net)
-        assert shapes_digest(ordered) == s["shapes"], "not the recorded network's shapes"
-        seeded_init(ordered, s["init_seed"])
-        stream_dropout(net, PerturbStream(s["dropout_seed"] + k))
-    run.optimizers = loop.build_optimizers(run.method, run.sched)
-    run.stages = sorted(run.method.stages(run.total), key=lambda st: st[1])
-    run.labeled, run.unlabeled = _FixedVolumes(0, s), _FixedVolumes(1, s)
-    run.lab_sampler, run.unl_sampler = run.labeled, run.unlabeled
-    run.val_cases, run.progress = [], ResumeState()
-    run.method.train()
+
+    def init(m):
+        for k, net in enumerate((m.student, m.teacher)):
+            ordered = official_order(net)
+            assert shapes_digest(ordered) == s["shapes"], "not the recorded network's shapes"
+            seeded_init(ordered, s["init_seed"])
+            stream_dropout(net, PerturbStream(s["dropout_seed"] + k))
+    run = engine_run(spec, init, (_FixedVolumes(0, s), _FixedVolumes(1, s)))
     perm = PerturbStream(s["perm_seed"])
     monkeypatch.setattr(torch, "randn_like", NoiseStream(s["noise_seed"]))
     monkeypatch.setattr(torch.distributions, "Beta", _Beta(PerturbStream(s["beta_seed"])))
     monkeypatch.setattr(torch, "randperm", lambda n, **kwargs: perm.tensor((n,)).argsort())
-    rows = []
-    for t in range(run.total if upto is None else upto):
-        seed_iteration(s["rng_seed"], t)
-        row = run._iteration(t, store=None)
+    rows = iterate(run, s["rng_seed"], upto)
+    for row in rows:
         row["unsup_ce"] = row.get("con_ce", 0.0) + row.get("nr_ce", 0.0)
         row["unsup_dice"] = row.get("con_dice", 0.0) + row.get("nr_dice", 0.0)
-        rows.append(row)
     rec["iterations"] = rec["iterations"][:len(rows)]
     bad = mismatches(rows, rec, {k: k for k in ("lr", "total", "ce", "dice", "unsup_ce", "unsup_dice",
                                                 "consistency_weight")})

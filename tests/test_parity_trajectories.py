@@ -45,8 +45,11 @@ class _FixedStream:
 
     def __init__(self, part: int, setup: dict):
         self.part, self.setup = part, setup
-        self.images, self.labels = slices(setup["n_labeled"] + setup["n_unlabeled"], setup["size"],
-                                          setup["data_seed"])
+        self.images, self.labels = self.data(setup)
+
+    def data(self, setup: dict):
+        """The record's fixed images and labels (2D slices)."""
+        return slices(setup["n_labeled"] + setup["n_unlabeled"], setup["size"], setup["data_seed"])
 
     def indices(self, t: int) -> int:
         return t
@@ -55,6 +58,46 @@ class _FixedStream:
         s = self.setup
         xl, yl, xu = batch_at(t, self.images, self.labels, s["n_labeled"], s["labeled_bs"], s["unlabeled_bs"])
         return (xl, yl) if self.part == 0 else (xu, None)
+
+
+def engine_run(spec: dict, init, streams) -> loop._Run:
+    """The engine's run of ``spec`` for a replay: its method built in float64 on the CPU and given
+    to ``init`` (which gives its networks the record's weights), ``streams`` (labeled, unlabeled)
+    as its resident sets and samplers, and a results folder that does not exist (no best checkpoint
+    to hand off from, nothing written)."""
+    spec = json.loads(json.dumps(spec))
+    run = loop._Run(spec, Path("."), Path("."), Path("/nonexistent-parity-replay"), sigterm=None)
+    run.device, run.seed = torch.device("cpu"), 0
+    run.method = build_method(spec, lambda: network_for(spec)).to(torch.float64)
+    init(run.method)
+    run.optimizers = loop.build_optimizers(run.method, run.sched)
+    run.stages = sorted(run.method.stages(run.total), key=lambda st: st[1])
+    run.labeled, run.unlabeled = streams
+    run.lab_sampler, run.unl_sampler = run.labeled, run.unlabeled
+    run.val_cases, run.progress = [], ResumeState()
+    run.method.train()
+    return run
+
+
+def iterate(run: loop._Run, rng_seed: int, upto: int | None = None) -> list[dict]:
+    """The logged rows of the run's first ``upto`` iterations (None: all), the global generator
+    seeded per iteration as the recorder seeds it."""
+    rows = []
+    for t in range(run.total if upto is None else upto):
+        seed_iteration(rng_seed, t)
+        rows.append(run._iteration(t, store=None))
+    return rows
+
+
+def paste_corners(monkeypatch, seed: int) -> None:
+    """BCP's paste-block corners (the global generator's scalar ``randint``) from the record's stream."""
+    corners, randint = PerturbStream(seed), torch.randint
+
+    def corner(low, high, size, generator=None, **kwargs):
+        if tuple(size) == () and generator is None:
+            return torch.tensor(corners.integer(low, high))
+        return randint(low, high, size, generator=generator, **kwargs)
+    monkeypatch.setattr(torch, "randint", corner)
 
 
 def replay(rec: dict, method: str, params: dict, inits: dict[str, int], monkeypatch) -> tuple[list[dict], object]:
@@ -69,38 +112,21 @@ def replay(rec: dict, method: str, params: dict, inits: dict[str, int], monkeypa
     spec["method"]["params"].update(params)
     spec["schedule"].update({"iterations": s["iterations"], "labeled_batch_size": s["labeled_bs"],
                              "unlabeled_batch_size": s["unlabeled_bs"]})
-    # a folder that does not exist: no best checkpoint to hand off from, nothing written
-    run = loop._Run(spec, Path("."), Path("."), Path("/nonexistent-parity-replay"), sigterm=None)
-    run.device, run.seed = torch.device("cpu"), 0
-    run.method = build_method(spec, lambda: network_for(spec)).to(torch.float64)
-    for name, seed in inits.items():
-        net = run.method.get_submodule(name)
-        assert shapes_digest(net) == s.get("shapes", shapes_digest(net)), f"{name}: not the recorded network's shapes"
-        seeded_init(net, seed)
-    run.optimizers = loop.build_optimizers(run.method, run.sched)
-    run.stages = sorted(run.method.stages(run.total), key=lambda st: st[1])
-    run.labeled, run.unlabeled = _FixedStream(0, s), _FixedStream(1, s)
-    run.lab_sampler, run.unl_sampler = run.labeled, run.unlabeled
-    run.val_cases, run.progress = [], ResumeState()
-    run.method.train()
+
+    def init(m):
+        for name, seed in inits.items():
+            net = m.get_submodule(name)
+            assert shapes_digest(net) == s.get("shapes", shapes_digest(net)), f"{name}: not the recorded network's shapes"
+            seeded_init(net, seed)
+    run = engine_run(spec, init, (_FixedStream(0, s), _FixedStream(1, s)))
     monkeypatch.setattr(torch, "randn_like", NoiseStream(s["noise_seed"]))
     if "perturb_seed" in s:  # feature perturbations (ALHVR): the coin, γ and the noise from one stream
         stream = PerturbStream(s["perturb_seed"])
         monkeypatch.setattr(perturb, "_uniform_scalar", lambda low, high, generator: stream.scalar(low, high))
         monkeypatch.setattr(perturb, "_rand", lambda shape, generator, device: stream.tensor(shape))
-    if "mask_seed" in s:  # BCP's paste-block corners (the global generator's scalar randint)
-        corners, randint = PerturbStream(s["mask_seed"]), torch.randint
-
-        def corner(low, high, size, generator=None, **kwargs):
-            if tuple(size) == () and generator is None:
-                return torch.tensor(corners.integer(low, high))
-            return randint(low, high, size, generator=generator, **kwargs)
-        monkeypatch.setattr(torch, "randint", corner)
-    rows = []
-    for t in range(run.total):
-        seed_iteration(s["rng_seed"], t)
-        rows.append(run._iteration(t, store=None))
-    return rows, run.method
+    if "mask_seed" in s:  # BCP's paste-block corners
+        paste_corners(monkeypatch, s["mask_seed"])
+    return iterate(run, s["rng_seed"]), run.method
 
 
 def close(a: float, b: float, rel: float = REL) -> bool:
