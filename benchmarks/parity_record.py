@@ -63,8 +63,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
 from parity.inputs import (NoiseStream, PerturbStream, batch_at, box_stand_in, seed_iteration,  # noqa: E402
-                           seeded_init, shapes_digest, slices, strong_stand_in, volumes,
-                           weight_stats)
+                           seeded_init, shapes_digest, slices, stream_dropout, strong_stand_in,
+                           volumes, weight_stats)
 
 #: The fixed input every SSL4MIS record trains on.
 SETUP = {"size": 32, "n_labeled": 4, "n_unlabeled": 4, "labeled_bs": 2, "unlabeled_bs": 2, "iterations": 24,
@@ -1095,19 +1095,6 @@ SGRS_SCRIPT_MENDS = [("ce_loss_soft2(output_all_u, U_data_pseudo.long()) * diff_
                       "ce_loss_soft2(output_all_u, U_data_pseudo.long()) * diff_pre1[:, 0])"),
                      ("ce_loss_soft2(output_all_u_mix, U_data_pseudo.long()) * diff_pre1)",
                       "ce_loss_soft2(output_all_u_mix, U_data_pseudo.long()) * diff_pre1[:, 0])")]
-
-
-def stream_dropout(module: torch.nn.Module, stream: PerturbStream) -> None:
-    """Every ``Dropout3d`` of ``module`` draws its channel masks from ``stream`` (``u ≥ p`` kept,
-    ``×1/(1 − p)``): each network's masks in its own call order, whichever network runs first."""
-    for m in module.modules():
-        if isinstance(m, torch.nn.Dropout3d):
-            def forward(x, m=m):
-                if not m.training:
-                    return x
-                keep = (stream.tensor(x.shape[:2]) >= m.p).to(x.dtype)
-                return x * (keep / (1 - m.p)).view(*x.shape[:2], *([1] * (x.dim() - 2)))
-            m.forward = forward
 
 
 class _SGRSDraws:

@@ -16,23 +16,10 @@ from __future__ import annotations
 
 import torch
 
-from parity.inputs import NoiseStream, PerturbStream, seeded_init, shapes_digest
+from parity.inputs import NoiseStream, PerturbStream, seeded_init, shapes_digest, stream_dropout
 from semiseg.config import load_config, run_spec
 from test_parity_mcf import _FixedVolumes, official_order
 from test_parity_trajectories import engine_run, iterate, mismatches, record, weight_mismatches
-
-
-def stream_dropout(module: torch.nn.Module, stream: PerturbStream) -> None:
-    """Every ``Dropout3d`` of ``module`` draws its channel masks from ``stream`` (``u ≥ p`` kept,
-    ``×1/(1 − p)``), as the recorder's ``stream_dropout`` does on the official networks."""
-    for m in module.modules():
-        if isinstance(m, torch.nn.Dropout3d):
-            def forward(x, m=m):
-                if not m.training:
-                    return x
-                keep = (stream.tensor(x.shape[:2]) >= m.p).to(x.dtype)
-                return x * (keep / (1 - m.p)).view(*x.shape[:2], *([1] * (x.dim() - 2)))
-            m.forward = forward
 
 
 class _Beta:

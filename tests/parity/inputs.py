@@ -35,8 +35,7 @@ import torch
 from torch import Tensor, nn
 
 __all__ = ["NoiseStream", "PerturbStream", "batch_at", "box_stand_in", "seed_iteration", "seeded_init",
-           "shapes_digest", "slices", "strong_stand_in", "volumes",
-           "weight_stats"]
+           "shapes_digest", "slices", "stream_dropout", "strong_stand_in", "volumes", "weight_stats"]
 
 
 @torch.no_grad()
@@ -174,3 +173,17 @@ def box_stand_in(n: int, height: int, width: int, seed: int, k: int) -> Tensor:
         if u[0] < 0.5:
             boxes[i, y:y + bh, x:x + bw] = True
     return boxes
+
+
+def stream_dropout(module: nn.Module, stream: PerturbStream) -> None:
+    """Every ``Dropout3d`` of ``module`` draws its channel masks from ``stream`` (``u ≥ p`` kept,
+    ``×1/(1 − p)``), so that two networks built by different code drop the same channels: each
+    network's masks in its own call order, whichever network runs first (SGRS-Net's record)."""
+    for m in module.modules():
+        if isinstance(m, nn.Dropout3d):
+            def forward(x, m=m):
+                if not m.training:
+                    return x
+                keep = (stream.tensor(x.shape[:2]) >= m.p).to(x.dtype)
+                return x * (keep / (1 - m.p)).view(*x.shape[:2], *([1] * (x.dim() - 2)))
+            m.forward = forward
