@@ -11,8 +11,9 @@ import torch
 
 from helpers import schema_defaults
 from semiseg.methods import Step, StepContext, build_method
-from semiseg.methods.caml import (LabeledMemory, binary_dice_loss, correlation_matrix, mutual_consistency, occ_loss,
-                                  sharpen)
+from semiseg.methods.caml import LabeledMemory, correlation_matrix, occ_loss
+from semiseg.methods.common.losses import binary_dice_loss
+from semiseg.methods.common.pseudo import mutual_consistency, sharpen
 from semiseg.nets import VNet
 from semiseg.nets.caml import CamlNet
 

@@ -11,7 +11,8 @@ import torch
 
 from helpers import method_on_defaults, small_unet, squares_batch
 from semiseg.methods import Step, StepContext
-from semiseg.methods.mc_net import extra_up_modes, linear_dice_loss, mutual_consistency, sharpen
+from semiseg.methods.common.pseudo import mutual_consistency, sharpen
+from semiseg.methods.mc_net import extra_up_modes, linear_dice_loss
 from semiseg.nets import UNet, VNet
 
 

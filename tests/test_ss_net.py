@@ -12,10 +12,10 @@ from torch import nn
 from helpers import pixel_net, schema_defaults
 from semiseg.config import load_config
 from semiseg.methods import Step, StepContext, build_method
+from semiseg.methods.common.losses import binary_dice_loss
 from semiseg.methods.ss_net import (
     SeparationHeads,
     _rescaled,
-    binary_dice_loss,
     separation_loss,
     smoothness_loss,
     supervised_dice,

@@ -15,32 +15,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from semiseg.methods.base import Losses, Method, StepContext, register, two_stream
+from semiseg.methods.common.losses import binary_dice_loss
+from semiseg.methods.common.pseudo import mutual_consistency
 from semiseg.nets.caml import CamlNet
 
-__all__ = ["Caml", "LabeledMemory", "binary_dice_loss", "correlation_matrix", "mutual_consistency", "occ_loss",
-           "sharpen"]
-
-
-def sharpen(p: Tensor, temperature: float) -> Tensor:
-    """``p^(1/T) / (p^(1/T) + (1 − p)^(1/T))`` per element (MC-Net+'s sharpening, each class's
-    probability on its own). Worked example, ``T = 0.5``: ``0.6 -> 0.36 / (0.36 + 0.16) = 0.692308``."""
-    power = 1.0 / temperature
-    sharp = p ** power
-    return sharp / (sharp + (1.0 - p) ** power)
-
-
-def binary_dice_loss(prob: Tensor, target: Tensor, eps: float = 1e-8) -> Tensor:
-    """``1 − (2 Σ p·t + ε) / (Σ p + Σ t + ε)`` over the whole batch (the code's ``Binary_dice_loss``).
-    Worked example: ``p = [0.8, 0.6]``, ``t = [1, 0]`` gives ``1 − 1.6 / 2.4 = 1/3``."""
-    target = target.to(prob.dtype)
-    return 1.0 - (2.0 * (prob * target).sum() + eps) / (prob.sum() + target.sum() + eps)
-
-
-def mutual_consistency(probs: list[Tensor], temperature: float) -> Tensor:
-    """``Σ_{i≠j} mean((p_i − sharpen(p_j))²)`` over every ordered pair of networks; the gradient
-    reaches both sides, as in the code (its sharpened targets are not detached)."""
-    sharp = [sharpen(p, temperature) for p in probs]
-    return sum(((p - s) ** 2).mean() for i, p in enumerate(probs) for j, s in enumerate(sharp) if i != j)
+__all__ = ["Caml", "LabeledMemory", "correlation_matrix", "occ_loss"]
 
 
 def correlation_matrix(features: Tensor, confidence: Tensor, label: Tensor, memory: list[Tensor | None],

@@ -11,36 +11,15 @@ https://github.com/ycwu1997/MC-Net at commit fee453ca299a5d2c845cc2f3de4e416fd66
 
 from __future__ import annotations
 
-from itertools import permutations
-
 import torch
 from torch import Tensor, nn
 
 from semiseg.methods.base import Losses, Method, Step, StepContext, register, two_stream
 from semiseg.methods.common.losses import alhvr_code_dice_loss, one_hot, soft_dice_loss
+from semiseg.methods.common.pseudo import mutual_consistency
 from semiseg.nets.heads import MultiDecoder
 
-__all__ = ["MCNet", "extra_up_modes", "linear_dice_loss", "mutual_consistency", "sharpen"]
-
-
-def sharpen(probs: Tensor, temperature: float) -> Tensor:
-    """The soft pseudo-label ``p^(1/T) / (p^(1/T) + (1 − p)^(1/T))``, elementwise (per class,
-    not renormalised over the classes). Worked example, ``T = 0.5``: ``p = 0.75`` gives
-    ``0.5625 / (0.5625 + 0.0625) = 0.9``; ``p = 0.5`` stays 0.5."""
-    power = 1.0 / temperature
-    lifted = probs ** power
-    return lifted / (lifted + (1.0 - probs) ** power)
-
-
-def mutual_consistency(probs: list[Tensor], temperature: float) -> Tensor:
-    """``Σ_{i≠j} mean((p_i − sharpen(p_j))²)`` over the ordered pairs of decoders' softmax maps,
-    each mean over every element (batch, classes, positions). The sharpened targets are not
-    detached: the code back-propagates through both sides. Worked example, two decoders, one
-    pixel of two classes, ``T = 0.5``: ``p_1 = [0.75, 0.25]``, ``p_2 = [0.5, 0.5]``:
-    ``sharpen(p_1) = [0.9, 0.1]``, ``sharpen(p_2) = p_2``; ``mean([0.25², 0.25²]) +
-    mean([0.4², 0.4²]) = 0.0625 + 0.16 = 0.2225``."""
-    targets = [sharpen(p, temperature) for p in probs]
-    return sum(((probs[i] - targets[j]) ** 2).mean() for i, j in permutations(range(len(probs)), 2))
+__all__ = ["MCNet", "extra_up_modes", "linear_dice_loss"]
 
 
 def linear_dice_loss(probs: Tensor, target_onehot: Tensor, eps: float = 1e-8) -> Tensor:

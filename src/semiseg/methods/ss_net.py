@@ -18,25 +18,17 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from semiseg.methods.base import Losses, Method, StepContext, register, two_stream
-from semiseg.methods.common.losses import one_hot, soft_dice_loss
+from semiseg.methods.common.losses import binary_dice_loss, one_hot, soft_dice_loss
 
-__all__ = ["DICE_KINDS", "SSNet", "SeparationHeads", "binary_dice_loss", "frozen_norm_statistics",
+__all__ = ["DICE_KINDS", "SSNet", "SeparationHeads", "frozen_norm_statistics",
            "separation_loss", "smoothness_loss", "unit_directions", "update_memory"]
 
 #: The Dice losses of the two scripts (``params.dice``): ``multiclass`` (2D), ``binary`` (3D).
 DICE_KINDS = ("multiclass", "binary")
 
-# the smoothing of the 2D script's DiceLoss / softDiceLoss and of the 3D script's Binary_dice_loss
+# the smoothing of the 2D script's DiceLoss / softDiceLoss (the 3D script's Binary_dice_loss is
+# common.losses.binary_dice_loss)
 _MULTICLASS_SMOOTH = 1e-10
-_BINARY_SMOOTH = 1e-8
-
-
-def binary_dice_loss(probs: Tensor, target: Tensor, smooth: float = _BINARY_SMOOTH) -> Tensor:
-    """``1 − (2 Σ p·t + s) / (Σ p + Σ t + s)``, every sum over all elements of the two tensors
-    together (the 3D script's ``Binary_dice_loss``, ``s = 1e-8``). Worked example:
-    ``p = [0.8, 0.6]``, ``t = [1, 0]`` gives ``1 − 1.6 / 2.4 = 1/3`` (up to ``s``)."""
-    target = target.to(probs.dtype)
-    return 1.0 - (2.0 * (probs * target).sum() + smooth) / (probs.sum() + target.sum() + smooth)
 
 
 def supervised_dice(probs: Tensor, label: Tensor, kind: str) -> Tensor:

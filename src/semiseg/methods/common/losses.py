@@ -27,6 +27,7 @@ from torch import Tensor
 __all__ = [
     "DiceCE",
     "alhvr_code_dice_loss",
+    "binary_dice_loss",
     "dice_ce_loss",
     "masked_mean",
     "one_hot",
@@ -57,6 +58,14 @@ def _channel_mask(mask: Tensor, like: Tensor) -> Tensor:
             f"got {tuple(mask.shape)}"
         )
     return mask.to(like.dtype)
+
+
+def binary_dice_loss(probs: Tensor, target: Tensor, smooth: float = 1e-8) -> Tensor:
+    """``1 − (2 Σ p·t + s) / (Σ p + Σ t + s)``, every sum over all elements of the two tensors
+    together: the ``Binary_dice_loss`` of the 3D codes of MC-Net's family (SS-Net, CAML). Worked
+    example: ``p = [0.8, 0.6]``, ``t = [1, 0]`` gives ``1 − 1.6 / 2.4 = 1/3`` (up to ``s``)."""
+    target = target.to(probs.dtype)
+    return 1.0 - (2.0 * (probs * target).sum() + smooth) / (probs.sum() + target.sum() + smooth)
 
 
 def soft_dice_loss(probs: Tensor, target_onehot: Tensor, smooth: float = 1e-5, *,

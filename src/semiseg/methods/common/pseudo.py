@@ -18,6 +18,8 @@
 
 from __future__ import annotations
 
+from itertools import permutations
+
 import numpy as np
 import torch
 from scipy import ndimage
@@ -26,6 +28,7 @@ from torch import Tensor
 __all__ = [
     "entropy",
     "largest_connected_component",
+    "mutual_consistency",
     "sharpen",
     "sharpen_distribution",
 ]
@@ -47,6 +50,17 @@ def sharpen(p: Tensor, temperature: float) -> Tensor:
     a = p.pow(1.0 / temperature)
     b = (1.0 - p).pow(1.0 / temperature)
     return a / (a + b)
+
+
+def mutual_consistency(probs: list[Tensor], temperature: float) -> Tensor:
+    """``Σ_{i≠j} mean((p_i − sharpen(p_j))²)`` over the ordered pairs of several predictions'
+    probability maps (MC-Net's decoders, CAML's two networks), each mean over every element. The
+    sharpened targets are not detached: both codes back-propagate through both sides. Worked
+    example, two maps, one pixel of two classes, ``T = 0.5``: ``p_1 = [0.75, 0.25]``,
+    ``p_2 = [0.5, 0.5]``: ``sharpen(p_1) = [0.9, 0.1]``, ``sharpen(p_2) = p_2``;
+    ``mean([0.25², 0.25²]) + mean([0.4², 0.4²]) = 0.0625 + 0.16 = 0.2225``."""
+    targets = [sharpen(p, temperature) for p in probs]
+    return sum(((probs[i] - targets[j]) ** 2).mean() for i, j in permutations(range(len(probs)), 2))
 
 
 def sharpen_distribution(p: Tensor, temperature: float, dim: int = 1) -> Tensor:
