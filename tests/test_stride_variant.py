@@ -9,6 +9,7 @@ synthetic source; the variant's table is built: one 4-iteration run) about a min
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -28,14 +29,19 @@ def _jobs(out: str) -> dict[str, list[str]]:
     return jobs
 
 
-def _inputs(out: str, rule: str) -> list[str]:
+def _inputs(out: str, rule: str, field: str = "input") -> list[str]:
     return [m.group(1) for block in re.split(r"\n(?=(?:local)?rule \w+:)", out)
-            if block.strip().startswith(f"rule {rule}:") for m in [re.search(r"input: (.*)", block)] if m]
+            if block.strip().startswith(f"rule {rule}:") for m in [re.search(rf"{field}: (.*)", block)] if m]
+
+
+def _outputs(out: str, rule: str) -> list[str]:
+    return _inputs(out, rule, "output")
 
 
 def test_brats_and_its_stride16_variant_fetch_preprocess_and_split_once(tmp_path):
     root = repo_workflow(tmp_path / "wf", ["brats", "brats_stride16"], {})
-    proc = snakemake(root, "--dry-run", "results/tables/brats.md", "results/tables/brats_stride16.md", timeout=300)
+    proc = snakemake(root, "--dry-run", "--printshellcmds", "results/tables/brats.md", "results/tables/brats_stride16.md",
+                     timeout=300)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-4000:]
     jobs = _jobs(out)
@@ -49,6 +55,17 @@ def test_brats_and_its_stride16_variant_fetch_preprocess_and_split_once(tmp_path
             assert "preprocessed/brats/store.h5" in line and re.findall(r"preprocessed/([^/]+)/", line) == ["brats"], line
             assert re.findall(r"splits/([^/]+)/", line) in ([], ["brats"]), line
     assert all(line.startswith("results/preprocessed/brats/dataset.json,") for line in _inputs(out, "table"))
+    # the runs at brats' own stride keep their folders and their jobs' parameters (the wildcards
+    # recorded by `semiseg --wildcards` name no stride), so none of them runs again
+    outputs = _outputs(out, "train")
+    assert sum("/seed0/model.pt" in line for line in outputs) == len(jobs["train"]) - len(variant), outputs
+    assert all(re.search(r"results/runs/brats/\w+/\d+/seed0-stride16x16x16/model\.pt", line)
+               for line in outputs if "/seed0/model.pt" not in line), outputs
+    recorded = [json.loads(w) for w in re.findall(r"--rule train --wildcards '([^']*)'", out)]
+    assert len(recorded) == len(jobs["train"])
+    at_own = [w for w in recorded if w.get("stride") != "-stride16x16x16"]
+    assert len(at_own) == len(recorded) - len(variant) > 0
+    assert all(sorted(w) == ["dataset", "method", "ratio", "seed"] for w in at_own), at_own[:2]
 
 
 def test_a_stride_variant_s_own_store_is_no_target(tmp_path):
