@@ -427,8 +427,8 @@ def _check_run_stride(cfg: dict, dataset: str, stride: list[int]) -> None:
 
 
 def table_stride(cfg: dict, name: str) -> list[int] | None:
-    """The test stride table ``name``'s runs are runs at, where it is not its dataset's
-    (:func:`semiseg.table_config.run_stride`), else None."""
+    """The test stride of table ``name``'s runs where it is not its dataset's, else None
+    (:func:`semiseg.table_config.run_stride`)."""
     return run_stride(cfg["tables"][name], cfg["datasets"])
 
 

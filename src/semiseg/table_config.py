@@ -152,8 +152,8 @@ def check_table_strides(datasets: dict, tables: dict, t_origin: dict) -> None:
 
 
 def run_stride(table: dict, datasets: dict) -> list[int] | None:
-    """The test stride a table's runs are runs at, where it is not its dataset's: the table's
-    ``stride``, else None (the dataset's own; such runs are shared with its other tables).
+    """The test stride of a table's runs where it is not its dataset's: the table's ``stride``,
+    else None (the dataset's own; such runs are shared with the dataset's other tables).
 
     A run at another stride is a run of its own (the stride also scores the validation that picks
     the checkpoint): :func:`semiseg.paths.run_key` names it, :func:`semiseg.config.run_spec`
