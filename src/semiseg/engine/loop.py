@@ -38,7 +38,7 @@ import torch
 
 from semiseg.config import spec_hash
 from semiseg.data.store import Store
-from semiseg.device import explain_out_of_memory, select_device
+from semiseg.device import deterministic_algorithms, explain_out_of_memory, select_device
 from semiseg.engine.cost import training_cost
 from semiseg.engine.data import StreamSampler, load_resident
 from semiseg.engine.lr import lr_factor
@@ -160,7 +160,7 @@ class _Run:
         self.seed = int(self.spec["seed"])
         seed_everything(self.seed)
         if self.device.type == "cpu":
-            torch.use_deterministic_algorithms(True, warn_only=True)
+            deterministic_algorithms()
         with open(self.split_path) as fh:
             self.split = json.load(fh)
         self.method = build_method(self.spec, lambda: network_for(self.spec)).to(self.device)
