@@ -200,10 +200,12 @@ def dice_vs_ratio_figure(table: Mapping, runs: Mapping, labels: Mapping[tuple[st
     handles = [Line2D([], [], color="0.3", marker="o", label="ours: mean ± std over seeds")]
     if external:
         handles.append(Line2D([], [], color="0.3", marker=_EXTERNAL_MARKER, markersize=9, linestyle="none",
-                              label=f"{EVALUATION_ONLY}: another tool's predictions, one value"))
+                              label=f"{EVALUATION_ONLY}: another tool's predictions"))
     handles += [Line2D([], [], color="0.3", marker=marker[s], markerfacecolor="none", linestyle="none",
                        label=f"paper: {tags[s]}") for s in sources]
-    fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 4), fontsize=7, frameon=False)
+    # two entries a column of panels: a one-panel figure is too narrow for four side by side
+    fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 2 * cols), fontsize=7,
+               frameon=False)
     fig.suptitle("Dice against the labeled ratio", fontsize=10)
     return fig
 
