@@ -169,6 +169,22 @@ def test_the_row_shows_what_evaluate_external_scores(stages):
     assert f"{LABEL}: {stages['folder']} (sha256 " in text
 
 
+def test_the_row_s_difference_and_cost_cells_say_they_do_not_apply(stages):
+    """No seeds to pair by and no training recorded here: ``—`` in both columns, and the footer
+    says why (before, the cost cell read "not recorded", as for a run that lost its record)."""
+    spec = table_spec(stages["cfg"], "tiny")
+    spec["table"] = {**spec["table"], "columns": ["dice", "difference", "cost"],
+                     "bootstrap": {"resamples": 100, "confidence": 0.95, "seed": 0}}
+    out = stages["tmp"] / "with_columns.md"
+    metrics = Path("results") / paths.external_file("tiny", KEY)
+    assert main(["table", "--spec", json.dumps(spec), "--descriptor", str(stages["descriptor"]), "--metrics",
+                 str(metrics), "--out", str(out)]) == 0
+    rows, _ = _parse_table(out.read_text())
+    cells = next(r for r in rows if r["name"] == LABEL)["cells"]
+    assert cells["ΔDice vs comparator (%)"] == "—" and cells["Cost (device time per run, peak memory)"] == "—"
+    assert "ΔDice —: no seeds to pair by; cost —: its training is not recorded here" in out.read_text()
+
+
 def test_the_audit_reaches_the_folder(stages):
     result = audit(stages["table"], row=LABEL, ratio=25, root=stages["root"])
     assert result["status"] == OK, format_audit(result)
