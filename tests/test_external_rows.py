@@ -20,6 +20,7 @@ import pytest
 import SimpleITK as sitk
 
 from conftest import make_workflow, snakemake, tiny_table
+from test_report import _report_results
 from semiseg import paths
 from semiseg.cli import main
 from semiseg.config import ConfigError, dataset_source, load_config, table_externals, table_fingerprint, table_runs
@@ -257,6 +258,11 @@ def test_a_predictions_row_beside_a_trained_row_in_one_build(tmp_path):
     page = (results / paths.report_page("tiny")).read_text()
     assert re.search(r"<tr><td>supervised</td><td>25%</td><td>1</td>", page)
     assert re.search(rf"<tr><td>{re.escape(LABEL)}</td><td>25%</td><td>none: evaluation only</td>", page)
+    # the Snakemake report's caption of the page links the row's scoring beside the runs
+    made = snakemake(root, "--report", "report.html")
+    assert made.returncode == 0, made.stderr[-3000:]
+    caption = _report_results((root / "report.html").read_text())["results/report/tiny.html"]["caption"]
+    assert "Evaluation-only rows" in caption and f"results/external/{paths.external_key('tiny', KEY)}" in caption
     # a changed file of the folder scores the row again (the folder's checksum is a param): no run retrains,
     # and the page, whose input the row's metrics.csv is, is drawn again from them
     _change_a_voxel(folder)

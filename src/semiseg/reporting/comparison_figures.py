@@ -103,7 +103,7 @@ def comparison_sections(table: Mapping, runs: Mapping, external: Collection[tupl
                       "test case, with the bootstrap interval over test cases; a filled dot is distinguishable from "
                       "its comparator after Holm's correction over the table (the table's footer says how).</p>",
                       f'<img alt="paired differences" src="{forest_plot(table, comparisons)}">']
-        parts.append(evaluation_only_note(table, external, "Not in the figure",
+        parts.append(evaluation_only_note(_row_labels(table), external, "Not in the figure",
                                           "one value and no seeds: no paired difference"))
     if "cost" in columns and (runs or external):
         png = cost_plot(table, runs) if runs else None
@@ -113,6 +113,6 @@ def comparison_sections(table: Mapping, runs: Mapping, external: Collection[tupl
             parts += ['<p class="note">Each row\'s mean Dice against its mean device time per run (training plus '
                       "inference), one panel per labeled ratio; a row whose runs used several devices has a point "
                       "per device.</p>", f'<img alt="{html.escape("Dice against cost")}" src="{png}">']
-        parts.append(evaluation_only_note(table, external, "Not in the figure",
+        parts.append(evaluation_only_note(_row_labels(table), external, "Not in the figure",
                                           "trained outside this workflow: no device time recorded here"))
     return [part for part in parts if part]

@@ -195,7 +195,7 @@ def _per_class_html(table: Mapping, runs: Mapping, labels: Mapping[tuple[str, in
                     external: Mapping) -> str:
     """Each row's per-class Dice and 95HD, mean ± std over its seeds; a predictions row's one
     value, its seeds cell saying why there are none."""
-    summaries = list(r["summary"] for r in runs.values()) + [e["summary"] for e in external.values()]
+    summaries = [r["summary"] for r in runs.values()] + [e["summary"] for e in external.values()]
     classes = list(dict.fromkeys(c for summary in summaries for c in summary["per_class"]))
     head = "".join(f"<th>{html.escape(c)} Dice (%)</th>" for c in classes)
     head += "".join(f"<th>{html.escape(c)} 95HD</th>" for c in classes)
@@ -318,8 +318,8 @@ def table_page(spec: Mapping, *, table_md: Path, run_dirs: Sequence[Path], store
         parts += ["<h2>Per-class metrics</h2>",
                   '<p class="note">Each class\'s Dice and 95HD, mean ± sample std over seeds of the per-run means '
                   "over test cases (the table's Dice is the mean of these over classes)"
-                  + (f"; an {EVALUATION_ONLY} row (another tool's predictions, scored here with the same metrics) "
-                     "has one value: one folder, no seeds" if scored else "") + ".</p>",
+                  + (f"; a row marked {EVALUATION_ONLY} (another tool's predictions, scored here with the same "
+                     "metrics) has one value: one folder, no seeds" if scored else "") + ".</p>",
                   _per_class_html(table, runs, labels, scored)]
     parts += ["<h2>Dice against the labeled ratio</h2>", f'<img alt="Dice against labeled ratio" '
               f'src="{dice_vs_ratio(table, runs, labels, scored)}">']
@@ -331,7 +331,7 @@ def table_page(spec: Mapping, *, table_md: Path, run_dirs: Sequence[Path], store
         parts += ["<h2>Job parameters of the runs</h2>"]
         parts += [_params_html(runs, labels)] if runs else []
         if scored:
-            parts += [evaluation_only_note(table, scored, "Not here", "trained outside this workflow: no job "
+            parts += [evaluation_only_note(labels, scored, "Not here", "trained outside this workflow: no job "
                                            "parameters, validation Dice or learning curves here; what it scored"),
                       _external_html(scored, labels)]
     if runs:

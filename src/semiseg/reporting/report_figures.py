@@ -68,17 +68,16 @@ EVALUATION_ONLY = "evaluation only"
 DPI = 80
 
 
-def evaluation_only_note(table: Mapping, external: Collection[tuple[str, int]], where: str, why: str) -> str:
-    """HTML: a note naming the predictions rows (``(key, ratio)``) a part of the page leaves out,
-    and why; empty without any.
+def evaluation_only_note(labels: Mapping[tuple[str, int], str], external: Collection[tuple[str, int]], where: str,
+                         why: str) -> str:
+    """HTML: a note naming the predictions rows (``(key, ratio)``, named ``labels[(key, ratio)]``)
+    a part of the page leaves out, and why; empty without any.
 
-    >>> table = {"rows": [{"method": "external_nnu_net", "ratios": [10], "label": "nnU-Net"}]}
-    >>> evaluation_only_note(table, [("external_nnu_net", 10)], "Not in the figure", "no seeds")
-    '<p class="note">Not in the figure: nnU-Net (10%): evaluation only (another tool&#x27;s predictions), no seeds.</p>'
+    >>> evaluation_only_note({("external_nnu_net", 10): "nnU-Net"}, [("external_nnu_net", 10)], "Not here", "no seeds")
+    '<p class="note">Not here: nnU-Net (10%): evaluation only (another tool&#x27;s predictions), no seeds.</p>'
     """
     if not external:
         return ""
-    labels = {(row["method"], int(r)): row.get("label") or row["method"] for row in table["rows"] for r in row["ratios"]}
     names = ", ".join(f"{labels[key]} ({key[1]}%)" for key in external)
     text = f"{where}: {names}: {EVALUATION_ONLY} (another tool's predictions), {why}."
     return f'<p class="note">{html.escape(text)}</p>'
