@@ -527,3 +527,4 @@ def test_a_page_of_predictions_rows_only(tmp_path):
     assert re.search(r"<tr><td>nnU-Net</td><td>10%</td><td>none: evaluation only</td><td>90.00</td>", page)
     assert re.findall(r'<img alt="([^"]+)"', page) == ["Dice against labeled ratio", "overlays 10"]
     assert f"<td><code>{folder}</code></td><td><code>–</code></td>" in page  # no record: no checksum to show
+    assert "No run trained here: its rows are evaluation only (another tool's predictions)." in page

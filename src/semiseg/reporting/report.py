@@ -309,10 +309,13 @@ def table_page(spec: Mapping, *, table_md: Path, run_dirs: Sequence[Path], store
     schedule = check_schedule(text, runs)
     labels = row_labels(table)
     methods = list(dict.fromkeys(row["method"] for row in table["rows"]))
+    trained = (f"Runs trained with schedule <strong>{html.escape(str(schedule))}</strong> (read from each run's "
+               "<code>config.json</code>; see the job parameters below)." if runs else
+               "No run trained here: its rows are " + (f"{EVALUATION_ONLY} (another tool's predictions)"
+                                                        if scored else "the papers' values") + ".")
     parts = [f"<h1>{html.escape(table['title'])}</h1>",
              f'<p class="note">Report page of <code>{html.escape(str(table_md))}</code>: the table as built, then '
-             f"what it is made of. Runs trained with schedule <strong>{html.escape(str(schedule))}</strong> "
-             "(read from each run's <code>config.json</code>; see the job parameters below).</p>",
+             f"what it is made of. {trained}</p>",
              "<h2>The table</h2>", markdown_to_html(re.sub(r"^#\s.*\n", "", text, count=1))]
     if runs or scored:
         parts += ["<h2>Per-class metrics</h2>",
