@@ -118,9 +118,11 @@ def build_network(name: str, *, in_channels: int, num_classes: int, dims: int,
 
 def network_for(spec: dict) -> EncoderDecoder:
     """A fresh network for a run spec: its method's ``network`` and ``network_args`` (the dataset
-    entry's, under the method entry's), one input channel, the dataset's classes and dims. The
-    one place training, inference and figures build a run's network, so the three agree."""
-    return build_network(spec["method"]["network"], in_channels=1, num_classes=spec["dataset"]["num_classes"],
+    entry's, under the method entry's), the dataset's input channels (``channels``, 1 where the
+    spec has none), classes and dims. The one place training, inference and figures build a run's
+    network, so the three agree."""
+    return build_network(spec["method"]["network"], in_channels=spec["dataset"].get("channels", 1),
+                         num_classes=spec["dataset"]["num_classes"],
                          dims=spec["dataset"]["dims"], **(spec["method"].get("network_args") or {}))
 
 
