@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from semiseg.colours import LABEL_COLOURS, METHOD_COLOURS
+from semiseg.data.store import channels_first
 from semiseg.references import reference_sources
 
 __all__ = ["dice_vs_ratio", "dice_vs_ratio_figure", "learning_curves", "overlays", "reference_points", "val_dice",
@@ -368,6 +369,7 @@ def overlays(ratio: int, methods: Sequence[str], runs: Mapping, store, labels: M
     axes = fig.subplots(len(picks), cols, squeeze=False)
     for r, (case, z) in enumerate(picks):
         image, gt = store.read(case)
+        image = channels_first(image)[0]  # a store of several channels: the first is shown
         window = _crop(gt[z])
         layers = [(None, "image"), (gt, "ground truth")]
         for method, pred_dir, seed in shown:
