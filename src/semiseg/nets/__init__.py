@@ -51,6 +51,7 @@ __all__ = [
     "feature_dropout",
     "feature_noise",
     "init_weights",
+    "input_channels",
     "layer_types",
     "perturb_features",
     "random_perturbation",
@@ -124,6 +125,16 @@ def network_for(spec: dict) -> EncoderDecoder:
     return build_network(spec["method"]["network"], in_channels=spec["dataset"].get("channels", 1),
                          num_classes=spec["dataset"]["num_classes"],
                          dims=spec["dataset"]["dims"], **(spec["method"].get("network_args") or {}))
+
+
+def input_channels(net: nn.Module) -> int:
+    """The input channels of a network built here: its own ``in_channels``, or that of the network a
+    wrapper (:class:`SignedDistanceNet`, :class:`MultiDecoder`, :class:`PyramidNet`) holds as ``base``."""
+    while not hasattr(net, "in_channels") and hasattr(net, "base"):
+        net = net.base
+    if not hasattr(net, "in_channels"):
+        raise ValueError(f"{type(net).__name__} says neither its in_channels nor its base network")
+    return int(net.in_channels)
 
 
 def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
