@@ -247,3 +247,43 @@ def test_a_store_whose_channels_differ_from_the_spec_is_named(tmp_path):
         train(run_spec("supervised", 2), store, split, tmp_path / "run", progress=False)
     assert str(store) in str(err.value)
     assert json.loads(split.read_text())  # the split is untouched
+
+
+def test_a_two_channel_store_exports_to_nnunet_and_reads_back(tmp_path):
+    from semiseg.data.nnunet import read_dataset_json, read_nnunet_raw
+    from semiseg.data.preprocess import preprocess
+    from semiseg.data.splits import make_split
+    from semiseg.inference.export import export_nnunet
+
+    params = {"channel": ["ADC", "T2"], "split": {"fold": 0}, "normalize": "none"}
+    desc = preprocess("tiny", "nnunet", write_v2(tmp_path / "v2"), labels=NNUNET_LABELS, dims=3,
+                      store_path=tmp_path / "store.h5", params=params)
+    assert desc["channels"] == 2
+    (tmp_path / "split.json").write_text(json.dumps(make_split(desc, 50, 2)))
+    export_nnunet(tmp_path / "store.h5", tmp_path / "split.json", tmp_path / "out")
+    assert read_dataset_json(tmp_path / "out").channels == {0: "channel_0", 1: "channel_1"}
+    assert (tmp_path / "out" / "imagesTs" / "case_006_0001.nii.gz").is_file()
+    cases, _ = read_nnunet_raw(tmp_path / "out", "back", split={"fold": 0}, channel=[0, 1], normalize="none",
+                               labels=NNUNET_LABELS)
+    with Store(tmp_path / "store.h5") as store:
+        for case in cases:
+            image, label = store.read(case.case_id)
+            np.testing.assert_array_equal(case.image, image)
+            np.testing.assert_array_equal(case.label, label)
+
+
+@pytest.mark.parametrize("channel, ok", [("T2", True), (1, True), (["T2", 1], True), ([], False),
+                                         (["T2", "T2"], False), ([["T2"]], False)])
+def test_the_catalogue_takes_one_channel_or_a_list(channel, ok):
+    from conftest import REPO
+    from semiseg.schema import ConfigError, read_schema, validate
+
+    entry = {"mine": {"description": "d", "source": {"layout": "nnunet", "params": {"channel": channel,
+                                                                                   "split": {"seed": 0}}},
+                      "dims": 3, "labels": {"background": 0, "a": 1}, "ratios": {"50": 1}, "patch_size": [8, 8, 8]}}
+    schema = read_schema(REPO, "datasets")
+    if ok:
+        validate(entry, schema, "mine.yaml")
+    else:
+        with pytest.raises(ConfigError, match="channel"):
+            validate(entry, schema, "mine.yaml")
