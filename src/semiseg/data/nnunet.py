@@ -25,8 +25,8 @@ channels the source's ``params.channel`` chooses: one (a name of ``channel_names
 or its index), or a list of them, in the order the networks take them as input channels (a list
 of one is the same as that one). Every channel file of a case is read and must lie on the
 label's voxel grid. Intensities are z-scored per volume and channel over all voxels
-(``params.normalize: zscore``) or kept as the files hold them (``none``). Each case is its own patient; case ids are the label files' names without the
-file ending.
+(``params.normalize: zscore``) or kept as the files hold them (``none``). Each case is its own
+patient; case ids are the label files' names without the file ending.
 
 The split (``params.split``), one of:
 
@@ -264,8 +264,8 @@ def _channel_indices(meta: DatasetJson, channel: str | int | Sequence[str | int]
         elif isinstance(c, str) and c in names:
             indices.append(names[c])
         else:
-            raise DataError(meta.path, f"has no channel {c!r} (the {dataset_name} entry's params.channel); its channels "
-                                       f"are {meta.channels}")
+            raise DataError(meta.path, f"has no channel {c!r} (the {dataset_name} entry's params.channel); "
+                                       f"its channels are {meta.channels}")
     if not indices or len(set(indices)) < len(indices):
         raise DataError(meta.path, f"the {dataset_name} entry's params.channel {chosen} must name one or more of its "
                                    f"channels {meta.channels}, each once")

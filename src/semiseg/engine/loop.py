@@ -173,7 +173,8 @@ class _Run:
         if store.channels != dataset.get("channels", 1):
             raise TrainingError(f"{store.path}: the store holds {store.channels} channel(s) but the networks of "
                                 f"dataset {dataset['name']!r} take {dataset.get('channels', 1)} (its entry's "
-                                "source params.channel); rebuild the store (delete it, the workflow preprocesses again)")
+                                "source params.channel); rebuild the store (delete it, and the workflow "
+                                "preprocesses again)")
         if self.method.uses_unlabeled and not split["unlabeled"]:
             raise TrainingError(f"{self.split_path}: method {self.spec['method']['name']!r} needs unlabeled data "
                                 "but the split has none (a 100 % ratio); use a supervised method there")

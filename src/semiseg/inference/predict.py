@@ -271,10 +271,10 @@ def keep_largest_component(label: np.ndarray) -> np.ndarray:
 
 
 def predict_volume(net: nn.Module, image: np.ndarray, dataset: dict, device) -> np.ndarray:
-    """Predict a (Z, Y, X) volume (or a (C, Z, Y, X) one of C input channels) under the dataset's protocol (``run_spec()['dataset']``):
-    slice by slice (``dims`` 2) or by the batched sliding window (``dims`` 3), then, where the
-    dataset sets ``largest_component``, :func:`keep_largest_component`. Validation during
-    training and the infer stage both call this."""
+    """Predict a (Z, Y, X) volume (or a (C, Z, Y, X) one of C input channels) under the dataset's
+    protocol (``run_spec()['dataset']``): slice by slice (``dims`` 2) or by the batched sliding
+    window (``dims`` 3), then, where the dataset sets ``largest_component``,
+    :func:`keep_largest_component`. Validation during training and the infer stage both call this."""
     was_training = net.training
     net.eval()
     try:

@@ -93,7 +93,8 @@ def strong_view(image: Tensor, label: Tensor, conf: Tensor, generator: torch.Gen
         xi, yi, ci = x[i], y[i], c[i]
         if u[0] < 0.8:
             spatial = tuple(range(1, xi.dim()))
-            xi = torch.minimum(torch.maximum(xi * factor, xi.amin(spatial, keepdim=True)), xi.amax(spatial, keepdim=True))
+            low, high = xi.amin(spatial, keepdim=True), xi.amax(spatial, keepdim=True)
+            xi = torch.minimum(torch.maximum(xi * factor, low), high)
         if u[1] < 0.5:
             xi = xi + noise.clamp(-2 * noise_std, 2 * noise_std)
         if u[2] < 0.5:

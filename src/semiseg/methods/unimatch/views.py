@@ -51,9 +51,10 @@ def colour_jitter(image: Tensor, generator: torch.Generator, *, strength: float 
     ``b, c ~ U(1 − strength, 1 + strength)`` drawn per channel (each input channel, an MR sequence,
     is jittered on its own; one channel draws as the code does), in a random order per sample
     (torchvision's ``randperm`` of the four; saturation and hue do nothing to a greyscale image),
-    each clipped to [0, 1] (PIL's 0..255). Worked example: ``x = [0.2, 0.6]``, ``b = 1.5``, ``c = 0.5``: brightness first gives
-    ``[0.3, 0.9]``, mean 0.6, then ``[0.45, 0.75]``; contrast first gives the same (both maps are
-    linear in ``x`` and scale the mean alike): the order only matters where a value clips.
+    each clipped to [0, 1] (PIL's 0..255). Worked example: ``x = [0.2, 0.6]``, ``b = 1.5``,
+    ``c = 0.5``: brightness first gives ``[0.3, 0.9]``, mean 0.6, then ``[0.45, 0.75]``; contrast
+    first gives the same (both maps are linear in ``x`` and scale the mean alike): the order only
+    matters where a value clips.
     """
     n, ch = image.shape[:2]
     apply = torch.rand(n, generator=generator) < p
