@@ -170,6 +170,11 @@ class _Run:
 
     def _load_data(self, store: Store) -> None:
         split, dataset, sched = self.split["cases"], self.dataset, self.sched
+        if store.channels != dataset.get("channels", 1):
+            raise TrainingError(f"{store.path}: the store holds {store.channels} channel(s) but the networks of "
+                                f"dataset {dataset['name']!r} take {dataset.get('channels', 1)} (its entry's "
+                                "source params.channel); rebuild the store (delete it, and the workflow "
+                                "preprocesses again)")
         if self.method.uses_unlabeled and not split["unlabeled"]:
             raise TrainingError(f"{self.split_path}: method {self.spec['method']['name']!r} needs unlabeled data "
                                 "but the split has none (a 100 % ratio); use a supervised method there")

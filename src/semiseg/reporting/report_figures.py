@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from semiseg.colours import LABEL_COLOURS, METHOD_COLOURS
+from semiseg.data.store import channels_first
 from semiseg.references import reference_sources
 from semiseg.table_config import is_external
 
@@ -411,6 +412,7 @@ def overlays(ratio: int, methods: Sequence[str], runs: Mapping, store, labels: M
     axes = fig.subplots(len(picks), cols, squeeze=False)
     for r, (case, z) in enumerate(picks):
         image, gt = store.read(case)
+        image = channels_first(image)[0]  # a store of several channels: the first is shown
         window = _crop(gt[z])
         layers = [(None, "image"), (gt, "ground truth")]
         for method, pred_dir, which in shown:
