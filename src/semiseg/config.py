@@ -31,6 +31,7 @@ from semiseg.table_config import (add_external_rows, bootstrap_min_resamples, ch
 __all__ = [
     "ConfigError",
     "dataset_source",
+    "input_channels",
     "load_config",
     "method_settings",
     "table_spec",
@@ -392,6 +393,8 @@ def run_spec(cfg: dict, dataset: str, method: str, ratio: int | str, seed: int |
             "labels": ds["labels"],
             "num_classes": len(ds["labels"]),
             "patch_size": ds["patch_size"],
+            # only when several: the specs (and fingerprints) of one-channel datasets stay as they were
+            **({"channels": input_channels(ds)} if input_channels(ds) > 1 else {}),
             # the schedule may coarsen it (smoke runs: fewer windows per volume)
             "stride": window_stride(cfg, dataset, method, stride),
             # only when on: the specs (and fingerprints) of datasets without it stay as they were
@@ -404,6 +407,13 @@ def run_spec(cfg: dict, dataset: str, method: str, ratio: int | str, seed: int |
         "seed": int(seed),
         "device": cfg["settings"]["device"],
     }
+
+
+def input_channels(ds: dict) -> int:
+    """How many input channels a dataset entry's networks take: the length of its source's
+    ``params.channel`` where that is a list (the nnunet layout's), else 1."""
+    channel = ds["source"].get("params", {}).get("channel")
+    return len(channel) if isinstance(channel, list) else 1
 
 
 def window_stride(cfg: dict, dataset: str, method: str, stride: list[int] | None = None) -> list[int] | None:

@@ -58,8 +58,12 @@ def _predictions_note(table: dict, metrics: list[Path]) -> str | None:
             parts.append(f"{row['label']}: {row['predictions']}" + (f" (sha256 {sha[:16]})" if sha else ""))
     if not parts:
         return None
+    columns = table.get("columns") or ()
+    dashes = [w for c, w in (("difference", "ΔDice —: no seeds to pair by"),
+                             ("cost", "cost —: its training is not recorded here")) if c in columns]
     return ("another tool's predictions of the test cases, scored here with the same metrics (one value: no "
-            "seeds; Unlabeled —: the tool's own use of unlabeled cases is not known here): " + "; ".join(parts))
+            "seeds; Unlabeled —: the tool's own use of unlabeled cases is not known here"
+            + "".join(f"; {w}" for w in dashes) + "): " + "; ".join(parts))
 
 
 #: How the footer names a dataset's distance unit.

@@ -474,8 +474,8 @@ def render_table(spec: Mapping, table: TableRuns, *, dataset_info: Mapping, foot
         for column in columns:
             if column == "difference":
                 cells.append(difference_cell(row.difference))
-            elif column == "cost":
-                cells.append(cost_cell(row.costs))
+            elif column == "cost":  # a predictions row's training was another tool's: not recorded here
+                cells.append("—" if row.external else cost_cell(row.costs))
             else:
                 values = [run[column] * factors[column] for run in row.runs]
                 cells.append(format_cell(values, references=row.references.get(column, ()), mark=footnotes,
