@@ -16,15 +16,16 @@ from semiseg.table_config import is_external
 __all__ = ["table_from_runs", "parse_run_path", "result_key"]
 
 def parse_run_path(path: Path) -> tuple[str, str, int, int]:
-    """(dataset, method, ratio, seed) from ``.../runs/<dataset>/<method>/<ratio>/seed<seed>/metrics.csv``."""
+    """(dataset, method, ratio, seed) from ``.../runs/<dataset>/<method>/<ratio>/seed<seed>/metrics.csv``
+    (``seed<seed>-stride<z>x<y>x<x>/``: a run at a table's own test stride)."""
     problem = ValueError(f"{path}: not a run's metrics file (runs/<dataset>/<method>/<ratio>/seed<seed>/metrics.csv)")
     try:
-        run = paths.parse_run_path(path)
+        *run, stride = paths.parse_run(path)
     except ValueError:
         raise problem from None
-    if not Path(path).as_posix().endswith(paths.run_file(*run, "metrics.csv")):
+    if not Path(path).as_posix().endswith(paths.run_file(*run, "metrics.csv", stride=stride)):
         raise problem
-    return run
+    return tuple(run)
 
 
 def result_key(path: Path, table: dict) -> tuple[str, int, int | None]:
