@@ -49,7 +49,9 @@ pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 LONG_METHOD = "supervised"
 SHORT_METHOD = "mean_teacher"
 LONG_ITERATIONS, LONG_CHECKPOINT, SIGNAL_AFTER = 24, 1000, 2
-RUN_WILDCARDS = "tiny2d_{method}_25_0"  # the plugin's job comment: rule_<rule>_wildcards_<these>
+# the plugin's job comment: rule_<rule>_wildcards_<these>, the last the run's empty stride wildcard
+# (a run at its dataset's own test stride)
+RUN_WILDCARDS = "tiny2d_{method}_25_0_"
 
 DATASETS = {
     "tiny2d": {
