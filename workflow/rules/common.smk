@@ -33,6 +33,16 @@ def run_path(path=""):
     return results(paths.run_file("{dataset}", "{method}", "{ratio}", "{seed}", path))
 
 
+def oracle_path(path=""):
+    """A path inside one run's test-selection oracle folder (semiseg.paths.oracle_file's rule pattern)."""
+    return results(paths.oracle_file("{every}", "{dataset}", "{method}", "{ratio}", "{seed}", path))
+
+
+def oracle_log(stage):
+    """The log of one run's oracle job of `stage` (oracle_train, oracle_evaluate)."""
+    return log_path(stage, paths.oracle_key("{every}", "{dataset}", "{method}", "{ratio}", "{seed}"))
+
+
 def log_path(stage, key):
     """A job's log (semiseg.paths.log); `key` a wildcard pattern, e.g. "{dataset}"."""
     return results(paths.log(stage, key))
@@ -59,6 +69,7 @@ wildcard_constraints:
     table="|".join(sorted(CFG["tables"])),
     ratio=r"\d+",
     seed=r"\d+",
+    every=r"\d+",
     key=f"{EXTERNAL_PREFIX}[a-z0-9_]+",
 
 
@@ -159,6 +170,28 @@ def table_metrics(wildcards):
         results(paths.run_file(d, m, r, s, "metrics.csv"))
         for d, m, r, s in table_runs(CFG, wildcards.table)
     ]
+
+
+def table_oracle(wildcards):
+    """The oracle.json of each run of a table with `oracle: {every: K}` (its best-on-test column);
+    none for a table without: its inputs, and so its jobs, are the honest pipeline's only."""
+    oracle = CFG["tables"][wildcards.table].get("oracle")
+    if not oracle:
+        return []
+    return [results(paths.oracle_file(oracle["every"], d, m, r, s, paths.ORACLE_SUMMARY))
+            for d, m, r, s in table_runs(CFG, wildcards.table)]
+
+
+def oracle_code(wildcards):
+    return code_fingerprint("oracle-train", CFG["methods"][wildcards.method]["algorithm"])
+
+
+def oracle_infer_runtime(wildcards, attempt=1):
+    """The infer stage's runtime once per snapshot the oracle scores (every K-th iteration and the last)."""
+    iterations = run_spec(CFG, wildcards.dataset, wildcards.method, wildcards.ratio, wildcards.seed)["schedule"][
+        "iterations"]
+    snapshots = iterations // int(wildcards.every) + (iterations % int(wildcards.every) > 0)
+    return run_resources(CFG, wildcards.dataset, wildcards.method)["infer_runtime"] * snapshots
 
 
 def table_external_metrics(wildcards):
