@@ -197,6 +197,16 @@ def test_the_honest_jobs_are_the_same_with_and_without_the_oracle(tmp_path):
     assert "results/oracle/every2/" in oracle_outputs and "results/runs/" not in oracle_outputs
 
 
+def _assert_honest_audit(report: dict, run: str) -> None:
+    """The audit of an honest cell followed the run's chain and checked no oracle file: the oracle's
+    summaries appear only where the audit prints the table record's own arguments."""
+    assert report["status"] == "ok" and all(r["run_dir"].endswith(run) for r in report["runs"])
+    table_step = report["steps"][report["chain"][0]["made_by"]]
+    assert table_step["args"]["oracle"] and all("/oracle/every" in p for p in table_step["args"]["oracle"])
+    table_step["args"].pop("oracle")
+    assert "oracle/" not in json.dumps(report)
+
+
 @pytest.mark.slow
 def test_adding_the_oracle_reruns_no_honest_job_and_the_audit_never_reaches_it(tmp_path):
     root = make_workflow(tmp_path / "wf", tables=tiny_table(methods=("supervised",)))
@@ -223,7 +233,32 @@ def test_adding_the_oracle_reruns_no_honest_job_and_the_audit_never_reaches_it(t
                             "supervised", "--ratio", "25", "--format", "json"], cwd=root, capture_output=True,
                            text=True)
     assert audit.returncode == 0, audit.stdout[-3000:] + audit.stderr[-3000:]
-    assert "runs/tiny2d/supervised/25/seed0" in audit.stdout and "oracle/" not in audit.stdout
-    assert json.loads(audit.stdout)["status"] == "ok"
+    _assert_honest_audit(json.loads(audit.stdout), "runs/tiny2d/supervised/25/seed0")
     # the report page shows the table as built, the oracle's column with it
     assert ORACLE_TITLE in (root / "results" / "report" / "tiny.html").read_text()
+
+
+# ----------------------------------------------------------------------------- on LA-mini
+# built by the session fixture `la_smoke` (tests/conftest.py) from tests/smoke_targets.py's LA_ORACLE_TABLES
+
+
+@pytest.mark.slow
+@pytest.mark.data
+def test_the_la_mini_oracle_shows_both_columns_and_the_audit_of_the_honest_cell_stays_honest(la_smoke):
+    res = la_smoke
+    rows = _rows((res / "tables" / "la_oracle.md").read_text())
+    assert rows[0][3:5] == ["Dice↑ (%)", ORACLE_TITLE]
+    assert [r[0] for r in rows[2:]] == ["V-Net (labeled only)", "MT"]
+    for row, method in zip(rows[2:], ("supervised", "mean_teacher")):
+        # one iteration, no val split: the one snapshot is the honest run's final weights (CPU replay)
+        oracle = res / paths.oracle_file(1, "la", method, 10, 0)
+        snapshot = torch.load(oracle / "snapshots" / "iter1" / "model.pt", weights_only=True)
+        final = torch.load(res / paths.run_file("la", method, 10, 0, "model.pt"), weights_only=True)
+        assert all(torch.equal(snapshot[k], final[k]) for k in final)
+        honest = row[3].split(" ")[0]
+        assert re.fullmatch(r"\d+\.\d\d", honest) and row[4] == f"{honest} (+0.00 over honest; iteration 1)", row
+    audit = subprocess.run([sys.executable, "-m", "semiseg.cli", "audit", "results/tables/la_oracle.md", "--row",
+                            "supervised", "--ratio", "10", "--format", "json"], cwd=res.parent, capture_output=True,
+                           text=True)
+    assert audit.returncode == 0, audit.stdout[-3000:] + audit.stderr[-3000:]
+    _assert_honest_audit(json.loads(audit.stdout), "runs/la/supervised/10/seed0")
