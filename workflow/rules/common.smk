@@ -80,12 +80,13 @@ DATA_DATASETS = "|".join(sorted(d for d, entry in CFG["datasets"].items() if "va
 
 def warn_before_long_cpu_training():
     """Before the first job: a build about to train longer than a smoke schedule on this machine's
-    CPU says so, with the schedules' budget (semiseg.config.cpu_training_warning). Nothing under a
-    cluster executor (its jobs run where the GPUs are) or with device: cuda."""
+    CPU says so, with the schedules' budget (semiseg.config.cpu_training_warning); a table's
+    oracle trains its runs a second time, and counts. Nothing under a cluster executor (its jobs
+    run where the GPUs are) or with device: cuda."""
     if not workflow.local_exec or CFG["settings"]["device"] == "cuda":
         return
     runs = [(j.wildcards.dataset, j.wildcards.method, j.wildcards.ratio, j.wildcards.seed)
-            for j in workflow.dag.needrun_jobs() if j.rule.name == "train"]
+            for j in workflow.dag.needrun_jobs() if j.rule.name in ("train", "oracle_train")]
     text = semiseg_config.cpu_training_warning(CFG, runs)
     if text and CFG["settings"]["device"] == "auto":
         import torch  # only here: the DAG itself never imports torch
