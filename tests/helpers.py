@@ -38,10 +38,11 @@ def schema_defaults(algorithm: str) -> dict:
     return {k: v["default"] for k, v in schema["properties"].items()}
 
 
-def tiny_store(path: Path, n: int = 6, dims: int = 2, *, shape3d=(20, 24, 24), box=(8, 20), core=(12, 16)
-               ) -> tuple[Path, Path]:
+def tiny_store(path: Path, n: int = 6, dims: int = 2, *, shape3d=(20, 24, 24), box=(8, 20), core=(12, 16),
+               channels: int = 1) -> tuple[Path, Path]:
     """``n`` cases of a square ``box`` (label 1) around a square ``core`` (label 2) in noise, on
     3 slices of 32² (2D) or ``shape3d`` (3D), and a split: 2 labeled, 2 unlabeled, 1 val, 1 test.
+    ``channels`` > 1: images ``(C, Z, Y, X)``, channel ``c > 0`` the label times ``-c`` in noise.
     Returns the store and split paths."""
     rng = np.random.default_rng(0)
     cases = []
@@ -51,6 +52,9 @@ def tiny_store(path: Path, n: int = 6, dims: int = 2, *, shape3d=(20, 24, 24), b
         label[:, box[0]:box[1], box[0]:box[1]] = 1
         label[:, core[0]:core[1], core[0]:core[1]] = 2
         image = (label / 2 + rng.normal(0, 0.1, shape)).astype(np.float32)
+        if channels > 1:
+            image = np.stack([image, *((-float(c) * label + rng.normal(0, 0.1, shape)).astype(np.float32)
+                                       for c in range(1, channels))])
         cases.append(Case(f"p{i}_frame01", f"p{i}", image, label))
     write_store(path, name="tiny", dims=dims, labels=LABELS, cases=cases)
     split = {"cases": {"labeled": ["p0_frame01", "p1_frame01"], "unlabeled": ["p2_frame01", "p3_frame01"],
@@ -98,39 +102,41 @@ def table_cells(text: str) -> dict[tuple[str, str], list[str]]:
     return out
 
 
-def unet3():
-    """A tiny 2D U-Net: 1 channel in, 3 classes out, no dropout."""
+def unet3(in_channels: int = 1):
+    """A tiny 2D U-Net: ``in_channels`` in (1), 3 classes out, no dropout."""
     from semiseg.nets import UNet
 
-    return UNet(1, 3, channels=(4, 8, 16, 32, 64), dropout=(0,) * 5)
+    return UNet(in_channels, 3, channels=(4, 8, 16, 32, 64), dropout=(0,) * 5)
 
 
-def vnet3():
-    """A tiny V-Net: 1 channel in, 3 classes out, 4 base filters, no dropout (16^3 patches)."""
+def vnet3(in_channels: int = 1):
+    """A tiny V-Net: ``in_channels`` in (1), 3 classes out, 4 base filters, no dropout (16^3 patches)."""
     from semiseg.nets import VNet
 
-    return VNet(1, 3, n_filters=4, normalization="batchnorm", has_dropout=False)
+    return VNet(in_channels, 3, n_filters=4, normalization="batchnorm", has_dropout=False)
 
 
 #: Methods that train 3D networks only (stepped on 16^3 patches with :func:`vnet3`).
 THREE_D_ONLY = {"caml"}
 
 
-def tiny_step(algorithm: str, params: dict | None = None):
+def tiny_step(algorithm: str, params: dict | None = None, channels: int = 1):
     """``(method, ctx)``: the algorithm built on a tiny network (:func:`unet3`, or :func:`vnet3` for
-    :data:`THREE_D_ONLY`) with its schema defaults under ``params``, and the step context of
-    iteration 9 of 10 with its views of a seeded batch of 2 + 2 samples (3 classes)."""
+    :data:`THREE_D_ONLY`) of ``channels`` input channels with its schema defaults under ``params``,
+    and the step context of iteration 9 of 10 with its views of a seeded batch of 2 + 2 samples
+    (3 classes)."""
     import torch
 
     from semiseg.methods import Step, StepContext, build_method
 
     three_d = algorithm in THREE_D_ONLY
-    m = build_method(run_spec(algorithm, 10, params=params, dims=3 if three_d else 2), vnet3 if three_d else unet3)
+    net = vnet3 if three_d else unet3
+    m = build_method(run_spec(algorithm, 10, params=params, dims=3 if three_d else 2), lambda: net(channels))
     g = torch.Generator().manual_seed(0)
     shape = (16, 16, 16) if three_d else (32, 32)
-    batch = {"labeled_image": torch.randn(2, 1, *shape, generator=g),
+    batch = {"labeled_image": torch.randn(2, channels, *shape, generator=g),
              "labeled_label": torch.randint(0, 3, (2, *shape), generator=g),
-             "unlabeled_image": torch.randn(2, 1, *shape, generator=g)}
+             "unlabeled_image": torch.randn(2, channels, *shape, generator=g)}
     return m, StepContext(Step(9, 10), m.make_views(batch, g), g)
 
 

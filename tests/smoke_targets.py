@@ -20,6 +20,13 @@ ACDC_ITERATIONS = 1
 # papers' values only). Their 2D form is built end to end by tests/test_baselines_workflow.py, and
 # the ACDC protocol they would run is the one the build proves for every other method.
 ACDC_BASELINE_RATIO = None
+# And its third: of the sweeps of one number or one switch over the same method (the values each
+# tested one by one on tiny tensors: tests/test_alhvr.py, tests/test_buarl.py), the rows of
+# ACDC_SWEEP_ROWS run (by method), the others show the papers' values only: a sweep's rows differ
+# from each other in nothing a second and third value would prove again.
+ACDC_SWEEP_ROWS = {"alhvr_beta": ["alhvr_beta_05", "alhvr"],
+                   "alhvr_regions": ["cps_regions_drop_none", "cps_regions_drop_r1r2"],
+                   "buarl_mu": ["buarl_bcp", "buarl_bcp_mu_99_99"]}
 
 # LA-mini (../shared/data/LA-mini): 20 of the 80 train volumes and 4 test volumes
 LA_TABLES = ["la", "sgrs_la", "buarl_la", "crln_la"]

@@ -215,26 +215,35 @@ def test_export_puts_the_ground_truth_back_as_the_release_s_label_file(tmp_path)
 
 
 def test_a_table_asks_for_another_test_stride(cfg):
-    from semiseg.config import dataset_source, table_runs, table_spec
+    from semiseg.config import dataset_source, table_runs, table_spec, table_stride
 
     table = cfg["tables"]["brats_stride16"]
-    assert table["dataset"] == "brats_stride16x16x16" and cfg["tables"]["brats"]["dataset"] == "brats"
-    variant = cfg["datasets"]["brats_stride16x16x16"]
-    assert variant["variant_of"] == "brats" and variant["stride"] == [16, 16, 16]
-    assert {k: v for k, v in variant.items() if k not in ("stride", "variant_of")} == \
-        {k: v for k, v in cfg["datasets"]["brats"].items() if k != "stride"}
-    spec = run_spec(cfg, "brats_stride16x16x16", "supervised", 10, 0)
+    assert table["dataset"] == "brats" and cfg["tables"]["brats"]["dataset"] == "brats"
+    assert table_stride(cfg, "brats_stride16") == [16, 16, 16] and table_stride(cfg, "brats") is None
+    assert cfg["datasets"]["brats"]["stride"] == [64, 64, 64]  # the dataset stays as it is
+    spec = run_spec(cfg, "brats", "supervised", 10, 0, stride=[16, 16, 16])
     assert spec["dataset"]["stride"] == [16, 16, 16]
     assert run_spec(cfg, "brats", "supervised", 10, 0)["dataset"]["stride"] == [64, 64, 64]
     assert spec["schedule"] == {**run_spec(cfg, "brats", "supervised", 10, 0)["schedule"]}
-    assert all(r[0] == "brats_stride16x16x16" for r in table_runs(cfg, "brats_stride16"))
+    assert all(r[0] == "brats" for r in table_runs(cfg, "brats_stride16"))
     assert table_spec(cfg, "brats_stride16")["sliding_window"] == \
         "96 x 96 x 96 windows (z, y, x), stride 16 x 16 x 16 (this table's; brats's default: 64 x 64 x 64)"
     assert table_spec(cfg, "brats")["sliding_window"] == "96 x 96 x 96 windows (z, y, x), stride 64 x 64 x 64"
-    # a user's source of the dataset is the variant's too
+    # a user's source of the dataset is the one of its runs at every stride
     import yaml
     settings = {**yaml.safe_load((REPO / "config" / "config.yaml").read_text()), "sources": {"brats": {"path": "/b"}}}
-    assert dataset_source(load_config(settings, root=REPO), "brats_stride16x16x16")["path"] == "/b"
+    assert dataset_source(load_config(settings, root=REPO), "brats")["path"] == "/b"
+
+
+def test_a_run_s_own_stride_is_another_than_its_dataset_s(cfg):
+    from semiseg.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"a run of brats at test stride \[64, 64, 64\]: that is brats's own stride"):
+        run_spec(cfg, "brats", "supervised", 10, 0, stride=[64, 64, 64])
+    with pytest.raises(ConfigError, match=r"a run of acdc at test stride \[1, 8, 8\]: a test stride is for a 3D dataset"):
+        run_spec(cfg, "acdc", "supervised", 10, 0, stride=[1, 8, 8])
+    with pytest.raises(ConfigError, match=r"steps further than brats's patch \[96, 96, 96\] on the z axis"):
+        run_spec(cfg, "brats", "supervised", 10, 0, stride=[128, 16, 16])
 
 
 def test_a_test_stride_on_a_2d_dataset_is_refused(tmp_path):

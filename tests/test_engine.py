@@ -214,3 +214,21 @@ def test_unlabeled_method_refuses_a_split_without_unlabeled_data(tmp_path):
     split.write_text(json.dumps(s))
     with pytest.raises(TrainingError, match="needs unlabeled data"):
         train(_spec(), store, split, tmp_path / "run", progress=False)
+
+
+def test_training_on_the_cpu_turns_on_deterministic_algorithms_without_loading_the_inductor(tmp_path):
+    """A CPU training job asks torch for deterministic algorithms (warnings only) as the public call
+    does, without importing torch._inductor (seconds of every job's start-up), checked in a fresh
+    interpreter so that no other test's imports count."""
+    import subprocess
+    import sys
+
+    code = ("import sys, torch; from semiseg.device import deterministic_algorithms; deterministic_algorithms(); "
+            "print(torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(), "
+            "'torch._inductor' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["True", "True", "False"]
+    # with the inductor loaded already, the public call (which also sets its flag) is made
+    code = "import torch._inductor.config as c; from semiseg.device import deterministic_algorithms; " \
+           "deterministic_algorithms(); print(c.deterministic)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "True"

@@ -3,7 +3,8 @@
 ``semiseg audit`` follows its cell to the folder.
 
 The stages are run here through the command line, as the workflow's rules run them (fast: no
-training); one tiny Snakemake build, marked slow, puts a predictions row beside a trained row.
+training), the report page's among them; one tiny Snakemake build, marked slow, puts a
+predictions row beside a trained row, on the table and on its report page.
 The scoring's own refusals (a missing or an extra case, a geometry mismatch) are tested in
 tests/test_nnunet.py.
 """
@@ -19,6 +20,7 @@ import pytest
 import SimpleITK as sitk
 
 from conftest import make_workflow, snakemake, tiny_table
+from test_report import _report_results
 from semiseg import paths
 from semiseg.cli import main
 from semiseg.config import ConfigError, dataset_source, load_config, table_externals, table_fingerprint, table_runs
@@ -168,6 +170,22 @@ def test_the_row_shows_what_evaluate_external_scores(stages):
     assert f"{LABEL}: {stages['folder']} (sha256 " in text
 
 
+def test_the_row_s_difference_and_cost_cells_say_they_do_not_apply(stages):
+    """No seeds to pair by and no training recorded here: ``—`` in both columns, and the footer
+    says why (before, the cost cell read "not recorded", as for a run that lost its record)."""
+    spec = table_spec(stages["cfg"], "tiny")
+    spec["table"] = {**spec["table"], "columns": ["dice", "difference", "cost"],
+                     "bootstrap": {"resamples": 100, "confidence": 0.95, "seed": 0}}
+    out = stages["tmp"] / "with_columns.md"
+    metrics = Path("results") / paths.external_file("tiny", KEY)
+    assert main(["table", "--spec", json.dumps(spec), "--descriptor", str(stages["descriptor"]), "--metrics",
+                 str(metrics), "--out", str(out)]) == 0
+    rows, _ = _parse_table(out.read_text())
+    cells = next(r for r in rows if r["name"] == LABEL)["cells"]
+    assert cells["ΔDice vs comparator (%)"] == "—" and cells["Cost (device time per run, peak memory)"] == "—"
+    assert "ΔDice —: no seeds to pair by; cost —: its training is not recorded here" in out.read_text()
+
+
 def test_the_audit_reaches_the_folder(stages):
     result = audit(stages["table"], row=LABEL, ratio=25, root=stages["root"])
     assert result["status"] == OK, format_audit(result)
@@ -183,6 +201,29 @@ def test_the_audit_reaches_the_folder(stages):
     tampered = audit(stages["table"], row=KEY, ratio=25, root=stages["root"])
     folder_link = next(lk for lk in tampered["runs"][0]["links"] if lk["name"] == "predictions")
     assert tampered["status"] == MISMATCH and folder_link["status"] == MISMATCH
+
+
+def test_the_report_page_shows_the_row_as_evaluate_external_scored_it(stages):
+    """The report stage, as rule table_report runs it: the row's per-class values are its
+    metrics.csv's, and the page names the folder with the checksum its scoring recorded."""
+    metrics = Path("results") / paths.external_file("tiny", KEY)
+    page = Path("results") / paths.report_page("tiny")
+    cfg = stages["cfg"]
+    spec = {"name": "tiny", "table": cfg["tables"]["tiny"]}
+    assert main(["--rule", "table_report", "report", "--spec", json.dumps(spec), "--table", str(stages["table"]),
+                 "--store", str(stages["store"]), "--runs", "--external", str(metrics), "--out", str(page)]) == 0
+    html = page.read_text()
+    per_class = summarise(read_metrics_csv(metrics))["per_class"]
+    row = re.search(rf"<tr><td>{re.escape(LABEL)}</td><td>25%</td><td>none: evaluation only</td>(.*?)</tr>", html)
+    assert re.findall(r"<td>(.*?)</td>", row[1]) == [f"{100 * per_class[c]['dice']:.2f}" for c in per_class] + \
+        [f"{per_class[c]['hd95']:.2f}" for c in per_class]
+    record = json.loads((metrics.parent / "provenance.evaluate-external.json").read_text())
+    sha = record["spec"]["predictions"]["sha256"]
+    assert f"<td><code>{stages['folder']}</code></td><td><code>{sha[:16]}</code></td>" in html
+    assert re.findall(r'<img alt="([^"]+)"', html) == ["Dice against labeled ratio", "overlays 25"]
+    # the page's record names the metrics it read: `semiseg audit` and a rerun see what it shows
+    report_record = json.loads(page.with_suffix(".provenance.json").read_text())
+    assert str(metrics) in json.dumps(report_record["inputs"])
 
 
 @pytest.mark.slow
@@ -213,9 +254,21 @@ def test_a_predictions_row_beside_a_trained_row_in_one_build(tmp_path):
     assert result["status"] == OK, format_audit(result)
     record = "results/" + paths.external_file("tiny", KEY, "provenance.evaluate-external.json")
     assert result["steps"][record]["rule"] == "evaluate_external"
-    # a changed file of the folder scores the row again (the folder's checksum is a param): no run retrains
+    # the report page shows both rows' per-class metrics, the predictions row's as evaluation only
+    page = (results / paths.report_page("tiny")).read_text()
+    assert re.search(r"<tr><td>supervised</td><td>25%</td><td>1</td>", page)
+    assert re.search(rf"<tr><td>{re.escape(LABEL)}</td><td>25%</td><td>none: evaluation only</td>", page)
+    # the Snakemake report's caption of the page links the row's scoring beside the runs
+    made = snakemake(root, "--report", "report.html")
+    assert made.returncode == 0, made.stderr[-3000:]
+    caption = _report_results((root / "report.html").read_text())["results/report/tiny.html"]["caption"]
+    assert "Evaluation-only rows" in caption and f"results/external/{paths.external_key('tiny', KEY)}" in caption
+    # a changed file of the folder scores the row again (the folder's checksum is a param): no run retrains,
+    # and the page, whose input the row's metrics.csv is, is drawn again from them
     _change_a_voxel(folder)
-    again = snakemake(root, "--dry-run")
+    again = snakemake(root, "--dry-run", "--printshellcmds")
     assert again.returncode == 0, again.stderr[-3000:]
-    rules = set(re.findall(r"^(?:local)?rule (\w+):", again.stdout + again.stderr, re.MULTILINE)) - {"all"}
+    out = again.stdout + again.stderr
+    rules = set(re.findall(r"^(?:local)?rule (\w+):", out, re.MULTILINE)) - {"all"}
     assert rules == {"evaluate_external", "table", "table_report"}
+    assert f"--external results/{paths.external_file('tiny', KEY)} " in out

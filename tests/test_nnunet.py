@@ -9,6 +9,7 @@ import shutil
 import numpy as np
 import pytest
 import SimpleITK as sitk
+import torch
 
 from nnunet_data import CHANNELS, LABELS, ORIGIN, SHAPE, SPACING, case_arrays, write_v1, write_v2
 from semiseg.data.fetch import fetch
@@ -226,8 +227,9 @@ def _own_workflow(root, v2, v1):
                               "rows": [{"method": "supervised", "ratios": [40]}]} for name in ("mine_v2", "mine_v1")}
     make_workflow(root, tables=tables)
     write_yaml(root / "config" / "datasets" / "mine.yaml", {
-        **_own_dataset("mine_v2", {"channel": "ADC", "split": {"fold": 0}}, dims=2),
-        **_own_dataset("mine_v1", {"channel": 0, "split": {"seed": 0, "val": 1, "test": 2}}, dims=3)})
+        # both channels as the networks' input, by name and by index
+        **_own_dataset("mine_v2", {"channel": ["T2", "ADC"], "split": {"fold": 0}}, dims=2),
+        **_own_dataset("mine_v1", {"channel": [0, 1], "split": {"seed": 0, "val": 1, "test": 2}}, dims=3)})
     write_yaml(root / "config" / "config.yaml", {
         "tables": list(tables), "schedule": None, "device": "cpu", "results": "results",
         "sources": {"mine_v2": {"path": str(v2)}, "mine_v1": {"path": str(v1)}},
@@ -236,13 +238,14 @@ def _own_workflow(root, v2, v1):
 
 
 def test_a_user_dataset_needs_only_a_config_entry(v2, v1, tmp_path):
-    from semiseg.config import dataset_source, load_config, ratio_patients
+    from semiseg.config import dataset_source, load_config, ratio_patients, run_spec
 
     cfg = load_config(root=_own_workflow(tmp_path / "wf", v2, v1))
     source = dataset_source(cfg, "mine_v2")
     assert source["path"] == str(v2)
-    assert source["params"] == {"channel": "ADC", "split": {"fold": 0}, "normalize": "zscore"}
+    assert source["params"] == {"channel": ["T2", "ADC"], "split": {"fold": 0}, "normalize": "zscore"}
     assert ratio_patients(cfg, "mine_v1", "40") == 2
+    assert run_spec(cfg, "mine_v1", "supervised", 40, 0)["dataset"]["channels"] == 2
 
 
 @pytest.mark.slow
@@ -259,6 +262,14 @@ def test_a_table_on_each_form_through_config_alone(v2, v1, tmp_path):
         if test_cases:
             assert split["test"] == test_cases
         assert len(split["labeled"]) == 2 and len(split["test"]) == 2
+        # both channels in: the store's images, the trained network's first convolution, its predictions
+        with Store(root / "results" / "preprocessed" / name / "store.h5") as store:
+            assert store.channels == 2
+        run = root / "results" / "runs" / name / "supervised" / "40" / "seed0"
+        first = next(w for w in torch.load(run / "model.pt").values() if w.dim() > 2)
+        assert first.shape[1] == 2
+        predicted = {p.name for p in (run / "predictions").glob("*.nii.gz")}
+        assert predicted and predicted <= {f"{c}.nii.gz" for c in split["test"]}
 
 
 # -- another tool's predictions, scored as a run is ------------------------------------------------------

@@ -129,6 +129,16 @@ def test_a_citation_brings_the_cited_values_at_the_table_s_rows_with_its_source(
     assert written["reference"] == {"source": "x", "values": {"supervised": {25: {"dice": 1.0}}}}
 
 
+def test_a_table_with_a_predictions_row_cites_its_papers_at_its_other_rows():
+    """A predictions row (another tool's folder, not yet given its key when citations are read)
+    takes no paper's values; before, the citation stopped the config with a KeyError."""
+    table = _table({"cite": "P T1"})
+    table["rows"].append({"predictions": "nnunet_preds", "label": "nnU-Net (labeled only)", "ratio": 25})
+    cite_references(table, "tiny.yaml: tiny", CITED)
+    assert table["reference"]["values"] == {"supervised": {25: {"dice": 80.0}},
+                                            "mean_teacher": {25: {"dice": 82.0, "asd": 1.5}}}
+
+
 @pytest.mark.parametrize("reference, message", [
     ([{"cite": "P T7"}],
      r"tiny\.yaml: tiny\.reference\.0\.cite: unknown paper table 'P T7'; allowed: P T1, P T2, P T9"),

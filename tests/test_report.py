@@ -425,3 +425,106 @@ def test_overlay_column_titles_do_not_overlap(acdc_size_page):
         assert len(boxes) >= 3
         for left, right in zip(boxes, boxes[1:]):
             assert left.x1 < right.x0, (left, right)
+
+
+# ----------------------------------------------------------------------------- evaluation-only rows
+KEY = "external_nnu_net"
+
+
+def _with_predictions_row(table: dict, folder) -> dict:
+    """``table`` with a predictions row at 10 %, as the config loader completes it."""
+    row = {"predictions": str(folder), "label": "nnU-Net", "ratio": 10, "method": KEY, "ratios": [10], "run": True}
+    return {**table, "rows": [*table["rows"], row]}
+
+
+def _predictions_row(root, dice_rv, sha256="ab" * 32):
+    """Another tool's folder of predictions of the toy store's cases, and its scoring as the
+    evaluate_external rule writes it: metrics.csv (RV Dice ``dice_rv``) and the record naming the
+    folder's checksum."""
+    folder = root / "nnunet_preds"
+    folder.mkdir()
+    metrics = root / "external" / "small" / KEY / "metrics.csv"
+    metrics.parent.mkdir(parents=True)
+    rows = []
+    for case in ("p0_frame01", "p1_frame01"):
+        label = np.zeros((3, 16, 16), np.uint8)
+        label[:, 3:12, 3:12] = 2
+        write_label_nifti(label, {"spacing": (1, 1, 1), "origin": (0, 0, 0),
+                                  "direction": (1, 0, 0, 0, 1, 0, 0, 0, 1)}, folder / f"{case}.nii.gz")
+        for cls, name, dice in ((1, "RV", dice_rv), (2, "Myo", 0.4), (3, "LV", 0.6)):
+            rows.append({"case": case, "class": cls, "class_name": name, "dice": dice, "jaccard": dice / 2,
+                         "hd95": 5.0 * cls, "asd": 1.0, "pred_empty": False, "gt_empty": False})
+    write_metrics_csv(rows, metrics)
+    (metrics.parent / "provenance.evaluate-external.json").write_text(
+        json.dumps({"stage": "evaluate-external", "spec": {"predictions": {"sha256": sha256}}}))
+    return folder, metrics
+
+
+def _legend(fig) -> list[str]:
+    return [t.get_text() for ax in fig.axes if ax.get_legend() for t in ax.get_legend().get_texts()]
+
+
+def test_a_predictions_row_is_on_the_page_where_its_result_applies(tmp_path, runs):
+    store = _store(tmp_path / "store.h5")
+    (tmp_path / "t.md").write_text(TABLE_MD)
+    folder, metrics = _predictions_row(tmp_path, dice_rv=0.3)
+    table = _with_predictions_row(TABLE, folder)
+    page, figures = _page_and_figures({"name": "small", "table": table}, table_md=tmp_path / "t.md", run_dirs=runs,
+                                      store_path=store, external=[metrics], out=tmp_path / "page.html")
+    # per class: its one value (no ± over seeds), and its seeds cell says why there are none
+    row = re.search(r"<tr><td>nnU-Net</td><td>10%</td><td>none: evaluation only</td>(.*?)</tr>", page)[1]
+    assert re.findall(r"<td>(.*?)</td>", row) == ["30.00", "40.00", "60.00", "5.00", "10.00", "15.00"]
+    # Dice against ratio: one star at 10 % (mean Dice over classes: 43.33), marked in both legends
+    dice = figures[0]
+    assert _legend(dice) == ["U-Net", "MT", "nnU-Net (evaluation only)"]
+    (star,) = [line for ax in dice.axes for line in ax.get_lines() if line.get_marker() == "*"]
+    assert star.get_xdata()[0] == pytest.approx(10 * 1.04, rel=1e-6)  # the panel's third row, shifted right
+    assert star.get_ydata()[0] == pytest.approx(100 * (0.3 + 0.4 + 0.6) / 3)
+    assert any(t == "evaluation only: another tool's predictions" for t in _texts(dice))
+    assert any(ax.get_title() == "Run or scored here" for ax in dice.axes)
+    # the overlays at 10 % show its folder's predictions beside the runs'; at 20 % it has none
+    images = re.findall(r'<img alt="([^"]+)"', page)
+    assert images[-2:] == ["overlays 10", "overlays 20"]
+    overlay_10, overlay_20 = figures[-2:]
+    heads_10 = " ".join(ax.get_title() for ax in overlay_10.axes).replace("\n", " ")
+    assert "nnU-Net (evaluation only)" in heads_10 and "nnU-Net" not in " ".join(ax.get_title()
+                                                                                 for ax in overlay_20.axes)
+    # no job parameters or training log: said by name, with what it scored instead
+    assert ("Not here: nnU-Net (10%): evaluation only (another tool&#x27;s predictions), trained outside this "
+            "workflow") in page
+    assert f"<td><code>{folder}</code></td><td><code>{'ab' * 8}</code></td>" in page
+    assert page.count("<td>smoke</td>") == 6  # the runs' parameters only
+
+
+def test_the_comparison_figures_name_a_predictions_row_they_cannot_show(tmp_path, runs):
+    store = _store(tmp_path / "store.h5")
+    (tmp_path / "t.md").write_text(TABLE_MD)
+    folder, metrics = _predictions_row(tmp_path, dice_rv=0.3)
+    for d in runs:  # the runs record a cost and their algorithm, as a training writes them
+        config = json.loads((d / "config.json").read_text())
+        config["spec"]["method"]["algorithm"] = config["spec"]["method"]["name"]
+        config["summary"].update(wall_seconds=36.0, peak_memory_mb=100.0, device="cpu", device_name="X")
+        (d / "config.json").write_text(json.dumps(config))
+    table = {**_with_predictions_row(TABLE, folder), "columns": ["dice", "difference", "cost"],
+             "bootstrap": {"resamples": 100, "confidence": 0.95, "seed": 0}}
+    page = table_page({"name": "small", "table": table}, table_md=tmp_path / "t.md", run_dirs=runs, store_path=store,
+                      external=[metrics], out=tmp_path / "page.html").read_text()
+    assert re.findall(r'<img alt="([^"]+)"', page)[1:3] == ["paired differences", "Dice against cost"]
+    differences = page[page.index("<h2>Paired differences</h2>"):page.index("<h2>Dice against cost</h2>")]
+    assert "Not in the figure: nnU-Net (10%): evaluation only" in differences and "no paired difference" in differences
+    cost = page[page.index("<h2>Dice against cost</h2>"):page.index("<h2>Job parameters")]
+    assert "Not in the figure: nnU-Net (10%): evaluation only" in cost and "no device time recorded here" in cost
+
+
+def test_a_page_of_predictions_rows_only(tmp_path):
+    """No run: the page still shows the row's per-class metrics, its point and its predictions."""
+    store = _store(tmp_path / "store.h5")
+    (tmp_path / "t.md").write_text(TABLE_MD.replace("- Schedule: smoke\n", ""))
+    folder, metrics = _predictions_row(tmp_path, dice_rv=0.9, sha256=None)
+    table = {**_with_predictions_row(TABLE, folder), "rows": _with_predictions_row(TABLE, folder)["rows"][-1:]}
+    page = table_page({"name": "small", "table": table}, table_md=tmp_path / "t.md", run_dirs=[], store_path=store,
+                      external=[metrics], out=tmp_path / "page.html").read_text()
+    assert re.search(r"<tr><td>nnU-Net</td><td>10%</td><td>none: evaluation only</td><td>90.00</td>", page)
+    assert re.findall(r'<img alt="([^"]+)"', page) == ["Dice against labeled ratio", "overlays 10"]
+    assert f"<td><code>{folder}</code></td><td><code>–</code></td>" in page  # no record: no checksum to show
+    assert "No run trained here: its rows are evaluation only (another tool's predictions)." in page

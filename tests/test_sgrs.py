@@ -588,22 +588,26 @@ def _paper_cells(table, labeled):
 
 
 def test_sgrs_settings_on_pancreas_and_brats_at_stride_16(cfg):
+    from semiseg.config import table_stride
+
     pancreas, brats = cfg["tables"]["sgrs_pancreas"]["dataset"], cfg["tables"]["sgrs_brats"]["dataset"]
-    assert pancreas == "pancreas" and brats == "brats_stride16x16x16"
+    assert pancreas == "pancreas" and brats == "brats" and table_stride(cfg, "sgrs_brats") == [16, 16, 16]
     assert cfg["datasets"]["brats"]["stride"] == [64, 64, 64]  # the dataset's own, not SGRS-Net's
     # the BraTS rows of brats.yaml's stride-16 table are the same runs
     assert cfg["tables"]["brats_stride16"]["dataset"] == brats
-    for dataset, iterations, rampup in ((pancreas, 15000, 0.4), (brats, 60000, 0.1), ("brats", 60000, 0.1)):
+    assert table_stride(cfg, "brats_stride16") == table_stride(cfg, "sgrs_brats")
+    for dataset, at, iterations, rampup in ((pancreas, None, 15000, 0.4), (brats, [16, 16, 16], 60000, 0.1),
+                                            ("brats", None, 60000, 0.1)):
         for method in ("sgrs", "sgrs_code"):
-            spec = config_run_spec(cfg, dataset, method, 5, 0)
+            spec = config_run_spec(cfg, dataset, method, 5, 0, stride=at)
             s, p = spec["schedule"], spec["method"]["params"]
             assert s["iterations"] == iterations and (s["labeled_batch_size"], s["unlabeled_batch_size"]) == (2, 2)
             assert round(p["consistency_rampup"] * s["iterations"]) == 6000  # the code's warm-up, every dataset
             assert p["consistency_rampup"] == rampup
             assert spec["dataset"]["patch_size"] == [96, 96, 96] and spec["method"]["network"] == "vnet"
-            stride = [16, 16, 16] if dataset != "brats" else [64, 64, 64]
+            stride = [16, 16, 16] if (dataset, at) != ("brats", None) else [64, 64, 64]
             assert spec["dataset"]["stride"] == stride, (dataset, method)
-        assert config_run_spec(cfg, dataset, "sgrs_code", 5, 0)["method"]["params"]["rampup_block"] == 150
+        assert config_run_spec(cfg, dataset, "sgrs_code", 5, 0, stride=at)["method"]["params"]["rampup_block"] == 150
     assert config_run_spec(cfg, "la", "sgrs", 5, 0)["method"]["params"]["consistency_rampup"] == 0.4
     for name, dataset in (("sgrs_pancreas", pancreas), ("sgrs_brats", brats)):
         runs = {(d, m, r) for d, m, r, _ in table_runs(cfg, name)}

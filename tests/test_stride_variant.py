@@ -1,7 +1,7 @@
-"""A table's own test stride (``stride:`` in config/tables/, a dataset variant
-``<dataset>_stride<z>x<y>x<x>``): its runs read the base dataset's store and splits, so a build of
-both tables fetches, preprocesses and splits the source once; `semiseg audit` follows a variant
-cell back to that shared store and source.
+"""A table's own test stride (``stride:`` in config/tables/; its runs are runs of their own,
+``runs/<dataset>/<method>/<ratio>/seed<seed>-stride<z>x<y>x<x>/``): they read the dataset's store and
+splits, so a build of both tables fetches, preprocesses and splits the source once; `semiseg audit`
+follows a cell at that stride back to that shared store and source.
 
 The dry run on the repository's BraTS tables takes seconds; the tiny 3D build (two tables over one
 synthetic source; the variant's table is built: one 4-iteration run) about a minute on 2 cores.
@@ -9,6 +9,7 @@ synthetic source; the variant's table is built: one 4-iteration run) about a min
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -28,38 +29,54 @@ def _jobs(out: str) -> dict[str, list[str]]:
     return jobs
 
 
-def _inputs(out: str, rule: str) -> list[str]:
+def _inputs(out: str, rule: str, field: str = "input") -> list[str]:
     return [m.group(1) for block in re.split(r"\n(?=(?:local)?rule \w+:)", out)
-            if block.strip().startswith(f"rule {rule}:") for m in [re.search(r"input: (.*)", block)] if m]
+            if block.strip().startswith(f"rule {rule}:") for m in [re.search(rf"{field}: (.*)", block)] if m]
+
+
+def _outputs(out: str, rule: str) -> list[str]:
+    return _inputs(out, rule, "output")
 
 
 def test_brats_and_its_stride16_variant_fetch_preprocess_and_split_once(tmp_path):
     root = repo_workflow(tmp_path / "wf", ["brats", "brats_stride16"], {})
-    proc = snakemake(root, "--dry-run", "results/tables/brats.md", "results/tables/brats_stride16.md", timeout=300)
+    proc = snakemake(root, "--dry-run", "--printshellcmds", "results/tables/brats.md", "results/tables/brats_stride16.md",
+                     timeout=300)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-4000:]
     jobs = _jobs(out)
     assert jobs["fetch"] == ["dataset=brats"] and jobs["preprocess"] == ["dataset=brats"], out[-4000:]
     # brats_stride16 runs 5, 10, 20 and 100 %, brats the same ratios: one split each, of brats
     assert sorted(jobs["split"]) == [f"dataset=brats, ratio={r}" for r in (10, 100, 20, 5)]
-    variant = [w for w in jobs["train"] if w.startswith("dataset=brats_stride16x16x16,")]
+    variant = [w for w in jobs["train"] if w.startswith("dataset=brats,") and w.endswith("stride=-stride16x16x16")]
     assert variant and len(variant) < len(jobs["train"])  # the variant's runs are still its own
     for rule in ("train", "infer", "evaluate"):
         for line in _inputs(out, rule):
-            assert "preprocessed/brats/store.h5" in line and "brats_stride16x16x16/store.h5" not in line, line
-            assert "splits/brats_stride16x16x16" not in line, line
+            assert "preprocessed/brats/store.h5" in line and re.findall(r"preprocessed/([^/]+)/", line) == ["brats"], line
+            assert re.findall(r"splits/([^/]+)/", line) in ([], ["brats"]), line
     assert all(line.startswith("results/preprocessed/brats/dataset.json,") for line in _inputs(out, "table"))
+    # the runs at brats' own stride keep their folders and their jobs' parameters (the wildcards
+    # recorded by `semiseg --wildcards` name no stride), so none of them runs again
+    outputs = _outputs(out, "train")
+    assert sum("/seed0/model.pt" in line for line in outputs) == len(jobs["train"]) - len(variant), outputs
+    assert all(re.search(r"results/runs/brats/\w+/\d+/seed0-stride16x16x16/model\.pt", line)
+               for line in outputs if "/seed0/model.pt" not in line), outputs
+    recorded = [json.loads(w) for w in re.findall(r"--rule train --wildcards '([^']*)'", out)]
+    assert len(recorded) == len(jobs["train"])
+    at_own = [w for w in recorded if w.get("stride") != "-stride16x16x16"]
+    assert len(at_own) == len(recorded) - len(variant) > 0
+    assert all(sorted(w) == ["dataset", "method", "ratio", "seed"] for w in at_own), at_own[:2]
 
 
 def test_a_stride_variant_s_own_store_is_no_target(tmp_path):
     root = repo_workflow(tmp_path / "wf", ["brats_stride16"], {})
-    proc = snakemake(root, "--dry-run", "results/preprocessed/brats_stride16x16x16/store.h5", timeout=300)
+    proc = snakemake(root, "--dry-run", "results/preprocessed/brats-stride16x16x16/store.h5", timeout=300)
     assert proc.returncode != 0
     assert "MissingRuleException" in proc.stdout + proc.stderr or "No rule to produce" in proc.stdout + proc.stderr
 
 
 # A 3D dataset small enough that one table of it builds in seconds, and two tables of it: one at
-# the dataset's stride, one at its own (the variant tiny3d_stride8x8x8).
+# the dataset's stride, one at its own (runs seed<seed>-stride8x8x8 of tiny3d).
 TINY3D = {"tiny3d": {
     "description": "A very small synthetic3d for the stride-variant test.",
     "source": {"layout": "synthetic3d", "seed": 1, "params": {"n_train": 3, "n_test": 1, "shape": [16, 16, 16]}},
@@ -84,7 +101,7 @@ def test_a_variant_cell_is_audited_back_to_the_shared_store_and_source(tmp_path)
     res = root / "results"
     assert sorted(p.name for p in (res / "preprocessed").iterdir()) == ["tiny3d"]
     assert sorted(p.name for p in (res / "raw").iterdir() if not p.name.startswith(".")) == ["tiny3d"]
-    assert sorted(p.name for p in (res / "runs").iterdir()) == ["tiny3d_stride8x8x8"]
+    assert sorted(p.name for p in (res / "runs").iterdir()) == ["tiny3d"]
     assert "stride 8 x 8 x 8" in (res / "tables" / "t3_stride8.md").read_text()
 
     result = audit(res / "tables" / "t3_stride8.md", row="supervised", ratio=50, root=root)
@@ -93,11 +110,11 @@ def test_a_variant_cell_is_audited_back_to_the_shared_store_and_source(tmp_path)
     assert data == {"split": "results/splits/tiny3d/50.json", "store": "results/preprocessed/tiny3d/store.h5",
                     "descriptor": "results/preprocessed/tiny3d/dataset.json", "source": "results/raw/tiny3d"}
     assert result["stale"] == [], result["stale"]
-    assert result["runs"][0]["run_dir"] == "results/runs/tiny3d_stride8x8x8/supervised/50/seed0"
+    assert result["runs"][0]["run_dir"] == "results/runs/tiny3d/supervised/50/seed0-stride8x8x8"
 
     # a run whose train and infer records are lost: its data is still looked for where the
     # workflow puts it, the base dataset's
-    run_dir = res / "runs" / "tiny3d_stride8x8x8" / "supervised" / "50" / "seed0"
+    run_dir = res / "runs" / "tiny3d" / "supervised" / "50" / "seed0-stride8x8x8"
     for stage, primary in (("train", run_dir), ("infer", run_dir / "predictions")):
         record_path(stage, primary).unlink()
     lost = audit(res / "tables" / "t3_stride8.md", row="supervised", ratio=50, root=root)

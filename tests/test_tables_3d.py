@@ -8,7 +8,7 @@ The tables: the datasets' own (pancreas, brats, abdomenct1k) and SGRS-Net's and 
 and BraTS2019 tables (sgrs_pancreas, crln_pancreas, crln_brats: paper values beside ours, CRLN's
 with their bootstrap interval). SGRS-Net's BraTS table (sgrs_brats) is left out: its cells are
 checked one by one in tests/test_sgrs.py, and its methods run here on its dataset
-(brats_stride16x16x16, through crln_brats) at other ratios. To keep it to minutes on 2 CPU cores,
+(brats at stride 16, through crln_brats) at other ratios. To keep it to minutes on 2 CPU cores,
 the copied catalogue shrinks what the stand-ins cannot fill: patches of 32^3 (64^2 slices) instead
 of 96^3 (256^2), strides to match (16^3, so the tables at the papers' stride 16 share the datasets'
 runs), and ratios over the few stand-in cases; and each table keeps, of its rows that run, the
@@ -233,33 +233,34 @@ def test_every_cell_of_the_crln_3d_tables_carries_its_paper_values(name, paper, 
 
 
 def test_crln_runs_with_its_code_settings_on_pancreas_and_brats():
-    from semiseg.config import load_config, method_settings, run_spec, table_runs
+    from semiseg.config import load_config, method_settings, run_spec, table_runs, table_stride
 
     cfg = load_config({"schedule": "paper"}, root=REPO)
     assert cfg["tables"]["crln_pancreas"]["dataset"] == "pancreas"  # MC-Net's convention, 62 / 20
     brats = cfg["tables"]["crln_brats"]["dataset"]
-    assert brats == "brats_stride16x16x16" == cfg["tables"]["brats_stride16"]["dataset"]  # shared runs
+    assert brats == "brats" == cfg["tables"]["brats_stride16"]["dataset"]  # shared runs
+    assert table_stride(cfg, "crln_brats") == [16, 16, 16] == table_stride(cfg, "brats_stride16")
     assert {d for d, *_ in table_runs(cfg, "crln_pancreas")} == {"pancreas"}
     # the 10 % ratio's values of the code's configs (R = prototypes = representation dimension)
     expect = {("crln", "pancreas"): (4, 4, 0.6, "random", 1.0), ("crln_code", "pancreas"): (4, 4, 0.6, "fixed", 1.0),
               ("crln", "brats"): (4, 4, 0.6, "random", 0.5), ("crln_code", "brats"): (4, 4, 0.1, "fixed", 0.5),
               ("crln", "la"): (16, 16, 0.6, "random", 0.5), ("crln_code", "la"): (16, 16, 0.6, "fixed", 0.5)}
-    for dataset in ("pancreas", "brats", brats, "la"):
+    for dataset, at in (("pancreas", None), ("brats", None), (brats, [16, 16, 16]), ("la", None)):
         for method in cfg["methods"]:
             if not method.startswith("crln"):
                 continue
             p = method_settings(cfg, dataset, method)["params"]
-            s = run_spec(cfg, dataset, method, 10, 0)["schedule"]
+            s = run_spec(cfg, dataset, method, 10, 0, stride=at)["schedule"]
             assert (s["iterations"], s["lr"], s["weight_decay"], s["nesterov"], s["labeled_batch_size"]) == \
                 (40000, 0.0025, 0.0005, True, 2), (dataset, method)
-            key = (method, cfg["datasets"][dataset].get("variant_of", dataset))
+            key = (method, dataset)
             if key in expect:
                 assert (p["prototypes"], p["prototype_dim"], p["xi"], p["xi_draw"], p["contrast_weight"]) == expect[key]
             else:  # the ablation entries keep their own switches on every dataset
                 assert p == method_settings(cfg, "la", method)["params"], (dataset, method)
     assert method_settings(cfg, "pancreas", "crln_k1")["params"]["prototypes"] == 1
     assert method_settings(cfg, "pancreas", "crln_baseline")["params"]["contrast_weight"] == 0.0
-    assert run_spec(cfg, brats, "crln", 10, 0)["dataset"]["stride"] == [16, 16, 16]
+    assert run_spec(cfg, brats, "crln", 10, 0, stride=[16, 16, 16])["dataset"]["stride"] == [16, 16, 16]
 
 
 

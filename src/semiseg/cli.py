@@ -220,10 +220,11 @@ def cmd_report(args):
     from semiseg.reporting.report import table_page
 
     runs = [Path(r) for r in args.runs]
-    table_page(args.spec, table_md=Path(args.table), run_dirs=runs, store_path=Path(args.store),
+    external = [Path(m) for m in args.external]
+    table_page(args.spec, table_md=Path(args.table), run_dirs=runs, store_path=Path(args.store), external=external,
                figures=[Path(p) for p in args.figures], out=Path(args.out))
     log.info("wrote %s", args.out)
-    inputs = [Path(args.table), Path(args.store), *[Path(p) for p in args.figures]]
+    inputs = [Path(args.table), Path(args.store), *[Path(p) for p in args.figures], *external]
     inputs += [r / name for r in runs for name in ("metrics.csv", "config.json", "train.csv")]
     return Path(args.out), inputs, [Path(args.out)], args.spec, None
 
@@ -429,6 +430,8 @@ def _output_commands(sub) -> None:
     s.add_argument("--table", required=True, help="the built table, results/tables/<name>.md")
     s.add_argument("--store", required=True, help="the dataset's store.h5 (images and labels of the overlays)")
     s.add_argument("--runs", nargs="*", default=[], help="the table's run directories")
+    s.add_argument("--external", nargs="*", default=[],
+                   help="external/<table>/<key>/metrics.csv of the table's predictions rows (evaluation only)")
     s.add_argument("--figures", nargs="*", default=[], help="figures registered by the table's methods (PNG) to include")
     s.add_argument("--out", required=True, help="the HTML page to write")
     s.set_defaults(func=cmd_report)

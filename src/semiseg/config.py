@@ -24,13 +24,14 @@ from semiseg.fingerprint import code_fingerprint
 from semiseg.papers import cite_references, paper_tables
 from semiseg.references import check_references, reference_values
 from semiseg.schema import ConfigError, command_line_values, find_root, read_schema, read_yaml, validate
-from semiseg.table_config import (add_external_rows, add_stride_variants, base_dataset, bootstrap_min_resamples,
-                                  check_window_stride, comparison_problems, is_external, oracle_problems,
-                                  sliding_window_note, table_duplicates)
+from semiseg.table_config import (add_external_rows, bootstrap_min_resamples, check_table_strides, check_window_stride,
+                                  comparison_problems, is_external, oracle_problems, run_stride, sliding_window_note,
+                                  table_duplicates)
 
 __all__ = [
     "ConfigError",
     "dataset_source",
+    "input_channels",
     "load_config",
     "method_settings",
     "table_spec",
@@ -45,9 +46,9 @@ __all__ = [
     "ratio_patients",
     "table_duplicates",
     "bootstrap_min_resamples",
-    "base_dataset",
     "sliding_window_note",
     "table_fingerprint",
+    "table_stride",
     "window_stride",
     "cpu_training_warning",
 ]
@@ -131,7 +132,7 @@ def load_config(config: dict | None = None, root: Path | str | None = None) -> d
                                 for f in (root / "workflow" / "schemas" / "params").glob("*.schema.yaml"))}
     _check_methods(methods, m_origin, datasets, cats["other_datasets"], schedules, algos, root)
     _check_datasets(datasets, ds_origin, schedules, sched_file)
-    add_stride_variants(datasets, tables, t_origin)
+    check_table_strides(datasets, tables, t_origin)
     add_external_rows(tables, t_origin, methods, root)
     _check_settings(settings, datasets, tables, schedules)
     _check_tables(tables, t_origin, datasets, methods)
@@ -299,17 +300,14 @@ EXECUTION_DEFAULTS = {"checkpoint_interval": 1000, "runtime": 720, "mem_mb": 160
 def _schedule_layers(cfg: dict, dataset: str, method: str, sname: str) -> list[tuple[str, dict]]:
     """The layers of schedule ``sname`` for a run of ``method`` on ``dataset``, each with the field
     that sets it, in the order they apply: defaults <- dataset <- the method's overrides <- the
-    method's overrides for this dataset (a stride variant takes its base dataset's)."""
+    method's overrides for this dataset."""
     sched, entry = cfg["schedules"][sname], cfg["methods"][method]
-    base = base_dataset(cfg, dataset)
-    per_ds = sched.get("datasets", {})
-    ds_key = dataset if dataset in per_ds else base
     overrides = entry.get("datasets", {})
-    m_key = dataset if dataset in overrides else base
     return [(f"{sname}.defaults", sched["defaults"]),
-            (f"{sname}.datasets.{ds_key}", per_ds.get(ds_key, {})),
+            (f"{sname}.datasets.{dataset}", sched.get("datasets", {}).get(dataset, {})),
             (f"{method}.schedule.{sname}", entry.get("schedule", {}).get(sname, {})),
-            (f"{method}.datasets.{m_key}.schedule.{sname}", overrides.get(m_key, {}).get("schedule", {}).get(sname, {}))]
+            (f"{method}.datasets.{dataset}.schedule.{sname}",
+             overrides.get(dataset, {}).get("schedule", {}).get(sname, {}))]
 
 
 def _resolved_schedule(cfg: dict, dataset: str, method: str) -> tuple[str, dict]:
@@ -329,8 +327,7 @@ def _check_window_strides(cfg: dict, ds_origin: dict, m_origin: dict) -> None:
     for name, ds in cfg["datasets"].items():
         if ds["dims"] != 3:
             continue
-        if name in ds_origin:  # a stride variant's stride was checked with its table's
-            check_window_stride(ds["stride"], ds["patch_size"], f"{ds_origin[name]}: {name}.stride", name)
+        check_window_stride(ds["stride"], ds["patch_size"], f"{ds_origin[name]}: {name}.stride", name)
         for sname in cfg["schedules"]:
             for method in cfg["methods"]:
                 layers = _schedule_layers(cfg, name, method, sname)
@@ -361,9 +358,8 @@ def method_settings(cfg: dict, dataset: str, method: str, ratio: int | str | Non
     ``ratio_params.<dataset>.<ratio>`` over those params."""
     ds = cfg["datasets"][dataset]
     entry = cfg["methods"][method]
-    override = entry.get("datasets", {}).get(dataset, entry.get("datasets", {}).get(base_dataset(cfg, dataset), {}))
-    by_ratio = entry.get("ratio_params", {})
-    by_ratio = by_ratio.get(dataset, by_ratio.get(base_dataset(cfg, dataset), {}))
+    override = entry.get("datasets", {}).get(dataset, {})
+    by_ratio = entry.get("ratio_params", {}).get(dataset, {})
     at_ratio = {str(r): p for r, p in by_ratio.items()}.get(str(ratio), {}) if ratio is not None else {}
     network = override.get("network", entry.get("network", ds.get("network", "unet")))
     args = dict(ds.get("network_args", {})) if network == ds.get("network", "unet") else {}
@@ -379,10 +375,14 @@ def run_resources(cfg: dict, dataset: str, method: str) -> dict:
     return {k: resolved.get(k, EXECUTION_DEFAULTS[k]) for k in EXECUTION_FIELDS}
 
 
-def run_spec(cfg: dict, dataset: str, method: str, ratio: int | str, seed: int | str) -> dict:
+def run_spec(cfg: dict, dataset: str, method: str, ratio: int | str, seed: int | str,
+             stride: list[int] | None = None) -> dict:
     """Everything one training job's result depends on, resolved: the job's input and its
-    fingerprint (the schedule's execution fields are not in it: see :data:`EXECUTION_FIELDS`)."""
+    fingerprint (the schedule's execution fields are not in it: see :data:`EXECUTION_FIELDS`).
+    ``stride``: a table's own test stride (:func:`table_stride`), None for the dataset's."""
     ds = cfg["datasets"][dataset]
+    if stride is not None:
+        _check_run_stride(cfg, dataset, stride)
     sname, resolved = _resolved_schedule(cfg, dataset, method)
     resolved = {k: v for k, v in resolved.items() if k not in EXECUTION_FIELDS}
     labeled = ratio_patients(cfg, dataset, ratio)
@@ -393,8 +393,10 @@ def run_spec(cfg: dict, dataset: str, method: str, ratio: int | str, seed: int |
             "labels": ds["labels"],
             "num_classes": len(ds["labels"]),
             "patch_size": ds["patch_size"],
+            # only when several: the specs (and fingerprints) of one-channel datasets stay as they were
+            **({"channels": input_channels(ds)} if input_channels(ds) > 1 else {}),
             # the schedule may coarsen it (smoke runs: fewer windows per volume)
-            "stride": window_stride(cfg, dataset, method),
+            "stride": window_stride(cfg, dataset, method, stride),
             # only when on: the specs (and fingerprints) of datasets without it stay as they were
             **({"largest_component": True} if ds.get("largest_component") else {}),
         },
@@ -407,10 +409,37 @@ def run_spec(cfg: dict, dataset: str, method: str, ratio: int | str, seed: int |
     }
 
 
-def window_stride(cfg: dict, dataset: str, method: str) -> list[int] | None:
+def input_channels(ds: dict) -> int:
+    """How many input channels a dataset entry's networks take: the length of its source's
+    ``params.channel`` where that is a list (the nnunet layout's), else 1."""
+    channel = ds["source"].get("params", {}).get("channel")
+    return len(channel) if isinstance(channel, list) else 1
+
+
+def window_stride(cfg: dict, dataset: str, method: str, stride: list[int] | None = None) -> list[int] | None:
     """The sliding-window stride a run of ``method`` on ``dataset`` tests (and validates) at: the
-    schedule's ``test_stride`` where a layer of it sets one, else the dataset's (None for 2D)."""
-    return _resolved_schedule(cfg, dataset, method)[1].get("test_stride", cfg["datasets"][dataset].get("stride"))
+    schedule's ``test_stride`` where a layer of it sets one, else ``stride`` (a table's own), else
+    the dataset's (None for 2D)."""
+    own = stride if stride is not None else cfg["datasets"][dataset].get("stride")
+    return _resolved_schedule(cfg, dataset, method)[1].get("test_stride", own)
+
+
+def _check_run_stride(cfg: dict, dataset: str, stride: list[int]) -> None:
+    """A run's own test stride: 3 numbers for a 3D dataset, other than the dataset's (whose runs
+    are named without one), at most its patch on each axis."""
+    ds, where = cfg["datasets"][dataset], f"a run of {dataset} at test stride {list(stride)}"
+    if ds["dims"] != 3 or len(stride) != 3:
+        raise ConfigError(f"{where}: a test stride is for a 3D dataset, 3 numbers (z, y, x); "
+                          f"{dataset} is {ds['dims']}D")
+    if list(stride) == list(ds["stride"]):
+        raise ConfigError(f"{where}: that is {dataset}'s own stride, whose runs are named without one")
+    check_window_stride(stride, ds["patch_size"], where, dataset)
+
+
+def table_stride(cfg: dict, name: str) -> list[int] | None:
+    """The test stride of table ``name``'s runs where it is not its dataset's, else None
+    (:func:`semiseg.table_config.run_stride`)."""
+    return run_stride(cfg["tables"][name], cfg["datasets"])
 
 
 #: A training budgeted at this many minutes or more (its schedule's ``runtime``) is not a smoke
@@ -439,7 +468,7 @@ def cpu_training_warning(cfg: dict, runs) -> str | None:
 def dataset_source(cfg: dict, dataset: str) -> dict:
     """The fetch stage's input: the catalogue's ``source`` with ``config.sources``' override."""
     sources = cfg["settings"]["sources"]
-    return {**cfg["datasets"][dataset]["source"], **sources.get(dataset, sources.get(base_dataset(cfg, dataset), {}))}
+    return {**cfg["datasets"][dataset]["source"], **sources.get(dataset, {})}
 
 
 def table_spec(cfg: dict, name: str) -> dict:
@@ -456,19 +485,21 @@ def table_spec(cfg: dict, name: str) -> dict:
         "own_schedule": schedule_name({**cfg, "settings": {**cfg["settings"], "schedule": None}}, table["dataset"]),
         "distance_unit": ds["distance_unit"],
         "largest_component": ds.get("largest_component", False),
-        # the stride the runs test at (a schedule's test_stride, e.g. smoke's on LA, else the dataset's)
+        # the stride the runs test at (a schedule's test_stride, e.g. smoke's on LA, else the table's
+        # or the dataset's)
         **({"sliding_window": sliding_window_note(
-            cfg, table["dataset"], {row.get("label", row["method"]): window_stride(cfg, table["dataset"], row["method"])
+            cfg, table["dataset"], {row.get("label", row["method"]): window_stride(cfg, table["dataset"], row["method"],
+                                                                                 table_stride(cfg, name))
                                     for row in table["rows"] if row.get("run", True) and not is_external(row)},
-            schedule_name(cfg, table["dataset"]))} if ds["dims"] == 3 else {}),
+            schedule_name(cfg, table["dataset"]), table_stride(cfg, name))} if ds["dims"] == 3 else {}),
         "supervised_methods": sorted(m for m, e in cfg["methods"].items() if e["algorithm"] == "supervised"),
         "fingerprint": table_fingerprint(cfg, name),
     }
 
 
 def table_runs(cfg: dict, table: str) -> list[tuple[str, str, int, int]]:
-    """(dataset, method, ratio, seed) of every run a table needs, in row order (its predictions
-    rows are no runs: :func:`table_externals`)."""
+    """(dataset, method, ratio, seed) of every run a table needs, in row order, each at the
+    table's test stride (:func:`table_stride`; its predictions rows are no runs: :func:`table_externals`)."""
     t = cfg["tables"][table]
     out = []
     for row in t["rows"]:
@@ -497,10 +528,10 @@ def table_fingerprint(cfg: dict, name: str) -> str:
     """What a table was built from, as one hash: every run's resolved spec, the train code of its
     methods, the table code and the folders of its predictions rows. Printed in the table's
     footnote; `semiseg audit` recomputes it."""
-    runs = table_runs(cfg, name)
+    runs, stride = table_runs(cfg, name), table_stride(cfg, name)
     externals = table_externals(cfg, name)
     return spec_hash({
-        "runs": [run_spec(cfg, *r) for r in runs],
+        "runs": [run_spec(cfg, *r, stride=stride) for r in runs],
         "train_code": sorted({code_fingerprint("train", cfg["methods"][m]["algorithm"]) for _, m, _, _ in runs}),
         "table_code": code_fingerprint("table"),
         # the folders a table's predictions rows score (their contents: the evaluate_external jobs'

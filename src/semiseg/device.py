@@ -6,11 +6,12 @@ fingerprint does not take in the whole training engine.
 
 from __future__ import annotations
 
+import sys
 from contextlib import contextmanager
 
 import torch
 
-__all__ = ["ResourceError", "explain_out_of_memory", "select_device"]
+__all__ = ["ResourceError", "deterministic_algorithms", "explain_out_of_memory", "select_device"]
 
 
 class ResourceError(RuntimeError):
@@ -27,6 +28,18 @@ def select_device(name: str) -> torch.device:
     if not torch.cuda.is_available():
         raise ResourceError("device 'cuda' was asked for but torch sees no CUDA device")
     return torch.device("cuda")
+
+
+def deterministic_algorithms() -> None:
+    """``torch.use_deterministic_algorithms(True, warn_only=True)``, without the import of
+    ``torch._inductor`` that the public call makes only to set the inductor's own ``deterministic``
+    flag: that flag concerns ``torch.compile``, which semiseg does not use, and the import costs
+    every training job about 1.6 s of a CPU core. Where the inductor is loaded already, the public
+    call is made."""
+    if "torch._inductor.config" in sys.modules:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    else:
+        torch._C._set_deterministic_algorithms(True, warn_only=True)
 
 
 @contextmanager

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from semiseg.references import reference_sources
 from semiseg.schema import ConfigError
+from semiseg.table_config import is_external
 
 __all__ = ["cite_references", "paper_tables"]
 
@@ -57,6 +58,8 @@ def cite_references(table: dict, where: str, cited: dict[str, dict]) -> None:
         return
     rows: dict[str, set[int]] = {}
     for row in table["rows"]:
+        if is_external(row):  # another tool's predictions: no paper reports them (and no method yet)
+            continue
         rows.setdefault(row["method"], set()).update(int(r) for r in row["ratios"])
     out = []
     for i, source in enumerate(sources):

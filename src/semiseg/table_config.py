@@ -1,19 +1,18 @@
 """What the config loader checks and derives for tables: duplicate entries, the bootstrap's
-fewest resamples, and a table's own test stride (a stride variant of its dataset, and the words
-its footer uses for the sliding window). :mod:`semiseg.config` calls these while it loads the
+fewest resamples, and a table's own test stride (checked, the stride its runs are named by, and
+the words its footer uses for the sliding window). :mod:`semiseg.config` calls these while it loads the
 catalogues and re-exports them."""
 
 from __future__ import annotations
 
-import copy
 import math
 import os
 import re
 
 from semiseg.schema import ConfigError
 
-__all__ = ["EXTERNAL_PREFIX", "add_external_rows", "add_stride_variants", "base_dataset", "bootstrap_min_resamples",
-           "check_window_stride", "comparison_problems", "external_key", "is_external", "oracle_problems",
+__all__ = ["EXTERNAL_PREFIX", "add_external_rows", "bootstrap_min_resamples", "check_table_strides",
+           "check_window_stride", "comparison_problems", "external_key", "is_external", "oracle_problems", "run_stride",
            "sliding_window_note", "table_duplicates"]
 
 
@@ -148,50 +147,49 @@ def check_window_stride(stride, patch_size, field: str, dataset: str) -> None:
                           "at most the patch on each axis (z, y, x)")
 
 
-def add_stride_variants(datasets: dict, tables: dict, t_origin: dict) -> None:
-    """A table's ``stride`` (another test stride than its 3D dataset's) makes a dataset entry of
-    its own, ``<dataset>_stride<z>x<y>x<x>``: the dataset's entry with that stride and
-    ``variant_of`` naming it, which the table then uses. Its runs are runs of their own (the
-    stride also scores the validation that chooses a checkpoint), but its data is the dataset's:
-    the workflow fetches, preprocesses and splits the source once, under the dataset's name, and
-    the variant's jobs read that store and those splits (``base_dataset``). ``config.sources``,
-    the schedules' per-dataset settings and the methods' per-dataset overrides of the dataset
-    apply to it too."""
+def check_table_strides(datasets: dict, tables: dict, t_origin: dict) -> None:
+    """A table's ``stride`` (another test stride than its 3D dataset's): 3 numbers, for a 3D
+    dataset, at most its patch on each axis (:class:`ConfigError` naming the table's field)."""
     for name, table in tables.items():
-        if "stride" not in table:
+        ds = datasets.get(table["dataset"])
+        if "stride" not in table or ds is None:  # an unknown dataset is reported with the table's other fields
             continue
         where = f"{t_origin[name]}: {name}.stride"
-        base = datasets.get(table["dataset"])
-        if base is None:
-            continue  # reported as an unknown dataset below
-        if base["dims"] != 3 or len(table["stride"]) != 3:
+        if ds["dims"] != 3 or len(table["stride"]) != 3:
             raise ConfigError(f"{where}: a test stride is for a 3D dataset, 3 numbers (z, y, x); "
-                              f"{table['dataset']!r} is {base['dims']}D")
-        check_window_stride(table["stride"], base["patch_size"], where, table["dataset"])
-        if list(table["stride"]) == list(base["stride"]):
-            continue
-        variant = f"{table['dataset']}_stride{'x'.join(str(v) for v in table['stride'])}"
-        entry = {**copy.deepcopy(base), "stride": list(table["stride"]), "variant_of": table["dataset"]}
-        if variant in datasets and datasets[variant] != entry:
-            raise ConfigError(f"{where}: dataset name {variant!r} is taken by another entry")
-        datasets[variant] = entry
-        table["dataset"] = variant
+                              f"{table['dataset']!r} is {ds['dims']}D")
+        check_window_stride(table["stride"], ds["patch_size"], where, table["dataset"])
 
 
-def base_dataset(cfg: dict, dataset: str) -> str:
-    """The catalogue dataset a stride variant was made from (see ``add_stride_variants``), else
-    itself: the dataset whose preprocessed store and splits the variant's jobs read."""
-    return cfg["datasets"][dataset].get("variant_of", dataset)
+def run_stride(table: dict, datasets: dict) -> list[int] | None:
+    """The test stride of a table's runs where it is not its dataset's: the table's ``stride``,
+    else None (the dataset's own; such runs are shared with the dataset's other tables).
+
+    A run at another stride is a run of its own (the stride also scores the validation that picks
+    the checkpoint): :func:`semiseg.paths.run_key` names it, :func:`semiseg.config.run_spec`
+    gives it the stride. Its data is the dataset's, fetched, preprocessed and split once.
+
+    >>> datasets = {"brats": {"stride": [64, 64, 64]}}
+    >>> run_stride({"dataset": "brats", "stride": [16, 16, 16]}, datasets)
+    [16, 16, 16]
+    >>> run_stride({"dataset": "brats", "stride": [64, 64, 64]}, datasets), run_stride({"dataset": "brats"}, datasets)
+    (None, None)
+    """
+    stride = table.get("stride")
+    if stride is None or list(stride) == list(datasets[table["dataset"]]["stride"]):
+        return None
+    return list(stride)
 
 
 def sliding_window_note(cfg: dict, dataset: str, used: dict[str, list[int]] | None = None,
-                        schedule: str | None = None) -> str:
+                        schedule: str | None = None, stride: list[int] | None = None) -> str:
     """The footer's words for a 3D table's test windows: patch and stride (z, y, x), as its runs use
     them. ``used`` maps each run row's label to the stride its runs test at (``run_spec``'s
-    ``dataset.stride``: a schedule's ``test_stride`` where one is set, else the dataset's), and
-    ``schedule`` names the schedule they run. The dataset's stride is named as its protocol (or,
-    for a stride variant, as the table's own, beside the base dataset's default); a stride that
-    is not the dataset's is named as the schedule's ``test_stride``, per row where rows differ.
+    ``dataset.stride``: a schedule's ``test_stride`` where one is set, else the table's or the
+    dataset's), ``schedule`` names the schedule they run and ``stride`` is the table's own
+    (:func:`run_stride`). The dataset's stride is named as its protocol (the table's own, beside
+    the dataset's default); a stride that is neither is named as the schedule's ``test_stride``,
+    per row where rows differ.
 
     >>> cfg = {"datasets": {"la": {"patch_size": [80, 112, 112], "stride": [4, 18, 18]}}}
     >>> sliding_window_note(cfg, "la", {"U-Net": [4, 18, 18]}, "paper")
@@ -200,22 +198,23 @@ def sliding_window_note(cfg: dict, dataset: str, used: dict[str, list[int]] | No
     "80 x 112 x 112 windows (z, y, x), stride 80 x 112 x 112 (the smoke schedule's test_stride; la's: 4 x 18 x 18)"
     >>> sliding_window_note(cfg, "la", {"U-Net": [4, 18, 18], "MT": [80, 112, 112]}, "smoke")
     "80 x 112 x 112 windows (z, y, x), stride 4 x 18 x 18 (U-Net; la's), 80 x 112 x 112 (MT; the smoke schedule's test_stride)"
+    >>> sliding_window_note(cfg, "la", {"U-Net": [8, 18, 18]}, "paper", stride=[8, 18, 18])
+    "80 x 112 x 112 windows (z, y, x), stride 8 x 18 x 18 (this table's; la's default: 4 x 18 x 18)"
     """
     ds = cfg["datasets"][dataset]
     x = lambda v: " x ".join(str(int(n)) for n in v)  # noqa: E731
-    own = x(ds["stride"])
-    variant = ds.get("variant_of")
-    default = f"{variant}'s default: {x(cfg['datasets'][variant]['stride'])}" if variant else ""
+    own = x(stride if stride is not None else ds["stride"])
+    default = f"{dataset}'s default: {x(ds['stride'])}" if stride is not None else ""
     by_stride: dict[str, list[str]] = {}
-    for label, stride in (used or {}).items():
-        by_stride.setdefault(x(stride), []).append(label)
+    for label, used_stride in (used or {}).items():
+        by_stride.setdefault(x(used_stride), []).append(label)
     schedule_words = f"the {schedule} schedule's test_stride" if schedule else "a schedule's test_stride"
     text = f"{x(ds['patch_size'])} windows (z, y, x), stride "
     if not by_stride or list(by_stride) == [own]:  # the dataset's (or the table's) own stride
-        return text + own + (f" (this table's; {default})" if variant else "")
+        return text + own + (f" (this table's; {default})" if stride is not None else "")
     if len(by_stride) == 1:  # every run at a schedule's test_stride
-        own_words = f"this table's: {own}; {default}" if variant else f"{dataset}'s: {own}"
+        own_words = f"this table's: {own}; {default}" if stride is not None else f"{dataset}'s: {own}"
         return text + f"{next(iter(by_stride))} ({schedule_words}; {own_words})"
-    own_words = "this table's" if variant else f"{dataset}'s"
-    return text + ", ".join(f"{stride} ({', '.join(labels)}; {own_words if stride == own else schedule_words})"
-                            for stride, labels in by_stride.items())
+    own_words = "this table's" if stride is not None else f"{dataset}'s"
+    return text + ", ".join(f"{strides} ({', '.join(labels)}; {own_words if strides == own else schedule_words})"
+                            for strides, labels in by_stride.items())

@@ -1,13 +1,14 @@
 # Paths, catalogues and input functions shared by the rules. No rule lives here.
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
 from semiseg import paths
 from semiseg import config as semiseg_config
-from semiseg.config import (base_dataset, load_config, ratio_patients, run_resources, run_spec, table_externals,
-                            table_runs)
+from semiseg.config import (load_config, ratio_patients, run_resources, run_spec, table_externals, table_runs,
+                            table_stride)
 from semiseg.data.registry import LAYOUTS, shipped_splits_digest
 from semiseg.fingerprint import code_fingerprint
 from semiseg.method_sources import registered_figures
@@ -30,17 +31,17 @@ def results(path):
 
 def run_path(path=""):
     """A path inside one run's directory (the rule pattern of semiseg.paths.run_file)."""
-    return results(paths.run_file("{dataset}", "{method}", "{ratio}", "{seed}", path))
+    return results(paths.run_file("{dataset}", "{method}", "{ratio}", "{seed}", path, stride="{stride}"))
 
 
 def oracle_path(path=""):
     """A path inside one run's test-selection oracle folder (semiseg.paths.oracle_file's rule pattern)."""
-    return results(paths.oracle_file("{every}", "{dataset}", "{method}", "{ratio}", "{seed}", path))
+    return results(paths.oracle_file("{every}", "{dataset}", "{method}", "{ratio}", "{seed}", path, stride="{stride}"))
 
 
 def oracle_log(stage):
     """The log of one run's oracle job of `stage` (oracle_train, oracle_evaluate)."""
-    return log_path(stage, paths.oracle_key("{every}", "{dataset}", "{method}", "{ratio}", "{seed}"))
+    return log_path(stage, paths.oracle_key("{every}", "{dataset}", "{method}", "{ratio}", "{seed}", "{stride}"))
 
 
 def log_path(stage, key):
@@ -50,17 +51,22 @@ def log_path(stage, key):
 
 def run_log(stage):
     """The log of one run's job of `stage` (train, infer, evaluate)."""
-    return log_path(stage, paths.run_key("{dataset}", "{method}", "{ratio}", "{seed}"))
+    return log_path(stage, paths.run_key("{dataset}", "{method}", "{ratio}", "{seed}", "{stride}"))
 
 
 def figure_file(name):
-    """The figure `name` drawn from a run of the job's dataset and ratio (semiseg.paths.figure)."""
-    return results(paths.figure(name, "{dataset}", "{ratio}"))
+    """The figure `name` drawn from a run of the job's dataset, ratio and stride (semiseg.paths.figure)."""
+    return results(paths.figure(name, "{dataset}", "{ratio}", "{stride}"))
 
 
 def figure_log(name):
-    return log_path("figures", Path(paths.figure(name, "{dataset}", "{ratio}")).stem)
+    return log_path("figures", Path(paths.figure(name, "{dataset}", "{ratio}", "{stride}")).stem)
 
+
+#: The stride tags a run's name may carry (semiseg.paths.stride_tag): none at its dataset's own test
+#: stride, else a table's own (runs of their own: the stride also scores the validation that picks
+#: the checkpoint).
+RUN_STRIDE_TAGS = sorted({paths.stride_tag(table_stride(CFG, t)) for t in CFG["tables"]} | {""})
 
 
 wildcard_constraints:
@@ -71,11 +77,7 @@ wildcard_constraints:
     seed=r"\d+",
     every=r"\d+",
     key=f"{EXTERNAL_PREFIX}[a-z0-9_]+",
-
-
-#: The datasets whose source is fetched, preprocessed and split: the catalogue's, not the stride
-#: variants a table's `stride` makes (their runs read the base dataset's store and splits: run_data).
-DATA_DATASETS = "|".join(sorted(d for d, entry in CFG["datasets"].items() if "variant_of" not in entry))
+    stride="(?:%s)" % "|".join(map(re.escape, RUN_STRIDE_TAGS)),
 
 
 def warn_before_long_cpu_training():
@@ -112,13 +114,12 @@ def dataset_shipped_lists(wildcards):
 
 
 def run_data(what):
-    """The store (`what="store"`) or the split (`"split"`) a run's jobs read. A stride variant of a
-    dataset (a table's own test stride, semiseg.table_config) reads its base dataset's: the stride
-    changes only the sliding window, not the data, so the source is fetched, preprocessed and split
-    once for both."""
+    """The store (`what="store"`) or the split (`"split"`) a run's jobs read: its dataset's, whatever
+    its test stride (the stride changes only the sliding window, not the data, so the source is
+    fetched, preprocessed and split once for runs at every stride)."""
 
     def get(wildcards):
-        data = base_dataset(CFG, wildcards.dataset)
+        data = wildcards.dataset
         return results(paths.store(data) if what == "store" else paths.split(data, wildcards.ratio))
 
     return get
@@ -144,7 +145,8 @@ def labeled_patients(wildcards):
 
 
 def train_spec(wildcards):
-    spec = run_spec(CFG, wildcards.dataset, wildcards.method, wildcards.ratio, wildcards.seed)
+    spec = run_spec(CFG, wildcards.dataset, wildcards.method, wildcards.ratio, wildcards.seed,
+                    stride=paths.parse_stride_tag(wildcards.stride))
     return json.dumps(spec, sort_keys=True, separators=(",", ":"))
 
 
@@ -162,13 +164,16 @@ def run_resource(field):
 
 
 def job_wildcards(wildcards):
-    """The job's wildcards as JSON, for the provenance record (`semiseg --wildcards`)."""
-    return json.dumps(dict(wildcards.items()), sort_keys=True)
+    """The job's wildcards as JSON, for the provenance record (`semiseg --wildcards`). An empty
+    stride tag (a run at its dataset's own stride) is left out: those jobs' parameters stay as they
+    were before runs had a stride, so none of them runs again."""
+    return json.dumps({k: v for k, v in wildcards.items() if not (k == "stride" and v == "")}, sort_keys=True)
 
 
 def table_metrics(wildcards):
+    stride = table_stride(CFG, wildcards.table)  # the table's own test stride, if any
     return [
-        results(paths.run_file(d, m, r, s, "metrics.csv"))
+        results(paths.run_file(d, m, r, s, "metrics.csv", stride=stride))
         for d, m, r, s in table_runs(CFG, wildcards.table)
     ]
 
@@ -179,7 +184,8 @@ def table_oracle(wildcards):
     oracle = CFG["tables"][wildcards.table].get("oracle")
     if not oracle:
         return []
-    return [results(paths.oracle_file(oracle["every"], d, m, r, s, paths.ORACLE_SUMMARY))
+    stride = table_stride(CFG, wildcards.table)  # the runs it replays are at the table's stride
+    return [results(paths.oracle_file(oracle["every"], d, m, r, s, paths.ORACLE_SUMMARY, stride=stride))
             for d, m, r, s in table_runs(CFG, wildcards.table)]
 
 
@@ -189,8 +195,7 @@ def oracle_code(wildcards):
 
 def oracle_infer_runtime(wildcards, attempt=1):
     """The infer stage's runtime once per snapshot the oracle scores (every K-th iteration and the last)."""
-    iterations = run_spec(CFG, wildcards.dataset, wildcards.method, wildcards.ratio, wildcards.seed)["schedule"][
-        "iterations"]
+    iterations = json.loads(train_spec(wildcards))["schedule"]["iterations"]
     snapshots = iterations // int(wildcards.every) + (iterations % int(wildcards.every) > 0)
     return run_resources(CFG, wildcards.dataset, wildcards.method)["infer_runtime"] * snapshots
 
@@ -216,7 +221,7 @@ def external_data(what):
     """The store (`what="store"`) or the split at the row's ratio (`"split"`) of the table's dataset."""
 
     def get(wildcards):
-        data = base_dataset(CFG, CFG["tables"][wildcards.table]["dataset"])
+        data = CFG["tables"][wildcards.table]["dataset"]
         ratio = external_row(wildcards)[0]
         return results(paths.store(data) if what == "store" else paths.split(data, ratio))
 
@@ -234,8 +239,7 @@ def external_distance_unit(wildcards):
 
 
 def table_descriptor(wildcards):
-    dataset = base_dataset(CFG, CFG["tables"][wildcards.table]["dataset"])
-    return results(paths.descriptor(dataset))
+    return results(paths.descriptor(CFG["tables"][wildcards.table]["dataset"]))
 
 
 def table_spec(wildcards):

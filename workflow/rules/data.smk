@@ -8,8 +8,6 @@ localrules:
 
 
 rule fetch:
-    wildcard_constraints:
-        dataset=DATA_DATASETS,
     output:
         directory(results(paths.raw_dir("{dataset}"))),
     params:
@@ -25,8 +23,6 @@ rule fetch:
 
 
 rule preprocess:
-    wildcard_constraints:
-        dataset=DATA_DATASETS,
     input:
         results(paths.raw_dir("{dataset}")),
     output:
@@ -49,8 +45,6 @@ rule preprocess:
 
 
 rule split:
-    wildcard_constraints:
-        dataset=DATA_DATASETS,
     input:
         results(paths.descriptor("{dataset}")),
     output:

@@ -1,6 +1,6 @@
 # figures drawn from trained runs: one rule per figure a method registers (its `FIGURES`, read
 # by semiseg.method_sources), drawn from the seed-0 run of the catalogue entry named after the
-# figure's algorithm, at the figure's dataset and ratio.
+# figure's algorithm, at the figure's dataset and ratio (and at a table's own test stride, if any).
 
 for _figure in registered_figures().values():
 
@@ -8,9 +8,9 @@ for _figure in registered_figures().values():
         name:
             _figure["rule"]
         input:
-            weights=os.path.join(results(paths.run_dir("{dataset}", _figure["algorithm"], "{ratio}", 0)),
+            weights=os.path.join(results(paths.run_dir("{dataset}", _figure["algorithm"], "{ratio}", 0, "{stride}")),
                                  _figure["weights"]),
-            config=os.path.join(results(paths.run_dir("{dataset}", _figure["algorithm"], "{ratio}", 0)),
+            config=os.path.join(results(paths.run_dir("{dataset}", _figure["algorithm"], "{ratio}", 0, "{stride}")),
                                 "config.json"),
             store=run_data("store"),
             split=run_data("split"),

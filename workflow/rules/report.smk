@@ -1,6 +1,7 @@
 # report pages: one self-contained HTML page per table (the table, per-class metrics, Dice
 # against ratio with the papers' points, job parameters, learning curves, overlays, the
-# figures its methods register), the items of `snakemake --report report.html`.
+# figures its methods register), the items of `snakemake --report report.html`. A predictions
+# row's metrics.csv is an input: the page shows its result (evaluation only).
 
 
 rule table_report:
@@ -11,6 +12,7 @@ rule table_report:
         train_logs=table_run_files("train.csv"),
         configs=table_run_files("config.json"),
         predictions=table_run_files("predictions"),
+        external=table_external_metrics,
         figures=table_run_figures,
     output:
         report(
@@ -30,7 +32,7 @@ rule table_report:
     shell:
         "semiseg --rule table_report --wildcards {params.wildcards:q} --log {log:q}"
         " report --spec {params.spec:q} --table {input.table} --store {input.store}"
-        " --runs {params.runs} --figures {input.figures} --out {output}"
+        " --runs {params.runs} --external {input.external} --figures {input.figures} --out {output}"
 
 
 # A target that names no table, e.g. a mistyped `snakemake results/tables/acdcc.md`: the input

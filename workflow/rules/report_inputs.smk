@@ -3,14 +3,16 @@ import re
 
 
 def table_run_files(name):
-    """The file `name` of every run of the table (metrics.csv, train.csv, config.json, predictions)."""
+    """The file `name` of every run of the table (metrics.csv, train.csv, config.json, predictions),
+    at the table's own test stride, if any."""
     return lambda wildcards: [
-        results(paths.run_file(d, m, r, s, name)) for d, m, r, s in table_runs(CFG, wildcards.table)
+        results(paths.run_file(d, m, r, s, name, stride=table_stride(CFG, wildcards.table)))
+        for d, m, r, s in table_runs(CFG, wildcards.table)
     ]
 
 
 def table_store(wildcards):
-    return results(paths.store(base_dataset(CFG, CFG["tables"][wildcards.table]["dataset"])))
+    return results(paths.store(CFG["tables"][wildcards.table]["dataset"]))
 
 
 def table_run_figures(wildcards):
@@ -20,7 +22,7 @@ def table_run_figures(wildcards):
     if 0 not in [int(s) for s in table["seeds"]]:
         return []
     return [
-        results(paths.figure(fig["name"], table["dataset"], ratio))
+        results(paths.figure(fig["name"], table["dataset"], ratio, table_stride(CFG, wildcards.table)))
         for row in table["rows"]
         for fig in registered_figures().values()
         if row["method"] == fig["algorithm"] and row.get("run", True)

@@ -13,7 +13,8 @@ import numpy as np
 
 from semiseg.errors import DataError
 
-__all__ = ["IDENTITY_DIRECTION", "ORIGIN_ZERO", "Case", "check_case", "check_geometry", "check_labels"]
+__all__ = ["IDENTITY_DIRECTION", "ORIGIN_ZERO", "Case", "channels_first", "check_case", "check_geometry",
+           "check_labels"]
 
 #: The direction of an image whose index axes are the physical axes (ITK's default).
 IDENTITY_DIRECTION = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
@@ -28,7 +29,8 @@ class Case:
         case_id: unique id within the dataset (``patient003_frame01``); becomes an HDF5 name, so
             it may not contain ``/``.
         patient: the patient the case belongs to; splits are made by patient.
-        image: ``(Z, Y, X)`` intensities; converted to float32 when written.
+        image: ``(Z, Y, X)`` intensities, or ``(C, Z, Y, X)`` for ``C >= 2`` channels on one voxel
+            grid (the networks' input channels, in that order); converted to float32 when written.
         label: ``(Z, Y, X)`` integer class map, values in ``range(num_classes)``; stored as uint8.
         spacing: voxel size along z, y, x (mm, or 1.0 for voxel units).
         source: the file(s) the case was read from, named in any :class:`DataError` about it.
@@ -46,6 +48,11 @@ class Case:
     origin: tuple[float, float, float] = ORIGIN_ZERO
     direction: tuple[float, ...] = IDENTITY_DIRECTION
 
+
+def channels_first(image: np.ndarray) -> np.ndarray:
+    """A case's image as ``(C, Z, Y, X)``: a one-channel ``(Z, Y, X)`` image gains a leading axis of 1
+    (a view), a several-channel one is returned as it is."""
+    return image[None] if image.ndim == 3 else image
 
 
 def check_labels(labels: Mapping[str, int]) -> dict[str, int]:
@@ -80,11 +87,12 @@ def check_case(case: Case, num_classes: int, where: str | os.PathLike[str]) -> C
 
     image = np.asarray(case.image)
     label = np.asarray(case.label)
-    if image.ndim != 3:
-        raise DataError(source, f"{name}: image must be 3-D (Z, Y, X), got shape {image.shape}")
+    if image.ndim not in (3, 4) or (image.ndim == 4 and image.shape[0] < 2):
+        raise DataError(source, f"{name}: image must be 3-D (Z, Y, X) or hold 2 or more channels (C, Z, Y, X), "
+                                f"got shape {image.shape}")
     if image.size == 0:
         raise DataError(source, f"{name}: image is empty (shape {image.shape})")
-    if image.shape != label.shape:
+    if image.shape[-3:] != label.shape:
         raise DataError(
             source, f"{name}: image shape {image.shape} differs from label shape {label.shape}"
         )

@@ -20,12 +20,13 @@ whose last axis is the channel. A ``dataset.json`` with ``channel_names`` is rea
 with ``modality`` as v1.
 
 What comes from the files: the classes (``labels``; the catalogue's ``labels`` must be the same
-map), the channels, and each case's geometry (spacing, origin, direction). The store holds one
-channel: the source's ``params.channel`` (a name of ``channel_names`` / ``modality``, or its
-index). Every channel file of a case is read and must lie on the label's voxel grid. Intensities
-are z-scored per volume over all voxels (``params.normalize: zscore``) or kept as the files hold
-them (``none``). Each case is its own patient; case ids are the label files' names without the
-file ending.
+map), the channels, and each case's geometry (spacing, origin, direction). The store holds the
+channels the source's ``params.channel`` chooses: one (a name of ``channel_names`` / ``modality``,
+or its index), or a list of them, in the order the networks take them as input channels (a list
+of one is the same as that one). Every channel file of a case is read and must lie on the
+label's voxel grid. Intensities are z-scored per volume and channel over all voxels
+(``params.normalize: zscore``) or kept as the files hold them (``none``). Each case is its own
+patient; case ids are the label files' names without the file ending.
 
 The split (``params.split``), one of:
 
@@ -47,7 +48,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -252,13 +253,23 @@ def _split(meta: DatasetJson, root: Path, split: Mapping) -> dict[str, list[str]
     return {role: roles.get(role, []) for role in ("train", "val", "test")}
 
 
-def _channel_index(meta: DatasetJson, channel: str | int) -> int:
-    if isinstance(channel, int) and channel in meta.channels:
-        return channel
+def _channel_indices(meta: DatasetJson, channel: str | int | Sequence[str | int], dataset_name: str) -> list[int]:
+    """The indices of ``params.channel``: one name or index, or a list of them (none twice)."""
+    chosen = list(channel) if isinstance(channel, Sequence) and not isinstance(channel, str) else [channel]
     names = {name: i for i, name in meta.channels.items()}
-    if isinstance(channel, str) and channel in names:
-        return names[channel]
-    raise DataError(meta.path, f"has no channel {channel!r}; its channels are {meta.channels}")
+    indices = []
+    for c in chosen:
+        if isinstance(c, int) and not isinstance(c, bool) and c in meta.channels:
+            indices.append(c)
+        elif isinstance(c, str) and c in names:
+            indices.append(names[c])
+        else:
+            raise DataError(meta.path, f"has no channel {c!r} (the {dataset_name} entry's params.channel); "
+                                       f"its channels are {meta.channels}")
+    if not indices or len(set(indices)) < len(indices):
+        raise DataError(meta.path, f"the {dataset_name} entry's params.channel {chosen} must name one or more of its "
+                                   f"channels {meta.channels}, each once")
+    return indices
 
 
 def _read(path: Path, what: str) -> sitk.Image:
@@ -268,7 +279,7 @@ def _read(path: Path, what: str) -> sitk.Image:
         raise DataError(path, f"cannot read the {what} ({str(exc).strip().splitlines()[-1]})") from None
 
 
-def _load(case: NnunetCase, meta: DatasetJson, channel: int, normalize: str) -> Case:
+def _load(case: NnunetCase, meta: DatasetJson, channels: list[int], normalize: str) -> Case:
     label_img = _read(case.label, "label")
     if label_img.GetDimension() != 3:
         raise DataError(case.label, f"the label must be a 3-D volume, got {label_img.GetDimension()}-D")
@@ -293,17 +304,21 @@ def _load(case: NnunetCase, meta: DatasetJson, channel: int, normalize: str) -> 
     check_same_grid(volumes[0], label_img, paths[0], case.label)
     label = sitk.GetArrayFromImage(label_img)
     check_label_values(label, meta.labels.values(), case.label)
-    image = sitk.GetArrayFromImage(volumes[channel]).astype(np.float32)
-    if normalize == "zscore":
-        image = (image - image.mean()) / max(float(image.std()), 1e-8)
-    return Case(case.case_id, case.case_id, image, label.astype(np.uint8),
-                tuple(float(s) for s in reversed(label_img.GetSpacing())),
-                os.fspath(case.images[min(channel, len(case.images) - 1)]),
+    images = []
+    for c in channels:
+        image = sitk.GetArrayFromImage(volumes[c]).astype(np.float32)
+        if normalize == "zscore":
+            image = (image - image.mean()) / max(float(image.std()), 1e-8)
+        images.append(image)
+    # one channel stays (Z, Y, X), as the store has always held it
+    return Case(case.case_id, case.case_id, images[0] if len(images) == 1 else np.stack(images),
+                label.astype(np.uint8), tuple(float(s) for s in reversed(label_img.GetSpacing())),
+                os.fspath(case.images[min(channels[0], len(case.images) - 1)]),
                 origin=tuple(label_img.GetOrigin()), direction=tuple(label_img.GetDirection()))
 
 
 def read_nnunet_raw(src_dir: str | os.PathLike[str], dataset_name: str, *, split: Mapping,
-                    channel: str | int = 0, normalize: str = "zscore",
+                    channel: str | int | Sequence[str | int] = 0, normalize: str = "zscore",
                     labels: Mapping[str, int] | None = None) -> tuple[Iterator[Case], Patients]:
     """Import an nnU-Net raw dataset (see the module docstring).
 
@@ -311,7 +326,8 @@ def read_nnunet_raw(src_dir: str | os.PathLike[str], dataset_name: str, *, split
         src_dir: the dataset's root (holding ``dataset.json``).
         dataset_name: the dataset's name, used in error messages.
         split: ``{seed, val, test}`` or ``{fold}`` (the source's ``params.split``).
-        channel: the channel the store holds: a name or an index of the ``dataset.json``'s.
+        channel: the channel the store holds, a name or an index of the ``dataset.json``'s, or a
+            list of them: the channels it holds, ``(C, Z, Y, X)``, in that order.
         normalize: ``zscore`` (per volume) or ``none``.
         labels: the catalogue's labels; must equal the ``dataset.json``'s when given.
 
@@ -325,13 +341,13 @@ def read_nnunet_raw(src_dir: str | os.PathLike[str], dataset_name: str, *, split
     if labels is not None and dict(labels) != meta.labels:
         raise DataError(meta.path, f"{dataset_name}: its labels {meta.labels} differ from the catalogue's "
                                    f"{dict(labels)}; copy them into the dataset's entry")
-    index = _channel_index(meta, channel)
+    indices = _channel_indices(meta, channel, dataset_name)
     roles = _split(meta, root, split)
     by_id = {c.case_id: c for c in meta.training + meta.test}
 
     def generate() -> Iterator[Case]:
         for role in ("train", "val", "test"):
             for case_id in roles[role]:
-                yield _load(by_id[case_id], meta, index, normalize)
+                yield _load(by_id[case_id], meta, indices, normalize)
 
     return generate(), roles

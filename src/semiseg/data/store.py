@@ -5,7 +5,7 @@ Layout (see ``docs/architecture.md``)::
     store.h5
       attrs: name (str), dims (2 | 3), num_classes (int), labels (JSON {"background": 0, ...}),
              format_version (int)
-      cases/<case_id>/image   float32 (Z, Y, X)
+      cases/<case_id>/image   float32 (Z, Y, X), or (C, Z, Y, X) for C >= 2 channels
       cases/<case_id>/label   uint8   (Z, Y, X)
       cases/<case_id>  attrs: patient (str), spacing (3 floats, z/y/x),
                               origin (3 floats, x/y/z), direction (9 floats, row-major)
@@ -17,6 +17,12 @@ image's ``x`` (last array axis), ``y`` and ``z`` (first array axis) index axes. 
 spacing they let a prediction be written back where the image lies (:meth:`Store.geometry`).
 A source without them (the h5 layouts) gets origin 0 and the identity, as does a store written
 before they were kept (reading it falls back to those).
+
+A one-channel image is stored ``(Z, Y, X)``, as every store was before several channels could be
+held; a dataset of ``C >= 2`` input channels (an nnU-Net layout's ``params.channel`` list) stores
+each image ``(C, Z, Y, X)``, every case with the same ``C``, its channels in the order the
+networks take them (:attr:`Store.channels`; :func:`channels_first` gives either as
+``(C, Z, Y, X)``).
 
 Whatever the dataset's dimensionality, the store holds whole volumes: a 2D dataset (ACDC) is
 trained on its ``(Y, X)`` slices and evaluated on whole volumes slice by slice.
@@ -51,7 +57,8 @@ from typing import Any
 import h5py
 import numpy as np
 
-from semiseg.data.cases import IDENTITY_DIRECTION, ORIGIN_ZERO, Case, check_case, check_geometry, check_labels
+from semiseg.data.cases import (IDENTITY_DIRECTION, ORIGIN_ZERO, Case, channels_first, check_case, check_geometry,
+                                check_labels)
 from semiseg.errors import DataError
 from semiseg.io import atomic_path, ensure_free, sha256_file
 
@@ -61,6 +68,7 @@ __all__ = [
     "ROLES",
     "Case",
     "Store",
+    "channels_first",
     "describe",
     "sha256_file",
     "write_store",
@@ -100,7 +108,7 @@ def write_store(
     Raises:
         ValueError: ``name``, ``dims`` or ``labels`` are invalid.
         DataError: a case is invalid (names the case and its source file), two cases share an
-            id, or there are no cases.
+            id, two cases hold different numbers of channels, or there are no cases.
     """
     path = Path(path)
     if not isinstance(name, str) or not name:
@@ -121,6 +129,7 @@ def write_store(
             h5.attrs["labels"] = json.dumps(labels)
             group = h5.create_group(_CASES, track_order=True)
             seen: dict[str, str] = {}
+            first: Case | None = None
             for raw in cases:
                 case = check_case(raw, num_classes, path)
                 if case.case_id in seen:
@@ -128,6 +137,10 @@ def write_store(
                         case.source,
                         f"case {case.case_id!r} appears twice (first from {seen[case.case_id]})",
                     )
+                first = first or case
+                if _channels(case.image) != _channels(first.image):
+                    raise DataError(case.source, f"case {case.case_id!r} has {_channels(case.image)} channel(s), "
+                                                 f"case {first.case_id!r} {_channels(first.image)}")
                 seen[case.case_id] = case.source
                 # HDF5 can crash the process on a full disk: stop before it gets there
                 ensure_free(tmp, case.image.nbytes + case.label.nbytes)
@@ -135,6 +148,11 @@ def write_store(
             if not seen:
                 raise DataError(path, "no cases to write")
     return path
+
+
+def _channels(image) -> int:
+    """How many channels a stored ``(Z, Y, X)`` or ``(C, Z, Y, X)`` image holds."""
+    return 1 if image.ndim == 3 else int(image.shape[0])
 
 
 def _write_case(group: h5py.Group, case: Case) -> None:
@@ -210,6 +228,11 @@ class Store:
                 lambda problem, where=f"{_CASES}/{case_id}": self._fail(f"{where}: {problem}"))
         if not self._meta:
             raise self._fail("store holds no cases")
+        counts = {case_id: _channels(self._h5[_CASES][case_id]["image"]) for case_id in self._meta}
+        self.channels: int = counts[next(iter(counts))]
+        odd = sorted(c for c, n in counts.items() if n != self.channels)
+        if odd:
+            raise self._fail(f"cases {odd} do not hold the {self.channels} channel(s) of the first case")
 
     def _case_metadata(
         self, case_id: str, entry: Any
@@ -221,9 +244,9 @@ class Store:
             if key not in entry or not isinstance(entry[key], h5py.Dataset):
                 raise self._fail(f"{where} has no dataset {key!r}")
         image, label = entry["image"], entry["label"]
-        if image.ndim != 3:
-            raise self._fail(f"{where}/image must be 3-D (Z, Y, X), got shape {image.shape}")
-        if image.shape != label.shape:
+        if image.ndim not in (3, 4):
+            raise self._fail(f"{where}/image must be (Z, Y, X) or (C, Z, Y, X), got shape {image.shape}")
+        if image.shape[-3:] != label.shape:
             raise self._fail(
                 f"{where}: image shape {image.shape} differs from label shape {label.shape}"
             )
@@ -237,7 +260,7 @@ class Store:
         spacing = tuple(float(s) for s in np.asarray(entry.attrs["spacing"]).ravel())
         if len(spacing) != 3:
             raise self._fail(f"{where}: spacing must hold 3 numbers, got {spacing}")
-        shape = (int(image.shape[0]), int(image.shape[1]), int(image.shape[2]))
+        shape = (int(label.shape[0]), int(label.shape[1]), int(label.shape[2]))
         return _as_str(entry.attrs["patient"]), spacing, shape  # type: ignore[return-value]
 
     # -- context management ------------------------------------------------------------------------
@@ -309,18 +332,19 @@ class Store:
                 "direction": self.direction(case_id)}
 
     def shape(self, case_id: str) -> tuple[int, int, int]:
-        """Volume shape (Z, Y, X) of ``case_id``, without reading it."""
+        """Volume shape (Z, Y, X) of ``case_id`` (one channel's), without reading it."""
         return self._entry(case_id)[2]
 
     # -- data --------------------------------------------------------------------------------------
 
     def read_image(self, case_id: str) -> np.ndarray:
-        """The float32 ``(Z, Y, X)`` image of ``case_id``."""
+        """The float32 image of ``case_id``: ``(Z, Y, X)``, or ``(C, Z, Y, X)`` in a store of
+        :attr:`channels` ``C >= 2``."""
         self._entry(case_id)
         return self._h5[_CASES][case_id]["image"][()]
 
     def read(self, case_id: str) -> tuple[np.ndarray, np.ndarray]:
-        """The float32 image and uint8 label of ``case_id``, both ``(Z, Y, X)``."""
+        """The float32 image (as :meth:`read_image`) and the uint8 ``(Z, Y, X)`` label of ``case_id``."""
         self._entry(case_id)
         entry = self._h5[_CASES][case_id]
         return entry["image"][()], entry["label"][()]
@@ -342,7 +366,8 @@ def describe(
 
     Returns:
         ``{"name", "dims", "num_classes", "labels", "patients", "cases", "store_sha256"}`` where
-        ``cases`` maps each case id (in store order) to ``{"patient", "shape", "spacing"}``.
+        ``cases`` maps each case id (in store order) to ``{"patient", "shape", "spacing"}``, and
+        ``"channels"`` for a store of 2 or more channels.
 
     Raises:
         ValueError: ``patients`` does not have exactly the keys train/val/test.
@@ -391,6 +416,8 @@ def describe(
             "dims": store.dims,
             "num_classes": store.num_classes,
             "labels": store.labels,
+            # only where there are several: one-channel descriptors stay as they were
+            **({"channels": store.channels} if store.channels > 1 else {}),
             "patients": {role: list(patients[role]) for role in ROLES},
             "cases": cases,
         }

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from semiseg.data.store import Store
+from semiseg.data.store import Store, channels_first
 from semiseg.engine.augment import augment_2d, augment_3d
 
 __all__ = ["ResidentSet", "StreamSampler", "load_resident", "resize_slices"]
@@ -72,7 +72,7 @@ def _nearest_map(shape: tuple[int, int], size: tuple[int, int]) -> np.ndarray | 
 
 
 class ResidentSet:
-    """One stream's samples on the device: 2D slices (N, 1, H, W) or a list of 3D volumes."""
+    """One stream's samples on the device: 2D slices (N, C, H, W) or a list of 3D volumes (C, Z, Y, X)."""
 
     def __init__(self, dims: int, patch_size, device, images, labels):
         self.dims = dims
@@ -85,7 +85,7 @@ class ResidentSet:
         return self.images.shape[0] if self.dims == 2 else len(self.images)
 
     def batch(self, index: list[int], generator: torch.Generator, with_label: bool):
-        """Augmented images (B, 1, *patch) and labels (B, *patch) long, or None."""
+        """Augmented images (B, C, *patch) and labels (B, *patch) long, or None."""
         if self.dims == 2:
             idx = torch.as_tensor(index, device=self.device)
             img = self.images[idx]
@@ -113,29 +113,34 @@ def _pad_to(vol: np.ndarray, shape) -> np.ndarray:
 
 
 def load_resident(store: Store, case_ids: list[str], dims: int, patch_size, device, with_label: bool) -> ResidentSet:
-    """Load `case_ids` from the store onto `device` in the form the networks train on."""
+    """Load `case_ids` from the store onto `device` in the form the networks train on, with the
+    store's channels as the input channels."""
     if not case_ids:
         raise ValueError("no cases to load for this stream")
     if dims == 2:
         # one array per stream, filled case by case (no concatenation copy); the unlabeled
         # stream's labels are never read
         n = sum(store.shape(cid)[0] for cid in case_ids)
-        images = np.empty((n, 1, *patch_size), dtype=np.float32)
+        images = np.empty((n, store.channels, *patch_size), dtype=np.float32)
         labels = np.empty((n, *patch_size), dtype=np.uint8) if with_label else None
         start = 0
         for cid in case_ids:
             image, label = store.read(cid) if with_label else (store.read_image(cid), None)
-            image, label = resize_slices(image, label, patch_size)
-            images[start:start + len(image), 0] = image
-            if with_label:
-                labels[start:start + len(image)] = label
-            start += len(image)
+            image = channels_first(image)
+            for c, channel in enumerate(image):  # every channel through the same pixel map as the label
+                resized, lab = resize_slices(channel, label if c == 0 else None, patch_size)
+                images[start:start + len(resized), c] = resized
+                if c == 0 and with_label:
+                    labels[start:start + len(resized)] = lab
+            start += image.shape[1]
         return ResidentSet(2, patch_size, device, torch.from_numpy(images).to(device),
                            torch.from_numpy(labels).to(device) if with_label else None)
     images, labels = [], []
     for cid in case_ids:
         image, label = store.read(cid) if with_label else (store.read_image(cid), None)
-        images.append(torch.from_numpy(_pad_to(image, patch_size).astype(np.float32))[None].to(device))
+        image = channels_first(image)
+        padded = np.stack([_pad_to(channel, patch_size) for channel in image]).astype(np.float32, copy=False)
+        images.append(torch.from_numpy(padded).to(device))
         labels.append(torch.from_numpy(_pad_to(label, patch_size)).to(device) if with_label else None)
     return ResidentSet(3, patch_size, device, images, labels)
 

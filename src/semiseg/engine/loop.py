@@ -38,7 +38,7 @@ import torch
 
 from semiseg.config import spec_hash
 from semiseg.data.store import Store
-from semiseg.device import explain_out_of_memory, select_device
+from semiseg.device import deterministic_algorithms, explain_out_of_memory, select_device
 from semiseg.engine.cost import training_cost
 from semiseg.engine.data import StreamSampler, load_resident
 from semiseg.engine.lr import lr_factor
@@ -160,7 +160,7 @@ class _Run:
         self.seed = int(self.spec["seed"])
         seed_everything(self.seed)
         if self.device.type == "cpu":
-            torch.use_deterministic_algorithms(True, warn_only=True)
+            deterministic_algorithms()
         with open(self.split_path) as fh:
             self.split = json.load(fh)
         self.method = build_method(self.spec, lambda: network_for(self.spec)).to(self.device)
@@ -170,6 +170,11 @@ class _Run:
 
     def _load_data(self, store: Store) -> None:
         split, dataset, sched = self.split["cases"], self.dataset, self.sched
+        if store.channels != dataset.get("channels", 1):
+            raise TrainingError(f"{store.path}: the store holds {store.channels} channel(s) but the networks of "
+                                f"dataset {dataset['name']!r} take {dataset.get('channels', 1)} (its entry's "
+                                "source params.channel); rebuild the store (delete it, and the workflow "
+                                "preprocesses again)")
         if self.method.uses_unlabeled and not split["unlabeled"]:
             raise TrainingError(f"{self.split_path}: method {self.spec['method']['name']!r} needs unlabeled data "
                                 "but the split has none (a 100 % ratio); use a supervised method there")

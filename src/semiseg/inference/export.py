@@ -4,7 +4,8 @@ The infer stage writes ``predictions/<case>.nii.gz`` only (the evaluate stage re
 there). To look at them, ``export_run`` writes, into one folder::
 
     <case>_image.nii.gz   the image as the store holds it (float32; intensities as preprocessed,
-                          e.g. min-max scaled to [0, 1] for ACDC)
+                          e.g. min-max scaled to [0, 1] for ACDC); a store of several channels:
+                          <case>_image_0000.nii.gz, _0001, ... one per channel
     <case>_gt.nii.gz      its ground truth (uint8)
     <case>_pred.nii.gz    the run's prediction (uint8)
     labels.txt            ITK-SNAP label description: value, colour, name of every class
@@ -26,6 +27,9 @@ table row::
     dataset.json        channel_names {"0": "image"}, labels, numTraining, file_ending .nii.gz
     splits_final.json   one fold: train = the labeled cases, val = the val cases
 
+A store of several channels gives each case ``_0000``, ``_0001``, ... in the store's order, and
+``channel_names`` ``{"0": "channel_0", "1": "channel_1", ...}`` (the store keeps no names).
+
 Images are the store's (as preprocessed), on the store's geometry. The split's unlabeled cases
 are left out: an nnU-Net trained on this folder is the labeled-only baseline of that ratio.
 """
@@ -43,7 +47,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from semiseg.colours import LABEL_COLOURS
-from semiseg.data.store import Store
+from semiseg.data.store import Store, channels_first
 from semiseg.errors import DataError
 from semiseg.io import atomic_dir, ensure_free
 
@@ -142,10 +146,13 @@ def export_run(run_dir: Path, store_path: Path, out_dir: Path, cases: list[str] 
                 image, label = store.read(cid)
                 geometry = store.geometry(cid)
                 pred = sitk.ReadImage(os.fspath(pred_dir / f"{cid}.nii.gz"))
-                if sitk.GetArrayViewFromImage(pred).shape != image.shape:
+                if sitk.GetArrayViewFromImage(pred).shape != label.shape:
                     raise DataError(pred_dir / f"{cid}.nii.gz", f"prediction shape "
-                                    f"{sitk.GetArrayViewFromImage(pred).shape} differs from the image's {image.shape}")
-                write_nifti(image, geometry, tmp / f"{cid}_image.nii.gz")
+                                    f"{sitk.GetArrayViewFromImage(pred).shape} differs from the image's {label.shape}")
+                if image.ndim == 3:
+                    write_nifti(image, geometry, tmp / f"{cid}_image.nii.gz")
+                for c, channel in enumerate(image if image.ndim == 4 else []):
+                    write_nifti(channel, geometry, tmp / f"{cid}_image_{c:04d}.nii.gz")
                 write_nifti(label.astype(np.uint8), geometry, tmp / f"{cid}_gt.nii.gz")
                 # the prediction's own array, placed like the image (it already is, when infer wrote it)
                 write_nifti(sitk.GetArrayFromImage(pred).astype(np.uint8), geometry, tmp / f"{cid}_pred.nii.gz")
@@ -180,12 +187,14 @@ def export_nnunet(store_path: Path, split_path: Path, out_dir: Path) -> dict[str
                 if cid not in store:
                     raise DataError(split_path, f"case {cid!r} ({role}) is not in the store {store_path}")
                 image, label = store.read(cid)
-                write_nifti(image, store.geometry(cid), tmp / images / f"{cid}_0000.nii.gz")
+                for c, channel in enumerate(channels_first(image)):
+                    write_nifti(channel, store.geometry(cid), tmp / images / f"{cid}_{c:04d}.nii.gz")
                 write_label_nifti(label, store.geometry(cid), tmp / labels / f"{cid}.nii.gz")
         (tmp / DATASET_JSON).write_text(json.dumps({
             "name": f"{split['dataset']} {split['ratio']}% labeled",
             "description": f"semiseg split {split_path}: the labeled and val cases train, the test cases in imagesTs",
-            "channel_names": {"0": "image"}, "labels": store.labels,
+            "channel_names": ({"0": "image"} if store.channels == 1 else
+                              {str(c): f"channel_{c}" for c in range(store.channels)}), "labels": store.labels,
             "numTraining": len(roles["labeled"]) + len(roles["val"]), "file_ending": ".nii.gz"}, indent=1))
         (tmp / SPLITS_FINAL).write_text(json.dumps([{"train": roles["labeled"], "val": roles["val"]}], indent=1))
     return roles

@@ -17,6 +17,8 @@ from scipy import ndimage
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
+from semiseg.data.cases import channels_first
+
 __all__ = ["gaussian_importance", "keep_largest_component", "predict_volume", "predict_volume_2d", "predict_volume_3d",
            "predict_volume_3d_reference", "sliding_window_starts", "window_starts"]
 
@@ -25,13 +27,15 @@ __all__ = ["gaussian_importance", "keep_largest_component", "predict_volume", "p
 def predict_volume_2d(net: nn.Module, image: np.ndarray, patch_size, device, batch_size: int = 16) -> np.ndarray:
     """ACDC protocol (SSL4MIS ``test_single_volume``): each (Y, X) slice is zoomed to
     `patch_size` with nearest interpolation, predicted, and the argmax map zoomed back to the
-    native grid with nearest interpolation. Returns a (Z, Y, X) uint8 label map."""
-    z, y, x = image.shape
+    native grid with nearest interpolation. `image` is (Z, Y, X), or (C, Z, Y, X) for C input
+    channels (each zoomed alike). Returns a (Z, Y, X) uint8 label map."""
+    image = channels_first(image)
+    _, z, y, x = image.shape
     ph, pw = patch_size
-    zoomed = ndimage.zoom(image, (1, ph / y, pw / x), order=0).astype(np.float32)
+    zoomed = np.stack([ndimage.zoom(channel, (1, ph / y, pw / x), order=0) for channel in image]).astype(np.float32)
     out = np.zeros((z, ph, pw), dtype=np.uint8)
     for s in range(0, z, batch_size):
-        chunk = torch.from_numpy(zoomed[s:s + batch_size])[:, None].to(device)
+        chunk = torch.from_numpy(np.ascontiguousarray(zoomed[:, s:s + batch_size].swapaxes(0, 1))).to(device)
         out[s:s + batch_size] = net(chunk).argmax(1).to("cpu", torch.uint8).numpy()
     if (ph, pw) == (y, x):
         return out
@@ -158,7 +162,8 @@ def _inference_network(net: nn.Module, device: torch.device) -> nn.Module:
 @torch.no_grad()
 def predict_volume_3d(net: nn.Module, image: np.ndarray, patch_size, stride, num_classes: int, device,
                       *, batch_size: int | None = None, gaussian: bool = False) -> np.ndarray:
-    """Sliding-window prediction of a (Z, Y, X) volume, batched and on the device.
+    """Sliding-window prediction of a (Z, Y, X) volume, or of a (C, Z, Y, X) one of C input
+    channels (windowed alike), batched and on the device.
 
     The protocol of UA-MT's / BCP's ``test_single_case``: volumes smaller than the patch are
     zero-padded symmetrically (the padding is cropped off the result), windows start at
@@ -185,23 +190,26 @@ def predict_volume_3d(net: nn.Module, image: np.ndarray, patch_size, stride, num
         batch_size = 1 if device.type == "cpu" else 4
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    shape = image.shape
+    image = channels_first(image)
+    shape = image.shape[1:]
     pads = _padding(shape, patch_size)
-    vol = torch.from_numpy(np.ascontiguousarray(np.pad(image.astype(np.float32, copy=False), pads))).to(device)
-    starts = window_starts(vol.shape, patch_size, stride)
-    coverage = _coverage(vol.shape, patch_size, stride)
-    _check_covered(int((coverage == 0).sum()), vol.shape, patch_size, stride)
-    batch = torch.empty((min(batch_size, len(starts)), 1, *patch_size), dtype=torch.float32, device=device)
+    vol = torch.from_numpy(np.ascontiguousarray(np.pad(image.astype(np.float32, copy=False), [(0, 0), *pads])))
+    vol = vol.to(device)
+    padded = vol.shape[1:]
+    starts = window_starts(padded, patch_size, stride)
+    coverage = _coverage(padded, patch_size, stride)
+    _check_covered(int((coverage == 0).sum()), padded, patch_size, stride)
+    batch = torch.empty((min(batch_size, len(starts)), len(vol), *patch_size), dtype=torch.float32, device=device)
     probs = torch.empty((len(batch), num_classes, *patch_size), dtype=torch.float32, device=device)
-    score = torch.zeros((num_classes, *vol.shape), dtype=torch.float32, device=device)
+    score = torch.zeros((num_classes, *padded), dtype=torch.float32, device=device)
     weight = gaussian_importance(patch_size).to(device) if gaussian else None
-    count = torch.zeros(vol.shape, dtype=torch.float32, device=device) if gaussian else None
+    count = torch.zeros(padded, dtype=torch.float32, device=device) if gaussian else None
     windows = [tuple(slice(a, a + p) for a, p in zip(corner, patch_size)) for corner in starts]
     net = _inference_network(net, device)
     for first in range(0, len(windows), len(batch)):
         chunk = windows[first:first + len(batch)]
         for i, sl in enumerate(chunk):
-            batch[i, 0].copy_(vol[sl])
+            batch[i].copy_(vol[(slice(None), *sl)])
         torch.softmax(net(batch[:len(chunk)]).float(), 1, out=probs[:len(chunk)])
         for sl, p in zip(chunk, probs):
             if weight is not None:
@@ -263,10 +271,10 @@ def keep_largest_component(label: np.ndarray) -> np.ndarray:
 
 
 def predict_volume(net: nn.Module, image: np.ndarray, dataset: dict, device) -> np.ndarray:
-    """Predict a (Z, Y, X) volume under the dataset's protocol (``run_spec()['dataset']``):
-    slice by slice (``dims`` 2) or by the batched sliding window (``dims`` 3), then, where the
-    dataset sets ``largest_component``, :func:`keep_largest_component`. Validation during
-    training and the infer stage both call this."""
+    """Predict a (Z, Y, X) volume (or a (C, Z, Y, X) one of C input channels) under the dataset's
+    protocol (``run_spec()['dataset']``): slice by slice (``dims`` 2) or by the batched sliding
+    window (``dims`` 3), then, where the dataset sets ``largest_component``,
+    :func:`keep_largest_component`. Validation during training and the infer stage both call this."""
     was_training = net.training
     net.eval()
     try:

@@ -46,7 +46,7 @@ def paste_mask(spatial: Sequence[int], ratio: float, *, device=None,
 def copy_paste(background: Tensor, foreground: Tensor, mask: Tensor) -> Tensor:
     """``background * M + foreground * (1 - M)``: the foreground fills M's zero block.
 
-    Works for images ``(B, 1, *spatial)`` and label maps ``(B, *spatial)`` alike (``mask`` is
+    Works for images ``(B, C, *spatial)`` and label maps ``(B, *spatial)`` alike (``mask`` is
     ``(*spatial)`` and broadcasts); labels stay integers.
     """
     return background * mask + foreground * (1 - mask)

@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from semiseg.methods.base import Losses, Method, StepContext, register, two_stream
 from semiseg.methods.common.losses import dice_ce_loss, masked_mean, one_hot
 from semiseg.methods.common.pseudo import sharpen_distribution
+from semiseg.nets import input_channels
 from semiseg.nets.resnet import ResNetED, kaiming_init
 
 __all__ = ["MCF", "PairMean", "competition_loss", "review_loss"]
@@ -54,7 +55,7 @@ class PairMean(nn.Module):
 
 
 def _second_network(first: nn.Module, num_classes: int, dims: int) -> ResNetED:
-    return ResNetED(getattr(first, "in_channels", 1), num_classes, dims=dims)
+    return ResNetED(input_channels(first), num_classes, dims=dims)
 
 
 @register("mcf")

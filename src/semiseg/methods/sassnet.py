@@ -10,6 +10,7 @@ from torch.func import functional_call
 
 from semiseg.methods.base import Losses, StepContext, register, two_stream
 from semiseg.methods.common.sdf import SignedDistanceMethod
+from semiseg.nets import input_channels
 from semiseg.nets.sdf import Discriminator
 
 __all__ = ["SASSNet", "discriminator_loss", "shape_adversarial_loss"]
@@ -63,7 +64,8 @@ class SASSNet(SignedDistanceMethod):
 
     def __init__(self, spec, net_factory):
         super().__init__(spec, net_factory)
-        self.discriminator = Discriminator(self.num_classes - 1, 1, int(self.params["discriminator_width"]), self.dims)
+        self.discriminator = Discriminator(self.num_classes - 1, input_channels(self.net),
+                                           int(self.params["discriminator_width"]), self.dims)
 
     def extra_optimizers(self, schedule: dict) -> dict[str, torch.optim.Optimizer]:
         """The discriminator's Adam, its lr fixed (``fixed_lr``: no lr policy scales it)."""

@@ -51,6 +51,7 @@ __all__ = [
     "feature_dropout",
     "feature_noise",
     "init_weights",
+    "input_channels",
     "layer_types",
     "perturb_features",
     "random_perturbation",
@@ -118,10 +119,22 @@ def build_network(name: str, *, in_channels: int, num_classes: int, dims: int,
 
 def network_for(spec: dict) -> EncoderDecoder:
     """A fresh network for a run spec: its method's ``network`` and ``network_args`` (the dataset
-    entry's, under the method entry's), one input channel, the dataset's classes and dims. The
-    one place training, inference and figures build a run's network, so the three agree."""
-    return build_network(spec["method"]["network"], in_channels=1, num_classes=spec["dataset"]["num_classes"],
+    entry's, under the method entry's), the dataset's input channels (``channels``, 1 where the
+    spec has none), classes and dims. The one place training, inference and figures build a run's
+    network, so the three agree."""
+    return build_network(spec["method"]["network"], in_channels=spec["dataset"].get("channels", 1),
+                         num_classes=spec["dataset"]["num_classes"],
                          dims=spec["dataset"]["dims"], **(spec["method"].get("network_args") or {}))
+
+
+def input_channels(net: nn.Module) -> int:
+    """The input channels of a network built here: its own ``in_channels``, or that of the network a
+    wrapper (:class:`SignedDistanceNet`, :class:`MultiDecoder`, :class:`PyramidNet`) holds as ``base``."""
+    while not hasattr(net, "in_channels") and hasattr(net, "base"):
+        net = net.base
+    if not hasattr(net, "in_channels"):
+        raise ValueError(f"{type(net).__name__} says neither its in_channels nor its base network")
+    return int(net.in_channels)
 
 
 def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:

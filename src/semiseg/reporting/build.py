@@ -17,15 +17,16 @@ from semiseg.table_config import is_external
 __all__ = ["table_from_runs", "parse_run_path", "result_key"]
 
 def parse_run_path(path: Path) -> tuple[str, str, int, int]:
-    """(dataset, method, ratio, seed) from ``.../runs/<dataset>/<method>/<ratio>/seed<seed>/metrics.csv``."""
+    """(dataset, method, ratio, seed) from ``.../runs/<dataset>/<method>/<ratio>/seed<seed>/metrics.csv``
+    (``seed<seed>-stride<z>x<y>x<x>/``: a run at a table's own test stride)."""
     problem = ValueError(f"{path}: not a run's metrics file (runs/<dataset>/<method>/<ratio>/seed<seed>/metrics.csv)")
     try:
-        run = paths.parse_run_path(path)
+        *run, stride = paths.parse_run(path)
     except ValueError:
         raise problem from None
-    if not Path(path).as_posix().endswith(paths.run_file(*run, "metrics.csv")):
+    if not Path(path).as_posix().endswith(paths.run_file(*run, "metrics.csv", stride=stride)):
         raise problem
-    return run
+    return tuple(run)
 
 
 def result_key(path: Path, table: dict) -> tuple[str, int, int | None]:
@@ -58,8 +59,12 @@ def _predictions_note(table: dict, metrics: list[Path]) -> str | None:
             parts.append(f"{row['label']}: {row['predictions']}" + (f" (sha256 {sha[:16]})" if sha else ""))
     if not parts:
         return None
+    columns = table.get("columns") or ()
+    dashes = [w for c, w in (("difference", "ΔDice —: no seeds to pair by"),
+                             ("cost", "cost —: its training is not recorded here")) if c in columns]
     return ("another tool's predictions of the test cases, scored here with the same metrics (one value: no "
-            "seeds; Unlabeled —: the tool's own use of unlabeled cases is not known here): " + "; ".join(parts))
+            "seeds; Unlabeled —: the tool's own use of unlabeled cases is not known here"
+            + "".join(f"; {w}" for w in dashes) + "): " + "; ".join(parts))
 
 
 #: How the footer names a dataset's distance unit.

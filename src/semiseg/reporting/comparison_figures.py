@@ -1,19 +1,20 @@
 """The report page's figures of a table's ``difference`` and ``cost`` columns: a forest plot of
 the paired differences (:mod:`semiseg.reporting.comparisons`) and Dice against device time, one
-panel per ratio (:mod:`semiseg.reporting.cost`). Each a PNG as a ``data:`` URI, through
+panel per ratio (:mod:`semiseg.reporting.cost`); a predictions row, which has neither, is named
+under the figure. Each a PNG as a ``data:`` URI, through
 matplotlib's object API, as :mod:`semiseg.reporting.report_figures`."""
 
 from __future__ import annotations
 
 import html
 import statistics
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 
 from semiseg.metrics.csv_io import read_metrics_csv
 from semiseg.metrics.summary import case_means
 from semiseg.reporting.comparisons import Comparison, table_comparisons
 from semiseg.reporting.cost import run_cost
-from semiseg.reporting.report_figures import _figure, _png
+from semiseg.reporting.report_figures import _figure, _png, evaluation_only_note
 
 __all__ = ["comparison_sections", "cost_plot", "forest_plot"]
 
@@ -82,29 +83,36 @@ def cost_plot(table: Mapping, runs: Mapping) -> str | None:
     return _png(fig)
 
 
-def comparison_sections(table: Mapping, runs: Mapping) -> list[str]:
+def comparison_sections(table: Mapping, runs: Mapping, external: Collection[tuple[str, int]] = ()) -> list[str]:
     """The HTML of the page's paired-difference and cost sections, for a table whose ``columns``
     has ``difference`` or ``cost`` (none otherwise). ``runs``: the page's runs, ``(method, ratio,
     seed)`` -> ``{"dir", "summary", "config"}``; the labeled-only methods are those whose runs
-    were trained with ``algorithm: supervised``."""
+    were trained with ``algorithm: supervised``. ``external``: the ``(key, ratio)`` of the
+    predictions rows with a result, each named where a figure cannot show it."""
     columns = table.get("columns") or []
     parts: list[str] = []
-    if "difference" in columns and table.get("bootstrap") and runs:
+    if "difference" in columns and table.get("bootstrap") and (runs or external):
         supervised = {m for (m, _r, _s), run in runs.items()
                       if run["config"].get("spec", {}).get("method", {}).get("algorithm") == "supervised"}
         cases = {key: case_means(read_metrics_csv(run["dir"] / "metrics.csv")) for key, run in runs.items()}
-        comparisons = table_comparisons(table, cases, supervised)
+        comparisons = table_comparisons(table, cases, supervised) if runs else {}
+        if comparisons or external:
+            parts.append("<h2>Paired differences</h2>")
         if comparisons:
-            parts += ["<h2>Paired differences</h2>",
-                      '<p class="note">Each row\'s Dice minus its comparator\'s at the same ratio, paired by seed and '
+            parts += ['<p class="note">Each row\'s Dice minus its comparator\'s at the same ratio, paired by seed and '
                       "test case, with the bootstrap interval over test cases; a filled dot is distinguishable from "
                       "its comparator after Holm's correction over the table (the table's footer says how).</p>",
                       f'<img alt="paired differences" src="{forest_plot(table, comparisons)}">']
-    if "cost" in columns and runs:
-        png = cost_plot(table, runs)
+        parts.append(evaluation_only_note(_row_labels(table), external, "Not in the figure",
+                                          "one value and no seeds: no paired difference"))
+    if "cost" in columns and (runs or external):
+        png = cost_plot(table, runs) if runs else None
+        if png or external:
+            parts.append("<h2>Dice against cost</h2>")
         if png:
-            parts += ["<h2>Dice against cost</h2>",
-                      '<p class="note">Each row\'s mean Dice against its mean device time per run (training plus '
+            parts += ['<p class="note">Each row\'s mean Dice against its mean device time per run (training plus '
                       "inference), one panel per labeled ratio; a row whose runs used several devices has a point "
                       "per device.</p>", f'<img alt="{html.escape("Dice against cost")}" src="{png}">']
-    return parts
+        parts.append(evaluation_only_note(_row_labels(table), external, "Not in the figure",
+                                          "trained outside this workflow: no device time recorded here"))
+    return [part for part in parts if part]

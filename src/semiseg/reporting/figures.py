@@ -28,7 +28,8 @@ REGION_COLOURS = ("#009E73", "#E69F00", "#CC79A7")
 
 
 def pick_slices(store, cases: list[str], n_slices: int, dataset: dict) -> tuple[np.ndarray, list[str]]:
-    """``n_slices`` network inputs ``(n, 1, *patch)`` from ``cases``, and a caption for each.
+    """``n_slices`` network inputs ``(n, C, *patch)`` from ``cases`` (C: the store's channels), and a
+    caption for each.
 
     Deterministic: pick ``k`` is case ``floor(k·len(cases)/n_slices)`` of the split's list, so
     the picks spread over the list (different patients where there are enough); a case picked
@@ -36,6 +37,7 @@ def pick_slices(store, cases: list[str], n_slices: int, dataset: dict) -> tuple[
     2D: the slice is resized to the patch size as for training (cubic spline). 3D: the centre
     patch of the volume (zero-padded where smaller), of which the figure shows the middle slice.
     """
+    from semiseg.data.store import channels_first
     from semiseg.engine.data import resize_slices
 
     if not cases:
@@ -49,20 +51,20 @@ def pick_slices(store, cases: list[str], n_slices: int, dataset: dict) -> tuple[
     patch = tuple(int(p) for p in dataset["patch_size"])
     inputs, captions = [], []
     for case, m in picks.items():
-        volume = store.read_image(case)
+        volume = channels_first(store.read_image(case))
+        depth = volume.shape[1]
         if int(dataset["dims"]) == 2:
             for j in range(m):
-                z = min(volume.shape[0] - 1, int(volume.shape[0] * (j + 1) / (m + 1)))
-                image, _ = resize_slices(volume[z:z + 1], None, patch)
-                inputs.append(image)
+                z = min(depth - 1, int(depth * (j + 1) / (m + 1)))
+                inputs.append(np.concatenate([resize_slices(channel[z:z + 1], None, patch)[0] for channel in volume]))
                 captions.append(f"{case} z={z}")
         else:
-            pads = [(max(p - s, 0) // 2, max(p - s, 0) - max(p - s, 0) // 2) for s, p in zip(volume.shape, patch)]
-            padded = np.pad(volume, pads)
-            starts = [(s - p) // 2 for s, p in zip(padded.shape, patch)]
-            crop = padded[tuple(slice(s, s + p) for s, p in zip(starts, patch))]
+            pads = [(max(p - s, 0) // 2, max(p - s, 0) - max(p - s, 0) // 2) for s, p in zip(volume.shape[1:], patch)]
+            padded = np.pad(volume, [(0, 0), *pads])
+            starts = [(s - p) // 2 for s, p in zip(padded.shape[1:], patch)]
+            crop = padded[(slice(None), *(slice(s, s + p) for s, p in zip(starts, patch)))]
             for _ in range(m):  # one centre patch per case; repeats show the same patch
-                inputs.append(crop[None].astype(np.float32))
+                inputs.append(crop.astype(np.float32))
                 captions.append(f"{case} centre patch")
     return np.stack(inputs), captions
 
@@ -152,7 +154,7 @@ def region_figure(run_dir, store, split, out_png, n_slices: int = 4) -> Path:
     FigureCanvasAgg(fig)
     axes = fig.subplots(rows, 4, squeeze=False)
     for r in range(rows):
-        image = _show(images[r, 0])
+        image = _show(images[r, 0])  # the first input channel
         panels = [(None, "image"), (maps["pred_a"][r], "network A"), (maps["pred_b"][r], "network B"),
                   (maps["regions"][r], "Ω1 / Ω2 / Ω3")]
         for c, (layer, title) in enumerate(panels):

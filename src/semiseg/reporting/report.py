@@ -20,6 +20,12 @@
    with ``cost``, Dice against device time per ratio (:mod:`semiseg.reporting.comparison_figures`),
    after the Dice-against-ratio figure.
 
+A predictions row (another tool's folder, scored once: ``external/<table>/<key>/metrics.csv``)
+is on the page wherever its one result applies: per-class metrics, a point at its ratio in the
+Dice-against-ratio figure and its predictions in the overlays, each marked *evaluation only*.
+Where it does not apply (no seeds: no ± and no paired difference; no training here: no cost, job
+parameters or learning curves), the section says so by name instead of leaving the row out.
+
 Every name on the page is the row's ``label``, looked up by ``(method, ratio)``: a table may
 hold two rows of one method (U-Net with a few labeled patients and with all of them).
 
@@ -44,11 +50,13 @@ from pathlib import Path
 from semiseg.method_sources import figure_of
 from semiseg.metrics.csv_io import read_metrics_csv
 from semiseg.metrics.summary import summarise
-from semiseg.reporting.build import parse_run_path
+from semiseg.provenance import read_record
+from semiseg.reporting.build import parse_run_path, result_key
 from semiseg.reporting.comparison_figures import comparison_sections
-from semiseg.reporting.report_figures import (_mean_std, dice_vs_ratio, learning_curves, overlays, reference_points,
-                                              val_dice)
+from semiseg.reporting.report_figures import (EVALUATION_ONLY, _mean_std, dice_vs_ratio, evaluation_only_note,
+                                              learning_curves, overlays, reference_points, val_dice)
 from semiseg.reporting.tables import write_table
+from semiseg.table_config import is_external
 
 __all__ = ["markdown_to_html", "reference_points", "row_labels", "table_page", "check_schedule"]
 
@@ -145,6 +153,22 @@ def _read_runs(run_dirs: Sequence[Path]) -> dict[tuple[str, int, int], dict]:
     return runs
 
 
+def _read_external(metrics: Sequence[Path], table: Mapping) -> dict[tuple[str, int], dict]:
+    """``(key, ratio)`` → ``{"path", "summary", "folder", "sha256"}`` of each predictions row's
+    ``metrics.csv`` (``external/<table>/<key>/metrics.csv``); ``sha256`` is the folder's checksum
+    its scoring recorded (None without a record)."""
+    out = {}
+    for path in metrics:
+        path = Path(path)
+        key, ratio, _ = result_key(path, table)
+        row = next(r for r in table["rows"] if is_external(r) and r["method"] == key)
+        record = read_record("evaluate-external", path) or {}
+        out[(key, ratio)] = {"path": path, "summary": summarise(read_metrics_csv(path)),
+                             "folder": Path(row["predictions"]),
+                             "sha256": (record.get("spec") or {}).get("predictions", {}).get("sha256")}
+    return out
+
+
 def check_schedule(table_md: str, runs: Mapping) -> str | None:
     """The schedule the runs were trained with, checked against the table's ``Schedule:`` line.
 
@@ -167,31 +191,50 @@ def row_labels(table: Mapping) -> dict[tuple[str, int], str]:
             for row in table["rows"] for ratio in row["ratios"]}
 
 
-def _per_class_html(table: Mapping, runs: Mapping, labels: Mapping[tuple[str, int], str]) -> str:
-    classes = list(dict.fromkeys(c for r in runs.values() for c in r["summary"]["per_class"]))
+def _per_class_html(table: Mapping, runs: Mapping, labels: Mapping[tuple[str, int], str],
+                    external: Mapping) -> str:
+    """Each row's per-class Dice and 95HD, mean ± std over its seeds; a predictions row's one
+    value, its seeds cell saying why there are none."""
+    summaries = [r["summary"] for r in runs.values()] + [e["summary"] for e in external.values()]
+    classes = list(dict.fromkeys(c for summary in summaries for c in summary["per_class"]))
     head = "".join(f"<th>{html.escape(c)} Dice (%)</th>" for c in classes)
     head += "".join(f"<th>{html.escape(c)} 95HD</th>" for c in classes)
     body = []
     for row in table["rows"]:
         method = row["method"]
         for ratio in row["ratios"]:
-            keys = [k for k in runs if k[0] == method and k[1] == int(ratio)]
-            if not keys:
+            if is_external(row):
+                found = [external[(method, int(ratio))]["summary"]] if (method, int(ratio)) in external else []
+                seeds = f"none: {EVALUATION_ONLY}"
+            else:
+                found = [run["summary"] for k, run in runs.items() if k[0] == method and k[1] == int(ratio)]
+                seeds = str(len(found))
+            if not found:
                 continue
             cells = []
             for metric, factor in (("dice", 100.0), ("hd95", 1.0)):
                 for c in classes:
-                    vals = [factor * runs[k]["summary"]["per_class"][c][metric] for k in keys
-                            if c in runs[k]["summary"]["per_class"]]
+                    vals = [factor * summary["per_class"][c][metric] for summary in found if c in summary["per_class"]]
                     if not vals:
                         cells.append("<td>–</td>")
                         continue
                     mean, std = _mean_std(vals)
                     cells.append(f"<td>{mean:.2f} ± {std:.2f}</td>" if len(vals) > 1 else f"<td>{mean:.2f}</td>")
             body.append(f"<tr><td>{html.escape(labels[(method, int(ratio))])}</td><td>{int(ratio)}%</td>"
-                        f"<td>{len(keys)}</td>{''.join(cells)}</tr>")
+                        f"<td>{seeds}</td>{''.join(cells)}</tr>")
     return (f"<table><thead><tr><th>Method</th><th>Labeled</th><th>Seeds</th>{head}</tr></thead>"
             f"<tbody>{''.join(body)}</tbody></table>")
+
+
+def _external_html(external: Mapping, labels: Mapping[tuple[str, int], str]) -> str:
+    """What the page knows of each predictions row instead of job parameters: the folder it
+    scored and the checksum its scoring recorded (``semiseg audit`` checks the folder against it)."""
+    body = "".join(f"<tr><td>{html.escape(labels[key])}</td><td>{key[1]}%</td>"
+                   f"<td><code>{html.escape(str(e['folder']))}</code></td>"
+                   f"<td><code>{html.escape(e['sha256'][:16]) if e['sha256'] else '–'}</code></td>"
+                   f"<td><code>{html.escape(str(e['path']))}</code></td></tr>" for key, e in external.items())
+    return ("<table><thead><tr><th>Method</th><th>Labeled</th><th>predictions folder</th><th>sha256 (scored)</th>"
+            f"<th>metrics</th></tr></thead><tbody>{body}</tbody></table>")
 
 
 def _params_html(runs: Mapping, labels: Mapping[tuple[str, int], str]) -> str:
@@ -248,11 +291,13 @@ h2 { border-bottom: 1px solid #ddd; padding-bottom: 0.2em; margin-top: 1.6em; }
 
 
 def table_page(spec: Mapping, *, table_md: Path, run_dirs: Sequence[Path], store_path: Path,
-               figures: Sequence[Path] = (), out: Path, overlay_slices: int = 2) -> Path:
+               external: Sequence[Path] = (), figures: Sequence[Path] = (), out: Path,
+               overlay_slices: int = 2) -> Path:
     """Write the report page of one table to ``out`` (atomically) and return its path.
 
     ``spec``: ``name`` and ``table`` (the catalogue entry). ``run_dirs``: the runs the table was
     built from (each with ``metrics.csv``, ``config.json``, ``train.csv``, ``predictions/``).
+    ``external``: the ``metrics.csv`` of its predictions rows (:func:`semiseg.paths.external_file`).
     ``figures``: files of registered figures (:func:`semiseg.paths.figure`).
     """
     from semiseg.data.store import Store
@@ -260,27 +305,39 @@ def table_page(spec: Mapping, *, table_md: Path, run_dirs: Sequence[Path], store
     table = spec["table"]
     text = Path(table_md).read_text()
     runs = _read_runs(run_dirs)
+    scored = _read_external(external, table)
     schedule = check_schedule(text, runs)
     labels = row_labels(table)
     methods = list(dict.fromkeys(row["method"] for row in table["rows"]))
+    trained = (f"Runs trained with schedule <strong>{html.escape(str(schedule))}</strong> (read from each run's "
+               "<code>config.json</code>; see the job parameters below)." if runs else
+               "No run trained here: its rows are " + (f"{EVALUATION_ONLY} (another tool's predictions)"
+                                                        if scored else "the papers' values") + ".")
     parts = [f"<h1>{html.escape(table['title'])}</h1>",
              f'<p class="note">Report page of <code>{html.escape(str(table_md))}</code>: the table as built, then '
-             f"what it is made of. Runs trained with schedule <strong>{html.escape(str(schedule))}</strong> "
-             "(read from each run's <code>config.json</code>; see the job parameters below).</p>",
+             f"what it is made of. {trained}</p>",
              "<h2>The table</h2>", markdown_to_html(re.sub(r"^#\s.*\n", "", text, count=1))]
-    if runs:
+    if runs or scored:
         parts += ["<h2>Per-class metrics</h2>",
                   '<p class="note">Each class\'s Dice and 95HD, mean ± sample std over seeds of the per-run means '
-                  "over test cases (the table's Dice is the mean of these over classes).</p>",
-                  _per_class_html(table, runs, labels)]
+                  "over test cases (the table's Dice is the mean of these over classes)"
+                  + (f"; a row marked {EVALUATION_ONLY} (another tool's predictions, scored here with the same "
+                     "metrics) has one value: one folder, no seeds" if scored else "") + ".</p>",
+                  _per_class_html(table, runs, labels, scored)]
     parts += ["<h2>Dice against the labeled ratio</h2>", f'<img alt="Dice against labeled ratio" '
-              f'src="{dice_vs_ratio(table, runs, labels)}">']
+              f'src="{dice_vs_ratio(table, runs, labels, scored)}">']
     sources = sorted({p["source"] for p in reference_points(table) if p["source"]})
     if sources:
         parts.append('<p class="note">Papers\' values: ' + "; ".join(html.escape(s) for s in sources) + ".</p>")
-    parts += comparison_sections(table, runs)  # the `difference` and `cost` columns' figures
+    parts += comparison_sections(table, runs, scored)  # the `difference` and `cost` columns' figures
+    if runs or scored:
+        parts += ["<h2>Job parameters of the runs</h2>"]
+        parts += [_params_html(runs, labels)] if runs else []
+        if scored:
+            parts += [evaluation_only_note(labels, scored, "Not here", "trained outside this workflow: no job "
+                                           "parameters, validation Dice or learning curves here; what it scored"),
+                      _external_html(scored, labels)]
     if runs:
-        parts += ["<h2>Job parameters of the runs</h2>", _params_html(runs, labels)]
         ran = [(method, ratio, label) for (method, ratio), label in labels.items()
                if any(key[:2] == (method, ratio) for key in runs)]
         png = val_dice(ran, runs)
@@ -293,11 +350,13 @@ def table_page(spec: Mapping, *, table_md: Path, run_dirs: Sequence[Path], store
             if png:
                 parts.append(f'<img alt="learning curves {html.escape(row["method"])} '
                              f'{", ".join(map(str, ratios))}" src="{png}">')
+    if runs or scored:
         parts.append("<h2>Example predictions</h2>")
+        folders = {key: e["folder"] for key, e in scored.items()}
         with Store(store_path) as store:
             names = {v: k for k, v in store.labels.items()}
-            for ratio in sorted({r for (_m, r, _s) in runs}):
-                png = overlays(ratio, methods, runs, store, labels, names, overlay_slices)
+            for ratio in sorted({r for (_m, r, _s) in runs} | {r for (_k, r) in scored}):
+                png = overlays(ratio, methods, runs, store, labels, names, overlay_slices, folders)
                 if png:
                     parts.append(f'<img alt="overlays {ratio}" src="{png}">')
     for fig_path in figures:

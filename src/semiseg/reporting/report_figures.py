@@ -7,18 +7,22 @@ its object API (no pyplot state)."""
 from __future__ import annotations
 
 import base64
+import html
 import io
 import math
 import statistics
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
 
 from semiseg.colours import LABEL_COLOURS, METHOD_COLOURS
+from semiseg.data.store import channels_first
 from semiseg.references import reference_sources
+from semiseg.table_config import is_external
 
-__all__ = ["dice_vs_ratio", "dice_vs_ratio_figure", "learning_curves", "overlays", "reference_points", "val_dice",
-           "val_dice_figure"]
+__all__ = ["EVALUATION_ONLY", "dice_vs_ratio", "dice_vs_ratio_figure", "evaluation_only_note", "learning_curves",
+           "overlays", "reference_points", "val_dice", "val_dice_figure"]
 
 def reference_points(table: Mapping) -> list[dict]:
     """The papers' values of a table entry: ``[{"method", "ratio", "metric", "value", "source", "tag"}]``.
@@ -53,10 +57,31 @@ ROWS_PER_PANEL = 6
 #: Marker of each paper source in the Dice-against-ratio figure, in the spec's order.
 _SOURCE_MARKERS = ("D", "s", "^", "v", "P", "X")
 
+#: Marker of a predictions row's one value (another tool's predictions scored here), filled.
+_EXTERNAL_MARKER = "*"
+
+#: How the page names a predictions row where it shows one.
+EVALUATION_ONLY = "evaluation only"
+
 #: Resolution of the figures in the page: enough to read 7-point text, small enough that a page
 #: with an ACDC-size table stays well under Chromium's 2 MB limit on a data URL (the report
 #: shows the page as one).
 DPI = 80
+
+
+def evaluation_only_note(labels: Mapping[tuple[str, int], str], external: Collection[tuple[str, int]], where: str,
+                         why: str) -> str:
+    """HTML: a note naming the predictions rows (``(key, ratio)``, named ``labels[(key, ratio)]``)
+    a part of the page leaves out, and why; empty without any.
+
+    >>> evaluation_only_note({("external_nnu_net", 10): "nnU-Net"}, [("external_nnu_net", 10)], "Not here", "no seeds")
+    '<p class="note">Not here: nnU-Net (10%): evaluation only (another tool&#x27;s predictions), no seeds.</p>'
+    """
+    if not external:
+        return ""
+    names = ", ".join(f"{labels[key]} ({key[1]}%)" for key in external)
+    text = f"{where}: {names}: {EVALUATION_ONLY} (another tool's predictions), {why}."
+    return f'<p class="note">{html.escape(text)}</p>'
 
 
 def _png(fig) -> str:
@@ -98,9 +123,10 @@ def _mean_std(values: Sequence[float]) -> tuple[float, float]:
 
 def _panels(table: Mapping) -> list[tuple[str, list[Mapping]]]:
     """The table's rows in titled panels of at most :data:`ROWS_PER_PANEL`: first the rows run
-    here, then those with the papers' values only, each group split evenly (ACDC's 9 + 13 rows:
-    5 + 4, then 5 + 4 + 4)."""
-    groups = (("Run here", [r for r in table["rows"] if r.get("run", True)]),
+    (or, a predictions row, scored) here, then those with the papers' values only, each group
+    split evenly (ACDC's 9 + 13 rows: 5 + 4, then 5 + 4 + 4)."""
+    here = [r for r in table["rows"] if r.get("run", True)]
+    groups = (("Run or scored here" if any(is_external(r) for r in here) else "Run here", here),
               ("Papers' values only", [r for r in table["rows"] if not r.get("run", True)]))
     panels = []
     for title, rows in groups:
@@ -113,14 +139,17 @@ def _panels(table: Mapping) -> list[tuple[str, list[Mapping]]]:
     return panels
 
 
-def dice_vs_ratio_figure(table: Mapping, runs: Mapping, labels: Mapping[tuple[str, int], str]):
+def dice_vs_ratio_figure(table: Mapping, runs: Mapping, labels: Mapping[tuple[str, int], str],
+                         external: Mapping[tuple[str, int], Mapping] | None = None):
     """Mean Dice ± std over seeds against the labeled ratio, a line per table row, and the papers'
     Dice values as open markers in the row's colour (one marker shape per source), in panels of
     at most :data:`ROWS_PER_PANEL` rows (:func:`_panels`), each colour once in a panel. A row's
     name is ``labels[(method, ratio)]`` of its first ratio: two rows of one method keep their own.
-    Returns the matplotlib figure."""
+    A predictions row (``external``: ``(key, ratio)`` → ``{"summary"}``) is one star at its ratio,
+    its legend entry marked :data:`EVALUATION_ONLY`. Returns the matplotlib figure."""
     from matplotlib.lines import Line2D
 
+    external = external or {}
     refs = [p for p in reference_points(table) if p["metric"] == "dice"]
     sources = list(dict.fromkeys(p["source"] for p in refs))
     marker = {s: _SOURCE_MARKERS[k % len(_SOURCE_MARKERS)] for k, s in enumerate(sources)}
@@ -139,6 +168,11 @@ def dice_vs_ratio_figure(table: Mapping, runs: Mapping, labels: Mapping[tuple[st
             method, ratios = row["method"], [int(r) for r in row["ratios"]]
             label = labels.get((method, ratios[0]), row.get("label") or method)
             ran = [r for r in ratios if any(key[0] == method and key[1] == r for key in runs)]
+            scored = [r for r in ratios if (method, r) in external]
+            if scored:  # another tool's predictions: one value, no seeds
+                ax.plot([r * shift for r in scored], [100 * external[(method, r)]["summary"]["dice"] for r in scored],
+                        linestyle="none", color=colour, marker=_EXTERNAL_MARKER, markersize=9)
+                label += f" ({EVALUATION_ONLY})"
             if ran:
                 stats = [_mean_std([100 * run["summary"]["dice"] for key, run in runs.items()
                                     if key[0] == method and key[1] == r]) for r in ran]
@@ -164,16 +198,22 @@ def dice_vs_ratio_figure(table: Mapping, runs: Mapping, labels: Mapping[tuple[st
     for ax in axes[len(panels):]:
         ax.set_visible(False)
     handles = [Line2D([], [], color="0.3", marker="o", label="ours: mean ± std over seeds")]
+    if external:
+        handles.append(Line2D([], [], color="0.3", marker=_EXTERNAL_MARKER, markersize=9, linestyle="none",
+                              label=f"{EVALUATION_ONLY}: another tool's predictions"))
     handles += [Line2D([], [], color="0.3", marker=marker[s], markerfacecolor="none", linestyle="none",
                        label=f"paper: {tags[s]}") for s in sources]
-    fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 4), fontsize=7, frameon=False)
+    # two entries a column of panels: a one-panel figure is too narrow for four side by side
+    fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 2 * cols), fontsize=7,
+               frameon=False)
     fig.suptitle("Dice against the labeled ratio", fontsize=10)
     return fig
 
 
-def dice_vs_ratio(table: Mapping, runs: Mapping, labels: Mapping[tuple[str, int], str]) -> str:
+def dice_vs_ratio(table: Mapping, runs: Mapping, labels: Mapping[tuple[str, int], str],
+                  external: Mapping[tuple[str, int], Mapping] | None = None) -> str:
     """PNG (data URI) of :func:`dice_vs_ratio_figure`."""
-    return _png(dice_vs_ratio_figure(table, runs, labels))
+    return _png(dice_vs_ratio_figure(table, runs, labels, external))
 
 
 def _band(x: np.ndarray, y: np.ndarray, bins: int = 100) -> tuple[np.ndarray, ...]:
@@ -339,10 +379,12 @@ def _crop(label: np.ndarray, margin: float = 0.3) -> tuple[slice, slice]:
 
 
 def overlays(ratio: int, methods: Sequence[str], runs: Mapping, store, labels: Mapping[tuple[str, int], str],
-             class_names: Mapping[int, str], n_slices: int = 2) -> str | None:
+             class_names: Mapping[int, str], n_slices: int = 2,
+             external: Mapping[tuple[str, int], Path] | None = None) -> str | None:
     """JPEG (data URI): for the same test slices, the image, the ground truth and each row's
-    prediction (its first seed's run at ``ratio``, named ``labels[(method, ratio)]``); ``None``
-    when no run has predictions."""
+    prediction (its first seed's run at ``ratio``, named ``labels[(method, ratio)]``; a
+    predictions row's from its folder, ``external``: ``(key, ratio)`` → folder, on the cases'
+    grids as its scoring checked); ``None`` when no row has predictions."""
     import textwrap
 
     import SimpleITK as sitk
@@ -353,7 +395,9 @@ def overlays(ratio: int, methods: Sequence[str], runs: Mapping, store, labels: M
     for method in methods:
         seeds = sorted(s for (m, r, s) in runs if m == method and r == ratio)
         if seeds and (runs[(method, ratio, seeds[0])]["dir"] / "predictions").is_dir():
-            shown.append((method, runs[(method, ratio, seeds[0])]["dir"] / "predictions", seeds[0]))
+            shown.append((method, runs[(method, ratio, seeds[0])]["dir"] / "predictions", f"seed {seeds[0]}"))
+        elif (method, ratio) in (external or {}) and Path(external[(method, ratio)]).is_dir():
+            shown.append((method, Path(external[(method, ratio)]), EVALUATION_ONLY))
     if not shown:
         return None
     common = set.intersection(*({p.name[: -len(".nii.gz")] for p in d.glob("*.nii.gz")} for _, d, _ in shown))
@@ -368,12 +412,13 @@ def overlays(ratio: int, methods: Sequence[str], runs: Mapping, store, labels: M
     axes = fig.subplots(len(picks), cols, squeeze=False)
     for r, (case, z) in enumerate(picks):
         image, gt = store.read(case)
+        image = channels_first(image)[0]  # a store of several channels: the first is shown
         window = _crop(gt[z])
         layers = [(None, "image"), (gt, "ground truth")]
-        for method, pred_dir, seed in shown:
+        for method, pred_dir, which in shown:
             pred = sitk.GetArrayFromImage(sitk.ReadImage(str(pred_dir / f"{case}.nii.gz")))
             # wrapped to the column's width (1.7 in at 7 pt: ~18 characters), so titles never overlap
-            layers.append((pred, textwrap.fill(f"{labels.get((method, ratio), method)} (seed {seed})", 18)))
+            layers.append((pred, textwrap.fill(f"{labels.get((method, ratio), method)} ({which})", 18)))
         for c, (layer, title) in enumerate(layers):
             ax = axes[r, c]
             ax.imshow(image[z][window], cmap="gray", interpolation="nearest")

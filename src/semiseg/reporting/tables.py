@@ -492,8 +492,8 @@ def render_table(spec: Mapping, table: TableRuns, *, dataset_info: Mapping, foot
         for column in columns:
             if column == "difference":
                 cells.append(difference_cell(row.difference))
-            elif column == "cost":
-                cells.append(cost_cell(row.costs))
+            elif column == "cost":  # a predictions row's training was another tool's: not recorded here
+                cells.append("—" if row.external else cost_cell(row.costs))
             elif column == "oracle":
                 cells.append("—" if row.external else oracle_cell([run["dice"] for run in row.runs], row.oracle))
             else:

@@ -37,7 +37,7 @@ def _fit(x: Tensor, h: int, w: int, fill: float | None) -> Tensor:
 
 def strong_view(image: Tensor, label: Tensor, conf: Tensor, generator: torch.Generator, *,
                 scale: tuple[float, float] = (0.5, 1.5), noise_std: float = 0.1) -> tuple[Tensor, Tensor, Tensor]:
-    """The strong view of unlabeled images ``(B, 1, *spatial)`` with the teacher's labels and
+    """The strong view of unlabeled images ``(B, C, *spatial)`` with the teacher's labels and
     confidences ``(B, *spatial)`` following every geometric change (the code's
     ``generate_unsup_data`` and ``transform_u``):
 
@@ -47,8 +47,9 @@ def strong_view(image: Tensor, label: Tensor, conf: Tensor, generator: torch.Gen
     2. CutMix: ``λ ~ Beta(4, 4)`` per batch, a box of ``int(W√(1−λ)) × int(H√(1−λ))`` in-plane
        over the full depth, its centre per sample in ``[W/8, W) × [H/8, H)`` (clipped at the
        border), pasted from ``randperm`` partners (a sample may be its own);
-    3. per sample: brightness ``×U(0.75, 1.25)`` with p = 0.8, clipped to the sample's range (the
-       code clips to [0, 1] on min-max images; the store's volumes are not min-max normalised);
+    3. per sample: brightness ``×U(0.75, 1.25)`` with p = 0.8, its factor drawn per channel and
+       clipped to the channel's range (the code clips to [0, 1] on min-max images of one channel;
+       the store's volumes are not min-max normalised);
        noise ``clip(N(0, σ²), ±2σ)`` with p = 0.5; an in-plane rot90 (half turns on a
        non-square plane) and a flip with p = 0.5.
     """
@@ -84,13 +85,16 @@ def strong_view(image: Tensor, label: Tensor, conf: Tensor, generator: torch.Gen
     out_x, out_y, out_c = [], [], []
     for i in range(b):
         u = torch.rand(3, generator=generator)
-        factor = 0.75 + 0.5 * float(torch.rand((), generator=generator))
+        factor = (0.75 + 0.5 * torch.rand(x.shape[1], generator=generator).double()).to(device, x.dtype)
+        factor = factor.view(-1, *([1] * (x.dim() - 2)))  # per channel
         k = int(torch.randint(0, 4, (), generator=generator))
         axis = int(torch.randint(0, 2, (), generator=generator))
         noise = torch.randn(x.shape[1:], generator=generator).to(device) * noise_std
         xi, yi, ci = x[i], y[i], c[i]
         if u[0] < 0.8:
-            xi = torch.minimum(torch.maximum(xi * factor, xi.min()), xi.max())
+            spatial = tuple(range(1, xi.dim()))
+            low, high = xi.amin(spatial, keepdim=True), xi.amax(spatial, keepdim=True)
+            xi = torch.minimum(torch.maximum(xi * factor, low), high)
         if u[1] < 0.5:
             xi = xi + noise.clamp(-2 * noise_std, 2 * noise_std)
         if u[2] < 0.5:

@@ -40,21 +40,28 @@ def _per_sample(values: Tensor, like: Tensor) -> Tensor:
     return values.to(device=like.device, dtype=like.dtype).view(-1, *([1] * (like.dim() - 1)))
 
 
+def _per_channel(values: Tensor, like: Tensor) -> Tensor:
+    """``(B·C,)`` values, sample-major, shaped ``(B, C, 1, ...)`` to broadcast over ``like``."""
+    return values.to(device=like.device, dtype=like.dtype).view(*like.shape[:2], *([1] * (like.dim() - 2)))
+
+
 def colour_jitter(image: Tensor, generator: torch.Generator, *, strength: float = 0.5, p: float = 0.8) -> Tensor:
     """Per sample of ``image`` ``(B, C, *spatial)`` in [0, 1], with probability ``p``: brightness
-    ``x·b`` and contrast ``m + c·(x − m)`` (``m`` the sample's mean when the step runs), factors
-    ``b, c ~ U(1 − strength, 1 + strength)``, in a random order (torchvision's ``randperm`` of the
-    four; saturation and hue do nothing to a greyscale image), each clipped to [0, 1] (PIL's
-    0..255). Worked example: ``x = [0.2, 0.6]``, ``b = 1.5``, ``c = 0.5``: brightness first gives
-    ``[0.3, 0.9]``, mean 0.6, then ``[0.45, 0.75]``; contrast first gives the same (both maps are
-    linear in ``x`` and scale the mean alike): the order only matters where a value clips.
+    ``x·b`` and contrast ``m + c·(x − m)`` (``m`` the channel's mean when the step runs), factors
+    ``b, c ~ U(1 − strength, 1 + strength)`` drawn per channel (each input channel, an MR sequence,
+    is jittered on its own; one channel draws as the code does), in a random order per sample
+    (torchvision's ``randperm`` of the four; saturation and hue do nothing to a greyscale image),
+    each clipped to [0, 1] (PIL's 0..255). Worked example: ``x = [0.2, 0.6]``, ``b = 1.5``,
+    ``c = 0.5``: brightness first gives ``[0.3, 0.9]``, mean 0.6, then ``[0.45, 0.75]``; contrast
+    first gives the same (both maps are linear in ``x`` and scale the mean alike): the order only
+    matters where a value clips.
     """
-    n = image.shape[0]
+    n, ch = image.shape[:2]
     apply = torch.rand(n, generator=generator) < p
-    b = _per_sample(_uniform(n, 1 - strength, 1 + strength, generator), image)
-    c = _per_sample(_uniform(n, 1 - strength, 1 + strength, generator), image)
+    b = _per_channel(_uniform(n * ch, 1 - strength, 1 + strength, generator), image)
+    c = _per_channel(_uniform(n * ch, 1 - strength, 1 + strength, generator), image)
     brightness_first = torch.rand(n, generator=generator) < 0.5
-    dims = tuple(range(1, image.dim()))
+    dims = tuple(range(2, image.dim()))
 
     def brightness(x: Tensor) -> Tensor:
         return (x * b).clamp(0.0, 1.0)
@@ -125,5 +132,5 @@ def cutmix_boxes(n: int, height: int, width: int, generator: torch.Generator, *,
 
 
 def strong_view(image: Tensor, generator: torch.Generator) -> Tensor:
-    """Colour jitter then blur (steps 1 and 2 of the module docstring) of a batch ``(B, 1, H, W)``."""
+    """Colour jitter then blur (steps 1 and 2 of the module docstring) of a batch ``(B, C, H, W)``."""
     return gaussian_blur(colour_jitter(image, generator), generator)

@@ -9,7 +9,7 @@ from pathlib import Path
 from semiseg import paths
 from semiseg.data.registry import LAYOUTS
 from semiseg.reporting.audit.links import MISMATCH, MISSING, OK, Auditor, abs_path, check_override, show
-from semiseg.table_config import is_external
+from semiseg.table_config import is_external, run_stride
 
 __all__ = ["audit"]
 
@@ -143,9 +143,6 @@ class _Trace:
     run, the data files the seeds share, and every step (record) met on the way, once each."""
 
     def __init__(self, table_path: Path, row: str, ratio: int, root: Path, overrides=(), configfiles=()):
-        from semiseg.config import base_dataset
-        from semiseg.reporting.build import parse_run_path
-
         self.table_path, self.ratio, self.root = table_path, ratio, root
         self.overrides, self.configfiles = list(overrides), list(configfiles)
         self.a = a = Auditor(root, overrides, configfiles)
@@ -165,8 +162,10 @@ class _Trace:
         self.external = is_external(self.spec_row)
         self.seeds = [None] if self.external else [int(s) for s in table_spec["seeds"]]
         dataset, method = self.dataset, self.method
-        # the dataset whose store and splits the runs read: a stride variant's are its base dataset's
-        self.data_name = base_dataset(a.cfg, dataset) if a.cfg is not None and dataset in a.cfg["datasets"] else dataset
+        # the table's own test stride, where its runs have one (their data is still the dataset's):
+        # as its record's metrics paths name it, else as the config has it now
+        in_cfg = a.cfg is not None and dataset in a.cfg["datasets"]
+        self.stride = run_stride(table_spec, a.cfg["datasets"]) if in_cfg else None
 
         self.metrics_paths: dict[int, Path] = {}
         for m in (self.t_rec or {}).get("args", {}).get("metrics", []):
@@ -175,14 +174,14 @@ class _Trace:
                 if self.external and external[1] == method:
                     self.metrics_paths[None] = abs_path(root, m)
                 continue
-            d, meth, r, s = parse_run_path(m)
+            d, meth, r, s, stride = paths.parse_run(m)
             if (d, meth, r) == (dataset, method, ratio):
-                self.metrics_paths[s] = abs_path(root, m)
+                self.metrics_paths[s], self.stride = abs_path(root, m), stride
         self.results = Path(a.cfg["settings"]["results"]) if a.cfg else Path("results")
         for s in self.seeds:
             self.metrics_paths.setdefault(s, abs_path(root, self.results / (
                 paths.external_file(name, method) if self.external
-                else paths.run_file(dataset, method, ratio, s, "metrics.csv"))))
+                else paths.run_file(dataset, method, ratio, s, "metrics.csv", stride=self.stride))))
         self.steps: dict[str, dict] = {}
         self.table_producer = ("table", self.t_rec_path, self.t_rec)
         # Readers of the shared data files, gathered over the seeds: {path: [(stage, record path, record)]}.
@@ -238,7 +237,7 @@ class _Trace:
         train_dir = a.arg_path(i_rec, "run_dir", run_dir)
         tr_path, tr_rec = a.record("train", train_dir)
         algorithm = ((tr_rec or {}).get("spec") or {}).get("method", {}).get("algorithm")
-        spec_now = a.config_now(lambda cfg: run_spec(cfg, dataset, method, ratio, seed))
+        spec_now = a.config_now(lambda cfg: run_spec(cfg, dataset, method, ratio, seed, stride=self.stride))
         tr_cfg = None if spec_now is None or tr_rec is None else (tr_rec.get("spec"), spec_now)
         evaluate, infer, train = ("evaluate", e_path, e_rec), ("infer", i_path, i_rec), ("train", tr_path, tr_rec)
 
@@ -255,8 +254,8 @@ class _Trace:
             lk["made_by"] = train_step
             links.append(lk)
 
-        default_store = self.root / self.results / paths.store(self.data_name)
-        default_split = self.root / self.results / paths.split(self.data_name, ratio)
+        default_store = self.root / self.results / paths.store(self.dataset)
+        default_split = self.root / self.results / paths.split(self.dataset, ratio)
         _read_by(self.split_readers, a.arg_path(tr_rec, "split", a.arg_path(i_rec, "split", default_split)),
                  train, infer)
         _read_by(self.store_readers, a.arg_path(tr_rec, "store", a.arg_path(i_rec, "store", default_store)),
@@ -274,9 +273,9 @@ class _Trace:
         lk["made_by"] = self.add_step("evaluate-external", e_path, e_rec)
         links = [lk, a.link("predictions", folder, None, [evaluate])]  # made outside the workflow
         _read_by(self.split_readers, a.arg_path(e_rec, "split", self.root / self.results / paths.split(
-            self.data_name, self.ratio)), evaluate)
+            self.dataset, self.ratio)), evaluate)
         _read_by(self.store_readers, a.arg_path(e_rec, "store", self.root / self.results / paths.store(
-            self.data_name)), evaluate)
+            self.dataset)), evaluate)
         return {"seed": None, "run_dir": show(self.root, metrics.parent), "predictions": show(self.root, folder),
                 "summary": _summary(metrics), "links": links}
 
@@ -291,7 +290,7 @@ class _Trace:
         return None if ds_cfg is None else (ds_cfg if isinstance(ds_cfg, Exception) else fn(ds_cfg))
 
     def split_links(self) -> list[dict]:
-        a, data_name, ratio = self.a, self.data_name, self.ratio
+        a, dataset, ratio = self.a, self.dataset, self.ratio
         data = []
         for split, consumers in self.split_readers.items():
             s_path, s_rec = a.record("split", split)
@@ -302,13 +301,13 @@ class _Trace:
             lk["made_by"] = self.add_step("split", s_path, s_rec, config_now=cfg_now)
             data.append(lk)
             desc = a.arg_path(s_rec, "descriptor",
-                              paths.results_root(split, paths.split(data_name, ratio)) / paths.descriptor(data_name))
+                              paths.results_root(split, paths.split(dataset, ratio)) / paths.descriptor(dataset))
             _read_by(self.descriptor_readers, desc, ("split", s_path, s_rec), self.table_producer)
             _read_by(self.store_readers, desc.parent / paths.STORE_NAME)
         return data
 
     def store_links(self) -> list[dict]:
-        a, data_name = self.a, self.data_name
+        a, dataset = self.a, self.dataset
         data = []
         for store, consumers in self.store_readers.items():
             p_path, p_rec = a.record("preprocess", store)
@@ -322,7 +321,7 @@ class _Trace:
                 lk = a.link(nm, f, ("preprocess", p_path, p_rec), readers)
                 lk["made_by"] = key
                 data.append(lk)
-            raw = paths.results_root(store, paths.store(data_name)) / paths.raw_dir(data_name)
+            raw = paths.results_root(store, paths.store(dataset)) / paths.raw_dir(dataset)
             _read_by(self.raw_readers, a.arg_path(p_rec, "raw", raw), ("preprocess", p_path, p_rec))
         return data
 
