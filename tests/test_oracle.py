@@ -133,6 +133,10 @@ def test_a_table_reads_only_oracle_summaries_of_its_own_setting(tmp_path):
     good.parent.mkdir(parents=True)
     good.write_text(json.dumps({"best_iteration": 2000, "best": {"iteration": 2000, "dice": 0.5}}))
     assert _oracle_bests(table, [good]) == {("mean_teacher", 10, 1): {"iteration": 2000, "dice": 0.5}}
+    # a run at a table's own test stride: its oracle's folder carries the run's stride tag
+    strided = paths.oracle_file(1000, "tiny2d", "mean_teacher", 10, 1, paths.ORACLE_SUMMARY, stride=[16, 16, 16])
+    assert strided.endswith("/seed1-stride16x16x16/oracle.json")
+    assert paths.parse_oracle_path(strided) == (1000, "tiny2d", "mean_teacher", 10, 1)
     other = tmp_path / paths.oracle_file(500, "tiny2d", "mean_teacher", 10, 1, paths.ORACLE_SUMMARY)
     with pytest.raises(ValueError, match="every 500 iterations .* the table asks for every 1000"):
         _oracle_bests(table, [other])
