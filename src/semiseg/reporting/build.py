@@ -62,6 +62,8 @@ def _predictions_note(table: dict, metrics: list[Path]) -> str | None:
     columns = table.get("columns") or ()
     dashes = [w for c, w in (("difference", "ΔDice —: no seeds to pair by"),
                              ("cost", "cost —: its training is not recorded here")) if c in columns]
+    if table.get("oracle"):
+        dashes.append("best on test —: no snapshots of its training here")
     return ("another tool's predictions of the test cases, scored here with the same metrics (one value: no "
             "seeds; Unlabeled —: the tool's own use of unlabeled cases is not known here"
             + "".join(f"; {w}" for w in dashes) + "): " + "; ".join(parts))
