@@ -34,6 +34,14 @@ LA_FIGURES: list[str] = []
 # The build's second cut: the literature's baselines (BASELINES, below) run at LA_BASELINE_RATIO only.
 LA_BASELINE_RATIO = 10
 
+# The test-selection oracle (docs/metrics.md) on the real volumes: a table of the tests' own, written
+# into the LA build's config copy, of two rows whose honest runs the LA tables already make, a
+# snapshot every iteration (the smoke schedule trains 1 on LA): two extra trainings and scorings.
+LA_ORACLE_TABLES = {"la_oracle": {
+    "title": "LA test-selection oracle", "dataset": "la", "seeds": [0], "oracle": {"every": 1},
+    "rows": [{"method": "supervised", "ratios": [10], "label": "V-Net (labeled only)"},
+             {"method": "mean_teacher", "ratios": [10], "label": "MT"}]}}
+
 # The LA ablation tables: each row is an LA table's method with other values of the same parameters
 # (tested one by one on tiny tensors), so what a build proves is that every variant runs end to
 # end on the real volumes. Built on LA-mini with the smoke schedule and three cuts that keep their

@@ -272,3 +272,18 @@ def test_a_predictions_row_beside_a_trained_row_in_one_build(tmp_path):
     rules = set(re.findall(r"^(?:local)?rule (\w+):", out, re.MULTILINE)) - {"all"}
     assert rules == {"evaluate_external", "table", "table_report"}
     assert f"--external results/{paths.external_file('tiny', KEY)} " in out
+
+
+def test_the_row_s_oracle_cell_says_it_does_not_apply(stages):
+    """A table with `oracle`: another tool's training left no snapshots here, ``—`` and the footer says so."""
+    from semiseg.reporting.oracle import ORACLE_TITLE
+
+    spec = table_spec(stages["cfg"], "tiny")
+    spec["table"] = {**spec["table"], "oracle": {"every": 2}}
+    out = stages["tmp"] / "with_oracle.md"
+    metrics = Path("results") / paths.external_file("tiny", KEY)
+    assert main(["table", "--spec", json.dumps(spec), "--descriptor", str(stages["descriptor"]), "--metrics",
+                 str(metrics), "--out", str(out)]) == 0
+    rows, _ = _parse_table(out.read_text())
+    assert next(r for r in rows if r["name"] == LABEL)["cells"][ORACLE_TITLE] == "—"
+    assert "best on test —: no snapshots of its training here" in out.read_text()

@@ -35,12 +35,19 @@ def test_each_stage_depends_on_what_it_imports_and_nothing_it_does_not():
     assert {"inference/run.py", "inference/predict.py", "device.py", "nets/unet.py"} <= infer
     assert "engine/loop.py" not in infer  # infer needs the device choice, not the training loop
     # the table writer, the papers' values it prints, the metrics it summarises (and resamples), the paired
-    # comparisons and run costs of its optional columns, the run layout it reads seeds from, and the package
-    # version its footer prints
+    # comparisons, run costs and test-selection oracle of its optional columns, the run layout it reads seeds
+    # from, and the package version its footer prints
     assert rel(stage_files("table")) == {"reporting/build.py", "reporting/tables.py", "reporting/notes.py",
                                          "references.py", "metrics/csv_io.py", "metrics/summary.py",
                                          "metrics/bootstrap.py", "metrics/paired.py", "reporting/comparisons.py",
-                                         "reporting/cost.py", "paths.py", "__init__.py"}
+                                         "reporting/cost.py", "reporting/oracle.py", "paths.py", "__init__.py"}
+    # the oracle's stages are apart: no honest stage depends on their code
+    oracle = {"engine/oracle.py", "metrics/oracle.py"}
+    for stage in ("train", "infer", "evaluate", "table"):
+        assert not rel(stage_files(stage, "mean_teacher" if stage == "train" else None)) & oracle
+    assert {"engine/oracle.py", "engine/loop.py", "methods/mean_teacher.py"} <= rel(stage_files("oracle-train",
+                                                                                                 "mean_teacher"))
+    assert {"metrics/oracle.py", "inference/run.py", "metrics/evaluate.py"} <= rel(stage_files("oracle-evaluate"))
     # plumbing is not followed: the config loader's result is itself a rule param (the run spec)
     for stage in ("fetch", "train", "table"):
         assert not rel(stage_files(stage)) & {"config.py", "cli.py", "provenance.py", "fingerprint.py"}

@@ -166,13 +166,40 @@ def cmd_evaluate_external(args):
             {"predictions": made}, None)
 
 
+def cmd_oracle_train(args):
+    from semiseg.engine.oracle import oracle_train
+    from semiseg.fingerprint import code_fingerprint
+
+    algorithm = args.spec["method"]["algorithm"]
+    code = args.code_fingerprint or code_fingerprint("oracle-train", algorithm)
+    out = Path(args.out_dir)
+    summary = oracle_train(args.spec, Path(args.store), Path(args.split), out, every=args.every,
+                           code_fingerprint=code, progress=not args.no_progress,
+                           checkpoint_interval=args.checkpoint_interval)
+    log.info("replayed with snapshots: %s", json.dumps(summary))
+    return (out, [Path(args.store), Path(args.split)], [out / "snapshots", out / "train.csv", out / "config.json"],
+            args.spec, algorithm)
+
+
+def cmd_oracle_evaluate(args):
+    from semiseg.metrics.oracle import oracle_evaluate
+
+    summary = oracle_evaluate(Path(args.snapshots), Path(args.store), Path(args.split), Path(args.out),
+                              Path(args.summary), distance_unit=args.distance_unit, device=args.device)
+    log.info("scored %d snapshots on the test set; best at iteration %d (dice %.4f)", len(summary["snapshots"]),
+             summary["best_iteration"], summary["best"]["dice"])
+    return (Path(args.summary), [Path(args.snapshots), Path(args.store), Path(args.split)],
+            [Path(args.out), Path(args.summary)], None, None)
+
+
 def cmd_table(args):
     from semiseg.reporting.build import table_from_runs
 
     metrics = [Path(m) for m in args.metrics]
-    table_from_runs(args.spec, descriptor=Path(args.descriptor), metrics=metrics, out=Path(args.out))
+    oracle = [Path(m) for m in args.oracle]
+    table_from_runs(args.spec, descriptor=Path(args.descriptor), metrics=metrics, oracle=oracle, out=Path(args.out))
     log.info("wrote %s", args.out)
-    return Path(args.out), [Path(args.descriptor), *metrics], [Path(args.out)], args.spec, None
+    return Path(args.out), [Path(args.descriptor), *metrics, *oracle], [Path(args.out)], args.spec, None
 
 
 def cmd_figure(args):
@@ -333,6 +360,33 @@ def _run_commands(sub) -> None:
     _scoring_args(s)
     s.set_defaults(func=cmd_evaluate_external)
 
+    s = sub.add_parser("oracle-train", help="train a run again, keeping a snapshot every N iterations, for a table's "
+                                            "test-selection oracle (never the run's own files)")
+    s.add_argument("--spec", type=_json_arg, required=True, help="the run's resolved spec, as JSON")
+    s.add_argument("--every", type=int, required=True, help="keep a snapshot every N iterations (and the last)")
+    s.add_argument("--store", required=True, help="the dataset's h5 store")
+    s.add_argument("--split", required=True, help="the ratio's split JSON")
+    s.add_argument("--out-dir", required=True, help="the oracle's folder: snapshots/, train.csv, config.json")
+    s.add_argument("--code-fingerprint", default="", help="hash of the code the replay depends on")
+    s.add_argument("--checkpoint-interval", type=int, default=None,
+                   help="write the resumable state every N iterations (default: the spec's schedule, else 1000)")
+    s.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    s.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    s.set_defaults(func=cmd_oracle_train)
+
+    s = sub.add_parser("oracle-evaluate", help="predict and score the test cases with every snapshot of an "
+                                               "oracle-train folder; name the best (selected on the test set)")
+    s.add_argument("--snapshots", required=True, help="the oracle's snapshots/ folder")
+    s.add_argument("--split", required=True, help="the run's split JSON (its test cases are predicted)")
+    s.add_argument("--store", required=True, help="the dataset's h5 store (images and ground truth)")
+    s.add_argument("--out", required=True, help="the folder of each snapshot's predictions/ and metrics.csv")
+    s.add_argument("--summary", required=True, help="oracle.json: every snapshot's scores and the best")
+    s.add_argument("--distance-unit", default="voxel", choices=("voxel", "mm"),
+                   help="95HD/ASD in voxels of the native grid (the papers' protocol) or in mm (the store's spacing)")
+    s.add_argument("--device", default=None, help="override the spec's device")
+    s.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    s.set_defaults(func=cmd_oracle_evaluate)
+
 
 def _scoring_args(s) -> None:
     """What scoring predictions needs besides them: the ground truth, the output, the distance unit."""
@@ -352,6 +406,9 @@ def _output_commands(sub) -> None:
     s.add_argument("--metrics", nargs="+", required=True,
                    help="runs/<dataset>/<method>/<ratio>/seed<seed>/metrics.csv, and "
                         "external/<table>/<key>/metrics.csv of the table's predictions rows")
+    s.add_argument("--oracle", nargs="*", default=[],
+                   help="oracle/every<k>/<dataset>/<method>/<ratio>/seed<seed>/oracle.json of the table's runs, for "
+                        "a table with `oracle:` (its best-on-test column)")
     s.add_argument("--out", required=True, help="the markdown table to write, results/tables/<name>.md")
     s.set_defaults(func=cmd_table)
 
@@ -442,7 +499,7 @@ def main(argv: list[str] | None = None) -> int:
     from semiseg.config import ConfigError
     from semiseg.errors import DataError
 
-    if args.command in ("train", "infer", "evaluate"):
+    if args.command in ("train", "infer", "evaluate", "oracle-train", "oracle-evaluate"):
         from semiseg.allocator import tune_allocator
 
         tune_allocator()  # large 3D activations: keep freed memory in the heap (semiseg.allocator)

@@ -25,7 +25,7 @@ from semiseg.papers import cite_references, paper_tables
 from semiseg.references import check_references, reference_values
 from semiseg.schema import ConfigError, command_line_values, find_root, read_schema, read_yaml, validate
 from semiseg.table_config import (add_external_rows, bootstrap_min_resamples, check_table_strides, check_window_stride,
-                                  comparison_problems, is_external, run_stride, sliding_window_note,
+                                  comparison_problems, is_external, oracle_problems, run_stride, sliding_window_note,
                                   table_duplicates)
 
 __all__ = [
@@ -246,7 +246,7 @@ def _check_tables(tables: dict, t_origin: dict, datasets: dict, methods: dict) -
                               f"{boot['confidence']:g} interval empty; allowed: at least "
                               f"{bootstrap_min_resamples(boot['confidence'])} (2 / (1 - confidence)), "
                               "or a lower confidence")
-        for problem in comparison_problems(table):
+        for problem in comparison_problems(table) + oracle_problems(table):
             raise ConfigError(f"{where}.{problem}")
         reference = reference_values(table)  # method -> ratio -> the sources' values
         paper_only = {row["method"] for row in table["rows"] if not row.get("run", True)} - set(methods)
@@ -537,4 +537,8 @@ def table_fingerprint(cfg: dict, name: str) -> str:
         # the folders a table's predictions rows score (their contents: the evaluate_external jobs'
         # records); only where there are any, so that other tables' fingerprints stay as they were
         **({"external": [list(e) for e in externals]} if externals else {}),
+        # the test-selection oracle's setting and code, likewise only where a table has one
+        **({"oracle": {**cfg["tables"][name]["oracle"], "train_code": sorted(
+            {code_fingerprint("oracle-train", cfg["methods"][m]["algorithm"]) for _, m, _, _ in runs}),
+            "evaluate_code": code_fingerprint("oracle-evaluate")}} if cfg["tables"][name].get("oracle") else {}),
     })

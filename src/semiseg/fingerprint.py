@@ -58,6 +58,9 @@ STAGE_MODULES: dict[str, tuple[str, ...]] = {
     "evaluate-external": ("semiseg.metrics.external",),
     "table": ("semiseg.reporting.build",),
     "report": ("semiseg.reporting.report",),
+    # the test-selection oracle (a table's `oracle:`): its own stages, apart from the honest ones
+    "oracle-train": ("semiseg.engine.oracle",),
+    "oracle-evaluate": ("semiseg.metrics.oracle",),
 }
 
 #: Modules not followed: they decide how a job runs, not what it computes (see the module doc).

@@ -14,6 +14,11 @@ the layout is written once. Each function returns a path relative to the results
                                         a run at a table's own test stride
 ``external/{table}/{key}/``             a predictions row's metrics.csv (another tool's
                                         predictions, scored for one table)
+``oracle/every{k}/{dataset}/{method}/{ratio}/seed{seed}/``  the test-selection oracle of a run
+                                        (a table's ``oracle: {every: k}``; the run's stride tag
+                                        after ``seed{seed}`` as below ``runs/``): snapshots/,
+                                        train.csv, config.json, test/, oracle.json; never
+                                        read by the honest rules nor by ``semiseg audit``
 ``tables/{name}.md``                    a table
 ``figures/{figure}_{dataset}_{ratio}.png``  a figure drawn from one run (``{dataset}-stride...``:
                                         from a run at a table's own test stride)
@@ -27,9 +32,10 @@ from __future__ import annotations
 import re
 from pathlib import PurePath, PurePosixPath
 
-__all__ = ["DESCRIPTOR_NAME", "STORE_NAME", "descriptor", "external_file", "external_key", "figure", "log",
-           "parse_external_path", "parse_run", "parse_run_path", "parse_stride_tag", "raw_dir", "report_page",
-           "results_root", "run_dir", "run_file", "run_key", "split", "store", "stride_tag", "table"]
+__all__ = ["DESCRIPTOR_NAME", "ORACLE_SUMMARY", "STORE_NAME", "descriptor", "external_file", "external_key", "figure",
+           "log", "oracle_file", "oracle_key", "oracle_snapshot", "parse_external_path", "parse_oracle_path",
+           "parse_run", "parse_run_path", "parse_stride_tag", "raw_dir", "report_page", "results_root", "run_dir", "run_file",
+           "run_key", "split", "store", "stride_tag", "table"]
 
 
 def raw_dir(dataset: str) -> str:
@@ -121,6 +127,46 @@ def parse_external_path(path) -> tuple[str, str] | None:
     """
     m = _EXTERNAL.search(PurePosixPath(str(path)).as_posix())
     return (m["table"], m["key"]) if m else None
+
+
+def oracle_key(every, dataset: str, method: str, ratio, seed, stride=None) -> str:
+    """What names the test-selection oracle of one run (``stride``: :func:`run_key`'s), snapshots
+    every ``every`` iterations, below ``oracle/`` (and below its stages' ``logs/``). Not below
+    ``runs/``: no pattern of the honest run's files (:func:`parse_run_path`) matches it."""
+    return f"every{every}/{run_key(dataset, method, ratio, seed, stride)}"
+
+
+def oracle_file(every, dataset: str, method: str, ratio, seed, name: str = "", stride=None) -> str:
+    """A file (or, with ``name=""``, the directory) of one run's oracle: its ``snapshots/``,
+    ``train.csv`` and ``config.json`` (the replayed training), its ``test/`` (each snapshot's
+    predictions and metrics) and :data:`ORACLE_SUMMARY`."""
+    folder = PurePosixPath("oracle") / oracle_key(every, dataset, method, ratio, seed, stride)
+    return str(folder / name) if name else str(folder)
+
+
+#: The oracle's summary of one run: every snapshot's scores on the test set and the best one.
+ORACLE_SUMMARY = "oracle.json"
+
+
+def oracle_snapshot(iteration) -> str:
+    """A snapshot's folder below an oracle's ``snapshots/`` (its weights and spec, laid out as a
+    run's ``model.pt`` and ``config.json``) and below its ``test/`` (predictions, metrics)."""
+    return f"iter{iteration}"
+
+
+_ORACLE = re.compile(r"oracle/every(?P<every>\d+)/(?P<dataset>[^/]+)/(?P<method>[^/]+)/(?P<ratio>\d+)/"
+                     rf"seed(?P<seed>\d+)(?:{_STRIDE_TAG})?/oracle\.json$")
+
+
+def parse_oracle_path(path) -> tuple[int, str, str, int, int] | None:
+    """``(every, dataset, method, ratio, seed)`` of an oracle's summary (of a run at any stride);
+    None for another path.
+
+    >>> parse_oracle_path("results/oracle/every1000/la/mean_teacher/10/seed0/oracle.json")
+    (1000, 'la', 'mean_teacher', 10, 0)
+    """
+    m = _ORACLE.search(PurePosixPath(str(path)).as_posix())
+    return (int(m["every"]), m["dataset"], m["method"], int(m["ratio"]), int(m["seed"])) if m else None
 
 
 def table(name: str) -> str:

@@ -48,6 +48,8 @@ RECORD_NAMES = {
     "table": lambda out: Path(out).with_suffix(".provenance.json"),
     "figure": lambda out: Path(out).with_suffix(".provenance.json"),
     "report": lambda out: Path(out).with_suffix(".provenance.json"),
+    "oracle-train": lambda out: Path(out) / "provenance.oracle-train.json",
+    "oracle-evaluate": lambda out: Path(out).parent / "provenance.oracle-evaluate.json",
 }
 
 

@@ -12,7 +12,7 @@ import re
 from semiseg.schema import ConfigError
 
 __all__ = ["EXTERNAL_PREFIX", "add_external_rows", "bootstrap_min_resamples", "check_table_strides",
-           "check_window_stride", "comparison_problems", "external_key", "is_external", "run_stride",
+           "check_window_stride", "comparison_problems", "external_key", "is_external", "oracle_problems", "run_stride",
            "sliding_window_note", "table_duplicates"]
 
 
@@ -118,6 +118,16 @@ def comparison_problems(table: dict) -> list[str]:
                 problems.append(f"rows.{i}.compare_to: {named!r} is no other row of the table run at ratio {ratio}")
                 break
     return problems
+
+
+def oracle_problems(table: dict) -> list[str]:
+    """What is wrong with a table's ``oracle``: its best-on-test column stands beside the Dice
+    column, so a ``columns`` list that leaves Dice out has nothing to set it beside. Empty if nothing."""
+    columns = table.get("columns")
+    if table.get("oracle") and columns and "dice" not in columns:
+        return ["oracle: its best-on-test column stands beside the Dice column, which columns leaves out; "
+                "add dice to columns"]
+    return []
 
 
 def check_window_stride(stride, patch_size, field: str, dataset: str) -> None:

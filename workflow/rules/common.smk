@@ -34,6 +34,16 @@ def run_path(path=""):
     return results(paths.run_file("{dataset}", "{method}", "{ratio}", "{seed}", path, stride="{stride}"))
 
 
+def oracle_path(path=""):
+    """A path inside one run's test-selection oracle folder (semiseg.paths.oracle_file's rule pattern)."""
+    return results(paths.oracle_file("{every}", "{dataset}", "{method}", "{ratio}", "{seed}", path, stride="{stride}"))
+
+
+def oracle_log(stage):
+    """The log of one run's oracle job of `stage` (oracle_train, oracle_evaluate)."""
+    return log_path(stage, paths.oracle_key("{every}", "{dataset}", "{method}", "{ratio}", "{seed}", "{stride}"))
+
+
 def log_path(stage, key):
     """A job's log (semiseg.paths.log); `key` a wildcard pattern, e.g. "{dataset}"."""
     return results(paths.log(stage, key))
@@ -65,18 +75,20 @@ wildcard_constraints:
     table="|".join(sorted(CFG["tables"])),
     ratio=r"\d+",
     seed=r"\d+",
+    every=r"\d+",
     key=f"{EXTERNAL_PREFIX}[a-z0-9_]+",
     stride="(?:%s)" % "|".join(map(re.escape, RUN_STRIDE_TAGS)),
 
 
 def warn_before_long_cpu_training():
     """Before the first job: a build about to train longer than a smoke schedule on this machine's
-    CPU says so, with the schedules' budget (semiseg.config.cpu_training_warning). Nothing under a
-    cluster executor (its jobs run where the GPUs are) or with device: cuda."""
+    CPU says so, with the schedules' budget (semiseg.config.cpu_training_warning); a table's
+    oracle trains its runs a second time, and counts. Nothing under a cluster executor (its jobs
+    run where the GPUs are) or with device: cuda."""
     if not workflow.local_exec or CFG["settings"]["device"] == "cuda":
         return
     runs = [(j.wildcards.dataset, j.wildcards.method, j.wildcards.ratio, j.wildcards.seed)
-            for j in workflow.dag.needrun_jobs() if j.rule.name == "train"]
+            for j in workflow.dag.needrun_jobs() if j.rule.name in ("train", "oracle_train")]
     text = semiseg_config.cpu_training_warning(CFG, runs)
     if text and CFG["settings"]["device"] == "auto":
         import torch  # only here: the DAG itself never imports torch
@@ -164,6 +176,28 @@ def table_metrics(wildcards):
         results(paths.run_file(d, m, r, s, "metrics.csv", stride=stride))
         for d, m, r, s in table_runs(CFG, wildcards.table)
     ]
+
+
+def table_oracle(wildcards):
+    """The oracle.json of each run of a table with `oracle: {every: K}` (its best-on-test column);
+    none for a table without: its inputs, and so its jobs, are the honest pipeline's only."""
+    oracle = CFG["tables"][wildcards.table].get("oracle")
+    if not oracle:
+        return []
+    stride = table_stride(CFG, wildcards.table)  # the runs it replays are at the table's stride
+    return [results(paths.oracle_file(oracle["every"], d, m, r, s, paths.ORACLE_SUMMARY, stride=stride))
+            for d, m, r, s in table_runs(CFG, wildcards.table)]
+
+
+def oracle_code(wildcards):
+    return code_fingerprint("oracle-train", CFG["methods"][wildcards.method]["algorithm"])
+
+
+def oracle_infer_runtime(wildcards, attempt=1):
+    """The infer stage's runtime once per snapshot the oracle scores (every K-th iteration and the last)."""
+    iterations = json.loads(train_spec(wildcards))["schedule"]["iterations"]
+    snapshots = iterations // int(wildcards.every) + (iterations % int(wildcards.every) > 0)
+    return run_resources(CFG, wildcards.dataset, wildcards.method)["infer_runtime"] * snapshots
 
 
 def table_external_metrics(wildcards):

@@ -10,6 +10,7 @@ from semiseg import paths
 from semiseg.metrics.csv_io import read_metrics_csv
 from semiseg.metrics.summary import case_means, summarise
 from semiseg.reporting.cost import run_cost
+from semiseg.reporting.oracle import read_oracle
 from semiseg.reporting.tables import build_table, write_table
 from semiseg.table_config import is_external
 
@@ -61,6 +62,8 @@ def _predictions_note(table: dict, metrics: list[Path]) -> str | None:
     columns = table.get("columns") or ()
     dashes = [w for c, w in (("difference", "ΔDice —: no seeds to pair by"),
                              ("cost", "cost —: its training is not recorded here")) if c in columns]
+    if table.get("oracle"):
+        dashes.append("best on test —: no snapshots of its training here")
     return ("another tool's predictions of the test cases, scored here with the same metrics (one value: no "
             "seeds; Unlabeled —: the tool's own use of unlabeled cases is not known here"
             + "".join(f"; {w}" for w in dashes) + "): " + "; ".join(parts))
@@ -115,14 +118,34 @@ def _run_info(metrics: Path, rows) -> dict:
     return info
 
 
-def table_from_runs(spec: dict, *, descriptor: Path, metrics: list[Path], out: Path) -> str:
+def _oracle_bests(table: dict, oracle: list[Path]) -> dict:
+    """``(method, ratio, seed)`` -> the best snapshot of each run's ``oracle.json`` (checked to be of
+    the table's dataset and oracle setting)."""
+    every = (table.get("oracle") or {}).get("every")
+    bests = {}
+    for path in oracle:
+        parsed = paths.parse_oracle_path(path)
+        if parsed is None:
+            raise ValueError(f"{path}: not an oracle summary (oracle/every<k>/<dataset>/<method>/<ratio>/seed<seed>/"
+                             f"{paths.ORACLE_SUMMARY})")
+        k, dataset, method, ratio, seed = parsed
+        if every is None or k != int(every) or dataset != table["dataset"]:
+            raise ValueError(f"{path}: an oracle every {k} iterations of dataset {dataset!r}; the table asks for "
+                             f"{'no oracle' if every is None else f'every {every}'} on {table['dataset']!r}")
+        bests[(method, ratio, seed)] = read_oracle(path)
+    return bests
+
+
+def table_from_runs(spec: dict, *, descriptor: Path, metrics: list[Path], out: Path,
+                    oracle: list[Path] = ()) -> str:
     """Build and write one table.
 
     `spec` is what the workflow passes: ``table`` (the catalogue entry), ``ratios`` (the
     dataset's percent → labeled patients), ``supervised_methods``, ``schedule``,
     ``own_schedule`` (the dataset's schedule without overrides: a smoke run on a dataset whose
     own schedule is another is marked as no result) and ``fingerprint`` (of the code and
-    config the table's runs were built from).
+    config the table's runs were built from). `oracle`: the ``oracle.json`` of each run of a
+    table with ``oracle`` (:mod:`semiseg.metrics.oracle`).
     """
     table = spec["table"]
     with open(descriptor) as fh:
@@ -156,6 +179,6 @@ def table_from_runs(spec: dict, *, descriptor: Path, metrics: list[Path], out: P
               "generated": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
     text = build_table(table, dataset_info=info, results=results, footer={k: v for k, v in footer.items() if v},
                        supervised_methods=spec.get("supervised_methods", ["supervised"]), run_info=run_info,
-                       case_values=case_values)
+                       case_values=case_values, oracle=_oracle_bests(table, list(oracle)))
     write_table(text, out)
     return text

@@ -32,6 +32,12 @@ time and peak memory (:mod:`semiseg.reporting.cost`)::
     +3.00 ± 1.41 vs U-Net (95% CI 2.33–3.67; p 0.031, Holm 0.062; not distinguishable)
     0.0167 h/run, 412 MB peak (cpu: AMD EPYC 7B13)
 
+A spec's ``oracle`` (``every``) adds, right after the Dice column, the test-selection oracle's
+column "Dice↑ (%) best on test — leaks the test set" (:mod:`semiseg.reporting.oracle`): each
+run's best snapshot on the test set, with its gain over the honest value::
+
+    83.50 ± 0.71 (+2.50 over honest; iterations 3000, 5000)
+
 A run under the ``smoke`` schedule on a dataset whose own schedule is another, or one scored
 on part of the test set, is no result: the title line says so, once, and every cell of it
 carries a footnote mark that the notes under the table explain (one mark per kind of run, in
@@ -64,6 +70,7 @@ from semiseg.metrics.bootstrap import interval_from_draws, resample_indices
 from semiseg.reporting.comparisons import Comparison, difference_cell, difference_footer, table_comparisons
 from semiseg.reporting.cost import cost_cell, cost_footer
 from semiseg.reporting.notes import METRICS_DOC, escape, footer_lines, smoke_mark
+from semiseg.reporting.oracle import ORACLE_TITLE, oracle_cell, oracle_footer
 from semiseg.references import reference_values
 from semiseg.table_config import is_external
 
@@ -96,6 +103,7 @@ COLUMN_TITLES: dict[str, str] = {
     **{metric: title for (metric, _), title in zip(_METRICS, COLUMNS[3:])},
     "difference": "ΔDice vs comparator (%)",
     "cost": "Cost (device time per run, peak memory)",
+    "oracle": ORACLE_TITLE,
 }
 
 _NOT_RUN = "not run"
@@ -273,6 +281,7 @@ def build_table(
     supervised_methods: Collection[str] = ("supervised",),
     run_info: Mapping[tuple[str, int, int], Mapping] | None = None,
     case_values: Mapping[tuple[str, int, int], object] | None = None,
+    oracle: Mapping[tuple[str, int, int], Mapping] | None = None,
 ) -> str:
     """Render a table spec and the runs' summaries as markdown.
 
@@ -318,6 +327,10 @@ def build_table(
         with ``bootstrap`` (``resamples``, ``confidence``, ``seed``): each cell then shows the
         percentile bootstrap interval over the test cases of its seed-averaged value
         (:mod:`semiseg.metrics.bootstrap`; every seed of a cell must have the same cases).
+    oracle:
+        ``(method, ratio, seed)`` -> the best snapshot on the test set of the run's oracle
+        (``best`` of its ``oracle.json``: :mod:`semiseg.metrics.oracle`), for a spec with
+        ``oracle``; a finished run without one shows as such in the column.
 
     Returns
     -------
@@ -327,7 +340,7 @@ def build_table(
         ``not run``.
     """
     table = compute_table(spec, dataset_info=dataset_info, results=results, supervised_methods=supervised_methods,
-                          run_info=run_info, case_values=case_values)
+                          run_info=run_info, case_values=case_values, oracle=oracle)
     return render_table(spec, table, dataset_info=dataset_info, footer=footer)
 
 
@@ -340,7 +353,8 @@ class TableRow:
     papers' values; ``intervals``: metric -> the bootstrap interval, in the table's units;
     ``difference``: the paired comparison with its comparator (a ``difference`` column), ``costs``:
     the finished runs' costs (a ``cost`` column, :func:`semiseg.reporting.cost.run_cost`);
-    ``external``: a predictions row (another tool's predictions: one result, keyed by seed None)."""
+    ``external``: a predictions row (another tool's predictions: one result, keyed by seed None);
+    ``oracle``: the finished runs' best snapshots on the test set (a spec with ``oracle``)."""
 
     label: str
     ratio: int
@@ -352,6 +366,7 @@ class TableRow:
     difference: Comparison | None = None
     costs: list[Mapping | None] = field(default_factory=list)
     external: bool = False
+    oracle: list[Mapping | None] = field(default_factory=list)
 
 
 @dataclass
@@ -375,6 +390,7 @@ def compute_table(
     supervised_methods: Collection[str] = ("supervised",),
     run_info: Mapping[tuple[str, int, int], Mapping] | None = None,
     case_values: Mapping[tuple[str, int, int], object] | None = None,
+    oracle: Mapping[tuple[str, int, int], Mapping] | None = None,
 ) -> TableRuns:
     """The rows of :func:`build_table` (same arguments) from the runs, with no text yet."""
     seeds = [int(seed) for seed in spec["seeds"]]
@@ -409,7 +425,7 @@ def compute_table(
                                        _reference_values(spec, method, ratio), intervals,
                                        table.comparisons.get((method, ratio)),
                                        [(run_info.get(key) or {}).get("cost") for key in finished],
-                                       is_external(row)))
+                                       is_external(row), [(oracle or {}).get(key) for key in finished]))
     return table
 
 
@@ -454,6 +470,8 @@ def render_table(spec: Mapping, table: TableRuns, *, dataset_info: Mapping, foot
     """The markdown of a computed table (see :func:`build_table`)."""
     bootstrap = spec.get("bootstrap")
     columns = list(spec.get("columns") or [metric for metric, _ in _METRICS])
+    if spec.get("oracle"):  # beside the honest Dice (the config loader has checked it is shown)
+        columns.insert(columns.index("dice") + 1, "oracle")
     header = "| " + " | ".join([*COLUMNS[:3], *(COLUMN_TITLES[c] for c in columns)]) + " |"
     rule = "| " + " | ".join([":---", ":---", ":---", *["---:"] * len(columns)]) + " |"
     factors = dict(_METRICS)
@@ -476,6 +494,8 @@ def render_table(spec: Mapping, table: TableRuns, *, dataset_info: Mapping, foot
                 cells.append(difference_cell(row.difference))
             elif column == "cost":  # a predictions row's training was another tool's: not recorded here
                 cells.append("—" if row.external else cost_cell(row.costs))
+            elif column == "oracle":
+                cells.append("—" if row.external else oracle_cell([run["dice"] for run in row.runs], row.oracle))
             else:
                 values = [run[column] * factors[column] for run in row.runs]
                 cells.append(format_cell(values, references=row.references.get(column, ()), mark=footnotes,
@@ -504,6 +524,8 @@ def render_table(spec: Mapping, table: TableRuns, *, dataset_info: Mapping, foot
         notes.insert(1, difference_footer(spec, table.comparisons))
     if "cost" in columns:
         notes.insert(1, cost_footer([cost for row in table.rows for cost in row.costs]))
+    if "oracle" in columns:
+        notes.insert(1, oracle_footer(int(spec["oracle"]["every"])))
     parts = [f"# {title}", "", intro, "", header, rule, *body, "", *[f"- {line}" for line in notes]]
     return "\n".join(parts) + "\n"
 
