@@ -26,13 +26,17 @@ ACDC_BASELINE_RATIO = None
 # from each other in nothing a second and third value would prove again.
 ACDC_SWEEP_ROWS = {"alhvr_beta": ["alhvr_beta_05", "alhvr"],
                    "alhvr_regions": ["cps_regions_drop_none", "cps_regions_drop_r1r2"],
-                   "buarl_mu": ["buarl_bcp", "buarl_bcp_mu_99_99"]}
+                   "buarl_mu": ["buarl_bcp", "buarl_bcp_mu_99_99"],
+                   "buarl_regions": ["buarl_bcp_crl_url", "buarl_bcp"]}
 
 # LA-mini (../shared/data/LA-mini): 20 of the 80 train volumes and 4 test volumes
 LA_TABLES = ["la", "sgrs_la", "buarl_la", "crln_la"]
 LA_FIGURES: list[str] = []
 # The build's second cut: the literature's baselines (BASELINES, below) run at LA_BASELINE_RATIO only.
 LA_BASELINE_RATIO = 10
+# And its third: a row's ratios that no other row of the build needs and whose protocol another
+# run proves (UA-MT at 16 labeled: CRLN's 16-labeled runs prove the split), by table and method.
+LA_ROW_RATIOS = {"la": {"ua_mt": [5, 10]}, "crln_la": {"ua_mt": [10]}}
 
 # The test-selection oracle (docs/metrics.md) on the real volumes: a table of the tests' own, written
 # into the LA build's config copy, of two rows whose honest runs the LA tables already make, a
