@@ -239,19 +239,6 @@ def cut_sweeps(root: Path, keep: dict[str, list[str]]) -> None:
         write_yaml(path, catalogue)
 
 
-def cut_ratios(root: Path, ratios: dict[str, dict[str, list[int]]]) -> None:
-    """In the workflow copy at `root`, the rows of each table in `ratios` whose method it names
-    keep only the ratios it gives."""
-    for path in (root / "config" / "tables").glob("*.yaml"):
-        catalogue = yaml.safe_load(path.read_text())
-        for name in set(catalogue) & set(ratios):
-            rows = [row for row in catalogue[name]["rows"] if row.get("method") in ratios[name]]
-            assert {row["method"] for row in rows} == set(ratios[name]), (path, ratios[name])
-            for row in rows:
-                row["ratios"] = ratios[name][row["method"]]
-        write_yaml(path, catalogue)
-
-
 def _build(root: Path, targets: list[str], what: str) -> Path:
     import time
 
@@ -290,13 +277,11 @@ def acdc_smoke(tmp_path_factory) -> Path:
 def la_smoke(tmp_path_factory) -> Path:
     """Every table and figure of tests/smoke_targets.py's LA lists, built on LA-mini in one
     Snakemake call (smoke schedule, seed 0), the baselines' rows that run at LA_BASELINE_RATIO
-    only, the rows of LA_ROW_RATIOS at its ratios, and the oracle's table LA_ORACLE_TABLES: the
-    results directory."""
-    from smoke_targets import LA_BASELINE_RATIO, LA_FIGURES, LA_ORACLE_TABLES, LA_ROW_RATIOS, LA_TABLES
+    only, and the oracle's table LA_ORACLE_TABLES: the results directory."""
+    from smoke_targets import LA_BASELINE_RATIO, LA_FIGURES, LA_ORACLE_TABLES, LA_TABLES
 
     root = la_mini_workflow(tmp_path_factory.mktemp("la") / "wf", real_dataset("LA-mini"), LA_TABLES)
     cut_baselines(root, LA_TABLES, LA_BASELINE_RATIO)
-    cut_ratios(root, LA_ROW_RATIOS)
     write_yaml(root / "config" / "tables" / "la_oracle.yaml", LA_ORACLE_TABLES)
     targets = [f"results/tables/{t}.md" for t in [*LA_TABLES, *LA_ORACLE_TABLES]] + [f"results/{f}" for f in LA_FIGURES]
     return _build(root, targets, f"{len(LA_TABLES)} LA tables on LA-mini")

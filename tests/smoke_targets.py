@@ -34,9 +34,6 @@ LA_TABLES = ["la", "sgrs_la", "buarl_la", "crln_la"]
 LA_FIGURES: list[str] = []
 # The build's second cut: the literature's baselines (BASELINES, below) run at LA_BASELINE_RATIO only.
 LA_BASELINE_RATIO = 10
-# And its third: a row's ratios that no other row of the build needs and whose protocol another
-# run proves (UA-MT at 16 labeled: CRLN's 16-labeled runs prove the split), by table and method.
-LA_ROW_RATIOS = {"la": {"ua_mt": [5, 10]}, "crln_la": {"ua_mt": [10]}}
 
 # The test-selection oracle (docs/metrics.md) on the real volumes: a table of the tests' own, written
 # into the LA build's config copy, of two rows whose honest runs the LA tables already make, a
