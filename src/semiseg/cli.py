@@ -325,18 +325,24 @@ def _data_commands(sub) -> None:
     s.set_defaults(func=cmd_split)
 
 
-def _run_commands(sub) -> None:
-    """The stages of one run: train, infer, evaluate."""
-    s = sub.add_parser("train", help="train one run (method × dataset × ratio × seed)")
+def _training_args(s, out_dir: str) -> None:
+    """What a training (a run's, or the oracle's replay of it) is given; `out_dir` says what its
+    folder holds."""
     s.add_argument("--spec", type=_json_arg, required=True, help="the resolved run spec, as JSON")
     s.add_argument("--store", required=True, help="the dataset's h5 store")
     s.add_argument("--split", required=True, help="the ratio's split JSON")
-    s.add_argument("--out-dir", required=True, help="the run directory: model.pt, models.pt, train.csv, config.json")
-    s.add_argument("--code-fingerprint", default="", help="hash of the code the run depends on")
+    s.add_argument("--out-dir", required=True, help=out_dir)
+    s.add_argument("--code-fingerprint", default="", help="hash of the code the training depends on")
     s.add_argument("--checkpoint-interval", type=int, default=None,
                    help="write the resumable state every N iterations (default: the spec's schedule, else 1000)")
     s.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     s.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+
+
+def _run_commands(sub) -> None:
+    """The stages of one run: train, infer, evaluate."""
+    s = sub.add_parser("train", help="train one run (method × dataset × ratio × seed)")
+    _training_args(s, "the run directory: model.pt, models.pt, train.csv, config.json")
     s.set_defaults(func=cmd_train)
 
     s = sub.add_parser("infer", help="predict the test cases of a trained run")
@@ -362,16 +368,8 @@ def _run_commands(sub) -> None:
 
     s = sub.add_parser("oracle-train", help="train a run again, keeping a snapshot every N iterations, for a table's "
                                             "test-selection oracle (never the run's own files)")
-    s.add_argument("--spec", type=_json_arg, required=True, help="the run's resolved spec, as JSON")
     s.add_argument("--every", type=int, required=True, help="keep a snapshot every N iterations (and the last)")
-    s.add_argument("--store", required=True, help="the dataset's h5 store")
-    s.add_argument("--split", required=True, help="the ratio's split JSON")
-    s.add_argument("--out-dir", required=True, help="the oracle's folder: snapshots/, train.csv, config.json")
-    s.add_argument("--code-fingerprint", default="", help="hash of the code the replay depends on")
-    s.add_argument("--checkpoint-interval", type=int, default=None,
-                   help="write the resumable state every N iterations (default: the spec's schedule, else 1000)")
-    s.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
-    s.add_argument("--threads", type=int, default=None, help="CPU threads for torch")
+    _training_args(s, "the oracle's folder: snapshots/, train.csv, config.json")
     s.set_defaults(func=cmd_oracle_train)
 
     s = sub.add_parser("oracle-evaluate", help="predict and score the test cases with every snapshot of an "
