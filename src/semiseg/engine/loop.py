@@ -316,18 +316,22 @@ class _Run:
 
     # ---- the outputs
 
+    def _cost_summary(self) -> dict:
+        """What the summary says of this job's training: where it resumed, its wall time, device
+        and cost figures (:func:`semiseg.engine.cost.training_cost`), and the spec hash it trained."""
+        wall = time.time() - self.t_start
+        return {"resumed_from": self.progress_start or None, "wall_seconds": round(wall, 2),
+                "device": str(self.device),
+                **training_cost(self.device, wall_seconds=wall, iterations=self.total - self.progress_start),
+                "spec_hash": self.fingerprint}
+
     def _finish(self) -> dict:
         if not self.val_cases:  # no val split: the last weights are the result
             self._keep_current()
             self.progress.best_iteration = self.total
         best = self.progress.best
-        wall = time.time() - self.t_start
         summary = {"iterations": self.total, "best_val_dice": best if best >= 0 else None,
-                   "best_iteration": self.progress.best_iteration,
-                   "resumed_from": self.progress_start or None,
-                   "wall_seconds": round(wall, 2), "device": str(self.device),
-                   **training_cost(self.device, wall_seconds=wall, iterations=self.total - self.progress_start),
-                   "spec_hash": self.fingerprint}
+                   "best_iteration": self.progress.best_iteration, **self._cost_summary()}
         out = self.out_dir
         write_rows_csv(self.rows, out / "train.csv")
         atomic_write(out / "config.json", json.dumps({"spec": self.spec, "summary": summary}, indent=2))

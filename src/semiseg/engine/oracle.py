@@ -21,11 +21,9 @@ snapshot after its last state is made again on the way.
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 from semiseg.config import spec_hash
-from semiseg.engine.cost import training_cost
 from semiseg.engine.loop import _Run
 from semiseg.engine.outputs import publish
 from semiseg.engine.progress import write_rows_csv
@@ -77,13 +75,9 @@ class _OracleRun(_Run):
         return row
 
     def _finish(self) -> dict:
-        wall = time.time() - self.t_start
         kept = sorted(self.keep)
         summary = {"iterations": self.total, "oracle_every": self.snapshot_every, "snapshots": kept,
-                   "resumed_from": self.progress_start or None, "wall_seconds": round(wall, 2),
-                   "device": str(self.device),
-                   **training_cost(self.device, wall_seconds=wall, iterations=self.total - self.progress_start),
-                   "spec_hash": self.fingerprint}
+                   **self._cost_summary()}
         out = self.out_dir
         with atomic_dir(out / "snapshots") as tmp:
             for iteration in kept:
