@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import shutil
 import subprocess
@@ -40,6 +41,7 @@ def needs_file(path: Path, reason: str) -> pytest.MarkDecorator:
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "needs_file(path, reason): needs that file of ../shared/data")
+    config.addinivalue_line("markers", "xdist_group(name): runs on the pytest-xdist worker of its group")
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -47,6 +49,37 @@ def pytest_runtest_setup(item):
     for mark in item.iter_markers("needs_file"):
         if not Path(mark.args[0]).is_file():
             missing_data(mark.kwargs["reason"])
+
+
+# The session builds, most expensive first: under pytest-xdist each is made once, on one worker.
+BUILDS = ("la_smoke", "acdc_smoke", "la_ablation_smoke")
+# Module- or session-wide fixtures cheap enough to make again on a second worker.
+CHEAP = {"cfg", "shared_data_dir", "one_torch_thread"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Group the suite for pytest-xdist (scripts/test.sh runs one worker per core, `--dist
+    loadgroup --no-loadscope-reorder`): a test that uses a session build runs on the worker that
+    made it, a test that uses another module-wide fixture beside the rest of its module (a fixture
+    that starts a SLURM cluster or builds a workflow is made once), any other test on whichever
+    worker is free. The builds' groups go first, then the modules', so the longest work starts
+    first and the small tests fill the gaps. Without xdist the marks change nothing but the order."""
+    def rank(item) -> tuple[int, str | None]:
+        for i, build in enumerate(BUILDS):
+            if build in item.fixturenames:
+                return i, build
+        for name, defs in item._fixtureinfo.name2fixturedefs.items():
+            if (name not in CHEAP and defs and defs[-1].scope in ("module", "package", "session")
+                    and Path(inspect.getfile(defs[-1].func)).is_relative_to(REPO / "tests")):  # not pytest's own
+                return len(BUILDS), item.module.__name__
+        return len(BUILDS) + 1, None
+
+    ranks = {}
+    for item in items:
+        ranks[item.nodeid], group = rank(item)
+        if group is not None:
+            item.add_marker(pytest.mark.xdist_group(group))
+    items.sort(key=lambda item: ranks[item.nodeid])  # stable: each group keeps its tests' order
 
 
 @pytest.fixture(scope="session", autouse=True)
