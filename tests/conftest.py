@@ -57,6 +57,7 @@ BUILDS = ("la_smoke", "acdc_smoke", "la_ablation_smoke")
 CHEAP = {"cfg", "shared_data_dir", "one_torch_thread"}
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own, which reads the marks into the test ids
 def pytest_collection_modifyitems(config, items):
     """Group the suite for pytest-xdist (scripts/test.sh runs one worker per core, `--dist
     loadgroup --no-loadscope-reorder`): a test that uses a session build runs on the worker that

@@ -43,12 +43,12 @@ SLURM_BINARIES = ("munged", "slurmctld", "slurmd", "sbatch", "squeue", "scontrol
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
-# The run the SIGTERM test interrupts gets 24 iterations and no periodic checkpoint (interval
+# The run the SIGTERM test interrupts gets 48 iterations and no periodic checkpoint (interval
 # 1000): its job is signalled once its log shows SIGNAL_AFTER iterations done, so a resumed state
 # can only be the one the engine wrote on SIGTERM.
 LONG_METHOD = "supervised"
 SHORT_METHOD = "mean_teacher"
-LONG_ITERATIONS, LONG_CHECKPOINT, SIGNAL_AFTER = 24, 1000, 2
+LONG_ITERATIONS, LONG_CHECKPOINT, SIGNAL_AFTER = 48, 1000, 2
 # the plugin's job comment: rule_<rule>_wildcards_<these>, the last the run's empty stride wildcard
 # (a run at its dataset's own test stride)
 RUN_WILDCARDS = "tiny2d_{method}_25_0_"
@@ -179,7 +179,7 @@ def slurm_jobs(env: dict) -> list[dict]:
 
 # ----------------------------------------------------------------------------- the run
 def _iterations_done(log: Path) -> int:
-    """The last iteration count the training wrote to its log, ``iteration n/24`` (0 before any)."""
+    """The last iteration count the training wrote to its log, ``iteration n/48`` (0 before any)."""
     if not log.exists():
         return 0
     counts = re.findall(rf"\b(\d+)/{LONG_ITERATIONS}\b", log.read_text(errors="replace"))
@@ -190,15 +190,18 @@ def _interrupt_training(root: Path, env: dict, done: threading.Event, result: di
     """Once the long training is SIGNAL_AFTER iterations in, SIGTERM its SLURM job (scancel --signal)."""
     wildcards = RUN_WILDCARDS.format(method=LONG_METHOD)
     log = root / "results" / "logs" / "train" / "tiny2d" / LONG_METHOD / "25" / "seed0.log"
+    job_id = None
     try:
-        while not done.wait(0.2):
-            if _iterations_done(log) < SIGNAL_AFTER:
-                continue
-            running = [j for j in slurm_jobs(env) if j.get("rule") == "train"
-                       and j["wildcards"] == wildcards and j.get("JobState") == "RUNNING"]
-            if running:
-                r = _run(["scancel", "--signal=TERM", running[0]["JobId"]], env=env, timeout=30)
-                result.update(job_id=running[0]["JobId"], scancel_rc=r.returncode, scancel_err=r.stderr)
+        # the job's id first (one scontrol call takes a while on a busy machine), then the signal as
+        # soon as the log shows SIGNAL_AFTER iterations: the rest of the training is the only window
+        while not done.wait(0.05):
+            if job_id is None:
+                running = [j for j in slurm_jobs(env) if j.get("rule") == "train"
+                           and j["wildcards"] == wildcards and j.get("JobState") == "RUNNING"]
+                job_id = running[0]["JobId"] if running else None
+            elif _iterations_done(log) >= SIGNAL_AFTER:
+                r = _run(["scancel", "--signal=TERM", job_id], env=env, timeout=30)
+                result.update(job_id=job_id, scancel_rc=r.returncode, scancel_err=r.stderr)
                 return
     except Exception as exc:  # noqa: BLE001 - reported by the test, not lost in this thread
         result["error"] = repr(exc)

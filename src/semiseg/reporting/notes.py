@@ -1,14 +1,15 @@
-"""The words around a table's numbers: cell escaping, the "not a result" mark of a smoke run, and
+"""The words around a table's numbers: the ``mean ± std`` text, cell escaping, the "not a result" mark of a smoke run, and
 the footer (what the values are, their units, the papers' sources, schedule and code version).
 :mod:`semiseg.reporting.tables` builds the table with them."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import statistics
+from collections.abc import Mapping, Sequence
 
 from semiseg.references import reference_sources
 
-__all__ = ["METRICS_DOC", "escape", "footer_lines", "smoke_mark"]
+__all__ = ["METRICS_DOC", "escape", "footer_lines", "mean_std_text", "smoke_mark"]
 
 #: Where the metric definitions live, relative to ``results/tables/<name>.md``.
 METRICS_DOC = "../../docs/metrics.md"
@@ -20,6 +21,20 @@ _FOOTER_LABELS: tuple[tuple[str, str], ...] = (
     ("fingerprint", "Code fingerprint"),
     ("generated", "Generated"),
 )
+
+
+def mean_std_text(values: Sequence[float]) -> str:
+    """``mean ± std`` (sample std, ddof=1) of two or more values, the one value alone, 2 decimals:
+    every ± of the tables, the oracle's column and the report's per-class table.
+
+    >>> mean_std_text([81.0, 82.0])
+    '81.50 ± 0.71'
+    >>> mean_std_text([3.456])
+    '3.46'
+    """
+    if len(values) == 1:
+        return f"{values[0]:.2f}"
+    return f"{statistics.fmean(values):.2f} ± {statistics.stdev(values):.2f}"
 
 
 def escape(text: object) -> str:

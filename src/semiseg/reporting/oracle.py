@@ -19,6 +19,8 @@ import statistics
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from semiseg.reporting.notes import mean_std_text
+
 __all__ = ["ORACLE_TITLE", "oracle_cell", "oracle_footer", "read_oracle"]
 
 #: The column's header: what the numbers are, and what they cost in honesty.
@@ -55,7 +57,7 @@ def oracle_cell(honest: Sequence[float | None], best: Sequence[Mapping | None]) 
     if not pairs:
         return "not run"
     values = [100.0 * b["dice"] for _, b in pairs]
-    text = f"{values[0]:.2f}" if len(values) == 1 else f"{statistics.fmean(values):.2f} ± {statistics.stdev(values):.2f}"
+    text = mean_std_text(values)
     gains = [100.0 * (b["dice"] - h) for h, b in pairs if h is not None]
     its = ", ".join(str(b["iteration"]) for _, b in pairs)
     parts = [f"{statistics.fmean(gains):+.2f} over honest"] if gains else []

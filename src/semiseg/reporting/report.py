@@ -53,8 +53,9 @@ from semiseg.metrics.summary import summarise
 from semiseg.provenance import read_record
 from semiseg.reporting.build import parse_run_path, result_key
 from semiseg.reporting.comparison_figures import comparison_sections
-from semiseg.reporting.report_figures import (EVALUATION_ONLY, _mean_std, dice_vs_ratio, evaluation_only_note,
+from semiseg.reporting.report_figures import (EVALUATION_ONLY, dice_vs_ratio, evaluation_only_note,
                                               learning_curves, overlays, reference_points, val_dice)
+from semiseg.reporting.notes import mean_std_text
 from semiseg.reporting.tables import write_table
 from semiseg.table_config import is_external
 
@@ -218,8 +219,7 @@ def _per_class_html(table: Mapping, runs: Mapping, labels: Mapping[tuple[str, in
                     if not vals:
                         cells.append("<td>–</td>")
                         continue
-                    mean, std = _mean_std(vals)
-                    cells.append(f"<td>{mean:.2f} ± {std:.2f}</td>" if len(vals) > 1 else f"<td>{mean:.2f}</td>")
+                    cells.append(f"<td>{mean_std_text(vals)}</td>")
             body.append(f"<tr><td>{html.escape(labels[(method, int(ratio))])}</td><td>{int(ratio)}%</td>"
                         f"<td>{seeds}</td>{''.join(cells)}</tr>")
     return (f"<table><thead><tr><th>Method</th><th>Labeled</th><th>Seeds</th>{head}</tr></thead>"

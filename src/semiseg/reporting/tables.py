@@ -58,7 +58,6 @@ from __future__ import annotations
 import math
 import numbers
 import os
-import statistics
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -69,7 +68,7 @@ from semiseg.io import atomic_write
 from semiseg.metrics.bootstrap import interval_from_draws, resample_indices
 from semiseg.reporting.comparisons import Comparison, difference_cell, difference_footer, table_comparisons
 from semiseg.reporting.cost import cost_cell, cost_footer
-from semiseg.reporting.notes import METRICS_DOC, escape, footer_lines, smoke_mark
+from semiseg.reporting.notes import METRICS_DOC, escape, footer_lines, mean_std_text, smoke_mark
 from semiseg.reporting.oracle import ORACLE_TITLE, oracle_cell, oracle_footer
 from semiseg.references import reference_values
 from semiseg.table_config import is_external
@@ -177,12 +176,7 @@ def format_cell(values: Sequence[float], *, reference: float | None = None,
     >>> format_cell([30.0, 31.0], mark="smoke: 2 of 40 test volumes, 4 iterations — not a result")
     '30.50 ± 0.71 (smoke: 2 of 40 test volumes, 4 iterations — not a result)'
     """
-    if not values:
-        text = _NOT_RUN
-    elif len(values) == 1:
-        text = f"{values[0]:.2f}"
-    else:
-        text = f"{statistics.fmean(values):.2f} ± {statistics.stdev(values):.2f}"
+    text = mean_std_text(values) if values else _NOT_RUN
     if interval is not None and values:
         text += f" ({confidence * 100:g}% CI {interval[0]:.2f}–{interval[1]:.2f})"
     if mark and values:
