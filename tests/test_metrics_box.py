@@ -88,3 +88,15 @@ def test_equals_medpy_exactly_on_real_left_atrium_masks(shared_data_dir):
         for key in want:
             assert got[key] == want[key], (name, key)
         print(f"\n{case} {name}: box {boxed:.2f} s, whole volume {whole:.2f} s ({whole / boxed:.1f}x)")
+
+
+def test_the_evaluate_stage_does_not_import_medpy():
+    # medpy is the tests' reference; an evaluate job computes its values without it (and without
+    # scipy.stats, a second of every job's start-up)
+    import subprocess
+    import sys
+
+    code = "import sys, semiseg.metrics.evaluate; print(sorted(m for m in ('medpy', 'scipy.stats') if m in sys.modules))"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"

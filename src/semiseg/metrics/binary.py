@@ -29,8 +29,8 @@ units of ``spacing``. Every row also records ``pred_empty`` and ``gt_empty`` so 
 conventions can be recomputed from ``metrics.csv`` (see ``docs/metrics.md``).
 
 Speed: ``hd95`` and ``asd`` need Euclidean distance transforms, which medpy computes over the
-whole volume (about 1 s per Left Atrium case). :func:`class_metrics` hands medpy only the union
-bounding box of the two masks, padded by one background voxel on every side
+whole volume (about 1 s per Left Atrium case). :func:`class_metrics` works on the union
+bounding box of the two masks only, padded by one background voxel on every side
 (:func:`union_box`). That changes no value: every surface voxel of either mask lies in the box,
 the erosion that finds a surface sees background beyond the box as it does in the whole volume
 (outside the box both masks are empty, and scipy's erosion treats the array's outside as
@@ -39,8 +39,10 @@ in the volume (that voxel is in the box), and the box keeps the voxels' raster o
 pools the same distances in the same order. medpy's ``hd95`` and ``asd`` would also run three
 distance transforms between them (``asd`` repeats the prediction-to-reference one) and erode each
 mask three times; :func:`surface_distances` runs each transform and each erosion once, with
-medpy's own steps, and both metrics are read from its two arrays. The tests check equality with
-medpy on the whole volume, exactly, on random and real masks.
+medpy's own steps, and both metrics are read from its two arrays; :func:`overlap` counts Dice and
+Jaccard as medpy does. No medpy function is called, so evaluation does not import it (medpy is a
+test dependency: the tests check equality with medpy on the whole volume, on random and real
+masks).
 """
 
 from __future__ import annotations
@@ -49,10 +51,9 @@ import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
-from medpy.metric import binary as medpy_binary
 from scipy import ndimage
 
-__all__ = ["case_metrics", "class_metrics", "surface_distances", "union_box", "volume_diagonal"]
+__all__ = ["case_metrics", "class_metrics", "overlap", "surface_distances", "union_box", "volume_diagonal"]
 
 
 def _normalise_spacing(spacing: float | Sequence[float], ndim: int) -> tuple[float, ...]:
@@ -69,6 +70,21 @@ def _normalise_spacing(spacing: float | Sequence[float], ndim: int) -> tuple[flo
     if not all(math.isfinite(s) and s > 0 for s in values):
         raise ValueError(f"spacing must be positive and finite, got {values}")
     return values
+
+
+def overlap(pred: np.ndarray, gt: np.ndarray) -> tuple[float, float]:
+    """Dice and Jaccard of two boolean masks, at least one non-empty, as medpy's ``dc`` and ``jc``
+    compute them (the same counts and the same float operations, so the same bits; the tests
+    check it): ``2 |P ∩ G| / (|P| + |G|)`` and ``|P ∩ G| / |P ∪ G|``. Computed here, not called, so
+    that an evaluate job does not import medpy (and scipy.stats with it: a second per job).
+
+    >>> overlap(np.array([1, 1, 0, 0], bool), np.array([0, 1, 1, 0], bool))
+    (0.5, 0.3333333333333333)
+    """
+    intersection = np.count_nonzero(pred & gt)
+    dice = float(2.0 * intersection / float(np.count_nonzero(pred) + np.count_nonzero(gt)))
+    jaccard = float(intersection) / float(np.count_nonzero(pred | gt))
+    return dice, jaccard
 
 
 def volume_diagonal(shape: Sequence[int], spacing: float | Sequence[float]) -> float:
@@ -184,8 +200,7 @@ def class_metrics(
     else:
         box = union_box(pred, gt)
         pred_box, gt_box = np.pad(pred[box], 1), np.pad(gt[box], 1)
-        dice = float(medpy_binary.dc(pred_box, gt_box))
-        jaccard = float(medpy_binary.jc(pred_box, gt_box))
+        dice, jaccard = overlap(pred_box, gt_box)
         to_gt, to_pred = surface_distances(pred_box, gt_box, sizes)
         hd95 = float(np.percentile(np.hstack((to_gt, to_pred)), 95))
         asd = float(to_gt.mean())
