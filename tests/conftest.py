@@ -260,6 +260,19 @@ def cut_baselines(root: Path, tables: list[str], ratio: int | None) -> None:
         write_yaml(path, catalogue)
 
 
+def cut_ratios(root: Path, tables: list[str], keep: dict[int, list[str]]) -> None:
+    """In the workflow copy at `root`, the rows of `tables` that run leave out each ratio of `keep`
+    unless their method is listed there (a row that shows the papers' values only keeps all)."""
+    for path in (root / "config" / "tables").glob("*.yaml"):
+        catalogue = yaml.safe_load(path.read_text())
+        for name in set(catalogue) & set(tables):
+            for row in catalogue[name]["rows"]:
+                if row.get("run", True):
+                    row["ratios"] = [r for r in row["ratios"] if r not in keep or row["method"] in keep[r]]
+                    assert row["ratios"], (path, name, row)
+        write_yaml(path, catalogue)
+
+
 def cut_sweeps(root: Path, keep: dict[str, list[str]]) -> None:
     """In the workflow copy at `root`, the rows of each table in `keep` whose method it does not
     list show the papers' values only (a `run: false` row)."""
@@ -291,13 +304,15 @@ def acdc_smoke(tmp_path_factory) -> Path:
     """Every table and figure of tests/smoke_targets.py's ACDC lists, built on the real ACDC set
     in one Snakemake call (smoke schedule at ACDC_ITERATIONS iterations, seed 0), the literature's
     baselines with their papers' values only (ACDC_BASELINE_RATIO), of each sweep the rows of
-    ACDC_SWEEP_ROWS: the results directory."""
-    from smoke_targets import ACDC_BASELINE_RATIO, ACDC_FIGURES, ACDC_ITERATIONS, ACDC_SWEEP_ROWS, ACDC_TABLES
+    ACDC_SWEEP_ROWS, at 3 and 14 labeled the rows of ACDC_RATIO_ROWS: the results directory."""
+    from smoke_targets import (ACDC_BASELINE_RATIO, ACDC_FIGURES, ACDC_ITERATIONS, ACDC_RATIO_ROWS, ACDC_SWEEP_ROWS,
+                               ACDC_TABLES)
 
     acdc = real_dataset("ACDC")
     root = repo_workflow(tmp_path_factory.mktemp("acdc") / "wf", ACDC_TABLES, {"acdc": {"path": str(acdc)}})
     cut_baselines(root, ACDC_TABLES, ACDC_BASELINE_RATIO)
     cut_sweeps(root, ACDC_SWEEP_ROWS)
+    cut_ratios(root, ACDC_TABLES, ACDC_RATIO_ROWS)
     schedules_yaml = root / "config" / "schedules.yaml"
     schedules = yaml.safe_load(schedules_yaml.read_text())
     schedules["smoke"]["datasets"]["acdc"].update(iterations=ACDC_ITERATIONS, val_interval=ACDC_ITERATIONS,
@@ -311,11 +326,13 @@ def acdc_smoke(tmp_path_factory) -> Path:
 def la_smoke(tmp_path_factory) -> Path:
     """Every table and figure of tests/smoke_targets.py's LA lists, built on LA-mini in one
     Snakemake call (smoke schedule, seed 0), the baselines' rows that run at LA_BASELINE_RATIO
-    only, and the oracle's table LA_ORACLE_TABLES: the results directory."""
-    from smoke_targets import LA_BASELINE_RATIO, LA_FIGURES, LA_ORACLE_TABLES, LA_TABLES
+    only, at 4 and 16 labeled the rows of LA_RATIO_ROWS, and the oracle's table LA_ORACLE_TABLES:
+    the results directory."""
+    from smoke_targets import LA_BASELINE_RATIO, LA_FIGURES, LA_ORACLE_TABLES, LA_RATIO_ROWS, LA_TABLES
 
     root = la_mini_workflow(tmp_path_factory.mktemp("la") / "wf", real_dataset("LA-mini"), LA_TABLES)
     cut_baselines(root, LA_TABLES, LA_BASELINE_RATIO)
+    cut_ratios(root, LA_TABLES, LA_RATIO_ROWS)
     write_yaml(root / "config" / "tables" / "la_oracle.yaml", LA_ORACLE_TABLES)
     targets = [f"results/tables/{t}.md" for t in [*LA_TABLES, *LA_ORACLE_TABLES]] + [f"results/{f}" for f in LA_FIGURES]
     return _build(root, targets, f"{len(LA_TABLES)} LA tables on LA-mini")

@@ -28,12 +28,20 @@ ACDC_SWEEP_ROWS = {"alhvr_beta": ["alhvr_beta_05", "alhvr"],
                    "alhvr_regions": ["cps_regions_drop_none", "cps_regions_drop_r1r2"],
                    "buarl_mu": ["buarl_bcp", "buarl_bcp_mu_99_99"],
                    "buarl_regions": ["buarl_bcp_crl_url", "buarl_bcp"]}
+# And its fourth: a method's run at another split proves what its run at 7 labeled and the
+# labeled-only U-Net's run at that split prove between them (the split is the dataset's, the
+# method's step the same), so at 3 and 14 labeled only the rows of ACDC_RATIO_ROWS run (by method:
+# the U-Net at every split, the cells the tests read); the others' cells at those ratios are left
+# out of the build (not "not run": the rows that run keep their ratios' papers' values).
+ACDC_RATIO_ROWS = {5: ["supervised", "bcp", "buarl_bcp", "buarl_mt"], 20: ["supervised"]}
 
 # LA-mini (../shared/data/LA-mini): 20 of the 80 train volumes and 4 test volumes
 LA_TABLES = ["la", "sgrs_la", "buarl_la", "crln_la"]
 LA_FIGURES: list[str] = []
 # The build's second cut: the literature's baselines (BASELINES, below) run at LA_BASELINE_RATIO only.
 LA_BASELINE_RATIO = 10
+# And its third, as ACDC_RATIO_ROWS: at 4 and 16 labeled only these rows run.
+LA_RATIO_ROWS = {5: ["supervised", "bcp", "buarl_mt", "sgrs"], 20: ["supervised", "ua_mt", "crln"]}
 
 # The test-selection oracle (docs/metrics.md) on the real volumes: a table of the tests' own, written
 # into the LA build's config copy, of two rows whose honest runs the LA tables already make, a
