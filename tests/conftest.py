@@ -242,48 +242,55 @@ def la_mini_workflow(root: Path, la_mini: Path, tables: list[str], patch: list[i
     return root
 
 
+def edit_tables(root: Path, tables, edit) -> None:
+    """In the workflow copy at `root`, call ``edit(name, entry, path)`` on the catalogue entry of
+    each table of `tables` (its ``rows`` may be changed in place or replaced) and write the files back."""
+    for path in (root / "config" / "tables").glob("*.yaml"):
+        catalogue = yaml.safe_load(path.read_text())
+        for name in set(catalogue) & set(tables):
+            edit(name, catalogue[name], path)
+        write_yaml(path, catalogue)
+
+
 def cut_baselines(root: Path, tables: list[str], ratio: int | None) -> None:
     """In the workflow copy at `root`, the rows of `tables` that run one of the literature's
     baselines (tests/smoke_targets.py's BASELINES) keep only `ratio`; with `ratio` None they do not
     run (the papers' values only, as a `run: false` row)."""
     from smoke_targets import BASELINES
 
-    for path in (root / "config" / "tables").glob("*.yaml"):
-        catalogue = yaml.safe_load(path.read_text())
-        for name in set(catalogue) & set(tables):
-            for row in catalogue[name]["rows"]:
-                if row["method"] in BASELINES and row.get("run", True):
-                    if ratio is None:
-                        row["run"] = False
-                    else:
-                        row["ratios"] = [ratio]
-        write_yaml(path, catalogue)
+    def edit(name, entry, path):
+        for row in entry["rows"]:
+            if row["method"] in BASELINES and row.get("run", True):
+                if ratio is None:
+                    row["run"] = False
+                else:
+                    row["ratios"] = [ratio]
+
+    edit_tables(root, tables, edit)
 
 
 def cut_ratios(root: Path, tables: list[str], keep: dict[int, list[str]]) -> None:
     """In the workflow copy at `root`, the rows of `tables` that run leave out each ratio of `keep`
     unless their method is listed there (a row that shows the papers' values only keeps all)."""
-    for path in (root / "config" / "tables").glob("*.yaml"):
-        catalogue = yaml.safe_load(path.read_text())
-        for name in set(catalogue) & set(tables):
-            for row in catalogue[name]["rows"]:
-                if row.get("run", True):
-                    row["ratios"] = [r for r in row["ratios"] if r not in keep or row["method"] in keep[r]]
-                    assert row["ratios"], (path, name, row)
-        write_yaml(path, catalogue)
+    def edit(name, entry, path):
+        for row in entry["rows"]:
+            if row.get("run", True):
+                row["ratios"] = [r for r in row["ratios"] if r not in keep or row["method"] in keep[r]]
+                assert row["ratios"], (path, name, row)
+
+    edit_tables(root, tables, edit)
 
 
 def cut_sweeps(root: Path, keep: dict[str, list[str]]) -> None:
     """In the workflow copy at `root`, the rows of each table in `keep` whose method it does not
     list show the papers' values only (a `run: false` row)."""
-    for path in (root / "config" / "tables").glob("*.yaml"):
-        catalogue = yaml.safe_load(path.read_text())
-        for name in set(catalogue) & set(keep):
-            assert set(keep[name]) <= {row.get("method") for row in catalogue[name]["rows"]}, (path, keep[name])
-            for row in catalogue[name]["rows"]:
-                if row.get("method") not in keep[name]:
-                    row["run"] = False
-        write_yaml(path, catalogue)
+    def edit(name, entry, path):
+        assert set(keep[name]) <= {row.get("method") for row in entry["rows"]}, (path, keep[name])
+        for row in entry["rows"]:
+            if row.get("method") not in keep[name]:
+                row["run"] = False
+
+    edit_tables(root, keep, edit)
 
 
 def _build(root: Path, targets: list[str], what: str) -> Path:
@@ -348,13 +355,12 @@ def la_ablation_smoke(tmp_path_factory) -> Path:
 
     root = la_mini_workflow(tmp_path_factory.mktemp("la_ablation") / "wf", real_dataset("LA-mini"),
                             LA_ABLATION_TABLES, patch=LA_ABLATION_PATCH)
-    for path in (root / "config" / "tables").glob("*.yaml"):
-        catalogue = yaml.safe_load(path.read_text())
-        for name in set(catalogue) & set(LA_ABLATION_TABLES):
-            if name in LA_ABLATION_ROWS:
-                catalogue[name]["rows"] = [r for r in catalogue[name]["rows"] if r["method"] in LA_ABLATION_ROWS[name]]
-            for row in catalogue[name]["rows"]:
-                row["ratios"] = [LA_ABLATION_RATIO[name]]
-        write_yaml(path, catalogue)
+    def one_ratio(name, entry, path):
+        if name in LA_ABLATION_ROWS:
+            entry["rows"] = [r for r in entry["rows"] if r["method"] in LA_ABLATION_ROWS[name]]
+        for row in entry["rows"]:
+            row["ratios"] = [LA_ABLATION_RATIO[name]]
+
+    edit_tables(root, LA_ABLATION_TABLES, one_ratio)
     targets = [f"results/tables/{t}.md" for t in LA_ABLATION_TABLES]
     return _build(root, targets, f"{len(LA_ABLATION_TABLES)} LA ablation tables on LA-mini")

@@ -1,6 +1,6 @@
-"""The words around a table's numbers: the ``mean ± std`` text, cell escaping, the "not a result" mark of a smoke run, and
-the footer (what the values are, their units, the papers' sources, schedule and code version).
-:mod:`semiseg.reporting.tables` builds the table with them."""
+"""The words around a table's numbers: the ``mean ± std`` text, cell escaping, the "not a result"
+mark of a smoke run, and the footer (what the values are, their units, the papers' sources,
+schedule and code version). :mod:`semiseg.reporting.tables` builds the table with them."""
 
 from __future__ import annotations
 
